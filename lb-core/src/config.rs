@@ -1,0 +1,329 @@
+//! Typed configuration: what `ipvsadm -A/-E` and `-a/-e` say, shared by the ipvsadm grammar, the
+//! director, the frontends and the control socket.
+
+use core::fmt;
+use core::net::SocketAddr;
+
+use crate::addr::Protocol;
+
+/// How a virtual service is identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceKey {
+    /// `-t|-u VIP:PORT`: protocol, virtual address and port.
+    Addr { proto: Protocol, vip: SocketAddr },
+    /// `-f MARK`: a firewall mark the frontend supplies with each packet. `v6` selects the
+    /// address family of the service (`-6` in ipvsadm).
+    Fwmark { mark: u32, v6: bool },
+}
+
+impl ServiceKey {
+    /// A TCP service at `vip`.
+    pub const fn tcp(vip: SocketAddr) -> Self {
+        ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            vip,
+        }
+    }
+
+    /// A UDP service at `vip`.
+    pub const fn udp(vip: SocketAddr) -> Self {
+        ServiceKey::Addr {
+            proto: Protocol::Udp,
+            vip,
+        }
+    }
+
+    /// Whether the service is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        match self {
+            ServiceKey::Addr { vip, .. } => vip.is_ipv6(),
+            ServiceKey::Fwmark { v6, .. } => *v6,
+        }
+    }
+}
+
+/// Prints as ipvsadm's `-t 10.0.0.1:80`, `-u [::1]:53` or `-f 7`.
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceKey::Addr { proto, vip } => {
+                let flag = match proto {
+                    Protocol::Tcp => "-t",
+                    Protocol::Udp => "-u",
+                };
+                write!(f, "{flag} {vip}")
+            }
+            ServiceKey::Fwmark { mark, .. } => write!(f, "-f {mark}"),
+        }
+    }
+}
+
+/// The fourteen IPVS schedulers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SchedulerKind {
+    Rr,
+    Wrr,
+    Lc,
+    /// ipvsadm's default.
+    #[default]
+    Wlc,
+    Sed,
+    Nq,
+    Lblc,
+    Lblcr,
+    Dh,
+    Sh,
+    Mh,
+    Fo,
+    Ovf,
+    Twos,
+}
+
+impl SchedulerKind {
+    /// Every scheduler, in the order of the reference's chapter 5.
+    pub const ALL: [SchedulerKind; 14] = [
+        SchedulerKind::Rr,
+        SchedulerKind::Wrr,
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sed,
+        SchedulerKind::Nq,
+        SchedulerKind::Lblc,
+        SchedulerKind::Lblcr,
+        SchedulerKind::Dh,
+        SchedulerKind::Sh,
+        SchedulerKind::Mh,
+        SchedulerKind::Fo,
+        SchedulerKind::Ovf,
+        SchedulerKind::Twos,
+    ];
+
+    /// The name ipvsadm uses (`-s NAME`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Rr => "rr",
+            SchedulerKind::Wrr => "wrr",
+            SchedulerKind::Lc => "lc",
+            SchedulerKind::Wlc => "wlc",
+            SchedulerKind::Sed => "sed",
+            SchedulerKind::Nq => "nq",
+            SchedulerKind::Lblc => "lblc",
+            SchedulerKind::Lblcr => "lblcr",
+            SchedulerKind::Dh => "dh",
+            SchedulerKind::Sh => "sh",
+            SchedulerKind::Mh => "mh",
+            SchedulerKind::Fo => "fo",
+            SchedulerKind::Ovf => "ovf",
+            SchedulerKind::Twos => "twos",
+        }
+    }
+
+    /// The scheduler called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether the scheduler keeps a lookup table (sh, dh, mh) sized by `table_size`.
+    pub const fn has_table(self) -> bool {
+        matches!(
+            self,
+            SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
+        )
+    }
+}
+
+impl fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Scheduler flags (`-b`). In IPVS `sh-fallback`/`mh-fallback` are the same bit (SCHED1) and
+/// `sh-port`/`mh-port` another (SCHED2); we keep IPVS's bits and its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SchedFlags {
+    /// SCHED1: `sh-fallback` / `mh-fallback`.
+    pub fallback: bool,
+    /// SCHED2: `sh-port` / `mh-port`.
+    pub port: bool,
+}
+
+impl SchedFlags {
+    /// Sets the flag called `name` (`sh-fallback`, `sh-port`, `mh-fallback`, `mh-port`);
+    /// false if there is no such flag.
+    pub fn set_by_name(&mut self, name: &str) -> bool {
+        match name {
+            "sh-fallback" | "mh-fallback" => self.fallback = true,
+            "sh-port" | "mh-port" => self.port = true,
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// Persistence (`-p [timeout] [-M netmask]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Persistence {
+    /// Template timeout in seconds (ipvsadm's default is 300).
+    pub timeout_secs: u32,
+    /// Client address prefix length that shares a template (`-M`): 32 (IPv4) or 128 (IPv6)
+    /// by default.
+    pub prefix: u8,
+}
+
+/// A virtual service's configuration (`-A`/`-E`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceConfig {
+    pub key: ServiceKey,
+    pub scheduler: SchedulerKind,
+    pub flags: SchedFlags,
+    pub persistence: Option<Persistence>,
+    /// One-packet scheduling (`-o`); applies to UDP only.
+    pub one_packet: bool,
+    /// Size of the sh/dh/mh table; `None` picks IPVS's default (sh 256, dh 256, mh 4093).
+    /// mh takes one of the kernel's primes, sh a power of two (16..=2^20).
+    pub table_size: Option<u32>,
+}
+
+impl ServiceConfig {
+    /// A service with ipvsadm's defaults: wlc, no flags, no persistence.
+    pub const fn new(key: ServiceKey) -> Self {
+        ServiceConfig {
+            key,
+            scheduler: SchedulerKind::Wlc,
+            flags: SchedFlags {
+                fallback: false,
+                port: false,
+            },
+            persistence: None,
+            one_packet: false,
+            table_size: None,
+        }
+    }
+}
+
+/// How packets reach a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ForwardMethod {
+    /// `-m`: NAT (masquerading). The only method lb-core's datapath rewrites.
+    Masq,
+    /// `-g`: direct routing (gatewaying), ipvsadm's default.
+    #[default]
+    Route,
+    /// `-i`: IP-in-IP tunnelling.
+    Tunnel,
+}
+
+impl ForwardMethod {
+    /// ipvsadm's flag (`-m`, `-g`, `-i`).
+    pub const fn flag(self) -> &'static str {
+        match self {
+            ForwardMethod::Masq => "-m",
+            ForwardMethod::Route => "-g",
+            ForwardMethod::Tunnel => "-i",
+        }
+    }
+
+    /// ipvsadm `-L`'s column text.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ForwardMethod::Masq => "Masq",
+            ForwardMethod::Route => "Route",
+            ForwardMethod::Tunnel => "Tunnel",
+        }
+    }
+}
+
+/// A real server's configuration (`-a`/`-e`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// 0..=65535; 0 makes the server quiescent (no new connections).
+    pub weight: u32,
+    /// Upper connection threshold (`-x`); 0 = none.
+    pub u_threshold: u32,
+    /// Lower connection threshold (`-y`); 0 = none.
+    pub l_threshold: u32,
+    pub method: ForwardMethod,
+}
+
+impl ServerConfig {
+    /// The largest weight IPVS accepts.
+    pub const MAX_WEIGHT: u32 = 65535;
+
+    /// A server with ipvsadm's defaults: weight 1, no thresholds, the given method.
+    pub const fn new(addr: SocketAddr, method: ForwardMethod) -> Self {
+        ServerConfig {
+            addr,
+            weight: 1,
+            u_threshold: 0,
+            l_threshold: 0,
+            method,
+        }
+    }
+}
+
+/// IPVS's protocol timeouts that `ipvsadm --set tcp tcpfin udp` changes, in seconds; 0 in a
+/// `--set` command keeps the current value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub udp: u32,
+}
+
+/// Errors from configuration calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The service already exists.
+    ServiceExists,
+    /// No such service.
+    NoSuchService,
+    /// The real server already exists in that service.
+    ServerExists,
+    /// No such real server in that service.
+    NoSuchServer,
+    /// All service slots are in use.
+    TooManyServices,
+    /// The service has as many real servers as its storage holds.
+    TooManyServers,
+    /// Weight above 65535.
+    WeightOutOfRange,
+    /// `-y` above `-x`.
+    ThresholdOrder,
+    /// The sh/dh/mh table size is not one the scheduler accepts, or exceeds the storage.
+    BadTableSize,
+    /// The real server's address family differs from the service's.
+    FamilyMismatch,
+    /// mh cannot hold more real servers than its table has slots.
+    TooManyServersForTable,
+    /// A port-0 service must be persistent.
+    PortZeroNeedsPersistence,
+    /// A persistence netmask longer than the address.
+    BadNetmask,
+    /// The datapath does not support this (e.g. a forwarding method other than NAT).
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ConfigError::ServiceExists => "service already exists",
+            ConfigError::NoSuchService => "no such service",
+            ConfigError::ServerExists => "destination already exists",
+            ConfigError::NoSuchServer => "no such destination",
+            ConfigError::TooManyServices => "no room for another service",
+            ConfigError::TooManyServers => "no room for another destination in this service",
+            ConfigError::WeightOutOfRange => "weight out of range (0..=65535)",
+            ConfigError::ThresholdOrder => "lower threshold is above the upper threshold",
+            ConfigError::BadTableSize => "table size not supported by this scheduler or storage",
+            ConfigError::FamilyMismatch => "real server and service address families differ",
+            ConfigError::TooManyServersForTable => "more destinations than mh table slots",
+            ConfigError::PortZeroNeedsPersistence => "a port-0 service must be persistent",
+            ConfigError::BadNetmask => "persistence netmask longer than the address",
+            ConfigError::Unsupported(what) => return write!(f, "not supported: {what}"),
+        };
+        f.write_str(s)
+    }
+}
