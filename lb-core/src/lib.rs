@@ -16,6 +16,8 @@ extern crate std;
 pub mod addr;
 pub mod config;
 pub mod hash;
+pub mod server;
+pub mod stats;
 pub mod time;
 
 pub use addr::Protocol;

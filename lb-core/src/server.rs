@@ -1,0 +1,119 @@
+//! Real servers (IPVS "destinations"): configuration, the counters the schedulers read, and the
+//! list order every tie-break follows (reference §1, §4.7, §4.9).
+
+use core::net::SocketAddr;
+
+use crate::config::ServerConfig;
+use crate::stats::Stats;
+
+/// Index of a real server in the director's server storage. Stable for as long as the server
+/// exists — including after deletion while connections still reference it (IPVS's trash).
+pub type ServerId = u16;
+
+/// "No server" in scheduler tables (sh, dh, mh slots hold `ServerId`s).
+pub const NO_SERVER: ServerId = u16::MAX;
+
+/// A real server and its run-time state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealServer {
+    /// What `-a`/`-e` configured.
+    pub config: ServerConfig,
+    /// The most recent non-zero weight (mh builds its table from it, reference §5.11).
+    pub last_weight: u32,
+    /// Connections in an active state (TCP ES, SS, SR, SA).
+    pub active: u32,
+    /// Other connections (all UDP connections count here).
+    pub inactive: u32,
+    /// Persistence templates bound to this server.
+    pub persistent: u32,
+    /// IPVS's OVERLOAD flag: set when `u_threshold` is reached at bind, cleared with hysteresis
+    /// at unbind (reference §4.7).
+    pub overloaded: bool,
+    /// False once deleted (IPVS's !AVAILABLE): kept only while entries still reference it.
+    pub available: bool,
+    /// Traffic counters.
+    pub stats: Stats,
+}
+
+impl RealServer {
+    /// A fresh, available server.
+    pub const fn new(config: ServerConfig) -> Self {
+        RealServer {
+            config,
+            last_weight: config.weight,
+            active: 0,
+            inactive: 0,
+            persistent: 0,
+            overloaded: false,
+            available: true,
+            stats: Stats::new(),
+        }
+    }
+
+    /// The server's address and port.
+    pub const fn addr(&self) -> SocketAddr {
+        self.config.addr
+    }
+
+    /// The configured weight.
+    pub const fn weight(&self) -> u32 {
+        self.config.weight
+    }
+
+    /// IPVS's `ip_vs_dest_conn_overhead`: `active * 256 + inactive`.
+    pub const fn overhead(&self) -> u64 {
+        ((self.active as u64) << 8) + self.inactive as u64
+    }
+
+    /// Whether a scheduler may pick it for a new connection: weight > 0 and not overloaded.
+    pub const fn eligible(&self) -> bool {
+        self.config.weight > 0 && !self.overloaded
+    }
+
+    /// Connections still referencing it (templates included). A deleted server's slot is
+    /// freed when this reaches 0; a quiescent one is drained then.
+    pub const fn refs(&self) -> u32 {
+        self.active + self.inactive + self.persistent
+    }
+}
+
+/// A service's real servers in IPVS list order (newest first: `ipvsadm -a` inserts at the head),
+/// as schedulers see them. Deleted servers are not in the list.
+#[derive(Clone, Copy)]
+pub struct DestList<'s> {
+    /// Server ids in list order.
+    pub order: &'s [ServerId],
+    /// The director's server storage, indexed by `ServerId`.
+    pub servers: &'s [RealServer],
+}
+
+impl<'s> DestList<'s> {
+    /// Number of servers in the list.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The server at list position `pos`.
+    pub fn at(&self, pos: usize) -> (ServerId, &'s RealServer) {
+        let id = self.order[pos];
+        (id, &self.servers[usize::from(id)])
+    }
+
+    /// The server with id `id`.
+    pub fn get(&self, id: ServerId) -> &'s RealServer {
+        &self.servers[usize::from(id)]
+    }
+
+    /// Servers in list order, with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (ServerId, &'s RealServer)> + 's {
+        let servers = self.servers;
+        self.order
+            .iter()
+            .map(move |&id| (id, &servers[usize::from(id)]))
+    }
+}
