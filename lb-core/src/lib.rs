@@ -19,6 +19,7 @@ pub mod hash;
 pub mod server;
 pub mod stats;
 pub mod time;
+pub mod verdict;
 
 pub use addr::Protocol;
 pub use config::{
@@ -26,3 +27,4 @@ pub use config::{
     ServiceConfig, ServiceKey, Timeouts,
 };
 pub use time::{Duration, Instant};
+pub use verdict::{DropReason, Verdict};
