@@ -15,6 +15,7 @@ extern crate std;
 
 pub mod addr;
 pub mod config;
+pub mod ipvsadm;
 pub mod time;
 
 pub use addr::Protocol;
