@@ -40,6 +40,7 @@
 //!   §3, §4): `--conn-reuse-mode 0..3`, `--expire-nodest-conn 0|1`,
 //!   `--expire-quiescent-template 0|1`, `--secure-tcp 0..3`, `--drop-entry 0..3`,
 //!   `--sloppy-tcp 0|1`.
+#![warn(missing_docs)]
 
 use core::fmt;
 use core::net::SocketAddr;
@@ -86,7 +87,10 @@ pub enum Command {
     List(ListOptions),
     /// `-S [-n]`: print the table as commands (names are never resolved here, so `numeric`
     /// only records what was asked).
-    Save { numeric: bool },
+    Save {
+        /// `-n` was given.
+        numeric: bool,
+    },
     /// `-R`: read commands, one a line, from the input that follows.
     Restore,
 }
@@ -264,8 +268,11 @@ pub enum ParseErrorKind {
     NotANumber(&'static str),
     /// A number outside its range; says of what and the range.
     OutOfRange {
+        /// What the number is (`weight`, `fwmark`, ...).
         what: &'static str,
+        /// The smallest value accepted.
         min: u32,
+        /// The largest value accepted.
         max: u32,
     },
     /// `-6` applies to fwmark (`-f`) services only.
