@@ -2,7 +2,7 @@
 //! gateway's configuration file, `lbadm` (argv), the control socket (one text line per command),
 //! embedded users and the fuzz target.
 //!
-//! The grammar is ipvsadm v1.31's ([man] in `ipvs-reference.md`; its option table, defaults and
+//! The grammar is ipvsadm v1.31's (\[man\] in `ipvs-reference.md`; its option table, defaults and
 //! checks follow `ipvsadm.c`'s `parse_options`/`process_options`), so the output of
 //! `ipvsadm-save -n` is accepted unchanged, and [`write_save`] prints the same format back.
 //!
@@ -12,7 +12,7 @@
 //! * [`write_service`], [`write_server`] and [`write_save`] print `ipvsadm -S -n` lines;
 //!   [`Command`]'s `Display` prints any command in a form [`parse_line`] reads back.
 //!
-//! What ipvsadm does and we do the same way (reference §1, §4, [man]):
+//! What ipvsadm does and we do the same way (reference §1, §4, \[man\]):
 //! * defaults: scheduler `wlc` on `-A`/`-E`, persistence timeout 300 s for a bare `-p`, netmask
 //!   /32 (IPv4) or /128 (IPv6), weight 1, forwarding `-g`;
 //! * `-E` and `-e` replace the whole configuration: omitted options take their defaults again;
@@ -60,7 +60,7 @@ pub const MAX_TIMEOUT_SECS: u32 = 86400 * 31;
 pub const DEFAULT_PERSISTENCE_SECS: u32 = 300;
 
 /// One ipvsadm command, typed. Produced by [`parse_line`]/[`parse_args`]; applying it is the
-/// director's job.
+/// director's job. `Copy`, 88 bytes on 64-bit targets: cheap to send through a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// `-A`: add a virtual service.
@@ -168,7 +168,7 @@ pub enum ListView {
     Connections,
 }
 
-/// Why a command line was refused: which token, where, and why.
+/// Why a command line was refused: which token, where, and why (112 bytes on 64-bit targets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     /// Index of the offending token, from 0 (argv without the program name). For a missing
