@@ -14,7 +14,11 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod checksum;
 pub mod config;
+pub mod nat;
+pub mod packet;
+pub mod tcp;
 pub mod time;
 
 pub use addr::Protocol;
@@ -22,4 +26,6 @@ pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
+//pub use packet::{Kind, Malformed, Parsed};
+pub use tcp::{Direction, TcpState, TcpTimeouts};
 pub use time::{Duration, Instant};
