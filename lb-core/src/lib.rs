@@ -26,6 +26,7 @@ pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
-//pub use packet::{Kind, Malformed, Parsed};
+pub use nat::NatError;
+pub use packet::{Kind, Malformed, Parsed};
 pub use tcp::{Direction, TcpState, TcpTimeouts};
 pub use time::{Duration, Instant};

@@ -136,8 +136,8 @@ pub enum Direction {
     Input = 0,
     /// Real server → client through the director (NAT replies).
     Output = 1,
-    /// Client → director while the entry has NOOUTPUT (DR/TUN, or NAT before the first reply):
-    /// used instead of `Input`.
+    /// Client → director while the entry has NOOUTPUT (DR, TUN and LOCALNODE connections, until
+    /// an `Output` packet is seen): used instead of `Input`.
     InputOnly = 2,
 }
 
@@ -170,7 +170,6 @@ pub const fn event(tcp_flags: u8) -> Option<TcpEvent> {
 /// A transition table, indexed `[direction][event][current state]`.
 pub type TransitionTable = [[[TcpState; 11]; 4]; 3];
 
-const NO: TcpState = TcpState::None;
 const ES: TcpState = TcpState::Established;
 const SS: TcpState = TcpState::SynSent;
 const SR: TcpState = TcpState::SynRecv;
