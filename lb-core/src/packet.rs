@@ -640,7 +640,16 @@ mod tests {
 
     #[test]
     fn every_malformed_reason() {
-        let good = tcp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), ACK, 0, 0, b"x", 0, false);
+        let good = tcp(
+            sa("10.0.0.1:1"),
+            sa("10.0.0.2:2"),
+            ACK,
+            0,
+            0,
+            b"x",
+            0,
+            false,
+        );
         let v4 = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut b = good.clone();
             f(&mut b);
@@ -664,7 +673,10 @@ mod tests {
             b[2..4].copy_from_slice(&[0, 80]);
         });
         assert_eq!(long_header, Err(Malformed::Truncated));
-        assert_eq!(v4(&|b| b[2..4].copy_from_slice(&[0, 19])), Err(Malformed::BadTotalLength));
+        assert_eq!(
+            v4(&|b| b[2..4].copy_from_slice(&[0, 19])),
+            Err(Malformed::BadTotalLength)
+        );
         assert_eq!(v4(&|b| b[6] |= 0x20), Err(Malformed::Fragment));
         assert_eq!(v4(&|b| b[7] = 1), Err(Malformed::Fragment));
         assert_eq!(v4(&|b| b[6] = 0x40), Ok(parse(&good).unwrap())); // DF is fine
@@ -728,7 +740,10 @@ mod tests {
     fn other_protocols_pass() {
         let gre = ip(ipa("10.0.0.1"), ipa("10.0.0.2"), 47, 0, &[0; 8]);
         let p = parse(&gre).unwrap();
-        assert_eq!((p.kind, p.proto, p.src.port(), p.payload_len), (Kind::Other, 47, 0, 0));
+        assert_eq!(
+            (p.kind, p.proto, p.src.port(), p.payload_len),
+            (Kind::Other, 47, 0, 0)
+        );
         // ICMP redirect and echo reply are not errors we relate.
         let redirect = icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 5, 0, [0; 4], &[0; 28]);
         assert_eq!(parse(&redirect).unwrap().kind, Kind::Other);
@@ -740,7 +755,10 @@ mod tests {
     fn echo_requests() {
         let e4 = icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 8, 0, [0, 1, 0, 2], b"abc");
         let p = parse(&e4).unwrap();
-        assert_eq!((p.kind, p.payload_len, p.proto), (Kind::EchoRequest, 3, PROTO_ICMP));
+        assert_eq!(
+            (p.kind, p.payload_len, p.proto),
+            (Kind::EchoRequest, 3, PROTO_ICMP)
+        );
         let e6 = icmp(ipa("::1"), ipa("::2"), 128, 0, [0, 1, 0, 2], b"");
         assert_eq!(parse(&e6).unwrap().kind, Kind::EchoRequest);
         assert_eq!(parse(&e4[..27]), Err(Malformed::Truncated));
@@ -752,7 +770,14 @@ mod tests {
         let (vip, client) = (sa("198.51.100.1:80"), sa("192.0.2.7:40000"));
         let quoted = tcp(vip, client, ACK, 5, 6, &[0; 100], 1, false);
         for n in [quoted.len(), 24 + 8] {
-            let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 3, 4, [0, 0, 5, 0xdc], &quoted[..n]);
+            let pkt = icmp(
+                ipa("203.0.113.9"),
+                vip.ip(),
+                3,
+                4,
+                [0, 0, 5, 0xdc],
+                &quoted[..n],
+            );
             let p = parse(&pkt).unwrap();
             assert_eq!((p.src.ip(), p.dst.ip()), (ipa("203.0.113.9"), vip.ip()));
             let e = icmp_kind(&p);
@@ -761,7 +786,14 @@ mod tests {
             assert_eq!((e.icmp_type, e.icmp_code), (3, 4));
         }
         // Less than 8 bytes of quoted L4 header: refused.
-        let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 11, 0, [0; 4], &quoted[..24 + 7]);
+        let pkt = icmp(
+            ipa("203.0.113.9"),
+            vip.ip(),
+            11,
+            0,
+            [0; 4],
+            &quoted[..24 + 7],
+        );
         assert_eq!(parse(&pkt), Err(Malformed::BadEmbeddedPacket));
         // Quoting IPv6 inside ICMPv4: refused.
         let q6 = udp(sa("[::1]:1"), sa("[::2]:2"), &[], 0);
@@ -801,7 +833,11 @@ mod tests {
 
     #[test]
     fn parsed_size() {
-        assert!(core::mem::size_of::<Parsed>() <= 152, "{}", core::mem::size_of::<Parsed>());
+        assert!(
+            core::mem::size_of::<Parsed>() <= 152,
+            "{}",
+            core::mem::size_of::<Parsed>()
+        );
     }
 
     proptest! {

@@ -481,7 +481,10 @@ Every cell that differs between the normal and the DoS table:
         for d in 0..3 {
             for e in 0..4 {
                 for s in 0..11 {
-                    assert_eq!(TCP_STATES[d][e][s], normal[d][e][s], "normal [{d}][{e}][{s}]");
+                    assert_eq!(
+                        TCP_STATES[d][e][s], normal[d][e][s],
+                        "normal [{d}][{e}][{s}]"
+                    );
                     assert_eq!(TCP_STATES_DOS[d][e][s], dos[d][e][s], "dos [{d}][{e}][{s}]");
                     checked += 2;
                 }
@@ -586,14 +589,24 @@ Every cell that differs between the normal and the DoS table:
         // Handshake: normal table establishes on the client's ACK; DoS only on an OUTPUT ack.
         assert_eq!(run(false, open), TcpState::Established);
         assert_eq!(run(true, open), TcpState::SynAck);
-        assert_eq!(run(true, &[(I, SYN), (O, SYN | ACK), (O, ACK)]), TcpState::Established);
+        assert_eq!(
+            run(true, &[(I, SYN), (O, SYN | ACK), (O, ACK)]),
+            TcpState::Established
+        );
     }
 
     #[test]
     fn dr_client_fin_ends_in_fin_wait() {
         use flags::*;
         use Direction::InputOnly as X;
-        let close = [(X, SYN), (X, ACK), (X, ACK | PSH), (X, FIN | ACK), (X, ACK), (X, ACK)];
+        let close = [
+            (X, SYN),
+            (X, ACK),
+            (X, ACK | PSH),
+            (X, FIN | ACK),
+            (X, ACK),
+            (X, ACK),
+        ];
         assert_eq!(run(false, &close), TcpState::FinWait);
         assert_eq!(run(true, &close), TcpState::FinWait);
         // A new DR SYN lands in SYN_RECV normally, SYNACK under secure_tcp (§2.5).
@@ -637,7 +650,10 @@ Every cell that differs between the normal and the DoS table:
             assert_eq!(TcpState::from_u8(i as u8), Some(s));
         }
         assert_eq!(TcpState::from_u8(11), None);
-        let active: Vec<_> = TcpState::ALL.into_iter().filter(|s| s.is_active()).collect();
+        let active: Vec<_> = TcpState::ALL
+            .into_iter()
+            .filter(|s| s.is_active())
+            .collect();
         assert_eq!(
             active,
             [
