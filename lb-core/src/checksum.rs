@@ -9,6 +9,8 @@
 //! [`verify_checksums`] recomputes every checksum of a packet from scratch; tests, fuzz targets
 //! and the balancer's tests use it to check the incremental results.
 
+#![warn(missing_docs)]
+
 /// Adds `data` to the running ones-complement sum `acc`, as big-endian 16-bit words; an odd
 /// final byte is padded with a zero byte. When summing several slices, every slice but the last
 /// must have an even length. Finish with [`fold`] or [`finish`].

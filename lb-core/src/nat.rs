@@ -29,6 +29,8 @@
 //! [`write_echo_reply`]. Their IPv4 header has no options, DF set and identification 0 (an
 //! atomic datagram, RFC 6864); TTL / hop limit 64.
 
+#![warn(missing_docs)]
+
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 

@@ -32,6 +32,8 @@
 //! L4 checksums are not verified, as in IPVS: the rewrites update them incrementally, so a
 //! corrupt segment stays detectably corrupt for its receiver.
 
+#![warn(missing_docs)]
+
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 
@@ -140,7 +142,7 @@ pub enum Kind {
 }
 
 /// A parsed IP packet: everything the balancer and the rewrites need, with no reference to the
-/// buffer. 152 bytes on 64-bit targets (mostly four `SocketAddr`s).
+/// buffer. 148 bytes on 64-bit targets (mostly four `SocketAddr`s of 32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Parsed {
     /// IPv6 (else IPv4).
@@ -833,11 +835,9 @@ mod tests {
 
     #[test]
     fn parsed_size() {
-        assert!(
-            core::mem::size_of::<Parsed>() <= 152,
-            "{}",
-            core::mem::size_of::<Parsed>()
-        );
+        let n = core::mem::size_of::<Parsed>();
+        std::println!("Parsed = {n} bytes");
+        assert!(n <= 152, "{n}");
     }
 
     proptest! {

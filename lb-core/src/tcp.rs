@@ -9,6 +9,8 @@
 //!
 //! UDP has a single state with one timeout ([`TcpTimeouts::udp`], §2.8) and no transitions.
 
+#![warn(missing_docs)]
+
 use core::fmt;
 
 use crate::config::Timeouts;
@@ -34,18 +36,28 @@ pub mod flags {
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum TcpState {
-    /// A new entry before its first transition.
+    /// `NO`: a new entry before its first transition (2 s).
     #[default]
     None = 0,
+    /// `ES`: data flows (900 s).
     Established = 1,
+    /// `SS`: a SYN seen from the server side (120 s).
     SynSent = 2,
+    /// `SR`: the client's SYN seen (60 s).
     SynRecv = 3,
+    /// `FW`: a FIN seen from the server (NAT) or the client (DR/TUN) (120 s).
     FinWait = 4,
+    /// `TW`: both FINs seen (120 s).
     TimeWait = 5,
+    /// `CL`: reset, or a segment with none of SYN/FIN/ACK/RST (10 s).
     Close = 6,
+    /// `CW`: the client's FIN seen (60 s).
     CloseWait = 7,
+    /// `LA`: last ACK awaited (30 s).
     LastAck = 8,
+    /// `LI`: listening; not reached by the tables from a new entry (120 s).
     Listen = 9,
+    /// `SA`: under secure_tcp, the server's SYN+ACK seen (120 s).
     SynAck = 10,
 }
 
@@ -144,9 +156,13 @@ pub enum Direction {
 /// The event a TCP packet feeds the state machine, chosen from its flags (§2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TcpEvent {
+    /// SYN set (and not RST).
     Syn = 0,
+    /// FIN set (and neither RST nor SYN).
     Fin = 1,
+    /// ACK set, and none of RST, SYN, FIN.
     Ack = 2,
+    /// RST set.
     Rst = 3,
 }
 
