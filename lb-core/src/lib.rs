@@ -14,11 +14,15 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod checksum;
 pub mod config;
 pub mod hash;
 pub mod ipvsadm;
+pub mod nat;
+pub mod packet;
 pub mod server;
 pub mod stats;
+pub mod tcp;
 pub mod time;
 pub mod verdict;
 
@@ -27,5 +31,8 @@ pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
+pub use nat::NatError;
+pub use packet::{Kind, Malformed, Parsed};
+pub use tcp::{Direction, TcpState, TcpTimeouts};
 pub use time::{Duration, Instant};
 pub use verdict::{DropReason, Verdict};
