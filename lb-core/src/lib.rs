@@ -15,8 +15,11 @@ extern crate std;
 
 pub mod addr;
 pub mod config;
+pub mod director;
 pub mod hash;
+pub mod sched;
 pub mod server;
+pub mod service;
 pub mod stats;
 pub mod time;
 
@@ -25,4 +28,7 @@ pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
+pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
+pub use server::{RealServer, ServerId};
+pub use service::{Service, ServiceId};
 pub use time::{Duration, Instant};
