@@ -86,7 +86,7 @@ mod tests {
     fn cycles_in_list_order_skipping_ineligible() {
         let mut f = Fixture::new();
         let a = f.add(1, 1);
-        let b = f.add(2, 0);
+        let _b = f.add(2, 0);
         let c = f.add(3, 5);
         let d = f.add(4, 1);
         // List order: d c b a. b has weight 0.
