@@ -33,11 +33,11 @@
 //! Storage is partitioned evenly per service slot: slot `s` owns servers
 //! `s·P .. (s+1)·P` (`P` = [`Limits::servers_per_service`]; a [`ServerId`] is the global index),
 //! order entries likewise, `T` table slots and `L` lblc and `L` lblcr entries. Bytes per item
-//! (x86-64): `Option<Service>` 272, [`RealServer`] 112, [`RateEstimator`] 80, order entry 2,
+//! (64-bit targets): `Option<Service>` 232, [`RealServer`] 112, [`RateEstimator`] 80, order entry 2,
 //! `MhScratch` and lblc/lblcr entries: see their modules; [`Limits::storage_bytes`] computes the
 //! exact total. With [`Limits::default`] (64 services × 1023 servers, 65536 table slots, 1024
-//! lblc entries) the services take 17 KiB, servers + rates + order 12.1 MiB, tables 8 MiB, plus
-//! the mh scratch and lblc caches. Hosts that need less pass smaller limits.
+//! lblc entries) the services take 14.5 KiB, servers + rates + order 12.1 MiB (194 B per server
+//! slot), tables 8 MiB, plus the mh scratch (one per server slot) and the lblc/lblcr caches. Hosts that need less pass smaller limits.
 //!
 //! Lookups scan the service slots (a handful of compares per service); scheduling scans the
 //! service's contiguous order array plus the server array.
@@ -207,7 +207,7 @@ impl<const SVC: usize, const SRV: usize, const TAB: usize, const LBLC: usize>
 
     /// Lends the arrays as a [`DirectorStorage`] for [`Director::new`].
     pub fn storage(&mut self) -> DirectorStorage<'_> {
-        let per = |total: usize| if SVC == 0 { 0 } else { total / SVC };
+        let per = |total: usize| total.checked_div(SVC).unwrap_or(0);
         DirectorStorage {
             limits: Limits {
                 services: SVC,
@@ -316,7 +316,10 @@ impl<'a> Director<'a> {
             mut lblc,
             mut lblcr,
         } = storage;
-        let svc = limits.services.min(services.len()).min(usize::from(u16::MAX));
+        let svc = limits
+            .services
+            .min(services.len())
+            .min(usize::from(u16::MAX));
         let per_of = |len: usize| len.checked_div(svc).unwrap_or(0);
         let mut per = limits
             .servers_per_service
@@ -567,7 +570,10 @@ impl<'a> Director<'a> {
         }
         let base = self.base(s);
         let per = self.limits.servers_per_service;
-        if self.servers[base..base + per].iter().all(RealServer::is_free) {
+        if self.servers[base..base + per]
+            .iter()
+            .all(RealServer::is_free)
+        {
             self.services[s] = None;
         }
     }
@@ -577,7 +583,8 @@ impl<'a> Director<'a> {
         let base = self.base(s);
         let len = self.svc(s).map_or(0, Service::len);
         let id = self.order[base + pos];
-        self.order.copy_within(base + pos + 1..base + len, base + pos);
+        self.order
+            .copy_within(base + pos + 1..base + len, base + pos);
         self.order[base + len - 1] = NO_SERVER;
         if let Some(svc) = self.svc_mut(s) {
             svc.len -= 1;
@@ -834,7 +841,12 @@ impl<'a> Director<'a> {
     /// fwmark service when a mark is given, then `<proto, addr, port>`, then a port-0 service
     /// at that address. (The FTP rule is not implemented.) Call for a packet that matches no
     /// connection entry.
-    pub fn lookup(&self, proto: Protocol, dst: SocketAddr, fwmark: Option<u32>) -> Option<ServiceId> {
+    pub fn lookup(
+        &self,
+        proto: Protocol,
+        dst: SocketAddr,
+        fwmark: Option<u32>,
+    ) -> Option<ServiceId> {
         if let (Some(mark), true) = (fwmark, self.fwmark_services > 0) {
             let key = ServiceKey::Fwmark {
                 mark,
@@ -861,10 +873,11 @@ impl<'a> Director<'a> {
 
     /// Live services with their ids, in slot order.
     pub fn services(&self) -> impl Iterator<Item = (ServiceId, &Service)> + '_ {
-        self.services
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().filter(|s| !s.deleted).map(|s| (i as ServiceId, s)))
+        self.services.iter().enumerate().filter_map(|(i, s)| {
+            s.as_ref()
+                .filter(|s| !s.deleted)
+                .map(|s| (i as ServiceId, s))
+        })
     }
 
     /// A service's servers in IPVS list order (empty for an unknown id).
@@ -906,7 +919,12 @@ impl<'a> Director<'a> {
     /// service's scheduler; `None` when no server is available (the caller answers as IPVS's
     /// `ip_vs_leave` does). Updates only the scheduler's state: call `bind_conn` /
     /// `bind_template` when the entry is created.
-    pub fn schedule(&mut self, svc: ServiceId, input: &SchedInput, now: Instant) -> Option<ServerId> {
+    pub fn schedule(
+        &mut self,
+        svc: ServiceId,
+        input: &SchedInput,
+        now: Instant,
+    ) -> Option<ServerId> {
         let s = usize::from(svc);
         let per = self.limits.servers_per_service;
         let tslots = self.limits.table_slots_per_service;
@@ -1093,12 +1111,16 @@ impl<'a> Director<'a> {
         let n = self.limits.lblc_entries_per_service;
         for s in 0..self.limits.services {
             match self.svc(s).map(|v| v.config.scheduler) {
-                Some(SchedulerKind::Lblc) => {
-                    lblc::gc(&mut self.lblc[s * n..(s + 1) * n], now, self.lblc_expiration)
-                }
-                Some(SchedulerKind::Lblcr) => {
-                    lblcr::gc(&mut self.lblcr[s * n..(s + 1) * n], now, self.lblcr_expiration)
-                }
+                Some(SchedulerKind::Lblc) => lblc::gc(
+                    &mut self.lblc[s * n..(s + 1) * n],
+                    now,
+                    self.lblc_expiration,
+                ),
+                Some(SchedulerKind::Lblcr) => lblcr::gc(
+                    &mut self.lblcr[s * n..(s + 1) * n],
+                    now,
+                    self.lblcr_expiration,
+                ),
                 _ => {}
             }
         }

@@ -2,7 +2,7 @@
 //! list order, the scheduler's state and the counters. Owned by the [`Director`], which keeps
 //! them in caller storage; the datapath reads them through `Director::service`.
 //!
-//! Size: `Service` is about 272 bytes (see `director` module docs for the whole storage).
+//! Size: `Option<Service>` is 232 bytes on 64-bit targets (see `director` module docs for the whole storage).
 //!
 //! [`Director`]: crate::director::Director
 

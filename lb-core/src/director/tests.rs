@@ -25,8 +25,14 @@ fn storage(limits: Limits) -> DirectorStorage<'static> {
         order: leak(NO_SERVER, n),
         tables: leak(NO_SERVER, limits.services * limits.table_slots_per_service),
         mh_scratch: leak(MhScratch::EMPTY, n),
-        lblc: leak(LblcEntry::EMPTY, limits.services * limits.lblc_entries_per_service),
-        lblcr: leak(LblcrEntry::EMPTY, limits.services * limits.lblc_entries_per_service),
+        lblc: leak(
+            LblcEntry::EMPTY,
+            limits.services * limits.lblc_entries_per_service,
+        ),
+        lblcr: leak(
+            LblcrEntry::EMPTY,
+            limits.services * limits.lblc_entries_per_service,
+        ),
     }
 }
 
@@ -119,7 +125,10 @@ fn resources_are_const_and_usable() {
 fn validation_errors() {
     let mut d = small();
     let mut c = ServiceConfig::new(ServiceKey::tcp("10.0.0.1:0".parse().unwrap()));
-    assert_eq!(d.add_service(&c), Err(ConfigError::PortZeroNeedsPersistence));
+    assert_eq!(
+        d.add_service(&c),
+        Err(ConfigError::PortZeroNeedsPersistence)
+    );
     c.persistence = Some(Persistence {
         timeout_secs: 300,
         prefix: 33,
@@ -132,23 +141,44 @@ fn validation_errors() {
     c.table_size = Some(8191); // a valid prime, larger than the storage (4096)
     assert_eq!(d.add_service(&c), Err(ConfigError::BadTableSize));
     let s = d.add_service(&svc(SchedulerKind::Rr)).unwrap();
-    assert_eq!(d.add_service(&svc(SchedulerKind::Rr)), Err(ConfigError::ServiceExists));
-    assert_eq!(d.add_server(&key(), &rs(1, 65536)), Err(ConfigError::WeightOutOfRange));
+    assert_eq!(
+        d.add_service(&svc(SchedulerKind::Rr)),
+        Err(ConfigError::ServiceExists)
+    );
+    assert_eq!(
+        d.add_server(&key(), &rs(1, 65536)),
+        Err(ConfigError::WeightOutOfRange)
+    );
     let mut bad = rs(1, 1);
     bad.l_threshold = 5; // above u_threshold 0: IPVS rejects it too
     assert_eq!(d.add_server(&key(), &bad), Err(ConfigError::ThresholdOrder));
     let v6 = ServerConfig::new("[2001:db8::1]:80".parse().unwrap(), ForwardMethod::Masq);
     assert_eq!(d.add_server(&key(), &v6), Err(ConfigError::FamilyMismatch));
     d.add_server(&key(), &rs(1, 1)).unwrap();
-    assert_eq!(d.add_server(&key(), &rs(1, 2)), Err(ConfigError::ServerExists));
-    assert_eq!(d.edit_server(&key(), &rs(9, 2)), Err(ConfigError::NoSuchServer));
-    assert_eq!(d.del_server(&key(), rs(9, 1).addr), Err(ConfigError::NoSuchServer));
+    assert_eq!(
+        d.add_server(&key(), &rs(1, 2)),
+        Err(ConfigError::ServerExists)
+    );
+    assert_eq!(
+        d.edit_server(&key(), &rs(9, 2)),
+        Err(ConfigError::NoSuchServer)
+    );
+    assert_eq!(
+        d.del_server(&key(), rs(9, 1).addr),
+        Err(ConfigError::NoSuchServer)
+    );
     for n in 2..=8 {
         d.add_server(&key(), &rs(n, 1)).unwrap();
     }
-    assert_eq!(d.add_server(&key(), &rs(9, 1)), Err(ConfigError::TooManyServers));
+    assert_eq!(
+        d.add_server(&key(), &rs(9, 1)),
+        Err(ConfigError::TooManyServers)
+    );
     let other = ServiceKey::udp(vip());
-    assert_eq!(d.add_server(&other, &rs(1, 1)), Err(ConfigError::NoSuchService));
+    assert_eq!(
+        d.add_server(&other, &rs(1, 1)),
+        Err(ConfigError::NoSuchService)
+    );
     assert_eq!(d.servers(s).len(), 8);
     // mh with more servers than M.
     let mut c = svc(SchedulerKind::Mh);
@@ -178,8 +208,14 @@ fn lookup_order_fwmark_then_addr_then_port0() {
     let fw = ServiceConfig::new(ServiceKey::Fwmark { mark: 5, v6: false });
     let sf = d.add_service(&fw).unwrap();
     assert_eq!(d.lookup(Protocol::Tcp, vip(), Some(5)), Some(sf));
-    assert_eq!(d.lookup(Protocol::Udp, "1.2.3.4:9".parse().unwrap(), Some(5)), Some(sf));
-    assert_eq!(d.lookup(Protocol::Tcp, "[::1]:9".parse().unwrap(), Some(5)), None);
+    assert_eq!(
+        d.lookup(Protocol::Udp, "1.2.3.4:9".parse().unwrap(), Some(5)),
+        Some(sf)
+    );
+    assert_eq!(
+        d.lookup(Protocol::Tcp, "[::1]:9".parse().unwrap(), Some(5)),
+        None
+    );
     assert_eq!(d.lookup(Protocol::Tcp, vip(), Some(6)), Some(s80));
     d.del_service(&key()).unwrap();
     assert_eq!(d.lookup(Protocol::Tcp, vip(), None), Some(s0));
@@ -382,7 +418,10 @@ fn stats_rates_and_timers() {
         d.handle_timeout(now);
     }
     let r = d.service(s).unwrap().rates.rates();
-    assert_eq!((r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps), (5, 50, 50, 5000, 50000));
+    assert_eq!(
+        (r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps),
+        (5, 50, 50, 5000, 50000)
+    );
     assert_eq!(d.server_rates(a), Some(r));
     assert_eq!(d.service(s).unwrap().stats.conns, 1000);
     d.zero_stats(Some(&key())).unwrap();
@@ -391,8 +430,14 @@ fn stats_rates_and_timers() {
     assert_eq!(d.server_rates(a), Some(Rates::default()));
     // A long gap: at most 8 periods caught up, then rescheduled from now.
     d.handle_timeout(now + Duration::from_secs(3600));
-    assert_eq!(d.poll_timeout(), now + Duration::from_secs(3600) + GC_PERIOD.min(ESTIMATOR_PERIOD));
-    assert_eq!(d.zero_stats(Some(&ServiceKey::udp(vip()))), Err(ConfigError::NoSuchService));
+    assert_eq!(
+        d.poll_timeout(),
+        now + Duration::from_secs(3600) + GC_PERIOD.min(ESTIMATOR_PERIOD)
+    );
+    assert_eq!(
+        d.zero_stats(Some(&ServiceKey::udp(vip()))),
+        Err(ConfigError::NoSuchService)
+    );
 }
 
 #[test]
@@ -411,7 +456,9 @@ fn twos_reproducible_per_seed() {
         for n in 1..=4 {
             d.add_server(&key(), &rs(n, u32::from(n))).unwrap();
         }
-        (0..64).map(|_| pick(&mut d, s).unwrap()).collect::<Vec<_>>()
+        (0..64)
+            .map(|_| pick(&mut d, s).unwrap())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
@@ -441,7 +488,11 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 /// Counts wrr picks over `periods` whole periods.
 fn wrr_counts(d: &mut Director<'_>, s: ServiceId, periods: u32) -> Vec<u32> {
-    let list: Vec<(ServerId, u32)> = d.servers(s).iter().map(|(id, r)| (id, r.weight())).collect();
+    let list: Vec<(ServerId, u32)> = d
+        .servers(s)
+        .iter()
+        .map(|(id, r)| (id, r.weight()))
+        .collect();
     let g = list.iter().fold(0, |g, &(_, w)| gcd(w, g));
     let total: u32 = list.iter().map(|&(_, w)| w).sum();
     let mut counts = vec![0; list.len()];
@@ -459,7 +510,9 @@ fn wrr_counts(d: &mut Director<'_>, s: ServiceId, periods: u32) -> Vec<u32> {
 fn expected(d: &Director<'_>, s: ServiceId, periods: u32) -> Vec<u32> {
     let ws: Vec<u32> = d.servers(s).iter().map(|(_, r)| r.weight()).collect();
     let g = ws.iter().fold(0, |g, &w| gcd(w, g));
-    ws.iter().map(|&w| if g == 0 { 0 } else { periods * w / g }).collect()
+    ws.iter()
+        .map(|&w| (periods * w).checked_div(g).unwrap_or(0))
+        .collect()
 }
 
 /// Advances to the start of the next full period: the position where cw has just wrapped to
@@ -470,8 +523,7 @@ fn skip_to_period_start(d: &mut Director<'_>, s: ServiceId) {
         // The next decision starts a period when the last one ended the lowest level at the
         // list's last eligible server or the state was just (re)initialised at the head with
         // cw = mw.
-        if (st.cl == 0 && st.cw == st.mw) || (st.cw <= i64::from(st.di) && tail_done(d, s, st.cl))
-        {
+        if (st.cl == 0 && st.cw == st.mw) || (st.cw <= i64::from(st.di) && tail_done(d, s, st.cl)) {
             return;
         }
         pick(d, s);
@@ -480,7 +532,10 @@ fn skip_to_period_start(d: &mut Director<'_>, s: ServiceId) {
 
 /// Whether no server after list coordinate `cl` has a positive weight.
 fn tail_done(d: &Director<'_>, s: ServiceId, cl: u32) -> bool {
-    d.servers(s).iter().skip(cl as usize).all(|(_, r)| r.weight() == 0)
+    d.servers(s)
+        .iter()
+        .skip(cl as usize)
+        .all(|(_, r)| r.weight() == 0)
 }
 
 proptest! {
@@ -685,4 +740,15 @@ proptest! {
             }
         }
     }
+}
+
+/// The sizes the module docs state (x86-64 / 64-bit targets).
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn documented_sizes() {
+    assert_eq!(size_of::<Option<Service>>(), 232);
+    assert_eq!(size_of::<RealServer>(), 112);
+    assert_eq!(size_of::<RateEstimator>(), 80);
+    assert_eq!(size_of::<Stats>(), 40);
+    assert_eq!(size_of::<Rates>(), 40);
 }

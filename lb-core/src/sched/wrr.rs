@@ -70,7 +70,12 @@ impl WrrState {
     pub fn init(dests: DestList<'_>) -> Self {
         let (di, max) = weights(dests);
         let mw = i64::from(max) - (i64::from(di) - 1);
-        WrrState { cl: 0, di, mw, cw: mw }
+        WrrState {
+            cl: 0,
+            di,
+            mw,
+            cw: mw,
+        }
     }
 
     /// `dest_changed`: call after any add, delete or edit of a server of the service.
