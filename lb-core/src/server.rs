@@ -1,9 +1,9 @@
 //! Real servers (IPVS "destinations"): configuration, the counters the schedulers read, and the
 //! list order every tie-break follows (reference §1, §4.7, §4.9).
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::config::ServerConfig;
+use crate::config::{ForwardMethod, ServerConfig};
 use crate::stats::Stats;
 
 /// Index of a real server in the director's server storage. Stable for as long as the server
@@ -36,6 +36,25 @@ pub struct RealServer {
 }
 
 impl RealServer {
+    /// An unused storage slot: unavailable, no references, weight 0, address `0.0.0.0:0`.
+    /// The director fills free slots with it (and `DirectorResources::new` is made of it).
+    pub const EMPTY: RealServer = {
+        let mut s = RealServer::new(ServerConfig {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            weight: 0,
+            u_threshold: 0,
+            l_threshold: 0,
+            method: ForwardMethod::Masq,
+        });
+        s.available = false;
+        s
+    };
+
+    /// Whether this storage slot is free: neither in a service's list nor deleted-but-referenced.
+    pub const fn is_free(&self) -> bool {
+        !self.available && self.refs() == 0
+    }
+
     /// A fresh, available server.
     pub const fn new(config: ServerConfig) -> Self {
         RealServer {

@@ -1,0 +1,71 @@
+//! Virtual services (reference §1 "Service"): configuration, the list of real servers in IPVS
+//! list order, the scheduler's state and the counters. Owned by the [`Director`], which keeps
+//! them in caller storage; the datapath reads them through `Director::service`.
+//!
+//! Size: `Option<Service>` is 232 bytes on 64-bit targets (see `director` module docs for the whole storage).
+//!
+//! [`Director`]: crate::director::Director
+
+use crate::config::ServiceConfig;
+use crate::sched::SchedState;
+use crate::stats::{RateEstimator, Stats};
+
+/// Index of a service slot in the director's storage. Stable while the service exists,
+/// including after deletion while connections still reference it.
+pub type ServiceId = u16;
+
+/// A virtual service and its run-time state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// What `-A`/`-E` configured.
+    pub config: ServiceConfig,
+    /// Traffic counters (`ipvsadm -L --stats`).
+    pub stats: Stats,
+    /// The rate estimator (`ipvsadm -L --rate`).
+    pub rates: RateEstimator,
+    /// True once deleted (`-D`, `-C`) while some of its servers are still referenced by
+    /// connections. The datapath keeps forwarding or expiring those entries; lookups no longer
+    /// find the service, and the slot is freed when the last reference goes.
+    pub deleted: bool,
+    /// Number of servers in the list (the first `len` ids of its order array).
+    pub(crate) len: u16,
+    /// Slots of the sh/dh/mh table in use (0 for the other schedulers).
+    pub(crate) table_size: u32,
+    /// rr cursor, wrr state, twos RNG.
+    pub(crate) sched: SchedState,
+}
+
+impl Service {
+    /// A fresh service with an empty server list.
+    pub(crate) const fn new(config: ServiceConfig, rng_seed: u64) -> Self {
+        Service {
+            config,
+            stats: Stats::new(),
+            rates: RateEstimator::NEW,
+            deleted: false,
+            len: 0,
+            table_size: 0,
+            sched: SchedState::new(rng_seed),
+        }
+    }
+
+    /// Number of real servers in the list (deleted ones not included).
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether the server list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The sh/dh/mh table size in use, or 0 for schedulers without a table.
+    pub fn table_size(&self) -> u32 {
+        self.table_size
+    }
+
+    /// The scheduler's state (rr cursor, wrr cl/di/mw/cw, twos RNG), for inspection.
+    pub fn sched_state(&self) -> &SchedState {
+        &self.sched
+    }
+}
