@@ -16,6 +16,7 @@ extern crate std;
 pub mod addr;
 pub mod config;
 pub mod hash;
+pub mod sched;
 pub mod server;
 pub mod stats;
 pub mod time;
