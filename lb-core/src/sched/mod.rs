@@ -6,6 +6,6 @@
 pub mod dh;
 //pub mod lblc;
 //pub mod lblcr;
-//pub mod mh;
+pub mod mh;
 pub mod sh;
 pub mod wlc;
