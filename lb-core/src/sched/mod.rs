@@ -4,7 +4,7 @@
 //! lblcr). The director owns every table and cache and passes them in; nothing here allocates.
 
 pub mod dh;
-//pub mod lblc;
+pub mod lblc;
 //pub mod lblcr;
 pub mod mh;
 pub mod sh;
