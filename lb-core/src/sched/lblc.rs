@@ -108,7 +108,11 @@ pub(crate) fn set_of(len: usize, addr: IpAddr) -> Range<usize> {
 
 /// In a full or partly free set, the way to overwrite: the first free one, else the least
 /// recently used (the first of equals).
-pub(crate) fn victim<T>(set: &[T], free: impl Fn(&T) -> bool, used: impl Fn(&T) -> Instant) -> usize {
+pub(crate) fn victim<T>(
+    set: &[T],
+    free: impl Fn(&T) -> bool,
+    used: impl Fn(&T) -> Instant,
+) -> usize {
     if let Some(i) = set.iter().position(&free) {
         return i;
     }
@@ -288,7 +292,10 @@ mod tests {
         let e = cache.iter().find(|e| e.addr == d).unwrap();
         assert_eq!((e.server, e.lastuse), (1, later));
         // Another destination gets the wlc choice.
-        assert_eq!(pick(&mut cache, list(&ord, &s), v4(198, 51, 100, 8), later), Some(2));
+        assert_eq!(
+            pick(&mut cache, list(&ord, &s), v4(198, 51, 100, 8), later),
+            Some(2)
+        );
     }
 
     #[test]
@@ -356,11 +363,26 @@ mod tests {
         let mut cache = vec![LblcEntry::EMPTY; 4]; // one set of four ways
         let addrs: Vec<IpAddr> = (1..=5).map(|i| v4(192, 0, 2, i)).collect();
         for (i, &a) in addrs[..4].iter().enumerate() {
-            pick(&mut cache, list(&ord, &s), a, T0 + Duration::from_secs(i as u64));
+            pick(
+                &mut cache,
+                list(&ord, &s),
+                a,
+                T0 + Duration::from_secs(i as u64),
+            );
         }
         // Touch the oldest so the second oldest is the victim.
-        pick(&mut cache, list(&ord, &s), addrs[0], T0 + Duration::from_secs(10));
-        pick(&mut cache, list(&ord, &s), addrs[4], T0 + Duration::from_secs(11));
+        pick(
+            &mut cache,
+            list(&ord, &s),
+            addrs[0],
+            T0 + Duration::from_secs(10),
+        );
+        pick(
+            &mut cache,
+            list(&ord, &s),
+            addrs[4],
+            T0 + Duration::from_secs(11),
+        );
         let held: Vec<IpAddr> = cache.iter().map(|e| e.addr).collect();
         assert!(held.contains(&addrs[0]) && held.contains(&addrs[4]));
         assert!(!held.contains(&addrs[1]));

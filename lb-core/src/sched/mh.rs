@@ -305,10 +305,12 @@ mod tests {
             let v = folded.wrapping_add(u32::from(a.port()));
             hsiphash(key, &v.to_le_bytes()) as usize
         };
-        let idx = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071]
-            .iter()
-            .position(|&p| p == m)
-            .unwrap();
+        let idx = [
+            251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
+        ]
+        .iter()
+        .position(|&p| p == m)
+        .unwrap();
         let bits = (8 + idx as i64) / 2;
         let mut g = 0u32;
         for &(_, w) in dests {
@@ -394,26 +396,27 @@ mod tests {
         let s = servers(&[1, 1, 1]);
         let ord = order(3);
         let t = built(251, &s, &ord);
-        assert_eq!(
-            &t[..16],
-            [0, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1]
-        );
-        let counts: Vec<usize> = (0..3).map(|i| t.iter().filter(|&&x| x == i).count()).collect();
+        assert_eq!(&t[..16], [0, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1]);
+        let counts: Vec<usize> = (0..3)
+            .map(|i| t.iter().filter(|&&x| x == i).count())
+            .collect();
         assert_eq!(counts, [84, 84, 83]);
         let dests: Vec<(SocketAddr, u32)> = s.iter().map(|x| (x.addr(), 1)).collect();
         assert_eq!(as_positions(&t, &ord), naive(251, &dests));
         // Client 192.168.1.100 hashes to slot 61, which holds the second server.
         let c = v4(192, 168, 1, 100);
-        assert_eq!(pick(&t, list(&ord, &s), SchedFlags::default(), c, 0), Some(1));
+        assert_eq!(
+            pick(&t, list(&ord, &s), SchedFlags::default(), c, 0),
+            Some(1)
+        );
 
         // Weights 5, 3, 1: turns 5, 3, 1 per round; 27 full rounds then 5 + 3 slots.
         let s = servers(&[5, 3, 1]);
         let t = built(251, &s, &ord);
-        assert_eq!(
-            &t[..16],
-            [0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1]
-        );
-        let counts: Vec<usize> = (0..3).map(|i| t.iter().filter(|&&x| x == i).count()).collect();
+        assert_eq!(&t[..16], [0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1]);
+        let counts: Vec<usize> = (0..3)
+            .map(|i| t.iter().filter(|&&x| x == i).count())
+            .collect();
         assert_eq!(counts, [140, 84, 27]);
     }
 
@@ -487,7 +490,13 @@ mod tests {
         let mut moved = 0;
         for i in 0..200u32 {
             let c = IpAddr::V4((0xc0a8_0000 + i).into());
-            let before = pick(&t, list(&ord, &servers(&[1, 1, 1])), SchedFlags::default(), c, 0);
+            let before = pick(
+                &t,
+                list(&ord, &servers(&[1, 1, 1])),
+                SchedFlags::default(),
+                c,
+                0,
+            );
             let plain = pick(&t2, list(&ord, &s), SchedFlags::default(), c, 0);
             let fb = pick(&t2, list(&ord, &s), FALLBACK, c, 0);
             if before == Some(1) {
@@ -509,7 +518,9 @@ mod tests {
         let folded = u32::from_be_bytes([10, 9, 8, 7]);
         let slot = |off: u32| hsiphash(H1, &off.wrapping_add(folded).to_le_bytes()) as usize % m;
         let h = slot(0);
-        let probes: Vec<usize> = (0..m as u32).map(|k| slot((k + h as u32) % m as u32)).collect();
+        let probes: Vec<usize> = (0..m as u32)
+            .map(|k| slot((k + h as u32) % m as u32))
+            .collect();
         // Server 0 (weight 0) everywhere, server 1 only at the first probe that differs from
         // h, h+1 and the earlier probes.
         let j = (0..m)

@@ -5,7 +5,7 @@
 
 pub mod dh;
 pub mod lblc;
-//pub mod lblcr;
+pub mod lblcr;
 pub mod mh;
 pub mod sh;
 pub mod wlc;

@@ -177,11 +177,17 @@ mod tests {
         // With 16 weight-1 servers, bucket i holds server i.
         for c in [v4(10, 1, 2, 3), v4(192, 168, 7, 9), v4(1, 1, 1, 1)] {
             let want = bucket_of(fold(c), 4) as ServerId;
-            assert_eq!(pick(&t, list(&order(16), &s), SchedFlags::default(), c, 999), Some(want));
+            assert_eq!(
+                pick(&t, list(&order(16), &s), SchedFlags::default(), c, 999),
+                Some(want)
+            );
         }
         let v6: IpAddr = "2001:db8::77".parse().unwrap();
         let want = bucket_of(0x2001_0db8 ^ 0x77, 4) as ServerId;
-        assert_eq!(pick(&t, list(&order(16), &s), SchedFlags::default(), v6, 0), Some(want));
+        assert_eq!(
+            pick(&t, list(&order(16), &s), SchedFlags::default(), v6, 0),
+            Some(want)
+        );
     }
 
     #[test]
@@ -210,12 +216,21 @@ mod tests {
         let mut t = vec![1; 16];
         t[h] = 0;
         s[0].config.weight = 0;
-        assert_eq!(pick(&t, list(&order(2), &s), SchedFlags::default(), c, 0), None);
+        assert_eq!(
+            pick(&t, list(&order(2), &s), SchedFlags::default(), c, 0),
+            None
+        );
         s[0].config.weight = 1;
         s[0].overloaded = true;
-        assert_eq!(pick(&t, list(&order(2), &s), SchedFlags::default(), c, 0), None);
+        assert_eq!(
+            pick(&t, list(&order(2), &s), SchedFlags::default(), c, 0),
+            None
+        );
         s[0].overloaded = false;
-        assert_eq!(pick(&t, list(&order(2), &s), SchedFlags::default(), c, 0), Some(0));
+        assert_eq!(
+            pick(&t, list(&order(2), &s), SchedFlags::default(), c, 0),
+            Some(0)
+        );
     }
 
     #[test]
