@@ -268,6 +268,31 @@ mod tests {
         assert_eq!(pick(&t, list(&l, &s), FALLBACK, c, 0), None);
     }
 
+    /// Tables of lengths no builder would produce (and ids outside the storage) never panic
+    /// in sh, dh or mh lookups.
+    #[test]
+    fn odd_tables_do_not_panic() {
+        let s = servers(&[0, 1]);
+        let ord = order(2);
+        let all = SchedFlags {
+            fallback: true,
+            port: true,
+        };
+        for len in [0usize, 1, 3, 100, 255, 257] {
+            for fill in [0, 1, 7, NO_SERVER] {
+                let t = vec![fill; len];
+                for c in [v4(1, 2, 3, 4), v4(255, 255, 255, 255)] {
+                    let _ = pick(&t, list(&ord, &s), all, c, 80);
+                    let _ = super::super::dh::pick(&t, list(&ord, &s), c);
+                    let _ = super::super::mh::pick(&t, list(&ord, &s), all, c, 80);
+                }
+            }
+        }
+        let mut t = vec![0; 16];
+        build(&mut t, list(&[9, 1], &s));
+        assert_eq!(&t[..4], [9, 1, 9, 1]);
+    }
+
     /// Buckets each list position gets, computed from the run-length rule: full cycles of
     /// Σ max(w, 1) buckets, then a partial cycle in list order.
     fn expected_counts(weights: &[u32], n: usize) -> Vec<usize> {
@@ -346,5 +371,40 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    /// Rough decision costs of sh and dh (goal ≤ 20 ns in release builds).
+    /// `cargo test --release -p lb-core sh_dh_pick_time -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn sh_dh_pick_time() {
+        use super::super::wlc::fixture::{list, order, servers};
+        use super::*;
+        let s = servers(&[1, 2, 3, 0, 5, 1, 1, 1]);
+        let ord = order(s.len());
+        let mut t = alloc::vec![0; DEFAULT_SIZE as usize];
+        build(&mut t, list(&ord, &s));
+        let flags = SchedFlags {
+            fallback: true,
+            port: true,
+        };
+        let n = 10_000_000u32;
+        let start = std::time::Instant::now();
+        let mut acc = 0usize;
+        for i in 0..n {
+            let c = IpAddr::V4(i.wrapping_mul(2_654_435_761).into());
+            acc += usize::from(pick(&t, list(&ord, &s), flags, c, i as u16).unwrap_or(0));
+        }
+        std::println!("sh pick: {:?} each ({acc})", start.elapsed() / n);
+        super::super::dh::build(&mut t, list(&ord, &s));
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            let c = IpAddr::V4(i.wrapping_mul(2_654_435_761).into());
+            acc += usize::from(super::super::dh::pick(&t, list(&ord, &s), c).unwrap_or(0));
+        }
+        std::println!("dh pick: {:?} each ({acc})", start.elapsed() / n);
     }
 }
