@@ -1111,16 +1111,20 @@ impl<'a> Director<'a> {
         let n = self.limits.lblc_entries_per_service;
         for s in 0..self.limits.services {
             match self.svc(s).map(|v| v.config.scheduler) {
-                Some(SchedulerKind::Lblc) => lblc::gc(
-                    &mut self.lblc[s * n..(s + 1) * n],
-                    now,
-                    self.lblc_expiration,
-                ),
-                Some(SchedulerKind::Lblcr) => lblcr::gc(
-                    &mut self.lblcr[s * n..(s + 1) * n],
-                    now,
-                    self.lblcr_expiration,
-                ),
+                Some(SchedulerKind::Lblc) => {
+                    lblc::gc(
+                        &mut self.lblc[s * n..(s + 1) * n],
+                        now,
+                        self.lblc_expiration,
+                    );
+                }
+                Some(SchedulerKind::Lblcr) => {
+                    lblcr::gc(
+                        &mut self.lblcr[s * n..(s + 1) * n],
+                        now,
+                        self.lblcr_expiration,
+                    );
+                }
                 _ => {}
             }
         }

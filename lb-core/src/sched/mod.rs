@@ -25,10 +25,12 @@ pub mod sed;
 pub mod twos;
 pub mod wrr;
 
-// TEMPORARY (lead: delete `shims.rs` and these two lines at merge, and declare the real modules
-// here instead: `pub mod dh; pub mod lblc; pub mod lblcr; pub mod mh; pub mod sh; pub mod wlc;`).
-mod shims;
-pub use shims::{dh, lblc, lblcr, mh, sh, wlc};
+pub mod dh;
+pub mod lblc;
+pub mod lblcr;
+pub mod mh;
+pub mod sh;
+pub mod wlc;
 
 /// A service's scheduler state that survives between decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
