@@ -15,6 +15,7 @@ extern crate std;
 
 pub mod addr;
 pub mod config;
+pub mod conn;
 pub mod hash;
 pub mod time;
 
@@ -23,4 +24,5 @@ pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
+pub use conn::ConnTable;
 pub use time::{Duration, Instant};
