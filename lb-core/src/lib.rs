@@ -14,8 +14,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod balancer;
 pub mod checksum;
 pub mod config;
+pub mod conn;
 pub mod director;
 pub mod hash;
 pub mod ipvsadm;
@@ -30,15 +32,17 @@ pub mod time;
 pub mod verdict;
 
 pub use addr::Protocol;
+pub use balancer::{Balancer, ConnInfo, Counters, Event, Packet, Settings};
 pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
+pub use conn::ConnTable;
+pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
 pub use nat::NatError;
 pub use packet::{Kind, Malformed, Parsed};
-pub use tcp::{Direction, TcpState, TcpTimeouts};
-pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
 pub use server::{RealServer, ServerId};
 pub use service::{Service, ServiceId};
+pub use tcp::{Direction, TcpState, TcpTimeouts};
 pub use time::{Duration, Instant};
 pub use verdict::{DropReason, Verdict};

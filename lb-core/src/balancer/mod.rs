@@ -27,9 +27,8 @@ use core::net::{IpAddr, SocketAddr};
 
 use crate::addr::{mask, Protocol};
 use crate::config::{ConfigError, ForwardMethod, ServiceKey};
-use crate::conn::{ConnFlags, ConnTable, Entry, Expire, Handle};
+use crate::conn::{ConnFlags, ConnTable, Entry, Handle};
 use crate::director::{Director, SchedInput};
-use crate::hash::flow_hash;
 use crate::ipvsadm::{Command, Setting};
 use crate::nat;
 use crate::packet::{self, IcmpError, Kind, Malformed, Parsed};
@@ -48,9 +47,6 @@ pub const TEMPLATE_DEFER: Duration = Duration::from_secs(60);
 
 /// How often the defence levels are re-evaluated (IPVS's `update_defense_level`: 1 s).
 pub const DEFENCE_PERIOD: Duration = Duration::from_secs(1);
-
-/// Most templates whose `n_control` drops in one expiry pass; the rest wait for the next call.
-const PENDING_MAX: usize = 256;
 
 /// Behaviour switches: IPVS's sysctls that apply to a userspace balancer, with their
 /// defaults, plus the fill threshold that plays the part of `amemthresh`.
@@ -288,7 +284,7 @@ impl<'a> Balancer<'a> {
 
     /// Live connections and templates, for `ipvsadm -L -c`.
     pub fn connections(&self, now: Instant) -> impl Iterator<Item = ConnInfo> + '_ {
-        self.conns.iter().filter_map(move |(_, e)| {
+        self.conns.iter().filter_map(move |(h, e)| {
             let server = self.director.server(e.server)?;
             let svc = self.director.service(e.service)?;
             let vip = match svc.config.key {
@@ -309,7 +305,7 @@ impl<'a> Balancer<'a> {
                 vip,
                 server: server_endpoint(server.addr(), e.vport),
                 state,
-                expires_in: self.conns.deadline(e).saturating_since(now),
+                expires_in: self.conns.deadline(h)?.saturating_since(now),
                 template: e.is_template(),
             })
         })
@@ -415,37 +411,17 @@ impl<'a> Balancer<'a> {
     }
 
     fn expire(&mut self, now: Instant) {
-        loop {
-            let mut pending: heapless::Vec<Handle, PENDING_MAX> = heapless::Vec::new();
-            let mut more = false;
-            let director = &mut self.director;
-            let removed = self.conns.expire(now, |_h, e| {
-                if e.is_template() {
-                    if e.n_control() > 0 {
-                        e.set_timeout(TEMPLATE_DEFER);
-                        return Expire::Rearm(now + TEMPLATE_DEFER);
-                    }
-                    director.unbind_template(e.server);
-                    return Expire::Remove;
-                }
-                if let Some(t) = e.control() {
-                    if pending.push(t).is_err() {
-                        more = true;
-                        return Expire::Rearm(now);
-                    }
-                }
-                director.unbind_conn(e.server, e.flags.contains(ConnFlags::ACTIVE));
-                Expire::Remove
-            });
-            if removed > 0 {
-                self.generation += 1;
+        while let Some(h) = self.conns.poll_expired(now) {
+            let Some(e) = self.conns.get_mut(h) else {
+                continue;
+            };
+            if e.is_template() && e.n_control() > 0 {
+                // Still controls connections: deferred in 60 s steps (reference §2.7).
+                e.set_timeout(TEMPLATE_DEFER);
+                self.conns.touch(h, now + TEMPLATE_DEFER);
+                continue;
             }
-            for t in pending {
-                self.release_control(t);
-            }
-            if !more {
-                break;
-            }
+            self.remove_entry(h);
         }
     }
 
@@ -486,7 +462,9 @@ impl<'a> Balancer<'a> {
         let start = self.drop_cursor % cap;
         self.drop_cursor = (start + span) % cap;
         for i in start..(start + span).min(cap) {
-            let Some(h) = Handle::from_index(i) else { break };
+            let Some(h) = Handle::from_index(i) else {
+                break;
+            };
             let Some(e) = self.conns.get(h) else { continue };
             let doomed = if e.is_template() {
                 e.n_control() == 0 && !e.flags.contains(ConnFlags::ASSURED)
@@ -537,7 +515,12 @@ impl<'a> Balancer<'a> {
     /// Processes a burst of packets; `verdicts[i]` is the verdict for `pkts[i]`. Equivalent to
     /// calling [`process`](Balancer::process) on each in order, but the table lookups of the
     /// whole burst are issued together first, so their cache misses overlap.
-    pub fn process_burst(&mut self, now: Instant, pkts: &mut [Packet<'_>], verdicts: &mut [Verdict]) {
+    pub fn process_burst(
+        &mut self,
+        now: Instant,
+        pkts: &mut [Packet<'_>],
+        verdicts: &mut [Verdict],
+    ) {
         const STAGE: usize = 32;
         let n = pkts.len().min(verdicts.len());
         let mut start = 0;
@@ -554,7 +537,7 @@ impl<'a> Balancer<'a> {
                 match packet::parse(&pkt.buf[..len]) {
                     Ok(p) => {
                         if let (Kind::Transport, Some(proto)) = (p.kind, p.transport()) {
-                            hashes[i] = flow_hash(self.conns.secret(), proto, p.src.ip(), p.src.port());
+                            hashes[i] = self.conns.hash(proto, p.src.ip(), p.src.port());
                             keyed[i] = true;
                         }
                         parsed[i] = Some(p);
@@ -567,10 +550,10 @@ impl<'a> Balancer<'a> {
             let gen = self.generation;
             {
                 let director = &self.director;
-                self.conns.find_burst(&hashes[..count], &mut found[..count], |i, e| {
-                    keyed[i]
-                        && parsed[i].is_some_and(|p| forward_match(director, e, &p))
-                });
+                self.conns
+                    .find_burst(&hashes[..count], &mut found[..count], |i, e| {
+                        keyed[i] && parsed[i].is_some_and(|p| forward_match(director, e, &p))
+                    });
             }
             // Stage 3: state machine and rewrite, in order.
             for i in 0..count {
@@ -644,12 +627,15 @@ impl<'a> Balancer<'a> {
     ) -> Verdict {
         let syn = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0;
         let rst = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::RST != 0;
-        let (hash, mut found) = match hint {
+        let (_, mut found) = match hint {
             Some(h) => h,
             None => {
-                let hash = flow_hash(self.conns.secret(), proto, p.src.ip(), p.src.port());
+                let hash = self.conns.hash(proto, p.src.ip(), p.src.port());
                 let director = &self.director;
-                (hash, self.conns.find(hash, |e| forward_match(director, e, p)))
+                (
+                    hash,
+                    self.conns.find(hash, |e| forward_match(director, e, p)),
+                )
             }
         };
 
@@ -706,7 +692,7 @@ impl<'a> Balancer<'a> {
                         self.answer_tcp(buf, len, p, DropReason::NoConnection)
                     };
                 }
-                match self.new_conn(now, hash, p, proto, svc) {
+                match self.new_conn(now, p, proto, svc) {
                     Ok(NewConn::Entry(h)) => h,
                     Ok(NewConn::OnePacket(server)) => {
                         // One-packet scheduling: nothing to keep.
@@ -780,7 +766,6 @@ impl<'a> Balancer<'a> {
     fn new_conn(
         &mut self,
         now: Instant,
-        hash: u64,
         p: &Parsed,
         proto: Protocol,
         svc: ServiceId,
@@ -801,7 +786,11 @@ impl<'a> Balancer<'a> {
         }
         let (server, template) = if persistent {
             let t = self.template_for(now, p, proto, svc)?;
-            let server = self.conns.get(t).map(|e| e.server).ok_or(NewConnError::NoServer)?;
+            let server = self
+                .conns
+                .get(t)
+                .map(|e| e.server)
+                .ok_or(NewConnError::NoServer)?;
             (server, Some(t))
         } else {
             let server = self
@@ -824,7 +813,7 @@ impl<'a> Balancer<'a> {
         }
         e.set_control(template);
         e.set_timeout(tcp::INITIAL_TIMEOUT);
-        let h = self.insert(now, hash, e)?;
+        let h = self.insert(now, e)?;
         if let Some(t) = template {
             if let Some(tpl) = self.conns.get_mut(t) {
                 let n = tpl.n_control();
@@ -891,7 +880,7 @@ impl<'a> Balancer<'a> {
             ServiceKey::Fwmark { .. } => 0,
         };
         let caddr = mask(p.src.ip(), pers.prefix);
-        let hash = flow_hash(self.conns.secret(), proto, caddr, 0);
+        let hash = self.conns.hash(proto, caddr, 0);
         let found = self.conns.find(hash, |e| {
             e.is_template()
                 && !e.flags.contains(INVALID)
@@ -925,16 +914,16 @@ impl<'a> Balancer<'a> {
         tpl.service = svc;
         tpl.server = server;
         tpl.set_timeout(Duration::from_secs(u64::from(pers.timeout_secs)));
-        let t = self.insert(now, hash, tpl)?;
+        let t = self.insert(now, tpl)?;
         self.director.bind_template(server);
         Ok(t)
     }
 
     /// Inserts `e` (its timeout set), evicting the oldest TIME_WAIT/CLOSE entry if the table
     /// is full (reference-free: IPVS's table has unbounded chains).
-    fn insert(&mut self, now: Instant, hash: u64, e: Entry) -> Result<Handle, NewConnError> {
+    fn insert(&mut self, now: Instant, e: Entry) -> Result<Handle, NewConnError> {
         let deadline = now + e.timeout();
-        if let Ok(h) = self.conns.insert(hash, e, deadline) {
+        if let Ok(h) = self.conns.insert(e, deadline) {
             self.generation += 1;
             return Ok(h);
         }
@@ -953,7 +942,7 @@ impl<'a> Balancer<'a> {
         self.counters.evictions += 1;
         let h = self
             .conns
-            .insert(hash, e, deadline)
+            .insert(e, deadline)
             .map_err(|_| NewConnError::TableFull)?;
         self.generation += 1;
         Ok(h)
@@ -1042,7 +1031,7 @@ impl<'a> Balancer<'a> {
     fn icmp_error(&mut self, buf: &mut [u8], len: usize, p: &Parsed, ie: &IcmpError) -> Verdict {
         // From the client side, about a reply we sent (VIP:vport → client).
         if self.director.lookup(ie.proto, ie.src, None).is_some() {
-            let hash = flow_hash(self.conns.secret(), ie.proto, ie.dst.ip(), ie.dst.port());
+            let hash = self.conns.hash(ie.proto, ie.dst.ip(), ie.dst.port());
             let director = &self.director;
             let (proto, vip) = (ie.proto, ie.src);
             let found = self.conns.find(hash, |e| {
@@ -1053,7 +1042,10 @@ impl<'a> Balancer<'a> {
                         .service(e.service)
                         .is_some_and(|s| service_has_vip(&s.config.key, vip))
             });
-            if let Some(dest) = found.and_then(|h| self.conns.get(h)).and_then(|e| self.endpoint_of(e)) {
+            if let Some(dest) = found
+                .and_then(|h| self.conns.get(h))
+                .and_then(|e| self.endpoint_of(e))
+            {
                 return match nat::rewrite_icmp_to_server(&mut buf[..len], p, dest) {
                     Ok(()) => Verdict::ToServer,
                     Err(_) => self.drop(DropReason::Malformed, false),
@@ -1077,8 +1069,13 @@ impl<'a> Balancer<'a> {
     }
 
     /// The entry of a reply from `server_side` to `client`, if we track it.
-    fn find_reply(&self, proto: Protocol, server_side: SocketAddr, client: SocketAddr) -> Option<Handle> {
-        let hash = flow_hash(self.conns.secret(), proto, client.ip(), client.port());
+    fn find_reply(
+        &self,
+        proto: Protocol,
+        server_side: SocketAddr,
+        client: SocketAddr,
+    ) -> Option<Handle> {
+        let hash = self.conns.hash(proto, client.ip(), client.port());
         let director = &self.director;
         self.conns.find(hash, |e| {
             !e.is_template()
@@ -1122,7 +1119,13 @@ impl<'a> Balancer<'a> {
 
     /// Answers a TCP packet with a RST (never a RST to a RST); `reason` counts a drop when no
     /// answer is possible.
-    fn answer_tcp(&mut self, buf: &mut [u8], len: usize, p: &Parsed, reason: DropReason) -> Verdict {
+    fn answer_tcp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        reason: DropReason,
+    ) -> Verdict {
         if p.tcp_flags & tcp::flags::RST != 0 {
             return self.drop(reason, false);
         }
@@ -1135,7 +1138,13 @@ impl<'a> Balancer<'a> {
     }
 
     /// Answers a UDP packet with ICMP port unreachable from the address it was sent to.
-    fn answer_udp(&mut self, buf: &mut [u8], len: usize, p: &Parsed, reason: DropReason) -> Verdict {
+    fn answer_udp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        reason: DropReason,
+    ) -> Verdict {
         let src = p.dst.ip();
         let v = self.reply_with(buf, |out, b| {
             nat::write_icmp_port_unreachable(out, &b[..len], p, src)

@@ -1,0 +1,414 @@
+//! Expiry: a single-level timer wheel of 1/16 s buckets with lazy re-arm (reference §2.7: idle
+//! timeouts re-armed by every packet, templates deferred while they control connections).
+//!
+//! * A packet only stores the entry's new deadline ([`ConnTable::touch`]): no list surgery when
+//!   the deadline moves later, which is what almost every packet does. Only a deadline moving
+//!   *earlier* (a state change to a shorter timeout, about once per connection) unlinks the entry
+//!   and files it again, in O(1), through the doubly linked bucket chain.
+//! * Every live entry sits in the bucket of a position `p` (a tick) with `p ≤ deadline` and
+//!   `cursor ≤ p < cursor + buckets`. Deadlines beyond the wheel's span (900 s ESTABLISHED on a
+//!   small wheel, 24 h templates) are filed in the farthest bucket and filed again when it fires.
+//! * [`ConnTable::poll_expired`] walks the buckets from the cursor up to `now`; an entry whose
+//!   deadline moved on is filed again, one whose deadline has passed is handed to the caller,
+//!   who removes it or re-arms it. The walk costs one head read per elapsed tick plus one visit
+//!   per entry per `min(timeout, span)`; it never scans the table.
+//!
+//! Time: a tick is 1/16 s (62.5 ms). Deadlines are stored as 32-bit tick counts since the caller's
+//! epoch, truncated, and compared against the cursor with wrapping (serial-number) arithmetic, so
+//! any epoch works and the count may wrap (every 8.5 years); deadlines are clamped to within
+//! [`MAX_TIMEOUT`] (about 776 days) of the cursor so every comparison stays within ±2^31 ticks.
+//! A deadline is rounded *up* to a tick and `now` *down*, so no entry is reported before its
+//! deadline, and once `expire(now)` runs with `now ≥ deadline + 62.5 ms` it has been reported.
+
+use crate::time::{Duration, Instant};
+
+use super::entry::{ConnSlot, Entry, Handle};
+use super::ConnTable;
+
+/// Deadline resolution: ticks per second. One tick is 62.5 ms; whole seconds are whole ticks.
+pub const TICKS_PER_SEC: u64 = 16;
+
+/// The farthest a deadline or timeout may lie ahead: 2^30 ticks (about 776 days). Longer values
+/// are clamped to it.
+pub const MAX_TIMEOUT: Duration = Duration::from_millis((1u64 << 30) / 2 * 125);
+
+const MAX_AHEAD_TICKS: u64 = 1 << 30;
+
+/// How many wheel buckets [`ConnTable::evict_candidate`] looks at, at most (128 s of deadlines:
+/// more than the 120 s TIME_WAIT timeout, so every TIME_WAIT entry is within reach).
+pub const EVICT_MAX_BUCKETS: u64 = 2048;
+
+/// How many entries [`ConnTable::evict_candidate`] examines, at most.
+pub const EVICT_MAX_ENTRIES: u32 = 128;
+
+/// `prev` marker of a slab slot on the free list.
+pub(super) const FREE: u32 = u32::MAX;
+/// `prev` marker of an entry handed out by `poll_expired` and not yet resolved.
+pub(super) const DETACHED: u32 = u32::MAX - 1;
+/// `prev` bit marking "first in bucket `prev & !BUCKET`".
+pub(super) const BUCKET: u32 = 1 << 31;
+/// Largest wheel the table uses (2^24 buckets, 12 days of ticks).
+pub(super) const MAX_BUCKETS: usize = 1 << 24;
+
+/// One timer-wheel bucket: the head of a chain of entries (4 bytes; all-zero is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WheelBucket(pub(super) u32);
+
+impl WheelBucket {
+    /// An empty bucket (all zero bits).
+    pub const EMPTY: WheelBucket = WheelBucket(0);
+}
+
+/// What [`ConnTable::expire`]'s callback wants done with an expired entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expire {
+    /// Remove the entry from the table.
+    Remove,
+    /// Keep it until this new deadline (e.g. a template that still controls connections: now +
+    /// 60 s, reference §2.7). A deadline not after `now` reports the entry again on the next tick.
+    Rearm(Instant),
+}
+
+/// `floor(ms / 62.5)`.
+pub(super) const fn ms_to_tick_floor(ms: u64) -> u64 {
+    ms / 125 * 2 + (ms % 125) * 2 / 125
+}
+
+/// `ceil(ms / 62.5)`.
+pub(super) const fn ms_to_tick_ceil(ms: u64) -> u64 {
+    ms / 125 * 2 + ((ms % 125) * 2).div_ceil(125)
+}
+
+/// The first millisecond at or after the start of tick `t`: `ceil(t * 62.5)`.
+pub(super) const fn tick_to_ms_ceil(t: u64) -> u64 {
+    (t / 2).saturating_mul(125).saturating_add((t % 2) * 63)
+}
+
+/// A duration as whole ticks, rounded up and clamped to [`MAX_TIMEOUT`].
+pub(super) const fn ticks_from_duration(d: Duration) -> u32 {
+    let t = ms_to_tick_ceil(d.millis());
+    if t > MAX_AHEAD_TICKS {
+        MAX_AHEAD_TICKS as u32
+    } else {
+        t as u32
+    }
+}
+
+/// A tick count as a duration (62.5 ms per tick, rounded up to whole milliseconds).
+pub(super) const fn ticks_to_duration(t: u32) -> Duration {
+    Duration::from_millis(tick_to_ms_ceil(t as u64))
+}
+
+impl<'a> ConnTable<'a> {
+    /// The buckets in use (a power of two ≥ 2, or 1 for an unusable zero-capacity table).
+    #[inline]
+    pub(super) fn buckets(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// The absolute tick of a stored 32-bit deadline, read relative to the cursor.
+    #[inline]
+    pub(super) fn deadline_abs(&self, d: u32) -> u64 {
+        let delta = d.wrapping_sub(self.cursor as u32) as i32;
+        (self.cursor as i64).saturating_add(i64::from(delta)).max(0) as u64
+    }
+
+    /// The stored form of `deadline`: ticks rounded up, clamped to the cursor ± [`MAX_TIMEOUT`].
+    #[inline]
+    pub(super) fn encode_deadline(&self, deadline: Instant) -> u32 {
+        let t = ms_to_tick_ceil(deadline.millis());
+        let lo = self.cursor.saturating_sub(MAX_AHEAD_TICKS);
+        let hi = self.cursor.saturating_add(MAX_AHEAD_TICKS);
+        t.clamp(lo, hi) as u32
+    }
+
+    /// Moves the table's clock forward to `now` (never back).
+    pub(super) fn observe(&mut self, now: Instant) {
+        if now.millis() > self.clock_ms {
+            self.clock_ms = now.millis();
+        }
+    }
+
+    fn node(&self, raw: u32) -> Option<&ConnSlot> {
+        self.slots.get((raw as usize).wrapping_sub(1))
+    }
+
+    fn node_mut(&mut self, raw: u32) -> Option<&mut ConnSlot> {
+        self.slots.get_mut((raw as usize).wrapping_sub(1))
+    }
+
+    fn head(&self, pos: u64) -> u32 {
+        self.wheel
+            .get((pos & self.mask) as usize)
+            .map_or(0, |b| b.0)
+    }
+
+    fn set_head(&mut self, slot: u32, raw: u32) {
+        if let Some(b) = self.wheel.get_mut(slot as usize) {
+            b.0 = raw;
+        }
+    }
+
+    fn set_prev(&mut self, raw: u32, prev: u32) {
+        if let Some(n) = self.node_mut(raw) {
+            n.prev = prev;
+        }
+    }
+
+    /// Files entry `raw` at wheel position `pos` (front of the bucket chain).
+    pub(super) fn push(&mut self, raw: u32, pos: u64) {
+        let slot = (pos & self.mask) as u32;
+        let head = self.head(pos);
+        if let Some(n) = self.node_mut(raw) {
+            n.next = head;
+            n.prev = BUCKET | slot;
+        }
+        if head != 0 {
+            self.set_prev(head, raw);
+        }
+        self.set_head(slot, raw);
+        if pos < self.earliest {
+            self.earliest = pos;
+        }
+    }
+
+    /// Files entry `raw` by its deadline, no earlier than position `lo` and no later than the
+    /// wheel's farthest bucket.
+    pub(super) fn place(&mut self, raw: u32, lo: u64) {
+        let d = self.node(raw).map_or(0, |n| n.entry.deadline);
+        let far = self.cursor + self.mask;
+        let pos = self.deadline_abs(d).max(lo).min(far);
+        self.push(raw, pos);
+    }
+
+    /// Takes entry `raw` out of whatever chain holds it; it is left `DETACHED`.
+    pub(super) fn unlink(&mut self, raw: u32) {
+        let Some(&ConnSlot { prev, next, .. }) = self.node(raw) else {
+            return;
+        };
+        if prev == FREE {
+            return;
+        }
+        if prev == DETACHED {
+            if self.detached == raw {
+                self.detached = 0;
+            }
+        } else if prev & BUCKET != 0 {
+            self.set_head(prev & !BUCKET, next);
+            if next != 0 {
+                self.set_prev(next, prev);
+            }
+        } else {
+            if let Some(p) = self.node_mut(prev) {
+                p.next = next;
+            }
+            if next != 0 {
+                self.set_prev(next, prev);
+            }
+        }
+        if let Some(n) = self.node_mut(raw) {
+            n.prev = DETACHED;
+            n.next = 0;
+        }
+    }
+
+    /// Takes the first entry out of the bucket at `pos`; 0 if the bucket is empty.
+    fn pop(&mut self, pos: u64) -> u32 {
+        let raw = self.head(pos);
+        if raw != 0 {
+            self.unlink(raw);
+        }
+        raw
+    }
+
+    /// Files again the entry last handed out by `poll_expired`, if the caller neither removed
+    /// it nor moved it: by its deadline, or at the next tick if the deadline has passed.
+    fn settle(&mut self, now_tick: u64) {
+        let raw = core::mem::take(&mut self.detached);
+        if raw == 0 || self.node(raw).map(|n| n.prev) != Some(DETACHED) {
+            return;
+        }
+        let d = self.deadline_abs(self.node(raw).map_or(0, |n| n.entry.deadline));
+        if d <= now_tick {
+            // Ignored: report again next tick. Never into the bucket being walked.
+            let mut pos = now_tick + 1;
+            if self.cursor <= now_tick && (pos & self.mask) == (self.cursor & self.mask) {
+                pos += 1;
+            }
+            if pos > self.cursor + self.mask {
+                // Only after a long pause: the same bucket, one round earlier.
+                pos -= self.buckets();
+            }
+            self.push(raw, pos);
+        } else {
+            self.place(raw, self.cursor);
+        }
+    }
+
+    /// Hands out one entry whose deadline has passed by `now`, or `None` when there is none
+    /// left. Call it in a loop from the balancer's `handle_timeout(now)`:
+    ///
+    /// ```ignore
+    /// while let Some(h) = table.poll_expired(now) {
+    ///     // inspect and update other entries (e.g. the template's n_control), then either
+    ///     table.remove(h);            // or: table.touch(h, now + Duration::from_secs(60));
+    /// }
+    /// ```
+    ///
+    /// Between two calls the caller must remove the entry or give it a later deadline with
+    /// [`touch`](Self::touch); otherwise the next call files it again and it is reported again
+    /// on the next tick. Entries are reported in order of wheel bucket (1/16 s), not exactly in
+    /// deadline order within a bucket.
+    pub fn poll_expired(&mut self, now: Instant) -> Option<Handle> {
+        self.observe(now);
+        let now_tick = ms_to_tick_floor(self.clock_ms);
+        if now_tick >= self.cursor + self.buckets() {
+            // A long pause: one round of the wheel visits every bucket once.
+            self.cursor = now_tick + 1 - self.buckets();
+            self.earliest = self.cursor;
+        }
+        self.settle(now_tick);
+        if self.len == 0 {
+            self.cursor = self.cursor.max(now_tick + 1);
+            self.earliest = self.cursor;
+            return None;
+        }
+        while self.cursor <= now_tick {
+            let pos = self.cursor;
+            if self.earliest > pos {
+                // Known empty up to `earliest`.
+                self.cursor = self.earliest.min(now_tick + 1);
+                continue;
+            }
+            loop {
+                let raw = self.pop(pos);
+                if raw == 0 {
+                    break;
+                }
+                let d = self.deadline_abs(self.node(raw).map_or(0, |n| n.entry.deadline));
+                if d <= now_tick {
+                    self.detached = raw;
+                    return Handle::from_raw(raw);
+                }
+                // The deadline moved on (lazy re-arm) or lies beyond the span: file it again.
+                self.place(raw, pos + 1);
+            }
+            self.cursor = pos + 1;
+            if self.earliest < self.cursor {
+                self.earliest = self.cursor;
+            }
+        }
+        self.refresh_earliest();
+        None
+    }
+
+    /// Makes `earliest` exact: the first non-empty bucket at or after the cursor.
+    fn refresh_earliest(&mut self) {
+        let start = self.earliest.max(self.cursor);
+        let end = self.cursor + self.buckets();
+        let mut pos = start;
+        while pos < end && self.head(pos) == 0 {
+            pos += 1;
+        }
+        self.earliest = pos;
+    }
+
+    /// Runs every expiry due by `now`: `decide` gets each entry whose deadline has passed and
+    /// answers [`Expire::Remove`] or [`Expire::Rearm`]. Returns how many entries were removed.
+    ///
+    /// Call it when [`next_deadline`](Self::next_deadline) has passed. When expiring an entry
+    /// must change *other* entries (a template's `n_control`), use
+    /// [`poll_expired`](Self::poll_expired) instead, which leaves the whole table to the caller.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        mut decide: impl FnMut(Handle, &mut Entry) -> Expire,
+    ) -> usize {
+        let mut removed = 0;
+        while let Some(h) = self.poll_expired(now) {
+            let Some(e) = self.get_mut(h) else { continue };
+            match decide(h, e) {
+                Expire::Remove => {
+                    if self.remove(h).is_some() {
+                        removed += 1;
+                    }
+                }
+                Expire::Rearm(deadline) => self.touch(h, deadline),
+            }
+        }
+        removed
+    }
+
+    /// When [`expire`](Self::expire) next has work: the start of the earliest non-empty wheel
+    /// bucket (never later than the earliest deadline rounded up to a tick; possibly earlier, when that bucket only
+    /// holds entries whose deadline moved on). `None` when the table is empty. For the
+    /// balancer's `poll_timeout`.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
+        if self.detached != 0 {
+            return Some(Instant::from_millis(self.clock_ms));
+        }
+        let end = self.cursor + self.buckets();
+        let mut pos = self.earliest.max(self.cursor);
+        while pos < end {
+            if self.head(pos) != 0 {
+                return Some(Instant::from_millis(tick_to_ms_ceil(pos)));
+            }
+            pos += 1;
+        }
+        // Unreachable while the wheel is consistent; be conservative.
+        Some(Instant::from_millis(self.clock_ms))
+    }
+
+    /// For a full table: the entry with the earliest deadline among those `accept` takes (the
+    /// balancer passes "TCP in TIME_WAIT or CLOSE"), so a new connection can evict it instead of
+    /// being dropped; never an entry `accept` rejects.
+    ///
+    /// Bounded: it walks the wheel from the cursor through at most [`EVICT_MAX_BUCKETS`] buckets
+    /// (128 s of deadlines) and examines at most [`EVICT_MAX_ENTRIES`] entries, stopping early
+    /// once the buckets ahead cannot hold an earlier deadline, or at an accepted entry already
+    /// due by `now`. It may therefore miss a candidate in a table crowded with other entries;
+    /// it then returns `None` and the caller drops the packet as IPVS would.
+    pub fn evict_candidate(
+        &self,
+        now: Instant,
+        mut accept: impl FnMut(&Entry) -> bool,
+    ) -> Option<Handle> {
+        let now_tick = ms_to_tick_floor(now.millis().max(self.clock_ms));
+        let mut budget = EVICT_MAX_ENTRIES;
+        let mut best: Option<(u64, u32)> = None;
+        if self.detached != 0 {
+            if let Some(n) = self.node(self.detached) {
+                budget -= 1;
+                if accept(&n.entry) {
+                    best = Some((self.deadline_abs(n.entry.deadline), self.detached));
+                }
+            }
+        }
+        let span = self.buckets().min(EVICT_MAX_BUCKETS);
+        'walk: for pos in self.cursor..self.cursor + span {
+            match best {
+                Some((d, _)) if d < pos || d <= now_tick => break,
+                _ => {}
+            }
+            let mut raw = self.head(pos);
+            while raw != 0 {
+                if budget == 0 {
+                    break 'walk;
+                }
+                budget -= 1;
+                let Some(n) = self.node(raw) else { break };
+                if accept(&n.entry) {
+                    let d = self.deadline_abs(n.entry.deadline);
+                    if best.is_none_or(|(bd, _)| d < bd) {
+                        best = Some((d, raw));
+                    }
+                }
+                raw = n.next;
+            }
+        }
+        best.and_then(|(_, raw)| Handle::from_raw(raw))
+    }
+}
