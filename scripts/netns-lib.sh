@@ -127,22 +127,30 @@ topo_route_servers_via_tun() {
 	ip -n "${LBT}-gw" -6 rule add iif gc to fd00:20::/64 lookup 100 pref 101
 }
 
-# topo_down — stop what runs in our namespaces (by PID) and delete them (by name).
+# topo_down — stop what runs in our namespaces (by PID: SIGTERM, then SIGKILL after 2 s) and
+# delete the namespaces (by name). Processes go first, so none loses an address mid-shutdown.
 topo_down() {
-	local ns pids
+	local ns pids all=""
 	for ns in client gw s1 s2 s3 s4; do
 		ip netns list 2>/dev/null | grep -qw "^${LBT}-$ns" || continue
+		all="$all ${LBT}-$ns"
 		pids="$(ip netns pids "${LBT}-$ns" 2>/dev/null)"
-		if [ -n "$pids" ]; then
-			# shellcheck disable=SC2086
-			kill $pids 2>/dev/null
-			sleep 0.2
-			pids="$(ip netns pids "${LBT}-$ns" 2>/dev/null)"
-			# shellcheck disable=SC2086
-			[ -n "$pids" ] && kill -9 $pids 2>/dev/null
-		fi
-		ip netns del "${LBT}-$ns" 2>/dev/null
+		# shellcheck disable=SC2086
+		[ -n "$pids" ] && kill $pids 2>/dev/null
 	done
+	for _ in $(seq 1 20); do
+		pids=""
+		for ns in $all; do pids="$pids $(ip netns pids "$ns" 2>/dev/null)"; done
+		[ -z "${pids// /}" ] && break
+		sleep 0.1
+	done
+	if [ -n "${pids// /}" ]; then
+		# shellcheck disable=SC2086
+		lbt_log "still running after SIGTERM, killing:" $(ps -o comm= -p "$(echo $pids | tr ' ' ,)" 2>/dev/null)
+		# shellcheck disable=SC2086
+		kill -9 $pids 2>/dev/null
+	fi
+	for ns in $all; do ip netns del "$ns" 2>/dev/null; done
 	if [ -n "$LBT_TMP" ] && [ -d "$LBT_TMP" ] && [ -z "${LBT_KEEP_TMP:-}" ]; then
 		rm -rf "$LBT_TMP"
 	fi

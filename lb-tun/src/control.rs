@@ -33,6 +33,8 @@ pub const MAX_ARGS: usize = 1024;
 pub const MAX_TEXT: usize = 16 << 20;
 /// How long the control thread waits for a client to send its request, and to write the reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the idle control thread checks whether it should stop.
+const ACCEPT_TICK: Duration = Duration::from_millis(50);
 /// How long the control thread waits for the packet loop to answer.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -129,6 +131,7 @@ impl ControlServer {
         let tmp = PathBuf::from(tmp);
         let _ = fs::remove_file(&tmp);
         let listener = UnixListener::bind(&tmp)?;
+        listener.set_nonblocking(true)?;
         let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
             .and_then(|()| fs::rename(&tmp, path));
         if let Err(e) = placed {
@@ -162,8 +165,6 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept; the thread sees the flag and returns.
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -176,18 +177,25 @@ impl Drop for ControlServer {
     }
 }
 
+/// Accepts and serves connections one at a time until `stop` is set. The listener is
+/// non-blocking and polled every [`ACCEPT_TICK`], so stopping never depends on a wake-up
+/// connection getting through.
 fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: Arc<AtomicBool>) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match conn {
-            Ok(stream) => {
-                if let Err(e) = serve_one(stream, &tx) {
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let served = stream
+                    .set_nonblocking(false)
+                    .and_then(|()| serve_one(stream, &tx));
+                if let Err(e) = served {
                     log::debug!("control connection: {e}");
                 }
             }
-            Err(e) => log::warn!("control socket accept: {e}"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_TICK),
+            Err(e) => {
+                log::warn!("control socket accept: {e}");
+                std::thread::sleep(ACCEPT_TICK);
+            }
         }
     }
 }

@@ -20,6 +20,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Most bytes of a request head the server reads.
 const MAX_HEAD: usize = 8192;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the idle server thread checks whether it should stop.
+const ACCEPT_TICK: Duration = Duration::from_millis(100);
 
 /// The text the server serves, shared between the loop (writer) and the server (reader).
 #[derive(Debug, Clone, Default)]
@@ -57,18 +59,30 @@ impl MetricsServer {
     pub fn start(addr: impl ToSocketAddrs, snapshot: MetricsSnapshot) -> io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
+        // Non-blocking accept polled every ACCEPT_TICK: the thread stops on the flag even when
+        // nobody can connect to wake it (e.g. the address was removed from the interface).
+        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("lb-tun-metrics".into())
             .spawn(move || {
-                for conn in listener.incoming() {
-                    if thread_stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    if let Ok(stream) = conn {
-                        if let Err(e) = serve(stream, &snapshot) {
-                            log::debug!("metrics connection: {e}");
+                while !thread_stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let served = stream
+                                .set_nonblocking(false)
+                                .and_then(|()| serve(stream, &snapshot));
+                            if let Err(e) = served {
+                                log::debug!("metrics connection: {e}");
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(ACCEPT_TICK)
+                        }
+                        Err(e) => {
+                            log::warn!("metrics accept: {e}");
+                            std::thread::sleep(ACCEPT_TICK)
                         }
                     }
                 }
@@ -89,7 +103,6 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
