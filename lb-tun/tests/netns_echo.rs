@@ -1,0 +1,63 @@
+//! End-to-end: the netns topology with `tun-echo` carrying all traffic through the TUN device
+//! (runs `scripts/test-echo.sh`), then checks no namespace with the test's prefix is left.
+//!
+//! Needs root, `ip` and `/dev/net/tun`; otherwise it prints why and passes without running.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Why the test cannot run here, if it cannot.
+fn skip_reason() -> Option<String> {
+    match std::fs::metadata("/proc/self") {
+        Ok(m) if m.uid() == 0 => {}
+        Ok(_) => return Some("not root".into()),
+        Err(e) => return Some(format!("cannot tell the user id: {e}")),
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("`ip` (iproute2) is not installed".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing".into());
+    }
+    None
+}
+
+fn our_namespaces(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    text.unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn http_through_tun_echo_in_network_namespaces() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED netns end-to-end test: {why}");
+        return;
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_tun-echo"))
+        .parent()
+        .expect("binaries live in a directory")
+        .to_path_buf();
+    // Unique per test process; "-" ends it so lbt123 never matches lbt1234's namespaces.
+    let prefix = format!("lbt{}t", std::process::id());
+    let out = Command::new("bash")
+        .arg(repo.join("scripts/test-echo.sh"))
+        .env("LBT", &prefix)
+        .env("LBT_BIN_DIR", &bin_dir)
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    let left = our_namespaces(&format!("{prefix}-"));
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(out.status.success(), "scripts/test-echo.sh failed");
+    assert!(stdout.contains("PASS"));
+}
