@@ -755,3 +755,18 @@ fn a_million_entries() {
     assert_eq!(t.len(), N / 2);
     assert_eq!(t.expire(ms(901_000), |_, _| Expire::Remove), N / 2);
 }
+
+#[cfg(feature = "alloc")]
+#[test]
+fn heap_storage_is_sized_by_slots_for() {
+    let s = ConnStorage::alloc(1000);
+    let sizes = ConnStorage::slots_for(1000);
+    assert_eq!(
+        (s.entries.len(), s.index.len(), s.wheel.len()),
+        (sizes.entries, sizes.index_slots, sizes.wheel_buckets)
+    );
+    let mut t = ConnTable::new(s, SipKey([1, 1]), ms(0));
+    assert_eq!(t.capacity(), 1000);
+    let h = t.insert(conn(1, 1), ms(10)).unwrap();
+    assert_eq!(find_id(&t, 1, 1), Some(h));
+}
