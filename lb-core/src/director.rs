@@ -866,6 +866,21 @@ impl<'a> Director<'a> {
         None
     }
 
+    /// A deleted service at `dst` (same protocol, address and port, or a port-0 one) that is
+    /// still kept because connections reference its servers. The datapath uses it for packets
+    /// that match no live service, so flows of a deleted service are expired and answered
+    /// instead of being passed on.
+    pub fn lookup_retired(&self, proto: Protocol, dst: SocketAddr) -> Option<ServiceId> {
+        let exact = ServiceKey::Addr { proto, vip: dst };
+        let port0 = ServiceKey::Addr {
+            proto,
+            vip: SocketAddr::new(dst.ip(), 0),
+        };
+        self.find_slot(&exact, true)
+            .or_else(|| self.find_slot(&port0, true))
+            .map(|s| s as ServiceId)
+    }
+
     /// The service in slot `id`, deleted or not (check `deleted`).
     pub fn service(&self, id: ServiceId) -> Option<&Service> {
         self.svc(usize::from(id))

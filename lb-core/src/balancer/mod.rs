@@ -586,6 +586,10 @@ impl<'a> Balancer<'a> {
                 if let Some(h) = self.find_reply(proto, p.src, p.dst) {
                     return self.outbound(now, buf, len, p, proto, h);
                 }
+                if let Some(svc) = self.director.lookup_retired(proto, p.dst) {
+                    // Flows of a deleted service: expired and answered like a removed server's.
+                    return self.inbound(now, buf, len, p, proto, svc, None);
+                }
                 self.not_ours(buf, len, p)
             }
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),

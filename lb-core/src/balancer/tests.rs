@@ -815,3 +815,40 @@ fn seed_scenario_simulation() {
     assert_eq!(b.conns().len(), 0);
     assert_eq!(refs(&b), 0);
 }
+
+#[test]
+fn deleted_service_flows_are_reset_not_passed() {
+    let mut b = balancer(1024, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
+    let client = sa("192.0.2.1:40000");
+    let server = syn(&mut b, Instant::ZERO, client);
+    run(
+        &mut b,
+        Instant::ZERO,
+        tcp(server, client, SYN | ACK, 1, 1001, b""),
+    );
+    run(
+        &mut b,
+        Instant::ZERO,
+        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+    );
+    b.apply(
+        Instant::ZERO,
+        &Command::DelService(ServiceKey::tcp(sa(VIP))),
+    )
+    .unwrap();
+    let (v, out) = run(
+        &mut b,
+        Instant::ZERO,
+        tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
+    );
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert_eq!(packet::parse(&out).unwrap().tcp_flags & RST, RST);
+    assert_eq!(b.conns().len(), 0);
+    // With the last reference gone the slot is free and the address is no longer ours.
+    let (v, _) = run(
+        &mut b,
+        Instant::ZERO,
+        tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
+    );
+    assert_eq!(v, Verdict::Pass);
+}
