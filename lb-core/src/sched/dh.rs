@@ -20,7 +20,7 @@ pub const DEFAULT_SIZE: u32 = 256;
 /// Whether `n` is a table size dh accepts. IPVS fixes 256; lb-core also accepts the powers of
 /// two sh does (2^4..=2^20), hashing with `log2(n)` bits.
 pub const fn valid_size(n: u32) -> bool {
-    n.is_power_of_two() && n >= 1 << 4 && n <= 1 << 20
+    super::sh::valid_size(n)
 }
 
 /// Fills `table` so that bucket i holds the server at list position `i mod n`; an empty list
