@@ -5,7 +5,9 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// A transport protocol lb-core balances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
+    /// TCP (6).
     Tcp,
+    /// UDP (17).
     Udp,
 }
 

@@ -10,10 +10,20 @@ use crate::addr::Protocol;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServiceKey {
     /// `-t|-u VIP:PORT`: protocol, virtual address and port.
-    Addr { proto: Protocol, vip: SocketAddr },
+    Addr {
+        /// TCP (`-t`) or UDP (`-u`).
+        proto: Protocol,
+        /// Virtual address and port.
+        vip: SocketAddr,
+    },
     /// `-f MARK`: a firewall mark the frontend supplies with each packet. `v6` selects the
     /// address family of the service (`-6` in ipvsadm).
-    Fwmark { mark: u32, v6: bool },
+    Fwmark {
+        /// The mark.
+        mark: u32,
+        /// An IPv6 service (`-6`).
+        v6: bool,
+    },
 }
 
 impl ServiceKey {
@@ -61,21 +71,34 @@ impl fmt::Display for ServiceKey {
 /// The fourteen IPVS schedulers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SchedulerKind {
+    /// Round robin (§5.1).
     Rr,
+    /// Weighted round robin (§5.2).
     Wrr,
+    /// Least connection (§5.3).
     Lc,
-    /// ipvsadm's default.
+    /// Weighted least connection (§5.4), ipvsadm's default.
     #[default]
     Wlc,
+    /// Shortest expected delay (§5.5).
     Sed,
+    /// Never queue (§5.6).
     Nq,
+    /// Locality-based least connection (§5.7).
     Lblc,
+    /// Locality-based least connection with replication (§5.8).
     Lblcr,
+    /// Destination hashing (§5.9).
     Dh,
+    /// Source hashing (§5.10).
     Sh,
+    /// Maglev hashing (§5.11).
     Mh,
+    /// Weighted failover (§5.12).
     Fo,
+    /// Weighted overflow (§5.13).
     Ovf,
+    /// Weighted random power of two choices (§5.14).
     Twos,
 }
 
@@ -174,9 +197,13 @@ pub struct Persistence {
 /// A virtual service's configuration (`-A`/`-E`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServiceConfig {
+    /// How packets find the service.
     pub key: ServiceKey,
+    /// Its scheduler (`-s`).
     pub scheduler: SchedulerKind,
+    /// Scheduler flags (`-b`).
     pub flags: SchedFlags,
+    /// Persistence (`-p`, `-M`), if any.
     pub persistence: Option<Persistence>,
     /// One-packet scheduling (`-o`); applies to UDP only.
     pub one_packet: bool,
@@ -237,6 +264,7 @@ impl ForwardMethod {
 /// A real server's configuration (`-a`/`-e`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServerConfig {
+    /// Address and port (`-r`).
     pub addr: SocketAddr,
     /// 0..=65535; 0 makes the server quiescent (no new connections).
     pub weight: u32,
@@ -244,6 +272,7 @@ pub struct ServerConfig {
     pub u_threshold: u32,
     /// Lower connection threshold (`-y`); 0 = none.
     pub l_threshold: u32,
+    /// Forwarding method (`-m`, `-g`, `-i`).
     pub method: ForwardMethod,
 }
 
@@ -267,8 +296,11 @@ impl ServerConfig {
 /// `--set` command keeps the current value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timeouts {
+    /// ESTABLISHED.
     pub tcp: u32,
+    /// FIN_WAIT.
     pub tcp_fin: u32,
+    /// UDP.
     pub udp: u32,
 }
 
