@@ -660,9 +660,11 @@ proptest! {
                 prop_assert_eq!(find_id(&t, k, id), None);
             }
             if let Some(next) = t.next_deadline() {
-                // Never later than the earliest deadline (as stored: rounded up to a tick).
+                // Never later than one tick after the earliest deadline: a deadline at or before
+                // the wheel's cursor is filed in the next bucket (the table's one-tick promise).
                 let min = model.iter().map(|l| t.deadline(l.h).unwrap()).min().unwrap();
-                prop_assert!(next <= min.max(ms(now)), "next_deadline {:?} > {:?}", next, min);
+                let bound = min.max(ms(now)) + crate::time::Duration::from_millis(63);
+                prop_assert!(next <= bound, "next_deadline {:?} > {:?}", next, min);
             } else {
                 prop_assert!(model.is_empty());
             }
