@@ -852,3 +852,130 @@ fn deleted_service_flows_are_reset_not_passed() {
     );
     assert_eq!(v, Verdict::Pass);
 }
+
+#[test]
+fn secure_tcp_switches_on_at_the_fill_threshold_and_uses_the_dos_table() {
+    let mut b = balancer(64, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
+    let cap = b.conns().capacity();
+    let mut s = *b.settings();
+    s.secure_tcp = 1;
+    s.defence_fill_percent = 50;
+    b.set_settings(s);
+    assert!(!b.secure_tcp_active());
+    for i in 0..cap / 2 {
+        syn(
+            &mut b,
+            Instant::ZERO,
+            sa(&std::format!("192.0.2.2:{}", 1000 + i)),
+        );
+    }
+    b.handle_timeout(Instant::from_secs(1));
+    assert!(
+        b.secure_tcp_active(),
+        "mode 1 switches to 2 above the threshold"
+    );
+    assert_eq!(b.settings().secure_tcp, 2);
+    // Under the DoS table the client's ACK alone does not establish a NAT connection: the
+    // server's SYN+ACK moves SYN_RECV to SYNACK, and only an OUTPUT ack establishes.
+    let client = sa("192.0.2.1:40000");
+    let server = syn(&mut b, Instant::from_secs(1), client);
+    assert_eq!(state_of(&b, client), Some("SYN_RECV"));
+    run(
+        &mut b,
+        Instant::from_secs(1),
+        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+    );
+    assert_eq!(state_of(&b, client), Some("SYN_RECV"));
+    run(
+        &mut b,
+        Instant::from_secs(1),
+        tcp(server, client, SYN | ACK, 1, 1001, b""),
+    );
+    assert_eq!(state_of(&b, client), Some("SYNACK"));
+    run(
+        &mut b,
+        Instant::from_secs(1),
+        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+    );
+    assert_eq!(state_of(&b, client), Some("SYNACK"));
+    run(
+        &mut b,
+        Instant::from_secs(1),
+        tcp(server, client, ACK, 2, 1001, b"x"),
+    );
+    assert_eq!(state_of(&b, client), Some("ESTABLISHED"));
+    // Half-open entries time out (SYN_RECV 60 s): the fill drops and the defence switches off.
+    b.handle_timeout(Instant::from_secs(70));
+    assert!(!b.secure_tcp_active());
+    assert_eq!(b.settings().secure_tcp, 1);
+}
+
+#[test]
+fn drop_entry_removes_half_open_entries_but_not_established_ones() {
+    let mut b = balancer(64, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
+    let cap = b.conns().capacity();
+    let mut s = *b.settings();
+    s.drop_entry = 3;
+    b.set_settings(s);
+    let est = sa("192.0.2.1:40000");
+    let server = syn(&mut b, Instant::ZERO, est);
+    run(
+        &mut b,
+        Instant::ZERO,
+        tcp(server, est, SYN | ACK, 1, 1001, b""),
+    );
+    run(&mut b, Instant::ZERO, tcp(est, sa(VIP), ACK, 1001, 2, b""));
+    for i in 0..cap / 2 {
+        syn(
+            &mut b,
+            Instant::ZERO,
+            sa(&std::format!("192.0.2.2:{}", 1000 + i)),
+        );
+    }
+    // One pass covers 1/32 of the table; 32 passes cover it all.
+    for sec in 1..=40 {
+        b.handle_timeout(Instant::from_secs(sec));
+    }
+    assert_eq!(b.conns().len(), 1, "only the established flow is left");
+    assert_eq!(state_of(&b, est), Some("ESTABLISHED"));
+    assert_eq!(b.counters().defence_drops as usize, cap / 2);
+    assert_eq!(refs(&b), 1);
+}
+
+#[test]
+fn settings_and_timeouts_through_commands() {
+    let mut b = balancer(64, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
+    let cmd = crate::ipvsadm::parse_line("--set 100 20 30")
+        .unwrap()
+        .unwrap();
+    b.apply(Instant::ZERO, &cmd).unwrap();
+    let t = b.settings().timeouts.get();
+    assert_eq!((t.tcp, t.tcp_fin, t.udp), (100, 20, 30));
+    let client = sa("192.0.2.1:40000");
+    let server = syn(&mut b, Instant::ZERO, client);
+    run(
+        &mut b,
+        Instant::ZERO,
+        tcp(server, client, SYN | ACK, 1, 1001, b""),
+    );
+    run(
+        &mut b,
+        Instant::ZERO,
+        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+    );
+    b.handle_timeout(Instant::from_secs(99));
+    assert_eq!(b.conns().len(), 1);
+    b.handle_timeout(Instant::from_secs(101));
+    assert_eq!(b.conns().len(), 0, "ESTABLISHED now idles out after 100 s");
+    let cmd = crate::ipvsadm::parse_line("--conn-reuse-mode 0")
+        .unwrap()
+        .unwrap();
+    b.apply(Instant::ZERO, &cmd).unwrap();
+    assert_eq!(b.settings().conn_reuse_mode, 0);
+    // Direct routing is refused with a clear message.
+    let cmd = crate::ipvsadm::parse_line("-a -t 10.0.0.100:80 -r 10.1.0.9:80 -g")
+        .unwrap()
+        .unwrap();
+    let err = b.apply(Instant::ZERO, &cmd).unwrap_err();
+    assert!(std::format!("{err}").contains("NAT"));
+}
