@@ -296,7 +296,10 @@ impl<'a> Gateway<'a> {
             frame,
         } = res;
         let s = config.seed;
-        let key = SipKey([s ^ 0x736f_6d65_7073_6575, s.rotate_left(29) ^ 0x646f_7261_6e64_6f83]);
+        let key = SipKey([
+            s ^ 0x736f_6d65_7073_6575,
+            s.rotate_left(29) ^ 0x646f_7261_6e64_6f83,
+        ]);
         let conns = ConnTable::new(conns.storage(), key, now);
         let director = Director::new(director, s.rotate_left(17) ^ 0x6c62_2d65_6d62_6564);
         let sockets: &'static mut [SocketStorage<'static>] = &mut [];
@@ -518,8 +521,8 @@ impl<'a> Gateway<'a> {
     }
 
     fn handle_arp<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D, len: usize) {
-        let parsed = ArpPacket::new_checked(&self.frame[LINK_HEADER..len])
-            .and_then(|p| ArpRepr::parse(&p));
+        let parsed =
+            ArpPacket::new_checked(&self.frame[LINK_HEADER..len]).and_then(|p| ArpRepr::parse(&p));
         let Ok(ArpRepr::EthernetIpv4 {
             operation,
             source_hardware_addr: smac,
@@ -533,7 +536,10 @@ impl<'a> Gateway<'a> {
         };
         let own = self.iface.has_ip_addr(tip);
         let vip = self.lb.is_vip(IpAddr::V4(tip));
-        if !sip.is_unspecified() && self.neighbours.learn(IpAddr::V4(sip), smac, now, own || vip)
+        if !sip.is_unspecified()
+            && self
+                .neighbours
+                .learn(IpAddr::V4(sip), smac, now, own || vip)
         {
             self.flush(now, device, IpAddr::V4(sip), smac);
         }
@@ -600,14 +606,16 @@ impl<'a> Gateway<'a> {
             }
             let vip = self.lb.is_vip(info.dst);
             if !vip && (self.is_own(info.dst) || is_multicast_or_broadcast(info.dst)) {
-                let frame_len = if self.ethernet { len + LINK_HEADER } else { len };
+                let frame_len = if self.ethernet {
+                    len + LINK_HEADER
+                } else {
+                    len
+                };
                 self.give_interface(now, device, frame_len);
                 return;
             }
         }
-        let verdict = self
-            .lb
-            .process(now, &mut self.frame[LINK_HEADER..], len);
+        let verdict = self.lb.process(now, &mut self.frame[LINK_HEADER..], len);
         match verdict {
             Verdict::ToServer | Verdict::ToClient => {
                 self.counters.forwarded += 1;
@@ -702,7 +710,10 @@ impl<'a> Gateway<'a> {
                 ..
             } => {
                 if let Some(m) = lladdr.and_then(raw_mac).or(link_src) {
-                    if self.neighbours.learn(IpAddr::V6(target_addr), m, now, false) {
+                    if self
+                        .neighbours
+                        .learn(IpAddr::V6(target_addr), m, now, false)
+                    {
                         self.flush(now, device, IpAddr::V6(target_addr), m);
                     }
                 }
@@ -881,11 +892,14 @@ impl<'a> Gateway<'a> {
 
     /// The own IPv6 address to solicit from.
     fn source_v6(&self) -> Option<Ipv6Addr> {
-        self.iface.ip_addrs().iter().find_map(|c| match c.address() {
-            IpAddress::Ipv6(a) => Some(a),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })
+        self.iface
+            .ip_addrs()
+            .iter()
+            .find_map(|c| match c.address() {
+                IpAddress::Ipv6(a) => Some(a),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })
     }
 
     /// Sends an ICMPv6 message with hop limit 255 (neighbour discovery).

@@ -72,7 +72,9 @@ impl Key {
         if self.v6 {
             IpAddr::V6(Ipv6Addr::from(self.ip))
         } else {
-            IpAddr::V4(Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.ip[0], self.ip[1], self.ip[2], self.ip[3],
+            ))
         }
     }
 }
@@ -120,10 +122,7 @@ impl NeighbourSlot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lookup {
     /// Known: send to this address; `refresh` asks for a request to be sent too.
-    Found {
-        mac: EthernetAddress,
-        refresh: bool,
-    },
+    Found { mac: EthernetAddress, refresh: bool },
     /// Being resolved: hold the frame; `request` asks for the first request to be sent.
     Resolving { request: bool },
     /// No slot to track it: drop the frame.
@@ -202,7 +201,13 @@ impl<'a> Neighbours<'a> {
 
     /// Records that `ip` is at `mac`. Creates an entry only if `create` (an answer to us);
     /// otherwise only updates a known one. Returns whether frames may be waiting for it.
-    pub(crate) fn learn(&mut self, ip: IpAddr, mac: EthernetAddress, now: Instant, create: bool) -> bool {
+    pub(crate) fn learn(
+        &mut self,
+        ip: IpAddr,
+        mac: EthernetAddress,
+        now: Instant,
+        create: bool,
+    ) -> bool {
         if !mac.is_unicast() {
             return false;
         }
@@ -325,7 +330,11 @@ impl<'a> Hold<'a> {
 
     /// The oldest frame held for `next_hop`, removed from the queue: calls `f` with it (so the
     /// destination address can be written) and returns what `f` returns.
-    pub(crate) fn pop_for<R>(&mut self, next_hop: IpAddr, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+    pub(crate) fn pop_for<R>(
+        &mut self,
+        next_hop: IpAddr,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Option<R> {
         let k = Key::of(next_hop);
         let seq = self.seq;
         let s = self

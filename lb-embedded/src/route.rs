@@ -95,7 +95,10 @@ impl<'a> Routes<'a> {
         let dest = IpAddr::from(r.dest.address());
         let pk = Key::of(dest);
         let slot = match self.slots.iter().position(|s| {
-            s.used && s.v6 == pk.is_v6() && s.prefix == pk.bytes() && s.prefix_len == r.dest.prefix_len()
+            s.used
+                && s.v6 == pk.is_v6()
+                && s.prefix == pk.bytes()
+                && s.prefix_len == r.dest.prefix_len()
         }) {
             Some(i) => i,
             None => match self.slots.iter().position(|s| !s.used) {

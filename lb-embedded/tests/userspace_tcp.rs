@@ -13,12 +13,20 @@ fn check_scenario(p: &Params, r: &Report) {
     // Every connection completed its exchange, none needed a second SYN, nothing was reset.
     assert_eq!(r.records.len(), p.connections);
     assert_eq!(r.completed(), p.connections, "failed connections");
-    assert_eq!(r.syn_retransmissions(), 0, "connections with a SYN retransmission");
+    assert_eq!(
+        r.syn_retransmissions(),
+        0,
+        "connections with a SYN retransmission"
+    );
     assert_eq!(r.rst_seen, 0);
     assert_eq!(r.balancer.syn_drops, 0);
     // Ports were reused after smoltcp's TIME_WAIT and inside IPVS's.
     let reused: Vec<u64> = r.records.iter().filter_map(|c| c.reused_after_ms).collect();
-    assert!(reused.len() >= p.connections / 2, "too little reuse: {}", reused.len());
+    assert!(
+        reused.len() >= p.connections / 2,
+        "too little reuse: {}",
+        reused.len()
+    );
     assert!(reused
         .iter()
         .all(|&d| d > sim::SMOLTCP_TIME_WAIT_MS && d < sim::IPVS_TIME_WAIT_MS));
@@ -51,7 +59,12 @@ fn check_scenario(p: &Params, r: &Report) {
     // Scheduled in total = answered per server.
     let per: Vec<u64> = r.per_server().iter().map(|&n| n as u64).collect();
     let sched: Vec<u64> = (0..per.len())
-        .map(|i| r.scheduled.iter().map(|s| s.get(i).copied().unwrap_or(0)).sum())
+        .map(|i| {
+            r.scheduled
+                .iter()
+                .map(|s| s.get(i).copied().unwrap_or(0))
+                .sum()
+        })
         .collect();
     assert_eq!(per, sched);
     // Drain: the weight-0 server had open connections, they finished (all did), it got no new
@@ -87,7 +100,9 @@ fn ethernet_medium_with_arp() {
     // (The client's address is learnt from its ARP request for the VIP: no request needed.)
     assert!(g.requests_sent >= p.weights.len() as u64);
     assert!(g.held >= p.weights.len() as u64);
-    assert_eq!(g.hold_full_drops + g.unresolved_drops + g.tx_full + g.no_route, 0);
+    assert_eq!(
+        g.hold_full_drops + g.unresolved_drops + g.tx_full + g.no_route,
+        0
+    );
     assert!(g.rx_own >= 1);
 }
-

@@ -521,7 +521,8 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
     gw.add_route(Route::default_via(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 254))))
         .unwrap();
     let t0 = Instant::ZERO;
-    gw.apply_line(t0, &format!("-A -t {VIP}:{VPORT} -s wrr")).unwrap();
+    gw.apply_line(t0, &format!("-A -t {VIP}:{VPORT} -s wrr"))
+        .unwrap();
     for (i, w) in p.weights.iter().enumerate() {
         gw.apply_line(
             t0,
@@ -570,9 +571,8 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
     };
 
     // Client port pool: port → (available at, last end).
-    let mut ports: Vec<(u16, u64, Option<u64>)> = (0..p.ports)
-        .map(|i| (p.first_port + i, 0, None))
-        .collect();
+    let mut ports: Vec<(u16, u64, Option<u64>)> =
+        (0..p.ports).map(|i| (p.first_port + i, 0, None)).collect();
 
     let mut report = Report {
         servers: servers.iter().map(|s| s.name.clone()).collect(),
@@ -630,7 +630,11 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
                     .count();
                 if open > 0 {
                     let s = stats_now(&gw);
-                    report.scheduled[0] = s.iter().zip(&phase_start_stats).map(|(a, b)| a - b).collect();
+                    report.scheduled[0] = s
+                        .iter()
+                        .zip(&phase_start_stats)
+                        .map(|(a, b)| a - b)
+                        .collect();
                     report.phase_weights[0] = weights.clone();
                     phase_start_stats = s;
                     weights[idx] = 0;
@@ -662,7 +666,11 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
                     .count();
                 if open == 0 {
                     let s = stats_now(&gw);
-                    report.scheduled[1] = s.iter().zip(&phase_start_stats).map(|(a, b)| a - b).collect();
+                    report.scheduled[1] = s
+                        .iter()
+                        .zip(&phase_start_stats)
+                        .map(|(a, b)| a - b)
+                        .collect();
                     report.phase_weights[1] = weights.clone();
                     removed_stats = Some(s[idx]);
                     phase_start_stats = s;
@@ -725,7 +733,8 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
         gw.poll(Instant::from_millis(now), &mut gw_dev);
         while let Some(Event::Drained { server, .. }) = gw.poll_event() {
             if let Some((_, idx)) = p.drain {
-                if server.ip() == IpAddr::V4(server_addr(idx)) && report.drained_event_ms.is_none() {
+                if server.ip() == IpAddr::V4(server_addr(idx)) && report.drained_event_ms.is_none()
+                {
                     report.drained_event_ms = Some(now);
                 }
             }
@@ -739,7 +748,8 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
             let c = &mut active[i];
             let sock = client.sockets.get_mut::<tcp::Socket>(c.handle);
             if !c.sent && sock.can_send() {
-                sock.send_slice(format!("conn={}\n", c.id).as_bytes()).unwrap();
+                sock.send_slice(format!("conn={}\n", c.id).as_bytes())
+                    .unwrap();
                 c.sent = true;
                 changed = true;
             }
@@ -749,7 +759,11 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
                 c.resp.extend_from_slice(&buf[..n]);
                 changed = true;
             }
-            if c.done_at.is_none() && c.sent && !sock.may_recv() && sock.state() != tcp::State::SynSent {
+            if c.done_at.is_none()
+                && c.sent
+                && !sock.may_recv()
+                && sock.state() != tcp::State::SynSent
+            {
                 c.done_at = Some(now);
                 sock.close();
                 changed = true;
@@ -894,7 +908,11 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
     }
 
     let s = stats_now(&gw);
-    let mut last: Vec<u64> = s.iter().zip(&phase_start_stats).map(|(a, b)| a.saturating_sub(*b)).collect();
+    let mut last: Vec<u64> = s
+        .iter()
+        .zip(&phase_start_stats)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
     if let (Some((_, idx)), Some(_)) = (p.remove, removed_stats) {
         last[idx] = 0;
     }
