@@ -1,1 +1,1 @@
-//! placeholder
+//! Host demos of the lb crates; see `examples/examples/`.
