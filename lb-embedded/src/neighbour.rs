@@ -270,7 +270,7 @@ impl<'a> Neighbours<'a> {
     }
 }
 
-/// One held frame (1536 bytes; all zero when free): an Ethernet frame whose destination
+/// One held frame (1540 bytes; all zero when free): an Ethernet frame whose destination
 /// address is filled in when its next hop resolves.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldSlot {

@@ -40,7 +40,7 @@ impl Route {
     }
 }
 
-/// One route-table slot (36 bytes; all zero when free).
+/// One route-table slot (37 bytes; all zero when free).
 #[derive(Debug, Clone, Copy)]
 pub struct RouteSlot {
     used: bool,
