@@ -1,0 +1,1 @@
+//! Host demos of the lb crates; see `examples/examples/`.

@@ -1,0 +1,159 @@
+//! lb-embedded: lb-core's balancer as a `no_std` gateway over any `smoltcp::phy::Device`.
+//!
+//! No operating system, no allocator, no `unsafe`: a [`Gateway`] sits between a network device
+//! (`Medium::Ip` or `Medium::Ethernet`) and lb-core's sans-IO [`Balancer`](lb_core::Balancer).
+//! It is the *middleware device* of the design sketch (`design.md`, "lb-embedded"), the pattern
+//! of smoltcp's `phy::Tracer`:
+//!
+//! ```text
+//!             ┌──────────────────────────── Gateway::poll(now, &mut device) ───────────────────────┐
+//! device rx ─►│ copy frame → ARP/NDP for a VIP? answer it · for our own address? → smoltcp Interface │
+//!             │            → else Balancer::process (NAT, RST, echo, pass) → route → next hop MAC  │
+//!             │            → device tx (or held until ARP/NDP resolves)                           │
+//!             └────────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! * Every received packet is copied once out of the device's read-only receive token into the
+//!   resources' frame buffer; the balancer rewrites it there; it is copied once more into the
+//!   transmit token. (Two copies of ≤ 1.5 KB, next to a table lookup's cache misses.)
+//! * The gateway's **own** traffic — ARP and NDP for its own addresses, ICMP echo to them, and
+//!   anything else addressed to them — goes to a smoltcp [`Interface`](smoltcp::iface::Interface)
+//!   (no sockets), which answers it.
+//! * ARP requests and IPv6 neighbour solicitations for a **virtual address**
+//!   ([`Balancer::is_vip`](lb_core::Balancer::is_vip)) are answered by the gateway itself.
+//! * On Ethernet, forwarded packets get the next hop's hardware address from a fixed-size
+//!   neighbour cache; an unknown next hop is resolved with ARP or NDP while the packet is
+//!   **held** in a fixed hold queue (dropped and counted if the queue is full or resolution
+//!   fails after [`neighbour::MAX_REQUESTS`] requests one second apart).
+//! * Next hops come from a small static route table: the subnets of the gateway's own addresses
+//!   and routes added with [`Gateway::add_route`] (on-link subnets and gateways, default routes).
+//!
+//! All memory is caller-owned: [`GatewayResources`] (connection table, neighbour cache, routes,
+//! hold queue, frame buffer; all zero bits after its `const fn new()`, so a `static` of it is in
+//! `.bss`) plus a director storage (`lb_core::DirectorResources`, whose empty value is not all
+//! zero: see the README). Time is the caller's: `lb_core::Instant`, 64-bit milliseconds.
+//!
+//! See `lb-embedded/README.md` for sizes, the firmware example and what is not supported.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod gateway;
+pub mod neighbour;
+mod phy;
+pub mod route;
+
+pub use gateway::{Gateway, GatewayConfig, GatewayCounters, GatewayError, LineError};
+pub use route::Route;
+
+/// lb-core, re-exported so users (and [`gateway_resources!`]) need one dependency.
+pub use lb_core;
+/// smoltcp, re-exported for the device trait and wire types.
+pub use smoltcp;
+
+use lb_core::conn::ConnResources;
+use neighbour::{HoldSlot, NeighbourSlot};
+use route::RouteSlot;
+
+/// Bytes of an Ethernet header; IP packets sit at this offset in the frame buffer on every
+/// medium, so the header can be written in front of a forwarded packet without moving it.
+pub const LINK_HEADER: usize = 14;
+
+/// Room the balancer gets for one IP packet: lb-core wants at least 1600 bytes (or MTU + 100)
+/// so a generated reply (an ICMP error quoting the packet) always fits.
+pub const IP_BUFFER: usize = 1600;
+
+/// Bytes of the frame buffer: a link header and [`IP_BUFFER`].
+pub const FRAME_BUFFER: usize = LINK_HEADER + IP_BUFFER;
+
+/// The largest frame the gateway sends or holds: 1500-byte IP packets plus the Ethernet header.
+/// Packets longer than this or than the device's MTU are dropped and counted.
+pub const MAX_FRAME: usize = 1514;
+
+/// Everything a [`Gateway`] keeps except the director's storage: the connection table
+/// (`CONNS` entries, with `INDEX` index slots and `WHEEL` wheel buckets sized by
+/// [`ConnStorage::slots_for`](lb_core::conn::ConnStorage::slots_for)), `NEIGHBOURS`
+/// neighbour-cache entries, `ROUTES` static routes, `HOLD` frames waiting for address
+/// resolution, and the frame buffer.
+///
+/// Spell the type with [`gateway_resources!`], which computes `INDEX` and `WHEEL`. Its
+/// [`new`](Self::new) is a `const fn` giving all zero bits, so a `static` of it lands in `.bss`
+/// (no flash). Size: `64 × CONNS` (for `CONNS ≥ 17`) + `48 × NEIGHBOURS` + `37 × ROUTES` +
+/// `1540 × HOLD` + 1614 bytes, rounded up for alignment (74,240 bytes on Cortex-M for 1,024
+/// connections, 16 neighbours, 4 routes, 4 held frames).
+pub struct GatewayResources<
+    const CONNS: usize,
+    const INDEX: usize,
+    const WHEEL: usize,
+    const NEIGHBOURS: usize,
+    const ROUTES: usize,
+    const HOLD: usize,
+> {
+    pub(crate) conns: ConnResources<CONNS, INDEX, WHEEL>,
+    pub(crate) neighbours: [NeighbourSlot; NEIGHBOURS],
+    pub(crate) routes: [RouteSlot; ROUTES],
+    pub(crate) hold: [HoldSlot; HOLD],
+    pub(crate) frame: [u8; FRAME_BUFFER],
+}
+
+impl<
+        const CONNS: usize,
+        const INDEX: usize,
+        const WHEEL: usize,
+        const NEIGHBOURS: usize,
+        const ROUTES: usize,
+        const HOLD: usize,
+    > GatewayResources<CONNS, INDEX, WHEEL, NEIGHBOURS, ROUTES, HOLD>
+{
+    /// Empty resources, all zero bits: for a `static` (directly, in a `StaticCell`, or from
+    /// cortex-m's `singleton!`). Large instances do not belong on the stack.
+    pub const fn new() -> Self {
+        GatewayResources {
+            conns: ConnResources::new(),
+            neighbours: [NeighbourSlot::EMPTY; NEIGHBOURS],
+            routes: [RouteSlot::EMPTY; ROUTES],
+            hold: [HoldSlot::EMPTY; HOLD],
+            frame: [0; FRAME_BUFFER],
+        }
+    }
+
+    /// The connection table's capacity.
+    pub const fn connections(&self) -> usize {
+        CONNS
+    }
+}
+
+impl<
+        const CONNS: usize,
+        const INDEX: usize,
+        const WHEEL: usize,
+        const NEIGHBOURS: usize,
+        const ROUTES: usize,
+        const HOLD: usize,
+    > Default for GatewayResources<CONNS, INDEX, WHEEL, NEIGHBOURS, ROUTES, HOLD>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The [`GatewayResources`] type for the given sizes, with the connection table's index and
+/// wheel sized by [`ConnStorage::slots_for`](lb_core::conn::ConnStorage::slots_for):
+///
+/// ```
+/// type Res = lb_embedded::gateway_resources!(conns: 1024, neighbours: 16, routes: 4, hold: 4);
+/// assert!(core::mem::size_of::<Res>() < 80 * 1024);
+/// ```
+#[macro_export]
+macro_rules! gateway_resources {
+    (conns: $c:expr, neighbours: $n:expr, routes: $r:expr, hold: $h:expr $(,)?) => {
+        $crate::GatewayResources<
+            { $c },
+            { $crate::lb_core::conn::ConnStorage::slots_for($c).index_slots },
+            { $crate::lb_core::conn::ConnStorage::slots_for($c).wheel_buckets },
+            { $n },
+            { $r },
+            { $h },
+        >
+    };
+}

@@ -1,0 +1,86 @@
+//! Runs the firmware example's network and configuration (`firmware/src/lab.rs`) on the host,
+//! with the firmware's resource sizes, so what the firmware loop does is checked by `cargo test`.
+
+#[path = "../firmware/src/lab.rs"]
+mod lab;
+
+use std::sync::Mutex;
+
+use lb_embedded::lb_core::{DirectorResources, Instant};
+use lb_embedded::smoltcp::wire::EthernetAddress;
+use lb_embedded::{gateway_resources, Gateway, GatewayConfig};
+
+type Res = gateway_resources!(conns: 1024, neighbours: 16, routes: 4, hold: 4);
+type Dir = DirectorResources<4, 32, 0, 0>;
+
+#[test]
+fn firmware_loop_balances_and_expires() {
+    static RES: Mutex<Res> = Mutex::new(Res::new());
+    static DIR: Mutex<Dir> = Mutex::new(Dir::new());
+    let mut res = RES.lock().unwrap();
+    let mut dir = DIR.lock().unwrap();
+    let mut lab = Box::new(lab::Lab::new());
+    let config = GatewayConfig::new(EthernetAddress([0x02, 0, 0, 0, 0, 1]), 0x5eed_0001);
+    let now = Instant::ZERO;
+    let mut gw = Gateway::new(&mut res, dir.storage(), &mut *lab, config, now).unwrap();
+    lab::configure(&mut gw, now).unwrap();
+    // 60 s of firmware loop, one iteration a millisecond.
+    for ms in 0..60_000u64 {
+        gw.poll(Instant::from_millis(ms), &mut *lab);
+    }
+    let clients = 60_000 / lab::NEW_CLIENT_EVERY_MS as u64;
+    let b = *gw.balancer().counters();
+    let g = *gw.counters();
+    // Every client got its SYN-ACK from the VIP; entries closed by the RST expire (CLOSE: 10 s),
+    // so the table holds about 10 s worth of them and never fills.
+    assert_eq!(u64::from(lab.dev.handshakes), clients);
+    assert_eq!(b.conns_created, clients);
+    assert_eq!(b.evictions, 0);
+    assert_eq!(g.balancer_drops + g.no_route + g.tx_full + g.oversize, 0);
+    assert_eq!(g.forwarded, 4 * clients);
+    let live = gw.balancer().conns().len() as u64;
+    assert!(live > 500 && live < 700, "live entries {live}");
+    // wrr 3:2:1 over the TCP service.
+    let d = gw.balancer().director();
+    let (tcp, _) = d.services().next().unwrap();
+    let mut conns: Vec<u64> = d.servers(tcp).iter().map(|(_, s)| s.stats.conns).collect();
+    conns.sort_unstable();
+    let unit = clients / 6;
+    assert!(
+        conns
+            .iter()
+            .zip([unit, 2 * unit, 3 * unit])
+            .all(|(&c, e)| c.abs_diff(e) <= 6),
+        "{conns:?}"
+    );
+}
+
+#[test]
+fn resources_are_sized_as_documented() {
+    // (That they are all zero bits is checked on the linked firmware: build.sh fails unless the
+    // resources' static is in .bss.)
+    let size = std::mem::size_of::<Res>();
+    let conns = lb_embedded::lb_core::conn::ConnStorage::slots_for(1024).bytes();
+    assert_eq!(conns, 64 * 1024);
+    // Parts plus at most 7 bytes of alignment padding.
+    let parts = conns + 16 * 48 + 4 * 37 + 4 * 1540 + 1614;
+    assert!(size >= parts && size <= parts + 7, "{size} vs {parts}");
+}
+
+#[test]
+fn slot_sizes_are_as_documented() {
+    use lb_embedded::neighbour::{HoldSlot, NeighbourSlot};
+    use lb_embedded::route::RouteSlot;
+    println!(
+        "SIZES res {} neighbour {} hold {} route {} gateway {} dir {}",
+        std::mem::size_of::<Res>(),
+        std::mem::size_of::<NeighbourSlot>(),
+        std::mem::size_of::<HoldSlot>(),
+        std::mem::size_of::<RouteSlot>(),
+        std::mem::size_of::<Gateway<'static>>(),
+        std::mem::size_of::<Dir>()
+    );
+    assert_eq!(std::mem::size_of::<NeighbourSlot>(), 48);
+    assert_eq!(std::mem::size_of::<HoldSlot>(), 1540);
+    assert_eq!(std::mem::size_of::<RouteSlot>(), 37);
+}
