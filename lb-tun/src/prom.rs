@@ -118,31 +118,27 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
                 esc(&srv.addr().ip().to_string()),
                 srv.addr().port()
             );
-            rows.push((labels, srv.active, srv.inactive, srv.weight()));
+            rows.push((labels, [srv.active, srv.inactive, srv.weight()]));
         }
     }
-    type Row = (String, u32, u32, u32);
-    let backends: [(&str, &str, fn(&Row) -> u32); 3] = [
+    let backends = [
         (
             "node_ipvs_backend_connections_active",
             "The current active connections by local and remote address.",
-            |r| r.1,
         ),
         (
             "node_ipvs_backend_connections_inactive",
             "The current inactive connections by local and remote address.",
-            |r| r.2,
         ),
         (
             "node_ipvs_backend_weight",
             "The current backend weight by local and remote address.",
-            |r| r.3,
         ),
     ];
-    for (name, help, get) in backends {
+    for (k, (name, help)) in backends.into_iter().enumerate() {
         family(&mut out, name, "gauge", help);
-        for r in &rows {
-            let _ = writeln!(out, "{name}{{{}}} {}", r.0, get(r));
+        for (labels, values) in &rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", values[k]);
         }
     }
 
