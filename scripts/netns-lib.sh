@@ -16,7 +16,7 @@
 # Everything lives in namespaces named "${LBT}-<role>", LBT=lbt<PID> by default (the sourcing
 # script's PID), so concurrent runs never collide; topo_down removes them by name only.
 #
-# Functions: topo_up, topo_route_servers_via_tun, topo_down, nsx ROLE CMD..., start_gateway_bin,
+# Functions: topo_up, topo_route_servers_via_tun, topo_down, nsx ROLE CMD..., start_gateway CONF,
 #   start_nginx ROLE ADDR [NAME [ADDR...]], start_servers, wait_http NS URL, load_run URL N C CSV,
 #   client_narrow_ports LO HI, csv_summary CSV, server_split, lbt_bin NAME.
 
@@ -155,6 +155,24 @@ topo_down() {
 		rm -rf "$LBT_TMP"
 	fi
 	lbt_log "topology down"
+}
+
+# start_gateway CONF [ARGS...] — lb-tun in gw on the TUN with config CONF, control socket
+# $LBT_TMP/lb-tun.sock and metrics on 10.40.0.1:9100; waits for its socket. Sets LBT_GW_PID.
+start_gateway() {
+	local conf="$1" sock
+	shift
+	sock="$(lbt_tmpdir)/lb-tun.sock"
+	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tun "$LBT_TUN" --config "$conf" \
+		--control "$sock" --metrics 10.40.0.1:9100 "$@")
+	for _ in $(seq 1 50); do
+		[ -S "$sock" ] && return 0
+		kill -0 "$LBT_GW_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	lbt_log "lb-tun did not start:"
+	cat "$(lbt_tmpdir)/lb-tun.log" >&2
+	return 1
 }
 
 # start_in_ns ROLE LOGNAME CMD... — run CMD in the background inside ROLE; echoes its PID.
