@@ -6,7 +6,7 @@
 #
 #   sudo scripts/demo.sh [-n REQUESTS] [-c CONCURRENCY] [--ports LO-HI] [--echo] [--no-build] [--keep]
 #
-#   -n N       requests (default 5000), one new connection each
+#   -n N       requests (default 20000), one new connection each
 #   -c C       concurrency (default 20)
 #   --ports    the client's ephemeral port range (default 40000-40999: 1,000 ports)
 #   --echo     validate the machinery without the balancer: tun-echo instead of lb-tun, and the
@@ -18,7 +18,7 @@
 # nginx and hey when installed, else the project's own lb-demo-http and lb-demo-load.
 # Everything runs in namespaces named lbt<PID>-*, removed on exit (also on Ctrl-C).
 set -u
-N=5000
+N=20000
 C=20
 PORTS="40000-40999"
 ECHO=""
@@ -87,12 +87,16 @@ if ! awk -F, 'NR == 2 && $7 == 200 { ok = 1 } END { exit !ok }' "$tmp/preflight.
 	exit 1
 fi
 [ -z "$ECHO" ] && lbadm -Z
+for f in "$tmp"/s*.access.log; do : >"$f"; done # count the load only, not the preflight
 
 client_narrow_ports "${PORTS%-*}" "${PORTS#*-}"
 nports=$(( ${PORTS#*-} - ${PORTS%-*} + 1 ))
 echo "--- load: $N requests, concurrency $C, a new connection each, client ports $PORTS ($nports ports)"
 start=$(date +%s.%N)
-load_run "$url" "$N" "$C" "$tmp/load.csv"
+# In the background, so a signal to this script is handled at once (bash runs traps only
+# between foreground commands); topo_down then stops the load with everything else.
+load_run "$url" "$N" "$C" "$tmp/load.csv" &
+wait $!
 end=$(date +%s.%N)
 
 echo "--- summary"
@@ -102,7 +106,8 @@ awk -v s="$start" -v e="$end" -v n="$N" 'BEGIN { printf "wall %.1f s, %.0f reque
 if [ -z "$ECHO" ]; then
 	lbadm --stats-gateway >"$tmp/gw.stats"
 	g() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/gw.stats"; }
-	echo "gateway: connections $(g conns_created), client ports reused and rescheduled $(g reuse_reschedules), SYN drops $(g syn_drops), drops $(awk '$1 ~ /^drops\./ { s += $2 } END { print s + 0 }' "$tmp/gw.stats")"
+	echo "gateway: connections $(g conns_created), client ports reused and rescheduled $(g reuse_reschedules), SYN drops $(g syn_drops)"
+	echo "gateway drops by reason: $(awk '$1 ~ /^drops\./ && $2 > 0 { sub(/^drops\./, "", $1); printf "%s %s  ", $1, $2; n++ } END { if (!n) printf "none" }' "$tmp/gw.stats")"
 	echo "--- lbadm -L -n --stats"
 	lbadm -L -n --stats
 fi

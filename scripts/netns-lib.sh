@@ -271,8 +271,12 @@ wait_http() {
 }
 
 # client_narrow_ports LO HI — narrow the client's ephemeral port range (forces port reuse).
+# Also lets the client reuse a port it holds in TIME_WAIT after 1 s (tcp_tw_reuse=1), as busy
+# clients do: when the client happens to close first, its own TIME_WAIT (60 s) would otherwise
+# use up the few ports and connect() would fail with EADDRNOTAVAIL, whatever the gateway does.
 client_narrow_ports() {
 	nsx client sysctl -qw net.ipv4.ip_local_port_range="$1 $2"
+	nsx client sysctl -qw net.ipv4.tcp_tw_reuse=1
 }
 
 # load_run URL N C CSV — N requests, C concurrent, one connection per request, from the client;

@@ -22,7 +22,15 @@ trap topo_down EXIT
 trap 'exit 130' INT TERM
 
 SCENARIO="${1:-}"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -S "$sock" ]; then
+		echo "--- gateway counters (lbadm --stats-gateway)" >&2
+		lbadm --stats-gateway | grep -v ' 0$' >&2
+		echo "client sockets in TIME_WAIT: $(nsx client ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l)" >&2
+	fi
+	exit 1
+}
 ok() { echo "ok: $*"; }
 lbt_tmpdir >/dev/null # sets LBT_TMP in this shell
 tmp="$LBT_TMP"
@@ -154,11 +162,7 @@ CONF
 	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
 	# A narrow port range: the load reuses the drained server's TIME_WAIT entries' ports, and
 	# reuse expires them, so the server drains in seconds instead of TIME_WAIT's 2 minutes.
-	# hey sometimes closes first, and then the client's TIME_WAIT (60 s) keeps that port
-	# from being reused: let the client reuse such ports after 1 s (tcp_tw_reuse), as busy
-	# clients do.
 	client_narrow_ports 40000 40199
-	nsx client sysctl -qw net.ipv4.tcp_tw_reuse=1
 	local load="$(lbt_bin lb-demo-load)" x xaddr y yaddr hport mark hey_pid h1 i st
 	nsx client "$load" --hold --interval 0.25 --count 16 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
 	h1=$!
