@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # demo.sh — the lb-tun demo: a client, the gateway and two nginx real servers in network
-# namespaces; the VIP 10.30.0.10:80 balanced wrr 3:1 in NAT (masquerade) mode; many short
-# connections from a narrow client port range (so ports are reused while the old connection
-# is still in the gateway's table); then a summary.
+# namespaces; the VIP 10.30.0.10:80 balanced wrr 3:1 in NAT (masquerade) mode from a config
+# file; many short connections from a narrow client port range (so client ports are reused
+# while the old connection is still in the gateway's table, in TIME_WAIT); then a summary.
 #
-#   scripts/demo.sh [-n REQUESTS] [-c CONCURRENCY] [--ports LO-HI] [--echo] [--no-build]
+#   sudo scripts/demo.sh [-n REQUESTS] [-c CONCURRENCY] [--ports LO-HI] [--echo] [--no-build] [--keep]
 #
-#   --echo   validate the machinery without the balancer: tun-echo instead of lb-tun, and the
-#            load goes to s1's own address (steered through the TUN) instead of the VIP.
+#   -n N       requests (default 20000), one new connection each
+#   -c C       concurrency (default 20)
+#   --ports    the client's ephemeral port range (default 40000-40999: 1,000 ports)
+#   --echo     validate the machinery without the balancer: tun-echo instead of lb-tun, and the
+#              load goes to s1's own address (steered through the TUN) instead of the VIP.
+#   --no-build use the binaries already built (target/release, else target/debug)
+#   --keep     keep the temporary directory (logs, CSV) for a look afterwards
 #
-# Needs root, iproute2, /dev/net/tun; uses nginx and hey when installed, else the project's own
-# lb-demo-http and lb-demo-load. Everything runs in namespaces named lbt<PID>-*, removed on exit
-# (also on Ctrl-C).
+# Needs root, iproute2, /dev/net/tun and cargo (it builds the release binaries itself); uses
+# nginx and hey when installed, else the project's own lb-demo-http and lb-demo-load.
+# Everything runs in namespaces named lbt<PID>-*, removed on exit (also on Ctrl-C).
 set -u
-N=5000
+N=20000
 C=20
 PORTS="40000-40999"
 ECHO=""
@@ -25,7 +30,8 @@ while [ $# -gt 0 ]; do
 	--ports) PORTS="$2"; shift 2 ;;
 	--echo) ECHO=1; shift ;;
 	--no-build) BUILD=""; shift ;;
-	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+	--keep) export LBT_KEEP_TMP=1; shift ;;
+	-h | --help) sed -n '2,21p' "$0"; exit 0 ;;
 	*) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -33,10 +39,11 @@ done
 . "$(dirname "$0")/netns-lib.sh"
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "demo.sh: needs root (network namespaces, a TUN device)" >&2
+	echo "demo.sh: needs root (network namespaces, a TUN device): sudo $0 $*" >&2
 	exit 1
 fi
 if [ -n "$BUILD" ]; then
+	echo "--- building release binaries (cargo build --release -p lb-tun)"
 	(cd "$LBT_REPO" && cargo build --release -q -p lb-tun --bins) || exit 1
 	LBT_BIN_DIR="$LBT_REPO/target/release"
 fi
@@ -49,6 +56,7 @@ start_servers || exit 1
 tmp="$(lbt_tmpdir)"
 sock="$tmp/lb-tun.sock"
 lbadm_bin="$(lbt_bin lbadm)" || exit 1
+lbadm() { "$lbadm_bin" --control "$sock" "$@"; }
 
 if [ -n "$ECHO" ]; then
 	topo_route_servers_via_tun
@@ -57,43 +65,49 @@ if [ -n "$ECHO" ]; then
 	echo "mode: tun-echo (no balancer), load to $url through $LBT_TUN"
 else
 	cat >"$tmp/lb.conf" <<CONF
+# ipvsadm-save -n format
 -A -t $LBT_VIP4:80 -s wrr
 -a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 3
 -a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
 CONF
-	start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tun "$LBT_TUN" --config "$tmp/lb.conf" \
-		--control "$sock" --metrics 10.40.0.1:9100 >/dev/null
-	for _ in $(seq 1 50); do [ -S "$sock" ] && break; sleep 0.1; done
-	[ -S "$sock" ] || { echo "lb-tun did not start:"; cat "$tmp/lb-tun.log"; exit 1; }
+	start_gateway "$tmp/lb.conf" || exit 1
 	url="http://$LBT_VIP4/"
-	echo "mode: lb-tun, load to the VIP $url"
+	echo "mode: lb-tun, load to the VIP $url; config $tmp/lb.conf:"
+	sed 's/^/    /' "$tmp/lb.conf"
 	echo "--- lbadm -L -n"
-	"$lbadm_bin" --control "$sock" -L -n
+	lbadm -L -n
 fi
-sleep 0.3
+sleep 0.2
 
 # Preflight: one request with a short timeout, so a broken path fails fast instead of N timeouts.
 nsx client "$(lbt_bin lb-demo-load)" -n 1 -c 1 --timeout 2 "$url" >"$tmp/preflight.csv"
 if ! awk -F, 'NR == 2 && $7 == 200 { ok = 1 } END { exit !ok }' "$tmp/preflight.csv"; then
-	echo "preflight: $url does not answer 200 (with the phase-1 pass-through gateway this is"
-	echo "expected: the balancer is not wired in yet). Gateway log:"
+	echo "preflight: $url does not answer 200. Gateway log:"
 	sed 's/^/  /' "$tmp/lb-tun.log" 2>/dev/null
 	exit 1
 fi
+[ -z "$ECHO" ] && lbadm -Z
+for f in "$tmp"/s*.access.log; do : >"$f"; done # count the load only, not the preflight
 
 client_narrow_ports "${PORTS%-*}" "${PORTS#*-}"
-echo "--- load: $N requests, concurrency $C, new connection each, client ports $PORTS"
+nports=$(( ${PORTS#*-} - ${PORTS%-*} + 1 ))
+echo "--- load: $N requests, concurrency $C, a new connection each, client ports $PORTS ($nports ports)"
 start=$(date +%s.%N)
-load_run "$url" "$N" "$C" "$tmp/load.csv"
+# In the background, so a signal to this script is handled at once (bash runs traps only
+# between foreground commands); topo_down then stops the load with everything else.
+load_run "$url" "$N" "$C" "$tmp/load.csv" &
+wait $!
 end=$(date +%s.%N)
 
 echo "--- summary"
 csv_summary "$tmp/load.csv" "$N"
 echo "per server (access logs): $(server_split)"
 awk -v s="$start" -v e="$end" -v n="$N" 'BEGIN { printf "wall %.1f s, %.0f requests/s\n", e - s, n / (e - s) }'
-reuse="n/a"
-if [ -z "$ECHO" ] && command -v curl >/dev/null 2>&1; then
-	r=$(nsx client curl -s -m 2 http://10.40.0.1:9100/metrics | awk '/^[a-z_]*reuse[a-z_]* / { s += $2; f = 1 } END { if (f) print s }')
-	[ -n "$r" ] && reuse="$r"
+if [ -z "$ECHO" ]; then
+	lbadm --stats-gateway >"$tmp/gw.stats"
+	g() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/gw.stats"; }
+	echo "gateway: connections $(g conns_created), client ports reused and rescheduled $(g reuse_reschedules), SYN drops $(g syn_drops)"
+	echo "gateway drops by reason: $(awk '$1 ~ /^drops\./ && $2 > 0 { sub(/^drops\./, "", $1); printf "%s %s  ", $1, $2; n++ } END { if (!n) printf "none" }' "$tmp/gw.stats")"
+	echo "--- lbadm -L -n --stats"
+	lbadm -L -n --stats
 fi
-echo "gateway port-reuse reschedules: $reuse"

@@ -16,7 +16,7 @@
 # Everything lives in namespaces named "${LBT}-<role>", LBT=lbt<PID> by default (the sourcing
 # script's PID), so concurrent runs never collide; topo_down removes them by name only.
 #
-# Functions: topo_up, topo_route_servers_via_tun, topo_down, nsx ROLE CMD..., start_gateway_bin,
+# Functions: topo_up, topo_route_servers_via_tun, topo_down, nsx ROLE CMD..., start_gateway CONF,
 #   start_nginx ROLE ADDR [NAME [ADDR...]], start_servers, wait_http NS URL, load_run URL N C CSV,
 #   client_narrow_ports LO HI, csv_summary CSV, server_split, lbt_bin NAME.
 
@@ -157,6 +157,24 @@ topo_down() {
 	lbt_log "topology down"
 }
 
+# start_gateway CONF [ARGS...] — lb-tun in gw on the TUN with config CONF, control socket
+# $LBT_TMP/lb-tun.sock and metrics on 10.40.0.1:9100; waits for its socket. Sets LBT_GW_PID.
+start_gateway() {
+	local conf="$1" sock
+	shift
+	sock="$(lbt_tmpdir)/lb-tun.sock"
+	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tun "$LBT_TUN" --config "$conf" \
+		--control "$sock" --metrics 10.40.0.1:9100 "$@")
+	for _ in $(seq 1 50); do
+		[ -S "$sock" ] && return 0
+		kill -0 "$LBT_GW_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	lbt_log "lb-tun did not start:"
+	cat "$(lbt_tmpdir)/lb-tun.log" >&2
+	return 1
+}
+
 # start_in_ns ROLE LOGNAME CMD... — run CMD in the background inside ROLE; echoes its PID.
 start_in_ns() {
 	local role="$1" name="$2"
@@ -253,8 +271,12 @@ wait_http() {
 }
 
 # client_narrow_ports LO HI — narrow the client's ephemeral port range (forces port reuse).
+# Also lets the client reuse a port it holds in TIME_WAIT after 1 s (tcp_tw_reuse=1), as busy
+# clients do: when the client happens to close first, its own TIME_WAIT (60 s) would otherwise
+# use up the few ports and connect() would fail with EADDRNOTAVAIL, whatever the gateway does.
 client_narrow_ports() {
 	nsx client sysctl -qw net.ipv4.ip_local_port_range="$1 $2"
+	nsx client sysctl -qw net.ipv4.tcp_tw_reuse=1
 }
 
 # load_run URL N C CSV — N requests, C concurrent, one connection per request, from the client;

@@ -2,5 +2,8 @@
 #![deny(unsafe_code)]
 
 pub mod control;
+pub mod gateway;
+pub mod listing;
 pub mod metrics;
+pub mod prom;
 pub mod tun;

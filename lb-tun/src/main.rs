@@ -1,9 +1,8 @@
 //! `lb-tun`: the Linux demo gateway. It owns a TUN device, the control socket and the metrics
-//! endpoint, and moves packets between the TUN device and the balancer a burst at a time.
-//!
-//! PHASE 1 STATE: the balancer is not wired in yet. Packets are written back unchanged (the
-//! gateway behaves like `tun-echo`), control requests are answered "not wired yet" with status 1,
-//! and a `--config` file is read but NOT applied. See `/work/shared/design.md`, "lb-tun".
+//! endpoint, and moves packets between the TUN device and lb-core's balancer a burst at a time:
+//! read a burst into the ring, run `Balancer::process_burst` over it, write back what the
+//! verdicts say (see [`lb_tun::gateway`]). Control requests and timers are handled between
+//! bursts by this one owner of the balancer (`/work/shared/design.md`, "lb-tun").
 #![deny(unsafe_code)]
 
 use std::path::PathBuf;
@@ -13,17 +12,18 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lb_tun::control::{ControlServer, Pending, Reply, DEFAULT_CONTROL_PATH};
+use lb_tun::control::{ControlServer, Pending, DEFAULT_CONTROL_PATH};
+use lb_tun::gateway::{os_random, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
-use lb_tun::tun::{PacketRing, RingStats, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
+use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 
-/// How long the loop sleeps in poll(2) when no packet waits: bounds the latency of control
-/// requests and timers.
+/// How long the loop sleeps in poll(2) at most when no packet waits: bounds the latency of
+/// control requests.
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// How often the loop republishes the metrics snapshot.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 
-/// The userspace IPVS gateway on a TUN device.
+/// The userspace IPVS gateway on a TUN device (NAT, ipvsadm's configuration language).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -31,13 +31,14 @@ struct Args {
     /// replies into it (see README-routing.md).
     #[arg(long)]
     tun: String,
-    /// File of ipvsadm commands (one per line, as `ipvsadm -S` writes) to apply at start.
+    /// File of ipvsadm commands (`ipvsadm-save -n` output, one per line) applied at start;
+    /// the gateway refuses to start if any line is wrong.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Unix socket for lbadm.
     #[arg(long, default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
-    /// Capacity of the connection table (entries).
+    /// Capacity of the connection table (entries, 64 bytes each plus the index).
     #[arg(long, default_value_t = 1 << 20)]
     conns: usize,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
@@ -46,34 +47,60 @@ struct Args {
     /// Packets per burst (buffers in the ring).
     #[arg(long, default_value_t = DEFAULT_BURST)]
     burst: usize,
+    /// Check the --config file and exit (no TUN device needed).
+    #[arg(long)]
+    check: bool,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
 
+/// The balancer's clock: milliseconds since the gateway started.
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> lb_core::Instant {
+        let ms = u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        lb_core::Instant::from_millis(ms)
+    }
+}
+
 /// Everything the packet loop owns.
-struct Gateway {
+struct Loop {
     dev: TunDevice,
     ring: PacketRing,
+    gw: Gateway,
+    clock: Clock,
     control: mpsc::Receiver<Pending>,
     snapshot: MetricsSnapshot,
     last_publish: Instant,
-    started: Instant,
 }
 
-impl Gateway {
+impl Loop {
     /// Runs until `stop` is set (SIGINT/SIGTERM) or the device fails.
     fn run(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
         self.publish();
         while !stop.load(Ordering::Relaxed) {
             let n = self.ring.fill(&self.dev)?;
             if n == 0 {
-                self.dev.wait_readable(POLL_TIMEOUT)?;
+                let wait = self.gw.timer_budget(self.clock.now()).min(POLL_TIMEOUT);
+                self.dev.wait_readable(wait)?;
             } else {
-                // Phase 2: lb.process_burst(now, packets, verdicts) sets each slot's action.
+                self.gw.process_ring(self.clock.now(), &mut self.ring);
                 self.ring.flush(&self.dev);
             }
-            self.service_control();
+            let now = self.clock.now();
+            self.gw.run_timers(now);
+            while let Ok(pending) = self.control.try_recv() {
+                let reply = self.gw.control(now, &pending.request, self.ring.stats());
+                log::debug!(
+                    "control {:?}: status {}",
+                    pending.request.args,
+                    reply.status
+                );
+                pending.respond(reply);
+            }
             if self.last_publish.elapsed() >= METRICS_EVERY {
                 self.publish();
             }
@@ -81,73 +108,16 @@ impl Gateway {
         Ok(())
     }
 
-    /// Answers the control requests that arrived since the last burst.
-    fn service_control(&mut self) {
-        while let Ok(pending) = self.control.try_recv() {
-            log::info!(
-                "control request {:?} not applied: not wired yet",
-                pending.request.args
-            );
-            // Phase 2 replaces this with parse_args + Balancer::apply / listings.
-            pending.respond(Reply::error(
-                1,
-                "lb-tun: control commands are not wired to the balancer yet; nothing was applied\n",
-            ));
-        }
-    }
-
     fn publish(&mut self) {
-        self.snapshot
-            .publish(format_metrics(self.ring.stats(), self.started.elapsed()));
+        let text = lb_tun::prom::format(
+            self.gw.balancer(),
+            self.ring.stats(),
+            self.gw.stats(),
+            self.clock.0.elapsed().as_secs(),
+        );
+        self.snapshot.publish(text);
         self.last_publish = Instant::now();
     }
-}
-
-/// The gateway's own counters in Prometheus text format (the IPVS metrics come in phase 2).
-fn format_metrics(s: &RingStats, uptime: Duration) -> String {
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP lbtun_{name} {help}\n# TYPE lbtun_{name} counter\nlbtun_{name} {v}\n"
-        ));
-    };
-    counter("bursts_total", "Bursts read from the TUN device.", s.bursts);
-    counter(
-        "rx_packets_total",
-        "Packets read from the TUN device.",
-        s.rx_packets,
-    );
-    counter(
-        "rx_truncated_total",
-        "Packets too big for a buffer, dropped.",
-        s.rx_truncated,
-    );
-    counter(
-        "tx_packets_total",
-        "Packets written to the TUN device.",
-        s.tx_packets,
-    );
-    counter(
-        "tx_errors_total",
-        "Packets the TUN device refused, dropped.",
-        s.tx_errors,
-    );
-    out.push_str(&format!(
-        "# HELP lbtun_uptime_seconds Seconds since the gateway started.\n# TYPE lbtun_uptime_seconds gauge\nlbtun_uptime_seconds {}\n",
-        uptime.as_secs()
-    ));
-    out
-}
-
-/// Reads the config file; phase 1 only counts its commands (it does not apply them).
-fn read_config(path: &std::path::Path) -> Result<usize, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .count())
 }
 
 fn main() -> ExitCode {
@@ -166,22 +136,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let (seed, secret) = match os_random() {
+        Ok(x) => x,
+        Err(e) => {
+            log::error!("cannot read random bytes from /dev/urandom: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let clock = Clock(Instant::now());
+    let mut gw = Gateway::new(args.conns, seed, secret, clock.now());
     if let Some(path) = &args.config {
-        match read_config(path) {
-            Ok(n) => log::warn!(
-                "config {}: {n} commands read but NOT applied (balancer not wired yet)",
-                path.display()
-            ),
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
             Err(e) => {
-                log::error!("{e}");
+                log::error!("cannot read config {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        match gw.apply_batch(clock.now(), &path.display().to_string(), &text) {
+            Ok(n) => log::info!("config {}: {n} commands applied", path.display()),
+            Err(e) => {
+                log::error!("config not applied: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
-    log::debug!(
-        "connection table capacity {} (used once the balancer is wired)",
-        args.conns
-    );
+    if args.check {
+        print!("{}", gw.save());
+        return ExitCode::SUCCESS;
+    }
     let dev = match TunDevice::open(&args.tun) {
         Ok(d) => d,
         Err(e) => {
@@ -211,26 +194,31 @@ fn main() -> ExitCode {
         None => None,
     };
     log::info!(
-        "lb-tun on {} (control {}): PASS-THROUGH ONLY, the balancer is not wired yet",
+        "lb-tun on {} (control {}, connection table {} entries)",
         dev.name(),
-        control.path().display()
+        control.path().display(),
+        gw.balancer().conns().capacity()
     );
-    let mut gw = Gateway {
+    let mut lp = Loop {
         dev,
         ring: PacketRing::new(args.burst, DEFAULT_BUF_SIZE),
+        gw,
+        clock,
         control: control_rx,
         snapshot,
         last_publish: Instant::now(),
-        started: Instant::now(),
     };
-    let result = gw.run(&stop);
-    let s = gw.ring.stats();
+    let result = lp.run(&stop);
+    let s = lp.ring.stats();
+    let c = lp.gw.balancer().counters();
     log::info!(
-        "exit: bursts {} rx {} tx {} tx_errors {}",
-        s.bursts,
+        "exit: rx {} tx {} tx_errors {}; conns created {} reuse reschedules {} syn drops {}",
         s.rx_packets,
         s.tx_packets,
-        s.tx_errors
+        s.tx_errors,
+        c.conns_created,
+        c.reuse_reschedules,
+        c.syn_drops
     );
     drop(metrics);
     drop(control); // removes the socket

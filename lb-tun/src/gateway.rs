@@ -1,0 +1,530 @@
+//! The gateway's state and logic, apart from its I/O: lb-core's [`Balancer`], the verdict →
+//! ring-action mapping of a burst, timers and drained-server events, configuration files and
+//! `-R` batches (validated whole before any line is applied), and the answers to `lbadm`
+//! requests (`-L`, `-S`, settings, our `--show-settings` and `--stats-gateway`).
+//!
+//! `main.rs` owns the TUN device, the control socket and the metrics server and calls into a
+//! [`Gateway`] between bursts (`/work/shared/design.md`, "lb-tun": one owner per balancer,
+//! configuration applied between bursts). Everything here runs without privileges, so the
+//! unit tests cover it without a TUN device.
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_core::conn::ConnStorage;
+use lb_core::hash::SipKey;
+use lb_core::ipvsadm::{parse_args, parse_line, write_save, Command, Setting};
+use lb_core::{
+    Balancer, ConfigError, ConnTable, Director, DirectorStorage, DropReason, Event, Instant,
+    Limits, Packet, ServerConfig, ServiceConfig, ServiceKey, Settings, TcpTimeouts, Verdict,
+};
+
+use crate::control::{Reply, Request};
+use crate::prom::FrontendStats;
+use crate::tun::{Action, PacketRing, RingStats};
+
+/// How many recent drained-server events `--stats-gateway` remembers.
+const RECENT_DRAINED: usize = 16;
+
+/// Why a TUN gateway refuses fwmark services.
+pub const FWMARK_REFUSED: &str =
+    "firewall-mark services (-f) are not supported: a TUN device carries no firewall mark; use -t or -u";
+
+/// The gateway: a balancer and what the frontend keeps beside it.
+pub struct Gateway {
+    lb: Balancer<'static>,
+    limits: Limits,
+    seed: u64,
+    /// Every address that was ever a virtual address: a passed packet to one of them is dropped
+    /// (the kernel routes it back into the TUN, where it would loop).
+    ever_vips: HashSet<IpAddr>,
+    verdicts: Vec<Verdict>,
+    stats: FrontendStats,
+    recent_drained: Vec<(ServiceKey, std::net::SocketAddr)>,
+}
+
+/// A batch of commands refused: the message names the source, the line and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError(pub String);
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 24 bytes of OS randomness: the director's seed and the connection table's hash secret.
+pub fn os_random() -> std::io::Result<(u64, [u8; 16])> {
+    use std::io::Read;
+    let mut b = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&b[..8]);
+    let mut secret = [0u8; 16];
+    secret.copy_from_slice(&b[8..]);
+    Ok((u64::from_le_bytes(seed), secret))
+}
+
+/// The destination address of an IP packet, if its header is long enough to hold one.
+fn dst_addr(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        6 => {
+            let b: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
+}
+
+/// The service key a command names, if any.
+fn command_key(cmd: &Command) -> Option<&ServiceKey> {
+    match cmd {
+        Command::AddService(c) | Command::EditService(c) => Some(&c.key),
+        Command::DelService(k)
+        | Command::AddServer(k, _)
+        | Command::EditServer(k, _)
+        | Command::DelServer(k, _) => Some(k),
+        Command::Zero(k) => k.as_ref(),
+        Command::List(o) => o.service.as_ref(),
+        _ => None,
+    }
+}
+
+/// A balancer with its own storage. `conns` entries; director storage of `limits`.
+fn new_balancer(
+    limits: Limits,
+    conns: usize,
+    seed: u64,
+    secret: [u8; 16],
+    now: Instant,
+) -> Balancer<'static> {
+    let director = Director::new(DirectorStorage::alloc(limits), seed);
+    let table = ConnTable::new(ConnStorage::alloc(conns), SipKey::from_bytes(secret), now);
+    Balancer::new(director, table, Settings::default())
+}
+
+impl Gateway {
+    /// A gateway with a connection table of `conns` entries, the director's default
+    /// [`Limits`], scheduling seed `seed` and table hash secret `secret` (both from the OS,
+    /// see [`os_random`]).
+    pub fn new(conns: usize, seed: u64, secret: [u8; 16], now: Instant) -> Self {
+        Self::with_limits(Limits::default(), conns, seed, secret, now)
+    }
+
+    /// As [`Gateway::new`], with explicit director limits.
+    pub fn with_limits(
+        limits: Limits,
+        conns: usize,
+        seed: u64,
+        secret: [u8; 16],
+        now: Instant,
+    ) -> Self {
+        Gateway {
+            lb: new_balancer(limits, conns, seed, secret, now),
+            limits,
+            seed,
+            ever_vips: HashSet::new(),
+            verdicts: Vec::new(),
+            stats: FrontendStats::default(),
+            recent_drained: Vec::new(),
+        }
+    }
+
+    /// The balancer (read-only).
+    pub fn balancer(&self) -> &Balancer<'static> {
+        &self.lb
+    }
+
+    /// The frontend's own counters.
+    pub fn stats(&self) -> &FrontendStats {
+        &self.stats
+    }
+
+    // ------------------------------------------------------------------ datapath
+
+    /// Runs the balancer over the packets of `ring` (one burst) and sets each slot's action:
+    /// forwarded, passed and generated packets are written back to the TUN device, dropped
+    /// ones are not, and a passed packet to a current or former virtual address is dropped
+    /// (it would loop through the TUN device).
+    pub fn process_ring(&mut self, now: Instant, ring: &mut PacketRing) {
+        let n = ring.len();
+        if self.verdicts.len() < n {
+            self.verdicts.resize(n, Verdict::Pass);
+        }
+        let mut pkts = Vec::with_capacity(n);
+        let mut metas = Vec::with_capacity(n);
+        for slot in ring.slots_mut() {
+            pkts.push(Packet {
+                buf: slot.buf,
+                len: *slot.len,
+            });
+            metas.push((slot.len, slot.action));
+        }
+        self.lb
+            .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
+        for ((pkt, (len, action)), v) in pkts.iter().zip(metas).zip(&self.verdicts[..n]) {
+            *action = match *v {
+                Verdict::ToServer | Verdict::ToClient => Action::Send,
+                Verdict::Reply { len: l } => {
+                    *len = l;
+                    Action::Send
+                }
+                Verdict::Drop(_) => Action::Drop,
+                Verdict::Pass => {
+                    let plen = pkt.len.min(pkt.buf.len());
+                    match dst_addr(&pkt.buf[..plen]) {
+                        Some(a) if self.ever_vips.contains(&a) => {
+                            self.stats.loop_drops += 1;
+                            Action::Drop
+                        }
+                        _ => Action::Send,
+                    }
+                }
+            };
+        }
+        self.drain_events();
+    }
+
+    /// How long the loop may sleep before [`Gateway::run_timers`] is due.
+    pub fn timer_budget(&self, now: Instant) -> std::time::Duration {
+        match self.lb.poll_timeout() {
+            Some(t) => std::time::Duration::from_millis(t.saturating_since(now).millis()),
+            None => std::time::Duration::from_secs(3600),
+        }
+    }
+
+    /// Runs the balancer's timers if due (expiry, rate estimator, defences) and logs drained
+    /// servers.
+    pub fn run_timers(&mut self, now: Instant) {
+        if self.lb.poll_timeout().is_some_and(|t| t <= now) {
+            self.lb.handle_timeout(now);
+        }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(Event::Drained { service, server }) = self.lb.poll_event() {
+            self.stats.drained_events += 1;
+            log::info!("{service}: real server {server} is drained (weight 0, no connections): it can be deleted");
+            if self.recent_drained.len() == RECENT_DRAINED {
+                self.recent_drained.remove(0);
+            }
+            self.recent_drained.push((service, server));
+        }
+        if self.lb.director_mut().drained_events_lost() {
+            log::warn!(
+                "drained-server events were lost (too many at once); see lbadm --stats-gateway"
+            );
+        }
+    }
+
+    fn note_vips(&mut self) {
+        for (_, s) in self.lb.director().services() {
+            if let ServiceKey::Addr { vip, .. } = s.config.key {
+                self.ever_vips.insert(vip.ip());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ configuration
+
+    /// Applies one command (not `-L`, `-S`, `-R`) to the balancer.
+    pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), String> {
+        if matches!(command_key(cmd), Some(ServiceKey::Fwmark { .. })) {
+            return Err(FWMARK_REFUSED.into());
+        }
+        let r = self.lb.apply(now, cmd).map_err(|e| describe(cmd, e));
+        self.note_vips();
+        self.drain_events();
+        r
+    }
+
+    /// Applies a whole batch of ipvsadm lines (a `--config` file or `-R` input): every line is
+    /// parsed and applied to a scratch copy of the current configuration first; only if all
+    /// succeed are they applied for real. `source` names the input in error messages
+    /// (`FILE:LINE: ...`). Returns the number of commands applied.
+    pub fn apply_batch(
+        &mut self,
+        now: Instant,
+        source: &str,
+        text: &str,
+    ) -> Result<usize, BatchError> {
+        let mut cmds = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let here =
+                |what: String| BatchError(format!("{source}:{n}: {what}\n  {}", line.trim()));
+            match parse_line(line) {
+                Ok(None) => {}
+                Ok(Some(Command::List(_) | Command::Save { .. } | Command::Restore)) => {
+                    return Err(here(
+                        "-L, -S and -R are not allowed in a configuration".into(),
+                    ))
+                }
+                Ok(Some(cmd)) => {
+                    if matches!(command_key(&cmd), Some(ServiceKey::Fwmark { .. })) {
+                        return Err(here(FWMARK_REFUSED.into()));
+                    }
+                    cmds.push((n, line, cmd));
+                }
+                Err(e) => return Err(here(e.to_string())),
+            }
+        }
+        // Dry run on a scratch balancer holding the current configuration.
+        let mut scratch = new_balancer(self.limits, 16, self.seed, [0; 16], now);
+        scratch.set_settings(*self.lb.settings());
+        for cmd in self.current_commands() {
+            if let Err(e) = scratch.apply(now, &cmd) {
+                // Cannot happen for a configuration the balancer accepted; say so if it does.
+                return Err(BatchError(format!(
+                    "{source}: the current configuration does not replay ({cmd}: {e}); nothing applied"
+                )));
+            }
+        }
+        for (n, line, cmd) in &cmds {
+            if let Err(e) = scratch.apply(now, cmd) {
+                return Err(BatchError(format!(
+                    "{source}:{n}: {}\n  {}",
+                    describe(cmd, e),
+                    line.trim()
+                )));
+            }
+        }
+        drop(scratch);
+        for (k, (n, line, cmd)) in cmds.iter().enumerate() {
+            if let Err(e) = self.apply(now, cmd) {
+                return Err(BatchError(format!(
+                    "{source}:{n}: {e}\n  {}\n  (the first {k} commands were applied: the live balancer differs from the dry run, e.g. a deleted server still holds connections)",
+                    line.trim()
+                )));
+            }
+        }
+        Ok(cmds.len())
+    }
+
+    /// The current configuration as commands: services in slot order, each followed by its
+    /// servers in insertion order (so replaying rebuilds the same lists).
+    fn current_commands(&self) -> Vec<Command> {
+        let d = self.lb.director();
+        let mut v = Vec::new();
+        for (id, s) in d.services() {
+            v.push(Command::AddService(s.config));
+            let servers: Vec<ServerConfig> = d.servers(id).iter().map(|(_, r)| r.config).collect();
+            for c in servers.into_iter().rev() {
+                v.push(Command::AddServer(s.config.key, c));
+            }
+        }
+        v
+    }
+
+    /// `-S`: the table as `ipvsadm -S -n` lines (services in ipvsadm's order, servers in
+    /// insertion order so a restore schedules the same way), followed by `--set` and setting
+    /// lines for whatever differs from the defaults.
+    pub fn save(&self) -> String {
+        let d = self.lb.director();
+        let services: Vec<(ServiceConfig, Vec<ServerConfig>)> =
+            crate::listing::sorted_services(&self.lb)
+                .into_iter()
+                .map(|(id, s)| {
+                    let mut servers: Vec<ServerConfig> =
+                        d.servers(id).iter().map(|(_, r)| r.config).collect();
+                    servers.reverse();
+                    (s.config, servers)
+                })
+                .collect();
+        let mut out = String::new();
+        let _ = write_save(&mut out, services);
+        let st = self.lb.settings();
+        let def = Settings::default();
+        let t = st.timeouts.get();
+        if t != TcpTimeouts::DEFAULT.get() {
+            let _ = writeln!(out, "{}", Command::SetTimeouts(t));
+        }
+        for (now_s, def_s) in settings_list(st).into_iter().zip(settings_list(&def)) {
+            if now_s != def_s {
+                let _ = writeln!(out, "{}", Command::Set(now_s));
+            }
+        }
+        out
+    }
+
+    /// `--show-settings` (our extension): every setting as a line `-R` accepts.
+    pub fn show_settings(&self) -> String {
+        let st = self.lb.settings();
+        let mut out = String::new();
+        let _ = writeln!(out, "{}", Command::SetTimeouts(st.timeouts.get()));
+        for s in settings_list(st) {
+            let _ = writeln!(out, "{}", Command::Set(s));
+        }
+        let _ = writeln!(
+            out,
+            "# secure_tcp defence {}, drop_entry defence {} (automatic modes switch at {} % table fill)",
+            if self.lb.secure_tcp_active() { "on" } else { "off" },
+            if self.lb.drop_entry_active() { "on" } else { "off" },
+            st.defence_fill_percent
+        );
+        out
+    }
+
+    /// `--stats-gateway` (our extension): the balancer's and the frontend's counters, one
+    /// `name value` per line, then drained servers.
+    pub fn stats_gateway(&self, ring: &RingStats) -> String {
+        let c = self.lb.counters();
+        let mut out = String::new();
+        let mut kv = |k: &str, v: u64| {
+            let _ = writeln!(out, "{k} {v}");
+        };
+        kv("connections", self.lb.conns().len() as u64);
+        kv("connections_capacity", self.lb.conns().capacity() as u64);
+        kv("conns_created", c.conns_created);
+        kv("reuse_reschedules", c.reuse_reschedules);
+        kv("quiescent_reschedules", c.quiescent_reschedules);
+        kv("nodest_reschedules", c.nodest_reschedules);
+        kv("nodest_resets", c.nodest_resets);
+        kv("no_server", c.no_server);
+        kv("syn_drops", c.syn_drops);
+        kv("evictions", c.evictions);
+        kv("passed", c.passed);
+        kv("replies", c.replies);
+        kv("defence_drops", c.defence_drops);
+        kv("loop_drops", self.stats.loop_drops);
+        for r in DropReason::ALL {
+            kv(&format!("drops.{}", r.name()), c.drops(r));
+        }
+        kv("tun.rx_packets", ring.rx_packets);
+        kv("tun.tx_packets", ring.tx_packets);
+        kv("tun.tx_errors", ring.tx_errors);
+        kv("tun.rx_truncated", ring.rx_truncated);
+        let d = self.lb.director();
+        for (id, s) in crate::listing::sorted_services(&self.lb) {
+            for (sid, r) in d.servers(id).iter() {
+                if d.drained(sid) {
+                    let _ = writeln!(out, "drained {} -r {}", s.config.key, r.addr());
+                }
+            }
+        }
+        for (svc, server) in &self.recent_drained {
+            let _ = writeln!(out, "drained_event {svc} -r {server}");
+        }
+        out
+    }
+
+    // ------------------------------------------------------------------ control
+
+    /// Answers one `lbadm` request; `size` is shown in `-L`'s header, `ring` feeds
+    /// `--stats-gateway`.
+    pub fn control(&mut self, now: Instant, req: &Request, ring: &RingStats) -> Reply {
+        self.stats.control_requests += 1;
+        let reply = self.control_inner(now, req, ring);
+        if reply.status != 0 {
+            self.stats.control_errors += 1;
+        }
+        reply
+    }
+
+    fn control_inner(&mut self, now: Instant, req: &Request, ring: &RingStats) -> Reply {
+        let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            ["--show-settings"] => return Reply::ok(self.show_settings()),
+            ["--stats-gateway"] => return Reply::ok(self.stats_gateway(ring)),
+            ["-h" | "--help"] => return Reply::ok(HELP),
+            _ => {}
+        }
+        let cmd = match parse_args(args.iter().copied()) {
+            Ok(c) => c,
+            Err(e) => {
+                return Reply::error(
+                    2,
+                    format!("lbadm: {e}\n  in: {}\n  (lbadm --help)\n", args.join(" ")),
+                )
+            }
+        };
+        match cmd {
+            Command::List(opts) => {
+                if matches!(opts.service, Some(ServiceKey::Fwmark { .. })) {
+                    return Reply::error(1, format!("lbadm: {FWMARK_REFUSED}\n"));
+                }
+                let size = self.lb.conns().capacity();
+                match crate::listing::list(&self.lb, &opts, now, size) {
+                    Ok(text) => Reply::ok(text),
+                    Err(e) => Reply::error(1, format!("{}\n", e.0)),
+                }
+            }
+            Command::Save { .. } => Reply::ok(self.save()),
+            Command::Restore => {
+                let Some(text) = &req.stdin else {
+                    return Reply::error(2, "lbadm: -R reads commands from standard input\n");
+                };
+                match self.apply_batch(now, "stdin", text) {
+                    Ok(_) => Reply::ok(""),
+                    Err(e) => Reply::error(1, format!("lbadm: {e}\nnothing was applied\n")),
+                }
+            }
+            cmd => match self.apply(now, &cmd) {
+                Ok(()) => Reply::ok(""),
+                Err(e) => Reply::error(1, format!("lbadm: {e}\n")),
+            },
+        }
+    }
+}
+
+/// The six settings, in a fixed order.
+fn settings_list(s: &Settings) -> [Setting; 6] {
+    [
+        Setting::ConnReuseMode(s.conn_reuse_mode),
+        Setting::ExpireNodestConn(s.expire_nodest_conn),
+        Setting::ExpireQuiescentTemplate(s.expire_quiescent_template),
+        Setting::SecureTcp(s.secure_tcp),
+        Setting::DropEntry(s.drop_entry),
+        Setting::SloppyTcp(s.sloppy_tcp),
+    ]
+}
+
+/// `ConfigError` in ipvsadm's words where it has them, naming the command.
+fn describe(cmd: &Command, e: ConfigError) -> String {
+    let what = match e {
+        ConfigError::ServiceExists => "Service already exists".to_string(),
+        ConfigError::NoSuchService => match cmd {
+            Command::AddServer(..) | Command::EditServer(..) | Command::DelServer(..) => {
+                "Service not defined".to_string()
+            }
+            _ => "No such service".to_string(),
+        },
+        ConfigError::ServerExists => "Destination already exists".to_string(),
+        ConfigError::NoSuchServer => "No such destination".to_string(),
+        other => other.to_string(),
+    };
+    format!("{what} ({cmd})")
+}
+
+/// `lbadm --help`.
+pub const HELP: &str = "\
+lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addresses only).
+
+  lbadm -A|-E -t|-u VIP:PORT [-s SCHED] [-b FLAGS] [-p [TIMEOUT]] [-M MASK] [-o] [--table-size M]
+  lbadm -D -t|-u VIP:PORT
+  lbadm -a|-e -t|-u VIP:PORT -r RIP[:PORT] -m [-w WEIGHT] [-x UPPER] [-y LOWER]
+  lbadm -d -t|-u VIP:PORT -r RIP[:PORT]
+  lbadm -C | -Z [-t|-u VIP:PORT]
+  lbadm -L|-l [-n] [--exact] [--stats | --rate | --thresholds | --timeout | -c] [-t|-u VIP:PORT]
+  lbadm -S [-n]            print the table as commands (-R and --config read it back)
+  lbadm -R < FILE          apply commands from standard input, all or nothing
+  lbadm --set TCP TCPFIN UDP
+  lbadm --conn-reuse-mode 0..3 | --expire-nodest-conn 0|1 | --expire-quiescent-template 0|1
+        | --secure-tcp 0..3 | --drop-entry 0..3 | --sloppy-tcp 0|1
+  lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
+  lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, drops by reason,
+                           drained servers                            (lb-tun extension)
+  --control PATH           the gateway's socket (default /run/lb-tun.sock)
+
+Only NAT (-m) is supported; -g and -i are refused. Firewall-mark services (-f) are refused:
+a TUN device carries no mark.
+";
+
+#[cfg(test)]
+mod tests;

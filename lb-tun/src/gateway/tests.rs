@@ -1,0 +1,466 @@
+//! The gateway without a TUN device: configuration batches, lbadm answers, listings in
+//! ipvsadm's layout, save/restore fidelity (scheduling included), metrics, and the
+//! verdict → ring-action mapping.
+
+use super::*;
+use crate::tun::PacketIo;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl,
+    TcpPacket, TcpRepr, TcpSeqNumber,
+};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+
+const T0: Instant = Instant::from_millis(0);
+
+/// A small director so tests stay fast in debug builds.
+fn small_limits() -> Limits {
+    Limits {
+        services: 8,
+        servers_per_service: 64,
+        table_slots_per_service: 65536,
+        lblc_entries_per_service: 64,
+    }
+}
+
+fn gw() -> Gateway {
+    Gateway::with_limits(small_limits(), 4096, 7, [3; 16], T0)
+}
+
+fn req(args: &str) -> Request {
+    Request {
+        args: args.split_whitespace().map(String::from).collect(),
+        stdin: None,
+    }
+}
+
+fn ctl(g: &mut Gateway, args: &str) -> Reply {
+    g.control(T0, &req(args), &RingStats::default())
+}
+
+fn ok(g: &mut Gateway, args: &str) -> String {
+    let r = ctl(g, args);
+    assert_eq!(r.status, 0, "{args}: {}", r.text);
+    r.text
+}
+
+const CONF: &str = "\
+# demo
+-A -t 10.30.0.10:80 -s wrr
+-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m -w 3
+-a -t 10.30.0.10:80 -r 10.20.1.3:80 -m -w 1 -x 100 -y 10
+
+-A -u [fd00:30::10]:53 -s mh -b mh-port -p 60
+-a -u [fd00:30::10]:53 -r [fd00:20::2]:53 -m -w 2
+-a -u [fd00:30::10]:53 -r [fd00:20::3]:53 -m
+-A -t 10.30.0.9:443 -s sh -p 300 -M 255.255.255.0
+-a -t 10.30.0.9:443 -r 10.20.1.4:443 -m -w 0
+";
+
+#[test]
+fn listing_is_laid_out_like_ipvsadm() {
+    let mut g = gw();
+    assert_eq!(g.apply_batch(T0, "lb.conf", CONF), Ok(8));
+    let out = ok(&mut g, "-L -n");
+    let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.30.0.9:443 sh persistent 300 mask 255.255.255.0
+  -> 10.20.1.4:443                Masq    0      0          0         
+TCP  10.30.0.10:80 wrr
+  -> 10.20.1.2:80                 Masq    3      0          0         
+  -> 10.20.1.3:80                 Masq    1      0          0         
+UDP  [fd00:30::10]:53 mh (mh-port) persistent 60
+  -> [fd00:20::2]:53              Masq    2      0          0         
+  -> [fd00:20::3]:53              Masq    1      0          0         
+";
+    assert_eq!(out, want);
+    let th = ok(&mut g, "-L -n --thresholds -t 10.30.0.10:80");
+    assert_eq!(
+        th,
+        "\
+Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  10.30.0.10:80 wrr
+  -> 10.20.1.2:80                 0          0          0          0         
+  -> 10.20.1.3:80                 100        10         0          0         
+"
+    );
+    let st = ok(&mut g, "-L -n --stats -t 10.30.0.10:80");
+    assert_eq!(
+        st,
+        "\
+Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  10.30.0.10:80                       0        0        0        0        0
+  -> 10.20.1.2:80                        0        0        0        0        0
+  -> 10.20.1.3:80                        0        0        0        0        0
+"
+    );
+    assert_eq!(
+        ok(&mut g, "-L --timeout"),
+        "Timeout (tcp tcpfin udp): 900 120 300\n"
+    );
+    assert!(ok(&mut g, "-L -n -c").starts_with(
+        "IPVS connection entries\npro expire state       source             virtual            destination\n"
+    ));
+    let r = ctl(&mut g, "-L -n -t 10.30.0.99:80");
+    assert_eq!((r.status, r.text.as_str()), (1, "No such service\n"));
+}
+
+#[test]
+fn a_bad_line_names_file_and_line_and_nothing_is_applied() {
+    let mut g = gw();
+    let bad = "-A -t 10.30.0.10:80 -s wrr\n-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m -w 3\n-a -t 10.30.0.10:80 -r 10.20.1.3:80 -m -w 70000\n";
+    let e = g.apply_batch(T0, "/etc/lb.conf", bad).unwrap_err();
+    assert!(e.0.starts_with("/etc/lb.conf:3: "), "{e}");
+    assert!(e.0.contains("weight out of range"), "{e}");
+    assert_eq!(g.balancer().director().services().count(), 0);
+
+    // A line that parses but does not apply (the server exists): caught by the dry run.
+    let dup = "-A -t 10.30.0.10:80 -s wrr\n-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m\n-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m\n";
+    let e = g.apply_batch(T0, "x.conf", dup).unwrap_err();
+    assert!(
+        e.0.starts_with("x.conf:3: Destination already exists"),
+        "{e}"
+    );
+    assert_eq!(g.balancer().director().services().count(), 0);
+
+    let e = g.apply_batch(T0, "f.conf", "-A -f 7 -s rr\n").unwrap_err();
+    assert!(
+        e.0.contains("f.conf:1:") && e.0.contains("carries no firewall mark"),
+        "{e}"
+    );
+    let e = g
+        .apply_batch(
+            T0,
+            "g.conf",
+            "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2:80 -g\n",
+        )
+        .unwrap_err();
+    assert!(e.0.contains("g.conf:2:") && e.0.contains("NAT only"), "{e}");
+    assert_eq!(g.balancer().director().services().count(), 0);
+}
+
+#[test]
+fn restore_is_all_or_nothing_and_builds_on_the_current_table() {
+    let mut g = gw();
+    ok(&mut g, "-A -t 10.30.0.10:80 -s rr");
+    let mut r = req("-R");
+    r.stdin = Some(
+        "-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m\n-a -t 10.30.0.11:80 -r 10.20.1.3:80 -m\n".into(),
+    );
+    let rep = g.control(T0, &r, &RingStats::default());
+    assert_eq!(rep.status, 1);
+    assert!(
+        rep.text.contains("stdin:2: Service not defined"),
+        "{}",
+        rep.text
+    );
+    assert_eq!(g.save(), "-A -t 10.30.0.10:80 -s rr\n");
+    r.stdin = Some("-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m\n--conn-reuse-mode 2\n".into());
+    assert_eq!(g.control(T0, &r, &RingStats::default()).status, 0);
+    assert_eq!(
+        g.save(),
+        "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m -w 1\n--conn-reuse-mode 2\n"
+    );
+}
+
+#[test]
+fn control_errors_are_clear_and_non_zero() {
+    let mut g = gw();
+    let r = ctl(&mut g, "-A -t 10.30.0.10:80 -s nosuch");
+    assert_eq!(r.status, 2);
+    assert!(r.text.contains("unknown scheduler"), "{}", r.text);
+    let r = ctl(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m");
+    assert_eq!(r.status, 1);
+    assert!(r.text.contains("Service not defined"), "{}", r.text);
+    ok(&mut g, "-A -t 10.30.0.10:80 -s rr");
+    let r = ctl(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.2:80 -i");
+    assert_eq!(r.status, 1);
+    assert!(r.text.contains("NAT only"), "{}", r.text);
+    let r = ctl(&mut g, "-A -f 1 -s rr");
+    assert_eq!(r.status, 1);
+    assert!(r.text.contains("carries no firewall mark"), "{}", r.text);
+    assert!(ok(&mut g, "--help").contains("--stats-gateway"));
+}
+
+#[test]
+fn settings_are_set_and_shown_as_restorable_lines() {
+    let mut g = gw();
+    ok(&mut g, "--conn-reuse-mode 3");
+    ok(&mut g, "--expire-quiescent-template 1");
+    ok(&mut g, "--set 100 0 20");
+    let s = ok(&mut g, "--show-settings");
+    assert!(s.starts_with("--set 100 120 20\n--conn-reuse-mode 3\n--expire-nodest-conn 1\n--expire-quiescent-template 1\n--secure-tcp 0\n--drop-entry 0\n--sloppy-tcp 0\n"), "{s}");
+    assert_eq!(
+        ok(&mut g, "-L --timeout"),
+        "Timeout (tcp tcpfin udp): 100 120 20\n"
+    );
+    // The shown settings restore into a fresh gateway.
+    let mut h = gw();
+    h.apply_batch(T0, "settings", &s).unwrap();
+    assert_eq!(h.show_settings(), s);
+}
+
+fn syn(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: *src.ip(),
+        dst_addr: *dst.ip(),
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+    ip.emit(&mut p, &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(p.payload_mut()),
+        &IpAddress::Ipv4(*src.ip()),
+        &IpAddress::Ipv4(*dst.ip()),
+        &caps,
+    );
+    buf
+}
+
+/// Where the gateway sends a SYN from `client` to `vip` (the rewritten destination).
+fn schedule(g: &mut Gateway, client: SocketAddrV4, vip: SocketAddrV4) -> Option<Ipv4Address> {
+    let mut buf = syn(client, vip);
+    buf.resize(2048, 0);
+    let len = buf.len();
+    match g.lb.process(T0, &mut buf, len) {
+        Verdict::ToServer => Some(Ipv4Packet::new_checked(&buf[..]).ok()?.dst_addr()),
+        _ => None,
+    }
+}
+
+#[test]
+fn save_restores_into_a_fresh_gateway_with_the_same_listing_and_scheduling() {
+    let conf = "\
+-A -t 10.30.0.10:80 -s wrr
+-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m -w 3
+-a -t 10.30.0.10:80 -r 10.20.1.3:80 -m -w 2 -x 50 -y 5
+-a -t 10.30.0.10:80 -r 10.20.1.4:80 -m -w 1
+-A -t 10.30.0.11:80 -s mh -b mh-port
+-a -t 10.30.0.11:80 -r 10.20.1.4:80 -m -w 1
+-a -t 10.30.0.11:80 -r 10.20.1.2:80 -m -w 2
+-a -t 10.30.0.11:80 -r 10.20.1.3:80 -m -w 1
+--set 600 60 100
+";
+    let mut a = Gateway::with_limits(small_limits(), 4096, 1, [1; 16], T0);
+    a.apply_batch(T0, "a", conf).unwrap();
+    // Change things after start-up too, so the save is not just the file back.
+    ok(&mut a, "-e -t 10.30.0.10:80 -r 10.20.1.4:80 -m -w 4 -x 9");
+    ok(&mut a, "--conn-reuse-mode 2");
+    let saved = a.save();
+    let mut b = Gateway::with_limits(small_limits(), 4096, 99, [9; 16], T0);
+    let mut r = req("-R");
+    r.stdin = Some(saved.clone());
+    assert_eq!(b.control(T0, &r, &RingStats::default()).status, 0);
+    assert_eq!(b.save(), saved);
+    for view in [
+        "-L -n",
+        "-L -n --thresholds",
+        "-L --timeout",
+        "--show-settings",
+    ] {
+        assert_eq!(ok(&mut a, view), ok(&mut b, view), "{view}");
+    }
+    // The same decisions for the same series of clients, wrr order and mh table included.
+    let mut seen = HashSet::new();
+    for vip in ["10.30.0.10:80", "10.30.0.11:80"] {
+        let vip: SocketAddrV4 = vip.parse().unwrap();
+        for i in 0..200u16 {
+            let client = SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2 + (i % 7) as u8), 40000 + i);
+            let da = schedule(&mut a, client, vip);
+            let db = schedule(&mut b, client, vip);
+            assert!(da.is_some());
+            assert_eq!(da, db, "client {client} to {vip}");
+            seen.insert(da);
+        }
+    }
+    assert_eq!(seen.len(), 3, "every server was picked");
+}
+
+#[test]
+fn wrr_splits_by_weight_and_echo_to_a_vip_is_answered() {
+    let mut g = gw();
+    g.apply_batch(T0, "c", CONF).unwrap();
+    let vip: SocketAddrV4 = "10.30.0.10:80".parse().unwrap();
+    let mut n = [0usize; 2];
+    for i in 0..400u16 {
+        let c = SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), 30000 + i);
+        match schedule(&mut g, c, vip).map(|a| a.octets()[3]) {
+            Some(2) => n[0] += 1,
+            Some(3) => n[1] += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(n, [300, 100]);
+    let l = ok(&mut g, "-L -n -t 10.30.0.10:80");
+    assert!(
+        l.contains("  -> 10.20.1.2:80                 Masq    3      300        0         \n"),
+        "{l}"
+    );
+}
+
+/// In-memory packet device for [`PacketRing`].
+#[derive(Default)]
+struct FakeIo {
+    inbox: RefCell<VecDeque<Vec<u8>>>,
+    outbox: RefCell<Vec<Vec<u8>>>,
+}
+
+impl PacketIo for FakeIo {
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        let Some(p) = self.inbox.borrow_mut().pop_front() else {
+            return Ok(None);
+        };
+        buf[..p.len()].copy_from_slice(&p);
+        Ok(Some(p.len()))
+    }
+    fn send(&self, pkt: &[u8]) -> std::io::Result<bool> {
+        self.outbox.borrow_mut().push(pkt.to_vec());
+        Ok(true)
+    }
+}
+
+fn echo_request(src: Ipv4Address, dst: Ipv4Address) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 9,
+        seq_no: 1,
+        data: b"ping",
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+    ip.emit(&mut p, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
+    buf
+}
+
+#[test]
+fn a_burst_maps_verdicts_to_actions_and_never_loops_a_former_vip() {
+    let mut g = gw();
+    g.apply_batch(T0, "c", CONF).unwrap();
+    let client = Ipv4Address::new(10, 40, 0, 2);
+    let vip = Ipv4Address::new(10, 30, 0, 10);
+    let io = FakeIo::default();
+    let syn_pkt = syn(
+        "10.40.0.2:40000".parse().unwrap(),
+        "10.30.0.10:80".parse().unwrap(),
+    );
+    let other = echo_request(client, Ipv4Address::new(10, 20, 1, 2));
+    io.inbox.borrow_mut().extend([
+        syn_pkt.clone(),
+        echo_request(client, vip),
+        other.clone(),
+        vec![0x45, 0, 0],
+    ]);
+    let mut ring = PacketRing::new(8, 2048);
+    assert_eq!(ring.fill(&io).unwrap(), 4);
+    g.process_ring(T0, &mut ring);
+    assert_eq!(ring.flush(&io), 3, "the malformed packet is dropped");
+    let out = io.outbox.borrow().clone();
+    let fwd = Ipv4Packet::new_checked(&out[0][..]).unwrap();
+    // wrr's first pick is the newest server (kernel-exact: the current weight starts at 0).
+    assert_eq!(fwd.dst_addr(), Ipv4Address::new(10, 20, 1, 3));
+    let reply = Ipv4Packet::new_checked(&out[1][..]).unwrap();
+    assert_eq!((reply.src_addr(), reply.dst_addr()), (vip, client));
+    let icmp = Icmpv4Packet::new_checked(reply.payload()).unwrap();
+    assert!(matches!(
+        Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()),
+        Ok(Icmpv4Repr::EchoReply { ident: 9, .. })
+    ));
+    assert_eq!(out[2], other, "not ours: written back unchanged");
+
+    // The service goes away: a ping to its address is no longer answered and must not be
+    // written back (the kernel would route it into the TUN again).
+    ok(&mut g, "-D -t 10.30.0.10:80");
+    io.outbox.borrow_mut().clear();
+    io.inbox.borrow_mut().push_back(echo_request(client, vip));
+    ring.fill(&io).unwrap();
+    g.process_ring(T0, &mut ring);
+    assert_eq!(ring.flush(&io), 0);
+    assert_eq!(g.stats().loop_drops, 1);
+}
+
+#[test]
+fn metrics_use_node_exporter_names_and_pass_promtool() {
+    let mut g = gw();
+    g.apply_batch(T0, "c", CONF).unwrap();
+    let vip: SocketAddrV4 = "10.30.0.10:80".parse().unwrap();
+    for i in 0..4u16 {
+        schedule(
+            &mut g,
+            SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), 50000 + i),
+            vip,
+        );
+    }
+    let text = crate::prom::format(g.balancer(), &RingStats::default(), g.stats(), 5);
+    for want in [
+        "# TYPE node_ipvs_connections_total counter\nnode_ipvs_connections_total 4\n",
+        "# HELP node_ipvs_incoming_packets_total The total number of incoming packets.\n",
+        "node_ipvs_backend_connections_active{local_address=\"10.30.0.10\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"10.20.1.2\",remote_port=\"80\"} 3\n",
+        "node_ipvs_backend_weight{local_address=\"fd00:30::10\",local_mark=\"\",local_port=\"53\",proto=\"UDP\",remote_address=\"fd00:20::2\",remote_port=\"53\"} 2\n",
+        "# TYPE node_ipvs_backend_connections_inactive gauge\n",
+        "lbtun_drops_total{reason=\"no_service\"} 0\n",
+        "lbtun_reuse_reschedules_total 0\n",
+        "lbtun_syn_drops_total 0\n",
+        "lbtun_connections 4\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Err(e) => println!(
+            "SKIPPED promtool check: promtool not available ({e}); apt-get install prometheus"
+        ),
+        Ok(mut child) => {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

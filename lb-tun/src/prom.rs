@@ -1,0 +1,300 @@
+//! The Prometheus text exposition the gateway publishes on `--metrics`.
+//!
+//! The IPVS part uses node_exporter's ipvs collector names, help texts, types and labels
+//! (`collector/ipvs_linux.go`), so dashboards built for kernel IPVS work unchanged:
+//!
+//! * `node_ipvs_connections_total`, `node_ipvs_incoming_packets_total`,
+//!   `node_ipvs_outgoing_packets_total`, `node_ipvs_incoming_bytes_total`,
+//!   `node_ipvs_outgoing_bytes_total`: counters, summed over all services (the kernel's
+//!   `/proc/net/ip_vs_stats` totals);
+//! * `node_ipvs_backend_connections_active`, `node_ipvs_backend_connections_inactive`,
+//!   `node_ipvs_backend_weight`: gauges per real server, labelled `local_address`,
+//!   `local_mark` (empty: TUN services carry no mark), `local_port`, `proto`, `remote_address`,
+//!   `remote_port` (client_golang prints labels sorted by name).
+//!
+//! Our own metrics are prefixed `lbtun_`: drops by reason, the port-reuse and removed-server
+//! reschedules, SYN drops, table occupancy, and the TUN ring's I/O counters.
+
+use std::fmt::Write;
+
+use lb_core::{Balancer, DropReason, Protocol, ServiceKey};
+
+use crate::tun::RingStats;
+
+/// What the gateway itself counts, beside the balancer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrontendStats {
+    /// Packets the balancer passed whose destination is a former virtual address: dropped,
+    /// because writing them back into the TUN would loop.
+    pub loop_drops: u64,
+    /// Drained-server events seen.
+    pub drained_events: u64,
+    /// Control requests answered, and how many of them failed.
+    pub control_requests: u64,
+    /// Control requests that failed.
+    pub control_errors: u64,
+}
+
+/// Writes one metric family's HELP and TYPE lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Formats every metric. `uptime_secs` is the gateway's age.
+pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_secs: u64) -> String {
+    let mut out = String::with_capacity(4096);
+    let d = lb.director();
+
+    // ---- node_exporter's ipvs collector
+    let mut tot = [0u64; 5];
+    for (_, s) in d.services() {
+        let st = s.stats;
+        for (t, v) in
+            tot.iter_mut()
+                .zip([st.conns, st.in_pkts, st.out_pkts, st.in_bytes, st.out_bytes])
+        {
+            *t += v;
+        }
+    }
+    let globals = [
+        (
+            "node_ipvs_connections_total",
+            "The total number of connections made.",
+        ),
+        (
+            "node_ipvs_incoming_packets_total",
+            "The total number of incoming packets.",
+        ),
+        (
+            "node_ipvs_outgoing_packets_total",
+            "The total number of outgoing packets.",
+        ),
+        (
+            "node_ipvs_incoming_bytes_total",
+            "The total amount of incoming data.",
+        ),
+        (
+            "node_ipvs_outgoing_bytes_total",
+            "The total amount of outgoing data.",
+        ),
+    ];
+    for ((name, help), v) in globals.iter().zip(tot) {
+        single(&mut out, name, "counter", help, v);
+    }
+
+    let mut rows = Vec::new();
+    for (id, s) in crate::listing::sorted_services(lb) {
+        let (local_address, local_port, proto, mark) = match s.config.key {
+            ServiceKey::Addr { proto, vip } => (
+                vip.ip().to_string(),
+                vip.port(),
+                match proto {
+                    Protocol::Tcp => "TCP",
+                    Protocol::Udp => "UDP",
+                },
+                String::new(),
+            ),
+            ServiceKey::Fwmark { mark, .. } => (String::new(), 0, "FWM", mark.to_string()),
+        };
+        for srv in crate::listing::sorted_servers(lb, id) {
+            let labels = format!(
+                "local_address=\"{}\",local_mark=\"{}\",local_port=\"{}\",proto=\"{}\",remote_address=\"{}\",remote_port=\"{}\"",
+                esc(&local_address),
+                esc(&mark),
+                local_port,
+                proto,
+                esc(&srv.addr().ip().to_string()),
+                srv.addr().port()
+            );
+            rows.push((labels, [srv.active, srv.inactive, srv.weight()]));
+        }
+    }
+    let backends = [
+        (
+            "node_ipvs_backend_connections_active",
+            "The current active connections by local and remote address.",
+        ),
+        (
+            "node_ipvs_backend_connections_inactive",
+            "The current inactive connections by local and remote address.",
+        ),
+        (
+            "node_ipvs_backend_weight",
+            "The current backend weight by local and remote address.",
+        ),
+    ];
+    for (k, (name, help)) in backends.into_iter().enumerate() {
+        family(&mut out, name, "gauge", help);
+        for (labels, values) in &rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", values[k]);
+        }
+    }
+
+    // ---- ours
+    let c = lb.counters();
+    family(
+        &mut out,
+        "lbtun_drops_total",
+        "counter",
+        "Packets the balancer dropped, by reason.",
+    );
+    for r in DropReason::ALL {
+        let _ = writeln!(
+            out,
+            "lbtun_drops_total{{reason=\"{}\"}} {}",
+            r.name(),
+            c.drops(r)
+        );
+    }
+    let ours: [(&str, &str, u64); 14] = [
+        (
+            "lbtun_syn_drops_total",
+            "Dropped packets that carried a SYN (included in lbtun_drops_total).",
+            c.syn_drops,
+        ),
+        (
+            "lbtun_reuse_reschedules_total",
+            "SYNs that reused a client port whose entry was in TIME_WAIT/CLOSE, rescheduled at once.",
+            c.reuse_reschedules,
+        ),
+        (
+            "lbtun_quiescent_reschedules_total",
+            "SYNs whose entry pointed at a weight-0 server, rescheduled.",
+            c.quiescent_reschedules,
+        ),
+        (
+            "lbtun_nodest_reschedules_total",
+            "Packets of a removed server's flow that were rescheduled.",
+            c.nodest_reschedules,
+        ),
+        (
+            "lbtun_nodest_resets_total",
+            "Packets of a removed server's flow answered with a RST.",
+            c.nodest_resets,
+        ),
+        (
+            "lbtun_no_server_total",
+            "New connections with no server available, answered with a RST or ICMP.",
+            c.no_server,
+        ),
+        (
+            "lbtun_conns_created_total",
+            "Connection entries created (templates not included).",
+            c.conns_created,
+        ),
+        (
+            "lbtun_evictions_total",
+            "TIME_WAIT/CLOSE entries evicted to make room for a new connection.",
+            c.evictions,
+        ),
+        (
+            "lbtun_passed_packets_total",
+            "Packets passed through untouched (not for a virtual service).",
+            c.passed,
+        ),
+        (
+            "lbtun_replies_total",
+            "Packets generated by the balancer (RST, ICMP errors, echo replies).",
+            c.replies,
+        ),
+        (
+            "lbtun_defence_drops_total",
+            "Entries dropped by the drop_entry defence.",
+            c.defence_drops,
+        ),
+        (
+            "lbtun_loop_drops_total",
+            "Passed packets to a former virtual address, dropped so they do not loop.",
+            fe.loop_drops,
+        ),
+        (
+            "lbtun_drained_events_total",
+            "Quiescent servers that became drained.",
+            fe.drained_events,
+        ),
+        (
+            "lbtun_control_requests_total",
+            "lbadm requests answered.",
+            fe.control_requests,
+        ),
+    ];
+    for (name, help, v) in ours {
+        single(&mut out, name, "counter", help, v);
+    }
+    single(
+        &mut out,
+        "lbtun_control_errors_total",
+        "counter",
+        "lbadm requests that failed.",
+        fe.control_errors,
+    );
+    single(
+        &mut out,
+        "lbtun_connections",
+        "gauge",
+        "Entries in the connection table (templates included).",
+        lb.conns().len() as u64,
+    );
+    single(
+        &mut out,
+        "lbtun_connections_capacity",
+        "gauge",
+        "Capacity of the connection table.",
+        lb.conns().capacity() as u64,
+    );
+    single(
+        &mut out,
+        "lbtun_bursts_total",
+        "counter",
+        "Bursts read from the TUN device.",
+        ring.bursts,
+    );
+    single(
+        &mut out,
+        "lbtun_rx_packets_total",
+        "counter",
+        "Packets read from the TUN device.",
+        ring.rx_packets,
+    );
+    single(
+        &mut out,
+        "lbtun_rx_truncated_total",
+        "counter",
+        "Packets too big for a buffer, dropped.",
+        ring.rx_truncated,
+    );
+    single(
+        &mut out,
+        "lbtun_tx_packets_total",
+        "counter",
+        "Packets written to the TUN device.",
+        ring.tx_packets,
+    );
+    single(
+        &mut out,
+        "lbtun_tx_errors_total",
+        "counter",
+        "Packets the TUN device refused, dropped.",
+        ring.tx_errors,
+    );
+    single(
+        &mut out,
+        "lbtun_uptime_seconds",
+        "gauge",
+        "Seconds since the gateway started.",
+        uptime_secs,
+    );
+    out
+}

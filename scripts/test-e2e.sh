@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# test-e2e.sh SCENARIO — end-to-end tests of lb-tun in network namespaces, with nginx real
+# servers and hey (falling back to the project's lb-demo-http / lb-demo-load where noted).
+# Run by lb-tun/tests/netns_e2e.rs as root; exit status 0 on success, "PASS" on the last line.
+#
+#   split    every request 200, wrr 3:1 split within 2 %, servers see the client's address
+#            (NAT), IPv6 service, ICMP echo to the VIPs answered, live metrics pass promtool
+#   seed     the seed scenario: 1,000 client ports, several times that many connections
+#            without keep-alive: thousands of reuse reschedules, no SYN dropped, no more
+#            >= 1 s connections than the same load straight to a real server (+ 0.1 %)
+#   drain    under load, -e -w 0 drains a server while its keep-alive connection keeps
+#            working; once -L shows it drained, -d removes it with no failed request;
+#            deleting a server with a live connection resets it at once
+#   restore  -S of a gateway restored into a fresh one (--config): same -S, -L -n,
+#            --thresholds, settings, and the same scheduling decisions (wrr order, mh)
+#
+# Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
+# lb-demo-http), LBT_SEED_N (seed scenario connections, default 6000).
+set -u
+. "$(dirname "$0")/netns-lib.sh"
+trap topo_down EXIT
+trap 'exit 130' INT TERM
+
+SCENARIO="${1:-}"
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -S "$sock" ]; then
+		echo "--- gateway counters (lbadm --stats-gateway)" >&2
+		lbadm --stats-gateway | grep -v ' 0$' >&2
+		echo "client sockets in TIME_WAIT: $(nsx client ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l)" >&2
+	fi
+	exit 1
+}
+ok() { echo "ok: $*"; }
+lbt_tmpdir >/dev/null # sets LBT_TMP in this shell
+tmp="$LBT_TMP"
+sock="$tmp/lb-tun.sock"
+lbadm() { "$(lbt_bin lbadm)" --control "$sock" "$@"; }
+have_hey() { [ "${LBT_LOADER:-}" != own ] && command -v hey >/dev/null 2>&1; }
+
+# all_ok CSV N — the CSV has N rows and all are 200.
+all_ok() {
+	local csv="$1" n="$2" rows good
+	rows=$(($(wc -l <"$csv") - 1))
+	good=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } $c["status-code"] == 200' "$csv" | wc -l)
+	[ "$rows" -eq "$n" ] || fail "$csv: $rows rows recorded, want $n (failed requests are left out by hey)"
+	[ "$good" -eq "$n" ] || fail "$csv: $good of $n requests got 200"
+}
+
+# slow CSV — requests that took 1 s or more.
+slow() {
+	awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } $c["response-time"] >= 1.0' "$1" | wc -l
+}
+
+# gwstat NAME — a counter from lbadm --stats-gateway.
+gwstat() { lbadm --stats-gateway | awk -v k="$1" '$1 == k { print $2 }'; }
+
+# server_line ADDR:PORT — ActiveConn and InActConn of that real server in -L -n.
+server_conns() { lbadm -L -n | awk -v a="$1" '$1 == "->" && $2 == a { print $5, $6 }'; }
+
+# metrics — the gateway's /metrics body, fetched from the client namespace.
+metrics() {
+	nsx client bash -c 'exec 3<>/dev/tcp/10.40.0.1/9100 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' |
+		tr -d '\r' | awk 'body { print } /^$/ { body = 1 }'
+}
+
+scenario_split() {
+	LBT_NSERVERS=2
+	topo_up || fail topo_up
+	start_servers || fail "servers did not start"
+	cat >"$tmp/lb.conf" <<CONF
+-A -t $LBT_VIP4:80 -s wrr
+-a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 3
+-a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
+-A -t [$LBT_VIP6]:80 -s rr
+-a -t [$LBT_VIP6]:80 -r [$(server_addr6 1)]:80 -m -w 1
+-a -t [$LBT_VIP6]:80 -r [$(server_addr6 2)]:80 -m -w 1
+CONF
+	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
+	local n=4000 s1 s2
+	load_run "http://$LBT_VIP4/" "$n" 20 "$tmp/v4.csv" || fail "load v4"
+	all_ok "$tmp/v4.csv" "$n"
+	ok "$n/$n requests to $LBT_VIP4 got 200"
+	s1=$(wc -l <"$tmp/s1.access.log")
+	s2=$(wc -l <"$tmp/s2.access.log")
+	awk -v a="$s1" -v b="$s2" 'BEGIN { if (a + b == 0) exit 1; f = a / (a + b); d = f - 0.75; if (d < 0) d = -d; exit !(d <= 0.02 * 0.75) }' ||
+		fail "split s1 $s1 s2 $s2 is not 3:1 within 2 %"
+	ok "split s1 $s1 s2 $s2 (wrr 3:1)"
+	lbadm -L -n --stats | grep -q "^  -> $(server_addr4 1):80 *3000 " || fail "-L --stats does not show 3000 connections to s1: $(lbadm -L -n --stats)"
+
+	load_run "http://[$LBT_VIP6]/" 200 10 "$tmp/v6.csv" || fail "load v6"
+	all_ok "$tmp/v6.csv" 200
+	ok "200/200 requests to [$LBT_VIP6] got 200"
+
+	local others
+	others=$(awk '$1 != "10.40.0.2" && $1 != "fd00:40::2"' "$tmp/s1.access.log" "$tmp/s2.access.log" | wc -l)
+	[ "$others" -eq 0 ] || fail "$others requests logged from an address other than the client's"
+	grep -q '^fd00:40::2 ' "$tmp/s1.access.log" || fail "no IPv6 request logged with the client's address"
+	ok "real servers logged the client's own address for all $((n + 200)) requests (NAT)"
+
+	local load
+	load="$(lbt_bin lb-demo-load)"
+	nsx client "$load" --ping --timeout 1 "http://$LBT_VIP4/" || fail "ping $LBT_VIP4 not answered"
+	nsx client "$load" --ping --timeout 1 "http://[$LBT_VIP6]/" || fail "ping $LBT_VIP6 not answered"
+	nsx client "$load" --ping --timeout 0.5 "http://10.30.0.77/" && fail "the ping check is broken: an unrouted address answered"
+	ok "ICMP echo to both VIPs answered by the gateway"
+	sleep 1.2
+	metrics >"$tmp/metrics.txt"
+	grep -q "^node_ipvs_connections_total $((n + 200))$" "$tmp/metrics.txt" || fail "node_ipvs_connections_total: $(grep connections_total "$tmp/metrics.txt")"
+	[ "$(grep -c '^node_ipvs_backend_weight{' "$tmp/metrics.txt")" -eq 4 ] || fail "want 4 backend_weight series"
+	grep -q '^node_ipvs_backend_weight{local_address="10.30.0.10",local_mark="",local_port="80",proto="TCP",remote_address="10.20.1.2",remote_port="80"} 3$' "$tmp/metrics.txt" ||
+		fail "backend_weight of s1 missing"
+	if command -v promtool >/dev/null 2>&1; then
+		promtool check metrics <"$tmp/metrics.txt" || fail "promtool check metrics"
+		ok "live /metrics passes promtool check metrics"
+	else
+		echo "skip: promtool not installed (apt-get install prometheus)"
+	fi
+}
+
+scenario_seed() {
+	LBT_NSERVERS=2
+	local n="${LBT_SEED_N:-6000}" sd sv reuse syn allowed
+	topo_up || fail topo_up
+	start_servers || fail "servers did not start"
+	cat >"$tmp/lb.conf" <<CONF
+-A -t $LBT_VIP4:80 -s rr
+-a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 1
+-a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
+CONF
+	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
+	client_narrow_ports 40000 40999
+	# Straight to a real server first (its replies cross the TUN as passed packets), so no
+	# gateway entry exists that could claim them.
+	load_run "http://$(server_addr4 1)/" "$n" 20 "$tmp/direct.csv" || fail "direct load"
+	all_ok "$tmp/direct.csv" "$n"
+	load_run "http://$LBT_VIP4/" "$n" 20 "$tmp/vip.csv" || fail "VIP load"
+	all_ok "$tmp/vip.csv" "$n"
+	sd=$(slow "$tmp/direct.csv")
+	sv=$(slow "$tmp/vip.csv")
+	reuse=$(gwstat reuse_reschedules)
+	syn=$(gwstat syn_drops)
+	echo "seed: $n connections from 1,000 client ports; >= 1 s: direct $sd, through the VIP $sv; reuse reschedules $reuse; SYN drops $syn"
+	csv_summary "$tmp/vip.csv" "$n"
+	[ "${reuse:-0}" -ge 2000 ] || fail "only ${reuse:-0} reuse reschedules"
+	[ "$syn" = 0 ] || fail "$syn SYNs dropped"
+	allowed=$((sd + (n + 999) / 1000))
+	[ "$sv" -le "$allowed" ] || fail "$sv connections took >= 1 s through the VIP, direct $sd (allowed $allowed)"
+	ok "thousands of reuse reschedules, no SYN dropped, >= 1 s: $sv <= $allowed"
+}
+
+scenario_drain() {
+	LBT_NSERVERS=2
+	have_hey || { echo "SKIP drain: needs hey (apt-get install hey)"; echo PASS; exit 0; }
+	topo_up || fail topo_up
+	start_servers || fail "servers did not start"
+	cat >"$tmp/lb.conf" <<CONF
+-A -t $LBT_VIP4:80 -s rr
+-a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 1
+-a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
+CONF
+	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
+	# A narrow port range: the load reuses the drained server's TIME_WAIT entries' ports, and
+	# reuse expires them, so the server drains in seconds instead of TIME_WAIT's 2 minutes.
+	client_narrow_ports 40000 40199
+	local load="$(lbt_bin lb-demo-load)" x xaddr y yaddr hport mark hey_pid h1 i st
+	nsx client "$load" --hold --interval 0.25 --count 16 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
+	h1=$!
+	for _ in $(seq 50); do [ -s "$tmp/h1.out" ] && break; sleep 0.1; done
+	read -r _ hport st x _ <"$tmp/h1.out" || fail "held connection: no answer"
+	[ "$st" = 200 ] || fail "held connection: $(cat "$tmp/h1.out")"
+	case "$x" in s1) y=s2 ;; s2) y=s1 ;; *) fail "held connection answered by '$x'" ;; esac
+	xaddr="$(server_addr4 "${x#s}"):80"
+	yaddr="$(server_addr4 "${y#s}"):80"
+	echo "held keep-alive connection from port $hport is on $x ($xaddr)"
+	nsx client hey -z 9s -q 30 -c 6 -disable-keepalive -t 5 "http://$LBT_VIP4/" >"$tmp/hey.txt" 2>&1 &
+	hey_pid=$!
+	sleep 1
+	lbadm -e -t "$LBT_VIP4:80" -r "$xaddr" -m -w 0 || fail "lbadm -e -w 0"
+	sleep 0.3
+	mark=$(wc -l <"$tmp/$x.access.log")
+	ok "$x quiesced (weight 0) under load"
+	wait "$h1" || fail "held connection failed while $x drained: $(cat "$tmp/h1.out")"
+	[ "$(awk -v s="$x" '$3 == 200 && $4 == s' "$tmp/h1.out" | wc -l)" -eq 16 ] || fail "held connection: $(cat "$tmp/h1.out")"
+	ok "the held keep-alive connection kept working on $x (16/16 requests)"
+	for i in $(seq 100); do
+		[ "$(server_conns "$xaddr")" = "0 0" ] && break
+		sleep 0.1
+	done
+	[ "$(server_conns "$xaddr")" = "0 0" ] || fail "$x not drained after 10 s: $(lbadm -L -n; lbadm -L -n -c | grep -v " $yaddr$")"
+	lbadm --stats-gateway | grep -q "^drained -t $LBT_VIP4:80 -r $xaddr$" || fail "--stats-gateway does not list $x drained"
+	ok "-L shows $x drained (ActiveConn 0 InActConn 0) after $((i / 10)).$((i % 10)) s"
+	lbadm -d -t "$LBT_VIP4:80" -r "$xaddr" || fail "lbadm -d"
+	kill -0 "$hey_pid" 2>/dev/null || fail "the load ended before the delete: make it longer"
+	ok "$x deleted while the load runs"
+	wait "$hey_pid"
+	grep -q "Error distribution" "$tmp/hey.txt" && fail "requests failed: $(cat "$tmp/hey.txt")"
+	grep -E '^\s+\[[0-9]+\]\s+[0-9]+ responses' "$tmp/hey.txt" | grep -qv '\[200\]' && fail "non-200 answers: $(cat "$tmp/hey.txt")"
+	ok "no failed request: $(grep -E '\[200\]' "$tmp/hey.txt" | xargs)"
+	local strays
+	strays=$(tail -n +"$((mark + 1))" "$tmp/$x.access.log" | awk -v p="$hport" '$2 != p' | wc -l)
+	[ "$strays" -eq 0 ] || fail "$strays new connections reached $x after it was quiesced"
+	ok "no new connection reached $x after -w 0 (only the held one: $(($(wc -l <"$tmp/$x.access.log") - mark)) requests)"
+
+	# A server deleted while a connection is open: the client gets a RST at once.
+	nsx client "$load" --hold --interval 0.5 --count 8 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h2.out" &
+	local h2=$!
+	for _ in $(seq 50); do [ -s "$tmp/h2.out" ] && break; sleep 0.1; done
+	grep -q " 200 $y " "$tmp/h2.out" || fail "second held connection: $(cat "$tmp/h2.out")"
+	lbadm -d -t "$LBT_VIP4:80" -r "$yaddr" || fail "lbadm -d $y"
+	wait "$h2" && fail "the held connection survived the deletion of its server: $(cat "$tmp/h2.out")"
+	tail -1 "$tmp/h2.out" | awk '$3 == "ERR" && $4 == "reset" && $5 < 1000 { ok = 1 } END { exit !ok }' ||
+		fail "want a fast reset, got: $(tail -1 "$tmp/h2.out")"
+	ok "deleting $y with a live connection reset it at once: $(tail -1 "$tmp/h2.out")"
+}
+
+# sequence PORT URL — the servers that answer 60 sequential requests from local ports PORT...
+sequence() {
+	nsx client "$(lbt_bin lb-demo-load)" -n 60 -c 1 --local-port "$1" --timeout 5 "$2" |
+		awk -F, 'NR > 1 { printf "%s ", $9 } END { print "" }'
+}
+
+scenario_restore() {
+	LBT_NSERVERS=3
+	topo_up || fail topo_up
+	start_servers || fail "servers did not start"
+	local s1 s2 s3 v
+	s1=$(server_addr4 1) s2=$(server_addr4 2) s3=$(server_addr4 3)
+	cat >"$tmp/a.conf" <<CONF
+-A -t $LBT_VIP4:80 -s wrr
+-a -t $LBT_VIP4:80 -r $s1:80 -m -w 3
+-a -t $LBT_VIP4:80 -r $s2:80 -m -w 2 -x 500 -y 50
+-a -t $LBT_VIP4:80 -r $s3:80 -m -w 1
+-A -t $LBT_VIP4:81 -s mh -b mh-port
+-a -t $LBT_VIP4:81 -r $s3:80 -m -w 1
+-a -t $LBT_VIP4:81 -r $s1:80 -m -w 2
+-a -t $LBT_VIP4:81 -r $s2:80 -m -w 1
+CONF
+	start_gateway "$tmp/a.conf" || fail "gateway A did not start"
+	lbadm -e -t "$LBT_VIP4:80" -r "$s3:80" -m -w 2 -x 9 || fail "-e"
+	lbadm -a -t "$LBT_VIP4:81" -r "$s1:8080" -m -w 0 || fail "-a"
+	lbadm --set 600 60 100 || fail "--set"
+	lbadm --conn-reuse-mode 2 || fail "--conn-reuse-mode"
+	lbadm -S -n >"$tmp/saved.conf" || fail "-S"
+	for v in "-L -n" "-L -n --thresholds" "-L --timeout" "--show-settings"; do
+		# shellcheck disable=SC2086
+		lbadm $v >"$tmp/a$(echo $v | tr -d ' -').txt"
+	done
+	sequence 42000 "http://$LBT_VIP4/" >"$tmp/a.wrr"
+	sequence 43000 "http://$LBT_VIP4:81/" >"$tmp/a.mh"
+	kill "$LBT_GW_PID"
+	for _ in $(seq 50); do [ -S "$sock" ] || break; sleep 0.1; done
+	[ -S "$sock" ] && fail "gateway A did not stop"
+	mv "$tmp/lb-tun.log" "$tmp/lb-tun-a.log"
+
+	start_gateway "$tmp/saved.conf" || fail "gateway B did not start from the saved configuration"
+	lbadm -S -n >"$tmp/saved-b.conf"
+	cmp "$tmp/saved.conf" "$tmp/saved-b.conf" || fail "-S differs after restore: $(diff "$tmp/saved.conf" "$tmp/saved-b.conf")"
+	for v in "-L -n" "-L -n --thresholds" "-L --timeout" "--show-settings"; do
+		# shellcheck disable=SC2086
+		lbadm $v >"$tmp/b.txt"
+		cmp "$tmp/a$(echo $v | tr -d ' -').txt" "$tmp/b.txt" || fail "lbadm $v differs: $(diff "$tmp/a$(echo $v | tr -d ' -').txt" "$tmp/b.txt")"
+	done
+	ok "-S, -L -n, -L --thresholds, -L --timeout and --show-settings identical after restore"
+	sequence 42000 "http://$LBT_VIP4/" >"$tmp/b.wrr"
+	sequence 43000 "http://$LBT_VIP4:81/" >"$tmp/b.mh"
+	cmp "$tmp/a.wrr" "$tmp/b.wrr" || fail "wrr order differs: A $(cat "$tmp/a.wrr") B $(cat "$tmp/b.wrr")"
+	cmp "$tmp/a.mh" "$tmp/b.mh" || fail "mh decisions differ: A $(cat "$tmp/a.mh") B $(cat "$tmp/b.mh")"
+	grep -q -- "-" "$tmp/a.wrr" "$tmp/a.mh" && fail "failed requests in the sequences"
+	[ "$(tr ' ' '\n' <"$tmp/a.mh" | sort -u | grep -c .)" -ge 2 ] || fail "mh sent every port to one server: $(cat "$tmp/a.mh")"
+	ok "same scheduling: wrr $(cut -c1-48 "$tmp/a.wrr")..."
+	ok "same scheduling: mh  $(cut -c1-48 "$tmp/a.mh")..."
+	echo "--- saved configuration"
+	cat "$tmp/saved.conf"
+}
+
+case "$SCENARIO" in
+split | seed | drain | restore) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore" >&2; exit 2 ;;
+esac
+echo PASS
