@@ -508,7 +508,7 @@ impl<'a> Balancer<'a> {
         let len = len.min(buf.len());
         match packet::parse(&buf[..len]) {
             Ok(p) => self.process_parsed(now, buf, len, &p, None),
-            Err(m) => self.drop(malformed_reason(m), false),
+            Err(m) => self.unparsed(&buf[..len], m),
         }
     }
 
@@ -542,7 +542,7 @@ impl<'a> Balancer<'a> {
                         }
                         parsed[i] = Some(p);
                     }
-                    Err(m) => verdicts[start + i] = self.drop(malformed_reason(m), false),
+                    Err(m) => verdicts[start + i] = self.unparsed(&pkt.buf[..len], m),
                 }
                 count = i + 1;
             }
@@ -565,6 +565,21 @@ impl<'a> Balancer<'a> {
             }
             start = end;
         }
+    }
+
+    /// A packet lb-core cannot parse. Fragments and IPv6 extension-header chains that are not
+    /// addressed to a virtual address pass on untouched, as a router would; those to a VIP are
+    /// counted drops (no reassembly, no extension-header walk). Anything else malformed is a
+    /// counted drop.
+    fn unparsed(&mut self, pkt: &[u8], m: Malformed) -> Verdict {
+        if matches!(m, Malformed::Fragment | Malformed::Ipv6ExtensionHeaders) {
+            if let Some(dst) = raw_destination(pkt) {
+                if !self.is_vip(dst) {
+                    return self.pass();
+                }
+            }
+        }
+        self.drop(malformed_reason(m), false)
     }
 
     fn process_parsed(
@@ -1234,6 +1249,21 @@ fn check_method(m: ForwardMethod) -> Result<(), ConfigError> {
         ForwardMethod::Tunnel => Err(ConfigError::Unsupported(
             "tunnelling (-i): lb-core forwards by NAT only; use -m",
         )),
+    }
+}
+
+/// The destination address of a packet whose fixed IP header is intact.
+fn raw_destination(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
     }
 }
 

@@ -616,8 +616,18 @@ fn malformed_packets_are_counted_drops() {
     frag[11] = 0;
     let ck = crate::checksum::finish(crate::checksum::add(0, &frag[..20]));
     frag[10..12].copy_from_slice(&ck.to_be_bytes());
-    let (v, _) = run(&mut b, Instant::ZERO, frag);
+    let (v, _) = run(&mut b, Instant::ZERO, frag.clone());
     assert_eq!(v, Verdict::Drop(DropReason::Fragment));
+    // A fragment for somebody else passes on untouched, as a router would.
+    let mut other = frag;
+    other[16..20].copy_from_slice(&[10, 9, 9, 9]);
+    other[10] = 0;
+    other[11] = 0;
+    let ck = crate::checksum::finish(crate::checksum::add(0, &other[..20]));
+    other[10..12].copy_from_slice(&ck.to_be_bytes());
+    let (v, out) = run(&mut b, Instant::ZERO, other.clone());
+    assert_eq!(v, Verdict::Pass);
+    assert_eq!(out, other);
     assert_eq!(b.counters().drops(DropReason::Malformed), 1);
     assert_eq!(b.counters().drops(DropReason::BadIpChecksum), 1);
     assert_eq!(b.counters().drops(DropReason::Fragment), 1);
