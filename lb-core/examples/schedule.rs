@@ -27,6 +27,7 @@ use lb_core::config::{ForwardMethod, SchedFlags, SchedulerKind, ServerConfig, Se
 use lb_core::director::{Director, DirectorStorage, Limits, SchedInput};
 use lb_core::sched::{lblc::LblcEntry, lblcr::LblcrEntry, mh::MhScratch};
 use lb_core::server::{RealServer, NO_SERVER};
+use lb_core::service::ServiceSlot;
 use lb_core::stats::RateEstimator;
 use lb_core::{Instant, Protocol, ServiceKey};
 use managed::ManagedSlice;
@@ -163,7 +164,7 @@ fn run(a: &Args) -> Result<Vec<String>, String> {
         lblc_entries_per_service: 1024,
     };
     let n = limits.servers_per_service;
-    let mut services = vec![None; 1];
+    let mut services = vec![ServiceSlot::FREE; 1];
     let mut servers = vec![RealServer::EMPTY; n];
     let mut rates = vec![RateEstimator::NEW; n];
     let mut order = vec![NO_SERVER; n];

@@ -33,10 +33,10 @@
 //! Storage is partitioned evenly per service slot: slot `s` owns servers
 //! `s·P .. (s+1)·P` (`P` = [`Limits::servers_per_service`]; a [`ServerId`] is the global index),
 //! order entries likewise, `T` table slots and `L` lblc and `L` lblcr entries. Bytes per item
-//! (64-bit targets): `Option<Service>` 232, [`RealServer`] 112, [`RateEstimator`] 80, order entry 2,
+//! (64-bit targets): [`ServiceSlot`] 240, [`RealServer`] 112, [`RateEstimator`] 80, order entry 2,
 //! `MhScratch` and lblc/lblcr entries: see their modules; [`Limits::storage_bytes`] computes the
 //! exact total. With [`Limits::default`] (64 services × 1023 servers, 65536 table slots, 1024
-//! lblc entries) the services take 14.5 KiB, servers + rates + order 12.1 MiB (194 B per server
+//! lblc entries) the services take 15 KiB, servers + rates + order 12.1 MiB (194 B per server
 //! slot), tables 8 MiB, plus the mh scratch (one per server slot) and the lblc/lblcr caches. Hosts that need less pass smaller limits.
 //!
 //! Lookups scan the service slots (a handful of compares per service); scheduling scans the
@@ -54,7 +54,7 @@ use crate::sched::lblcr::{self, LblcrEntry};
 use crate::sched::mh::{self, MhScratch};
 use crate::sched::{dh, rr, sh, twos, wrr, Sched};
 use crate::server::{DestList, RealServer, ServerId, NO_SERVER};
-use crate::service::{Service, ServiceId};
+use crate::service::{Service, ServiceId, ServiceSlot};
 use crate::stats::{RateEstimator, Rates, Stats, ESTIMATOR_PERIOD};
 use crate::time::{Duration, Instant};
 
@@ -103,7 +103,7 @@ impl Limits {
             + size_of::<RateEstimator>()
             + size_of::<ServerId>()
             + size_of::<MhScratch>();
-        let per_service = size_of::<Option<Service>>()
+        let per_service = size_of::<ServiceSlot>()
             + self.servers_per_service * per_server
             + self.table_slots_per_service * size_of::<ServerId>()
             + self.lblc_entries_per_service * (size_of::<LblcEntry>() + size_of::<LblcrEntry>());
@@ -119,7 +119,7 @@ pub struct DirectorStorage<'a> {
     /// actually hold.
     pub limits: Limits,
     /// `services` entries.
-    pub services: ManagedSlice<'a, Option<Service>>,
+    pub services: ManagedSlice<'a, ServiceSlot>,
     /// `services × servers_per_service` entries.
     pub servers: ManagedSlice<'a, RealServer>,
     /// One estimator per server slot.
@@ -145,7 +145,7 @@ impl DirectorStorage<'static> {
         let n = limits.services * limits.servers_per_service;
         DirectorStorage {
             limits,
-            services: ManagedSlice::Owned(vec![None; limits.services]),
+            services: ManagedSlice::Owned(vec![ServiceSlot::FREE; limits.services]),
             servers: ManagedSlice::Owned(vec![RealServer::EMPTY; n]),
             server_rates: ManagedSlice::Owned(vec![RateEstimator::NEW; n]),
             order: ManagedSlice::Owned(vec![NO_SERVER; n]),
@@ -178,7 +178,7 @@ pub struct DirectorResources<
     const TABLE_SLOTS: usize,
     const LBLC_ENTRIES: usize,
 > {
-    services: [Option<Service>; SERVICES],
+    services: [ServiceSlot; SERVICES],
     servers: [RealServer; SERVERS],
     server_rates: [RateEstimator; SERVERS],
     order: [ServerId; SERVERS],
@@ -194,14 +194,16 @@ impl<const SVC: usize, const SRV: usize, const TAB: usize, const LBLC: usize>
     /// Empty resources; usable in a `static` initialiser.
     pub const fn new() -> Self {
         DirectorResources {
-            services: [None; SVC],
+            // All zero bits (so a `static` lands in .bss); `Director::new` resets every
+            // slot to its proper empty value.
+            services: [ServiceSlot::FREE; SVC],
             servers: [RealServer::EMPTY; SRV],
             server_rates: [RateEstimator::NEW; SRV],
-            order: [NO_SERVER; SRV],
-            tables: [NO_SERVER; TAB],
+            order: [0; SRV],
+            tables: [0; TAB],
             mh_scratch: [MhScratch::EMPTY; SRV],
-            lblc: [LblcEntry::EMPTY; LBLC],
-            lblcr: [LblcrEntry::EMPTY; LBLC],
+            lblc: [LblcEntry::ZEROED; LBLC],
+            lblcr: [LblcrEntry::ZEROED; LBLC],
         }
     }
 
@@ -270,7 +272,7 @@ enum Change {
 /// The control plane the datapath uses: services, real servers, scheduling, counters, timers.
 pub struct Director<'a> {
     limits: Limits,
-    services: ManagedSlice<'a, Option<Service>>,
+    services: ManagedSlice<'a, ServiceSlot>,
     servers: ManagedSlice<'a, RealServer>,
     server_rates: ManagedSlice<'a, RateEstimator>,
     order: ManagedSlice<'a, ServerId>,
@@ -337,7 +339,7 @@ impl<'a> Director<'a> {
                 .min(per_of(lblc.len()))
                 .min(per_of(lblcr.len())),
         };
-        services.fill(None);
+        services.fill(ServiceSlot::FREE);
         servers.fill(RealServer::EMPTY);
         server_rates.fill(RateEstimator::NEW);
         order.fill(NO_SERVER);
@@ -391,17 +393,17 @@ impl<'a> Director<'a> {
     }
 
     fn svc(&self, s: usize) -> Option<&Service> {
-        self.services.get(s)?.as_ref()
+        self.services.get(s)?.get()
     }
 
     fn svc_mut(&mut self, s: usize) -> Option<&mut Service> {
-        self.services.get_mut(s)?.as_mut()
+        self.services.get_mut(s)?.get_mut()
     }
 
     fn find_slot(&self, key: &ServiceKey, deleted: bool) -> Option<usize> {
-        self.services
-            .iter()
-            .position(|s| matches!(s, Some(s) if s.config.key == *key && s.deleted == deleted))
+        self.services.iter().position(
+            |s| matches!(s.get(), Some(s) if s.config.key == *key && s.deleted == deleted),
+        )
     }
 
     fn find_live(&self, key: &ServiceKey) -> Option<usize> {
@@ -486,7 +488,7 @@ impl<'a> Director<'a> {
 
     /// Rebuilds service `s`'s sh/dh/mh table from its list.
     fn rebuild_table(&mut self, s: usize) -> Result<(), ConfigError> {
-        let Some(svc) = self.services.get(s).and_then(Option::as_ref) else {
+        let Some(svc) = self.services.get(s).and_then(ServiceSlot::get) else {
             return Ok(());
         };
         let (kind, size, len) = (svc.config.scheduler, svc.table_size as usize, svc.len());
@@ -574,7 +576,7 @@ impl<'a> Director<'a> {
             .iter()
             .all(RealServer::is_free)
         {
-            self.services[s] = None;
+            self.services[s] = ServiceSlot::FREE;
         }
     }
 
@@ -634,12 +636,12 @@ impl<'a> Director<'a> {
             None => self
                 .services
                 .iter()
-                .position(Option::is_none)
+                .position(ServiceSlot::is_free)
                 .ok_or(ConfigError::TooManyServices)?,
         };
         let mut svc = Service::new(*cfg, service_seed(self.seed, s));
         svc.table_size = table_size;
-        self.services[s] = Some(svc);
+        self.services[s] = ServiceSlot::new(svc);
         self.count_key(&cfg.key, 1);
         self.clear_caches(s);
         self.rebuild_table(s)?;
@@ -888,11 +890,10 @@ impl<'a> Director<'a> {
 
     /// Live services with their ids, in slot order.
     pub fn services(&self) -> impl Iterator<Item = (ServiceId, &Service)> + '_ {
-        self.services.iter().enumerate().filter_map(|(i, s)| {
-            s.as_ref()
-                .filter(|s| !s.deleted)
-                .map(|s| (i as ServiceId, s))
-        })
+        self.services
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.get().filter(|s| !s.deleted).map(|s| (i as ServiceId, s)))
     }
 
     /// A service's servers in IPVS list order (empty for an unknown id).
@@ -944,7 +945,7 @@ impl<'a> Director<'a> {
         let per = self.limits.servers_per_service;
         let tslots = self.limits.table_slots_per_service;
         let lslots = self.limits.lblc_entries_per_service;
-        let service = self.services.get_mut(s)?.as_mut()?;
+        let service = self.services.get_mut(s)?.get_mut()?;
         if service.deleted {
             return None;
         }
@@ -1111,7 +1112,7 @@ impl<'a> Director<'a> {
     }
 
     fn estimate(&mut self) {
-        for svc in self.services.iter_mut().flatten() {
+        for svc in self.services.iter_mut().filter_map(ServiceSlot::get_mut) {
             let stats = svc.stats;
             svc.rates.estimate(&stats);
         }

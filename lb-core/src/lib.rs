@@ -72,7 +72,7 @@ pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedIn
 pub use nat::NatError;
 pub use packet::{Kind, Malformed, Parsed};
 pub use server::{RealServer, ServerId};
-pub use service::{Service, ServiceId};
+pub use service::{Service, ServiceId, ServiceSlot};
 pub use tcp::{Direction, TcpState, TcpTimeouts};
 pub use time::{Duration, Instant};
 pub use verdict::{DropReason, Verdict};

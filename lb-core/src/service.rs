@@ -2,11 +2,14 @@
 //! list order, the scheduler's state and the counters. Owned by the [`Director`], which keeps
 //! them in caller storage; the datapath reads them through `Director::service`.
 //!
-//! Size: `Option<Service>` is 232 bytes on 64-bit targets (see `director` module docs for the whole storage).
+//! Size: a [`ServiceSlot`] is 240 bytes on 64-bit targets (see `director` module docs for the whole storage).
 //!
 //! [`Director`]: crate::director::Director
 
-use crate::config::ServiceConfig;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::addr::Protocol;
+use crate::config::{SchedFlags, SchedulerKind, ServiceConfig, ServiceKey};
 use crate::sched::SchedState;
 use crate::stats::{RateEstimator, Stats};
 
@@ -36,6 +39,30 @@ pub struct Service {
 }
 
 impl Service {
+    /// A placeholder of all zero bits, for free [`ServiceSlot`]s; not a usable service.
+    pub(crate) const ZEROED: Service = Service {
+        config: ServiceConfig {
+            key: ServiceKey::Addr {
+                proto: Protocol::Tcp,
+                vip: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            },
+            scheduler: SchedulerKind::Rr,
+            flags: SchedFlags {
+                fallback: false,
+                port: false,
+            },
+            persistence: None,
+            one_packet: false,
+            table_size: None,
+        },
+        stats: Stats::new(),
+        rates: RateEstimator::NEW,
+        deleted: false,
+        len: 0,
+        table_size: 0,
+        sched: SchedState::ZEROED,
+    };
+
     /// A fresh service with an empty server list.
     pub(crate) const fn new(config: ServiceConfig, rng_seed: u64) -> Self {
         Service {
@@ -67,5 +94,45 @@ impl Service {
     /// The scheduler's state (rr cursor, wrr cl/di/mw/cw, twos RNG), for inspection.
     pub fn sched_state(&self) -> &SchedState {
         &self.sched
+    }
+}
+
+/// One service slot of the director's storage: a [`Service`] or nothing. Unlike
+/// `Option<Service>`, a free slot is all zero bits, so statically allocated storage
+/// ([`DirectorResources`](crate::director::DirectorResources)) lands in `.bss`, not in flash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceSlot {
+    service: Service,
+    used: bool,
+}
+
+impl ServiceSlot {
+    /// A free slot (all zero bits).
+    pub const FREE: ServiceSlot = ServiceSlot {
+        service: Service::ZEROED,
+        used: false,
+    };
+
+    /// A slot holding `service`.
+    pub const fn new(service: Service) -> Self {
+        ServiceSlot {
+            service,
+            used: true,
+        }
+    }
+
+    /// The service, if the slot is in use.
+    pub fn get(&self) -> Option<&Service> {
+        self.used.then_some(&self.service)
+    }
+
+    /// The service, mutably, if the slot is in use.
+    pub fn get_mut(&mut self) -> Option<&mut Service> {
+        self.used.then_some(&mut self.service)
+    }
+
+    /// Whether the slot is free.
+    pub const fn is_free(&self) -> bool {
+        !self.used
     }
 }

@@ -46,8 +46,11 @@ if command -v nm >/dev/null 2>&1; then
 		case $kind in [bB]) where=.bss ;; *) where=.data ;; esac
 		printf '  static %-28s %6d B in %s\n' "$name" "$((16#$size))" "$where"
 	done
-	if ! nm -C "$elf" | grep -Eq ' [bB] lb_embedded_firmware::RES$'; then
-		echo "error: the gateway resources are not in .bss" >&2
+	# (Read nm's output whole first: `nm | grep -q` fails under pipefail when grep exits early.)
+	symbols=$(nm -C "$elf")
+	if ! grep -Eq ' [bB] lb_embedded_firmware::RES$' <<<"$symbols" ||
+		! grep -Eq ' [bB] lb_embedded_firmware::DIR$' <<<"$symbols"; then
+		echo "error: the gateway or director resources are not in .bss" >&2
 		exit 1
 	fi
 fi

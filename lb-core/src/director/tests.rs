@@ -19,7 +19,7 @@ fn storage(limits: Limits) -> DirectorStorage<'static> {
     let n = limits.services * limits.servers_per_service;
     DirectorStorage {
         limits,
-        services: leak(None, limits.services),
+        services: leak(crate::service::ServiceSlot::FREE, limits.services),
         servers: leak(RealServer::EMPTY, n),
         server_rates: leak(RateEstimator::NEW, n),
         order: leak(NO_SERVER, n),
@@ -746,7 +746,7 @@ proptest! {
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn documented_sizes() {
-    assert_eq!(size_of::<Option<Service>>(), 232);
+    assert_eq!(size_of::<ServiceSlot>(), 240);
     assert_eq!(size_of::<RealServer>(), 112);
     assert_eq!(size_of::<RateEstimator>(), 80);
     assert_eq!(size_of::<Stats>(), 40);

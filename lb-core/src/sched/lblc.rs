@@ -57,6 +57,14 @@ pub struct LblcEntry {
 }
 
 impl LblcEntry {
+    /// All zero bits: a placeholder for statically allocated storage, which
+    /// [`Director::new`](crate::director::Director::new) resets to [`EMPTY`](Self::EMPTY).
+    pub const ZEROED: LblcEntry = LblcEntry {
+        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        server: 0,
+        lastuse: Instant::ZERO,
+    };
+
     /// A free entry, for initialising cache storage.
     pub const EMPTY: LblcEntry = LblcEntry {
         addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

@@ -51,6 +51,16 @@ pub struct LblcrEntry {
 }
 
 impl LblcrEntry {
+    /// All zero bits: a placeholder for statically allocated storage, which
+    /// [`Director::new`](crate::director::Director::new) resets to [`EMPTY`](Self::EMPTY).
+    pub const ZEROED: LblcrEntry = LblcrEntry {
+        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        set: [0; LBLCR_SET_MAX],
+        len: 0,
+        lastuse: Instant::ZERO,
+        lastmod: Instant::ZERO,
+    };
+
     /// A free entry, for initialising cache storage.
     pub const EMPTY: LblcrEntry = LblcrEntry {
         addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

@@ -44,6 +44,13 @@ pub struct SchedState {
 }
 
 impl SchedState {
+    /// All zero bits: a placeholder for free storage slots.
+    pub(crate) const ZEROED: SchedState = SchedState {
+        rr: rr::RrState::HEAD,
+        wrr: wrr::WrrState::ZEROED,
+        rng: twos::Rng::new(0),
+    };
+
     /// Fresh state for an empty list, with twos's RNG seeded from `seed`.
     pub const fn new(seed: u64) -> Self {
         SchedState {

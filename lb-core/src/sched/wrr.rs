@@ -57,6 +57,14 @@ fn weights(dests: DestList<'_>) -> (u32, u32) {
 }
 
 impl WrrState {
+    /// All zero bits: a placeholder for free storage slots (not a valid state).
+    pub(crate) const ZEROED: WrrState = WrrState {
+        cl: 0,
+        di: 0,
+        mw: 0,
+        cw: 0,
+    };
+
     /// The state right after `-A`: empty list, di = 1, mw = 0, cw = 0.
     pub const EMPTY: WrrState = WrrState {
         cl: 0,
