@@ -591,7 +591,10 @@ impl<'a> Balancer<'a> {
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
             Kind::EchoRequest => {
                 if self.is_vip(p.dst.ip()) {
-                    self.reply_with(buf, |out, b| nat::write_echo_reply(out, &b[..len], p))
+                    match self.reply_with(buf, |out, b| nat::write_echo_reply(out, &b[..len], p)) {
+                        Verdict::Drop(reason) => self.drop(reason, false),
+                        v => v,
+                    }
                 } else {
                     self.pass()
                 }
