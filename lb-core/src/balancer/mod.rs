@@ -684,9 +684,11 @@ impl<'a> Balancer<'a> {
             Some(h) => h,
             None => {
                 // Step 3: schedule a new connection.
+                // A RST never creates an entry, not even with SYN set (reference §4.10;
+                // `tcp_conn_schedule`: `(th->syn || sloppy_tcp) && !th->rst`).
                 let may_create = match proto {
                     Protocol::Udp => true,
-                    Protocol::Tcp => syn || (self.settings.sloppy_tcp && !rst),
+                    Protocol::Tcp => (syn || self.settings.sloppy_tcp) && !rst,
                 };
                 if !may_create {
                     return if rst {
