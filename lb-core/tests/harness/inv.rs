@@ -122,8 +122,10 @@ impl Deadlines {
                     continue;
                 }
                 if d != *od {
+                    // It controlled connections when its timer fired (they may have expired
+                    // later in the same call: IPVS's order-dependent 60 s re-arm).
                     let deferred = e.is_template()
-                        && e.n_control() > 0
+                        && old.n_control() > 0
                         && *od <= now
                         && d <= now + TEMPLATE_DEFER + TICK
                         && d + TICK >= now + TEMPLATE_DEFER;
