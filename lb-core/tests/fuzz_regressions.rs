@@ -7,11 +7,21 @@ mod harness;
 
 use std::path::PathBuf;
 
+/// Runs every file of `fuzz/regressions/<target>` and of the seed corpus `fuzz/seeds/<target>`.
 fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/regressions")
-        .join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    for kind in ["regressions", "seeds"] {
+        replay_dir(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz")
+                .join(kind)
+                .join(target),
+            run,
+        );
+    }
+}
+
+fn replay_dir(dir: &std::path::Path, run: fn(&[u8])) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let mut files: Vec<PathBuf> = entries
