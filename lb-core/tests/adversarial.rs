@@ -103,7 +103,7 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
             other => panic!("flood SYN {i}: {other:?}"),
         }
         if i % 500 == 0 {
-            now = now + lb_core::Duration::from_millis(100);
+            now += lb_core::Duration::from_millis(100);
             b.handle_timeout(now);
         }
     }
@@ -141,7 +141,7 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
     harness::inv::check_table(&b, now);
 
     // The flood's half-open entries go after SYN_RECV's 60 s; the established flows stay.
-    now = now + lb_core::Duration::from_secs(61);
+    now += lb_core::Duration::from_secs(61);
     b.handle_timeout(now);
     assert_eq!(b.conns().len(), ESTABLISHED);
     harness::inv::check_table(&b, now);
@@ -409,9 +409,10 @@ fn a_syn_with_rst_creates_no_entry() {
     let (v, _) = run(&mut b, Instant::ZERO, &p);
     assert_eq!(v, Verdict::Drop(DropReason::NoConnection));
     assert_eq!(b.conns().len(), 0);
-    let mut s = Settings::default();
-    s.sloppy_tcp = true;
-    b.set_settings(s);
+    b.set_settings(Settings {
+        sloppy_tcp: true,
+        ..Settings::default()
+    });
     let (v, _) = run(&mut b, Instant::ZERO, &p);
     assert_eq!(
         v,

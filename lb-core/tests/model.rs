@@ -192,7 +192,7 @@ fn run(capacity: usize, ops: &[Op]) {
                 assert_eq!(v, want, "UDP reply to {client}");
             }
             Op::Time(s) => {
-                now = now + Duration::from_secs(u64::from(s));
+                now += Duration::from_secs(u64::from(s));
                 b.handle_timeout(now);
             }
         }

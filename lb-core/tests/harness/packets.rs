@@ -534,7 +534,7 @@ pub fn run_input(input: &Input) {
                 assert_eq!(a.conns().len(), b.conns().len(), "burst tables differ");
             }
             Op::Time(step) => {
-                now = now + step.duration();
+                now += step.duration();
                 deadlines.snapshot(&a);
                 let dropped = a.counters().defence_drops;
                 a.handle_timeout(now);

@@ -184,7 +184,7 @@ pub fn run_input(input: &Input) {
                 );
             }
             Op::Time(step) => {
-                now = now + step.duration();
+                now += step.duration();
                 b.handle_timeout(now);
                 let live: Vec<SocketAddr> = b
                     .connections(now)
