@@ -610,7 +610,10 @@ impl<'a> Balancer<'a> {
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
             Kind::EchoRequest => {
                 if self.is_vip(p.dst.ip()) {
-                    self.reply_with(buf, |out, b| nat::write_echo_reply(out, &b[..len], p))
+                    match self.reply_with(buf, |out, b| nat::write_echo_reply(out, &b[..len], p)) {
+                        Verdict::Drop(reason) => self.drop(reason, false),
+                        v => v,
+                    }
                 } else {
                     self.pass()
                 }
@@ -700,9 +703,11 @@ impl<'a> Balancer<'a> {
             Some(h) => h,
             None => {
                 // Step 3: schedule a new connection.
+                // A RST never creates an entry, not even with SYN set (reference §4.10;
+                // `tcp_conn_schedule`: `(th->syn || sloppy_tcp) && !th->rst`).
                 let may_create = match proto {
                     Protocol::Udp => true,
-                    Protocol::Tcp => syn || (self.settings.sloppy_tcp && !rst),
+                    Protocol::Tcp => (syn || self.settings.sloppy_tcp) && !rst,
                 };
                 if !may_create {
                     return if rst {

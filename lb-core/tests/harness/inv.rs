@@ -1,0 +1,226 @@
+//! Invariants of a balancer's table and counters, checked after every step of every target.
+
+use std::collections::HashMap;
+
+use lb_core::conn::{ConnFlags, Handle};
+use lb_core::server::ServerId;
+use lb_core::{Balancer, Duration, Instant, Verdict};
+
+use super::pkt;
+
+/// One wheel tick (1/16 s), rounded up: the wheel's deadline granularity.
+pub const TICK: Duration = Duration::from_millis(63);
+/// How long a template that still controls connections is deferred (IPVS: 60 s).
+pub const TEMPLATE_DEFER: Duration = Duration::from_secs(60);
+
+/// The table and counter invariants:
+/// * `len()` equals the number of live entries `iter()` yields, and never exceeds capacity;
+/// * for every server, `active` equals its non-template entries with the ACTIVE flag,
+///   `active + inactive` its non-template entries, `persistent` its templates;
+/// * every entry points at a server in use, and every template's `n_control` equals the
+///   number of entries it controls, every control link names a live template;
+/// * no deadline lies further ahead of `now` than the entry's own timeout (plus a tick).
+pub fn check_table(b: &Balancer<'_>, now: Instant) {
+    let conns = b.conns();
+    let live: Vec<(Handle, lb_core::conn::Entry)> = conns.iter().map(|(h, e)| (h, *e)).collect();
+    assert_eq!(conns.len(), live.len(), "len() != live entries");
+    assert!(
+        conns.len() <= conns.capacity(),
+        "more entries than capacity"
+    );
+    let mut per: HashMap<ServerId, (u32, u32, u32)> = HashMap::new();
+    let mut controlled: HashMap<Handle, u32> = HashMap::new();
+    for (h, e) in &live {
+        let c = per.entry(e.server).or_default();
+        if e.is_template() {
+            c.2 += 1;
+        } else {
+            c.1 += 1;
+            if e.flags.contains(ConnFlags::ACTIVE) {
+                c.0 += 1;
+            }
+            if let Some(t) = e.control() {
+                *controlled.entry(t).or_default() += 1;
+            }
+        }
+        assert!(
+            b.director().server(e.server).is_some(),
+            "entry {h:?} points at a free server slot {}",
+            e.server
+        );
+        let d = conns.deadline(*h).expect("live entry has a deadline");
+        assert!(
+            d <= now + e.timeout() + TICK,
+            "entry {:?} {e:?}: deadline {d:?} beyond now {now:?} + timeout {:?}",
+            h,
+            e.timeout()
+        );
+    }
+    for (t, n) in &controlled {
+        let tpl = conns.get(*t).expect("control link names a live entry");
+        assert!(tpl.is_template(), "control link names a non-template");
+        assert_eq!(tpl.n_control(), *n, "n_control of template {t:?}");
+    }
+    for (h, e) in &live {
+        if e.is_template() {
+            let n = controlled.get(h).copied().unwrap_or(0);
+            assert_eq!(e.n_control(), n, "template {h:?} {e:?}: n_control");
+        }
+    }
+    let limits = b.director().limits();
+    let slots = limits.services * limits.servers_per_service;
+    for id in 0..slots.min(usize::from(u16::MAX)) {
+        let id = id as ServerId;
+        let Some(s) = b.director().server(id) else {
+            assert!(!per.contains_key(&id));
+            continue;
+        };
+        let (a, n, p) = per.get(&id).copied().unwrap_or_default();
+        assert_eq!(s.active, a, "server {id} {}: active", s.addr());
+        assert_eq!(
+            s.active + s.inactive,
+            n,
+            "server {id} {}: active+inactive",
+            s.addr()
+        );
+        assert_eq!(s.persistent, p, "server {id} {}: persistent", s.addr());
+    }
+}
+
+/// Tracks every entry's deadline across time steps: a time step (`handle_timeout(now)` with
+/// no packet) may only remove entries whose deadline has passed, defer a template that still
+/// controls connections to `now + 60 s`, or leave an entry alone; and afterwards no entry's
+/// deadline lies more than a tick in the past.
+#[derive(Default)]
+pub struct Deadlines {
+    before: HashMap<Handle, (lb_core::conn::Entry, Instant)>,
+}
+
+impl Deadlines {
+    /// Records the table before a time step.
+    pub fn snapshot(&mut self, b: &Balancer<'_>) {
+        self.before.clear();
+        for (h, e) in b.conns().iter() {
+            if let Some(d) = b.conns().deadline(h) {
+                self.before.insert(h, (*e, d));
+            }
+        }
+    }
+
+    /// Checks the table after `handle_timeout(now)`; `defence_dropped` says whether the
+    /// drop_entry defence removed entries in that call (they may go early).
+    pub fn check_after(&self, b: &Balancer<'_>, now: Instant, defence_dropped: bool) {
+        let conns = b.conns();
+        for (h, e) in conns.iter() {
+            let d = conns.deadline(h).expect("live");
+            assert!(
+                d + TICK > now,
+                "entry {h:?} {e:?} outlived its deadline {d:?} (now {now:?})"
+            );
+            if let Some((old, od)) = self.before.get(&h) {
+                if !same_key(old, e) {
+                    continue;
+                }
+                if d != *od {
+                    // It controlled connections when its timer fired (they may have expired
+                    // later in the same call: IPVS's order-dependent 60 s re-arm).
+                    let deferred = e.is_template()
+                        && old.n_control() > 0
+                        && *od <= now
+                        && d <= now + TEMPLATE_DEFER + TICK
+                        && d + TICK >= now + TEMPLATE_DEFER;
+                    assert!(
+                        deferred,
+                        "time step moved deadline of {e:?} from {od:?} to {d:?} (now {now:?})"
+                    );
+                }
+            }
+        }
+        if defence_dropped {
+            return;
+        }
+        for (h, (e, d)) in &self.before {
+            let still = conns.get(*h).is_some_and(|n| same_key(e, n));
+            if !still {
+                assert!(
+                    *d <= now,
+                    "entry {e:?} removed at {now:?} before its deadline {d:?}"
+                );
+            }
+        }
+    }
+}
+
+fn same_key(a: &lb_core::conn::Entry, b: &lb_core::conn::Entry) -> bool {
+    a.client() == b.client()
+        && a.is_template() == b.is_template()
+        && a.proto() == b.proto()
+        && a.vport == b.vport
+        && a.service == b.service
+}
+
+/// Checks what one packet's verdict says against the counters and the bytes that leave:
+/// drops are counted under their reason, passes are untouched and counted, replies are
+/// counted and well-formed; a forwarded or generated packet has valid checksums if the
+/// packet that arrived had.
+pub fn check_verdict(
+    b: &Balancer<'_>,
+    before: &lb_core::Counters,
+    input: &[u8],
+    buf: &[u8],
+    len: usize,
+    v: Verdict,
+) {
+    let after = b.counters();
+    let valid_in = pkt::checksums_ok(input) && lb_core::checksum::verify_checksums(input);
+    match v {
+        Verdict::Drop(r) => {
+            assert_eq!(after.drops(r), before.drops(r) + 1, "drop {r} not counted");
+        }
+        Verdict::Pass => {
+            assert_eq!(after.passed, before.passed + 1, "pass not counted");
+            assert_eq!(&buf[..len], input, "a passed packet was changed");
+        }
+        Verdict::Reply { len: n } => {
+            assert_eq!(after.replies, before.replies + 1, "reply not counted");
+            assert!(n <= buf.len());
+            let out = &buf[..n];
+            assert!(lb_core::packet::parse(out).is_ok(), "reply does not parse");
+            assert!(
+                pkt::checksums_ok(out) && lb_core::checksum::verify_checksums(out),
+                "generated reply has a bad checksum: {out:02x?}"
+            );
+        }
+        Verdict::ToServer | Verdict::ToClient => {
+            let out = &buf[..len];
+            assert_eq!(len, input.len(), "a forwarded packet changed length");
+            let parsed = lb_core::packet::parse(out);
+            assert!(
+                parsed.is_ok(),
+                "forwarded packet does not parse: {parsed:?}"
+            );
+            if valid_in {
+                assert!(
+                    pkt::checksums_ok(out),
+                    "valid packet left with a bad checksum (own check): {v:?} in {input:02x?} out {out:02x?}"
+                );
+                assert!(
+                    lb_core::checksum::verify_checksums(out),
+                    "valid packet left with a bad checksum (verify_checksums): {v:?}"
+                );
+            }
+            let (pin, pout) = (lb_core::packet::parse(input), parsed);
+            if let (Ok(pin), Ok(pout)) = (pin, pout) {
+                if v == Verdict::ToServer {
+                    assert_eq!(pin.src, pout.src, "ToServer changed the source");
+                } else {
+                    assert_eq!(pin.dst, pout.dst, "ToClient changed the destination");
+                    assert!(b.is_vip(pout.src.ip()), "ToClient source is not a VIP");
+                }
+            }
+        }
+    }
+    let drops = |c: &lb_core::Counters| c.drops.iter().sum::<u64>();
+    let moved = (drops(after) - drops(before)) + (after.passed - before.passed);
+    assert!(moved <= 1, "one packet moved several counters");
+}

@@ -1,0 +1,18 @@
+//! The fuzz harness, shared by the cargo-fuzz targets in `fuzz/` (which include this directory
+//! with `#[path]`) and by `tests/fuzz_regressions.rs`, which replays every saved crash input
+//! through the same code, so CI's `cargo test` keeps each fixed crash fixed.
+//!
+//! Each target is a function `fn(&[u8])` that panics when an invariant breaks:
+//! * [`packets::run`]: packets in both directions, time steps, control changes;
+//! * [`tcp_state::run`]: the TCP state machine against the reference's tables;
+//! * [`grammar::run_lines`]: ipvsadm lines, `Display` and `-S` round trips;
+//! * [`control::run`] (with lb-tun's decoder passed in): the lbadm wire format.
+#![allow(dead_code)]
+
+pub mod control;
+pub mod grammar;
+pub mod inv;
+pub mod packets;
+pub mod pkt;
+pub mod setup;
+pub mod tcp_state;

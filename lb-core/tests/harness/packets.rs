@@ -1,0 +1,579 @@
+//! The `packets` target: structured TCP/UDP/ICMP packets over IPv4 and IPv6 and arbitrary
+//! bytes, both directions, through the configured balancer ([`super::setup`]), interleaved with
+//! time steps and control changes.
+//!
+//! Two balancers run in lockstep on the same input: `a` gets every packet through
+//! `process`, `b` gets each group through `process_burst`; their verdicts, output bytes and
+//! counters must be identical. After every step `a`'s table and counters are checked
+//! ([`super::inv`]), and every time step checks the deadlines.
+
+use std::net::{IpAddr, SocketAddr};
+
+use arbitrary::{Arbitrary, Unstructured};
+use lb_core::config::{Persistence, SchedulerKind, ServerConfig, ServiceConfig, Timeouts};
+use lb_core::ipvsadm::{Command, Setting};
+use lb_core::{Balancer, Duration, ForwardMethod, Instant, Packet, Settings, Verdict};
+
+use super::inv::{check_table, check_verdict, Deadlines};
+use super::{pkt, setup};
+
+/// Buffer size handed to the balancer (room for any generated reply).
+pub const BUF: usize = 2048;
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct SettingsIn {
+    pub conn_reuse_mode: u8,
+    pub expire_nodest_conn: bool,
+    pub expire_quiescent_template: bool,
+    pub secure_tcp: u8,
+    pub drop_entry: u8,
+    pub sloppy_tcp: bool,
+    pub defence_fill_percent: u8,
+}
+
+impl SettingsIn {
+    pub fn settings(self) -> Settings {
+        Settings {
+            conn_reuse_mode: self.conn_reuse_mode % 4,
+            expire_nodest_conn: self.expire_nodest_conn,
+            expire_quiescent_template: self.expire_quiescent_template,
+            secure_tcp: self.secure_tcp % 4,
+            drop_entry: self.drop_entry % 4,
+            sloppy_tcp: self.sloppy_tcp,
+            defence_fill_percent: self.defence_fill_percent % 101,
+            ..Settings::default()
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+pub struct Input {
+    pub settings: SettingsIn,
+    /// Table capacity: 1 + (capacity % 48), small enough to fill.
+    pub capacity: u8,
+    pub ops: Vec<Op>,
+}
+
+#[derive(Arbitrary, Debug)]
+pub enum Op {
+    /// A group of packets: one by one through `a`, one burst through `b`.
+    Packets(Vec<Spec>),
+    /// Time passes, then `handle_timeout(now)`.
+    Time(Step),
+    /// A control change, applied to both.
+    Control(Ctl),
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Step {
+    Millis(u16),
+    Secs(u8),
+    /// Up to ~18 hours at once.
+    Jump(u16),
+}
+
+impl Step {
+    pub fn duration(self) -> Duration {
+        match self {
+            Step::Millis(ms) => Duration::from_millis(u64::from(ms)),
+            Step::Secs(s) => Duration::from_secs(u64::from(s)),
+            Step::Jump(s) => Duration::from_secs(u64::from(s)),
+        }
+    }
+}
+
+/// One packet.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct Spec {
+    pub body: Body,
+    /// Damage after building: (offset, xor) pairs, then an optional cut.
+    pub damage: Vec<(u16, u8)>,
+    pub cut: Option<u16>,
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Body {
+    /// Arbitrary bytes.
+    Raw(Vec<u8>),
+    /// Client → service (or a non-VIP address, or a VIP port without a service).
+    Forward(Flow),
+    /// Real server → client.
+    Reply(Flow),
+    /// An ICMP error from the client side about a reply, or from the server side about a
+    /// forwarded packet.
+    IcmpError {
+        flow: Flow,
+        server_side: bool,
+        quote: u8,
+    },
+    /// An echo request to a VIP (or elsewhere).
+    Echo { v6: bool, to_vip: bool, len: u8 },
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct Flow {
+    /// Which client address and port (small pools, so flows meet again).
+    pub client: u8,
+    /// Which service (0..6), 6 = a VIP port with no service, 7 = not a VIP.
+    pub service: u8,
+    /// Which real server of the service (replies), or which port of a port-0 service.
+    pub server: u8,
+    pub tcp_flags: u8,
+    pub payload: u8,
+    pub opt_words: u8,
+}
+
+const V4_CLIENTS: [&str; 5] = [
+    "192.0.2.1",
+    "192.0.2.2",
+    "192.0.2.3",
+    "192.0.2.200",
+    "198.51.100.7",
+];
+const V6_CLIENTS: [&str; 5] = [
+    "2001:db8:c::1",
+    "2001:db8:c::2",
+    "2001:db8:c:0:1::3",
+    "2001:db8:c:1::4",
+    "2001:db8:d::1",
+];
+
+fn client(v6: bool, i: u8) -> SocketAddr {
+    let pool = if v6 { V6_CLIENTS } else { V4_CLIENTS };
+    let ip: IpAddr = pool[usize::from(i >> 2) % pool.len()]
+        .parse()
+        .expect("pool");
+    SocketAddr::new(ip, 40000 + u16::from(i & 3))
+}
+
+/// (protocol, destination, v6) for a flow's forward packet.
+fn target(f: &Flow) -> (u8, SocketAddr) {
+    let keys = setup::service_keys();
+    match usize::from(f.service % 8) {
+        i @ 0..=5 => {
+            let key = keys[i];
+            let lb_core::ServiceKey::Addr { proto, vip } = key else {
+                unreachable!()
+            };
+            let mut vip = vip;
+            if vip.port() == 0 {
+                vip.set_port([80, 443, 22, 0][usize::from(f.server % 4)]);
+            }
+            (proto.number(), vip)
+        }
+        6 => (
+            if f.tcp_flags & 0x80 != 0 {
+                pkt::UDP
+            } else {
+                pkt::TCP
+            },
+            setup::sa(if f.client & 0x80 != 0 {
+                "[2001:db8::100]:9999"
+            } else {
+                "10.0.0.100:9999"
+            }),
+        ),
+        _ => (
+            if f.tcp_flags & 0x80 != 0 {
+                pkt::UDP
+            } else {
+                pkt::TCP
+            },
+            setup::sa(if f.client & 0x80 != 0 {
+                "[2001:db8:ffff::9]:80"
+            } else {
+                "203.0.113.9:80"
+            }),
+        ),
+    }
+}
+
+/// The endpoint a reply of the flow comes from: one of the service's servers now listed, or a
+/// stranger.
+fn server_endpoint(b: &Balancer<'_>, f: &Flow, vip: SocketAddr) -> SocketAddr {
+    let keys = setup::service_keys();
+    let d = b.director();
+    let id = keys
+        .get(usize::from(f.service % 8))
+        .and_then(|k| d.service_id(k));
+    if let Some(id) = id {
+        let list = d.servers(id);
+        if !list.is_empty() {
+            let (_, s) = list.at(usize::from(f.server) % list.len());
+            let a = s.addr();
+            return if a.port() == 0 {
+                SocketAddr::new(a.ip(), vip.port())
+            } else {
+                a
+            };
+        }
+    }
+    if vip.is_ipv6() {
+        setup::sa("[2001:db8:1::9]:80")
+    } else {
+        setup::sa("10.1.0.9:80")
+    }
+}
+
+fn payload(n: u8) -> Vec<u8> {
+    (0..n).map(|i| i.wrapping_mul(31)).collect()
+}
+
+fn l4(proto: u8, src: SocketAddr, dst: SocketAddr, f: &Flow) -> Vec<u8> {
+    if proto == pkt::UDP {
+        pkt::udp(src, dst, &payload(f.payload))
+    } else {
+        let flags = f.tcp_flags & 0x3f;
+        pkt::tcp(
+            src,
+            dst,
+            flags,
+            u32::from(f.payload) << 8,
+            &payload(f.payload),
+            usize::from(f.opt_words % 11),
+        )
+    }
+}
+
+/// Builds the packet `s` describes, against `b`'s current configuration.
+pub fn build(b: &Balancer<'_>, s: &Spec) -> Vec<u8> {
+    let mut p = match &s.body {
+        Body::Raw(bytes) => bytes.clone(),
+        Body::Forward(f) => {
+            let (proto, dst) = target(f);
+            l4(proto, client(dst.is_ipv6(), f.client), dst, f)
+        }
+        Body::Reply(f) => {
+            let (proto, vip) = target(f);
+            let c = client(vip.is_ipv6(), f.client);
+            l4(proto, server_endpoint(b, f, vip), c, f)
+        }
+        Body::IcmpError {
+            flow,
+            server_side,
+            quote,
+        } => {
+            let (proto, vip) = target(flow);
+            let c = client(vip.is_ipv6(), flow.client);
+            if *server_side {
+                let srv = server_endpoint(b, flow, vip);
+                let quoted = l4(proto, c, srv, flow);
+                pkt::icmp_error(srv.ip(), &quoted, usize::from(*quote) + 28)
+            } else {
+                let quoted = l4(proto, vip, c, flow);
+                pkt::icmp_error(c.ip(), &quoted, usize::from(*quote) + 28)
+            }
+        }
+        Body::Echo { v6, to_vip, len } => {
+            let (src, dst, ty) = match (*v6, *to_vip) {
+                (false, true) => ("192.0.2.1", "10.0.0.100", 8),
+                (false, false) => ("192.0.2.1", "203.0.113.9", 8),
+                (true, true) => ("2001:db8:c::1", "2001:db8::100", 128),
+                (true, false) => ("2001:db8:c::1", "2001:db8:ffff::9", 128),
+            };
+            let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            pkt::icmp(src, dst, ty, 0, &payload(*len))
+        }
+    };
+    for &(at, x) in &s.damage {
+        if !p.is_empty() {
+            let i = usize::from(at) % p.len();
+            p[i] ^= x;
+        }
+    }
+    if let Some(n) = s.cut {
+        p.truncate(usize::from(n));
+    }
+    p.truncate(BUF);
+    p
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Ctl {
+    AddServer {
+        service: u8,
+        addr: u8,
+        port: u8,
+        weight: u8,
+        threshold: u8,
+    },
+    EditServer {
+        service: u8,
+        index: u8,
+        weight: u8,
+        threshold: u8,
+    },
+    DelServer {
+        service: u8,
+        index: u8,
+    },
+    EditService {
+        service: u8,
+        scheduler: u8,
+        persistence: Option<(u8, u8)>,
+    },
+    DelService {
+        service: u8,
+    },
+    /// Re-adds a deleted service with the setup configuration (and its servers).
+    Restore,
+    Clear,
+    Set {
+        which: u8,
+        value: u8,
+    },
+    SetTimeouts {
+        tcp: u8,
+        tcp_fin: u8,
+        udp: u8,
+    },
+    Zero,
+}
+
+fn server_addr(v6: bool, addr: u8, port: u16) -> SocketAddr {
+    let ip: IpAddr = if v6 {
+        format!("2001:db8:1::{}", 1 + addr % 4).parse().unwrap()
+    } else {
+        format!("10.1.0.{}", 1 + addr % 7).parse().unwrap()
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// The commands a control change stands for (against `b`'s current state).
+pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
+    let keys = setup::service_keys();
+    let key_of = |s: u8| keys[usize::from(s) % keys.len()];
+    let listed = |key: &lb_core::ServiceKey, i: u8| {
+        let d = b.director();
+        let id = d.service_id(key)?;
+        let list = d.servers(id);
+        (!list.is_empty()).then(|| list.at(usize::from(i) % list.len()).1.config)
+    };
+    match c {
+        Ctl::AddServer {
+            service,
+            addr,
+            port,
+            weight,
+            threshold,
+        } => {
+            let key = key_of(service);
+            let vport = match key {
+                lb_core::ServiceKey::Addr { vip, .. } => vip.port(),
+                _ => 0,
+            };
+            let port = [0, vport, 8080, 53][usize::from(port % 4)];
+            let mut s =
+                ServerConfig::new(server_addr(key.is_ipv6(), addr, port), ForwardMethod::Masq);
+            s.weight = u32::from(weight % 4);
+            s.u_threshold = u32::from(threshold % 4);
+            s.l_threshold = u32::from(threshold / 4 % 4).min(s.u_threshold);
+            vec![Command::AddServer(key, s)]
+        }
+        Ctl::EditServer {
+            service,
+            index,
+            weight,
+            threshold,
+        } => {
+            let key = key_of(service);
+            let Some(mut s) = listed(&key, index) else {
+                return vec![];
+            };
+            s.weight = u32::from(weight % 4);
+            s.u_threshold = u32::from(threshold % 4);
+            s.l_threshold = u32::from(threshold / 4 % 4).min(s.u_threshold);
+            vec![Command::EditServer(key, s)]
+        }
+        Ctl::DelServer { service, index } => {
+            let key = key_of(service);
+            match listed(&key, index) {
+                Some(s) => vec![Command::DelServer(key, s.addr)],
+                None => vec![],
+            }
+        }
+        Ctl::EditService {
+            service,
+            scheduler,
+            persistence,
+        } => {
+            let key = key_of(service);
+            let Some(id) = b.director().service_id(&key) else {
+                return vec![];
+            };
+            let Some(svc) = b.director().service(id) else {
+                return vec![];
+            };
+            let mut cfg: ServiceConfig = svc.config;
+            cfg.scheduler = SchedulerKind::ALL[usize::from(scheduler) % SchedulerKind::ALL.len()];
+            cfg.table_size = None;
+            cfg.flags = Default::default();
+            cfg.persistence = persistence.map(|(t, m)| Persistence {
+                timeout_secs: 1 + u32::from(t),
+                prefix: if key.is_ipv6() {
+                    64 + m % 65
+                } else {
+                    16 + m % 17
+                },
+            });
+            vec![Command::EditService(cfg)]
+        }
+        Ctl::DelService { service } => vec![Command::DelService(key_of(service))],
+        Ctl::Restore => restore_commands(b),
+        Ctl::Clear => vec![Command::Clear],
+        Ctl::Set { which, value } => {
+            let s = match which % 6 {
+                0 => Setting::ConnReuseMode(value % 4),
+                1 => Setting::ExpireNodestConn(value & 1 != 0),
+                2 => Setting::ExpireQuiescentTemplate(value & 1 != 0),
+                3 => Setting::SecureTcp(value % 4),
+                4 => Setting::DropEntry(value % 4),
+                _ => Setting::SloppyTcp(value & 1 != 0),
+            };
+            vec![Command::Set(s)]
+        }
+        Ctl::SetTimeouts { tcp, tcp_fin, udp } => vec![Command::SetTimeouts(Timeouts {
+            tcp: u32::from(tcp),
+            tcp_fin: u32::from(tcp_fin),
+            udp: u32::from(udp),
+        })],
+        Ctl::Zero => vec![Command::Zero(None)],
+    }
+}
+
+/// Commands re-adding every setup service that is gone, with its setup servers.
+fn restore_commands(b: &Balancer<'_>) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut adding = false;
+    for line in setup::CONFIG.lines() {
+        let Ok(Some(cmd)) = lb_core::ipvsadm::parse_line(line) else {
+            continue;
+        };
+        match cmd {
+            Command::AddService(cfg) => {
+                adding = b.director().service_id(&cfg.key).is_none();
+                if adding {
+                    out.push(cmd);
+                }
+            }
+            _ if adding => out.push(cmd),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Runs one input. Panics when an invariant breaks.
+pub fn run(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(input) = Input::arbitrary(&mut u) else {
+        return;
+    };
+    run_input(&input);
+}
+
+pub fn run_input(input: &Input) {
+    let settings = input.settings.settings();
+    let cap = 1 + usize::from(input.capacity % 48);
+    let mut a = setup::configured(cap, settings, 7);
+    let mut b = setup::configured(cap, settings, 7);
+    let mut now = Instant::ZERO;
+    let mut deadlines = Deadlines::default();
+    let mut packets = 0usize;
+    for op in &input.ops {
+        match op {
+            Op::Packets(specs) => {
+                let specs = &specs[..specs.len().min(40)];
+                packets += specs.len();
+                if packets > 4000 {
+                    return;
+                }
+                let built: Vec<Vec<u8>> = specs.iter().map(|s| build(&a, s)).collect();
+                let mut outs_a = Vec::new();
+                for p in &built {
+                    let mut buf = p.clone();
+                    buf.resize(BUF, 0);
+                    let before = *a.counters();
+                    let v = a.process(now, &mut buf, p.len());
+                    check_verdict(&a, &before, p, &buf, p.len(), v);
+                    outs_a.push((v, buf));
+                    check_table(&a, now);
+                }
+                let mut bufs: Vec<Vec<u8>> = built
+                    .iter()
+                    .map(|p| {
+                        let mut buf = p.clone();
+                        buf.resize(BUF, 0);
+                        buf
+                    })
+                    .collect();
+                let mut pkts: Vec<Packet<'_>> = bufs
+                    .iter_mut()
+                    .zip(&built)
+                    .map(|(buf, p)| Packet {
+                        buf: buf.as_mut_slice(),
+                        len: p.len(),
+                    })
+                    .collect();
+                let mut verdicts = vec![Verdict::Pass; pkts.len()];
+                b.process_burst(now, &mut pkts, &mut verdicts);
+                drop(pkts);
+                for (i, ((va, bufa), vb)) in outs_a.iter().zip(&verdicts).enumerate() {
+                    assert_eq!(va, vb, "packet {i}: process and process_burst disagree");
+                    let n = match va {
+                        Verdict::Reply { len } => *len,
+                        _ => built[i].len(),
+                    };
+                    assert_eq!(
+                        &bufa[..n],
+                        &bufs[i][..n],
+                        "packet {i}: process and process_burst wrote different bytes"
+                    );
+                }
+                assert_eq!(a.counters(), b.counters(), "burst counters differ");
+                assert_eq!(a.conns().len(), b.conns().len(), "burst tables differ");
+            }
+            Op::Time(step) => {
+                now += step.duration();
+                deadlines.snapshot(&a);
+                let dropped = a.counters().defence_drops;
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+                deadlines.check_after(&a, now, a.counters().defence_drops != dropped);
+                check_table(&a, now);
+                if let Some(t) = a.poll_timeout() {
+                    for (h, _) in a.conns().iter() {
+                        let d = a.conns().deadline(h).expect("live");
+                        assert!(t <= d, "poll_timeout {t:?} after a deadline {d:?}");
+                    }
+                }
+                while a.poll_event().is_some() {}
+                while b.poll_event().is_some() {}
+            }
+            Op::Control(c) => {
+                for cmd in commands(&a, *c) {
+                    let ra = a.apply(now, &cmd);
+                    let rb = b.apply(now, &cmd);
+                    assert_eq!(ra, rb, "{cmd}");
+                    check_table(&a, now);
+                }
+            }
+        }
+    }
+    // Everything expires in the end: templates once their connections are gone.
+    let end = now + Duration::from_secs(86400 * 40);
+    a.handle_timeout(end);
+    a.handle_timeout(end + Duration::from_secs(61));
+    check_table(&a, end + Duration::from_secs(61));
+    assert_eq!(
+        a.conns().len(),
+        0,
+        "entries left after every timeout passed"
+    );
+    let d = a.director();
+    for (id, _) in d.services() {
+        for (_, s) in d.servers(id).iter() {
+            assert_eq!(s.refs(), 0, "server {} still referenced", s.addr());
+        }
+    }
+}
