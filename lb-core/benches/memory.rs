@@ -84,7 +84,7 @@ fn main() {
             "default `Limits` (64 services × 1023 servers, 65536 table slots, 1024 lblc)",
             Limits::default(),
         ),
-        ("the benches' `Limits` (4 × 64, 65521, 256)", limits()),
+        ("the benches' `Limits` (64 × 64, 65521, 256)", limits()),
         (
             "small: 4 services × 16 servers, mh 4093, no lblc",
             Limits {

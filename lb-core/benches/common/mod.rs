@@ -301,10 +301,11 @@ impl Rng {
     }
 }
 
-/// Director limits for the benches: 4 services of up to 64 servers, mh tables up to 65521.
+/// Director limits for the benches: 64 service slots (as `Limits::default`) of up to 64
+/// servers, mh tables up to 65521.
 pub fn limits() -> Limits {
     Limits {
-        services: 4,
+        services: 64,
         servers_per_service: 64,
         table_slots_per_service: 65_521,
         lblc_entries_per_service: 256,
