@@ -574,6 +574,16 @@ impl Churn {
     /// Fills the table with `warm` flows (use ≥ 1,000,000 for a steady ~960,000 live entries).
     pub fn new(kind: Kind, capacity: usize, sched: SchedulerKind, warm: u64) -> Churn {
         let mut lb = balancer(kind, capacity, sched, CHURN_SERVERS);
+        if sched == SchedulerKind::Ovf {
+            // ovf never lets a server's active connections exceed its weight (and SYN_RECV
+            // counts as active): give the 16 servers room for the ~1 M live entries.
+            for k in 0..CHURN_SERVERS {
+                let mut s = ServerConfig::new(kind.server(k), ForwardMethod::Masq);
+                s.weight = ServerConfig::MAX_WEIGHT;
+                lb.apply(T0, &Command::EditServer(kind.service_key(), s))
+                    .expect("edit server");
+            }
+        }
         let syn = Template::new(kind.client(0), kind.vip(), kind.proto(), SYN);
         let mut gen = SynGen { syn, kind, next: 0 };
         let mut buf = [0u8; BUF];
