@@ -52,10 +52,7 @@ const VARIANTS: [V; 8] = [
     V::ReplyRandBurst,
 ];
 
-fn env_list<T: std::str::FromStr>(name: &str, default: &[T]) -> Vec<T>
-where
-    T: Clone,
-{
+fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
     match std::env::var(name) {
         Ok(s) if !s.is_empty() => s
             .split(',')
