@@ -281,6 +281,9 @@ pub struct Director<'a> {
     lblc: ManagedSlice<'a, LblcEntry>,
     lblcr: ManagedSlice<'a, LblcrEntry>,
     seed: u64,
+    /// One past the highest service slot ever filled since `new`: every slot from here on is
+    /// `None`, so service lookups (one per packet) stop here instead of scanning every slot.
+    svc_high: usize,
     fwmark_services: u16,
     port0_services: u16,
     next_estimate: Instant,
@@ -358,6 +361,7 @@ impl<'a> Director<'a> {
             lblc,
             lblcr,
             seed,
+            svc_high: 0,
             fwmark_services: 0,
             port0_services: 0,
             next_estimate: Instant::ZERO + ESTIMATOR_PERIOD,
@@ -401,7 +405,7 @@ impl<'a> Director<'a> {
     }
 
     fn find_slot(&self, key: &ServiceKey, deleted: bool) -> Option<usize> {
-        self.services.iter().position(
+        self.services.get(..self.svc_high)?.iter().position(
             |s| matches!(s.get(), Some(s) if s.config.key == *key && s.deleted == deleted),
         )
     }
@@ -642,6 +646,7 @@ impl<'a> Director<'a> {
         let mut svc = Service::new(*cfg, service_seed(self.seed, s));
         svc.table_size = table_size;
         self.services[s] = ServiceSlot::new(svc);
+        self.svc_high = self.svc_high.max(s + 1);
         self.count_key(&cfg.key, 1);
         self.clear_caches(s);
         self.rebuild_table(s)?;

@@ -976,7 +976,7 @@ impl<'a> Balancer<'a> {
     /// re-arms its idle timer (reference §2.3–2.8).
     fn transition(&mut self, now: Instant, h: Handle, dir: Dir, tcp_flags: u8) {
         let dos = self.dos;
-        let timeouts = self.settings.timeouts;
+        let timeouts = &self.settings.timeouts;
         let Some(e) = self.conns.get_mut(h) else {
             return;
         };

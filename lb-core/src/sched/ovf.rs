@@ -10,13 +10,11 @@ use crate::server::{DestList, ServerId};
 /// Picks the highest-weight server whose active connections do not exceed its weight.
 pub fn pick(dests: DestList<'_>) -> Option<ServerId> {
     let mut best = None;
+    // The best weight so far; 0 while there is no candidate, so `w > hw` also excludes weight 0.
     let mut hw = 0;
     for (id, d) in dests.iter() {
         let w = d.weight();
-        if d.overloaded || d.active > w || w == 0 {
-            continue;
-        }
-        if best.is_none() || w > hw {
+        if w > hw && d.active <= w && !d.overloaded {
             best = Some(id);
             hw = w;
         }

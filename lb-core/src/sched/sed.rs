@@ -19,12 +19,10 @@ pub fn pick(dests: DestList<'_>) -> Option<ServerId> {
         }
     };
     for (id, d) in it {
-        if d.overloaded {
-            continue;
-        }
         let doh = u64::from(d.active) + 1;
         let dw = u64::from(d.weight());
-        if loh * dw > doh * lw {
+        // One combined condition (no early `continue`), so the loop compiles to selects.
+        if loh * dw > doh * lw && !d.overloaded {
             (least, loh, lw) = (id, doh, dw);
         }
     }

@@ -14,14 +14,15 @@ use crate::server::{DestList, RealServer, ServerId};
 /// and is not OVERLOAD. Call once per new connection; `dests` is the service's list in IPVS order.
 pub fn pick(dests: DestList<'_>) -> Option<ServerId> {
     let mut it = dests.iter();
-    let (mut least_id, mut least) = it.by_ref().find(|(_, s)| s.eligible())?;
+    let (mut least_id, least) = it.by_ref().find(|(_, s)| s.eligible())?;
+    // The candidate's overhead and weight live in registers: the loop compares, never re-reads.
+    let (mut loh, mut lw) = (least.overhead(), u64::from(least.weight()));
     for (id, d) in it {
-        if d.overloaded {
-            continue;
-        }
-        if more_loaded(least, d) {
-            least_id = id;
-            least = d;
+        let (doh, dw) = (d.overhead(), u64::from(d.weight()));
+        // overhead(L)·w(d) > overhead(d)·w(L), in 128 bits (no weight or counter overflows).
+        let more = u128::from(loh) * u128::from(dw) > u128::from(doh) * u128::from(lw);
+        if more && !d.overloaded {
+            (least_id, loh, lw) = (id, doh, dw);
         }
     }
     Some(least_id)

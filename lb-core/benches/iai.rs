@@ -1,0 +1,291 @@
+//! The instruction-count gate (gungraun on callgrind): the established-flow and new-connection
+//! paths with pinned seeds, failing when a count exceeds the committed absolute limit. Run with
+//! `scripts/iai-gate.sh` (installs the runner at gungraun's exact version, needs valgrind).
+//!
+//! The limits are the counts measured when they were set (BENCHMARKS.md, "Instruction-count
+//! gate") plus a margin of 10 %; a fresh CI machine has no baseline, so relative limits would
+//! catch nothing. Callgrind counts instructions, which do not see cache misses: the 1 M random
+//! case also runs callgrind's cache simulation (fixed I1/D1 32 KiB, LL 8 MiB, so the result
+//! does not depend on the host's caches) and limits its last-level data read misses (DLmr).
+//!
+//! Every case processes 32 packets; the counts cover only the measured function (the setup,
+//! which fills the table, is not counted).
+
+mod common;
+
+use std::hint::black_box;
+
+use common::*;
+use gungraun::{
+    library_benchmark, library_benchmark_group, main, Callgrind, EventKind, LibraryBenchmarkConfig,
+};
+use lb_core::conn::{ConnFlags, ConnStorage, ConnTable, Entry};
+use lb_core::director::{Director, DirectorStorage};
+use lb_core::{
+    Balancer, Duration, ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, Settings,
+    TcpState, Verdict,
+};
+
+/// Margin over the measured counts, in percent (documented in BENCHMARKS.md).
+const MARGIN_PCT: u64 = 10;
+
+/// Measured counts for 32 packets when the limits were last set: instructions (Ir), and for the
+/// 1 M cases last-level data read misses (DLmr).
+mod measured {
+    pub const HOT_V4_TCP: u64 = 43_520;
+    pub const HOT_V4_UDP: u64 = 41_920;
+    pub const HOT_V6_TCP: u64 = 47_968;
+    pub const HOT_V6_UDP: u64 = 46_368;
+    pub const HOT_V4_TCP_BURST: u64 = 47_186;
+    pub const REPLY_HOT_V4_TCP: u64 = 42_560;
+    pub const RANDOM_1M_V4_TCP: u64 = 43_687;
+    pub const RANDOM_1M_V4_TCP_BURST: u64 = 47_365;
+    pub const RANDOM_1M_DLMR: u64 = 63;
+    pub const RANDOM_1M_BURST_DLMR: u64 = 64;
+    pub const NEW_CONN_WRR: u64 = 62_431;
+    pub const NEW_CONN_MH: u64 = 63_988;
+}
+
+const fn limit(measured: u64) -> u64 {
+    measured + measured * MARGIN_PCT / 100
+}
+
+fn ir_limit(measured: u64) -> LibraryBenchmarkConfig {
+    let mut c = LibraryBenchmarkConfig::default();
+    c.tool(Callgrind::default().hard_limits([(EventKind::Ir, limit(measured))]));
+    c
+}
+
+fn cache_limit(measured_ir: u64, measured_ram: u64) -> LibraryBenchmarkConfig {
+    let mut c = LibraryBenchmarkConfig::default();
+    c.tool(
+        Callgrind::default()
+            .args([
+                "--cache-sim=yes",
+                "--I1=32768,8,64",
+                "--D1=32768,8,64",
+                "--LL=8388608,16,64",
+            ])
+            .hard_limits([
+                (EventKind::Ir, limit(measured_ir)),
+                (EventKind::DLmr, limit(measured_ram)),
+            ]),
+    );
+    c
+}
+
+/// A balancer and 32 packets to run through it.
+struct Case {
+    lb: Balancer<'static>,
+    bufs: Box<BurstBufs>,
+    now: lb_core::Instant,
+    want: Verdict,
+}
+
+const N: usize = 32;
+
+impl Case {
+    fn single(mut self) -> Self {
+        let mut ok = 0;
+        for k in 0..N {
+            let len = self.bufs.lens[k];
+            let v = self.lb.process(self.now, &mut self.bufs.bufs[k], len);
+            ok += usize::from(v == self.want);
+        }
+        assert_eq!(ok, N);
+        self
+    }
+
+    fn burst(mut self) -> Self {
+        let (now, want) = (self.now, self.want);
+        assert_eq!(self.bufs.run(&mut self.lb, now, want), N);
+        self
+    }
+}
+
+/// Established flows of `kind` in a table of `n`, 32 packets of flow 0 (`hot`) or of random
+/// flows (seeded), forward or reply.
+fn established(kind: Kind, n: u64, hot: bool, reply: bool) -> Case {
+    let mut w = if n > 100_000 {
+        direct_world(kind, n)
+    } else {
+        World::new(kind, n)
+    };
+    let mut rng = Rng::new(0x1a1_5eed);
+    // Warm the code (and the director) with other flows, one at a time and in a burst, so the
+    // measured packets miss on their own data only, not on never-run code.
+    let mut warm = BurstBufs::new();
+    for k in 0..N {
+        let i = if hot { 0 } else { rng.below(n) };
+        let len = if reply {
+            w.reply(&mut warm.bufs[k], i)
+        } else {
+            w.forward(&mut warm.bufs[k], i)
+        };
+        let mut copy = [0u8; BUF];
+        copy[..len].copy_from_slice(&warm.bufs[k][..len]);
+        w.lb.process(w.now, &mut copy, len);
+        warm.lens[k] = len;
+    }
+    warm.run(&mut w.lb, w.now, Verdict::Pass);
+    let mut bufs = BurstBufs::new();
+    for k in 0..N {
+        let i = if hot { 0 } else { rng.below(n) };
+        bufs.lens[k] = if reply {
+            w.reply(&mut bufs.bufs[k], i)
+        } else {
+            w.forward(&mut bufs.bufs[k], i)
+        };
+    }
+    Case {
+        lb: w.lb,
+        bufs,
+        now: w.now,
+        want: if reply {
+            Verdict::ToClient
+        } else {
+            Verdict::ToServer
+        },
+    }
+}
+
+/// A [`World`] of `n` established TCP flows built by inserting the entries directly (what the
+/// SYN and ACK would have left: ESTABLISHED, active, bound to their server), because running 2 M
+/// packets through the balancer under valgrind takes minutes. Flow `i` goes to server `i % 4`.
+fn direct_world(kind: Kind, n: u64) -> World {
+    assert_eq!(kind.proto(), lb_core::Protocol::Tcp);
+    let mut d = Director::new(DirectorStorage::alloc(limits()), DIRECTOR_SEED);
+    let mut cfg = ServiceConfig::new(kind.service_key());
+    cfg.scheduler = SchedulerKind::Wrr;
+    let svc = d.add_service(&cfg).expect("service");
+    let mut ids = Vec::new();
+    for k in 0..WORLD_SERVERS {
+        let s = ServerConfig::new(kind.server(k), ForwardMethod::Masq);
+        ids.push(d.add_server(&cfg.key, &s).expect("server"));
+    }
+    let mut conns = ConnTable::new(ConnStorage::alloc(n as usize), SECRET, T0);
+    let timeout = Duration::from_secs(900);
+    let mut server_of = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let k = (i % WORLD_SERVERS as u64) as usize;
+        let mut e = Entry::new(kind.proto(), kind.client(i));
+        e.vport = kind.vip().port();
+        e.service = svc;
+        e.server = ids[k];
+        e.state = TcpState::Established as u8;
+        e.flags.set(ConnFlags::ACTIVE, true);
+        e.set_timeout(timeout);
+        conns.insert(e, T0 + timeout).expect("room");
+        d.bind_conn(ids[k]);
+        d.set_active(ids[k], true);
+        server_of.push(k as u8);
+    }
+    let lb = Balancer::new(d, conns, Settings::default());
+    let vip = kind.vip();
+    World {
+        lb,
+        gen: FlowGen {
+            kind,
+            n,
+            server_of: std::rc::Rc::new(server_of),
+            fwd: Template::new(kind.client(0), vip, kind.proto(), ACK),
+            reply: Template::new(kind.server(0), kind.client(0), kind.proto(), ACK),
+        },
+        now: T0,
+    }
+}
+
+/// 32 new IPv4 TCP connections into a table of 65,536 kept ~full by expiry (SYNs at 1 per
+/// virtual ms against SYN_RECV's 60 s), after 70,000 warm-up connections.
+fn new_conns(sched: SchedulerKind) -> Case {
+    const CAP: usize = 65_536;
+    let mut lb = balancer(Kind::V4Tcp, CAP, sched, CHURN_SERVERS);
+    let kind = Kind::V4Tcp;
+    let syn = Template::new(kind.client(0), kind.vip(), kind.proto(), SYN);
+    let mut buf = [0u8; BUF];
+    let at = |i: u64| T0 + Duration::from_millis(i);
+    let warm = 70_000;
+    for i in 0..warm {
+        let len = syn.restore_with(&mut buf, kind.client(i), true);
+        assert_eq!(step(&mut lb, at(i), &mut buf, len), Verdict::ToServer);
+    }
+    let now = at(warm);
+    if lb.poll_timeout().is_some_and(|t| now >= t) {
+        lb.handle_timeout(now);
+    }
+    let mut bufs = BurstBufs::new();
+    for k in 0..N {
+        bufs.lens[k] = syn.restore_with(&mut bufs.bufs[k], kind.client(warm + k as u64), true);
+    }
+    Case {
+        lb,
+        bufs,
+        now,
+        want: Verdict::ToServer,
+    }
+}
+
+fn hot_case(kind: Kind) -> Case {
+    established(kind, 1_000, true, false)
+}
+
+fn hot_v4_tcp() -> Case {
+    hot_case(Kind::V4Tcp)
+}
+
+fn reply_v4_tcp() -> Case {
+    established(Kind::V4Tcp, 1_000, true, true)
+}
+
+#[library_benchmark]
+#[bench::v4_tcp(args = (Kind::V4Tcp), setup = hot_case, config = ir_limit(measured::HOT_V4_TCP))]
+#[bench::v4_udp(args = (Kind::V4Udp), setup = hot_case, config = ir_limit(measured::HOT_V4_UDP))]
+#[bench::v6_tcp(args = (Kind::V6Tcp), setup = hot_case, config = ir_limit(measured::HOT_V6_TCP))]
+#[bench::v6_udp(args = (Kind::V6Udp), setup = hot_case, config = ir_limit(measured::HOT_V6_UDP))]
+fn hot(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+#[library_benchmark]
+#[bench::v4_tcp(setup = hot_v4_tcp, config = ir_limit(measured::HOT_V4_TCP_BURST))]
+fn hot_burst(c: Case) -> Case {
+    black_box(black_box(c).burst())
+}
+
+#[library_benchmark]
+#[bench::v4_tcp(setup = reply_v4_tcp, config = ir_limit(measured::REPLY_HOT_V4_TCP))]
+fn reply_hot(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+fn random_1m() -> Case {
+    established(Kind::V4Tcp, 1_000_000, false, false)
+}
+
+#[library_benchmark]
+#[bench::v4_tcp(setup = random_1m, config = cache_limit(measured::RANDOM_1M_V4_TCP, measured::RANDOM_1M_DLMR))]
+fn random_1m_single(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+#[library_benchmark]
+#[bench::v4_tcp(setup = random_1m, config = cache_limit(measured::RANDOM_1M_V4_TCP_BURST, measured::RANDOM_1M_BURST_DLMR))]
+fn random_1m_burst(c: Case) -> Case {
+    black_box(black_box(c).burst())
+}
+
+#[library_benchmark]
+#[bench::wrr(args = (SchedulerKind::Wrr), setup = new_conns, config = ir_limit(measured::NEW_CONN_WRR))]
+#[bench::mh(args = (SchedulerKind::Mh), setup = new_conns, config = ir_limit(measured::NEW_CONN_MH))]
+fn new_conn(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+library_benchmark_group!(
+    name = established_flow,
+    benchmarks = [hot, hot_burst, reply_hot, random_1m_single, random_1m_burst]
+);
+
+library_benchmark_group!(name = new_connection, benchmarks = [new_conn]);
+
+main!(library_benchmark_groups = established_flow, new_connection);
