@@ -153,7 +153,7 @@ conn_run() {
 	R[$row.cpu_us]=$(awk -v c="$((b1 - b0))" -v hz="$HZ" -v n="$ok" \
 		'BEGIN { if (n > 0) printf "%.1f", c / hz * 1e6 / n; else print "n/a" }')
 	if [ -n "${GW_PID:-}" ]; then
-		R[$row.gwcpu]=$(awk -v c="$((c1 - c0))" -v hz="$HZ" -v n="$ok" \
+		R[$row.gwcpu_conn]=$(awk -v c="$((c1 - c0))" -v hz="$HZ" -v n="$ok" \
 			'BEGIN { if (n > 0) printf "%.1f µs", c / hz * 1e6 / n; else print "n/a" }')
 	fi
 }
@@ -197,9 +197,6 @@ nsx gw nft delete table ip lbbench
 
 # The DNAT row's gateway CPU: our processes' CPU per connection above the direct baseline.
 R[dnat.gwcpu]=$(awk -v a="${R[dnat.cpu_us]}" -v b="${R[direct.cpu_us]}" 'BEGIN { printf "%.1f µs (ours − direct)", a - b }')
-if [ "$WITH_LBTUN" = 1 ]; then
-	R[lbtun.gwcpu_conn]="${R[lbtun.gwcpu]}"
-fi
 
 # --- the table ------------------------------------------------------------------------------------
 nr() { echo "${R[$1]:-not run}"; }
