@@ -7,3 +7,6 @@ pub mod listing;
 pub mod metrics;
 pub mod prom;
 pub mod tun;
+
+#[cfg(test)]
+mod test_packets;

@@ -450,8 +450,7 @@ mod tests {
     use smoltcp::iface::{Config, Interface, SocketSet};
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{
-        HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpProtocol, Ipv4Address,
-        Ipv4Packet, Ipv4Repr,
+        HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address, Ipv4Packet,
     };
     use std::cell::RefCell;
     use std::collections::VecDeque;
@@ -547,33 +546,13 @@ mod tests {
         assert_eq!(ring.stats().rx_truncated, 1);
     }
 
-    fn icmp_echo_request(src: Ipv4Address, dst: Ipv4Address, ident: u16) -> Vec<u8> {
-        let icmp = Icmpv4Repr::EchoRequest {
-            ident,
-            seq_no: 1,
-            data: b"ping",
-        };
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmp,
-            payload_len: icmp.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut buf = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
-        ip.emit(&mut p, &caps);
-        icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
-        buf
-    }
-
     #[test]
     fn smoltcp_answers_a_local_ping_through_the_ring_and_forwarded_packets_pass() {
         let me = Ipv4Address::new(10, 30, 0, 1);
         let peer = Ipv4Address::new(10, 40, 0, 2);
-        let forwarded = icmp_echo_request(peer, Ipv4Address::new(10, 20, 1, 2), 7);
-        let local = icmp_echo_request(peer, me, 8);
+        let forwarded =
+            crate::test_packets::icmp_echo_request(peer, Ipv4Address::new(10, 20, 1, 2), 7);
+        let local = crate::test_packets::icmp_echo_request(peer, me, 8);
         let io = fake_with(&[forwarded.clone(), local]);
         let mut ring = PacketRing::new(8, 2048);
         let now = SmolInstant::from_millis(0);

@@ -7,40 +7,15 @@
 //! running. nginx and hey are used when installed (`.ci/run` installs them), else the
 //! project's own lb-demo-http and lb-demo-load (the drain scenario then skips: it needs hey).
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+mod common;
+use common::{our_namespaces, skip_reason};
+
 /// One scenario at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Why the tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    match std::fs::metadata("/proc/self") {
-        Ok(m) if m.uid() == 0 => {}
-        Ok(_) => return Some("not root".into()),
-        Err(e) => return Some(format!("cannot tell the user id: {e}")),
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("`ip` (iproute2) is not installed".into());
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun is missing".into());
-    }
-    None
-}
-
-fn our_namespaces(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    text.unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
 
 fn run(scenario: &str) {
     if let Some(why) = skip_reason() {

@@ -3,36 +3,11 @@
 //!
 //! Needs root, `ip` and `/dev/net/tun`; otherwise it prints why and passes without running.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Why the test cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
-    match std::fs::metadata("/proc/self") {
-        Ok(m) if m.uid() == 0 => {}
-        Ok(_) => return Some("not root".into()),
-        Err(e) => return Some(format!("cannot tell the user id: {e}")),
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("`ip` (iproute2) is not installed".into());
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun is missing".into());
-    }
-    None
-}
-
-fn our_namespaces(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    text.unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
+mod common;
+use common::{our_namespaces, skip_reason};
 
 #[test]
 fn http_through_tun_echo_in_network_namespaces() {
