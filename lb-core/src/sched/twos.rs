@@ -44,40 +44,48 @@ impl Rng {
 
 /// Picks the less loaded (by overhead / weight) of two weighted random choices.
 pub fn pick(rng: &mut Rng, dests: DestList<'_>) -> Option<ServerId> {
-    let mut total: u64 = 0;
-    for (_, d) in dests.iter() {
-        if d.eligible() {
-            total += u64::from(d.weight());
+    let servers = dests.servers;
+    // The weight a server brings to the draw: 0 unless eligible (weight > 0, not OVERLOAD).
+    let share = |id: ServerId| -> u64 {
+        let d = &servers[usize::from(id)];
+        if d.overloaded {
+            0
+        } else {
+            u64::from(d.weight())
         }
-    }
+    };
+    let total: u64 = dests.order.iter().map(|&id| share(id)).sum();
     if total == 0 {
         return None;
     }
-    let mut r1 = (u64::from(rng.next_u32()) % (total + 1)) as i64;
-    let mut r2 = (u64::from(rng.next_u32()) % (total + 1)) as i64;
-    let mut c1: Option<(ServerId, u64, u64)> = None;
-    let mut c2: Option<(ServerId, u64, u64)> = None;
-    for (id, d) in dests.iter() {
-        if !d.eligible() {
-            continue;
-        }
-        let w = i64::from(d.weight());
-        r1 -= w;
-        r2 -= w;
-        if r1 <= 0 && c1.is_none() {
-            c1 = Some((id, u64::from(d.weight()), d.overhead()));
-        }
-        if r2 <= 0 && c2.is_none() {
-            c2 = Some((id, u64::from(d.weight()), d.overhead()));
-        }
-        if c1.is_some() && c2.is_some() {
-            break;
+    let r1 = u64::from(rng.next_u32()) % (total + 1);
+    let r2 = u64::from(rng.next_u32()) % (total + 1);
+    // choiceₖ is the first eligible server at which the running sum reaches rₖ (the kernel
+    // subtracts each weight from rₖ and stops at rₖ ≤ 0). One walk finds both: it ends at the
+    // first eligible server reaching the larger of the two.
+    let (lo, hi) = (r1.min(r2), r1.max(r2));
+    let mut sum = 0u64;
+    let mut at_lo = None;
+    let mut at_hi = None;
+    for &id in dests.order {
+        let w = share(id);
+        sum += w;
+        if w > 0 && sum >= lo {
+            at_lo.get_or_insert(id);
+            if sum >= hi {
+                at_hi = Some(id);
+                break;
+            }
         }
     }
-    let (id1, w1, oh1) = c1?;
-    match c2 {
-        Some((id2, w2, oh2)) if w2 * oh1 > w1 * oh2 => Some(id2),
-        _ => Some(id1),
+    let (lo_id, hi_id) = (at_lo?, at_hi?);
+    let (id1, id2) = if r1 <= r2 { (lo_id, hi_id) } else { (hi_id, lo_id) };
+    let (d1, d2) = (dests.get(id1), dests.get(id2));
+    let (w1, w2) = (u64::from(d1.weight()), u64::from(d2.weight()));
+    if w2 * d1.overhead() > w1 * d2.overhead() {
+        Some(id2)
+    } else {
+        Some(id1)
     }
 }
 
