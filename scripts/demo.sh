@@ -4,7 +4,7 @@
 # file; many short connections from a narrow client port range (so client ports are reused
 # while the old connection is still in the gateway's table, in TIME_WAIT); then a summary.
 #
-#   sudo scripts/demo.sh [-n REQUESTS] [-c CONCURRENCY] [--ports LO-HI] [--echo] [--no-build] [--keep]
+#   scripts/demo.sh (as root) [-n REQUESTS] [-c CONCURRENCY] [--ports LO-HI] [--echo] [--no-build] [--keep]
 #
 #   -n N       requests (default 20000), one new connection each
 #   -c C       concurrency (default 20)
@@ -39,7 +39,7 @@ done
 . "$(dirname "$0")/netns-lib.sh"
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "demo.sh: needs root (network namespaces, a TUN device): sudo $0 $*" >&2
+	echo "demo.sh: needs root (network namespaces, a TUN device): run it as root" >&2
 	exit 1
 fi
 if [ -n "$BUILD" ]; then
