@@ -678,13 +678,17 @@ impl<'a> Balancer<'a> {
             }
         }
 
-        // Step 2: the entry's server was removed.
+        // Step 2: the entry's server was removed. (An entry that stays gives step 4 its
+        // server and destination: one look-up of each per packet.)
+        let mut target = None;
         if let Some(h) = found {
-            let available = self
-                .conns
-                .get(h)
-                .and_then(|e| self.director.server(e.server))
-                .is_some_and(|s| s.available);
+            let mut available = false;
+            if let Some(e) = self.conns.get(h) {
+                if let Some(s) = self.director.server(e.server) {
+                    available = s.available;
+                    target = Some((e.server, server_endpoint(s.addr(), e.vport)));
+                }
+            }
             if !available {
                 if !self.settings.expire_nodest_conn {
                     return self.drop(DropReason::NoDest, syn);
@@ -735,17 +739,20 @@ impl<'a> Balancer<'a> {
         };
 
         // Step 4: state transition, rewrite, statistics.
-        let Some(e) = self.conns.get(h) else {
-            return self.drop(DropReason::NoConnection, syn);
-        };
-        let server_id = e.server;
-        let Some(dest) = self.endpoint_of(e) else {
-            return self.drop(DropReason::NoDest, syn);
+        let (server_id, dest) = match (found, target) {
+            (Some(_), Some(t)) => t,
+            _ => {
+                let Some(e) = self.conns.get(h) else {
+                    return self.drop(DropReason::NoConnection, syn);
+                };
+                let server_id = e.server;
+                let Some(dest) = self.endpoint_of(e) else {
+                    return self.drop(DropReason::NoDest, syn);
+                };
+                (server_id, dest)
+            }
         };
         self.transition(now, h, Dir::In, p.tcp_flags);
-        if let Some(e) = self.conns.get_mut(h) {
-            e.count_in_pkt();
-        }
         if nat::rewrite_dst(&mut buf[..len], p, dest).is_err() {
             return self.drop(DropReason::Malformed, syn);
         }
@@ -972,53 +979,58 @@ impl<'a> Balancer<'a> {
         Ok(h)
     }
 
-    /// Applies the protocol state machine to entry `h` for a packet in direction `dir` and
-    /// re-arms its idle timer (reference §2.3–2.8).
+    /// Applies the protocol state machine to entry `h` for a packet in direction `dir`, re-arms
+    /// its idle timer and, for a forward packet (`Dir::In`), counts it in the entry's `in_pkts`
+    /// (reference §2.3–2.8). One pass over the entry.
     fn transition(&mut self, now: Instant, h: Handle, dir: Dir, tcp_flags: u8) {
         let dos = self.dos;
         let timeouts = &self.settings.timeouts;
-        let Some(e) = self.conns.get_mut(h) else {
+        let r = self.conns.update(h, |e| {
+            let mut assure = false;
+            let mut active_change = None;
+            let timeout = match e.proto() {
+                Protocol::Udp => {
+                    assure = matches!(dir, Dir::Out);
+                    timeouts.udp()
+                }
+                Protocol::Tcp => {
+                    let table_dir = match dir {
+                        Dir::Out => {
+                            e.flags.set(ConnFlags::NOOUTPUT, false);
+                            Direction::Output
+                        }
+                        Dir::In if e.flags.contains(ConnFlags::NOOUTPUT) => Direction::InputOnly,
+                        Dir::In => Direction::Input,
+                    };
+                    let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
+                    let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
+                    if new != cur {
+                        let was = e.flags.contains(ConnFlags::ACTIVE);
+                        let now_active = new.is_active();
+                        if was != now_active {
+                            e.flags.set(ConnFlags::ACTIVE, now_active);
+                            active_change = Some(now_active);
+                        }
+                        e.state = new as u8;
+                        assure = new == TcpState::Established;
+                    }
+                    timeouts.timeout(new)
+                }
+            };
+            e.set_timeout(timeout);
+            if let Dir::In = dir {
+                e.count_in_pkt();
+            }
+            let control = if assure { e.control() } else { None };
+            (now + timeout, (e.server, active_change, control))
+        });
+        let Some((server, active_change, control)) = r else {
             return;
         };
-        let server = e.server;
-        let control = e.control();
-        let mut assure = false;
-        let mut active_change = None;
-        let timeout = match e.proto() {
-            Protocol::Udp => {
-                assure = matches!(dir, Dir::Out);
-                timeouts.udp()
-            }
-            Protocol::Tcp => {
-                let table_dir = match dir {
-                    Dir::Out => {
-                        e.flags.set(ConnFlags::NOOUTPUT, false);
-                        Direction::Output
-                    }
-                    Dir::In if e.flags.contains(ConnFlags::NOOUTPUT) => Direction::InputOnly,
-                    Dir::In => Direction::Input,
-                };
-                let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
-                let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
-                if new != cur {
-                    let was = e.flags.contains(ConnFlags::ACTIVE);
-                    let now_active = new.is_active();
-                    if was != now_active {
-                        e.flags.set(ConnFlags::ACTIVE, now_active);
-                        active_change = Some(now_active);
-                    }
-                    e.state = new as u8;
-                    assure = new == TcpState::Established;
-                }
-                timeouts.timeout(new)
-            }
-        };
-        e.set_timeout(timeout);
-        self.conns.touch(h, now + timeout);
         if let Some(a) = active_change {
             self.director.set_active(server, a);
         }
-        if let (true, Some(t)) = (assure, control) {
+        if let Some(t) = control {
             if let Some(tpl) = self.conns.get_mut(t) {
                 tpl.flags.set(ConnFlags::ASSURED, true);
             }

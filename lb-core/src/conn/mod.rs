@@ -439,6 +439,36 @@ impl<'a> ConnTable<'a> {
         }
     }
 
+    /// Changes the live entry `h` and re-arms its timer in one pass (one liveness check for the
+    /// state, counters and timer of a packet): `f` edits the entry's non-key fields and returns
+    /// the new deadline, which is then set exactly as [`touch`](Self::touch) sets it, and a
+    /// result. `None` (and `f` is not called) if `h` names no live entry.
+    #[inline]
+    pub fn update<R>(
+        &mut self,
+        h: Handle,
+        f: impl FnOnce(&mut Entry) -> (Instant, R),
+    ) -> Option<R> {
+        if h.raw() > self.high {
+            return None;
+        }
+        let cursor = self.cursor;
+        let n = self.slots.get_mut(h.index()).filter(|n| n.prev != FREE)?;
+        let old = n.entry.deadline;
+        let (deadline, r) = f(&mut n.entry);
+        let d = wheel::encode_deadline_at(cursor, deadline);
+        n.entry.deadline = d;
+        let prev = n.prev;
+        if prev != wheel::DETACHED
+            && wheel::deadline_abs_at(cursor, d) < wheel::deadline_abs_at(cursor, old)
+        {
+            let raw = h.raw();
+            self.unlink(raw);
+            self.place(raw, self.cursor);
+        }
+        Some(r)
+    }
+
     /// [`touch`](Self::touch) with `now` plus the entry's own timeout.
     pub fn rearm(&mut self, h: Handle, now: Instant) {
         if let Some(e) = self.get(h) {
