@@ -507,7 +507,7 @@ impl<'a> Balancer<'a> {
     pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
         match packet::parse(&buf[..len]) {
-            Ok(p) => self.process_parsed(now, buf, len, &p, None),
+            Ok(ref p) => self.process_parsed(now, buf, len, p, None),
             Err(m) => self.unparsed(&buf[..len], m),
         }
     }
