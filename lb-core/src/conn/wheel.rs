@@ -69,14 +69,27 @@ pub enum Expire {
     Rearm(Instant),
 }
 
+/// Below this, `2 * ms + 124` cannot overflow: one division instead of two.
+const MS_FAST: u64 = 1 << 62;
+
 /// `floor(ms / 62.5)`.
+#[inline(always)]
 pub(super) const fn ms_to_tick_floor(ms: u64) -> u64 {
-    ms / 125 * 2 + (ms % 125) * 2 / 125
+    if ms < MS_FAST {
+        ms * 2 / 125
+    } else {
+        ms / 125 * 2 + (ms % 125) * 2 / 125
+    }
 }
 
 /// `ceil(ms / 62.5)`.
+#[inline(always)]
 pub(super) const fn ms_to_tick_ceil(ms: u64) -> u64 {
-    ms / 125 * 2 + ((ms % 125) * 2).div_ceil(125)
+    if ms < MS_FAST {
+        (ms * 2 + 124) / 125
+    } else {
+        ms / 125 * 2 + ((ms % 125) * 2).div_ceil(125)
+    }
 }
 
 /// The first millisecond at or after the start of tick `t`: `ceil(t * 62.5)`.
