@@ -507,7 +507,7 @@ impl<'a> Balancer<'a> {
     pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
         match packet::parse(&buf[..len]) {
-            Ok(ref p) => self.process_parsed(now, buf, len, p, None),
+            Ok(ref p) => self.process_parsed(now, buf, len, p, Hint::None),
             Err(m) => self.unparsed(&buf[..len], m),
         }
     }
@@ -529,16 +529,24 @@ impl<'a> Balancer<'a> {
             let mut parsed: [Option<Parsed>; STAGE] = [None; STAGE];
             let mut hashes = [0u64; STAGE];
             let mut found: [Option<Handle>; STAGE] = [None; STAGE];
-            let mut keyed = [false; STAGE];
+            // Per packet: not looked up, a forward packet of this live service, or a reply.
+            let mut staged = [Staged::No; STAGE];
             let mut count = 0;
-            // Stage 1: parse and hash.
+            // Stage 1: parse, find the live service (the services do not change during a
+            // burst) and hash the client side: the source of a forward packet, the
+            // destination of a reply.
             for (i, pkt) in pkts[start..end].iter().enumerate() {
                 let len = pkt.len.min(pkt.buf.len());
                 match packet::parse(&pkt.buf[..len]) {
                     Ok(p) => {
                         if let (Kind::Transport, Some(proto)) = (p.kind, p.transport()) {
-                            hashes[i] = self.conns.hash(proto, p.src.ip(), p.src.port());
-                            keyed[i] = true;
+                            if let Some(svc) = self.director.lookup(proto, p.dst, None) {
+                                hashes[i] = self.conns.hash(proto, p.src.ip(), p.src.port());
+                                staged[i] = Staged::Forward(proto, svc);
+                            } else {
+                                hashes[i] = self.conns.hash(proto, p.dst.ip(), p.dst.port());
+                                staged[i] = Staged::Reply(proto);
+                            }
                         }
                         parsed[i] = Some(p);
                     }
@@ -546,22 +554,35 @@ impl<'a> Balancer<'a> {
                 }
                 count = i + 1;
             }
-            // Stage 2: all index slots, then all entries (forward direction).
+            // Stage 2: all index slots, then all entries, both directions.
             let gen = self.generation;
             {
                 let director = &self.director;
                 self.conns
                     .find_burst(&hashes[..count], &mut found[..count], |i, e| {
-                        keyed[i] && parsed[i].is_some_and(|p| forward_match(director, e, &p))
+                        let Some(p) = &parsed[i] else { return false };
+                        match staged[i] {
+                            Staged::No => false,
+                            Staged::Forward(proto, svc) => {
+                                forward_match(director, e, p, proto, Some(svc))
+                            }
+                            Staged::Reply(proto) => reply_match(director, e, proto, p.src, p.dst),
+                        }
                     });
             }
-            // Stage 3: state machine and rewrite, in order.
+            // Stage 3: state machine and rewrite, in order. The lookups stay valid while no
+            // entry was inserted or removed.
             for i in 0..count {
-                let Some(p) = parsed[i] else { continue };
+                let Some(p) = &parsed[i] else { continue };
                 let pkt = &mut pkts[start + i];
                 let len = pkt.len.min(pkt.buf.len());
-                let hint = (keyed[i] && self.generation == gen).then_some((hashes[i], found[i]));
-                verdicts[start + i] = self.process_parsed(now, pkt.buf, len, &p, hint);
+                let hint = match staged[i] {
+                    _ if self.generation != gen => Hint::None,
+                    Staged::No => Hint::None,
+                    Staged::Forward(_, svc) => Hint::Forward(svc, found[i]),
+                    Staged::Reply(_) => Hint::Reply(found[i]),
+                };
+                verdicts[start + i] = self.process_parsed(now, pkt.buf, len, p, hint);
             }
             start = end;
         }
@@ -588,17 +609,26 @@ impl<'a> Balancer<'a> {
         buf: &mut [u8],
         len: usize,
         p: &Parsed,
-        hint: Option<(u64, Option<Handle>)>,
+        hint: Hint,
     ) -> Verdict {
         match p.kind {
             Kind::Transport => {
                 let Some(proto) = p.transport() else {
                     return self.not_ours(buf, len, p);
                 };
-                if let Some(svc) = self.director.lookup(proto, p.dst, None) {
-                    return self.inbound(now, buf, len, p, proto, svc, hint);
+                let (svc, found) = match hint {
+                    Hint::Forward(svc, found) => (Some(svc), Some(found)),
+                    Hint::Reply(_) => (None, None),
+                    Hint::None => (self.director.lookup(proto, p.dst, None), None),
+                };
+                if let Some(svc) = svc {
+                    return self.inbound(now, buf, len, p, proto, svc, found);
                 }
-                if let Some(h) = self.find_reply(proto, p.src, p.dst) {
+                let reply = match hint {
+                    Hint::Reply(found) => found,
+                    _ => self.find_reply(proto, p.src, p.dst),
+                };
+                if let Some(h) = reply {
                     return self.outbound(now, buf, len, p, proto, h);
                 }
                 if let Some(svc) = self.director.lookup_retired(proto, p.dst) {
@@ -645,19 +675,17 @@ impl<'a> Balancer<'a> {
         p: &Parsed,
         proto: Protocol,
         svc: ServiceId,
-        hint: Option<(u64, Option<Handle>)>,
+        found: Option<Option<Handle>>,
     ) -> Verdict {
         let syn = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0;
         let rst = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::RST != 0;
-        let (_, mut found) = match hint {
-            Some(h) => h,
+        let mut found = match found {
+            Some(f) => f,
             None => {
                 let hash = self.conns.hash(proto, p.src.ip(), p.src.port());
                 let director = &self.director;
-                (
-                    hash,
-                    self.conns.find(hash, |e| forward_match(director, e, p)),
-                )
+                self.conns
+                    .find(hash, |e| forward_match(director, e, p, proto, Some(svc)))
             }
         };
 
@@ -1114,11 +1142,7 @@ impl<'a> Balancer<'a> {
         let hash = self.conns.hash(proto, client.ip(), client.port());
         let director = &self.director;
         self.conns.find(hash, |e| {
-            !e.is_template()
-                && e.key_matches(proto, client.ip(), client.port())
-                && director
-                    .server(e.server)
-                    .is_some_and(|s| server_endpoint(s.addr(), e.vport) == server_side)
+            reply_match(director, e, proto, server_side, client)
         })
     }
 
@@ -1221,18 +1245,62 @@ enum NewConnError {
     TableFull,
 }
 
-/// Whether entry `e` is the connection of forward packet `p` (client → VIP:vport).
+/// What a burst's first stage found out about a packet.
+#[derive(Clone, Copy)]
+enum Staged {
+    /// Not TCP/UDP: no lookup.
+    No,
+    /// For this live service (protocol `.0`).
+    Forward(Protocol, ServiceId),
+    /// For no live service: looked up as a reply.
+    Reply(Protocol),
+}
+
+/// Look-ups a burst already made for a packet (valid while no entry was inserted or removed).
+#[derive(Clone, Copy)]
+enum Hint {
+    /// None: look everything up.
+    None,
+    /// The packet's live service and its connection entry, if any.
+    Forward(ServiceId, Option<Handle>),
+    /// No live service; the reply's entry, if any.
+    Reply(Option<Handle>),
+}
+
+/// Whether entry `e` is the connection of forward packet `p` (client → VIP:vport) of protocol
+/// `proto`. `svc`, when given, is the service `Director::lookup` (or `lookup_retired`) found for
+/// `p`: an entry of that service has the packet's VIP, so its service need not be read.
 #[inline]
-fn forward_match(director: &Director<'_>, e: &Entry, p: &Parsed) -> bool {
-    let Some(proto) = p.transport() else {
-        return false;
-    };
+fn forward_match(
+    director: &Director<'_>,
+    e: &Entry,
+    p: &Parsed,
+    proto: Protocol,
+    svc: Option<ServiceId>,
+) -> bool {
     !e.is_template()
         && e.key_matches(proto, p.src.ip(), p.src.port())
         && e.vport == p.dst.port()
+        && (Some(e.service) == svc
+            || director
+                .service(e.service)
+                .is_some_and(|s| service_has_vip(&s.config.key, p.dst)))
+}
+
+/// Whether entry `e` is the connection of a reply from `server_side` to `client`.
+#[inline]
+fn reply_match(
+    director: &Director<'_>,
+    e: &Entry,
+    proto: Protocol,
+    server_side: SocketAddr,
+    client: SocketAddr,
+) -> bool {
+    !e.is_template()
+        && e.key_matches(proto, client.ip(), client.port())
         && director
-            .service(e.service)
-            .is_some_and(|s| service_has_vip(&s.config.key, p.dst))
+            .server(e.server)
+            .is_some_and(|s| server_endpoint(s.addr(), e.vport) == server_side)
 }
 
 /// Whether `key` is the service for packets to `dst` (a port-0 service takes any port).

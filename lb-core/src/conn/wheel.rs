@@ -69,7 +69,7 @@ pub enum Expire {
     Rearm(Instant),
 }
 
-/// Below this, `2 * ms + 124` cannot overflow: one division instead of two.
+/// Below this, `2 * ms` cannot overflow: one division instead of two.
 const MS_FAST: u64 = 1 << 62;
 
 /// `floor(ms / 62.5)`.
@@ -86,7 +86,7 @@ pub(super) const fn ms_to_tick_floor(ms: u64) -> u64 {
 #[inline(always)]
 pub(super) const fn ms_to_tick_ceil(ms: u64) -> u64 {
     if ms < MS_FAST {
-        (ms * 2 + 124) / 125
+        (ms * 2).div_ceil(125)
     } else {
         ms / 125 * 2 + ((ms % 125) * 2).div_ceil(125)
     }
