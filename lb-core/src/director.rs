@@ -1091,6 +1091,33 @@ impl<'a> Director<'a> {
         }
     }
 
+    /// [`count_in`](Self::count_in) (or, with `out`, [`count_out`](Self::count_out)) for a
+    /// connection entry's server and service: the entry's service is always its server's, so
+    /// the per-packet path need not derive it from the server slot (a division).
+    #[inline]
+    pub(crate) fn count_conn(&mut self, server: ServerId, svc: ServiceId, bytes: usize, out: bool) {
+        let Some(i) = self.used(server) else { return };
+        debug_assert_eq!(self.service_of(i), usize::from(svc));
+        let bytes = bytes as u64;
+        let st = &mut self.servers[i].stats;
+        if out {
+            st.out_pkts += 1;
+            st.out_bytes += bytes;
+        } else {
+            st.in_pkts += 1;
+            st.in_bytes += bytes;
+        }
+        if let Some(svc) = self.svc_mut(usize::from(svc)) {
+            if out {
+                svc.stats.out_pkts += 1;
+                svc.stats.out_bytes += bytes;
+            } else {
+                svc.stats.in_pkts += 1;
+                svc.stats.in_bytes += bytes;
+            }
+        }
+    }
+
     /// Whether `server` is drained: listed, weight 0 (quiescent) and no references left. A
     /// controller removing a server sets its weight to 0, waits for this, then deletes it.
     pub fn drained(&self, server: ServerId) -> bool {

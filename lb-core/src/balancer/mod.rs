@@ -714,7 +714,7 @@ impl<'a> Balancer<'a> {
             if let Some(e) = self.conns.get(h) {
                 if let Some(s) = self.director.server(e.server) {
                     available = s.available;
-                    target = Some((e.server, server_endpoint(s.addr(), e.vport)));
+                    target = Some((e.server, e.service, server_endpoint(s.addr(), e.vport)));
                 }
             }
             if !available {
@@ -767,24 +767,24 @@ impl<'a> Balancer<'a> {
         };
 
         // Step 4: state transition, rewrite, statistics.
-        let (server_id, dest) = match (found, target) {
+        let (server_id, svc_id, dest) = match (found, target) {
             (Some(_), Some(t)) => t,
             _ => {
                 let Some(e) = self.conns.get(h) else {
                     return self.drop(DropReason::NoConnection, syn);
                 };
-                let server_id = e.server;
+                let (server_id, svc_id) = (e.server, e.service);
                 let Some(dest) = self.endpoint_of(e) else {
                     return self.drop(DropReason::NoDest, syn);
                 };
-                (server_id, dest)
+                (server_id, svc_id, dest)
             }
         };
         self.transition(now, h, Dir::In, p.tcp_flags);
         if nat::rewrite_dst(&mut buf[..len], p, dest).is_err() {
             return self.drop(DropReason::Malformed, syn);
         }
-        self.director.count_in(server_id, len);
+        self.director.count_conn(server_id, svc_id, len, false);
         Verdict::ToServer
     }
 
@@ -1078,7 +1078,7 @@ impl<'a> Balancer<'a> {
         let Some(e) = self.conns.get(h) else {
             return self.pass();
         };
-        let server = e.server;
+        let (server, svc) = (e.server, e.service);
         let Some(vip) = self.vip_of(e) else {
             return self.pass();
         };
@@ -1087,7 +1087,7 @@ impl<'a> Balancer<'a> {
         if nat::rewrite_src(&mut buf[..len], p, vip).is_err() {
             return self.drop(DropReason::Malformed, false);
         }
-        self.director.count_out(server, len);
+        self.director.count_conn(server, svc, len, true);
         Verdict::ToClient
     }
 

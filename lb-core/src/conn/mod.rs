@@ -459,7 +459,8 @@ impl<'a> ConnTable<'a> {
         let d = wheel::encode_deadline_at(cursor, deadline);
         n.entry.deadline = d;
         let prev = n.prev;
-        if prev != wheel::DETACHED
+        if d != old
+            && prev != wheel::DETACHED
             && wheel::deadline_abs_at(cursor, d) < wheel::deadline_abs_at(cursor, old)
         {
             let raw = h.raw();
