@@ -680,13 +680,15 @@ impl<'a> Balancer<'a> {
     ) -> Verdict {
         let syn = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0;
         let rst = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::RST != 0;
-        let mut found = match found {
-            Some(f) => f,
+        let (mut found, hash) = match found {
+            Some(f) => (f, None),
             None => {
                 let hash = self.conns.hash(proto, p.src.ip(), p.src.port());
                 let director = &self.director;
-                self.conns
-                    .find(hash, |e| forward_match(director, e, p, proto, Some(svc)))
+                let f = self
+                    .conns
+                    .find(hash, |e| forward_match(director, e, p, proto, Some(svc)));
+                (f, Some(hash))
             }
         };
 
@@ -749,7 +751,8 @@ impl<'a> Balancer<'a> {
                         self.answer_tcp(buf, len, p, DropReason::NoConnection)
                     };
                 }
-                match self.new_conn(now, p, proto, svc) {
+                let hash = hash.unwrap_or_else(|| self.conns.hash(proto, p.src.ip(), p.src.port()));
+                match self.new_conn(now, p, proto, svc, hash) {
                     Ok(NewConn::Entry(h)) => h,
                     Ok(NewConn::OnePacket(server)) => {
                         // One-packet scheduling: nothing to keep.
@@ -829,6 +832,7 @@ impl<'a> Balancer<'a> {
         p: &Parsed,
         proto: Protocol,
         svc: ServiceId,
+        hash: u64,
     ) -> Result<NewConn, NewConnError> {
         let Some(service) = self.director.service(svc) else {
             return Err(NewConnError::NoServer);
@@ -873,7 +877,7 @@ impl<'a> Balancer<'a> {
         }
         e.set_control(template);
         e.set_timeout(tcp::INITIAL_TIMEOUT);
-        let h = self.insert(now, e)?;
+        let h = self.insert(now, e, hash)?;
         if let Some(t) = template {
             if let Some(tpl) = self.conns.get_mut(t) {
                 let n = tpl.n_control();
@@ -974,16 +978,18 @@ impl<'a> Balancer<'a> {
         tpl.service = svc;
         tpl.server = server;
         tpl.set_timeout(Duration::from_secs(u64::from(pers.timeout_secs)));
-        let t = self.insert(now, tpl)?;
+        let hash = self.conns.hash_of(&tpl);
+        let t = self.insert(now, tpl, hash)?;
         self.director.bind_template(server);
         Ok(t)
     }
 
-    /// Inserts `e` (its timeout set), evicting the oldest TIME_WAIT/CLOSE entry if the table
-    /// is full (reference-free: IPVS's table has unbounded chains).
-    fn insert(&mut self, now: Instant, e: Entry) -> Result<Handle, NewConnError> {
+    /// Inserts `e` (its timeout set; `hash` = `ConnTable::hash_of(&e)`, which the caller
+    /// usually has from its lookup), evicting the oldest TIME_WAIT/CLOSE entry if the table is
+    /// full (reference-free: IPVS's table has unbounded chains).
+    fn insert(&mut self, now: Instant, e: Entry, hash: u64) -> Result<Handle, NewConnError> {
         let deadline = now + e.timeout();
-        if let Ok(h) = self.conns.insert(e, deadline) {
+        if let Ok(h) = self.conns.insert_hashed(e, deadline, hash) {
             self.generation += 1;
             return Ok(h);
         }
@@ -1002,7 +1008,7 @@ impl<'a> Balancer<'a> {
         self.counters.evictions += 1;
         let h = self
             .conns
-            .insert(e, deadline)
+            .insert_hashed(e, deadline, hash)
             .map_err(|_| NewConnError::TableFull)?;
         self.generation += 1;
         Ok(h)

@@ -339,6 +339,21 @@ impl<'a> ConnTable<'a> {
     /// `now + 3 s`, then whatever the first state transition sets, §2.7). Entries may share a
     /// key; the table does not check for duplicates. Fails only when the table is full.
     pub fn insert(&mut self, entry: Entry, deadline: Instant) -> Result<Handle, Full> {
+        let hash = self.hash_of(&entry);
+        self.insert_hashed(entry, deadline, hash)
+    }
+
+    /// [`insert`](Self::insert) for a caller that already computed `hash` = [`hash_of`]
+    /// (`entry`) for its lookup (the new-connection path): the flow is not hashed twice.
+    ///
+    /// [`hash_of`]: Self::hash_of
+    pub(crate) fn insert_hashed(
+        &mut self,
+        entry: Entry,
+        deadline: Instant,
+        hash: u64,
+    ) -> Result<Handle, Full> {
+        debug_assert_eq!(hash, self.hash_of(&entry));
         if self.len >= self.capacity {
             return Err(Full);
         }
@@ -350,7 +365,7 @@ impl<'a> ConnTable<'a> {
             self.high += 1;
             self.high
         };
-        let tag = index::tag_of(self.hash_of(&entry));
+        let tag = index::tag_of(hash);
         let d = self.encode_deadline(deadline);
         let Some(node) = self.slots.get_mut(raw as usize - 1) else {
             return Err(Full);
