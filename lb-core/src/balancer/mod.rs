@@ -526,7 +526,7 @@ impl<'a> Balancer<'a> {
         let mut start = 0;
         while start < n {
             let end = (start + STAGE).min(n);
-            let mut parsed: [Result<Parsed, Malformed>; STAGE] = [Err(Malformed::Truncated); STAGE];
+            let mut parsed: [Option<Parsed>; STAGE] = [None; STAGE];
             let mut hashes = [0u64; STAGE];
             let mut found: [Option<Handle>; STAGE] = [None; STAGE];
             // Per packet: not looked up, a forward packet of this live service, or a reply.
@@ -537,9 +537,7 @@ impl<'a> Balancer<'a> {
             // destination of a reply.
             for (i, pkt) in pkts[start..end].iter().enumerate() {
                 let len = pkt.len.min(pkt.buf.len());
-                // Parsed in place: a 148-byte `Parsed` is not moved again.
-                parsed[i] = packet::parse(&pkt.buf[..len]);
-                match &parsed[i] {
+                match packet::parse(&pkt.buf[..len]) {
                     Ok(p) => {
                         if let (Kind::Transport, Some(proto)) = (p.kind, p.transport()) {
                             if let Some(svc) = self.director.lookup(proto, p.dst, None) {
@@ -550,8 +548,9 @@ impl<'a> Balancer<'a> {
                                 staged[i] = Staged::Reply(proto);
                             }
                         }
+                        parsed[i] = Some(p);
                     }
-                    Err(m) => verdicts[start + i] = self.unparsed(&pkt.buf[..len], *m),
+                    Err(m) => verdicts[start + i] = self.unparsed(&pkt.buf[..len], m),
                 }
                 count = i + 1;
             }
@@ -561,7 +560,7 @@ impl<'a> Balancer<'a> {
                 let director = &self.director;
                 self.conns
                     .find_burst(&hashes[..count], &mut found[..count], |i, e| {
-                        let Ok(p) = &parsed[i] else { return false };
+                        let Some(p) = &parsed[i] else { return false };
                         match staged[i] {
                             Staged::No => false,
                             Staged::Forward(proto, svc) => {
@@ -574,7 +573,7 @@ impl<'a> Balancer<'a> {
             // Stage 3: state machine and rewrite, in order. The lookups stay valid while no
             // entry was inserted or removed.
             for i in 0..count {
-                let Ok(p) = &parsed[i] else { continue };
+                let Some(p) = &parsed[i] else { continue };
                 let pkt = &mut pkts[start + i];
                 let len = pkt.len.min(pkt.buf.len());
                 let hint = match staged[i] {
