@@ -863,14 +863,40 @@ impl<'a> Director<'a> {
                 return Some(s);
             }
         }
-        if let Some(s) = self.service_id(&ServiceKey::Addr { proto, vip: dst }) {
-            return Some(s);
+        let port0 = self.port0_services > 0 && dst.port() != 0;
+        self.find_addr(proto, dst, port0, false)
+            .map(|s| s as ServiceId)
+    }
+
+    /// The datapath's service search, one pass over the used slots: the first slot (deleted or
+    /// live as `deleted` says) keyed `<proto, dst>`, else, when `port0`, the first keyed
+    /// `<proto, dst's address, port 0>` — what two `find_slot` calls with those keys return.
+    #[inline]
+    fn find_addr(
+        &self,
+        proto: Protocol,
+        dst: SocketAddr,
+        port0: bool,
+        deleted: bool,
+    ) -> Option<usize> {
+        let any_port = SocketAddr::new(dst.ip(), 0);
+        let mut second = None;
+        for (i, slot) in self.services.get(..self.svc_high)?.iter().enumerate() {
+            let Some(s) = slot.get() else { continue };
+            let ServiceKey::Addr { proto: p, vip } = s.config.key else {
+                continue;
+            };
+            if p != proto || s.deleted != deleted {
+                continue;
+            }
+            if vip == dst {
+                return Some(i);
+            }
+            if port0 && second.is_none() && vip == any_port {
+                second = Some(i);
+            }
         }
-        if self.port0_services > 0 && dst.port() != 0 {
-            let vip = SocketAddr::new(dst.ip(), 0);
-            return self.service_id(&ServiceKey::Addr { proto, vip });
-        }
-        None
+        second
     }
 
     /// A deleted service at `dst` (same protocol, address and port, or a port-0 one) that is
@@ -878,13 +904,7 @@ impl<'a> Director<'a> {
     /// that match no live service, so flows of a deleted service are expired and answered
     /// instead of being passed on.
     pub fn lookup_retired(&self, proto: Protocol, dst: SocketAddr) -> Option<ServiceId> {
-        let exact = ServiceKey::Addr { proto, vip: dst };
-        let port0 = ServiceKey::Addr {
-            proto,
-            vip: SocketAddr::new(dst.ip(), 0),
-        };
-        self.find_slot(&exact, true)
-            .or_else(|| self.find_slot(&port0, true))
+        self.find_addr(proto, dst, true, true)
             .map(|s| s as ServiceId)
     }
 
@@ -1068,6 +1088,33 @@ impl<'a> Director<'a> {
         if let Some(svc) = self.svc_mut(s) {
             svc.stats.out_pkts += 1;
             svc.stats.out_bytes += bytes as u64;
+        }
+    }
+
+    /// [`count_in`](Self::count_in) (or, with `out`, [`count_out`](Self::count_out)) for a
+    /// connection entry's server and service: the entry's service is always its server's, so
+    /// the per-packet path need not derive it from the server slot (a division).
+    #[inline]
+    pub(crate) fn count_conn(&mut self, server: ServerId, svc: ServiceId, bytes: usize, out: bool) {
+        let Some(i) = self.used(server) else { return };
+        debug_assert_eq!(self.service_of(i), usize::from(svc));
+        let bytes = bytes as u64;
+        let st = &mut self.servers[i].stats;
+        if out {
+            st.out_pkts += 1;
+            st.out_bytes += bytes;
+        } else {
+            st.in_pkts += 1;
+            st.in_bytes += bytes;
+        }
+        if let Some(svc) = self.svc_mut(usize::from(svc)) {
+            if out {
+                svc.stats.out_pkts += 1;
+                svc.stats.out_bytes += bytes;
+            } else {
+                svc.stats.in_pkts += 1;
+                svc.stats.in_bytes += bytes;
+            }
         }
     }
 

@@ -127,17 +127,20 @@ pub const fn hash_32(x: u32, bits: u32) -> u32 {
 
 /// The connection table's keyed hash of a flow's client side: protocol, client address and
 /// client port. Both directions of a flow carry these (forward as source, replies as
-/// destination), so one hash serves both lookups.
+/// destination), so one hash serves both lookups. It is SipHash-1-3 under the caller's key of
+/// 7 bytes (IPv4: one compression) or 19 bytes (IPv6: three).
 #[inline]
 pub fn flow_hash(key: SipKey, proto: Protocol, addr: IpAddr, port: u16) -> u64 {
     let mut s = Sip::new(key);
     match addr {
         IpAddr::V4(a) => {
-            let w = (u64::from(u32::from(a)) << 24)
+            // SipHash-1-3 of the 7-byte message (proto, port, address): one compression
+            // word, the message length in its top byte as SipHash's last word carries it.
+            let w = (7u64 << 56)
+                | (u64::from(u32::from(a)) << 24)
                 | (u64::from(port) << 8)
                 | u64::from(proto.number());
             s.compress(w);
-            s.compress(7u64 << 56);
         }
         IpAddr::V6(a) => {
             let x = u128::from(a);
@@ -194,6 +197,26 @@ mod tests {
         assert_eq!(hash_32(1, 32), 0x61C8_8647);
         assert_eq!(hash_32(1, 8), 0x61);
         assert_eq!(hash_32(2, 10), (0xC391_0C8E_u32) >> 22);
+    }
+
+    #[test]
+    fn flow_hash_is_siphash13_of_the_flow_bytes() {
+        let k = SipKey([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
+        let a = core::net::Ipv4Addr::new(192, 0, 2, 7);
+        let o = a.octets();
+        let msg = [6, 0x40, 0x9c, o[3], o[2], o[1], o[0]];
+        assert_eq!(
+            flow_hash(k, Protocol::Tcp, IpAddr::V4(a), 0x9c40),
+            siphash13(k, &msg)
+        );
+        let b: core::net::Ipv6Addr = "2001:db8::1:2".parse().unwrap();
+        let mut msg6 = [0u8; 19];
+        msg6[..16].copy_from_slice(&u128::from(b).to_le_bytes());
+        msg6[16..].copy_from_slice(&[17, 0x35, 0x00]);
+        assert_eq!(
+            flow_hash(k, Protocol::Udp, IpAddr::V6(b), 0x0035),
+            siphash13(k, &msg6)
+        );
     }
 
     #[test]

@@ -507,7 +507,7 @@ impl<'a> Balancer<'a> {
     pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
         match packet::parse(&buf[..len]) {
-            Ok(p) => self.process_parsed(now, buf, len, &p, None),
+            Ok(ref p) => self.process_parsed(now, buf, len, p, Hint::None),
             Err(m) => self.unparsed(&buf[..len], m),
         }
     }
@@ -529,16 +529,24 @@ impl<'a> Balancer<'a> {
             let mut parsed: [Option<Parsed>; STAGE] = [None; STAGE];
             let mut hashes = [0u64; STAGE];
             let mut found: [Option<Handle>; STAGE] = [None; STAGE];
-            let mut keyed = [false; STAGE];
+            // Per packet: not looked up, a forward packet of this live service, or a reply.
+            let mut staged = [Staged::No; STAGE];
             let mut count = 0;
-            // Stage 1: parse and hash.
+            // Stage 1: parse, find the live service (the services do not change during a
+            // burst) and hash the client side: the source of a forward packet, the
+            // destination of a reply.
             for (i, pkt) in pkts[start..end].iter().enumerate() {
                 let len = pkt.len.min(pkt.buf.len());
                 match packet::parse(&pkt.buf[..len]) {
                     Ok(p) => {
                         if let (Kind::Transport, Some(proto)) = (p.kind, p.transport()) {
-                            hashes[i] = self.conns.hash(proto, p.src.ip(), p.src.port());
-                            keyed[i] = true;
+                            if let Some(svc) = self.director.lookup(proto, p.dst, None) {
+                                hashes[i] = self.conns.hash(proto, p.src.ip(), p.src.port());
+                                staged[i] = Staged::Forward(proto, svc);
+                            } else {
+                                hashes[i] = self.conns.hash(proto, p.dst.ip(), p.dst.port());
+                                staged[i] = Staged::Reply(proto);
+                            }
                         }
                         parsed[i] = Some(p);
                     }
@@ -546,22 +554,35 @@ impl<'a> Balancer<'a> {
                 }
                 count = i + 1;
             }
-            // Stage 2: all index slots, then all entries (forward direction).
+            // Stage 2: all index slots, then all entries, both directions.
             let gen = self.generation;
             {
                 let director = &self.director;
                 self.conns
                     .find_burst(&hashes[..count], &mut found[..count], |i, e| {
-                        keyed[i] && parsed[i].is_some_and(|p| forward_match(director, e, &p))
+                        let Some(p) = &parsed[i] else { return false };
+                        match staged[i] {
+                            Staged::No => false,
+                            Staged::Forward(proto, svc) => {
+                                forward_match(director, e, p, proto, Some(svc))
+                            }
+                            Staged::Reply(proto) => reply_match(director, e, proto, p.src, p.dst),
+                        }
                     });
             }
-            // Stage 3: state machine and rewrite, in order.
+            // Stage 3: state machine and rewrite, in order. The lookups stay valid while no
+            // entry was inserted or removed.
             for i in 0..count {
-                let Some(p) = parsed[i] else { continue };
+                let Some(p) = &parsed[i] else { continue };
                 let pkt = &mut pkts[start + i];
                 let len = pkt.len.min(pkt.buf.len());
-                let hint = (keyed[i] && self.generation == gen).then_some((hashes[i], found[i]));
-                verdicts[start + i] = self.process_parsed(now, pkt.buf, len, &p, hint);
+                let hint = match staged[i] {
+                    _ if self.generation != gen => Hint::None,
+                    Staged::No => Hint::None,
+                    Staged::Forward(_, svc) => Hint::Forward(svc, found[i]),
+                    Staged::Reply(_) => Hint::Reply(found[i]),
+                };
+                verdicts[start + i] = self.process_parsed(now, pkt.buf, len, p, hint);
             }
             start = end;
         }
@@ -588,17 +609,26 @@ impl<'a> Balancer<'a> {
         buf: &mut [u8],
         len: usize,
         p: &Parsed,
-        hint: Option<(u64, Option<Handle>)>,
+        hint: Hint,
     ) -> Verdict {
         match p.kind {
             Kind::Transport => {
                 let Some(proto) = p.transport() else {
                     return self.not_ours(buf, len, p);
                 };
-                if let Some(svc) = self.director.lookup(proto, p.dst, None) {
-                    return self.inbound(now, buf, len, p, proto, svc, hint);
+                let (svc, found) = match hint {
+                    Hint::Forward(svc, found) => (Some(svc), Some(found)),
+                    Hint::Reply(_) => (None, None),
+                    Hint::None => (self.director.lookup(proto, p.dst, None), None),
+                };
+                if let Some(svc) = svc {
+                    return self.inbound(now, buf, len, p, proto, svc, found);
                 }
-                if let Some(h) = self.find_reply(proto, p.src, p.dst) {
+                let reply = match hint {
+                    Hint::Reply(found) => found,
+                    _ => self.find_reply(proto, p.src, p.dst),
+                };
+                if let Some(h) = reply {
                     return self.outbound(now, buf, len, p, proto, h);
                 }
                 if let Some(svc) = self.director.lookup_retired(proto, p.dst) {
@@ -645,19 +675,19 @@ impl<'a> Balancer<'a> {
         p: &Parsed,
         proto: Protocol,
         svc: ServiceId,
-        hint: Option<(u64, Option<Handle>)>,
+        found: Option<Option<Handle>>,
     ) -> Verdict {
         let syn = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0;
         let rst = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::RST != 0;
-        let (_, mut found) = match hint {
-            Some(h) => h,
+        let (mut found, hash) = match found {
+            Some(f) => (f, None),
             None => {
                 let hash = self.conns.hash(proto, p.src.ip(), p.src.port());
                 let director = &self.director;
-                (
-                    hash,
-                    self.conns.find(hash, |e| forward_match(director, e, p)),
-                )
+                let f = self
+                    .conns
+                    .find(hash, |e| forward_match(director, e, p, proto, Some(svc)));
+                (f, Some(hash))
             }
         };
 
@@ -678,13 +708,17 @@ impl<'a> Balancer<'a> {
             }
         }
 
-        // Step 2: the entry's server was removed.
+        // Step 2: the entry's server was removed. (An entry that stays gives step 4 its
+        // server and destination: one look-up of each per packet.)
+        let mut target = None;
         if let Some(h) = found {
-            let available = self
-                .conns
-                .get(h)
-                .and_then(|e| self.director.server(e.server))
-                .is_some_and(|s| s.available);
+            let mut available = false;
+            if let Some(e) = self.conns.get(h) {
+                if let Some(s) = self.director.server(e.server) {
+                    available = s.available;
+                    target = Some((e.server, e.service, server_endpoint(s.addr(), e.vport)));
+                }
+            }
             if !available {
                 if !self.settings.expire_nodest_conn {
                     return self.drop(DropReason::NoDest, syn);
@@ -716,7 +750,8 @@ impl<'a> Balancer<'a> {
                         self.answer_tcp(buf, len, p, DropReason::NoConnection)
                     };
                 }
-                match self.new_conn(now, p, proto, svc) {
+                let hash = hash.unwrap_or_else(|| self.conns.hash(proto, p.src.ip(), p.src.port()));
+                match self.new_conn(now, p, proto, svc, hash) {
                     Ok(NewConn::Entry(h)) => h,
                     Ok(NewConn::OnePacket(server)) => {
                         // One-packet scheduling: nothing to keep.
@@ -735,21 +770,24 @@ impl<'a> Balancer<'a> {
         };
 
         // Step 4: state transition, rewrite, statistics.
-        let Some(e) = self.conns.get(h) else {
-            return self.drop(DropReason::NoConnection, syn);
-        };
-        let server_id = e.server;
-        let Some(dest) = self.endpoint_of(e) else {
-            return self.drop(DropReason::NoDest, syn);
+        let (server_id, svc_id, dest) = match (found, target) {
+            (Some(_), Some(t)) => t,
+            _ => {
+                let Some(e) = self.conns.get(h) else {
+                    return self.drop(DropReason::NoConnection, syn);
+                };
+                let (server_id, svc_id) = (e.server, e.service);
+                let Some(dest) = self.endpoint_of(e) else {
+                    return self.drop(DropReason::NoDest, syn);
+                };
+                (server_id, svc_id, dest)
+            }
         };
         self.transition(now, h, Dir::In, p.tcp_flags);
-        if let Some(e) = self.conns.get_mut(h) {
-            e.count_in_pkt();
-        }
         if nat::rewrite_dst(&mut buf[..len], p, dest).is_err() {
             return self.drop(DropReason::Malformed, syn);
         }
-        self.director.count_in(server_id, len);
+        self.director.count_conn(server_id, svc_id, len, false);
         Verdict::ToServer
     }
 
@@ -793,6 +831,7 @@ impl<'a> Balancer<'a> {
         p: &Parsed,
         proto: Protocol,
         svc: ServiceId,
+        hash: u64,
     ) -> Result<NewConn, NewConnError> {
         let Some(service) = self.director.service(svc) else {
             return Err(NewConnError::NoServer);
@@ -837,7 +876,7 @@ impl<'a> Balancer<'a> {
         }
         e.set_control(template);
         e.set_timeout(tcp::INITIAL_TIMEOUT);
-        let h = self.insert(now, e)?;
+        let h = self.insert(now, e, hash)?;
         if let Some(t) = template {
             if let Some(tpl) = self.conns.get_mut(t) {
                 let n = tpl.n_control();
@@ -938,16 +977,18 @@ impl<'a> Balancer<'a> {
         tpl.service = svc;
         tpl.server = server;
         tpl.set_timeout(Duration::from_secs(u64::from(pers.timeout_secs)));
-        let t = self.insert(now, tpl)?;
+        let hash = self.conns.hash_of(&tpl);
+        let t = self.insert(now, tpl, hash)?;
         self.director.bind_template(server);
         Ok(t)
     }
 
-    /// Inserts `e` (its timeout set), evicting the oldest TIME_WAIT/CLOSE entry if the table
-    /// is full (reference-free: IPVS's table has unbounded chains).
-    fn insert(&mut self, now: Instant, e: Entry) -> Result<Handle, NewConnError> {
+    /// Inserts `e` (its timeout set; `hash` = `ConnTable::hash_of(&e)`, which the caller
+    /// usually has from its lookup), evicting the oldest TIME_WAIT/CLOSE entry if the table is
+    /// full (reference-free: IPVS's table has unbounded chains).
+    fn insert(&mut self, now: Instant, e: Entry, hash: u64) -> Result<Handle, NewConnError> {
         let deadline = now + e.timeout();
-        if let Ok(h) = self.conns.insert(e, deadline) {
+        if let Ok(h) = self.conns.insert_hashed(e, deadline, hash) {
             self.generation += 1;
             return Ok(h);
         }
@@ -966,59 +1007,64 @@ impl<'a> Balancer<'a> {
         self.counters.evictions += 1;
         let h = self
             .conns
-            .insert(e, deadline)
+            .insert_hashed(e, deadline, hash)
             .map_err(|_| NewConnError::TableFull)?;
         self.generation += 1;
         Ok(h)
     }
 
-    /// Applies the protocol state machine to entry `h` for a packet in direction `dir` and
-    /// re-arms its idle timer (reference §2.3–2.8).
+    /// Applies the protocol state machine to entry `h` for a packet in direction `dir`, re-arms
+    /// its idle timer and, for a forward packet (`Dir::In`), counts it in the entry's `in_pkts`
+    /// (reference §2.3–2.8). One pass over the entry.
     fn transition(&mut self, now: Instant, h: Handle, dir: Dir, tcp_flags: u8) {
         let dos = self.dos;
         let timeouts = &self.settings.timeouts;
-        let Some(e) = self.conns.get_mut(h) else {
+        let r = self.conns.update(h, |e| {
+            let mut assure = false;
+            let mut active_change = None;
+            let timeout = match e.proto() {
+                Protocol::Udp => {
+                    assure = matches!(dir, Dir::Out);
+                    timeouts.udp()
+                }
+                Protocol::Tcp => {
+                    let table_dir = match dir {
+                        Dir::Out => {
+                            e.flags.set(ConnFlags::NOOUTPUT, false);
+                            Direction::Output
+                        }
+                        Dir::In if e.flags.contains(ConnFlags::NOOUTPUT) => Direction::InputOnly,
+                        Dir::In => Direction::Input,
+                    };
+                    let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
+                    let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
+                    if new != cur {
+                        let was = e.flags.contains(ConnFlags::ACTIVE);
+                        let now_active = new.is_active();
+                        if was != now_active {
+                            e.flags.set(ConnFlags::ACTIVE, now_active);
+                            active_change = Some(now_active);
+                        }
+                        e.state = new as u8;
+                        assure = new == TcpState::Established;
+                    }
+                    timeouts.timeout(new)
+                }
+            };
+            e.set_timeout(timeout);
+            if let Dir::In = dir {
+                e.count_in_pkt();
+            }
+            let control = if assure { e.control() } else { None };
+            (now + timeout, (e.server, active_change, control))
+        });
+        let Some((server, active_change, control)) = r else {
             return;
         };
-        let server = e.server;
-        let control = e.control();
-        let mut assure = false;
-        let mut active_change = None;
-        let timeout = match e.proto() {
-            Protocol::Udp => {
-                assure = matches!(dir, Dir::Out);
-                timeouts.udp()
-            }
-            Protocol::Tcp => {
-                let table_dir = match dir {
-                    Dir::Out => {
-                        e.flags.set(ConnFlags::NOOUTPUT, false);
-                        Direction::Output
-                    }
-                    Dir::In if e.flags.contains(ConnFlags::NOOUTPUT) => Direction::InputOnly,
-                    Dir::In => Direction::Input,
-                };
-                let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
-                let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
-                if new != cur {
-                    let was = e.flags.contains(ConnFlags::ACTIVE);
-                    let now_active = new.is_active();
-                    if was != now_active {
-                        e.flags.set(ConnFlags::ACTIVE, now_active);
-                        active_change = Some(now_active);
-                    }
-                    e.state = new as u8;
-                    assure = new == TcpState::Established;
-                }
-                timeouts.timeout(new)
-            }
-        };
-        e.set_timeout(timeout);
-        self.conns.touch(h, now + timeout);
         if let Some(a) = active_change {
             self.director.set_active(server, a);
         }
-        if let (true, Some(t)) = (assure, control) {
+        if let Some(t) = control {
             if let Some(tpl) = self.conns.get_mut(t) {
                 tpl.flags.set(ConnFlags::ASSURED, true);
             }
@@ -1038,7 +1084,7 @@ impl<'a> Balancer<'a> {
         let Some(e) = self.conns.get(h) else {
             return self.pass();
         };
-        let server = e.server;
+        let (server, svc) = (e.server, e.service);
         let Some(vip) = self.vip_of(e) else {
             return self.pass();
         };
@@ -1047,7 +1093,7 @@ impl<'a> Balancer<'a> {
         if nat::rewrite_src(&mut buf[..len], p, vip).is_err() {
             return self.drop(DropReason::Malformed, false);
         }
-        self.director.count_out(server, len);
+        self.director.count_conn(server, svc, len, true);
         Verdict::ToClient
     }
 
@@ -1102,11 +1148,7 @@ impl<'a> Balancer<'a> {
         let hash = self.conns.hash(proto, client.ip(), client.port());
         let director = &self.director;
         self.conns.find(hash, |e| {
-            !e.is_template()
-                && e.key_matches(proto, client.ip(), client.port())
-                && director
-                    .server(e.server)
-                    .is_some_and(|s| server_endpoint(s.addr(), e.vport) == server_side)
+            reply_match(director, e, proto, server_side, client)
         })
     }
 
@@ -1209,18 +1251,62 @@ enum NewConnError {
     TableFull,
 }
 
-/// Whether entry `e` is the connection of forward packet `p` (client → VIP:vport).
+/// What a burst's first stage found out about a packet.
+#[derive(Clone, Copy)]
+enum Staged {
+    /// Not TCP/UDP: no lookup.
+    No,
+    /// For this live service (protocol `.0`).
+    Forward(Protocol, ServiceId),
+    /// For no live service: looked up as a reply.
+    Reply(Protocol),
+}
+
+/// Look-ups a burst already made for a packet (valid while no entry was inserted or removed).
+#[derive(Clone, Copy)]
+enum Hint {
+    /// None: look everything up.
+    None,
+    /// The packet's live service and its connection entry, if any.
+    Forward(ServiceId, Option<Handle>),
+    /// No live service; the reply's entry, if any.
+    Reply(Option<Handle>),
+}
+
+/// Whether entry `e` is the connection of forward packet `p` (client → VIP:vport) of protocol
+/// `proto`. `svc`, when given, is the service `Director::lookup` (or `lookup_retired`) found for
+/// `p`: an entry of that service has the packet's VIP, so its service need not be read.
 #[inline]
-fn forward_match(director: &Director<'_>, e: &Entry, p: &Parsed) -> bool {
-    let Some(proto) = p.transport() else {
-        return false;
-    };
+fn forward_match(
+    director: &Director<'_>,
+    e: &Entry,
+    p: &Parsed,
+    proto: Protocol,
+    svc: Option<ServiceId>,
+) -> bool {
     !e.is_template()
         && e.key_matches(proto, p.src.ip(), p.src.port())
         && e.vport == p.dst.port()
+        && (Some(e.service) == svc
+            || director
+                .service(e.service)
+                .is_some_and(|s| service_has_vip(&s.config.key, p.dst)))
+}
+
+/// Whether entry `e` is the connection of a reply from `server_side` to `client`.
+#[inline]
+fn reply_match(
+    director: &Director<'_>,
+    e: &Entry,
+    proto: Protocol,
+    server_side: SocketAddr,
+    client: SocketAddr,
+) -> bool {
+    !e.is_template()
+        && e.key_matches(proto, client.ip(), client.port())
         && director
-            .service(e.service)
-            .is_some_and(|s| service_has_vip(&s.config.key, p.dst))
+            .server(e.server)
+            .is_some_and(|s| server_endpoint(s.addr(), e.vport) == server_side)
 }
 
 /// Whether `key` is the service for packets to `dst` (a port-0 service takes any port).

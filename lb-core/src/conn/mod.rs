@@ -339,6 +339,21 @@ impl<'a> ConnTable<'a> {
     /// `now + 3 s`, then whatever the first state transition sets, §2.7). Entries may share a
     /// key; the table does not check for duplicates. Fails only when the table is full.
     pub fn insert(&mut self, entry: Entry, deadline: Instant) -> Result<Handle, Full> {
+        let hash = self.hash_of(&entry);
+        self.insert_hashed(entry, deadline, hash)
+    }
+
+    /// [`insert`](Self::insert) for a caller that already computed `hash` = [`hash_of`]
+    /// (`entry`) for its lookup (the new-connection path): the flow is not hashed twice.
+    ///
+    /// [`hash_of`]: Self::hash_of
+    pub(crate) fn insert_hashed(
+        &mut self,
+        entry: Entry,
+        deadline: Instant,
+        hash: u64,
+    ) -> Result<Handle, Full> {
+        debug_assert_eq!(hash, self.hash_of(&entry));
         if self.len >= self.capacity {
             return Err(Full);
         }
@@ -350,7 +365,7 @@ impl<'a> ConnTable<'a> {
             self.high += 1;
             self.high
         };
-        let tag = index::tag_of(self.hash_of(&entry));
+        let tag = index::tag_of(hash);
         let d = self.encode_deadline(deadline);
         let Some(node) = self.slots.get_mut(raw as usize - 1) else {
             return Err(Full);
@@ -437,6 +452,37 @@ impl<'a> ConnTable<'a> {
             self.unlink(raw);
             self.place(raw, self.cursor);
         }
+    }
+
+    /// Changes the live entry `h` and re-arms its timer in one pass (one liveness check for the
+    /// state, counters and timer of a packet): `f` edits the entry's non-key fields and returns
+    /// the new deadline, which is then set exactly as [`touch`](Self::touch) sets it, and a
+    /// result. `None` (and `f` is not called) if `h` names no live entry.
+    #[inline]
+    pub fn update<R>(
+        &mut self,
+        h: Handle,
+        f: impl FnOnce(&mut Entry) -> (Instant, R),
+    ) -> Option<R> {
+        if h.raw() > self.high {
+            return None;
+        }
+        let cursor = self.cursor;
+        let n = self.slots.get_mut(h.index()).filter(|n| n.prev != FREE)?;
+        let old = n.entry.deadline;
+        let (deadline, r) = f(&mut n.entry);
+        let d = wheel::encode_deadline_at(cursor, deadline);
+        n.entry.deadline = d;
+        let prev = n.prev;
+        if d != old
+            && prev != wheel::DETACHED
+            && wheel::deadline_abs_at(cursor, d) < wheel::deadline_abs_at(cursor, old)
+        {
+            let raw = h.raw();
+            self.unlink(raw);
+            self.place(raw, self.cursor);
+        }
+        Some(r)
     }
 
     /// [`touch`](Self::touch) with `now` plus the entry's own timeout.

@@ -772,3 +772,21 @@ fn heap_storage_is_sized_by_slots_for() {
     let h = t.insert(conn(1, 1), ms(10)).unwrap();
     assert_eq!(find_id(&t, 1, 1), Some(h));
 }
+
+#[test]
+fn tick_conversions_match_the_two_division_forms() {
+    use super::wheel::{ms_to_tick_ceil, ms_to_tick_floor};
+    let slow_ceil = |ms: u64| ms / 125 * 2 + ((ms % 125) * 2).div_ceil(125);
+    let slow_floor = |ms: u64| ms / 125 * 2 + (ms % 125) * 2 / 125;
+    let edges = [
+        (1u64 << 62) - 1,
+        1 << 62,
+        (1 << 62) + 1,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    for ms in (0..100_000u64).chain(edges) {
+        assert_eq!(ms_to_tick_ceil(ms), slow_ceil(ms), "ceil {ms}");
+        assert_eq!(ms_to_tick_floor(ms), slow_floor(ms), "floor {ms}");
+    }
+}

@@ -69,14 +69,27 @@ pub enum Expire {
     Rearm(Instant),
 }
 
+/// Below this, `2 * ms` cannot overflow: one division instead of two.
+const MS_FAST: u64 = 1 << 62;
+
 /// `floor(ms / 62.5)`.
+#[inline(always)]
 pub(super) const fn ms_to_tick_floor(ms: u64) -> u64 {
-    ms / 125 * 2 + (ms % 125) * 2 / 125
+    if ms < MS_FAST {
+        ms * 2 / 125
+    } else {
+        ms / 125 * 2 + (ms % 125) * 2 / 125
+    }
 }
 
 /// `ceil(ms / 62.5)`.
+#[inline(always)]
 pub(super) const fn ms_to_tick_ceil(ms: u64) -> u64 {
-    ms / 125 * 2 + ((ms % 125) * 2).div_ceil(125)
+    if ms < MS_FAST {
+        (ms * 2).div_ceil(125)
+    } else {
+        ms / 125 * 2 + ((ms % 125) * 2).div_ceil(125)
+    }
 }
 
 /// The first millisecond at or after the start of tick `t`: `ceil(t * 62.5)`.
@@ -99,6 +112,23 @@ pub(super) const fn ticks_to_duration(t: u32) -> Duration {
     Duration::from_millis(tick_to_ms_ceil(t as u64))
 }
 
+/// The absolute tick of a stored 32-bit deadline, read relative to the wheel's `cursor`.
+#[inline(always)]
+pub(super) fn deadline_abs_at(cursor: u64, d: u32) -> u64 {
+    let delta = d.wrapping_sub(cursor as u32) as i32;
+    (cursor as i64).saturating_add(i64::from(delta)).max(0) as u64
+}
+
+/// The stored form of `deadline` for a wheel at `cursor`: ticks rounded up, clamped to the
+/// cursor ± [`MAX_TIMEOUT`].
+#[inline(always)]
+pub(super) fn encode_deadline_at(cursor: u64, deadline: Instant) -> u32 {
+    let t = ms_to_tick_ceil(deadline.millis());
+    let lo = cursor.saturating_sub(MAX_AHEAD_TICKS);
+    let hi = cursor.saturating_add(MAX_AHEAD_TICKS);
+    t.clamp(lo, hi) as u32
+}
+
 impl<'a> ConnTable<'a> {
     /// The buckets in use (a power of two ≥ 2, or 1 for an unusable zero-capacity table).
     #[inline]
@@ -109,17 +139,13 @@ impl<'a> ConnTable<'a> {
     /// The absolute tick of a stored 32-bit deadline, read relative to the cursor.
     #[inline]
     pub(super) fn deadline_abs(&self, d: u32) -> u64 {
-        let delta = d.wrapping_sub(self.cursor as u32) as i32;
-        (self.cursor as i64).saturating_add(i64::from(delta)).max(0) as u64
+        deadline_abs_at(self.cursor, d)
     }
 
     /// The stored form of `deadline`: ticks rounded up, clamped to the cursor ± [`MAX_TIMEOUT`].
     #[inline]
     pub(super) fn encode_deadline(&self, deadline: Instant) -> u32 {
-        let t = ms_to_tick_ceil(deadline.millis());
-        let lo = self.cursor.saturating_sub(MAX_AHEAD_TICKS);
-        let hi = self.cursor.saturating_add(MAX_AHEAD_TICKS);
-        t.clamp(lo, hi) as u32
+        encode_deadline_at(self.cursor, deadline)
     }
 
     /// Moves the table's clock forward to `now` (never back).
