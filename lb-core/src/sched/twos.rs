@@ -79,7 +79,11 @@ pub fn pick(rng: &mut Rng, dests: DestList<'_>) -> Option<ServerId> {
         }
     }
     let (lo_id, hi_id) = (at_lo?, at_hi?);
-    let (id1, id2) = if r1 <= r2 { (lo_id, hi_id) } else { (hi_id, lo_id) };
+    let (id1, id2) = if r1 <= r2 {
+        (lo_id, hi_id)
+    } else {
+        (hi_id, lo_id)
+    };
     let (d1, d2) = (dests.get(id1), dests.get(id2));
     let (w1, w2) = (u64::from(d1.weight()), u64::from(d2.weight()));
     if w2 * d1.overhead() > w1 * d2.overhead() {
