@@ -197,6 +197,8 @@ pub struct Balancer<'a> {
     dropping: bool,
     /// Slab position where the next drop_entry scan starts.
     drop_cursor: usize,
+    /// drop_entry's rate-rule counters, by `in_pkts` (IPVS's `todrop_counter`).
+    todrop_counter: [i8; 9],
     next_defence: Instant,
     /// Changes every time an entry is inserted or removed (burst lookups stay valid while it
     /// does not).
@@ -216,6 +218,7 @@ impl<'a> Balancer<'a> {
             dos: false,
             dropping: false,
             drop_cursor: 0,
+            todrop_counter: [0; 9],
             next_defence: Instant::ZERO,
             generation: 0,
             scratch: [0; REPLY_MAX],
@@ -450,9 +453,10 @@ impl<'a> Balancer<'a> {
         self.dropping = level(&mut self.settings.drop_entry);
     }
 
-    /// IPVS's `ip_vs_random_dropentry`, one pass: scan 1/32 of the table and drop half-open TCP
-    /// entries (SYN_RECV, SYNACK) and non-assured templates that control nothing. The
-    /// rate rule for ESTABLISHED and UDP entries is not implemented.
+    /// IPVS's `ip_vs_random_dropentry`, one pass: scan 1/32 of the table (reference §4.6) and
+    /// drop half-open TCP entries (SYN_RECV, SYNACK) and non-assured templates always, and
+    /// ESTABLISHED TCP entries, UDP entries and one-packet services' templates by the rate rule.
+    /// Entries that control others are never dropped.
     fn drop_entries(&mut self, now: Instant) {
         let cap = self.conns.capacity();
         if cap == 0 {
@@ -466,21 +470,63 @@ impl<'a> Balancer<'a> {
                 break;
             };
             let Some(e) = self.conns.get(h) else { continue };
-            let doomed = if e.is_template() {
-                e.n_control() == 0 && !e.flags.contains(ConnFlags::ASSURED)
-            } else {
-                e.proto() == Protocol::Tcp
-                    && matches!(
-                        TcpState::from_u8(e.state),
-                        Some(TcpState::SynRecv | TcpState::SynAck)
-                    )
+            let last_use = self.conns.deadline(h).map_or(now, |d| {
+                Instant::from_millis(d.millis().saturating_sub(e.timeout().millis()))
+            });
+            let rate = DropRule::Rate {
+                last_use,
+                in_pkts: e.in_pkts,
             };
-            if doomed {
+            let rule = if e.is_template() {
+                if e.n_control() > 0 {
+                    DropRule::Keep
+                } else if self
+                    .director
+                    .service(e.service)
+                    .is_some_and(|s| s.config.one_packet)
+                {
+                    rate
+                } else if e.flags.contains(ConnFlags::ASSURED) {
+                    DropRule::Keep
+                } else {
+                    DropRule::Always
+                }
+            } else {
+                match (e.proto(), TcpState::from_u8(e.state)) {
+                    (Protocol::Tcp, Some(TcpState::SynRecv | TcpState::SynAck)) => DropRule::Always,
+                    (Protocol::Tcp, Some(TcpState::Established)) | (Protocol::Udp, _) => rate,
+                    _ => DropRule::Keep,
+                }
+            };
+            let drop = match rule {
+                DropRule::Keep => false,
+                DropRule::Always => true,
+                DropRule::Rate { last_use, in_pkts } => self.todrop(now, last_use, in_pkts),
+            };
+            if drop {
                 self.remove_entry(h);
                 self.counters.defence_drops += 1;
             }
         }
-        let _ = now;
+    }
+
+    /// IPVS's `todrop_entry` rate rule: an entry idle for at least 60 s with `in_pkts` = i in
+    /// 1..=8 is a candidate, and every i-th candidate with that count is dropped (one counter
+    /// per i, shared by the whole table).
+    fn todrop(&mut self, now: Instant, last_use: Instant, in_pkts: u8) -> bool {
+        if now.saturating_since(last_use) < Duration::from_secs(60) {
+            return false;
+        }
+        let i = usize::from(in_pkts);
+        if i == 0 || i > 8 {
+            return false;
+        }
+        self.todrop_counter[i] -= 1;
+        if self.todrop_counter[i] > 0 {
+            return false;
+        }
+        self.todrop_counter[i] = i as i8;
+        true
     }
 
     /// Removes entry `h` now, releasing its counters and its template.
@@ -1235,6 +1281,16 @@ impl<'a> Balancer<'a> {
         self.counters.replies += 1;
         Verdict::Reply { len: n }
     }
+}
+
+/// How the drop_entry defence treats an entry (reference §4.6).
+enum DropRule {
+    /// Never dropped.
+    Keep,
+    /// Dropped whenever scanned.
+    Always,
+    /// Dropped by IPVS's rate rule (idle ≥ 60 s, every i-th with `in_pkts` = i).
+    Rate { last_use: Instant, in_pkts: u8 },
 }
 
 /// A spare connection-flag bit: the template may no longer be used (IPVS rehashes such a

@@ -989,3 +989,58 @@ fn settings_and_timeouts_through_commands() {
     let err = b.apply(Instant::ZERO, &cmd).unwrap_err();
     assert!(std::format!("{err}").contains("NAT"));
 }
+
+#[test]
+fn drop_entry_rate_rule_drops_every_ith_idle_entry_with_i_packets() {
+    let mut b = balancer(256, SchedulerKind::Rr, &[]);
+    let key = ServiceKey::udp(sa("10.0.0.100:53"));
+    let mut cfg = ServiceConfig::new(key);
+    cfg.scheduler = SchedulerKind::Rr;
+    b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
+    add_server(&mut b, key, "10.1.0.1:53", 1);
+    // 8 flows with one datagram each, 8 with two, 4 sent just before the scan (not idle).
+    for i in 0..8u16 {
+        let one = sa(&std::format!("192.0.2.1:{}", 1000 + i));
+        run(
+            &mut b,
+            Instant::ZERO,
+            fixtures::udp(one, sa("10.0.0.100:53"), b"q", 0),
+        );
+        let two = sa(&std::format!("192.0.2.2:{}", 1000 + i));
+        for _ in 0..2 {
+            run(
+                &mut b,
+                Instant::ZERO,
+                fixtures::udp(two, sa("10.0.0.100:53"), b"q", 0),
+            );
+        }
+    }
+    for i in 0..4u16 {
+        let fresh = sa(&std::format!("192.0.2.3:{}", 1000 + i));
+        run(
+            &mut b,
+            Instant::from_secs(100),
+            fixtures::udp(fresh, sa("10.0.0.100:53"), b"q", 0),
+        );
+    }
+    let mut s = *b.settings();
+    s.drop_entry = 3;
+    b.set_settings(s);
+    // 32 one-second passes scan the whole table once, from t = 101 s.
+    for sec in 101..=132 {
+        b.handle_timeout(Instant::from_secs(sec));
+    }
+    let left = |prefix: &str| {
+        b.connections(Instant::from_secs(132))
+            .filter(|c| c.client.to_string().starts_with(prefix))
+            .count()
+    };
+    assert_eq!(left("192.0.2.1:"), 0, "in_pkts 1: every candidate dropped");
+    assert_eq!(
+        left("192.0.2.2:"),
+        4,
+        "in_pkts 2: every second candidate dropped"
+    );
+    assert_eq!(left("192.0.2.3:"), 4, "idle less than 60 s: kept");
+    assert_eq!(b.counters().defence_drops, 12);
+}
