@@ -97,6 +97,14 @@ fn syn(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketAddr {
     dst_of(&out)
 }
 
+/// Opens a connection from `client` up to ESTABLISHED (SYN, SYN+ACK, ACK); returns its server.
+fn established(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketAddr {
+    let server = syn(b, now, client);
+    run(b, now, tcp(server, client, SYN | ACK, 1, 1001, b""));
+    run(b, now, tcp(client, sa(VIP), ACK, 1001, 2, b""));
+    server
+}
+
 /// A whole connection: handshake, request, response, close by the server; the entry ends in
 /// TIME_WAIT. Returns the server.
 fn connection(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketAddr {
@@ -328,17 +336,7 @@ fn removed_server_flow_gets_rst_or_drop() {
         &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
     );
     let client = sa("192.0.2.1:40000");
-    let server = syn(&mut b, Instant::ZERO, client);
-    run(
-        &mut b,
-        Instant::ZERO,
-        tcp(server, client, SYN | ACK, 1, 1001, b""),
-    );
-    run(
-        &mut b,
-        Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b""),
-    );
+    let server = established(&mut b, Instant::ZERO, client);
     b.apply(
         Instant::ZERO,
         &Command::DelServer(ServiceKey::tcp(sa(VIP)), server),
@@ -641,9 +639,7 @@ fn table_full_evicts_time_wait_but_never_established() {
     // Fill with established flows.
     for i in 0..capacity {
         let c = sa(&std::format!("192.0.2.1:{}", 30000 + i));
-        let s = syn(&mut b, Instant::ZERO, c);
-        run(&mut b, Instant::ZERO, tcp(s, c, SYN | ACK, 1, 1001, b""));
-        run(&mut b, Instant::ZERO, tcp(c, sa(VIP), ACK, 1001, 2, b""));
+        let s = established(&mut b, Instant::ZERO, c);
     }
     let (v, _) = run(
         &mut b,
@@ -731,9 +727,7 @@ fn seed_scenario_simulation() {
     let mut long = Vec::new();
     for i in 0..6u16 {
         let c = sa(&std::format!("{client_ip}:{}", 50000 + i));
-        let s = syn(&mut b, Instant::ZERO, c);
-        run(&mut b, Instant::ZERO, tcp(s, c, SYN | ACK, 1, 1001, b""));
-        run(&mut b, Instant::ZERO, tcp(c, sa(VIP), ACK, 1001, 2, b""));
+        let s = established(&mut b, Instant::ZERO, c);
         long.push((c, s));
     }
     // Picks per phase (before the weight change, between, after the delete) and server.
@@ -830,17 +824,7 @@ fn seed_scenario_simulation() {
 fn deleted_service_flows_are_reset_not_passed() {
     let mut b = balancer(1024, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
     let client = sa("192.0.2.1:40000");
-    let server = syn(&mut b, Instant::ZERO, client);
-    run(
-        &mut b,
-        Instant::ZERO,
-        tcp(server, client, SYN | ACK, 1, 1001, b""),
-    );
-    run(
-        &mut b,
-        Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b""),
-    );
+    let server = established(&mut b, Instant::ZERO, client);
     b.apply(
         Instant::ZERO,
         &Command::DelService(ServiceKey::tcp(sa(VIP))),
@@ -928,13 +912,7 @@ fn drop_entry_removes_half_open_entries_but_not_established_ones() {
     s.drop_entry = 3;
     b.set_settings(s);
     let est = sa("192.0.2.1:40000");
-    let server = syn(&mut b, Instant::ZERO, est);
-    run(
-        &mut b,
-        Instant::ZERO,
-        tcp(server, est, SYN | ACK, 1, 1001, b""),
-    );
-    run(&mut b, Instant::ZERO, tcp(est, sa(VIP), ACK, 1001, 2, b""));
+    let server = established(&mut b, Instant::ZERO, est);
     for i in 0..cap / 2 {
         syn(
             &mut b,
@@ -962,17 +940,7 @@ fn settings_and_timeouts_through_commands() {
     let t = b.settings().timeouts.get();
     assert_eq!((t.tcp, t.tcp_fin, t.udp), (100, 20, 30));
     let client = sa("192.0.2.1:40000");
-    let server = syn(&mut b, Instant::ZERO, client);
-    run(
-        &mut b,
-        Instant::ZERO,
-        tcp(server, client, SYN | ACK, 1, 1001, b""),
-    );
-    run(
-        &mut b,
-        Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b""),
-    );
+    let server = established(&mut b, Instant::ZERO, client);
     b.handle_timeout(Instant::from_secs(99));
     assert_eq!(b.conns().len(), 1);
     b.handle_timeout(Instant::from_secs(101));
