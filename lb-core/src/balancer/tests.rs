@@ -639,7 +639,7 @@ fn table_full_evicts_time_wait_but_never_established() {
     // Fill with established flows.
     for i in 0..capacity {
         let c = sa(&std::format!("192.0.2.1:{}", 30000 + i));
-        let s = established(&mut b, Instant::ZERO, c);
+        established(&mut b, Instant::ZERO, c);
     }
     let (v, _) = run(
         &mut b,
@@ -824,7 +824,7 @@ fn seed_scenario_simulation() {
 fn deleted_service_flows_are_reset_not_passed() {
     let mut b = balancer(1024, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
     let client = sa("192.0.2.1:40000");
-    let server = established(&mut b, Instant::ZERO, client);
+    established(&mut b, Instant::ZERO, client);
     b.apply(
         Instant::ZERO,
         &Command::DelService(ServiceKey::tcp(sa(VIP))),
