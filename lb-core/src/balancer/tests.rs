@@ -912,7 +912,7 @@ fn drop_entry_removes_half_open_entries_but_not_established_ones() {
     s.drop_entry = 3;
     b.set_settings(s);
     let est = sa("192.0.2.1:40000");
-    let server = established(&mut b, Instant::ZERO, est);
+    established(&mut b, Instant::ZERO, est);
     for i in 0..cap / 2 {
         syn(
             &mut b,
@@ -940,7 +940,7 @@ fn settings_and_timeouts_through_commands() {
     let t = b.settings().timeouts.get();
     assert_eq!((t.tcp, t.tcp_fin, t.udp), (100, 20, 30));
     let client = sa("192.0.2.1:40000");
-    let server = established(&mut b, Instant::ZERO, client);
+    established(&mut b, Instant::ZERO, client);
     b.handle_timeout(Instant::from_secs(99));
     assert_eq!(b.conns().len(), 1);
     b.handle_timeout(Instant::from_secs(101));
