@@ -48,6 +48,15 @@ fn balancer(capacity: usize, sched: SchedulerKind, servers: &[(&str, u32)]) -> B
     b
 }
 
+/// The most used fixture: rr over 10.1.0.1:80 and 10.1.0.2:80, room for 1,024 connections.
+fn two_servers_rr() -> Balancer<'static> {
+    balancer(
+        1024,
+        SchedulerKind::Rr,
+        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
+    )
+}
+
 fn add_server(b: &mut Balancer<'_>, key: ServiceKey, addr: &str, w: u32) {
     let mut s = ServerConfig::new(sa(addr), ForwardMethod::Masq);
     s.weight = w;
@@ -204,11 +213,7 @@ fn counters_follow_states() {
 
 #[test]
 fn reused_port_in_time_wait_is_rescheduled_in_the_same_call() {
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     let client = sa("192.0.2.1:40000");
     let first = connection(&mut b, Instant::ZERO, client);
     let second = syn(&mut b, Instant::from_secs(1), client);
@@ -221,11 +226,7 @@ fn reused_port_in_time_wait_is_rescheduled_in_the_same_call() {
 
 #[test]
 fn retransmitted_syn_and_syn_on_established_stay_put() {
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     let client = sa("192.0.2.1:40000");
     let first = syn(&mut b, Instant::ZERO, client);
     assert_eq!(syn(&mut b, Instant::from_secs(1), client), first);
@@ -246,11 +247,7 @@ fn retransmitted_syn_and_syn_on_established_stay_put() {
 
 #[test]
 fn mode_zero_follows_the_old_entry_but_never_to_a_removed_server() {
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     b.apply(Instant::ZERO, &Command::Set(Setting::ConnReuseMode(0)))
         .unwrap();
     let client = sa("192.0.2.1:40000");
@@ -275,11 +272,7 @@ fn mode_zero_follows_the_old_entry_but_never_to_a_removed_server() {
 
 #[test]
 fn quiescent_server_keeps_flows_gets_no_new_ones_and_reports_drained() {
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     let a = sa("192.0.2.1:40000");
     let c = sa("192.0.2.1:40001");
     let sa_ = syn(&mut b, Instant::ZERO, a);
@@ -313,11 +306,7 @@ fn quiescent_server_keeps_flows_gets_no_new_ones_and_reports_drained() {
 
 #[test]
 fn reused_port_on_quiescent_server_is_rescheduled_even_in_mode_zero() {
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     b.apply(Instant::ZERO, &Command::Set(Setting::ConnReuseMode(0)))
         .unwrap();
     let client = sa("192.0.2.1:40000");
@@ -330,11 +319,7 @@ fn reused_port_on_quiescent_server_is_rescheduled_even_in_mode_zero() {
 
 #[test]
 fn removed_server_flow_gets_rst_or_drop() {
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     let client = sa("192.0.2.1:40000");
     let server = established(&mut b, Instant::ZERO, client);
     b.apply(
@@ -359,11 +344,7 @@ fn removed_server_flow_gets_rst_or_drop() {
     assert_eq!(b.conns().len(), 0);
 
     // Without expire_nodest_conn: dropped and counted, never forwarded.
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     b.apply(
         Instant::ZERO,
         &Command::Set(Setting::ExpireNodestConn(false)),
@@ -419,11 +400,7 @@ fn no_server_left_answers_rst_and_icmp() {
 
 #[test]
 fn persistence_keeps_a_client_on_one_server_until_the_template_expires() {
-    let mut b = balancer(
-        1024,
-        SchedulerKind::Rr,
-        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
-    );
+    let mut b = two_servers_rr();
     let mut cfg = ServiceConfig::new(ServiceKey::tcp(sa(VIP)));
     cfg.scheduler = SchedulerKind::Rr;
     cfg.persistence = Some(Persistence {
