@@ -118,9 +118,8 @@ CONF
 	fi
 }
 
-scenario_seed() {
-	LBT_NSERVERS=2
-	local n="${LBT_SEED_N:-6000}" sd sv reuse syn allowed
+# up_rr_pair — topology, two real servers, and the gateway balancing them rr on the VIP:80.
+up_rr_pair() {
 	topo_up || fail topo_up
 	start_servers || fail "servers did not start"
 	cat >"$tmp/lb.conf" <<CONF
@@ -129,6 +128,12 @@ scenario_seed() {
 -a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
 CONF
 	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
+}
+
+scenario_seed() {
+	LBT_NSERVERS=2
+	local n="${LBT_SEED_N:-6000}" sd sv reuse syn allowed
+	up_rr_pair
 	client_narrow_ports 40000 40999
 	# Straight to a real server first (its replies cross the TUN as passed packets), so no
 	# gateway entry exists that could claim them.
@@ -152,14 +157,7 @@ CONF
 scenario_drain() {
 	LBT_NSERVERS=2
 	have_hey || { echo "SKIP drain: needs hey (apt-get install hey)"; echo PASS; exit 0; }
-	topo_up || fail topo_up
-	start_servers || fail "servers did not start"
-	cat >"$tmp/lb.conf" <<CONF
--A -t $LBT_VIP4:80 -s rr
--a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 1
--a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
-CONF
-	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
+	up_rr_pair
 	# A narrow port range: the load reuses the drained server's TIME_WAIT entries' ports, and
 	# reuse expires them, so the server drains in seconds instead of TIME_WAIT's 2 minutes.
 	client_narrow_ports 40000 40199
