@@ -630,11 +630,7 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
                     .count();
                 if open > 0 {
                     let s = stats_now(&gw);
-                    report.scheduled[0] = s
-                        .iter()
-                        .zip(&phase_start_stats)
-                        .map(|(a, b)| a - b)
-                        .collect();
+                    report.scheduled[0] = since(&s, &phase_start_stats);
                     report.phase_weights[0] = weights.clone();
                     phase_start_stats = s;
                     weights[idx] = 0;
@@ -666,11 +662,7 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
                     .count();
                 if open == 0 {
                     let s = stats_now(&gw);
-                    report.scheduled[1] = s
-                        .iter()
-                        .zip(&phase_start_stats)
-                        .map(|(a, b)| a - b)
-                        .collect();
+                    report.scheduled[1] = since(&s, &phase_start_stats);
                     report.phase_weights[1] = weights.clone();
                     removed_stats = Some(s[idx]);
                     phase_start_stats = s;
@@ -908,11 +900,7 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
     }
 
     let s = stats_now(&gw);
-    let mut last: Vec<u64> = s
-        .iter()
-        .zip(&phase_start_stats)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .collect();
+    let mut last = since(&s, &phase_start_stats);
     if let (Some((_, idx)), Some(_)) = (p.remove, removed_stats) {
         last[idx] = 0;
     }
@@ -940,4 +928,12 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
     report.virtual_ms = now;
     let _ = SocketAddr::from((VIP, VPORT));
     report
+}
+
+/// Connections scheduled per server since the `start` snapshot.
+fn since(now: &[u64], start: &[u64]) -> Vec<u64> {
+    now.iter()
+        .zip(start)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect()
 }
