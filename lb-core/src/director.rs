@@ -43,7 +43,7 @@
 //! service's contiguous order array plus the server array.
 
 use core::mem::size_of;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use managed::ManagedSlice;
 
@@ -235,6 +235,17 @@ impl<const SVC: usize, const SRV: usize, const TAB: usize, const LBLC: usize> De
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What [`Director::unmatched`] found at a packet's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// A deleted service still referenced by connections.
+    Retired(ServiceId),
+    /// The address of a live service (on another port or protocol).
+    Vip,
+    /// Not an address of ours.
+    Other,
 }
 
 /// What a scheduling decision reads from the packet.
@@ -899,13 +910,52 @@ impl<'a> Director<'a> {
         second
     }
 
-    /// A deleted service at `dst` (same protocol, address and port, or a port-0 one) that is
-    /// still kept because connections reference its servers. The datapath uses it for packets
-    /// that match no live service, so flows of a deleted service are expired and answered
-    /// instead of being passed on.
-    pub fn lookup_retired(&self, proto: Protocol, dst: SocketAddr) -> Option<ServiceId> {
-        self.find_addr(proto, dst, true, true)
-            .map(|s| s as ServiceId)
+    /// What `dst` is to a packet that matched no live service and no tracked reply, in one
+    /// pass over the service slots: the address of a deleted service still kept because
+    /// connections reference its servers (same protocol, address and port, or a port-0 one),
+    /// so its flows are expired and answered instead of passed on; else a live virtual
+    /// address (the packet must not be passed on: it would loop); else nothing of ours.
+    pub fn unmatched(&self, proto: Protocol, dst: SocketAddr) -> Unmatched {
+        let mut vip = false;
+        let mut port0 = None;
+        for (i, slot) in self.services[..self.svc_high.min(self.services.len())]
+            .iter()
+            .enumerate()
+        {
+            let Some(s) = slot.get() else { continue };
+            let ServiceKey::Addr { proto: p, vip: v } = s.config.key else {
+                continue;
+            };
+            if v.ip() != dst.ip() {
+                continue;
+            }
+            if !s.deleted {
+                vip = true;
+            } else if p == proto {
+                if v.port() == dst.port() {
+                    return Unmatched::Retired(i as ServiceId);
+                }
+                if v.port() == 0 && port0.is_none() {
+                    port0 = Some(i as ServiceId);
+                }
+            }
+        }
+        match (port0, vip) {
+            (Some(s), _) => Unmatched::Retired(s),
+            (None, true) => Unmatched::Vip,
+            (None, false) => Unmatched::Other,
+        }
+    }
+
+    /// Whether `addr` is the virtual address of a live service.
+    pub fn is_vip(&self, addr: IpAddr) -> bool {
+        self.services[..self.svc_high.min(self.services.len())]
+            .iter()
+            .filter_map(ServiceSlot::get)
+            .any(|s| {
+                !s.deleted
+                    && matches!(s.config.key, ServiceKey::Addr { vip, .. } if vip.ip() == addr)
+            })
     }
 
     /// The service in slot `id`, deleted or not (check `deleted`).

@@ -28,7 +28,7 @@ use core::net::{IpAddr, SocketAddr};
 use crate::addr::{mask, Protocol};
 use crate::config::{ConfigError, ForwardMethod, ServiceKey};
 use crate::conn::{ConnFlags, ConnTable, Entry, Handle};
-use crate::director::{Director, SchedInput};
+use crate::director::{Director, SchedInput, Unmatched};
 use crate::ipvsadm::{Command, Setting};
 use crate::nat;
 use crate::packet::{self, IcmpError, Kind, Malformed, Parsed};
@@ -280,9 +280,7 @@ impl<'a> Balancer<'a> {
     /// Whether `addr` is the virtual address of some service (frontends answer ARP/NDP for
     /// these, and must not route packets for them back to themselves).
     pub fn is_vip(&self, addr: IpAddr) -> bool {
-        self.director.services().any(|(_, s)| {
-            !s.deleted && matches!(s.config.key, ServiceKey::Addr { vip, .. } if vip.ip() == addr)
-        })
+        self.director.is_vip(addr)
     }
 
     /// Live connections and templates, for `ipvsadm -L -c`.
@@ -677,11 +675,12 @@ impl<'a> Balancer<'a> {
                 if let Some(h) = reply {
                     return self.outbound(now, buf, len, p, proto, h);
                 }
-                if let Some(svc) = self.director.lookup_retired(proto, p.dst) {
+                match self.director.unmatched(proto, p.dst) {
                     // Flows of a deleted service: expired and answered like a removed server's.
-                    return self.inbound(now, buf, len, p, proto, svc, None);
+                    Unmatched::Retired(svc) => self.inbound(now, buf, len, p, proto, svc, None),
+                    Unmatched::Vip => self.answer_unserved(buf, len, p),
+                    Unmatched::Other => self.pass(),
                 }
-                self.not_ours(buf, len, p)
             }
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
             Kind::EchoRequest => {
@@ -704,6 +703,12 @@ impl<'a> Balancer<'a> {
         if !self.is_vip(p.dst.ip()) {
             return self.pass();
         }
+        self.answer_unserved(buf, len, p)
+    }
+
+    /// A packet to a virtual address on a port or protocol no service serves: answered (TCP
+    /// RST, ICMP port unreachable) or dropped, never passed on.
+    fn answer_unserved(&mut self, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
         match p.transport() {
             Some(Protocol::Tcp) => self.answer_tcp(buf, len, p, DropReason::NoService),
             Some(Protocol::Udp) => self.answer_udp(buf, len, p, DropReason::NoService),
@@ -1330,7 +1335,7 @@ enum Hint {
 }
 
 /// Whether entry `e` is the connection of forward packet `p` (client → VIP:vport) of protocol
-/// `proto`. `svc`, when given, is the service `Director::lookup` (or `lookup_retired`) found for
+/// `proto`. `svc`, when given, is the service `Director::lookup` (or `unmatched`) found for
 /// `p`: an entry of that service has the packet's VIP, so its service need not be read.
 #[inline]
 fn forward_match(
