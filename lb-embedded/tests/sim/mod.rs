@@ -619,15 +619,7 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
         if !drain_done {
             let (after, idx) = p.drain.unwrap();
             if started >= after {
-                let open = gw
-                    .balancer()
-                    .connections(Instant::from_millis(now))
-                    .filter(|c| {
-                        !c.template
-                            && c.server.ip() == IpAddr::V4(server_addr(idx))
-                            && c.state == "ESTABLISHED"
-                    })
-                    .count();
+                let open = connections_on(&gw, now, idx, |state| state == "ESTABLISHED");
                 if open > 0 {
                     let s = stats_now(&gw);
                     report.scheduled[0] = since(&s, &phase_start_stats);
@@ -650,16 +642,9 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
         if drain_done && !remove_done {
             let (after, idx) = p.remove.unwrap();
             if started >= after {
-                let open = gw
-                    .balancer()
-                    .connections(Instant::from_millis(now))
-                    .filter(|c| {
-                        !c.template
-                            && c.server.ip() == IpAddr::V4(server_addr(idx))
-                            && c.state != "TIME_WAIT"
-                            && c.state != "CLOSE"
-                    })
-                    .count();
+                let open = connections_on(&gw, now, idx, |state| {
+                    state != "TIME_WAIT" && state != "CLOSE"
+                });
                 if open == 0 {
                     let s = stats_now(&gw);
                     report.scheduled[1] = since(&s, &phase_start_stats);
@@ -936,4 +921,12 @@ fn since(now: &[u64], start: &[u64]) -> Vec<u64> {
         .zip(start)
         .map(|(a, b)| a.saturating_sub(*b))
         .collect()
+}
+
+/// Connections (not templates) on server `idx` whose state `keep` accepts.
+fn connections_on(gw: &Gateway<'_>, now: u64, idx: usize, keep: impl Fn(&str) -> bool) -> usize {
+    gw.balancer()
+        .connections(Instant::from_millis(now))
+        .filter(|c| !c.template && c.server.ip() == IpAddr::V4(server_addr(idx)) && keep(c.state))
+        .count()
 }
