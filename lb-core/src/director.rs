@@ -879,6 +879,48 @@ impl<'a> Director<'a> {
             .map(|s| s as ServiceId)
     }
 
+    /// [`lookup`](Self::lookup) without a mark, for an address stored as a connection entry
+    /// stores it (16 bytes, IPv4 in the first four, the rest zero): the live service keyed
+    /// `<proto, addr, port>`, else a live port-0 service on `addr`. The datapath's form.
+    #[inline]
+    pub fn lookup_flow(
+        &self,
+        proto: Protocol,
+        v6: bool,
+        addr: &[u8; 16],
+        port: u16,
+    ) -> Option<ServiceId> {
+        let port0 = self.port0_services > 0 && port != 0;
+        let mut second = None;
+        for (i, slot) in self.services.get(..self.svc_high)?.iter().enumerate() {
+            let Some(s) = slot.get() else { continue };
+            let ServiceKey::Addr { proto: p, vip } = s.config.key else {
+                continue;
+            };
+            if p != proto || s.deleted {
+                continue;
+            }
+            let vport = vip.port();
+            let exact = vport == port;
+            let port0_candidate = port0 && vport == 0 && second.is_none();
+            if !exact && !port0_candidate {
+                continue;
+            }
+            let same_ip = match vip.ip() {
+                IpAddr::V4(a) => !v6 && a.octets() == addr[..4],
+                IpAddr::V6(a) => v6 && a.octets() == *addr,
+            };
+            if !same_ip {
+                continue;
+            }
+            if exact {
+                return Some(i as ServiceId);
+            }
+            second = Some(i as ServiceId);
+        }
+        second
+    }
+
     /// The datapath's service search, one pass over the used slots: the first slot (deleted or
     /// live as `deleted` says) keyed `<proto, dst>`, else, when `port0`, the first keyed
     /// `<proto, dst's address, port 0>` — what two `find_slot` calls with those keys return.

@@ -131,23 +131,35 @@ pub const fn hash_32(x: u32, bits: u32) -> u32 {
 /// 7 bytes (IPv4: one compression) or 19 bytes (IPv6: three).
 #[inline]
 pub fn flow_hash(key: SipKey, proto: Protocol, addr: IpAddr, port: u16) -> u64 {
-    let mut s = Sip::new(key);
     match addr {
         IpAddr::V4(a) => {
-            // SipHash-1-3 of the 7-byte message (proto, port, address): one compression
-            // word, the message length in its top byte as SipHash's last word carries it.
-            let w = (7u64 << 56)
-                | (u64::from(u32::from(a)) << 24)
-                | (u64::from(port) << 8)
-                | u64::from(proto.number());
-            s.compress(w);
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            flow_hash_bytes(key, proto, false, &b, port)
         }
-        IpAddr::V6(a) => {
-            let x = u128::from(a);
-            s.compress(x as u64);
-            s.compress((x >> 64) as u64);
-            s.compress((19u64 << 56) | (u64::from(port) << 8) | u64::from(proto.number()));
-        }
+        IpAddr::V6(a) => flow_hash_bytes(key, proto, true, &a.octets(), port),
+    }
+}
+
+/// [`flow_hash`] of an address stored as a connection entry stores it: 16 bytes, an IPv4
+/// address (`v6` false) in the first four. The datapath's form: no `IpAddr` to build.
+#[inline]
+pub fn flow_hash_bytes(key: SipKey, proto: Protocol, v6: bool, addr: &[u8; 16], port: u16) -> u64 {
+    let mut s = Sip::new(key);
+    if v6 {
+        let x = u128::from_be_bytes(*addr);
+        s.compress(x as u64);
+        s.compress((x >> 64) as u64);
+        s.compress((19u64 << 56) | (u64::from(port) << 8) | u64::from(proto.number()));
+    } else {
+        // SipHash-1-3 of the 7-byte message (proto, port, address): one compression word, the
+        // message length in its top byte as SipHash's last word carries it.
+        let a = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
+        let w = (7u64 << 56)
+            | (u64::from(a) << 24)
+            | (u64::from(port) << 8)
+            | u64::from(proto.number());
+        s.compress(w);
     }
     s.finish()
 }

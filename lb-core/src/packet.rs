@@ -190,6 +190,172 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, Malformed> {
     }
 }
 
+/// A TCP or UDP packet of the common shape, read by [`parse_flow`]: the fields of [`Parsed`]
+/// for `Kind::Transport`, with the addresses as stored in a connection entry (16 bytes, an IPv4
+/// address in the first four, the rest zero) instead of `SocketAddr`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// TCP or UDP.
+    pub proto: Protocol,
+    /// TCP header flags (byte 13); 0 for UDP.
+    pub tcp_flags: u8,
+    /// Offset of the TCP/UDP header: 20 (IPv4, no options) or 40 (IPv6).
+    pub l4_offset: u16,
+    /// Bytes of L4 payload, as [`Parsed::payload_len`].
+    pub payload_len: u16,
+    /// Length of the IP packet as its header says, as [`Parsed::total_len`].
+    pub total_len: u32,
+    /// Source address.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+impl Flow {
+    /// A placeholder (IPv4 TCP, all zero) for arrays of flows.
+    pub const EMPTY: Flow = Flow {
+        v6: false,
+        proto: Protocol::Tcp,
+        tcp_flags: 0,
+        l4_offset: 0,
+        payload_len: 0,
+        total_len: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        sport: 0,
+        dport: 0,
+    };
+
+    /// What [`parse`] returns for the same packet.
+    #[inline]
+    pub fn to_parsed(&self) -> Parsed {
+        Parsed {
+            v6: self.v6,
+            proto: self.proto.number(),
+            tcp_flags: self.tcp_flags,
+            l4_offset: self.l4_offset,
+            payload_len: self.payload_len,
+            total_len: self.total_len,
+            src: SocketAddr::new(ip_of(self.v6, &self.src), self.sport),
+            dst: SocketAddr::new(ip_of(self.v6, &self.dst), self.dport),
+            kind: Kind::Transport,
+        }
+    }
+}
+
+/// An address stored as in a [`Flow`] (IPv4 in the first four bytes).
+#[inline]
+pub fn ip_of(v6: bool, a: &[u8; 16]) -> IpAddr {
+    if v6 {
+        IpAddr::from(*a)
+    } else {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
+/// An address as a [`Flow`] stores it (IPv4 in the first four bytes, the rest zero).
+#[inline]
+pub fn addr_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// The datapath's first look at a packet: `Some` for exactly the packets [`parse`] reads as
+/// `Kind::Transport` that have the common shape — an IPv4 header without options or an IPv6
+/// header without extension headers, not a fragment, carrying TCP or UDP — with the same
+/// checks (lengths, IPv4 header checksum, TCP data offset, UDP length); `None` for everything
+/// else, which [`parse`] then reads in full (and refuses where it must). Reads the fixed
+/// headers through smoltcp's views after its own length checks, with no per-field bounds
+/// checks left.
+#[inline(always)]
+pub fn parse_flow(buf: &[u8]) -> Option<Flow> {
+    let first = *buf.first()?;
+    let (v6, proto, l4_offset, total, src, dst) = if first == 0x45 {
+        let hdr: &[u8; IPV4_MIN_HEADER] = buf.get(..IPV4_MIN_HEADER)?.try_into().ok()?;
+        let ip = Ipv4Packet::new_unchecked(&hdr[..]);
+        let total = usize::from(ip.total_len());
+        // Not a fragment (MF clear, offset 0); the DF bit may be set.
+        if total < IPV4_MIN_HEADER || total > buf.len() || hdr[6] & 0x3f != 0 || hdr[7] != 0 {
+            return None;
+        }
+        if !ipv4_header_verifies(hdr) {
+            return None;
+        }
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&ip.src_addr().octets());
+        dst[..4].copy_from_slice(&ip.dst_addr().octets());
+        (false, hdr[9], IPV4_MIN_HEADER, total, src, dst)
+    } else if first >> 4 == 6 {
+        let hdr: &[u8; IPV6_HEADER] = buf.get(..IPV6_HEADER)?.try_into().ok()?;
+        let ip = Ipv6Packet::new_unchecked(&hdr[..]);
+        let total = IPV6_HEADER + usize::from(ip.payload_len());
+        if total > buf.len() {
+            return None;
+        }
+        let src = ip.src_addr().octets();
+        let dst = ip.dst_addr().octets();
+        (true, hdr[6], IPV6_HEADER, total, src, dst)
+    } else {
+        return None;
+    };
+    let l4 = buf.get(l4_offset..total)?;
+    let (proto, tcp_flags, payload_len) = match proto {
+        PROTO_TCP => {
+            let hdr: &[u8; TCP_MIN_HEADER] = l4.get(..TCP_MIN_HEADER)?.try_into().ok()?;
+            let doff = usize::from(hdr[12] >> 4) * 4;
+            if doff < TCP_MIN_HEADER || doff > l4.len() {
+                return None;
+            }
+            (Protocol::Tcp, hdr[13], l4.len() - doff)
+        }
+        PROTO_UDP => {
+            let hdr: &[u8; UDP_HEADER] = l4.get(..UDP_HEADER)?.try_into().ok()?;
+            let len = usize::from(UdpPacket::new_unchecked(&hdr[..]).len());
+            if len < UDP_HEADER || len > l4.len() {
+                return None;
+            }
+            (Protocol::Udp, 0, len - UDP_HEADER)
+        }
+        _ => return None,
+    };
+    Some(Flow {
+        v6,
+        proto,
+        tcp_flags,
+        l4_offset: l4_offset as u16,
+        payload_len: payload_len as u16,
+        total_len: total as u32,
+        src,
+        dst,
+        sport: u16::from_be_bytes([l4[0], l4[1]]),
+        dport: u16::from_be_bytes([l4[2], l4[3]]),
+    })
+}
+
+/// Whether a 20-byte IPv4 header's checksum verifies: its five 32-bit words summed in ones'
+/// complement fold to 0xffff (the same sum as over its ten 16-bit words).
+#[inline(always)]
+fn ipv4_header_verifies(hdr: &[u8; IPV4_MIN_HEADER]) -> bool {
+    let mut sum = 0u64;
+    for w in hdr.chunks_exact(4) {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    checksum::fold(sum) == 0xffff
+}
+
 /// Checks an IPv4 header's lengths; returns (header length, total length).
 fn check_v4_header(buf: &[u8]) -> Result<(usize, usize), Malformed> {
     if buf.len() < IPV4_MIN_HEADER {
@@ -846,6 +1012,51 @@ mod tests {
                                 first in prop_oneof![Just(0x45u8), Just(0x46), Just(0x60), any::<u8>()]) {
             if let Some(b) = bytes.first_mut() { *b = first; }
             let _ = parse(&bytes);
+            let _ = parse_flow(&bytes);
+        }
+
+        /// `parse_flow` accepts exactly the TCP/UDP packets of the common shape `parse`
+        /// accepts, and reads them the same; damaged and cut packets included.
+        #[test]
+        fn parse_flow_agrees_with_parse(
+            v6 in any::<bool>(),
+            udp in any::<bool>(),
+            flags in any::<u8>(),
+            opt_words in prop_oneof![Just(0usize), 0usize..3],
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+            damage in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..3),
+            cut in proptest::option::of(any::<u8>()),
+            padding in 0usize..8,
+        ) {
+            use fixtures::{tcp, udp as udp_pkt};
+            let (src, dst): (SocketAddr, SocketAddr) = if v6 {
+                ("[2001:db8::1]:40000".parse().unwrap(), "[2001:db8::100]:80".parse().unwrap())
+            } else {
+                ("192.0.2.1:40000".parse().unwrap(), "10.0.0.100:80".parse().unwrap())
+            };
+            let opt_words = if v6 { 0 } else { opt_words };
+            let mut pkt = if udp {
+                udp_pkt(src, dst, &payload, opt_words)
+            } else {
+                tcp(src, dst, flags, 1, 2, &payload, opt_words, flags & 1 != 0)
+            };
+            pkt.extend(core::iter::repeat_n(0u8, padding));
+            for (at, x) in damage {
+                let i = usize::from(at) % pkt.len();
+                pkt[i] ^= x;
+            }
+            if let Some(n) = cut {
+                pkt.truncate(usize::from(n));
+            }
+            let full = parse(&pkt);
+            let common = pkt.first().is_some_and(|b| *b == 0x45 || b >> 4 == 6);
+            match parse_flow(&pkt) {
+                Some(f) => prop_assert_eq!(Ok(f.to_parsed()), full),
+                None => prop_assert!(
+                    !common || !matches!(full, Ok(Parsed { kind: Kind::Transport, .. })),
+                    "parse_flow refused {:02x?}, parse read {:?}", pkt, full
+                ),
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::conn::{ConnFlags, ConnTable, Entry, Handle};
 use crate::director::{Director, SchedInput, Unmatched};
 use crate::ipvsadm::{Command, Setting};
 use crate::nat;
-use crate::packet::{self, IcmpError, Kind, Malformed, Parsed};
+use crate::packet::{self, Flow, IcmpError, Kind, Malformed, Parsed};
 use crate::server::ServerId;
 use crate::service::ServiceId;
 use crate::tcp::{self, Direction, TcpState, TcpTimeouts};
@@ -550,6 +550,21 @@ impl<'a> Balancer<'a> {
     /// bounds a generated reply. See [`Verdict`] for what to do next.
     pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
+        if let Some(f) = packet::parse_flow(&buf[..len]) {
+            let (svc, hash) = self.look(&f);
+            let found = self.find_flow(hash, &f, svc);
+            return self.process_flow(now, buf, len, &f, svc, hash, found);
+        }
+        self.process_general(now, buf, len)
+    }
+
+    /// [`process`](Balancer::process) without the established-flow fast path
+    /// ([`parse_flow`](packet::parse_flow) and what follows): every packet parsed in full and
+    /// taken through the general path. The same verdicts, bytes and counters, only slower:
+    /// the reference the differential tests and the fuzz target hold the fast path to.
+    #[doc(hidden)]
+    pub fn process_general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
+        let len = len.min(buf.len());
         match packet::parse(&buf[..len]) {
             Ok(ref p) => self.process_parsed(now, buf, len, p, Hint::None),
             Err(m) => self.unparsed(&buf[..len], m),
@@ -570,33 +585,23 @@ impl<'a> Balancer<'a> {
         let mut start = 0;
         while start < n {
             let end = (start + STAGE).min(n);
-            let mut parsed: [Option<Parsed>; STAGE] = [None; STAGE];
+            let count = end - start;
+            let mut flows = [Flow::EMPTY; STAGE];
+            let mut staged = [Staged::No; STAGE];
             let mut hashes = [0u64; STAGE];
             let mut found: [Option<Handle>; STAGE] = [None; STAGE];
-            // Per packet: not looked up, a forward packet of this live service, or a reply.
-            let mut staged = [Staged::No; STAGE];
-            let mut count = 0;
-            // Stage 1: parse, find the live service (the services do not change during a
-            // burst) and hash the client side: the source of a forward packet, the
-            // destination of a reply.
+            // Stage 1: read the packets of the common shape (TCP/UDP, no IP options or
+            // extension headers), find their live service (the services do not change during
+            // a burst) and hash their client side: the source of a forward packet, the
+            // destination of a reply. Other packets take the full path in stage 3.
             for (i, pkt) in pkts[start..end].iter().enumerate() {
                 let len = pkt.len.min(pkt.buf.len());
-                match packet::parse(&pkt.buf[..len]) {
-                    Ok(p) => {
-                        if let (Kind::Transport, Some(proto)) = (p.kind, p.transport()) {
-                            if let Some(svc) = self.director.lookup(proto, p.dst, None) {
-                                hashes[i] = self.conns.hash(proto, p.src.ip(), p.src.port());
-                                staged[i] = Staged::Forward(proto, svc);
-                            } else {
-                                hashes[i] = self.conns.hash(proto, p.dst.ip(), p.dst.port());
-                                staged[i] = Staged::Reply(proto);
-                            }
-                        }
-                        parsed[i] = Some(p);
-                    }
-                    Err(m) => verdicts[start + i] = self.unparsed(&pkt.buf[..len], m),
+                if let Some(f) = packet::parse_flow(&pkt.buf[..len]) {
+                    let (svc, hash) = self.look(&f);
+                    flows[i] = f;
+                    hashes[i] = hash;
+                    staged[i] = Staged::Flow(svc);
                 }
-                count = i + 1;
             }
             // Stage 2: all index slots, then all entries, both directions.
             let gen = self.generation;
@@ -604,29 +609,29 @@ impl<'a> Balancer<'a> {
                 let director = &self.director;
                 self.conns
                     .find_burst(&hashes[..count], &mut found[..count], |i, e| {
-                        let Some(p) = &parsed[i] else { return false };
                         match staged[i] {
                             Staged::No => false,
-                            Staged::Forward(proto, svc) => {
-                                forward_match(director, e, p, proto, Some(svc))
-                            }
-                            Staged::Reply(proto) => reply_match(director, e, proto, p.src, p.dst),
+                            Staged::Flow(svc) => flow_match(director, e, &flows[i], svc),
                         }
                     });
             }
             // Stage 3: state machine and rewrite, in order. The lookups stay valid while no
             // entry was inserted or removed.
             for i in 0..count {
-                let Some(p) = &parsed[i] else { continue };
                 let pkt = &mut pkts[start + i];
                 let len = pkt.len.min(pkt.buf.len());
-                let hint = match staged[i] {
-                    _ if self.generation != gen => Hint::None,
-                    Staged::No => Hint::None,
-                    Staged::Forward(_, svc) => Hint::Forward(svc, found[i]),
-                    Staged::Reply(_) => Hint::Reply(found[i]),
+                verdicts[start + i] = match staged[i] {
+                    Staged::No => self.process(now, pkt.buf, len),
+                    Staged::Flow(svc) => {
+                        let f = &flows[i];
+                        let h = if self.generation == gen {
+                            found[i]
+                        } else {
+                            self.find_flow(hashes[i], f, svc)
+                        };
+                        self.process_flow(now, pkt.buf, len, f, svc, hashes[i], h)
+                    }
                 };
-                verdicts[start + i] = self.process_parsed(now, pkt.buf, len, p, hint);
             }
             start = end;
         }
@@ -661,7 +666,7 @@ impl<'a> Balancer<'a> {
                     return self.not_ours(buf, len, p);
                 };
                 let (svc, found) = match hint {
-                    Hint::Forward(svc, found) => (Some(svc), Some(found)),
+                    Hint::Forward(svc, hash, found) => (Some(svc), Some((hash, found))),
                     Hint::Reply(_) => (None, None),
                     Hint::None => (self.director.lookup(proto, p.dst, None), None),
                 };
@@ -726,12 +731,12 @@ impl<'a> Balancer<'a> {
         p: &Parsed,
         proto: Protocol,
         svc: ServiceId,
-        found: Option<Option<Handle>>,
+        found: Option<(u64, Option<Handle>)>,
     ) -> Verdict {
         let syn = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0;
         let rst = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::RST != 0;
         let (mut found, hash) = match found {
-            Some(f) => (f, None),
+            Some((hash, f)) => (f, Some(hash)),
             None => {
                 let hash = self.conns.hash(proto, p.src.ip(), p.src.port());
                 let director = &self.director;
@@ -1315,21 +1320,19 @@ enum NewConnError {
 /// What a burst's first stage found out about a packet.
 #[derive(Clone, Copy)]
 enum Staged {
-    /// Not TCP/UDP: no lookup.
+    /// Not of the common shape: the full path, in order.
     No,
-    /// For this live service (protocol `.0`).
-    Forward(Protocol, ServiceId),
-    /// For no live service: looked up as a reply.
-    Reply(Protocol),
+    /// A [`Flow`] for this live service, or for none (looked up as a reply).
+    Flow(Option<ServiceId>),
 }
 
-/// Look-ups a burst already made for a packet (valid while no entry was inserted or removed).
+/// Look-ups already made for a packet (valid while no entry was inserted or removed).
 #[derive(Clone, Copy)]
 enum Hint {
     /// None: look everything up.
     None,
-    /// The packet's live service and its connection entry, if any.
-    Forward(ServiceId, Option<Handle>),
+    /// The packet's live service, its flow hash and its connection entry, if any.
+    Forward(ServiceId, u64, Option<Handle>),
     /// No live service; the reply's entry, if any.
     Reply(Option<Handle>),
 }
@@ -1428,5 +1431,7 @@ fn malformed_reason(m: Malformed) -> DropReason {
     }
 }
 
+mod fast;
+use fast::flow_match;
 #[cfg(test)]
 mod tests;

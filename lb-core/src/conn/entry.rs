@@ -242,6 +242,22 @@ impl Entry {
         }
     }
 
+    /// The key byte of a connection (not a template) of `proto` over IPv6 (`v6`) or IPv4: what
+    /// [`matches_conn`](Self::matches_conn) compares.
+    #[inline]
+    pub const fn conn_key(proto: Protocol, v6: bool) -> u8 {
+        proto.number() | if v6 { KEY_V6 } else { 0 }
+    }
+
+    /// Whether this is a connection (not a template) whose key is `key` (from
+    /// [`conn_key`](Self::conn_key)), client address `addr` (stored as in the entry: IPv4 in
+    /// the first four bytes, the rest zero) and client port `port`. The datapath's form of
+    /// `!is_template() && key_matches(..)`.
+    #[inline]
+    pub fn matches_conn(&self, key: u8, addr: &[u8; 16], port: u16) -> bool {
+        self.key == key && self.client_port == port && self.client_addr == *addr
+    }
+
     /// The template controlling this connection (IPVS `cp->control`); always `None` for a
     /// template.
     pub fn control(&self) -> Option<Handle> {

@@ -76,7 +76,7 @@ use core::net::IpAddr;
 use managed::ManagedSlice;
 
 use crate::addr::Protocol;
-use crate::hash::{flow_hash, SipKey};
+use crate::hash::{flow_hash, flow_hash_bytes, SipKey};
 use crate::time::Instant;
 
 pub use entry::{ConnFlags, ConnSlot, Entry, Handle};
@@ -313,6 +313,13 @@ impl<'a> ConnTable<'a> {
     #[inline]
     pub fn hash(&self, proto: Protocol, client_addr: IpAddr, client_port: u16) -> u64 {
         flow_hash(self.secret, proto, client_addr, client_port)
+    }
+
+    /// [`hash`](Self::hash) of a client address stored as an entry stores it (16 bytes, IPv4
+    /// in the first four): the datapath's form.
+    #[inline]
+    pub fn hash_bytes(&self, proto: Protocol, v6: bool, addr: &[u8; 16], port: u16) -> u64 {
+        flow_hash_bytes(self.secret, proto, v6, addr, port)
     }
 
     /// The hash an entry is indexed under.

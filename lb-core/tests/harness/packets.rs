@@ -2,9 +2,10 @@
 //! bytes, both directions, through the configured balancer ([`super::setup`]), interleaved with
 //! time steps and control changes.
 //!
-//! Two balancers run in lockstep on the same input: `a` gets every packet through
-//! `process`, `b` gets each group through `process_burst`; their verdicts, output bytes and
-//! counters must be identical. After every step `a`'s table and counters are checked
+//! Three balancers run in lockstep on the same input: `a` gets every packet through
+//! `process`, `b` gets each group through `process_burst`, `c` gets every packet through
+//! `process_general` (no established-flow fast path); their verdicts, output bytes and counters
+//! must be identical, and `a` and `c` must hold the same entries, events and statistics. After every step `a`'s table and counters are checked
 //! ([`super::inv`]), and every time step checks the deadlines.
 
 use std::net::{IpAddr, SocketAddr};
@@ -463,6 +464,47 @@ fn restore_commands(b: &Balancer<'_>) -> Vec<Command> {
     out
 }
 
+/// Whether two balancers fed the same input hold the same state: counters, connections (as
+/// `-L -c` lists them, and every entry's fields and deadline) and every service's and server's
+/// statistics.
+fn check_same_state(a: &Balancer<'_>, c: &Balancer<'_>, now: Instant) {
+    assert_eq!(
+        a.counters(),
+        c.counters(),
+        "fast and general path: counters differ"
+    );
+    let ca: Vec<_> = a.connections(now).collect();
+    let cc: Vec<_> = c.connections(now).collect();
+    assert_eq!(ca, cc, "fast and general path: connections differ");
+    let ea: Vec<_> = a
+        .conns()
+        .iter()
+        .map(|(h, e)| (h, *e, a.conns().deadline(h)))
+        .collect();
+    let ec: Vec<_> = c
+        .conns()
+        .iter()
+        .map(|(h, e)| (h, *e, c.conns().deadline(h)))
+        .collect();
+    assert_eq!(ea, ec, "fast and general path: table entries differ");
+    let (da, dc) = (a.director(), c.director());
+    for ((ia, sa), (ic, sc)) in da.services().zip(dc.services()) {
+        assert_eq!(ia, ic);
+        assert_eq!(
+            sa.stats, sc.stats,
+            "fast and general path: service stats differ"
+        );
+        for ((_, xa), (_, xc)) in da.servers(ia).iter().zip(dc.servers(ic).iter()) {
+            assert_eq!(
+                xa,
+                xc,
+                "fast and general path: server {} differs",
+                xa.addr()
+            );
+        }
+    }
+}
+
 /// Runs one input. Panics when an invariant breaks.
 pub fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
@@ -477,6 +519,7 @@ pub fn run_input(input: &Input) {
     let cap = 1 + usize::from(input.capacity % 48);
     let mut a = setup::configured(cap, settings, 7);
     let mut b = setup::configured(cap, settings, 7);
+    let mut c = setup::configured(cap, settings, 7);
     let mut now = Instant::ZERO;
     let mut deadlines = Deadlines::default();
     let mut packets = 0usize;
@@ -496,9 +539,23 @@ pub fn run_input(input: &Input) {
                     let before = *a.counters();
                     let v = a.process(now, &mut buf, p.len());
                     check_verdict(&a, &before, p, &buf, p.len(), v);
+                    let mut buf_c = p.clone();
+                    buf_c.resize(BUF, 0);
+                    let vc = c.process_general(now, &mut buf_c, p.len());
+                    assert_eq!(v, vc, "process and the general path disagree on {p:02x?}");
+                    let n = match v {
+                        Verdict::Reply { len } => len,
+                        _ => p.len(),
+                    };
+                    assert_eq!(
+                        &buf[..n],
+                        &buf_c[..n],
+                        "process and the general path wrote different bytes for {p:02x?}"
+                    );
                     outs_a.push((v, buf));
                     check_table(&a, now);
                 }
+                check_same_state(&a, &c, now);
                 let mut bufs: Vec<Vec<u8>> = built
                     .iter()
                     .map(|p| {
@@ -539,6 +596,7 @@ pub fn run_input(input: &Input) {
                 let dropped = a.counters().defence_drops;
                 a.handle_timeout(now);
                 b.handle_timeout(now);
+                c.handle_timeout(now);
                 deadlines.check_after(&a, now, a.counters().defence_drops != dropped);
                 check_table(&a, now);
                 if let Some(t) = a.poll_timeout() {
@@ -547,14 +605,18 @@ pub fn run_input(input: &Input) {
                         assert!(t <= d, "poll_timeout {t:?} after a deadline {d:?}");
                     }
                 }
-                while a.poll_event().is_some() {}
                 while b.poll_event().is_some() {}
+                while let Some(e) = a.poll_event() {
+                    assert_eq!(Some(e), c.poll_event(), "events differ");
+                }
+                assert_eq!(c.poll_event(), None, "events differ");
             }
-            Op::Control(c) => {
-                for cmd in commands(&a, *c) {
+            Op::Control(ctl) => {
+                for cmd in commands(&a, *ctl) {
                     let ra = a.apply(now, &cmd);
                     let rb = b.apply(now, &cmd);
                     assert_eq!(ra, rb, "{cmd}");
+                    assert_eq!(ra, c.apply(now, &cmd), "{cmd}");
                     check_table(&a, now);
                 }
             }

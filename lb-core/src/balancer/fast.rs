@@ -1,0 +1,195 @@
+//! The established-flow fast path: what most packets of a busy balancer are — a TCP segment
+//! or UDP datagram of a flow already in the table, whose state does not change — handled from
+//! a [`Flow`] (addresses as the entries store them, no `SocketAddr`s) with no step the general
+//! path would not take.
+//!
+//! [`Balancer::process_flow`] tries [`fast_forward`](Balancer::fast_forward) or
+//! [`fast_reply`](Balancer::fast_reply); each checks every condition first and returns `None`,
+//! having changed nothing, when the packet needs more than "re-arm the timer, count, rewrite":
+//! a SYN (port reuse, §3.2 step 1), a state change (counters, templates), a removed server
+//! (expire_nodest_conn), a reply that is the first of its flow (NOOUTPUT), a UDP reply that
+//! assures a template. The general path ([`Balancer::process_parsed`]) then takes the packet
+//! with the look-ups already made. The two paths give the same verdicts, packets and counters:
+//! the tests and the fuzz target run every packet through both orders of the same balancer
+//! (single calls and bursts) and compare.
+
+use super::*;
+
+use crate::packet::addr_bytes;
+
+impl<'a> Balancer<'a> {
+    /// A flow's live service (it is then a forward packet) and the hash of its client side:
+    /// the source of a forward packet, the destination of a reply.
+    #[inline(always)]
+    pub(super) fn look(&self, f: &Flow) -> (Option<ServiceId>, u64) {
+        let svc = self.director.lookup_flow(f.proto, f.v6, &f.dst, f.dport);
+        let (addr, port) = match svc {
+            Some(_) => (&f.src, f.sport),
+            None => (&f.dst, f.dport),
+        };
+        (svc, self.conns.hash_bytes(f.proto, f.v6, addr, port))
+    }
+
+    /// The entry of a flow: a connection of `svc` for a forward packet, the connection a reply
+    /// belongs to when `svc` is `None`.
+    #[inline(always)]
+    pub(super) fn find_flow(&self, hash: u64, f: &Flow, svc: Option<ServiceId>) -> Option<Handle> {
+        let director = &self.director;
+        self.conns.find(hash, |e| flow_match(director, e, f, svc))
+    }
+
+    /// A packet of the common shape, its look-ups made: the fast path if it applies, else the
+    /// general path with the look-ups as hints.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn process_flow(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        f: &Flow,
+        svc: Option<ServiceId>,
+        hash: u64,
+        found: Option<Handle>,
+    ) -> Verdict {
+        if let Some(h) = found {
+            let fast = match svc {
+                Some(_) => self.fast_forward(now, buf, len, f, h),
+                None => self.fast_reply(now, buf, len, f, h),
+            };
+            if let Some(v) = fast {
+                return v;
+            }
+        }
+        let hint = match svc {
+            Some(svc) => Hint::Forward(svc, hash, found),
+            None => Hint::Reply(found),
+        };
+        self.process_parsed(now, buf, len, &f.to_parsed(), hint)
+    }
+
+    /// Client → real server on an entry whose state stays: `inbound`'s steps 2 and 4 with
+    /// nothing to decide. `None` (nothing changed) when the general path must decide.
+    #[inline]
+    fn fast_forward(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        f: &Flow,
+        h: Handle,
+    ) -> Option<Verdict> {
+        if f.proto == Protocol::Tcp && f.tcp_flags & tcp::flags::SYN != 0 {
+            return None;
+        }
+        let e = self.conns.get(h)?;
+        let s = self.director.server(e.server)?;
+        if !s.available {
+            return None;
+        }
+        let (server, svc) = (e.server, e.service);
+        let dest = server_endpoint(s.addr(), e.vport);
+        let timeout = self.steady_timeout(e, f, Direction::Input)?;
+        self.conns.update(h, |e| {
+            e.set_timeout(timeout);
+            e.count_in_pkt();
+            (now + timeout, ())
+        })?;
+        if nat::rewrite_flow(
+            &mut buf[..len],
+            f,
+            &addr_bytes(dest.ip()),
+            dest.port(),
+            false,
+        )
+        .is_err()
+        {
+            return Some(self.drop(DropReason::Malformed, false));
+        }
+        self.director.count_conn(server, svc, len, false);
+        Some(Verdict::ToServer)
+    }
+
+    /// Real server → client on an entry whose state stays and that has seen a reply before:
+    /// `outbound` with nothing to decide. `None` (nothing changed) when the general path must.
+    #[inline]
+    fn fast_reply(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        f: &Flow,
+        h: Handle,
+    ) -> Option<Verdict> {
+        let e = self.conns.get(h)?;
+        if e.flags.contains(ConnFlags::NOOUTPUT) || e.control().is_some() {
+            return None;
+        }
+        let ServiceKey::Addr { vip, .. } = self.director.service(e.service)?.config.key else {
+            return None;
+        };
+        let (server, svc, vport) = (e.server, e.service, e.vport);
+        let timeout = self.steady_timeout(e, f, Direction::Output)?;
+        self.conns.update(h, |e| {
+            e.set_timeout(timeout);
+            (now + timeout, ())
+        })?;
+        if nat::rewrite_flow(&mut buf[..len], f, &addr_bytes(vip.ip()), vport, true).is_err() {
+            return Some(self.drop(DropReason::Malformed, false));
+        }
+        self.director.count_conn(server, svc, len, true);
+        Some(Verdict::ToClient)
+    }
+
+    /// The timeout entry `e` re-arms with for packet `f` in table direction `dir` when its
+    /// state does not change (UDP, or a TCP transition to the same state); `None` when it does.
+    #[inline]
+    fn steady_timeout(&self, e: &Entry, f: &Flow, dir: Direction) -> Option<Duration> {
+        match f.proto {
+            Protocol::Udp => Some(self.settings.timeouts.udp()),
+            Protocol::Tcp => {
+                let cur = TcpState::from_u8(e.state)?;
+                let dir = match dir {
+                    Direction::Input if e.flags.contains(ConnFlags::NOOUTPUT) => {
+                        Direction::InputOnly
+                    }
+                    d => d,
+                };
+                (tcp::next_state(self.dos, dir, f.tcp_flags, cur) == cur)
+                    .then(|| self.settings.timeouts.timeout(cur))
+            }
+        }
+    }
+}
+
+/// Whether entry `e` is the connection of flow `f`: [`forward_match`] when `svc` (the live
+/// service of `f`'s destination) is given, else [`reply_match`] — on the entry's stored form of
+/// the addresses.
+#[inline]
+pub(super) fn flow_match(
+    director: &Director<'_>,
+    e: &Entry,
+    f: &Flow,
+    svc: Option<ServiceId>,
+) -> bool {
+    let key = Entry::conn_key(f.proto, f.v6);
+    match svc {
+        Some(svc) => {
+            e.matches_conn(key, &f.src, f.sport)
+                && e.vport == f.dport
+                && (e.service == svc
+                    || director.service(e.service).is_some_and(|s| {
+                        let dst = SocketAddr::new(packet::ip_of(f.v6, &f.dst), f.dport);
+                        service_has_vip(&s.config.key, dst)
+                    }))
+        }
+        None => {
+            e.matches_conn(key, &f.dst, f.dport)
+                && director.server(e.server).is_some_and(|s| {
+                    let a = s.addr();
+                    let port = if a.port() == 0 { e.vport } else { a.port() };
+                    port == f.sport && addr_bytes(a.ip()) == f.src
+                })
+        }
+    }
+}
