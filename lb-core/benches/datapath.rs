@@ -8,7 +8,7 @@
 //!   dependent random load over a buffer of the table's size). The ratios are printed from one
 //!   interleaved run by `cargo bench -p lb-core --bench ratios`.
 //! * `new_conn`: SYN → schedule → insert → rewrite, for every scheduler, into a 1 M table kept
-//!   ~full by expiry (16 servers).
+//!   ~full by expiry (16 servers); `new_conn_burst`: the same in bursts of 32 (wrr, mh).
 //! * `expire_1m`: `handle_timeout` expiring 1 M entries.
 //! * `mh_build`: mh table builds, M = 4093 and 65521, 10 and 1,000 servers.
 //! * `schedule`: one scheduling decision with 64 servers, every scheduler.
@@ -238,6 +238,33 @@ fn new_conn(b: Bencher, name: &str) {
         debug_assert_eq!(v, Verdict::ToServer);
         v
     });
+}
+
+/// [`new_conn`] in bursts of 32 SYNs (`process_burst`, the burst's packets sharing the last
+/// one's arrival time): the index probes of a burst overlap. Time per burst; divide by 32 for
+/// the cost per new connection. Only the two schedulers.
+#[divan::bench(args = ["wrr", "mh"], sample_count = 60, sample_size = 16)]
+fn new_conn_burst(b: Bencher, name: &str) {
+    let Churn { mut lb, mut gen } = Churn::new(Kind::V4Tcp, 1_000_000, sched_kind(name), 1_000_000);
+    b.counter(ItemsCount::new(BURST))
+        .with_inputs(move || {
+            let mut bb = BurstBufs::new();
+            let mut now = T0;
+            for k in 0..BURST {
+                let (t, len) = gen.prepare(&mut bb.bufs[k]);
+                bb.lens[k] = len;
+                now = t;
+            }
+            (bb, now)
+        })
+        .bench_local_refs(|(bb, now)| {
+            if lb.poll_timeout().is_some_and(|t| *now >= t) {
+                lb.handle_timeout(*now);
+            }
+            let n = bb.run(&mut lb, *now, Verdict::ToServer);
+            debug_assert_eq!(n, BURST);
+            n
+        });
 }
 
 /// `handle_timeout` expiring 1,000,000 UDP entries (created over 62.5 s of virtual time, so

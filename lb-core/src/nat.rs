@@ -156,34 +156,21 @@ fn rewrite_transport(
     if new.is_ipv6() != p.v6 {
         return Err(NatError::FamilyMismatch);
     }
-    let l4 = usize::from(p.l4_offset);
-    let (csum_at, udp) = match p.proto {
-        PROTO_TCP => (l4 + 16, false),
-        PROTO_UDP => (l4 + 6, true),
+    let proto = match p.proto {
+        PROTO_TCP => Protocol::Tcp,
+        PROTO_UDP => Protocol::Udp,
         _ => return Err(NatError::WrongKind),
     };
-    // Check every offset before the first write, so an error leaves the packet untouched.
-    let ip_header = if p.v6 { 40 } else { 20 };
-    if l4 < ip_header || buf.len() < csum_at + 2 {
-        return Err(NatError::BufferMismatch);
-    }
-    let (addr, n) = octets(new.ip());
-    let mut d = Delta::ZERO;
-    put(buf, addr_offset(p.v6, src), &addr[..n], &mut d)?;
-    if !p.v6 {
-        fix(buf, IPV4_CHECKSUM, d)?;
-    }
-    let port_at = if src { l4 } else { l4 + 2 };
-    put(buf, port_at, &new.port().to_be_bytes(), &mut d)?;
-    let old = read16(buf, csum_at)?;
-    if udp && old == 0 {
-        return Ok(());
-    }
-    let mut sum = d.apply(old);
-    if udp && sum == 0 {
-        sum = 0xffff;
-    }
-    write16(buf, csum_at, sum)
+    // The addresses sit at fixed offsets whatever the IPv4 options: the rewrite needs only
+    // the family, the protocol and where the L4 header starts.
+    let f = Flow {
+        v6: p.v6,
+        proto,
+        l4_offset: p.l4_offset,
+        ..Flow::EMPTY
+    };
+    let (addr, _) = octets(new.ip());
+    rewrite_flow(buf, &f, &addr, new.port(), src)
 }
 
 /// [`rewrite_dst`] (`src` false) or [`rewrite_src`] (`src` true) for a packet read by
@@ -207,16 +194,24 @@ pub fn rewrite_flow(
         return Err(NatError::BufferMismatch);
     }
     let pkt = buf.get_mut(..csum_at + 2).ok_or(NatError::BufferMismatch)?;
-    let at = addr_offset(f.v6, src);
-    let words = if f.v6 { 4 } else { 1 };
     let mut d = Delta::ZERO;
-    for (k, new) in addr.chunks_exact(4).take(words).enumerate() {
-        let field = &mut pkt[at + 4 * k..at + 4 * k + 4];
-        let old = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
-        d.replace32(old, u32::from_be_bytes([new[0], new[1], new[2], new[3]]));
-        field.copy_from_slice(new);
-    }
-    if !f.v6 {
+    if f.v6 {
+        let at = addr_offset(true, src);
+        let field: &mut [u8; 16] = (&mut pkt[at..at + 16])
+            .try_into()
+            .map_err(|_| NatError::BufferMismatch)?;
+        for (old, new) in field.chunks_exact(4).zip(addr.chunks_exact(4)) {
+            d.replace32(be32(old), be32(new));
+        }
+        *field = *addr;
+    } else {
+        let at = addr_offset(false, src);
+        let field: &mut [u8; 4] = (&mut pkt[at..at + 4])
+            .try_into()
+            .map_err(|_| NatError::BufferMismatch)?;
+        let new = [addr[0], addr[1], addr[2], addr[3]];
+        d.replace32(u32::from_be_bytes(*field), u32::from_be_bytes(new));
+        *field = new;
         let old = u16::from_be_bytes([pkt[IPV4_CHECKSUM], pkt[IPV4_CHECKSUM + 1]]);
         pkt[IPV4_CHECKSUM..IPV4_CHECKSUM + 2].copy_from_slice(&d.apply(old).to_be_bytes());
     }
@@ -234,6 +229,12 @@ pub fn rewrite_flow(
     }
     pkt[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
     Ok(())
+}
+
+/// A big-endian 32-bit word from (at least) four bytes.
+#[inline(always)]
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// An ICMP error from the client side about a reply we sent (VIP:vport → client), on its way

@@ -17,12 +17,50 @@ use super::*;
 
 use crate::packet::addr_bytes;
 
+/// The datapath's last service look-up: destination (protocol, family, address, port) → the
+/// live service there, or none. Packets of a burst mostly go to one VIP (or come back from one
+/// server to one client), so most look-ups are one comparison. The balancer clears it on every
+/// configuration change ([`Balancer::apply`], [`Balancer::director_mut`]): the services do not
+/// change otherwise (a deleted service freed by the datapath was never a live answer).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SvcCache {
+    valid: bool,
+    key: u8,
+    port: u16,
+    addr: [u8; 16],
+    svc: Option<ServiceId>,
+}
+
+impl SvcCache {
+    pub(super) const EMPTY: SvcCache = SvcCache {
+        valid: false,
+        key: 0,
+        port: 0,
+        addr: [0; 16],
+        svc: None,
+    };
+}
+
 impl<'a> Balancer<'a> {
     /// A flow's live service (it is then a forward packet) and the hash of its client side:
     /// the source of a forward packet, the destination of a reply.
     #[inline(always)]
-    pub(super) fn look(&self, f: &Flow) -> (Option<ServiceId>, u64) {
-        let svc = self.director.lookup_flow(f.proto, f.v6, &f.dst, f.dport);
+    pub(super) fn look(&mut self, f: &Flow) -> (Option<ServiceId>, u64) {
+        let key = Entry::conn_key(f.proto, f.v6);
+        let c = &self.svc_cache;
+        let svc = if c.valid && c.key == key && c.port == f.dport && c.addr == f.dst {
+            c.svc
+        } else {
+            let svc = self.director.lookup_flow(f.proto, f.v6, &f.dst, f.dport);
+            self.svc_cache = SvcCache {
+                valid: true,
+                key,
+                port: f.dport,
+                addr: f.dst,
+                svc,
+            };
+            svc
+        };
         let (addr, port) = match svc {
             Some(_) => (&f.src, f.sport),
             None => (&f.dst, f.dport),

@@ -203,6 +203,8 @@ pub struct Balancer<'a> {
     /// Changes every time an entry is inserted or removed (burst lookups stay valid while it
     /// does not).
     generation: u64,
+    /// The last service look-up of the datapath (cleared by every configuration change).
+    svc_cache: fast::SvcCache,
     scratch: [u8; REPLY_MAX],
 }
 
@@ -221,6 +223,7 @@ impl<'a> Balancer<'a> {
             todrop_counter: [0; 9],
             next_defence: Instant::ZERO,
             generation: 0,
+            svc_cache: fast::SvcCache::EMPTY,
             scratch: [0; REPLY_MAX],
         };
         b.update_defence();
@@ -238,6 +241,7 @@ impl<'a> Balancer<'a> {
     /// servers or services behind the balancer's back while it has entries for them unless you
     /// accept IPVS's trash semantics (the director keeps referenced servers until released).
     pub fn director_mut(&mut self) -> &mut Director<'a> {
+        self.svc_cache = fast::SvcCache::EMPTY;
         &mut self.director
     }
 
@@ -330,6 +334,7 @@ impl<'a> Balancer<'a> {
     /// [`director`](Balancer::director)); they return `Unsupported`. Call between packets;
     /// established flows are never moved: a changed scheduler affects new connections only.
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), ApplyError> {
+        self.svc_cache = fast::SvcCache::EMPTY;
         match cmd {
             Command::AddService(cfg) => self.director.add_service(cfg).map(|_| ()),
             Command::EditService(cfg) => self.director.edit_service(cfg),

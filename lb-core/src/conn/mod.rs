@@ -504,8 +504,16 @@ impl<'a> ConnTable<'a> {
     /// checks the rest of the tuple: [`Entry::key_matches`] plus service/vport for forward
     /// packets, the real server for replies, [`Entry::is_template`] for templates.
     #[inline]
-    pub fn find(&self, hash: u64, pred: impl FnMut(&Entry) -> bool) -> Option<Handle> {
-        self.find_counted(hash, pred).0
+    pub fn find(&self, hash: u64, mut pred: impl FnMut(&Entry) -> bool) -> Option<Handle> {
+        let tag = index::tag_of(hash);
+        let index = &*self.index;
+        let slots = &*self.slots;
+        let raw = index::probe(index, tag, index::home(tag, index.len()), &mut 0, |raw| {
+            slots
+                .get((raw as usize).wrapping_sub(1))
+                .is_some_and(|n| pred(&n.entry))
+        });
+        Handle::from_raw(raw)
     }
 
     /// [`find`](Self::find), also returning how many index slots it read (for tests and stats).
