@@ -8,7 +8,8 @@
 //! takes a slot an expired one left. Each sample restores 256 SYNs of new flows (untimed), runs
 //! the timers that are due (timed apart), then times the 256 packets.
 //!
-//! `cargo bench -p lb-core --bench newconn` (env: `LB_SAMPLES=301`, `LB_SCHEDS=wrr,mh`).
+//! `cargo bench -p lb-core --bench newconn` (env: `LB_SAMPLES=301`, `LB_SCHEDS=wrr,mh`,
+//! `LB_CAPACITY=1000000`: a smaller table shows the cost without cache misses).
 
 mod common;
 
@@ -37,7 +38,11 @@ struct Row {
 
 fn measure(name: &str, sched: SchedulerKind, samples: usize) -> Row {
     let t = Clock::now();
-    let Churn { mut lb, mut gen } = Churn::new(Kind::V4Tcp, 1_000_000, sched, 1_000_000);
+    let cap: u64 = std::env::var("LB_CAPACITY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let Churn { mut lb, mut gen } = Churn::new(Kind::V4Tcp, cap as usize, sched, cap);
     eprintln!(
         "  {name}: filled in {:.1} s, {} live entries",
         t.elapsed().as_secs_f64(),

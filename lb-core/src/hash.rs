@@ -143,7 +143,7 @@ pub fn flow_hash(key: SipKey, proto: Protocol, addr: IpAddr, port: u16) -> u64 {
 
 /// [`flow_hash`] of an address stored as a connection entry stores it: 16 bytes, an IPv4
 /// address (`v6` false) in the first four. The datapath's form: no `IpAddr` to build.
-#[inline]
+#[inline(always)]
 pub fn flow_hash_bytes(key: SipKey, proto: Protocol, v6: bool, addr: &[u8; 16], port: u16) -> u64 {
     let mut s = Sip::new(key);
     if v6 {

@@ -79,7 +79,7 @@ impl<'a> Balancer<'a> {
     /// A packet of the common shape, its look-ups made: the fast path if it applies, else the
     /// general path with the look-ups as hints.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub(super) fn process_flow(
         &mut self,
         now: Instant,
@@ -108,7 +108,7 @@ impl<'a> Balancer<'a> {
 
     /// Client → real server on an entry whose state stays: `inbound`'s steps 2 and 4 with
     /// nothing to decide. `None` (nothing changed) when the general path must decide.
-    #[inline]
+    #[inline(always)]
     fn fast_forward(
         &mut self,
         now: Instant,
@@ -150,7 +150,7 @@ impl<'a> Balancer<'a> {
 
     /// Real server → client on an entry whose state stays and that has seen a reply before:
     /// `outbound` with nothing to decide. `None` (nothing changed) when the general path must.
-    #[inline]
+    #[inline(always)]
     fn fast_reply(
         &mut self,
         now: Instant,
@@ -181,7 +181,7 @@ impl<'a> Balancer<'a> {
 
     /// The timeout entry `e` re-arms with for packet `f` in table direction `dir` when its
     /// state does not change (UDP, or a TCP transition to the same state); `None` when it does.
-    #[inline]
+    #[inline(always)]
     fn steady_timeout(&self, e: &Entry, f: &Flow, dir: Direction) -> Option<Duration> {
         match f.proto {
             Protocol::Udp => Some(self.settings.timeouts.udp()),
@@ -203,7 +203,7 @@ impl<'a> Balancer<'a> {
 /// Whether entry `e` is the connection of flow `f`: [`forward_match`] when `svc` (the live
 /// service of `f`'s destination) is given, else [`reply_match`] — on the entry's stored form of
 /// the addresses.
-#[inline]
+#[inline(always)]
 pub(super) fn flow_match(
     director: &Director<'_>,
     e: &Entry,

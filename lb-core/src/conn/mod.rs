@@ -317,7 +317,7 @@ impl<'a> ConnTable<'a> {
 
     /// [`hash`](Self::hash) of a client address stored as an entry stores it (16 bytes, IPv4
     /// in the first four): the datapath's form.
-    #[inline]
+    #[inline(always)]
     pub fn hash_bytes(&self, proto: Protocol, v6: bool, addr: &[u8; 16], port: u16) -> u64 {
         flow_hash_bytes(self.secret, proto, v6, addr, port)
     }
@@ -465,7 +465,7 @@ impl<'a> ConnTable<'a> {
     /// state, counters and timer of a packet): `f` edits the entry's non-key fields and returns
     /// the new deadline, which is then set exactly as [`touch`](Self::touch) sets it, and a
     /// result. `None` (and `f` is not called) if `h` names no live entry.
-    #[inline]
+    #[inline(always)]
     pub fn update<R>(
         &mut self,
         h: Handle,
@@ -503,17 +503,32 @@ impl<'a> ConnTable<'a> {
     /// The first entry under `hash` (from [`hash`](Self::hash)) that `pred` accepts. `pred`
     /// checks the rest of the tuple: [`Entry::key_matches`] plus service/vport for forward
     /// packets, the real server for replies, [`Entry::is_template`] for templates.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, hash: u64, mut pred: impl FnMut(&Entry) -> bool) -> Option<Handle> {
         let tag = index::tag_of(hash);
         let index = &*self.index;
         let slots = &*self.slots;
-        let raw = index::probe(index, tag, index::home(tag, index.len()), &mut 0, |raw| {
-            slots
-                .get((raw as usize).wrapping_sub(1))
-                .is_some_and(|n| pred(&n.entry))
-        });
-        Handle::from_raw(raw)
+        let len = index.len();
+        let mut pos = index::home(tag, len);
+        // At most the whole index (it always keeps an empty slot, which ends the run sooner).
+        for _ in 0..len {
+            let s = *index.get(pos)?;
+            if s.handle == 0 {
+                return None;
+            }
+            if s.tag == tag {
+                if let Some(n) = slots.get(s.handle as usize - 1) {
+                    if pred(&n.entry) {
+                        return Handle::from_raw(s.handle);
+                    }
+                }
+            }
+            pos += 1;
+            if pos == len {
+                pos = 0;
+            }
+        }
+        None
     }
 
     /// [`find`](Self::find), also returning how many index slots it read (for tests and stats).

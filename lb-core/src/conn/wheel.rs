@@ -126,7 +126,14 @@ pub(super) fn encode_deadline_at(cursor: u64, deadline: Instant) -> u32 {
     let t = ms_to_tick_ceil(deadline.millis());
     let lo = cursor.saturating_sub(MAX_AHEAD_TICKS);
     let hi = cursor.saturating_add(MAX_AHEAD_TICKS);
-    t.clamp(lo, hi) as u32
+    // `t.clamp(lo, hi)`, written out: `clamp` is not always inlined on the datapath.
+    (if t < lo {
+        lo
+    } else if t > hi {
+        hi
+    } else {
+        t
+    }) as u32
 }
 
 impl<'a> ConnTable<'a> {
