@@ -200,8 +200,11 @@ pub fn rewrite_flow(
         let field: &mut [u8; 16] = (&mut pkt[at..at + 16])
             .try_into()
             .map_err(|_| NatError::BufferMismatch)?;
-        for (old, new) in field.chunks_exact(4).zip(addr.chunks_exact(4)) {
-            d.replace32(be32(old), be32(new));
+        for k in 0..4 {
+            let w = |b: &[u8; 16]| {
+                u32::from_be_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]])
+            };
+            d.replace32(w(field), w(addr));
         }
         *field = *addr;
     } else {
@@ -229,12 +232,6 @@ pub fn rewrite_flow(
     }
     pkt[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
     Ok(())
-}
-
-/// A big-endian 32-bit word from (at least) four bytes.
-#[inline(always)]
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// An ICMP error from the client side about a reply we sent (VIP:vport → client), on its way
