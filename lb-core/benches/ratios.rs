@@ -9,6 +9,9 @@
 //! * `rand`: `process` of a flow drawn at random per packet from all live flows (one at a time
 //!   and in bursts of 32);
 //! * `reply`: the reply direction (server → client), hot and random in bursts;
+//! * `floor`: the memory floor of a staged lookup in bursts of 32 — per packet one random load
+//!   over a buffer the index's size naming a random slot of a buffer the slab's size, loaded
+//!   next, stage by stage as `process_burst` issues them (`common::Floor`);
 //!
 //! and the ratios hot/bare and rand/chase. Every packet is restored from a template before its
 //! sample starts (untimed), so nothing stays cache-hot by accident except the packet itself, as
@@ -39,9 +42,10 @@ enum V {
     RandBurst,
     ReplyHot,
     ReplyRandBurst,
+    Floor,
 }
 
-const VARIANTS: [V; 8] = [
+const VARIANTS: [V; 9] = [
     V::Bare,
     V::Hot,
     V::HotBurst,
@@ -50,6 +54,7 @@ const VARIANTS: [V; 8] = [
     V::RandBurst,
     V::ReplyHot,
     V::ReplyRandBurst,
+    V::Floor,
 ];
 
 fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
@@ -74,7 +79,7 @@ fn median(v: &mut [f64]) -> f64 {
 struct Row {
     kind: Kind,
     n: u64,
-    med: [f64; 8],
+    med: [f64; 9],
 }
 
 fn measure(kind: Kind, n: u64, samples: usize) -> Row {
@@ -82,6 +87,7 @@ fn measure(kind: Kind, n: u64, samples: usize) -> Row {
     let mut w = World::new(kind, n);
     let table_bytes = ConnStorage::slots_for(n as usize).bytes();
     let mut chase = Chase::new(table_bytes, 0xc0ffee);
+    let mut floor = Floor::new(n as usize, 0xf1_00d);
     eprintln!(
         "  {} n={n}: filled in {:.1} s ({} MiB table)",
         kind.name(),
@@ -124,7 +130,7 @@ fn measure(kind: Kind, n: u64, samples: usize) -> Row {
                         }
                     }
                 }
-                V::Chase => {}
+                V::Chase | V::Floor => {}
             }
             // Timed.
             let start = Clock::now();
@@ -153,6 +159,10 @@ fn measure(kind: Kind, n: u64, samples: usize) -> Row {
                     black_box(chase.run(BATCH));
                     BATCH
                 }
+                V::Floor => {
+                    black_box(floor.run(BATCH / BURST));
+                    BATCH
+                }
             };
             let ns = start.elapsed().as_nanos() as f64 / BATCH as f64;
             assert_eq!(
@@ -164,7 +174,7 @@ fn measure(kind: Kind, n: u64, samples: usize) -> Row {
             }
         }
     }
-    let mut med = [0.0; 8];
+    let mut med = [0.0; 9];
     for (m, t) in med.iter_mut().zip(times.iter_mut()) {
         *m = median(t);
     }
@@ -193,12 +203,12 @@ fn main() {
     println!();
     println!("Established-flow packet, median ns per packet ({samples} samples of {BATCH}; one run, variants interleaved)");
     println!();
-    println!("| flow | live entries | bare parse+rewrite | hot | hot, burst 32 | hot / bare | hot burst / bare | chase (dependent load) | random | random, burst 32 | random / chase | random burst / chase | reply hot, burst | reply random, burst |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| flow | live entries | bare parse+rewrite | hot | hot, burst 32 | hot / bare | hot burst / bare | chase (dependent load) | random | random, burst 32 | random / chase | random burst / chase | floor, burst 32 (two staged misses) | random burst − floor | reply hot, burst | reply random, burst |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let m = &r.med;
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",
             r.kind.name(),
             r.n,
             m[0],
@@ -211,6 +221,8 @@ fn main() {
             m[5],
             m[4] / m[3],
             m[5] / m[3],
+            m[8],
+            m[5] - m[8],
             m[6],
             m[7],
         );

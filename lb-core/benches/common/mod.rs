@@ -502,6 +502,49 @@ impl Chase {
     }
 }
 
+/// The memory floor of a staged table lookup: per packet, one random 8-byte load from a buffer
+/// the size of the table's index, whose value names a random entry (48-byte slot) of a second
+/// buffer the size of its slab, loaded next — the two dependent misses of a lookup — with the
+/// loads of a burst of 32 issued stage by stage as `process_burst` issues them (all index loads,
+/// then all entry loads). No hashing, parsing or anything else: what the burst path would cost
+/// if it did nothing but its two rounds of misses.
+pub struct Floor {
+    index: Vec<u64>,
+    slab: Vec<u64>,
+    rng: Rng,
+}
+
+impl Floor {
+    /// Buffers for a table of `capacity` entries (sized by `ConnStorage::slots_for`).
+    pub fn new(capacity: usize, seed: u64) -> Floor {
+        let sizes = lb_core::conn::ConnStorage::slots_for(capacity);
+        let slot_words = core::mem::size_of::<lb_core::conn::ConnSlot>() / 8;
+        let mut rng = Rng::new(seed);
+        let index: Vec<u64> = (0..sizes.index_slots)
+            .map(|_| rng.below(sizes.entries as u64) * slot_words as u64)
+            .collect();
+        let slab = vec![1u64; sizes.entries * slot_words];
+        Floor { index, slab, rng }
+    }
+
+    /// `bursts` bursts of 32 staged lookups; returns a value depending on every load.
+    #[inline]
+    pub fn run(&mut self, bursts: usize) -> u64 {
+        let mut sink = 0u64;
+        let n = self.index.len() as u64;
+        for _ in 0..bursts {
+            let mut pos = [0u64; BURST];
+            for p in pos.iter_mut() {
+                *p = self.index[((u128::from(self.rng.next()) * u128::from(n)) >> 64) as usize];
+            }
+            for p in pos {
+                sink = sink.wrapping_add(self.slab[p as usize]);
+            }
+        }
+        sink
+    }
+}
+
 /// The bare cost: parse the packet and rewrite its destination, no lookup — with the parser
 /// and rewrite the balancer itself uses for the packet: `packet::parse_flow` and
 /// `nat::rewrite_flow` for TCP/UDP of the common shape (every packet the benches measure),
