@@ -40,7 +40,7 @@ mod measured {
     pub const REPLY_HOT_V4_TCP: u64 = 22_936;
     pub const RANDOM_1M_V4_TCP: u64 = 23_200;
     pub const RANDOM_1M_V4_TCP_BURST: u64 = 23_333;
-    pub const RANDOM_1M_DLMR: u64 = 64;
+    pub const RANDOM_1M_DLMR: u64 = 65;
     pub const RANDOM_1M_BURST_DLMR: u64 = 66;
     pub const NEW_CONN_WRR: u64 = 48_891;
     pub const NEW_CONN_MH: u64 = 50_448;

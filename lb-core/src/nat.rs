@@ -176,8 +176,8 @@ fn rewrite_transport(
 /// [`rewrite_dst`] (`src` false) or [`rewrite_src`] (`src` true) for a packet read by
 /// [`packet::parse_flow`](crate::packet::parse_flow): sets the destination (source) address to
 /// `addr` (stored as in a [`Flow`]: IPv4 in the first four bytes) and the port to `port`,
-/// updating the IPv4 header and L4 checksums word by word (RFC 1624). The bytes it writes are
-/// those the `Parsed` form writes; an error leaves the packet untouched.
+/// updating the IPv4 header and L4 checksums word by word (RFC 1624); [`rewrite_dst`] and
+/// [`rewrite_src`] are built on it. An error leaves the packet untouched.
 #[inline(always)]
 pub fn rewrite_flow(
     buf: &mut [u8],

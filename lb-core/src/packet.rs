@@ -3,7 +3,10 @@
 //!
 //! [`parse`] takes a packet starting at its IP header (no link layer) and returns a [`Parsed`]:
 //! addresses, ports, TCP flags and the byte offsets the rewrites in [`crate::nat`] use, so a
-//! rewrite never parses again. It reads untrusted bytes through smoltcp's `wire` views, created
+//! rewrite never parses again. The datapath first tries [`parse_flow`], which reads only the
+//! common shape — TCP or UDP over IPv4 without options or IPv6 without extension headers, not a
+//! fragment — into a [`Flow`] (addresses as the connection entries store them), with the same
+//! checks; anything else goes to [`parse`]. It reads untrusted bytes through smoltcp's `wire` views, created
 //! with `new_checked` after lb-core's own length checks (which give the specific [`Malformed`]
 //! reason smoltcp's unit error does not).
 //!

@@ -6,6 +6,12 @@
 //! the [`Director`] to schedule new connections (persistence templates first), runs the TCP
 //! state machine, keeps the counters the schedulers read, and rewrites the packet in place.
 //!
+//! Most packets of a busy balancer belong to a flow the table holds and leave its state as it
+//! is; they take a fast path (`fast.rs`) that reads them with [`packet::parse_flow`], re-arms,
+//! counts and rewrites them, and hands everything else to the general path with its look-ups
+//! made. [`Balancer::process_general`] runs the general path alone: the differential tests and
+//! the fuzz target hold the two to the same verdicts, bytes, entries and counters.
+//!
 //! # Where we differ from IPVS, on purpose
 //! - **No dropped SYN on port reuse.** IPVS with netfilter conntrack drops a SYN that reuses a
 //!   client port whose entry is in TIME_WAIT (the 1 s stall, §3.3). We own the only flow table,
