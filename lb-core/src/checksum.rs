@@ -75,19 +75,6 @@ impl Delta {
         self.0 += u64::from(!old) + u64::from(new);
     }
 
-    /// Records that the 128-bit word `old` (an IPv6 address, eight 16-bit words) became `new`:
-    /// its four 32-bit words, as [`replace32`](Self::replace32) each.
-    #[inline]
-    pub fn replace128(&mut self, old: u128, new: u128) {
-        let words = |x: u128| {
-            u64::from(x as u32)
-                + u64::from((x >> 32) as u32)
-                + u64::from((x >> 64) as u32)
-                + u64::from((x >> 96) as u32)
-        };
-        self.0 += words(!old) + words(new);
-    }
-
     /// Records that the bytes `old` became `new`. Both must have the same length, and start at
     /// an even offset from the start of what the checksum covers; an odd final byte is treated
     /// as the high half of a word, as [`add`] does.

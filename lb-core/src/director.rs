@@ -932,20 +932,21 @@ impl<'a> Director<'a> {
         port0: bool,
         deleted: bool,
     ) -> Option<usize> {
-        let any_port = SocketAddr::new(dst.ip(), 0);
+        // Addresses and ports only: an IPv6 VIP configured with a flow label or scope id
+        // matches packets, which carry neither (as in IPVS, which compares addresses).
         let mut second = None;
         for (i, slot) in self.services.get(..self.svc_high)?.iter().enumerate() {
             let Some(s) = slot.get() else { continue };
             let ServiceKey::Addr { proto: p, vip } = s.config.key else {
                 continue;
             };
-            if p != proto || s.deleted != deleted {
+            if p != proto || s.deleted != deleted || vip.ip() != dst.ip() {
                 continue;
             }
-            if vip == dst {
+            if vip.port() == dst.port() {
                 return Some(i);
             }
-            if port0 && second.is_none() && vip == any_port {
+            if port0 && second.is_none() && vip.port() == 0 {
                 second = Some(i);
             }
         }

@@ -216,7 +216,7 @@ impl Gateway {
             }
             self.recent_drained.push((service, server));
         }
-        if self.lb.director_mut().drained_events_lost() {
+        if self.lb.drained_events_lost() {
             log::warn!(
                 "drained-server events were lost (too many at once); see lbadm --stats-gateway"
             );

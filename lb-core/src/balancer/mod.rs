@@ -322,6 +322,13 @@ impl<'a> Balancer<'a> {
         })
     }
 
+    /// Whether drained-server events were lost since the last call (too many at once for the
+    /// director's queue); clears the flag. (Through the balancer, not `director_mut`, so the
+    /// datapath's service cache stays warm.)
+    pub fn drained_events_lost(&mut self) -> bool {
+        self.director.drained_events_lost()
+    }
+
     /// The next event for a controller (drained servers), oldest first. Poll after
     /// `process`/`handle_timeout`/`apply`.
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -1379,9 +1386,12 @@ fn reply_match(
 ) -> bool {
     !e.is_template()
         && e.key_matches(proto, client.ip(), client.port())
-        && director
-            .server(e.server)
-            .is_some_and(|s| server_endpoint(s.addr(), e.vport) == server_side)
+        && director.server(e.server).is_some_and(|s| {
+            // Address and port only (not an IPv6 flow label or scope id the configuration
+            // may carry).
+            let end = server_endpoint(s.addr(), e.vport);
+            end.ip() == server_side.ip() && end.port() == server_side.port()
+        })
 }
 
 /// Whether `key` is the service for packets to `dst` (a port-0 service takes any port).

@@ -989,3 +989,78 @@ fn drop_entry_rate_rule_drops_every_ith_idle_entry_with_i_packets() {
     assert_eq!(left("192.0.2.3:"), 4, "idle less than 60 s: kept");
     assert_eq!(b.counters().defence_drops, 12);
 }
+
+/// An IPv6 VIP or server configured with a flow label or scope id (possible through the API,
+/// not through ipvsadm's grammar) still matches packets, which carry neither — on the fast path
+/// and on the general path alike (found by review: the general path compared whole
+/// `SocketAddr`s).
+#[test]
+fn ipv6_flow_label_and_scope_id_in_the_configuration_do_not_matter() {
+    use core::net::{Ipv6Addr, SocketAddrV6};
+    let v6 = |ip: &str, port, flowinfo, scope| {
+        SocketAddr::V6(SocketAddrV6::new(
+            ip.parse::<Ipv6Addr>().unwrap(),
+            port,
+            flowinfo,
+            scope,
+        ))
+    };
+    let configs = [
+        (
+            v6("2001:db8::100", 80, 0, 5),
+            v6("2001:db8:1::1", 8080, 0, 0),
+        ),
+        (
+            v6("2001:db8::100", 80, 9, 0),
+            v6("2001:db8:1::1", 8080, 0, 0),
+        ),
+        (
+            v6("2001:db8::100", 80, 0, 0),
+            v6("2001:db8:1::1", 8080, 0, 7),
+        ),
+        (
+            v6("2001:db8::100", 80, 3, 2),
+            v6("2001:db8:1::1", 8080, 4, 6),
+        ),
+    ];
+    for (vip, server) in configs {
+        let make = || {
+            let director = Director::new(DirectorStorage::alloc(limits()), 1);
+            let conns = ConnTable::new(ConnStorage::alloc(64), SipKey([1, 2]), Instant::ZERO);
+            let mut b = Balancer::new(director, conns, Settings::default());
+            let key = ServiceKey::tcp(vip);
+            b.apply(Instant::ZERO, &Command::AddService(ServiceConfig::new(key)))
+                .unwrap();
+            let s = ServerConfig::new(server, ForwardMethod::Masq);
+            b.apply(Instant::ZERO, &Command::AddServer(key, s)).unwrap();
+            b
+        };
+        let (mut fast, mut general) = (make(), make());
+        let client = sa("[2001:db8:c::1]:40000");
+        let plain_vip = SocketAddr::new(vip.ip(), vip.port());
+        let plain_server = SocketAddr::new(server.ip(), server.port());
+        let packets = [
+            (tcp(client, plain_vip, SYN, 1, 0, b""), Verdict::ToServer),
+            (
+                tcp(plain_server, client, SYN | ACK, 9, 2, b""),
+                Verdict::ToClient,
+            ),
+            (tcp(client, plain_vip, ACK, 2, 10, b""), Verdict::ToServer),
+            (
+                tcp(plain_server, client, ACK, 10, 2, b"hi"),
+                Verdict::ToClient,
+            ),
+            (tcp(client, plain_vip, ACK, 2, 12, b"ok"), Verdict::ToServer),
+        ];
+        for (i, (pkt, want)) in packets.iter().enumerate() {
+            let (mut a, mut c) = (pkt.clone(), pkt.clone());
+            a.resize(2048, 0);
+            c.resize(2048, 0);
+            let va = fast.process(Instant::from_secs(1), &mut a, pkt.len());
+            let vc = general.process_general(Instant::from_secs(1), &mut c, pkt.len());
+            assert_eq!((va, vc), (*want, *want), "{vip} / {server}, packet {i}");
+            assert_eq!(a, c, "{vip} / {server}, packet {i}: bytes");
+        }
+        assert_eq!(fast.counters(), general.counters());
+    }
+}
