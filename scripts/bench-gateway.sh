@@ -99,7 +99,21 @@ start_gw() { # NAME CMD... — start a gateway process pinned to GW_CPU; sets GW
 	sleep 0.5
 	kill -0 "$GW_PID" 2>/dev/null || fail "$name did not start: $(cat "$TMP/$name.log")"
 }
-stop_gw() { kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null; GW_PID=""; }
+# stop_gw — stops the gateway and waits until it is gone: it was started in a command
+# substitution, so it is not this shell's child and `wait` alone returns at once; a gateway
+# still exiting would be counted by the next row's ns_cpu and then vanish from it (a negative
+# CPU figure).
+stop_gw() {
+	kill "$GW_PID" 2>/dev/null
+	wait "$GW_PID" 2>/dev/null
+	local i
+	for i in $(seq 100); do
+		[ -e "/proc/$GW_PID" ] || break
+		sleep 0.05
+	done
+	[ -e "/proc/$GW_PID" ] && kill -9 "$GW_PID" 2>/dev/null
+	GW_PID=""
+}
 
 lbtun_config() { # FILE — the services lb-tun balances (ipvsadm -S format)
 	cat >"$1" <<EOF
