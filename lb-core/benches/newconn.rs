@@ -9,7 +9,7 @@
 //! the timers that are due (timed apart), then times the 256 packets.
 //!
 //! `cargo bench -p lb-core --bench newconn` (env: `LB_SAMPLES=301`, `LB_SCHEDS=wrr,mh`,
-//! `LB_CAPACITY=1000000`: a smaller table shows the cost without cache misses).
+//! `LB_CAPACITY=1000000`, `LB_VARIANT=single|burst` to run one variant, e.g. under a profiler).
 
 mod common;
 
@@ -54,8 +54,14 @@ fn measure(name: &str, sched: SchedulerKind, samples: usize) -> Row {
     let mut bursts: Vec<Box<BurstBufs>> = (0..BATCH / BURST).map(|_| BurstBufs::new()).collect();
     let mut burst_nows = [T0; BATCH / BURST];
     let (mut single, mut burst, mut expiry) = (Vec::new(), Vec::new(), Vec::new());
+    // LB_VARIANT=single|burst runs one variant only (for profiling).
+    let variants: &[bool] = match std::env::var("LB_VARIANT").as_deref() {
+        Ok("single") => &[false],
+        Ok("burst") => &[true],
+        _ => &[false, true],
+    };
     for s in 0..=samples {
-        for burst_variant in [false, true] {
+        for &burst_variant in variants {
             // Untimed: the next 256 SYNs.
             if burst_variant {
                 for (bb, at) in bursts.iter_mut().zip(burst_nows.iter_mut()) {
