@@ -163,14 +163,16 @@ fn rewrite_transport(
     };
     // The addresses sit at fixed offsets whatever the IPv4 options: the rewrite needs only
     // the family, the protocol and where the L4 header starts.
-    let f = Flow {
-        v6: p.v6,
-        proto,
-        l4_offset: p.l4_offset,
-        ..Flow::EMPTY
-    };
     let (addr, _) = octets(new.ip());
-    rewrite_flow(buf, &f, &addr, new.port(), src)
+    rewrite_l4(
+        buf,
+        p.v6,
+        proto == Protocol::Udp,
+        usize::from(p.l4_offset),
+        &addr,
+        new.port(),
+        src,
+    )
 }
 
 /// [`rewrite_dst`] (`src` false) or [`rewrite_src`] (`src` true) for a packet read by
@@ -186,16 +188,37 @@ pub fn rewrite_flow(
     port: u16,
     src: bool,
 ) -> Result<(), NatError> {
-    let l4 = usize::from(f.l4_offset);
-    let udp = f.proto == Protocol::Udp;
+    rewrite_l4(
+        buf,
+        f.v6,
+        f.proto == Protocol::Udp,
+        usize::from(f.l4_offset),
+        addr,
+        port,
+        src,
+    )
+}
+
+/// The rewrite of [`rewrite_flow`] and [`rewrite_dst`]/[`rewrite_src`]: the TCP (or, with
+/// `udp`, UDP) header at `l4` of an IPv6 (`v6`) or IPv4 packet.
+#[inline(always)]
+fn rewrite_l4(
+    buf: &mut [u8],
+    v6: bool,
+    udp: bool,
+    l4: usize,
+    addr: &[u8; 16],
+    port: u16,
+    src: bool,
+) -> Result<(), NatError> {
     let csum_at = l4 + if udp { 6 } else { 16 };
-    let ip_header = if f.v6 { 40 } else { 20 };
+    let ip_header = if v6 { 40 } else { 20 };
     if l4 < ip_header {
         return Err(NatError::BufferMismatch);
     }
     let pkt = buf.get_mut(..csum_at + 2).ok_or(NatError::BufferMismatch)?;
     let mut d = Delta::ZERO;
-    if f.v6 {
+    if v6 {
         let at = addr_offset(true, src);
         let field: &mut [u8; 16] = (&mut pkt[at..at + 16])
             .try_into()
