@@ -639,7 +639,8 @@ impl<'a> Balancer<'a> {
                 let pkt = &mut pkts[start + i];
                 let len = pkt.len.min(pkt.buf.len());
                 verdicts[start + i] = match staged[i] {
-                    Staged::No => self.process(now, pkt.buf, len),
+                    // Not of the common shape (parse_flow refused it in stage 1).
+                    Staged::No => self.process_general(now, pkt.buf, len),
                     Staged::Flow(svc) => {
                         let f = &flows[i];
                         let h = if self.generation == gen {
