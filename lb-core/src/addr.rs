@@ -2,6 +2,31 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// An address stored as a connection entry and a [`Flow`](crate::packet::Flow) store it
+/// (16 bytes; IPv4 in the first four), back as an `IpAddr`.
+#[inline]
+pub fn ip_of(v6: bool, a: &[u8; 16]) -> IpAddr {
+    if v6 {
+        IpAddr::from(*a)
+    } else {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
+/// An address as a connection entry and a [`Flow`](crate::packet::Flow) store it: 16 bytes,
+/// an IPv4 address in the first four and the rest zero.
+#[inline]
+pub fn addr_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// A transport protocol lb-core balances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {

@@ -47,7 +47,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use managed::ManagedSlice;
 
-use crate::addr::Protocol;
+use crate::addr::{addr_bytes, Protocol};
 use crate::config::{ConfigError, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
 use crate::sched::lblc::{self, LblcEntry};
 use crate::sched::lblcr::{self, LblcrEntry};
@@ -874,14 +874,15 @@ impl<'a> Director<'a> {
                 return Some(s);
             }
         }
-        let port0 = self.port0_services > 0 && dst.port() != 0;
-        self.find_addr(proto, dst, port0, false)
-            .map(|s| s as ServiceId)
+        let ip = dst.ip();
+        self.lookup_flow(proto, ip.is_ipv6(), &addr_bytes(ip), dst.port())
     }
 
     /// [`lookup`](Self::lookup) without a mark, for an address stored as a connection entry
-    /// stores it (16 bytes, IPv4 in the first four, the rest zero): the live service keyed
-    /// `<proto, addr, port>`, else a live port-0 service on `addr`. The datapath's form.
+    /// stores it (16 bytes, IPv4 in the first four, the rest zero): in one pass over the used
+    /// slots, the live service keyed `<proto, addr, port>`, else a live port-0 service on
+    /// `addr`. Addresses and ports only: an IPv6 VIP configured with a flow label or scope id
+    /// matches packets, which carry neither (IPVS compares addresses).
     #[inline]
     pub fn lookup_flow(
         &self,
@@ -917,38 +918,6 @@ impl<'a> Director<'a> {
                 return Some(i as ServiceId);
             }
             second = Some(i as ServiceId);
-        }
-        second
-    }
-
-    /// The datapath's service search, one pass over the used slots: the first slot (deleted or
-    /// live as `deleted` says) keyed `<proto, dst>`, else, when `port0`, the first keyed
-    /// `<proto, dst's address, port 0>` — what two `find_slot` calls with those keys return.
-    #[inline]
-    fn find_addr(
-        &self,
-        proto: Protocol,
-        dst: SocketAddr,
-        port0: bool,
-        deleted: bool,
-    ) -> Option<usize> {
-        // Addresses and ports only: an IPv6 VIP configured with a flow label or scope id
-        // matches packets, which carry neither (as in IPVS, which compares addresses).
-        let mut second = None;
-        for (i, slot) in self.services.get(..self.svc_high)?.iter().enumerate() {
-            let Some(s) = slot.get() else { continue };
-            let ServiceKey::Addr { proto: p, vip } = s.config.key else {
-                continue;
-            };
-            if p != proto || s.deleted != deleted || vip.ip() != dst.ip() {
-                continue;
-            }
-            if vip.port() == dst.port() {
-                return Some(i);
-            }
-            if port0 && second.is_none() && vip.port() == 0 {
-                second = Some(i);
-            }
         }
         second
     }

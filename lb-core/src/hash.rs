@@ -7,7 +7,7 @@
 
 use core::net::IpAddr;
 
-use crate::addr::Protocol;
+use crate::addr::{addr_bytes, Protocol};
 
 /// A 128-bit SipHash key, as two little-endian 64-bit words (the kernel's `hsiphash_key_t` on
 /// 64-bit machines).
@@ -131,14 +131,7 @@ pub const fn hash_32(x: u32, bits: u32) -> u32 {
 /// 7 bytes (IPv4: one compression) or 19 bytes (IPv6: three).
 #[inline]
 pub fn flow_hash(key: SipKey, proto: Protocol, addr: IpAddr, port: u16) -> u64 {
-    match addr {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            flow_hash_bytes(key, proto, false, &b, port)
-        }
-        IpAddr::V6(a) => flow_hash_bytes(key, proto, true, &a.octets(), port),
-    }
+    flow_hash_bytes(key, proto, addr.is_ipv6(), &addr_bytes(addr), port)
 }
 
 /// [`flow_hash`] of an address stored as a connection entry stores it: 16 bytes, an IPv4

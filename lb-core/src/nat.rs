@@ -83,14 +83,10 @@ const fn addr_offset(v6: bool, src: bool) -> usize {
 /// The bytes of an address: the first 4 or 16 of the array.
 #[inline]
 fn octets(ip: IpAddr) -> ([u8; 16], usize) {
-    match ip {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (b, 4)
-        }
-        IpAddr::V6(a) => (a.octets(), 16),
-    }
+    (
+        crate::addr::addr_bytes(ip),
+        if ip.is_ipv6() { 16 } else { 4 },
+    )
 }
 
 #[inline]

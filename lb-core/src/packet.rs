@@ -43,6 +43,7 @@ use core::net::{IpAddr, SocketAddr};
 use smoltcp::wire::{Icmpv4Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
 use crate::addr::Protocol;
+pub use crate::addr::{addr_bytes, ip_of};
 use crate::checksum;
 
 /// IP protocol number of ICMPv4.
@@ -249,29 +250,6 @@ impl Flow {
             dst: SocketAddr::new(ip_of(self.v6, &self.dst), self.dport),
             kind: Kind::Transport,
         }
-    }
-}
-
-/// An address stored as in a [`Flow`] (IPv4 in the first four bytes).
-#[inline]
-pub fn ip_of(v6: bool, a: &[u8; 16]) -> IpAddr {
-    if v6 {
-        IpAddr::from(*a)
-    } else {
-        IpAddr::from([a[0], a[1], a[2], a[3]])
-    }
-}
-
-/// An address as a [`Flow`] stores it (IPv4 in the first four bytes, the rest zero).
-#[inline]
-pub fn addr_bytes(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            b
-        }
-        IpAddr::V6(a) => a.octets(),
     }
 }
 

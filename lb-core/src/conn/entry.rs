@@ -21,7 +21,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::num::NonZeroU32;
 
-use crate::addr::Protocol;
+use crate::addr::{addr_bytes, Protocol};
 use crate::time::Duration;
 
 use super::wheel::{ticks_from_duration, ticks_to_duration};
@@ -175,16 +175,8 @@ impl Entry {
 
     fn with_key(proto: Protocol, addr: IpAddr, port: u16, extra: u8) -> Entry {
         let mut e = Entry::ZERO;
-        match addr {
-            IpAddr::V4(a) => {
-                e.client_addr[..4].copy_from_slice(&a.octets());
-                e.key = proto.number() | extra;
-            }
-            IpAddr::V6(a) => {
-                e.client_addr = a.octets();
-                e.key = proto.number() | KEY_V6 | extra;
-            }
-        }
+        e.client_addr = addr_bytes(addr);
+        e.key = Entry::conn_key(proto, addr.is_ipv6()) | extra;
         e.client_port = port;
         e
     }
