@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 use lb_core::checksum;
+use lb_testkit::pkt;
 use lb_core::conn::{ConnStorage, ConnTable};
 use lb_core::director::{Director, DirectorStorage, Limits};
 use lb_core::hash::SipKey;
@@ -128,63 +129,14 @@ impl Kind {
     }
 }
 
-/// An IP packet with valid IP and L4 checksums: TCP with `flags` and no payload, or UDP with
-/// 18 bytes of payload.
+/// An IP packet with valid IP and L4 checksums (built by lb-testkit): TCP with `flags` and no
+/// payload, or UDP with 18 bytes of payload.
 pub fn build_packet(src: SocketAddr, dst: SocketAddr, proto: Protocol, flags: u8) -> Vec<u8> {
-    let l4: Vec<u8> = match proto {
-        Protocol::Tcp => {
-            let mut t = vec![0u8; 20];
-            t[0..2].copy_from_slice(&src.port().to_be_bytes());
-            t[2..4].copy_from_slice(&dst.port().to_be_bytes());
-            t[4..8].copy_from_slice(&1000u32.to_be_bytes());
-            t[8..12].copy_from_slice(&(if flags & ACK != 0 { 1u32 } else { 0 }).to_be_bytes());
-            t[12] = 5 << 4;
-            t[13] = flags;
-            t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-            t
-        }
-        Protocol::Udp => {
-            let mut u = vec![0u8; 8 + 18];
-            u[0..2].copy_from_slice(&src.port().to_be_bytes());
-            u[2..4].copy_from_slice(&dst.port().to_be_bytes());
-            u[4..6].copy_from_slice(&(26u16).to_be_bytes());
-            u[8..].copy_from_slice(b"lb-core bench data");
-            u
-        }
-    };
-    let pnum = match proto {
-        Protocol::Tcp => 6u8,
-        Protocol::Udp => 17u8,
-    };
-    let mut pkt = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = vec![0u8; 20];
-            h[0] = 0x45;
-            h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-            h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-            h[6] = 0x40; // DF
-            h[8] = 64;
-            h[9] = pnum;
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            h.extend_from_slice(&l4);
-            h
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut h = vec![0u8; 40];
-            h[0] = 0x60;
-            h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-            h[6] = pnum;
-            h[7] = 64;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
-            h.extend_from_slice(&l4);
-            h
-        }
-        _ => panic!("mixed address families"),
-    };
-    fix_checksums(&mut pkt);
-    pkt
+    assert_eq!(src.is_ipv4(), dst.is_ipv4(), "mixed address families");
+    match proto {
+        Protocol::Tcp => pkt::tcp(src, dst, flags, 1000, &[], 0),
+        Protocol::Udp => pkt::udp(src, dst, b"lb-core bench data"),
+    }
 }
 
 /// Recomputes the IPv4 header checksum (if IPv4) and the TCP/UDP checksum of `pkt`.

@@ -13,6 +13,6 @@ pub mod control;
 pub mod grammar;
 pub mod inv;
 pub mod packets;
-pub mod pkt;
+pub use lb_testkit::pkt;
 pub mod setup;
 pub mod tcp_state;
