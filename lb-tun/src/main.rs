@@ -2,8 +2,8 @@
 //! endpoint, and moves packets between the TUN device and lb-core's balancer a burst at a time:
 //! read a burst into the ring, run `Balancer::process_burst` over it, write back what the
 //! verdicts say (see [`lb_tun::gateway`]). Control requests and timers are handled between
-//! bursts by this one owner of the balancer (`/work/shared/design.md`, "lb-tun").
-#![deny(unsafe_code)]
+//! bursts by this one owner of the balancer (see `docs/architecture.md`).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,7 +139,7 @@ fn main() -> ExitCode {
     let (seed, secret) = match os_random() {
         Ok(x) => x,
         Err(e) => {
-            log::error!("cannot read random bytes from /dev/urandom: {e}");
+            log::error!("cannot get random bytes from the OS: {e}");
             return ExitCode::FAILURE;
         }
     };
