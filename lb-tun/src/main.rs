@@ -17,7 +17,7 @@ use lb_tun::gateway::{os_random, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
 use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 
-/// How long the loop sleeps in poll(2) at most when no packet waits: bounds the latency of
+/// How long the loop waits for the TUN device at most when no packet waits: bounds the latency of
 /// control requests.
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// How often the loop republishes the metrics snapshot.
