@@ -2,8 +2,7 @@
 //!
 //! No operating system, no allocator, no `unsafe`: a [`Gateway`] sits between a network device
 //! (`Medium::Ip` or `Medium::Ethernet`) and lb-core's sans-IO [`Balancer`](lb_core::Balancer).
-//! It is the *middleware device* of the design sketch (`design.md`, "lb-embedded"), the pattern
-//! of smoltcp's `phy::Tracer`:
+//! It is a *middleware device*, the pattern of smoltcp's `phy::Tracer`:
 //!
 //! ```text
 //!             ┌──────────────────────────── Gateway::poll(now, &mut device) ───────────────────────┐
@@ -37,6 +36,10 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+// The unit tests run on the host, with std (the device and frames they build are Vecs).
+#[cfg(test)]
+extern crate std;
 
 pub mod gateway;
 pub mod neighbour;

@@ -4,8 +4,8 @@
 //! standard input for `-R` — and gets one [`Reply`] back: an exit status and the text to print.
 //! The control thread does not touch the balancer: it hands each request to the packet loop as
 //! a [`Pending`] through a `std::sync::mpsc` channel, and the loop, the balancer's one owner,
-//! applies it between bursts and answers (`/work/shared/design.md`: "control: lbadm ─► unix
-//! socket ─► ipvsadm command ─► applied between bursts by the one owner of the Balancer").
+//! applies it between bursts and answers: lbadm ─► Unix socket ─► ipvsadm command ─► applied
+//! between bursts by the balancer's one owner (see `docs/architecture.md`).
 //!
 //! Wire format (all integers big-endian): a request is the magic `LBT1`, a `u32` argument
 //! count, each argument as `u32` length + UTF-8 bytes, then a `u8` flag (1 when standard input

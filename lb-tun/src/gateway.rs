@@ -4,9 +4,9 @@
 //! requests (`-L`, `-S`, settings, our `--show-settings` and `--stats-gateway`).
 //!
 //! `main.rs` owns the TUN device, the control socket and the metrics server and calls into a
-//! [`Gateway`] between bursts (`/work/shared/design.md`, "lb-tun": one owner per balancer,
-//! configuration applied between bursts). Everything here runs without privileges, so the
-//! unit tests cover it without a TUN device.
+//! [`Gateway`] between bursts: the packet loop is the balancer's one owner, and configuration
+//! changes are applied between bursts, never during one (see `docs/architecture.md`).
+//! Everything here runs without privileges, so the unit tests cover it without a TUN device.
 
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -54,11 +54,11 @@ impl std::fmt::Display for BatchError {
     }
 }
 
-/// 24 bytes of OS randomness: the director's seed and the connection table's hash secret.
+/// 24 bytes of OS randomness (`getrandom(2)`): the director's seed and the connection
+/// table's hash secret.
 pub fn os_random() -> std::io::Result<(u64, [u8; 16])> {
-    use std::io::Read;
     let mut b = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    getrandom::fill(&mut b)?;
     let mut seed = [0u8; 8];
     seed.copy_from_slice(&b[..8]);
     let mut secret = [0u8; 16];

@@ -1,5 +1,5 @@
 //! lb-tun: the Linux demo gateway around lb-core.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod control;
 pub mod gateway;
@@ -9,4 +9,4 @@ pub mod prom;
 pub mod tun;
 
 #[cfg(test)]
-mod test_packets;
+mod test_support;

@@ -2,8 +2,8 @@
 //! endpoint, and moves packets between the TUN device and lb-core's balancer a burst at a time:
 //! read a burst into the ring, run `Balancer::process_burst` over it, write back what the
 //! verdicts say (see [`lb_tun::gateway`]). Control requests and timers are handled between
-//! bursts by this one owner of the balancer (`/work/shared/design.md`, "lb-tun").
-#![deny(unsafe_code)]
+//! bursts by this one owner of the balancer (see `docs/architecture.md`).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ use lb_tun::gateway::{os_random, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
 use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 
-/// How long the loop sleeps in poll(2) at most when no packet waits: bounds the latency of
+/// How long the loop waits for the TUN device at most when no packet waits: bounds the latency of
 /// control requests.
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// How often the loop republishes the metrics snapshot.
@@ -139,7 +139,7 @@ fn main() -> ExitCode {
     let (seed, secret) = match os_random() {
         Ok(x) => x,
         Err(e) => {
-            log::error!("cannot read random bytes from /dev/urandom: {e}");
+            log::error!("cannot get random bytes from the OS: {e}");
             return ExitCode::FAILURE;
         }
     };

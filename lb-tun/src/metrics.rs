@@ -2,9 +2,8 @@
 //!
 //! The packet loop formats its counters into a string now and then and [`publish`]es it
 //! (`MetricsSnapshot::publish`); the server thread only copies the current string out, so a
-//! scrape never touches the balancer or stalls the loop (`/work/shared/design.md`, "lb-tun":
-//! "Metrics are served from a snapshot the loop publishes periodically"). One request per
-//! connection, answered in the server's own thread; other paths get 404, other methods 405.
+//! scrape never touches the balancer or stalls the loop. One request per connection, answered
+//! in the server's own thread; other paths get 404, other methods 405.
 //!
 //! [`publish`]: MetricsSnapshot::publish
 

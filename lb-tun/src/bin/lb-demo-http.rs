@@ -5,7 +5,7 @@
 //! `$remote_addr $remote_port $status`), so a test can check the balancer kept the client's
 //! real address. Keep-alive is honoured (idle connections close after 65 s, like the nginx
 //! config in `scripts/netns-lib.sh`). One thread per connection: std only.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};

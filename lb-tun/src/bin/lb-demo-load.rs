@@ -12,7 +12,7 @@
 //! `Connection: close`), printing a line per request: `i LOCAL_PORT 200 SERVER MS` or
 //! `i LOCAL_PORT ERR KIND MS` (KIND: `reset`, `timeout`, `closed`, ...); it stops at the first
 //! error and exits 1 then.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

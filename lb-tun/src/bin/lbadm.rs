@@ -4,7 +4,7 @@
 //! parses it with lb-core's ipvsadm grammar and applies it between bursts; `lbadm` prints the
 //! reply and exits with its status. With `-R` (restore) the standard input is read and sent
 //! along. `--control PATH` (or `--control=PATH`) selects the socket, default `/run/lb-tun.sock`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;

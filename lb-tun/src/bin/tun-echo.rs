@@ -4,7 +4,7 @@
 //! gateway uses and writes each one back unchanged, so the kernel routes it on by its
 //! destination. With the VIP's subnet (or a server subnet) routed into the device, it is a
 //! router hop through userspace: the cost of the TUN round trip with no balancer work.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     }
-    let dev = match TunDevice::open(&args.tun) {
+    let mut dev = match TunDevice::open(&args.tun) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("tun-echo: cannot open TUN device {}: {e}", args.tun);

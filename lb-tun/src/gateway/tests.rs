@@ -3,14 +3,12 @@
 //! verdict → ring-action mapping.
 
 use super::*;
-use crate::tun::PacketIo;
+use crate::test_support::FakeIo;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl,
     TcpPacket, TcpRepr, TcpSeqNumber,
 };
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
 const T0: Instant = Instant::from_millis(0);
@@ -322,29 +320,8 @@ fn wrr_splits_by_weight_and_echo_to_a_vip_is_answered() {
     );
 }
 
-/// In-memory packet device for [`PacketRing`].
-#[derive(Default)]
-struct FakeIo {
-    inbox: RefCell<VecDeque<Vec<u8>>>,
-    outbox: RefCell<Vec<Vec<u8>>>,
-}
-
-impl PacketIo for FakeIo {
-    fn recv(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-        let Some(p) = self.inbox.borrow_mut().pop_front() else {
-            return Ok(None);
-        };
-        buf[..p.len()].copy_from_slice(&p);
-        Ok(Some(p.len()))
-    }
-    fn send(&self, pkt: &[u8]) -> std::io::Result<bool> {
-        self.outbox.borrow_mut().push(pkt.to_vec());
-        Ok(true)
-    }
-}
-
 fn echo_request(src: Ipv4Address, dst: Ipv4Address) -> Vec<u8> {
-    crate::test_packets::icmp_echo_request(src, dst, 9)
+    crate::test_support::icmp_echo_request(src, dst, 9)
 }
 
 #[test]

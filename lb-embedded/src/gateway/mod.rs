@@ -1,0 +1,536 @@
+//! The gateway: a smoltcp device in, lb-core's balancer in the middle, the same device out.
+//!
+//! See the [crate docs](crate) for the packet path. Call [`Gateway::poll`] whenever the device
+//! may have received something or [`Gateway::poll_at`] has passed; configure it between polls
+//! with [`Gateway::apply`] or [`Gateway::apply_line`] (ipvsadm command lines).
+//!
+//! This file holds the gateway's state, configuration and poll loop; the packet path is split
+//! by concern:
+//!
+//! * `rx.rs`: a received frame's way in — link-layer filtering, the own addresses' traffic to
+//!   smoltcp's interface, everything else through the balancer.
+//! * `nd.rs`: neighbour discovery — answering ARP and neighbour solicitations for virtual
+//!   addresses, learning neighbours, resolving next hops.
+//! * `tx.rs`: a packet's way out — route, next hop's hardware address (or the hold queue while
+//!   it resolves), the device.
+
+use core::fmt;
+use core::net::IpAddr;
+
+use lb_core::conn::ConnTable;
+use lb_core::hash::SipKey;
+use lb_core::ipvsadm::{self, Command, ParseError};
+use lb_core::{
+    Balancer, ConfigError, Director, DirectorStorage, Duration, Event, Instant, Settings,
+};
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet, SocketStorage};
+use smoltcp::phy::{Device, Medium};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+
+use crate::neighbour::{Due, Hold, Neighbours};
+use crate::phy::TxOnly;
+use crate::route::{Route, Routes};
+use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER};
+
+mod nd;
+mod rx;
+mod tx;
+
+#[cfg(test)]
+mod testkit;
+
+/// Frames read from the device per [`Gateway::poll`], at most.
+pub const RX_BURST: usize = 32;
+
+/// How a gateway starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The gateway's hardware address on `Medium::Ethernet` (ignored on `Medium::Ip`); must be
+    /// unicast.
+    pub hardware_addr: EthernetAddress,
+    /// Seeds the connection-table hash key, the schedulers and smoltcp's interface. Give each
+    /// boot a different one if you can (a hardware RNG or a unique id).
+    pub seed: u64,
+    /// The balancer's settings (IPVS's sysctls).
+    pub settings: Settings,
+    /// Whether packets the balancer does not own (`Verdict::Pass`) are routed on, as a router
+    /// would (TTL / hop limit decremented). Default `true`; `false` drops them (counted).
+    pub forward_other: bool,
+}
+
+impl GatewayConfig {
+    /// Defaults: lb-core's settings, other traffic routed on.
+    pub fn new(hardware_addr: EthernetAddress, seed: u64) -> Self {
+        GatewayConfig {
+            hardware_addr,
+            seed,
+            settings: Settings::default(),
+            forward_other: true,
+        }
+    }
+}
+
+/// Why the gateway could not be built or configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The device's medium is neither `Ip` nor `Ethernet`.
+    UnsupportedMedium,
+    /// The hardware address is not unicast.
+    BadHardwareAddress,
+    /// smoltcp's interface holds no more addresses (`iface-max-addr-count-*`, default 2).
+    AddressesFull,
+    /// The route table is full.
+    RoutesFull,
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GatewayError::UnsupportedMedium => "the device's medium is neither Ip nor Ethernet",
+            GatewayError::BadHardwareAddress => "the hardware address is not unicast",
+            GatewayError::AddressesFull => "the interface has no room for another address",
+            GatewayError::RoutesFull => "the route table is full",
+        })
+    }
+}
+
+/// Why [`Gateway::apply_line`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// The line is not an ipvsadm command.
+    Parse(ParseError),
+    /// The command was refused.
+    Config(ConfigError),
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineError::Parse(e) => write!(f, "{e}"),
+            LineError::Config(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The gateway's own counters (the balancer's are [`Balancer::counters`], per service and
+/// server in its [`Director`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GatewayCounters {
+    /// Frames read from the device.
+    pub rx_frames: u64,
+    /// Frames handed to the smoltcp interface (the gateway's own traffic).
+    pub rx_own: u64,
+    /// Frames ignored: for another hardware address, our own reflected, unknown ethertype,
+    /// malformed ARP.
+    pub rx_ignored: u64,
+    /// Own frames the interface could not take (the device had no transmit buffer for it).
+    pub own_dropped: u64,
+    /// Packets the balancer rewrote (`ToServer`, `ToClient`) and that were routed.
+    pub forwarded: u64,
+    /// Replies the balancer generated (RST, ICMP errors, echo replies to a VIP).
+    pub replies: u64,
+    /// Other packets routed on (`Verdict::Pass`).
+    pub passed: u64,
+    /// `Verdict::Pass` packets dropped because `forward_other` is off.
+    pub not_forwarded: u64,
+    /// Packets the balancer dropped (their reasons are in the balancer's counters).
+    pub balancer_drops: u64,
+    /// ARP requests for a virtual address answered.
+    pub arp_answers: u64,
+    /// Neighbour solicitations for a virtual address answered.
+    pub ndp_answers: u64,
+    /// ARP requests and neighbour solicitations sent to resolve next hops.
+    pub requests_sent: u64,
+    /// Frames held while their next hop was resolved.
+    pub held: u64,
+    /// Frames dropped: the hold queue or the neighbour cache was full.
+    pub hold_full_drops: u64,
+    /// Held frames dropped because their next hop never answered.
+    pub unresolved_drops: u64,
+    /// Packets with no route.
+    pub no_route: u64,
+    /// Packets whose next hop is the gateway itself or a virtual address (a routing loop).
+    pub loop_drops: u64,
+    /// Passed packets whose TTL / hop limit ran out.
+    pub ttl_expired: u64,
+    /// Packets longer than the device's MTU, [`MAX_FRAME`](crate::MAX_FRAME) or the frame buffer.
+    pub oversize: u64,
+    /// Frames dropped because the device had no transmit buffer.
+    pub tx_full: u64,
+}
+
+/// The gateway. One owner: it is polled from one loop (or one interrupt priority).
+pub struct Gateway<'a> {
+    lb: Balancer<'a>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    neighbours: Neighbours<'a>,
+    hold: Hold<'a>,
+    routes: Routes<'a>,
+    frame: &'a mut [u8; FRAME_BUFFER],
+    ethernet: bool,
+    mac: EthernetAddress,
+    /// Largest frame the device takes (link header included on Ethernet).
+    mtu: usize,
+    forward_other: bool,
+    counters: GatewayCounters,
+}
+
+fn smol(now: Instant) -> SmolInstant {
+    SmolInstant::from_millis(i64::try_from(now.millis()).unwrap_or(i64::MAX))
+}
+
+fn from_smol(t: SmolInstant) -> Instant {
+    Instant::from_millis(u64::try_from(t.total_millis()).unwrap_or(0))
+}
+
+impl<'a> Gateway<'a> {
+    /// A gateway over `res` and a director `director` (e.g. from a `DirectorResources` with
+    /// [`storage`](lb_core::DirectorResources::storage)), for `device`'s medium and MTU. It
+    /// has no address, route or service yet: add them with [`add_address`](Self::add_address),
+    /// [`add_route`](Self::add_route) and [`apply_line`](Self::apply_line).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<
+        D: Device + ?Sized,
+        const CONNS: usize,
+        const INDEX: usize,
+        const WHEEL: usize,
+        const NEIGHBOURS: usize,
+        const ROUTES: usize,
+        const HOLD: usize,
+    >(
+        res: &'a mut GatewayResources<CONNS, INDEX, WHEEL, NEIGHBOURS, ROUTES, HOLD>,
+        director: DirectorStorage<'a>,
+        device: &mut D,
+        config: GatewayConfig,
+        now: Instant,
+    ) -> Result<Self, GatewayError> {
+        let caps = device.capabilities();
+        #[allow(unreachable_patterns)]
+        let (ethernet, hw) = match caps.medium {
+            Medium::Ethernet => {
+                if !config.hardware_addr.is_unicast() {
+                    return Err(GatewayError::BadHardwareAddress);
+                }
+                (true, HardwareAddress::Ethernet(config.hardware_addr))
+            }
+            Medium::Ip => (false, HardwareAddress::Ip),
+            _ => return Err(GatewayError::UnsupportedMedium),
+        };
+        let mut icfg = Config::new(hw);
+        icfg.random_seed = config.seed;
+        let iface = Interface::new(icfg, device, smol(now));
+        let GatewayResources {
+            conns,
+            neighbours,
+            routes,
+            hold,
+            frame,
+        } = res;
+        let s = config.seed;
+        let key = SipKey([
+            s ^ 0x736f_6d65_7073_6575,
+            s.rotate_left(29) ^ 0x646f_7261_6e64_6f83,
+        ]);
+        let conns = ConnTable::new(conns.storage(), key, now);
+        let director = Director::new(director, s.rotate_left(17) ^ 0x6c62_2d65_6d62_6564);
+        let sockets: &'static mut [SocketStorage<'static>] = &mut [];
+        Ok(Gateway {
+            lb: Balancer::new(director, conns, config.settings),
+            iface,
+            sockets: SocketSet::new(sockets),
+            neighbours: Neighbours::new(&mut neighbours[..]),
+            hold: Hold::new(&mut hold[..]),
+            routes: Routes::new(&mut routes[..]),
+            frame,
+            ethernet,
+            mac: config.hardware_addr,
+            mtu: caps.max_transmission_unit,
+            forward_other: config.forward_other,
+            counters: GatewayCounters::default(),
+        })
+    }
+
+    // ------------------------------------------------------------------ configuration
+
+    /// Gives the gateway an address of its own (answered by smoltcp: ARP/NDP, ping); its
+    /// subnet becomes a connected route. At most `iface-max-addr-count-*` (smoltcp's default
+    /// is 2: one IPv4 and one IPv6 address).
+    pub fn add_address(&mut self, cidr: IpCidr) -> Result<(), GatewayError> {
+        let mut res = Ok(());
+        self.iface.update_ip_addrs(|a| {
+            if !a.contains(&cidr) && a.push(cidr).is_err() {
+                res = Err(GatewayError::AddressesFull);
+            }
+        });
+        res
+    }
+
+    /// Adds a static route (replacing one for the same destination). A route through a
+    /// router is also given to smoltcp's interface (if it has room) for the gateway's own
+    /// replies.
+    pub fn add_route(&mut self, route: Route) -> Result<(), GatewayError> {
+        if !self.routes.add(route) {
+            return Err(GatewayError::RoutesFull);
+        }
+        if let Some(via) = route.via {
+            self.iface.routes_mut().update(|r| {
+                r.retain(|x| x.cidr != route.dest);
+                let _ = r.push(smoltcp::iface::Route {
+                    cidr: route.dest,
+                    via_router: via.into(),
+                    preferred_until: None,
+                    expires_at: None,
+                });
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes the route for exactly `dest`; whether there was one.
+    pub fn remove_route(&mut self, dest: IpCidr) -> bool {
+        self.iface
+            .routes_mut()
+            .update(|r| r.retain(|x| x.cidr != dest));
+        self.routes.remove(dest)
+    }
+
+    /// The static routes (connected subnets of the own addresses not included).
+    pub fn routes(&self) -> impl Iterator<Item = Route> + '_ {
+        self.routes.iter()
+    }
+
+    /// Applies one ipvsadm command (see [`Balancer::apply`]).
+    pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), ConfigError> {
+        self.lb.apply(now, cmd)
+    }
+
+    /// Parses and applies one ipvsadm command line (`-A -t 10.0.0.1:80 -s wrr`,
+    /// `-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 3`, …); empty lines and `#` comments do nothing.
+    pub fn apply_line(&mut self, now: Instant, line: &str) -> Result<(), LineError> {
+        match ipvsadm::parse_line(line) {
+            Ok(Some(cmd)) => self.lb.apply(now, &cmd).map_err(LineError::Config),
+            Ok(None) => Ok(()),
+            Err(e) => Err(LineError::Parse(e)),
+        }
+    }
+
+    // ------------------------------------------------------------------ accessors
+
+    /// The balancer: counters, director (services, servers, statistics), connections.
+    pub fn balancer(&self) -> &Balancer<'a> {
+        &self.lb
+    }
+
+    /// The balancer, for settings and direct director calls.
+    pub fn balancer_mut(&mut self) -> &mut Balancer<'a> {
+        &mut self.lb
+    }
+
+    /// The smoltcp interface that answers for the gateway's own addresses.
+    pub fn interface(&self) -> &Interface {
+        &self.iface
+    }
+
+    /// The interface, e.g. to change its addresses directly.
+    pub fn interface_mut(&mut self) -> &mut Interface {
+        &mut self.iface
+    }
+
+    /// The gateway's own counters.
+    pub fn counters(&self) -> &GatewayCounters {
+        &self.counters
+    }
+
+    /// Complete neighbour-cache entries: `(address, hardware address)`.
+    pub fn neighbours(&self) -> impl Iterator<Item = (IpAddr, EthernetAddress)> + '_ {
+        self.neighbours.entries()
+    }
+
+    /// Frames held now, waiting for address resolution.
+    pub fn held(&self) -> usize {
+        self.hold.len()
+    }
+
+    /// The next balancer event (a drained server), see [`Balancer::poll_event`].
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.lb.poll_event()
+    }
+
+    // ------------------------------------------------------------------ polling
+
+    /// When [`poll`](Self::poll) must next be called if the device receives nothing (call it
+    /// at once whenever the device has received something). `now` is the current time.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let mut t = self.lb.poll_timeout();
+        if let Some(n) = self.neighbours.next_deadline() {
+            t = Some(t.map_or(n, |t| t.min(n)));
+        }
+        if let Some(i) = self.iface.poll_at(smol(now), &self.sockets) {
+            let i = from_smol(i);
+            t = Some(t.map_or(i, |t| t.min(i)));
+        }
+        t
+    }
+
+    /// How long until [`poll_at`](Self::poll_at) (zero if it has passed).
+    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.poll_at(now).map(|t| t.saturating_since(now))
+    }
+
+    /// Runs the timers that are due, then reads up to [`RX_BURST`] frames from `device` and
+    /// handles each (balance and forward, answer, or hand to the interface), then lets the
+    /// interface send what it has. Returns whether anything was done.
+    pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
+        let mut did = self.run_timers(now, device);
+        let off = if self.ethernet { 0 } else { LINK_HEADER };
+        for _ in 0..RX_BURST {
+            let Some((rx, tx)) = device.receive(smol(now)) else {
+                break;
+            };
+            drop(tx);
+            let frame = &mut *self.frame;
+            let len = smoltcp::phy::RxToken::consume(rx, |b| {
+                let room = &mut frame[off..];
+                let n = b.len();
+                room.get_mut(..n).map(|dst| {
+                    dst.copy_from_slice(b);
+                    n
+                })
+            });
+            did = true;
+            self.counters.rx_frames += 1;
+            match len {
+                Some(n) if self.ethernet => self.handle_ethernet(now, device, n),
+                Some(n) => self.handle_ip(now, device, n, None),
+                None => self.counters.oversize += 1,
+            }
+        }
+        let mut tx = TxOnly { inner: device };
+        if self.iface.poll(smol(now), &mut tx, &mut self.sockets) != PollResult::None {
+            did = true;
+        }
+        did
+    }
+
+    fn run_timers<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
+        let mut did = false;
+        if self.lb.poll_timeout().is_some_and(|t| t <= now) {
+            self.lb.handle_timeout(now);
+            did = true;
+        }
+        while let Some(d) = self.neighbours.due(now) {
+            did = true;
+            match d {
+                Due::Request(ip) => self.send_request(now, device, ip),
+                Due::GiveUp(ip) => self.counters.unresolved_drops += self.hold.drop_for(ip),
+            }
+        }
+        did
+    }
+
+    /// Whether `ip` is one of the gateway's own addresses (on its smoltcp interface).
+    fn is_own(&self, ip: IpAddr) -> bool {
+        self.iface.has_ip_addr(IpAddress::from(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::phy::Medium;
+    use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+
+    use super::testkit::*;
+    use super::{GatewayConfig, GatewayError, LineError};
+    use crate::neighbour::RETRY;
+    use lb_core::{ConfigError, DirectorStorage, Instant, Limits};
+
+    #[test]
+    fn a_multicast_hardware_address_is_refused_on_ethernet_only() {
+        let limits = Limits {
+            services: 1,
+            servers_per_service: 1,
+            table_slots_per_service: 0,
+            lblc_entries_per_service: 0,
+        };
+        let bad = GatewayConfig::new(EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]), 1);
+        for (medium, want_ok) in [(Medium::Ethernet, false), (Medium::Ip, true)] {
+            let mut dev = FakeDevice::new(medium);
+            let res = std::boxed::Box::leak(std::boxed::Box::new(Res::new()));
+            let r = super::Gateway::new(res, DirectorStorage::alloc(limits), &mut dev, bad, T0);
+            match r {
+                Ok(_) => assert!(want_ok, "{medium:?}"),
+                Err(e) => {
+                    assert!(!want_ok, "{medium:?}");
+                    assert_eq!(e, GatewayError::BadHardwareAddress);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_interface_takes_two_addresses_and_routes_fill_up() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev); // holds 10.0.0.1/24 and fd00::1/64 already
+        let third = IpCidr::new(IpAddress::v4(10, 9, 0, 1), 24);
+        assert_eq!(gw.add_address(third), Err(GatewayError::AddressesFull));
+        let again = IpCidr::new(IpAddress::v4(10, 0, 0, 1), 24);
+        assert_eq!(
+            gw.add_address(again),
+            Ok(()),
+            "an address it has is not added twice"
+        );
+        let net = |n| IpCidr::new(IpAddress::v4(192, 0, n, 0), 24);
+        for n in 0..2 {
+            gw.add_route(crate::Route::on_link(net(n))).unwrap();
+        }
+        // Replacing one is fine; a third is not (routes: 2).
+        gw.add_route(crate::Route::on_link(net(1))).unwrap();
+        assert_eq!(
+            gw.add_route(crate::Route::on_link(net(2))),
+            Err(GatewayError::RoutesFull)
+        );
+        assert!(gw.remove_route(net(0)));
+        assert!(!gw.remove_route(net(0)));
+        assert_eq!(gw.routes().count(), 1);
+    }
+
+    #[test]
+    fn apply_line_tells_a_bad_line_from_a_refused_command() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        assert_eq!(gw.apply_line(T0, "# a comment"), Ok(()));
+        assert_eq!(gw.apply_line(T0, ""), Ok(()));
+        assert!(matches!(gw.apply_line(T0, "-Q"), Err(LineError::Parse(_))));
+        assert_eq!(
+            gw.apply_line(T0, "-A -t 10.0.0.100:80 -s rr"),
+            Err(LineError::Config(ConfigError::ServiceExists))
+        );
+    }
+
+    #[test]
+    fn poll_at_includes_the_next_neighbour_request() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        exchange(&mut gw, &mut dev, T0, &[eth4(&syn(CLIENT, VIP, 64))]);
+        assert_eq!(gw.held(), 1);
+        // Run whatever is due earlier (the new connection's timers), up to the retry.
+        let retry = Instant::from_millis(RETRY);
+        let mut now = T0;
+        let at = loop {
+            let at = gw.poll_at(now).expect("a retry is due");
+            if at >= retry {
+                break at;
+            }
+            now = at;
+            gw.poll(now, &mut dev);
+        };
+        assert_eq!(at, retry);
+        assert!(
+            gw.balancer().poll_timeout().is_none_or(|t| t > retry),
+            "the deadline is the neighbour cache's"
+        );
+        assert_eq!(gw.poll_delay(now), Some(retry.saturating_since(now)));
+    }
+}

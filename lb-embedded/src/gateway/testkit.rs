@@ -1,0 +1,357 @@
+//! What the gateway's unit tests share: a scripted device, a small gateway on a /24 with one
+//! virtual service, and builders and readers for the frames they exchange.
+//!
+//! The test network: the gateway is `GW_MAC` with the own addresses `GW_IP` (10.0.0.1/24) and
+//! `GW_IP6` (fd00::1/64); the VIP `VIP` (10.0.0.100:80, round robin) has one real server,
+//! `SERVER` (10.0.0.2:80, `SERVER_MAC`); the client is `CLIENT` (10.0.0.50, `CLIENT_MAC`).
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::boxed::Box;
+use std::collections::VecDeque;
+use std::vec;
+use std::vec::Vec;
+
+use lb_core::{DirectorStorage, Instant, Limits};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr,
+    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscRepr, TcpPacket, TcpRepr,
+    TcpSeqNumber,
+};
+
+use super::{Gateway, GatewayConfig};
+use crate::LINK_HEADER;
+
+pub const GW_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x01]);
+pub const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x50]);
+pub const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x02]);
+pub const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const GW_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x50);
+pub const T0: Instant = Instant::ZERO;
+
+/// A device fed from `rx`; what the gateway sends lands in `tx`. `tx_room` frames more can be
+/// sent (transmit says "no buffer" after that).
+pub struct FakeDevice {
+    pub medium: Medium,
+    pub mtu: usize,
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: Vec<Vec<u8>>,
+    pub tx_room: usize,
+}
+
+impl FakeDevice {
+    pub fn new(medium: Medium) -> Self {
+        let mtu = if medium == Medium::Ethernet {
+            1514
+        } else {
+            1500
+        };
+        FakeDevice {
+            medium,
+            mtu,
+            rx: VecDeque::new(),
+            tx: Vec::new(),
+            tx_room: usize::MAX,
+        }
+    }
+}
+
+pub struct FakeRx(Vec<u8>);
+
+pub struct FakeTx<'a> {
+    tx: &'a mut Vec<Vec<u8>>,
+}
+
+impl phy::RxToken for FakeRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for FakeTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.tx.push(buf);
+        r
+    }
+}
+
+impl Device for FakeDevice {
+    type RxToken<'a> = FakeRx;
+    type TxToken<'a> = FakeTx<'a>;
+
+    fn receive(&mut self, _now: SmolInstant) -> Option<(FakeRx, FakeTx<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((FakeRx(frame), FakeTx { tx: &mut self.tx }))
+    }
+
+    fn transmit(&mut self, _now: SmolInstant) -> Option<FakeTx<'_>> {
+        if self.tx_room == 0 {
+            return None;
+        }
+        self.tx_room -= 1;
+        Some(FakeTx { tx: &mut self.tx })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = self.medium;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+}
+
+pub type Res = crate::gateway_resources!(conns: 64, neighbours: 4, routes: 2, hold: 2);
+
+/// A gateway on `dev` with the test network's addresses and the service `VIP:80 → SERVER:80`.
+pub fn gateway_with(dev: &mut FakeDevice, config: GatewayConfig) -> Gateway<'static> {
+    let res: &'static mut Res = Box::leak(Box::new(Res::new()));
+    let limits = Limits {
+        services: 2,
+        servers_per_service: 2,
+        table_slots_per_service: 0,
+        lblc_entries_per_service: 0,
+    };
+    let mut gw = Gateway::new(res, DirectorStorage::alloc(limits), dev, config, T0).unwrap();
+    gw.add_address(IpCidr::new(IpAddress::Ipv4(GW_IP), 24))
+        .unwrap();
+    gw.add_address(IpCidr::new(IpAddress::Ipv6(GW_IP6), 64))
+        .unwrap();
+    gw.apply_line(T0, "-A -t 10.0.0.100:80 -s rr").unwrap();
+    gw.apply_line(T0, "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m")
+        .unwrap();
+    gw
+}
+
+/// [`gateway_with`] the default configuration.
+pub fn gateway(dev: &mut FakeDevice) -> Gateway<'static> {
+    gateway_with(dev, GatewayConfig::new(GW_MAC, 7))
+}
+
+/// Feeds `frames` to the gateway in one poll at `now`; returns what it sent.
+pub fn exchange(
+    gw: &mut Gateway<'static>,
+    dev: &mut FakeDevice,
+    now: Instant,
+    frames: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    dev.rx.extend(frames.iter().cloned());
+    gw.poll(now, dev);
+    core::mem::take(&mut dev.tx)
+}
+
+/// `ip` wrapped in an Ethernet header.
+pub fn eth(
+    src: EthernetAddress,
+    dst: EthernetAddress,
+    ethertype: EthernetProtocol,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![0; LINK_HEADER + payload.len()];
+    EthernetRepr {
+        src_addr: src,
+        dst_addr: dst,
+        ethertype,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+    f[LINK_HEADER..].copy_from_slice(payload);
+    f
+}
+
+/// An IPv4 packet in an Ethernet frame from the client's MAC to the gateway's.
+pub fn eth4(ip: &[u8]) -> Vec<u8> {
+    eth(CLIENT_MAC, GW_MAC, EthernetProtocol::Ipv4, ip)
+}
+
+/// An ARP packet (from `smac`/`sip` about `tip`) in an Ethernet frame to `dst`.
+pub fn arp(
+    op: ArpOperation,
+    smac: EthernetAddress,
+    sip: Ipv4Addr,
+    tip: Ipv4Addr,
+    dst: EthernetAddress,
+) -> Vec<u8> {
+    let mut p = [0u8; 28];
+    ArpRepr::EthernetIpv4 {
+        operation: op,
+        source_hardware_addr: smac,
+        source_protocol_addr: sip,
+        target_hardware_addr: if op == ArpOperation::Request {
+            EthernetAddress([0; 6])
+        } else {
+            dst
+        },
+        target_protocol_addr: tip,
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut p[..]));
+    eth(smac, dst, EthernetProtocol::Arp, &p)
+}
+
+/// A broadcast ARP request from the client for `tip`.
+pub fn who_has(tip: Ipv4Addr) -> Vec<u8> {
+    arp(
+        ArpOperation::Request,
+        CLIENT_MAC,
+        CLIENT,
+        tip,
+        EthernetAddress::BROADCAST,
+    )
+}
+
+/// A TCP SYN from `src:40000` to `dst:80` as an IPv4 packet with TTL `ttl`.
+pub fn syn(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: 40000,
+        dst_port: 80,
+        control: smoltcp::wire::TcpControl::Syn,
+        seq_number: TcpSeqNumber(1),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: ttl,
+    };
+    let mut b = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+    ip.emit(&mut p, &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(p.payload_mut()),
+        &src.into(),
+        &dst.into(),
+        &caps,
+    );
+    b
+}
+
+/// An ICMP echo request from `src` to `dst` (TTL 64).
+pub fn ping(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 1,
+        seq_no: 1,
+        data: b"ping",
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut b = vec![0; ip.buffer_len() + icmp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+    ip.emit(&mut p, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
+    b
+}
+
+/// An ICMPv6 neighbour-discovery message from `src` to `dst` with hop limit `hop_limit`, in an
+/// Ethernet frame from the client's MAC to `dst_mac`.
+pub fn ndisc(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    dst_mac: EthernetAddress,
+    hop_limit: u8,
+    msg: NdiscRepr<'_>,
+) -> Vec<u8> {
+    let icmp = Icmpv6Repr::Ndisc(msg);
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit,
+    };
+    let mut b = vec![0; ip.buffer_len() + icmp.buffer_len()];
+    let mut p = Ipv6Packet::new_unchecked(&mut b[..]);
+    ip.emit(&mut p);
+    icmp.emit(
+        &src,
+        &dst,
+        &mut Icmpv6Packet::new_unchecked(p.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
+    eth(CLIENT_MAC, dst_mac, EthernetProtocol::Ipv6, &b)
+}
+
+/// A frame's Ethernet header: (destination, source, ethertype).
+pub fn eth_header(f: &[u8]) -> (EthernetAddress, EthernetAddress, EthernetProtocol) {
+    let e = EthernetFrame::new_checked(f).unwrap();
+    (e.dst_addr(), e.src_addr(), e.ethertype())
+}
+
+/// The ARP packet in an Ethernet frame, if it is one.
+pub fn arp_of(f: &[u8]) -> Option<ArpRepr> {
+    let e = EthernetFrame::new_checked(f).ok()?;
+    if e.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    ArpRepr::parse(&ArpPacket::new_checked(e.payload()).ok()?).ok()
+}
+
+/// The IPv4 packet in a frame (`link` = whether it has an Ethernet header).
+pub fn ipv4_of(f: &[u8], link: bool) -> Option<Ipv4Packet<&[u8]>> {
+    let ip = if link {
+        let e = EthernetFrame::new_checked(f).ok()?;
+        if e.ethertype() != EthernetProtocol::Ipv4 {
+            return None;
+        }
+        &f[LINK_HEADER..]
+    } else {
+        f
+    };
+    Ipv4Packet::new_checked(ip).ok()
+}
+
+/// The neighbour-discovery message in an Ethernet frame, with its IPv6 source, destination
+/// and hop limit, if it is one.
+pub fn ndisc_of(f: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, u8, NdiscRepr<'_>)> {
+    let e = EthernetFrame::new_checked(f).ok()?;
+    if e.ethertype() != EthernetProtocol::Ipv6 {
+        return None;
+    }
+    let ip = Ipv6Packet::new_checked(&f[LINK_HEADER..]).ok()?;
+    let (src, dst, hop) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit());
+    let icmp = Icmpv6Packet::new_checked(&f[LINK_HEADER + 40..]).ok()?;
+    match Icmpv6Repr::parse(&src, &dst, &icmp, &ChecksumCapabilities::default()).ok()? {
+        Icmpv6Repr::Ndisc(nd) => Some((src, dst, hop, nd)),
+        _ => None,
+    }
+}
+
+/// Teaches the gateway that `ip` is at `mac` (an ARP request from it for the gateway's own
+/// address, which the interface answers), then forgets what was sent.
+pub fn teach(gw: &mut Gateway<'static>, dev: &mut FakeDevice, ip: Ipv4Addr, mac: EthernetAddress) {
+    exchange(
+        gw,
+        dev,
+        T0,
+        &[arp(
+            ArpOperation::Request,
+            mac,
+            ip,
+            GW_IP,
+            EthernetAddress::BROADCAST,
+        )],
+    );
+    assert!(gw.neighbours().any(|n| n == (IpAddr::V4(ip), mac)));
+}

@@ -1,0 +1,275 @@
+//! The transmit path: a packet the balancer rewrote, generated or passed is routed, given the
+//! next hop's hardware address on Ethernet (or held while `nd.rs` resolves it), and
+//! copied into the device's transmit token. Oversized packets, routing loops and missing
+//! routes are dropped and counted.
+
+use core::net::IpAddr;
+
+use lb_core::Instant;
+use smoltcp::phy::{Device, TxToken};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, Ipv6Packet};
+
+use super::rx::ip_info;
+use super::{smol, Gateway};
+use crate::neighbour::Lookup;
+use crate::{LINK_HEADER, MAX_FRAME};
+
+/// Sends `bytes` as one frame; `false` if the device had no buffer.
+pub(super) fn transmit<D: Device + ?Sized>(device: &mut D, now: Instant, bytes: &[u8]) -> bool {
+    match device.transmit(smol(now)) {
+        Some(tok) => {
+            tok.consume(bytes.len(), |b| b.copy_from_slice(bytes));
+            true
+        }
+        None => false,
+    }
+}
+
+impl<'a> Gateway<'a> {
+    /// Decrements the TTL / hop limit of the packet in the frame buffer; `false` if it ran out.
+    pub(super) fn decrement_ttl(&mut self, len: usize) -> bool {
+        let buf = &mut self.frame[LINK_HEADER..LINK_HEADER + len];
+        match buf.first().map(|b| b >> 4) {
+            Some(4) => match Ipv4Packet::new_checked(buf) {
+                Ok(mut p) if p.hop_limit() > 1 => {
+                    let h = p.hop_limit();
+                    p.set_hop_limit(h - 1);
+                    p.fill_checksum();
+                    true
+                }
+                _ => false,
+            },
+            Some(6) => match Ipv6Packet::new_checked(buf) {
+                Ok(mut p) if p.hop_limit() > 1 => {
+                    let h = p.hop_limit();
+                    p.set_hop_limit(h - 1);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Routes the IP packet in `frame[LINK_HEADER..LINK_HEADER + len]` and sends it (or holds
+    /// it until its next hop resolves).
+    pub(super) fn send_ip<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D, len: usize) {
+        let Some(info) = ip_info(&self.frame[LINK_HEADER..LINK_HEADER + len]) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let Some(hop) = self.routes.next_hop(info.dst, self.iface.ip_addrs()) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        if self.is_own(hop) || self.lb.is_vip(hop) {
+            self.counters.loop_drops += 1;
+            return;
+        }
+        if !self.ethernet {
+            if len > self.mtu {
+                self.counters.oversize += 1;
+            } else if !transmit(device, now, &self.frame[LINK_HEADER..LINK_HEADER + len]) {
+                self.counters.tx_full += 1;
+            }
+            return;
+        }
+        let total = LINK_HEADER + len;
+        if total > self.mtu || total > MAX_FRAME {
+            self.counters.oversize += 1;
+            return;
+        }
+        let ethertype = match info.dst {
+            IpAddr::V4(_) => EthernetProtocol::Ipv4,
+            IpAddr::V6(_) => EthernetProtocol::Ipv6,
+        };
+        let mut header = EthernetFrame::new_unchecked(&mut self.frame[..LINK_HEADER]);
+        header.set_src_addr(self.mac);
+        header.set_ethertype(ethertype);
+        match self.neighbours.lookup(hop, now) {
+            Lookup::Found { mac, refresh } => {
+                self.frame[..6].copy_from_slice(&mac.0);
+                if !transmit(device, now, &self.frame[..total]) {
+                    self.counters.tx_full += 1;
+                }
+                if refresh {
+                    self.send_request(now, device, hop);
+                }
+            }
+            Lookup::Resolving { request } => {
+                if self.hold.push(hop, &self.frame[..total]) {
+                    self.counters.held += 1;
+                } else {
+                    self.counters.hold_full_drops += 1;
+                }
+                if request {
+                    self.send_request(now, device, hop);
+                }
+            }
+            Lookup::NoRoom => self.counters.hold_full_drops += 1,
+        }
+    }
+
+    /// Sends the frames held for `ip`, now known to be at `mac`, oldest first.
+    pub(super) fn send_held<D: Device + ?Sized>(
+        &mut self,
+        now: Instant,
+        device: &mut D,
+        ip: IpAddr,
+        mac: EthernetAddress,
+    ) {
+        while let Some(sent) = self.hold.pop_for(ip, |f| {
+            f[..6].copy_from_slice(&mac.0);
+            transmit(device, now, f)
+        }) {
+            if !sent {
+                self.counters.tx_full += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::net::{IpAddr, Ipv4Addr};
+
+    use smoltcp::phy::Medium;
+    use smoltcp::wire::{EthernetProtocol, IpAddress, IpCidr, Ipv4Packet};
+
+    use super::super::testkit::*;
+    use crate::Route;
+
+    #[test]
+    fn a_balanced_packet_goes_to_the_servers_mac_from_ours() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        teach(&mut gw, &mut dev, SERVER, SERVER_MAC);
+        let out = exchange(&mut gw, &mut dev, T0, &[eth4(&syn(CLIENT, VIP, 64))]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            eth_header(&out[0]),
+            (SERVER_MAC, GW_MAC, EthernetProtocol::Ipv4)
+        );
+        let ip = ipv4_of(&out[0], true).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (CLIENT, SERVER));
+        assert_eq!(gw.counters().forwarded, 1);
+        assert_eq!(gw.held(), 0);
+    }
+
+    #[test]
+    fn on_medium_ip_the_packet_is_sent_without_a_link_header() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let pkt = syn(CLIENT, VIP, 64);
+        let out = exchange(&mut gw, &mut dev, T0, core::slice::from_ref(&pkt));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), pkt.len());
+        assert_eq!(ipv4_of(&out[0], false).unwrap().dst_addr(), SERVER);
+    }
+
+    #[test]
+    fn frames_waiting_for_one_next_hop_share_one_request_until_the_hold_queue_is_full() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev); // hold: 2
+        let syns: std::vec::Vec<_> = (0..3u8)
+            .map(|i| eth4(&syn(Ipv4Addr::new(10, 0, 0, 60 + i), VIP, 64)))
+            .collect();
+        let out = exchange(&mut gw, &mut dev, T0, &syns);
+        assert_eq!(out.len(), 1, "one ARP request: {out:?}");
+        assert!(arp_of(&out[0]).is_some());
+        assert_eq!(gw.held(), 2);
+        assert_eq!(gw.counters().held, 2);
+        assert_eq!(gw.counters().hold_full_drops, 1);
+    }
+
+    #[test]
+    fn a_passed_packet_is_routed_with_its_ttl_decremented_and_checksum_fixed() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        teach(&mut gw, &mut dev, SERVER, SERVER_MAC);
+        let out = exchange(&mut gw, &mut dev, T0, &[eth4(&ping(CLIENT, SERVER))]);
+        assert_eq!(gw.counters().passed, 1);
+        let ip = ipv4_of(&out[0], true).unwrap();
+        assert_eq!(ip.hop_limit(), 63);
+        assert!(ip.verify_checksum());
+    }
+
+    #[test]
+    fn a_passed_packet_whose_ttl_runs_out_is_dropped() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let mut pkt = ping(CLIENT, SERVER);
+        let mut ip = Ipv4Packet::new_checked(&mut pkt[..]).unwrap();
+        ip.set_hop_limit(1);
+        ip.fill_checksum();
+        assert!(exchange(&mut gw, &mut dev, T0, &[pkt]).is_empty());
+        assert_eq!(gw.counters().ttl_expired, 1);
+        assert_eq!(gw.counters().passed, 0);
+    }
+
+    #[test]
+    fn without_a_route_a_packet_is_dropped_and_counted() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let far = Ipv4Addr::new(198, 51, 100, 5);
+        assert!(exchange(&mut gw, &mut dev, T0, &[ping(CLIENT, far)]).is_empty());
+        assert_eq!(gw.counters().no_route, 1);
+
+        gw.add_route(Route::default_via(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 254))))
+            .unwrap();
+        let out = exchange(&mut gw, &mut dev, T0, &[ping(CLIENT, far)]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(ipv4_of(&out[0], false).unwrap().dst_addr(), far);
+        // `passed` counts both (it is counted before routing); `no_route` only the first.
+        assert_eq!((gw.counters().passed, gw.counters().no_route), (2, 1));
+    }
+
+    #[test]
+    fn a_route_through_an_own_address_or_a_vip_is_a_loop() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let net = |a, b| IpCidr::new(IpAddress::v4(198, 51, a, 0), b);
+        gw.add_route(Route {
+            dest: net(100, 24),
+            via: Some(IpAddr::V4(GW_IP)),
+        })
+        .unwrap();
+        gw.add_route(Route {
+            dest: net(101, 24),
+            via: Some(IpAddr::V4(VIP)),
+        })
+        .unwrap();
+        let pkts = [
+            ping(CLIENT, Ipv4Addr::new(198, 51, 100, 5)),
+            ping(CLIENT, Ipv4Addr::new(198, 51, 101, 5)),
+        ];
+        assert!(exchange(&mut gw, &mut dev, T0, &pkts).is_empty());
+        assert_eq!(gw.counters().loop_drops, 2);
+    }
+
+    #[test]
+    fn a_packet_longer_than_the_mtu_is_dropped_as_oversize() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        dev.mtu = 60;
+        let mut gw = gateway(&mut dev);
+        let mut pkt = ping(CLIENT, SERVER); // 32 bytes: fits
+        assert_eq!(exchange(&mut gw, &mut dev, T0, &[pkt.clone()]).len(), 1);
+        pkt.resize(100, 0);
+        let mut ip = Ipv4Packet::new_checked(&mut pkt[..]).unwrap();
+        ip.set_total_len(100);
+        ip.fill_checksum();
+        assert!(exchange(&mut gw, &mut dev, T0, &[pkt]).is_empty());
+        assert_eq!(gw.counters().oversize, 1);
+    }
+
+    #[test]
+    fn a_device_without_a_transmit_buffer_costs_the_frame_and_is_counted() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        teach(&mut gw, &mut dev, SERVER, SERVER_MAC);
+        dev.tx_room = 0;
+        assert!(exchange(&mut gw, &mut dev, T0, &[eth4(&syn(CLIENT, VIP, 64))]).is_empty());
+        assert_eq!(gw.counters().tx_full, 1);
+        assert_eq!(gw.held(), 0, "not held: the next hop is known");
+    }
+}
