@@ -2,6 +2,18 @@
 //!
 //! One tick is one millisecond. `Instant` is a 64-bit count since an epoch of the caller's
 //! choosing (boot, process start, a virtual clock in tests); it never wraps in practice.
+//!
+//! Both types convert to and from smoltcp's (`smoltcp::time::{Instant, Duration}`, so a
+//! frontend that already keeps smoltcp time passes it straight in) and `Duration` to and from
+//! `core::time::Duration`. A host frontend builds `now` from `std::time::Instant` by taking the
+//! time elapsed since its own start:
+//!
+//! ```
+//! let start = std::time::Instant::now();
+//! // ... on every loop iteration:
+//! let now = lb_core::Instant::from(start.elapsed());
+//! assert!(now.millis() < 1_000);
+//! ```
 
 use core::ops::{Add, AddAssign, Sub};
 
@@ -107,5 +119,84 @@ impl Add for Duration {
 impl core::fmt::Display for Duration {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{}.{:03}s", self.millis / 1000, self.millis % 1000)
+    }
+}
+
+impl From<smoltcp::time::Instant> for Instant {
+    /// smoltcp's instants are signed microseconds; one before smoltcp's epoch becomes
+    /// [`Instant::ZERO`], the rest are rounded down to the millisecond.
+    fn from(t: smoltcp::time::Instant) -> Self {
+        Instant::from_millis(u64::try_from(t.total_millis()).unwrap_or(0))
+    }
+}
+
+impl From<Instant> for smoltcp::time::Instant {
+    /// Saturates at `i64::MAX` milliseconds (292 million years).
+    fn from(t: Instant) -> Self {
+        smoltcp::time::Instant::from_millis(i64::try_from(t.millis()).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<smoltcp::time::Duration> for Duration {
+    /// Rounded down to the millisecond.
+    fn from(d: smoltcp::time::Duration) -> Self {
+        Duration::from_millis(d.total_millis())
+    }
+}
+
+impl From<Duration> for smoltcp::time::Duration {
+    fn from(d: Duration) -> Self {
+        smoltcp::time::Duration::from_millis(d.millis())
+    }
+}
+
+impl From<core::time::Duration> for Duration {
+    /// Rounded down to the millisecond; saturates at `u64::MAX` milliseconds.
+    fn from(d: core::time::Duration) -> Self {
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl From<Duration> for core::time::Duration {
+    fn from(d: Duration) -> Self {
+        core::time::Duration::from_millis(d.millis())
+    }
+}
+
+impl From<core::time::Duration> for Instant {
+    /// The instant that long after the caller's epoch (e.g. `std::time::Instant::elapsed` since
+    /// the frontend started).
+    fn from(d: core::time::Duration) -> Self {
+        Instant::ZERO + Duration::from(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoltcp_and_core_conversions_round_trip_to_the_millisecond() {
+        let t = Instant::from_millis(123_456);
+        assert_eq!(Instant::from(smoltcp::time::Instant::from(t)), t);
+        assert_eq!(
+            Instant::from(smoltcp::time::Instant::from_micros(1_999)),
+            Instant::from_millis(1)
+        );
+        assert_eq!(
+            Instant::from(smoltcp::time::Instant::from_millis(-5)),
+            Instant::ZERO
+        );
+        let d = Duration::from_millis(90_001);
+        assert_eq!(Duration::from(smoltcp::time::Duration::from(d)), d);
+        assert_eq!(Duration::from(core::time::Duration::from(d)), d);
+        assert_eq!(
+            Duration::from(core::time::Duration::from_micros(2_500)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            Instant::from(core::time::Duration::from_secs(3)),
+            Instant::from_secs(3)
+        );
     }
 }
