@@ -259,3 +259,54 @@ pub fn tcp_sum(p: &[u8]) -> Option<u16> {
         ))
     })
 }
+
+/// An ICMP (IPv4) or ICMPv6 echo request with identifier `ident`, sequence number `seq` and
+/// `data`.
+pub fn echo_request(src: IpAddr, dst: IpAddr, ident: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let ty = if src.is_ipv4() { 8 } else { 128 };
+    let proto = if src.is_ipv4() { ICMP } else { ICMPV6 };
+    let mut l4 = vec![ty, 0, 0, 0];
+    l4.extend_from_slice(&ident.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(data);
+    ip(src, dst, proto, 0, l4)
+}
+
+/// Sets the TTL (IPv4, header checksum recomputed) or hop limit (IPv6) of a packet we built.
+pub fn set_ttl(p: &mut [u8], ttl: u8) {
+    if p[0] >> 4 == 4 {
+        let ihl = usize::from(p[0] & 15) * 4;
+        p[8] = ttl;
+        p[10] = 0;
+        p[11] = 0;
+        let c = !fold(sum(0, &p[..ihl]));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        p[7] = ttl;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_packets_verify_and_name_their_endpoints() {
+        let (c, v) = (
+            "192.0.2.1:40000".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        );
+        let mut p = tcp(c, v, SYN, 1, b"x", 2);
+        assert!(checksums_ok(&p));
+        assert_eq!((src_of(&p), dst_of(&p)), (Some(c), Some(v)));
+        set_ttl(&mut p, 3);
+        assert_eq!(p[8], 3);
+        assert!(checksums_ok(&p));
+        let e = echo_request("::1".parse().unwrap(), "::2".parse().unwrap(), 7, 1, b"hi");
+        assert!(checksums_ok(&e));
+        assert_eq!(&e[40..48], &[128, 0, e[42], e[43], 0, 7, 0, 1]);
+        let mut bad = udp(c, v, b"data");
+        bad[30] ^= 1;
+        assert!(!checksums_ok(&bad));
+    }
+}

@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 use lb_core::checksum;
-use lb_testkit::pkt;
 use lb_core::conn::{ConnStorage, ConnTable};
 use lb_core::director::{Director, DirectorStorage, Limits};
 use lb_core::hash::SipKey;
@@ -17,6 +16,7 @@ use lb_core::{
     Balancer, ForwardMethod, Instant, Packet, Protocol, SchedulerKind, ServerConfig, ServiceConfig,
     ServiceKey, Settings, Verdict,
 };
+use lb_testkit::pkt;
 
 /// TCP flag bits.
 pub const FIN: u8 = 0x01;

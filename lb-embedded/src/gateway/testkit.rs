@@ -5,7 +5,8 @@
 //! `GW_IP6` (fd00::1/64); the VIP `VIP` (10.0.0.100:80, round robin) has one real server,
 //! `SERVER` (10.0.0.2:80, `SERVER_MAC`); the client is `CLIENT` (10.0.0.50, `CLIENT_MAC`).
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use lb_testkit::pkt;
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::vec;
@@ -16,9 +17,8 @@ use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Mediu
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr,
-    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscRepr, TcpPacket, TcpRepr,
-    TcpSeqNumber,
+    EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv6Packet,
+    Ipv6Repr, NdiscRepr,
 };
 
 use super::{Gateway, GatewayConfig};
@@ -206,62 +206,18 @@ pub fn who_has(tip: Ipv4Addr) -> Vec<u8> {
     )
 }
 
-/// A TCP SYN from `src:40000` to `dst:80` as an IPv4 packet with TTL `ttl`.
+/// A TCP SYN from `src:40000` to `dst:80` as an IPv4 packet with TTL `ttl` (built by
+/// lb-testkit).
 pub fn syn(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: 40000,
-        dst_port: 80,
-        control: smoltcp::wire::TcpControl::Syn,
-        seq_number: TcpSeqNumber(1),
-        ack_number: None,
-        window_len: 64240,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: ttl,
-    };
-    let mut b = vec![0; ip.buffer_len() + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
-    ip.emit(&mut p, &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(p.payload_mut()),
-        &src.into(),
-        &dst.into(),
-        &caps,
-    );
+    let (s, d) = (SocketAddr::from((src, 40000)), SocketAddr::from((dst, 80)));
+    let mut b = pkt::tcp(s, d, pkt::SYN, 1, &[], 0);
+    pkt::set_ttl(&mut b, ttl);
     b
 }
 
 /// An ICMP echo request from `src` to `dst` (TTL 64).
 pub fn ping(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 1,
-        seq_no: 1,
-        data: b"ping",
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut b = vec![0; ip.buffer_len() + icmp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
-    ip.emit(&mut p, &caps);
-    icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
-    b
+    pkt::echo_request(src.into(), dst.into(), 1, 1, b"ping")
 }
 
 /// An ICMPv6 neighbour-discovery message from `src` to `dst` with hop limit `hop_limit`, in an

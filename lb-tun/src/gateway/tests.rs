@@ -5,10 +5,7 @@
 use super::*;
 use crate::test_support::FakeIo;
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Ipv4Address, Ipv4Packet};
 use std::net::SocketAddrV4;
 
 const T0: Instant = Instant::from_millis(0);
@@ -205,38 +202,7 @@ fn settings_are_set_and_shown_as_restorable_lines() {
 }
 
 fn syn(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: src.port(),
-        dst_port: dst.port(),
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(1000),
-        ack_number: None,
-        window_len: 64240,
-        window_scale: None,
-        max_seg_size: Some(1460),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: *src.ip(),
-        dst_addr: *dst.ip(),
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
-    ip.emit(&mut p, &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(p.payload_mut()),
-        &IpAddress::Ipv4(*src.ip()),
-        &IpAddress::Ipv4(*dst.ip()),
-        &caps,
-    );
-    buf
+    lb_testkit::pkt::tcp(src.into(), dst.into(), lb_testkit::pkt::SYN, 1000, &[], 0)
 }
 
 /// Where the gateway sends a SYN from `client` to `vip` (the rewritten destination).
