@@ -116,8 +116,22 @@ pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
 
 /// Whether the sum of a region that includes its own checksum field verifies (folds to 0xffff).
 #[inline]
-fn verifies(sum: u64) -> bool {
+pub(crate) fn verifies(sum: u64) -> bool {
     fold(sum) == 0xffff
+}
+
+/// Whether an IPv4 header (`hdr`, its length a multiple of 4 as the IHL makes it) verifies:
+/// its 32-bit words summed in ones' complement fold to 0xffff (the same sum as over its 16-bit
+/// words, with half the additions; a tail shorter than a word is summed as [`add`] does). The
+/// header check of both [`crate::packet::parse`] and [`crate::packet::parse_flow`].
+#[inline(always)]
+pub(crate) fn ipv4_header_verifies(hdr: &[u8]) -> bool {
+    let mut sum = 0u64;
+    let mut words = hdr.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    verifies(add(sum, words.remainder()))
 }
 
 /// Recomputes every checksum of the IP packet at the start of `buf` from scratch and says
@@ -279,6 +293,32 @@ mod tests {
         // Both are valid encodings of the same ones-complement value.
         let inc = d.apply(before);
         assert!(inc == after || (inc, after) == (0, 0xffff) || (inc, after) == (0xffff, 0));
+    }
+
+    /// The 32-bit-word header check agrees with the 16-bit sum of [`add`], at every length.
+    #[test]
+    fn ipv4_header_verifies_equals_the_16_bit_sum() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut hdr = [0u8; 64];
+        for round in 0..20_000 {
+            for b in hdr.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let n = round % hdr.len();
+            if round % 2 == 0 && n >= 12 {
+                // Make it verify: put the right checksum at bytes 10..12.
+                hdr[10..12].fill(0);
+                let c = finish(add(0, &hdr[..n]));
+                hdr[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            let h = &hdr[..n];
+            assert_eq!(ipv4_header_verifies(h), verifies(add(0, h)), "{h:02x?}");
+        }
+        assert!(!ipv4_header_verifies(&[0; 20]));
+        assert!(ipv4_header_verifies(&[0xff; 20]));
     }
 
     #[test]

@@ -1,0 +1,305 @@
+//! Unit tests of the packet parsers: [`parse`], [`parse_flow`] and their refusals.
+
+use super::fixtures::*;
+use super::*;
+use crate::checksum::verify_checksums;
+use crate::tcp::flags::*;
+use proptest::prelude::*;
+use std::vec::Vec;
+
+fn icmp_kind(p: &Parsed) -> IcmpError {
+    match p.kind {
+        Kind::IcmpError(e) => e,
+        k => panic!("not an ICMP error: {k:?}"),
+    }
+}
+
+#[test]
+fn ipv4_tcp_with_options_and_padding() {
+    let (c, v) = (sa("192.0.2.7:40000"), sa("198.51.100.1:80"));
+    let mut pkt = tcp(c, v, SYN | ACK, 1, 2, b"hello", 2, true);
+    assert!(verify_checksums(&pkt));
+    let total = pkt.len();
+    pkt.extend_from_slice(&[0xee; 6]); // link-layer padding
+    let p = parse(&pkt).unwrap();
+    assert!(!p.v6);
+    assert_eq!((p.proto, p.src, p.dst), (PROTO_TCP, c, v));
+    assert_eq!(p.tcp_flags, SYN | ACK);
+    assert_eq!(p.l4_offset, 28);
+    assert_eq!(p.total_len as usize, total);
+    assert_eq!(p.payload_len, 5);
+    assert_eq!(p.kind, Kind::Transport);
+    assert_eq!(p.transport(), Some(Protocol::Tcp));
+}
+
+#[test]
+fn ipv6_udp() {
+    let (c, v) = (sa("[2001:db8::7]:5353"), sa("[2001:db8:1::1]:53"));
+    let pkt = udp(c, v, &[1, 2, 3], 0);
+    let p = parse(&pkt).unwrap();
+    assert!(p.v6);
+    assert_eq!((p.proto, p.src, p.dst, p.l4_offset), (PROTO_UDP, c, v, 40));
+    assert_eq!((p.payload_len, p.total_len), (3, 51));
+    assert_eq!(p.transport(), Some(Protocol::Udp));
+}
+
+#[test]
+fn udp_length_shorter_than_ip_payload_is_tolerated() {
+    let mut pkt = udp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), &[9; 10], 0);
+    pkt[24..26].copy_from_slice(&12u16.to_be_bytes());
+    assert_eq!(parse(&pkt).unwrap().payload_len, 4);
+}
+
+#[test]
+fn every_malformed_reason() {
+    let good = tcp(
+        sa("10.0.0.1:1"),
+        sa("10.0.0.2:2"),
+        ACK,
+        0,
+        0,
+        b"x",
+        0,
+        false,
+    );
+    let v4 = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.clone();
+        f(&mut b);
+        // Keep the header checksum right so the intended check is the one that fails.
+        let ihl = usize::from(b[0] & 15) * 4;
+        if b.len() >= ihl.max(20) {
+            b[10..12].fill(0);
+            let s = crate::checksum::finish(crate::checksum::add(0, &b[..ihl.max(20)]));
+            b[10..12].copy_from_slice(&s.to_be_bytes());
+        }
+        parse(&b)
+    };
+    assert_eq!(parse(&[]), Err(Malformed::Truncated));
+    assert_eq!(parse(&good[..19]), Err(Malformed::Truncated));
+    assert_eq!(parse(&good[..good.len() - 1]), Err(Malformed::Truncated));
+    assert_eq!(v4(&|b| b[0] = 0x55), Err(Malformed::BadVersion));
+    assert_eq!(v4(&|b| b[0] = 0x44), Err(Malformed::BadIhl));
+    assert_eq!(v4(&|b| b[0] = 0x4f), Err(Malformed::BadTotalLength));
+    let long_header = v4(&|b| {
+        b[0] = 0x4f;
+        b[2..4].copy_from_slice(&[0, 80]);
+    });
+    assert_eq!(long_header, Err(Malformed::Truncated));
+    assert_eq!(
+        v4(&|b| b[2..4].copy_from_slice(&[0, 19])),
+        Err(Malformed::BadTotalLength)
+    );
+    assert_eq!(v4(&|b| b[6] |= 0x20), Err(Malformed::Fragment));
+    assert_eq!(v4(&|b| b[7] = 1), Err(Malformed::Fragment));
+    assert_eq!(v4(&|b| b[6] = 0x40), Ok(parse(&good).unwrap())); // DF is fine
+    assert_eq!(v4(&|b| b[32] = 0x40), Err(Malformed::BadTcpDataOffset));
+    assert_eq!(v4(&|b| b[32] = 0x60), Err(Malformed::BadTcpDataOffset));
+    let mut bad = good.clone();
+    bad[10] ^= 1;
+    assert_eq!(parse(&bad), Err(Malformed::BadIpv4HeaderChecksum));
+    let short_tcp = v4(&|b| {
+        b.truncate(39);
+        b[2..4].copy_from_slice(&39u16.to_be_bytes());
+    });
+    assert_eq!(short_tcp, Err(Malformed::Truncated));
+
+    let u = udp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), &[0; 4], 0);
+    let udp_len = |n: u16| {
+        let mut b = u.clone();
+        b[24..26].copy_from_slice(&n.to_be_bytes());
+        parse(&b)
+    };
+    assert_eq!(udp_len(7), Err(Malformed::BadUdpLength));
+    assert_eq!(udp_len(13), Err(Malformed::BadUdpLength));
+    assert!(udp_len(12).is_ok());
+
+    let v6 = udp(sa("[::1]:1"), sa("[::2]:2"), &[0; 4], 0);
+    let next = |nh: u8| {
+        let mut b = v6.clone();
+        b[6] = nh;
+        parse(&b)
+    };
+    assert_eq!(next(44), Err(Malformed::Fragment));
+    for nh in [0, 43, 51, 60, 135, 139, 140, 253, 254] {
+        assert_eq!(next(nh), Err(Malformed::Ipv6ExtensionHeaders), "nh {nh}");
+    }
+    assert_eq!(next(59).map(|p| p.kind), Ok(Kind::Other));
+    assert_eq!(parse(&v6[..39]), Err(Malformed::Truncated));
+    assert_eq!(parse(&v6[..v6.len() - 1]), Err(Malformed::Truncated));
+}
+
+#[test]
+fn malformed_display_is_distinct() {
+    use Malformed::*;
+    let all = [
+        Truncated,
+        BadVersion,
+        BadIhl,
+        BadTotalLength,
+        BadIpv4HeaderChecksum,
+        BadTcpDataOffset,
+        BadUdpLength,
+        Ipv6ExtensionHeaders,
+        Fragment,
+        BadEmbeddedPacket,
+    ];
+    let texts: std::collections::BTreeSet<_> =
+        all.iter().map(std::string::ToString::to_string).collect();
+    assert_eq!(texts.len(), all.len());
+}
+
+#[test]
+fn other_protocols_pass() {
+    let gre = ip(ipa("10.0.0.1"), ipa("10.0.0.2"), 47, 0, &[0; 8]);
+    let p = parse(&gre).unwrap();
+    assert_eq!(
+        (p.kind, p.proto, p.src.port(), p.payload_len),
+        (Kind::Other, 47, 0, 0)
+    );
+    // ICMP redirect and echo reply are not errors we relate.
+    let redirect = icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 5, 0, [0; 4], &[0; 28]);
+    assert_eq!(parse(&redirect).unwrap().kind, Kind::Other);
+    let reply = icmp(ipa("::1"), ipa("::2"), 129, 0, [0; 4], b"ping");
+    assert_eq!(parse(&reply).unwrap().kind, Kind::Other);
+}
+
+#[test]
+fn echo_requests() {
+    let e4 = icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 8, 0, [0, 1, 0, 2], b"abc");
+    let p = parse(&e4).unwrap();
+    assert_eq!(
+        (p.kind, p.payload_len, p.proto),
+        (Kind::EchoRequest, 3, PROTO_ICMP)
+    );
+    let e6 = icmp(ipa("::1"), ipa("::2"), 128, 0, [0, 1, 0, 2], b"");
+    assert_eq!(parse(&e6).unwrap().kind, Kind::EchoRequest);
+    assert_eq!(parse(&e4[..27]), Err(Malformed::Truncated));
+}
+
+#[test]
+fn icmpv4_error_quoting_tcp() {
+    // A reply VIP:80 → client, bounced by a router with "fragmentation needed".
+    let (vip, client) = (sa("198.51.100.1:80"), sa("192.0.2.7:40000"));
+    let quoted = tcp(vip, client, ACK, 5, 6, &[0; 100], 1, false);
+    for n in [quoted.len(), 24 + 8] {
+        let pkt = icmp(
+            ipa("203.0.113.9"),
+            vip.ip(),
+            3,
+            4,
+            [0, 0, 5, 0xdc],
+            &quoted[..n],
+        );
+        let p = parse(&pkt).unwrap();
+        assert_eq!((p.src.ip(), p.dst.ip()), (ipa("203.0.113.9"), vip.ip()));
+        let e = icmp_kind(&p);
+        assert_eq!((e.proto, e.src, e.dst), (Protocol::Tcp, vip, client));
+        assert_eq!((e.ip_offset, e.l4_offset), (28, 52));
+        assert_eq!((e.icmp_type, e.icmp_code), (3, 4));
+    }
+    // Less than 8 bytes of quoted L4 header: refused.
+    let pkt = icmp(
+        ipa("203.0.113.9"),
+        vip.ip(),
+        11,
+        0,
+        [0; 4],
+        &quoted[..24 + 7],
+    );
+    assert_eq!(parse(&pkt), Err(Malformed::BadEmbeddedPacket));
+    // Quoting IPv6 inside ICMPv4: refused.
+    let q6 = udp(sa("[::1]:1"), sa("[::2]:2"), &[], 0);
+    let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 3, 3, [0; 4], &q6);
+    assert_eq!(parse(&pkt), Err(Malformed::BadEmbeddedPacket));
+    // Quoting a non-first fragment or ICMP: unrelated.
+    let mut frag = quoted.clone();
+    frag[7] = 9;
+    let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 3, 1, [0; 4], &frag);
+    assert_eq!(parse(&pkt).unwrap().kind, Kind::Other);
+    let echo = icmp(vip.ip(), client.ip(), 8, 0, [0; 4], b"");
+    let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 3, 1, [0; 4], &echo);
+    assert_eq!(parse(&pkt).unwrap().kind, Kind::Other);
+    // Source quench (4) and time exceeded (11) are related too.
+    for ty in [4, 11] {
+        let pkt = icmp(ipa("203.0.113.9"), vip.ip(), ty, 0, [0; 4], &quoted);
+        assert!(matches!(parse(&pkt).unwrap().kind, Kind::IcmpError(_)));
+    }
+}
+
+#[test]
+fn icmpv6_error_quoting_udp() {
+    let (client, rip) = (sa("[2001:db8::7]:5353"), sa("[2001:db8:2::5]:5300"));
+    let quoted = udp(client, rip, &[7; 30], 0);
+    for ty in [1, 2, 3, 4, 127] {
+        let pkt = icmp(rip.ip(), client.ip(), ty, 0, [0; 4], &quoted[..56]);
+        let e = icmp_kind(&parse(&pkt).unwrap());
+        assert_eq!((e.proto, e.src, e.dst), (Protocol::Udp, client, rip));
+        assert_eq!((e.ip_offset, e.l4_offset, e.icmp_type), (48, 88, ty));
+    }
+    let pkt = icmp(rip.ip(), client.ip(), 1, 4, [0; 4], &quoted[..47]);
+    assert_eq!(parse(&pkt), Err(Malformed::BadEmbeddedPacket));
+    // Informational types (≥ 128) other than echo request are not errors.
+    let pkt = icmp(rip.ip(), client.ip(), 135, 0, [0; 4], &quoted);
+    assert_eq!(parse(&pkt).unwrap().kind, Kind::Other);
+}
+
+#[test]
+fn parsed_size() {
+    let n = core::mem::size_of::<Parsed>();
+    std::println!("Parsed = {n} bytes");
+    assert!(n <= 152, "{n}");
+}
+
+proptest! {
+    #[test]
+    fn garbage_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..120),
+                            first in prop_oneof![Just(0x45u8), Just(0x46), Just(0x60), any::<u8>()]) {
+        if let Some(b) = bytes.first_mut() { *b = first; }
+        let _ = parse(&bytes);
+        let _ = parse_flow(&bytes);
+    }
+
+    /// `parse_flow` accepts exactly the TCP/UDP packets of the common shape `parse`
+    /// accepts, and reads them the same; damaged and cut packets included.
+    #[test]
+    fn parse_flow_agrees_with_parse(
+        v6 in any::<bool>(),
+        udp in any::<bool>(),
+        flags in any::<u8>(),
+        opt_words in prop_oneof![Just(0usize), 0usize..3],
+        payload in proptest::collection::vec(any::<u8>(), 0..40),
+        damage in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..3),
+        cut in proptest::option::of(any::<u8>()),
+        padding in 0usize..8,
+    ) {
+        use fixtures::{tcp, udp as udp_pkt};
+        let (src, dst): (SocketAddr, SocketAddr) = if v6 {
+            ("[2001:db8::1]:40000".parse().unwrap(), "[2001:db8::100]:80".parse().unwrap())
+        } else {
+            ("192.0.2.1:40000".parse().unwrap(), "10.0.0.100:80".parse().unwrap())
+        };
+        let opt_words = if v6 { 0 } else { opt_words };
+        let mut pkt = if udp {
+            udp_pkt(src, dst, &payload, opt_words)
+        } else {
+            tcp(src, dst, flags, 1, 2, &payload, opt_words, flags & 1 != 0)
+        };
+        pkt.extend(core::iter::repeat_n(0u8, padding));
+        for (at, x) in damage {
+            let i = usize::from(at) % pkt.len();
+            pkt[i] ^= x;
+        }
+        if let Some(n) = cut {
+            pkt.truncate(usize::from(n));
+        }
+        let full = parse(&pkt);
+        let common = pkt.first().is_some_and(|b| *b == 0x45 || b >> 4 == 6);
+        match parse_flow(&pkt) {
+            Some(f) => prop_assert_eq!(Ok(f.to_parsed()), full),
+            None => prop_assert!(
+                !common || !matches!(full, Ok(Parsed { kind: Kind::Transport, .. })),
+                "parse_flow refused {:02x?}, parse read {:?}", pkt, full
+            ),
+        }
+    }
+}
