@@ -359,3 +359,5 @@ impl fmt::Display for ConfigError {
         f.write_str(s)
     }
 }
+
+impl core::error::Error for ConfigError {}

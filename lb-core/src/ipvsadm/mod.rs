@@ -45,7 +45,7 @@
 use core::fmt;
 use core::net::SocketAddr;
 
-use crate::config::{ServerConfig, ServiceConfig, ServiceKey, Timeouts};
+use crate::config::{ConfigError, ServerConfig, ServiceConfig, ServiceKey, Timeouts};
 
 mod parse;
 mod save;
@@ -353,5 +353,48 @@ impl fmt::Display for ParseErrorKind {
             K::UnknownTunnelType => "unknown tunnel type (ipip)",
         };
         f.write_str(s)
+    }
+}
+
+/// Why [`Balancer::apply_line`](crate::Balancer::apply_line) refused a line: it is not an
+/// ipvsadm command, or the command was refused by the configuration. Either way nothing was
+/// applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// The line is not an ipvsadm command (the token and why).
+    Parse(ParseError),
+    /// The command was refused (the numbers that explain it).
+    Config(ConfigError),
+}
+
+/// Prints the underlying error: `token 6 "70000": weight out of range (0..=65535)` or
+/// `no such service`.
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineError::Parse(e) => write!(f, "{e}"),
+            LineError::Config(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for LineError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            LineError::Parse(e) => Some(e),
+            LineError::Config(e) => Some(e),
+        }
+    }
+}
+
+impl From<ParseError> for LineError {
+    fn from(e: ParseError) -> Self {
+        LineError::Parse(e)
+    }
+}
+
+impl From<ConfigError> for LineError {
+    fn from(e: ConfigError) -> Self {
+        LineError::Config(e)
     }
 }

@@ -79,3 +79,5 @@ fn octets(ip: IpAddr) -> ([u8; 16], usize) {
 
 #[cfg(test)]
 mod tests;
+
+impl core::error::Error for NatError {}

@@ -181,3 +181,5 @@ pub(crate) mod fixtures;
 
 #[cfg(test)]
 mod tests;
+
+impl core::error::Error for Malformed {}

@@ -19,7 +19,7 @@ use core::net::IpAddr;
 
 use lb_core::conn::ConnTable;
 use lb_core::hash::SipKey;
-use lb_core::ipvsadm::{self, Command, ParseError};
+use lb_core::ipvsadm::{self, Command};
 use lb_core::{
     Balancer, ConfigError, Director, DirectorStorage, Duration, Event, Instant, Settings,
 };
@@ -95,23 +95,8 @@ impl fmt::Display for GatewayError {
     }
 }
 
-/// Why [`Gateway::apply_line`] failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LineError {
-    /// The line is not an ipvsadm command.
-    Parse(ParseError),
-    /// The command was refused.
-    Config(ConfigError),
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LineError::Parse(e) => write!(f, "{e}"),
-            LineError::Config(e) => write!(f, "{e}"),
-        }
-    }
-}
+/// Why [`Gateway::apply_line`] failed: lb-core's [`LineError`](lb_core::ipvsadm::LineError).
+pub use lb_core::ipvsadm::LineError;
 
 /// The gateway's own counters (the balancer's are [`Balancer::counters`], per service and
 /// server in its [`Director`]).
@@ -534,3 +519,6 @@ mod tests {
         assert_eq!(gw.poll_delay(now), Some(retry.saturating_since(now)));
     }
 }
+
+impl core::error::Error for GatewayError {}
+
