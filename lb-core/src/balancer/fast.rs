@@ -13,9 +13,20 @@
 //! the tests and the fuzz target run every packet through both orders of the same balancer
 //! (single calls and bursts) and compare.
 
-use super::*;
+use crate::addr::{addr_bytes, Protocol};
+use crate::config::ServiceKey;
+use crate::conn::{ConnFlags, Entry, Handle};
+use crate::nat;
+use crate::packet::Flow;
+use crate::service::ServiceId;
+use crate::tcp::{self, Direction, TcpState};
+use crate::time::{Duration, Instant};
+use crate::verdict::{DropReason, Verdict};
 
-use crate::packet::addr_bytes;
+use super::datapath::Hint;
+use super::entries::table_direction;
+use super::matching::{server_endpoint, FlowKey};
+use super::Balancer;
 
 /// The datapath's last service look-up: destination (protocol, family, address, port) → the
 /// live service there, or none. Packets of a burst mostly go to one VIP (or come back from one
@@ -61,19 +72,7 @@ impl<'a> Balancer<'a> {
             };
             svc
         };
-        let (addr, port) = match svc {
-            Some(_) => (&f.src, f.sport),
-            None => (&f.dst, f.dport),
-        };
-        (svc, self.conns.hash_bytes(f.proto, f.v6, addr, port))
-    }
-
-    /// The entry of a flow: a connection of `svc` for a forward packet, the connection a reply
-    /// belongs to when `svc` is `None`.
-    #[inline(always)]
-    pub(super) fn find_flow(&self, hash: u64, f: &Flow, svc: Option<ServiceId>) -> Option<Handle> {
-        let director = &self.director;
-        self.conns.find(hash, |e| flow_match(director, e, f, svc))
+        (svc, FlowKey::of(f).hash(&self.conns, svc.is_some()))
     }
 
     /// A packet of the common shape, its look-ups made: the fast path if it applies, else the
@@ -187,47 +186,10 @@ impl<'a> Balancer<'a> {
             Protocol::Udp => Some(self.settings.timeouts.udp()),
             Protocol::Tcp => {
                 let cur = TcpState::from_u8(e.state)?;
-                let dir = match dir {
-                    Direction::Input if e.flags.contains(ConnFlags::NOOUTPUT) => {
-                        Direction::InputOnly
-                    }
-                    d => d,
-                };
+                let dir = table_direction(dir, e.flags);
                 (tcp::next_state(self.dos, dir, f.tcp_flags, cur) == cur)
                     .then(|| self.settings.timeouts.timeout(cur))
             }
-        }
-    }
-}
-
-/// Whether entry `e` is the connection of flow `f`: [`forward_match`] when `svc` (the live
-/// service of `f`'s destination) is given, else [`reply_match`] — on the entry's stored form of
-/// the addresses.
-#[inline(always)]
-pub(super) fn flow_match(
-    director: &Director<'_>,
-    e: &Entry,
-    f: &Flow,
-    svc: Option<ServiceId>,
-) -> bool {
-    let key = Entry::conn_key(f.proto, f.v6);
-    match svc {
-        Some(svc) => {
-            e.matches_conn(key, &f.src, f.sport)
-                && e.vport == f.dport
-                && (e.service == svc
-                    || director.service(e.service).is_some_and(|s| {
-                        let dst = SocketAddr::new(packet::ip_of(f.v6, &f.dst), f.dport);
-                        service_has_vip(&s.config.key, dst)
-                    }))
-        }
-        None => {
-            e.matches_conn(key, &f.dst, f.dport)
-                && director.server(e.server).is_some_and(|s| {
-                    let a = s.addr();
-                    let port = if a.port() == 0 { e.vport } else { a.port() };
-                    port == f.sport && addr_bytes(a.ip()) == f.src
-                })
         }
     }
 }

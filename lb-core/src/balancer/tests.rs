@@ -8,12 +8,16 @@ use std::vec::Vec;
 
 use super::*;
 use crate::checksum::verify_checksums;
-use crate::config::{Persistence, SchedulerKind, ServerConfig, ServiceConfig};
-use crate::conn::ConnStorage;
-use crate::director::{DirectorStorage, Limits};
+use crate::config::{
+    ForwardMethod, Persistence, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey,
+};
+use crate::conn::{ConnStorage, ConnTable};
+use crate::director::{Director, DirectorStorage, Limits};
 use crate::hash::SipKey;
-use crate::packet::fixtures;
+use crate::ipvsadm::{Command, Setting};
+use crate::packet::{self, fixtures, Kind};
 use crate::tcp::flags::{ACK, FIN, RST, SYN};
+use crate::verdict::{DropReason, Verdict};
 
 const VIP: &str = "10.0.0.100:80";
 

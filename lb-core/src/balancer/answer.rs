@@ -1,0 +1,91 @@
+//! The verdicts the balancer makes itself: a counted pass or drop, or a generated answer (TCP
+//! RST, ICMP port unreachable, echo reply) built in the scratch buffer and copied over the
+//! packet.
+
+use crate::addr::Protocol;
+use crate::nat;
+use crate::packet::Parsed;
+use crate::tcp;
+use crate::verdict::{DropReason, Verdict};
+
+use super::{Balancer, REPLY_MAX};
+
+impl Balancer<'_> {
+    #[inline]
+    pub(super) fn pass(&mut self) -> Verdict {
+        self.counters.passed += 1;
+        Verdict::Pass
+    }
+
+    #[inline]
+    pub(super) fn drop(&mut self, reason: DropReason, syn: bool) -> Verdict {
+        self.counters.drops[reason.index()] += 1;
+        if syn {
+            self.counters.syn_drops += 1;
+        }
+        Verdict::Drop(reason)
+    }
+
+    /// A packet to a virtual address on a port or protocol no service serves: answered (TCP
+    /// RST, ICMP port unreachable) or dropped, never passed on.
+    pub(super) fn answer_unserved(&mut self, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
+        match p.transport() {
+            Some(Protocol::Tcp) => self.answer_tcp(buf, len, p, DropReason::NoService),
+            Some(Protocol::Udp) => self.answer_udp(buf, len, p, DropReason::NoService),
+            None => self.drop(DropReason::NoService, false),
+        }
+    }
+
+    /// Answers a TCP packet with a RST (never a RST to a RST); `reason` counts a drop when no
+    /// answer is possible.
+    pub(super) fn answer_tcp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        reason: DropReason,
+    ) -> Verdict {
+        if p.tcp_flags & tcp::flags::RST != 0 {
+            return self.drop(reason, false);
+        }
+        let syn = p.tcp_flags & tcp::flags::SYN != 0;
+        let v = self.reply_with(buf, |out, b| nat::write_tcp_rst(out, p, &b[..len]));
+        if let Verdict::Drop(_) = v {
+            return self.drop(reason, syn);
+        }
+        v
+    }
+
+    /// Answers a UDP packet with ICMP port unreachable from the address it was sent to.
+    pub(super) fn answer_udp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        reason: DropReason,
+    ) -> Verdict {
+        let src = p.dst.ip();
+        let v = self.reply_with(buf, |out, b| {
+            nat::write_icmp_port_unreachable(out, &b[..len], p, src)
+        });
+        if let Verdict::Drop(_) = v {
+            return self.drop(reason, false);
+        }
+        v
+    }
+
+    /// Builds a reply in the scratch buffer, then copies it over the packet.
+    pub(super) fn reply_with(
+        &mut self,
+        buf: &mut [u8],
+        write: impl FnOnce(&mut [u8], &[u8]) -> Option<usize>,
+    ) -> Verdict {
+        let cap = buf.len().min(REPLY_MAX);
+        let Some(n) = write(&mut self.scratch[..cap], buf) else {
+            return Verdict::Drop(DropReason::NoRoomForReply);
+        };
+        buf[..n].copy_from_slice(&self.scratch[..n]);
+        self.counters.replies += 1;
+        Verdict::Reply { len: n }
+    }
+}

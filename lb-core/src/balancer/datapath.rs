@@ -1,0 +1,218 @@
+//! Packets in: [`Balancer::process`] (the fast path first), [`Balancer::process_burst`] (the
+//! same, its look-ups staged), [`Balancer::process_general`] (the general path alone), and the
+//! general path's dispatch of a parsed packet by kind.
+
+use core::net::IpAddr;
+
+use crate::conn::Handle;
+use crate::director::Unmatched;
+use crate::packet::{self, Flow, Kind, Malformed, Parsed};
+use crate::service::ServiceId;
+use crate::time::Instant;
+use crate::verdict::{DropReason, Verdict};
+
+use super::matching::FlowKey;
+use super::{Balancer, Packet};
+
+impl Balancer<'_> {
+    /// Processes one IP packet (no link-layer header) held in `buf[..len]`; `buf`'s capacity
+    /// bounds a generated reply. See [`Verdict`] for what to do next.
+    pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
+        let len = len.min(buf.len());
+        if let Some(f) = packet::parse_flow(&buf[..len]) {
+            let (svc, hash) = self.look(&f);
+            let found = self.find_flow(hash, &FlowKey::of(&f), svc);
+            return self.process_flow(now, buf, len, &f, svc, hash, found);
+        }
+        self.process_general(now, buf, len)
+    }
+
+    /// [`process`](Balancer::process) without the established-flow fast path
+    /// ([`parse_flow`](packet::parse_flow) and what follows): every packet parsed in full and
+    /// taken through the general path. The same verdicts, bytes and counters, only slower:
+    /// the reference the differential tests and the fuzz target hold the fast path to.
+    #[doc(hidden)]
+    pub fn process_general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
+        let len = len.min(buf.len());
+        match packet::parse(&buf[..len]) {
+            Ok(ref p) => self.process_parsed(now, buf, len, p, Hint::None),
+            Err(m) => self.unparsed(&buf[..len], m),
+        }
+    }
+
+    /// Processes a burst of packets; `verdicts[i]` is the verdict for `pkts[i]`. Equivalent to
+    /// calling [`process`](Balancer::process) on each in order, but the table lookups of the
+    /// whole burst are issued together first, so their cache misses overlap.
+    pub fn process_burst(
+        &mut self,
+        now: Instant,
+        pkts: &mut [Packet<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        const STAGE: usize = 32;
+        let n = pkts.len().min(verdicts.len());
+        let mut start = 0;
+        while start < n {
+            let end = (start + STAGE).min(n);
+            let count = end - start;
+            let mut flows = [Flow::EMPTY; STAGE];
+            let mut staged = [Staged::No; STAGE];
+            let mut hashes = [0u64; STAGE];
+            let mut found: [Option<Handle>; STAGE] = [None; STAGE];
+            // Stage 1: read the packets of the common shape (TCP/UDP, no IP options or
+            // extension headers), find their live service (the services do not change during
+            // a burst) and hash their client side: the source of a forward packet, the
+            // destination of a reply. Other packets take the full path in stage 3.
+            for (i, pkt) in pkts[start..end].iter().enumerate() {
+                let len = pkt.len.min(pkt.buf.len());
+                if let Some(f) = packet::parse_flow(&pkt.buf[..len]) {
+                    let (svc, hash) = self.look(&f);
+                    flows[i] = f;
+                    hashes[i] = hash;
+                    staged[i] = Staged::Flow(svc);
+                }
+            }
+            // Stage 2: all index slots, then all entries, both directions.
+            let gen = self.generation;
+            {
+                let director = &self.director;
+                self.conns
+                    .find_burst(&hashes[..count], &mut found[..count], |i, e| {
+                        match staged[i] {
+                            Staged::No => false,
+                            Staged::Flow(svc) => FlowKey::of(&flows[i]).matches(director, e, svc),
+                        }
+                    });
+            }
+            // Stage 3: state machine and rewrite, in order. The lookups stay valid while no
+            // entry was inserted or removed.
+            for i in 0..count {
+                let pkt = &mut pkts[start + i];
+                let len = pkt.len.min(pkt.buf.len());
+                verdicts[start + i] = match staged[i] {
+                    // Not of the common shape (parse_flow refused it in stage 1).
+                    Staged::No => self.process_general(now, pkt.buf, len),
+                    Staged::Flow(svc) => {
+                        let f = &flows[i];
+                        let h = if self.generation == gen {
+                            found[i]
+                        } else {
+                            self.find_flow(hashes[i], &FlowKey::of(f), svc)
+                        };
+                        self.process_flow(now, pkt.buf, len, f, svc, hashes[i], h)
+                    }
+                };
+            }
+            start = end;
+        }
+    }
+
+    /// A packet lb-core cannot parse. Fragments and IPv6 extension-header chains that are not
+    /// addressed to a virtual address pass on untouched, as a router would; those to a VIP are
+    /// counted drops (no reassembly, no extension-header walk). Anything else malformed is a
+    /// counted drop.
+    fn unparsed(&mut self, pkt: &[u8], m: Malformed) -> Verdict {
+        if matches!(m, Malformed::Fragment | Malformed::Ipv6ExtensionHeaders) {
+            if let Some(dst) = raw_destination(pkt) {
+                if !self.is_vip(dst) {
+                    return self.pass();
+                }
+            }
+        }
+        self.drop(malformed_reason(m), false)
+    }
+
+    pub(super) fn process_parsed(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        hint: Hint,
+    ) -> Verdict {
+        match p.kind {
+            Kind::Transport => {
+                let Some(proto) = p.transport() else {
+                    return self.not_ours(buf, len, p);
+                };
+                let (svc, found) = match hint {
+                    Hint::Forward(svc, hash, found) => (Some(svc), Some((hash, found))),
+                    Hint::Reply(_) => (None, None),
+                    Hint::None => (self.director.lookup(proto, p.dst, None), None),
+                };
+                if let Some(svc) = svc {
+                    return self.inbound(now, buf, len, p, proto, svc, found);
+                }
+                let reply = match hint {
+                    Hint::Reply(found) => found,
+                    _ => self.find_reply(proto, p.src, p.dst),
+                };
+                if let Some(h) = reply {
+                    return self.outbound(now, buf, len, p, proto, h);
+                }
+                match self.director.unmatched(proto, p.dst) {
+                    // Flows of a deleted service: expired and answered like a removed server's.
+                    Unmatched::Retired(svc) => self.inbound(now, buf, len, p, proto, svc, None),
+                    Unmatched::Vip => self.answer_unserved(buf, len, p),
+                    Unmatched::Other => self.pass(),
+                }
+            }
+            Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
+            Kind::EchoRequest => self.echo_request(buf, len, p),
+            Kind::Other => self.not_ours(buf, len, p),
+        }
+    }
+
+    /// A packet that is neither for a service nor a reply of a tracked flow: pass it on, unless
+    /// it is addressed to a virtual address, where it would loop.
+    fn not_ours(&mut self, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
+        if !self.is_vip(p.dst.ip()) {
+            return self.pass();
+        }
+        self.answer_unserved(buf, len, p)
+    }
+}
+
+/// What a burst's first stage found out about a packet.
+#[derive(Clone, Copy)]
+enum Staged {
+    /// Not of the common shape: the full path, in order.
+    No,
+    /// A [`Flow`] for this live service, or for none (looked up as a reply).
+    Flow(Option<ServiceId>),
+}
+
+/// Look-ups already made for a packet (valid while no entry was inserted or removed).
+#[derive(Clone, Copy)]
+pub(super) enum Hint {
+    /// None: look everything up.
+    None,
+    /// The packet's live service, its flow hash and its connection entry, if any.
+    Forward(ServiceId, u64, Option<Handle>),
+    /// No live service; the reply's entry, if any.
+    Reply(Option<Handle>),
+}
+
+/// The destination address of a packet whose fixed IP header is intact.
+fn raw_destination(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+fn malformed_reason(m: Malformed) -> DropReason {
+    match m {
+        Malformed::BadIpv4HeaderChecksum => DropReason::BadIpChecksum,
+        Malformed::Fragment => DropReason::Fragment,
+        Malformed::Ipv6ExtensionHeaders => DropReason::Ipv6ExtensionHeaders,
+        _ => DropReason::Malformed,
+    }
+}

@@ -1,0 +1,138 @@
+//! The life of an entry: insertion (evicting a TIME_WAIT/CLOSE entry when the table is full),
+//! the protocol state machine each packet runs on it, and removal, which releases its
+//! counters and its template.
+
+use crate::addr::Protocol;
+use crate::conn::{ConnFlags, Entry, Handle};
+use crate::tcp::{self, Direction, TcpState};
+use crate::time::Instant;
+
+use super::inbound::NewConnError;
+use super::Balancer;
+
+impl Balancer<'_> {
+    /// Inserts `e` (its timeout set; `hash` = `ConnTable::hash_of(&e)`, which the caller
+    /// usually has from its lookup), evicting the oldest TIME_WAIT/CLOSE entry if the table is
+    /// full (reference-free: IPVS's table has unbounded chains).
+    pub(super) fn insert(
+        &mut self,
+        now: Instant,
+        e: Entry,
+        hash: u64,
+    ) -> Result<Handle, NewConnError> {
+        let deadline = now + e.timeout();
+        if let Ok(h) = self.conns.insert_hashed(e, deadline, hash) {
+            self.generation += 1;
+            return Ok(h);
+        }
+        let victim = self.conns.evict_candidate(now, |v| {
+            !v.is_template()
+                && v.proto() == Protocol::Tcp
+                && matches!(
+                    TcpState::from_u8(v.state),
+                    Some(TcpState::TimeWait | TcpState::Close)
+                )
+        });
+        let Some(v) = victim else {
+            return Err(NewConnError::TableFull);
+        };
+        self.remove_entry(v);
+        self.counters.evictions += 1;
+        let h = self
+            .conns
+            .insert_hashed(e, deadline, hash)
+            .map_err(|_| NewConnError::TableFull)?;
+        self.generation += 1;
+        Ok(h)
+    }
+
+    /// Applies the protocol state machine to entry `h` for a packet in direction `dir`, re-arms
+    /// its idle timer and, for a forward packet (`Direction::Input`), counts it in the entry's `in_pkts`
+    /// (reference §2.3–2.8). One pass over the entry.
+    pub(super) fn transition(&mut self, now: Instant, h: Handle, dir: Direction, tcp_flags: u8) {
+        let dos = self.dos;
+        let timeouts = &self.settings.timeouts;
+        let r = self.conns.update(h, |e| {
+            let mut assure = false;
+            let mut active_change = None;
+            let timeout = match e.proto() {
+                Protocol::Udp => {
+                    assure = dir == Direction::Output;
+                    timeouts.udp()
+                }
+                Protocol::Tcp => {
+                    if dir == Direction::Output {
+                        e.flags.set(ConnFlags::NOOUTPUT, false);
+                    }
+                    let table_dir = table_direction(dir, e.flags);
+                    let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
+                    let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
+                    if new != cur {
+                        let was = e.flags.contains(ConnFlags::ACTIVE);
+                        let now_active = new.is_active();
+                        if was != now_active {
+                            e.flags.set(ConnFlags::ACTIVE, now_active);
+                            active_change = Some(now_active);
+                        }
+                        e.state = new as u8;
+                        assure = new == TcpState::Established;
+                    }
+                    timeouts.timeout(new)
+                }
+            };
+            e.set_timeout(timeout);
+            if dir != Direction::Output {
+                e.count_in_pkt();
+            }
+            let control = if assure { e.control() } else { None };
+            (now + timeout, (e.server, active_change, control))
+        });
+        let Some((server, active_change, control)) = r else {
+            return;
+        };
+        if let Some(a) = active_change {
+            self.director.set_active(server, a);
+        }
+        if let Some(t) = control {
+            if let Some(tpl) = self.conns.get_mut(t) {
+                tpl.flags.set(ConnFlags::ASSURED, true);
+            }
+        }
+    }
+
+    /// Removes entry `h` now, releasing its counters and its template.
+    pub(super) fn remove_entry(&mut self, h: Handle) {
+        let Some(e) = self.conns.remove(h) else {
+            return;
+        };
+        self.generation += 1;
+        if e.is_template() {
+            self.director.unbind_template(e.server);
+            return;
+        }
+        self.director
+            .unbind_conn(e.server, e.flags.contains(ConnFlags::ACTIVE));
+        if let Some(t) = e.control() {
+            self.release_control(t);
+        }
+    }
+
+    /// A controlled connection of template `t` is gone.
+    fn release_control(&mut self, t: Handle) {
+        if let Some(tpl) = self.conns.get_mut(t) {
+            let n = tpl.n_control();
+            tpl.set_n_control(n.saturating_sub(1));
+        }
+    }
+}
+
+/// The transition sub-table for a packet travelling in `dir` (`Input` from the client, `Output`
+/// from the real server) on an entry with `flags`: `Input` is `InputOnly` while the entry has
+/// NOOUTPUT (§2.3).
+#[inline(always)]
+pub(super) fn table_direction(dir: Direction, flags: ConnFlags) -> Direction {
+    match dir {
+        Direction::Input if flags.contains(ConnFlags::NOOUTPUT) => Direction::InputOnly,
+        d => d,
+    }
+}

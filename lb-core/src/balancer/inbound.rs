@@ -1,0 +1,263 @@
+//! Client → virtual service (reference §3.2 `ip_vs_in_hook`): a SYN on an existing entry (port
+//! reuse, quiescent server), a removed server's flow, the scheduling of a new connection
+//! (persistence templates first, see `persist.rs`) and one-packet scheduling.
+
+use crate::addr::Protocol;
+use crate::config::ForwardMethod;
+use crate::conn::{ConnFlags, Entry, Handle};
+use crate::director::SchedInput;
+use crate::nat;
+use crate::packet::Parsed;
+use crate::server::ServerId;
+use crate::service::ServiceId;
+use crate::tcp::{self, Direction, TcpState};
+use crate::time::Instant;
+use crate::verdict::{DropReason, Verdict};
+
+use super::matching::server_endpoint;
+use super::Balancer;
+
+impl Balancer<'_> {
+    /// Client → virtual service (reference §3.2 `ip_vs_in_hook`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn inbound(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        proto: Protocol,
+        svc: ServiceId,
+        found: Option<(u64, Option<Handle>)>,
+    ) -> Verdict {
+        let syn = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0;
+        let rst = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::RST != 0;
+        let (hash, mut found) = match found {
+            Some(found) => found,
+            None => self.find_addrs(proto, p.src, p.dst, Some(svc)),
+        };
+
+        // Step 1: a SYN on an existing entry (reference §3.2 step 1).
+        if let (Some(h), true) = (found, syn) {
+            if let Some(e) = self.conns.get(h) {
+                let server = self.director.server(e.server);
+                let quiescent = server.is_some_and(|s| s.available && s.weight() == 0);
+                if self.settings.expire_nodest_conn && quiescent {
+                    self.remove_entry(h);
+                    self.counters.quiescent_reschedules += 1;
+                    found = None;
+                } else if self.reusable(e) {
+                    self.remove_entry(h);
+                    self.counters.reuse_reschedules += 1;
+                    found = None;
+                }
+            }
+        }
+
+        // Step 2: the entry's server was removed. (An entry that stays gives step 4 its
+        // server and destination: one look-up of each per packet.)
+        let mut target = None;
+        if let Some(h) = found {
+            let mut available = false;
+            if let Some(e) = self.conns.get(h) {
+                if let Some(s) = self.director.server(e.server) {
+                    available = s.available;
+                    target = Some((e.server, e.service, server_endpoint(s.addr(), e.vport)));
+                }
+            }
+            if !available {
+                if !self.settings.expire_nodest_conn {
+                    return self.drop(DropReason::NoDest, syn);
+                }
+                self.remove_entry(h);
+                found = None;
+                if proto == Protocol::Tcp && !syn {
+                    self.counters.nodest_resets += 1;
+                    return self.answer_tcp(buf, len, p, DropReason::NoDest);
+                }
+                self.counters.nodest_reschedules += 1;
+            }
+        }
+
+        let h = match found {
+            Some(h) => h,
+            None => {
+                // Step 3: schedule a new connection.
+                // A RST never creates an entry, not even with SYN set (reference §4.10;
+                // `tcp_conn_schedule`: `(th->syn || sloppy_tcp) && !th->rst`).
+                let may_create = match proto {
+                    Protocol::Udp => true,
+                    Protocol::Tcp => (syn || self.settings.sloppy_tcp) && !rst,
+                };
+                if !may_create {
+                    return if rst {
+                        self.drop(DropReason::NoConnection, false)
+                    } else {
+                        self.answer_tcp(buf, len, p, DropReason::NoConnection)
+                    };
+                }
+                match self.new_conn(now, p, proto, svc, hash) {
+                    Ok(NewConn::Entry(h)) => h,
+                    Ok(NewConn::OnePacket(server)) => {
+                        // One-packet scheduling: nothing to keep.
+                        return self.forward_ops(buf, len, p, server);
+                    }
+                    Err(NewConnError::NoServer) => {
+                        self.counters.no_server += 1;
+                        return match proto {
+                            Protocol::Tcp => self.answer_tcp(buf, len, p, DropReason::NoService),
+                            Protocol::Udp => self.answer_udp(buf, len, p, DropReason::NoService),
+                        };
+                    }
+                    Err(NewConnError::TableFull) => return self.drop(DropReason::TableFull, syn),
+                }
+            }
+        };
+
+        // Step 4: state transition, rewrite, statistics.
+        let (server_id, svc_id, dest) = match (found, target) {
+            (Some(_), Some(t)) => t,
+            _ => {
+                let Some(e) = self.conns.get(h) else {
+                    return self.drop(DropReason::NoConnection, syn);
+                };
+                let (server_id, svc_id) = (e.server, e.service);
+                let Some(dest) = self.endpoint_of(e) else {
+                    return self.drop(DropReason::NoDest, syn);
+                };
+                (server_id, svc_id, dest)
+            }
+        };
+        self.transition(now, h, Direction::Input, p.tcp_flags);
+        if nat::rewrite_dst(&mut buf[..len], p, dest).is_err() {
+            return self.drop(DropReason::Malformed, syn);
+        }
+        self.director.count_conn(server_id, svc_id, len, false);
+        Verdict::ToServer
+    }
+
+    /// One-packet scheduling (UDP, `-o`): forward to `server`, keeping no entry (IPVS creates
+    /// one and frees it at once: counters go up and down).
+    fn forward_ops(&mut self, buf: &mut [u8], len: usize, p: &Parsed, server: ServerId) -> Verdict {
+        let Some(addr) = self.director.server(server).map(|s| s.addr()) else {
+            return self.drop(DropReason::NoDest, false);
+        };
+        self.director.bind_conn(server);
+        self.counters.conns_created += 1;
+        let dest = server_endpoint(addr, p.dst.port());
+        let verdict = if nat::rewrite_dst(&mut buf[..len], p, dest).is_ok() {
+            self.director.count_in(server, len);
+            Verdict::ToServer
+        } else {
+            self.drop(DropReason::Malformed, false)
+        };
+        self.director.unbind_conn(server, false);
+        verdict
+    }
+
+    /// Whether a SYN may reuse the client port of entry `e` by rescheduling (reference §3.1).
+    fn reusable(&self, e: &Entry) -> bool {
+        let mode = self.settings.conn_reuse_mode;
+        if mode == 0 || e.proto() != Protocol::Tcp || e.control().is_some() {
+            return false;
+        }
+        match TcpState::from_u8(e.state) {
+            Some(TcpState::TimeWait | TcpState::Close) => true,
+            Some(TcpState::FinWait) => mode & 2 != 0 && e.flags.contains(ConnFlags::NOOUTPUT),
+            _ => false,
+        }
+    }
+
+    /// Creates the entry for a new connection: persistence template first (reference §4.3),
+    /// else the scheduler. A one-packet UDP service keeps no entry: only the server is chosen.
+    fn new_conn(
+        &mut self,
+        now: Instant,
+        p: &Parsed,
+        proto: Protocol,
+        svc: ServiceId,
+        hash: u64,
+    ) -> Result<NewConn, NewConnError> {
+        let Some(service) = self.director.service(svc) else {
+            return Err(NewConnError::NoServer);
+        };
+        let one_packet = service.config.one_packet && proto == Protocol::Udp;
+        let persistent = service.config.persistence.is_some();
+        if one_packet {
+            let server = if persistent {
+                // The template is still created and used.
+                self.template_server(now, p, proto, svc)
+            } else {
+                self.pick_server(now, p, proto, svc)
+            };
+            return server.map(NewConn::OnePacket).ok_or(NewConnError::NoServer);
+        }
+        let (server, template) = if persistent {
+            let t = self.template_for(now, p, proto, svc)?;
+            let server = self
+                .conns
+                .get(t)
+                .map(|e| e.server)
+                .ok_or(NewConnError::NoServer)?;
+            (server, Some(t))
+        } else {
+            let server = self
+                .pick_server(now, p, proto, svc)
+                .ok_or(NewConnError::NoServer)?;
+            (server, None)
+        };
+        let method = self
+            .director
+            .server(server)
+            .map(|s| s.config.method)
+            .ok_or(NewConnError::NoServer)?;
+        let mut e = Entry::new(proto, p.src);
+        e.vport = p.dst.port();
+        e.service = svc;
+        e.server = server;
+        e.state = TcpState::None as u8;
+        if method != ForwardMethod::Masq {
+            e.flags.set(ConnFlags::NOOUTPUT, true);
+        }
+        e.set_control(template);
+        e.set_timeout(tcp::INITIAL_TIMEOUT);
+        let h = self.insert(now, e, hash)?;
+        if let Some(t) = template {
+            if let Some(tpl) = self.conns.get_mut(t) {
+                let n = tpl.n_control();
+                tpl.set_n_control(n + 1);
+                let timeout = tpl.timeout();
+                self.conns.touch(t, now + timeout);
+            }
+        }
+        self.director.bind_conn(server);
+        self.counters.conns_created += 1;
+        Ok(NewConn::Entry(h))
+    }
+
+    /// Runs the service's scheduler for the packet's client.
+    pub(super) fn pick_server(
+        &mut self,
+        now: Instant,
+        p: &Parsed,
+        proto: Protocol,
+        svc: ServiceId,
+    ) -> Option<ServerId> {
+        let input = SchedInput {
+            proto,
+            client: p.src,
+            dst: p.dst,
+        };
+        self.director.schedule(svc, &input, now)
+    }
+}
+
+enum NewConn {
+    Entry(Handle),
+    OnePacket(ServerId),
+}
+
+pub(super) enum NewConnError {
+    NoServer,
+    TableFull,
+}

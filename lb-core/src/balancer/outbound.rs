@@ -1,0 +1,40 @@
+//! Real server → client (reference §6.1 `handle_response`): a reply of a tracked flow, run
+//! through the state machine and rewritten to come from the virtual address.
+
+use crate::addr::Protocol;
+use crate::conn::Handle;
+use crate::nat;
+use crate::packet::Parsed;
+use crate::tcp::Direction;
+use crate::time::Instant;
+use crate::verdict::{DropReason, Verdict};
+
+use super::Balancer;
+
+impl Balancer<'_> {
+    /// Real server → client (reference §6.1 `handle_response`).
+    pub(super) fn outbound(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        proto: Protocol,
+        h: Handle,
+    ) -> Verdict {
+        let Some(e) = self.conns.get(h) else {
+            return self.pass();
+        };
+        let (server, svc) = (e.server, e.service);
+        let Some(vip) = self.vip_of(e) else {
+            return self.pass();
+        };
+        let _ = proto;
+        self.transition(now, h, Direction::Output, p.tcp_flags);
+        if nat::rewrite_src(&mut buf[..len], p, vip).is_err() {
+            return self.drop(DropReason::Malformed, false);
+        }
+        self.director.count_conn(server, svc, len, true);
+        Verdict::ToClient
+    }
+}
