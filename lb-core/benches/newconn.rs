@@ -16,7 +16,7 @@ mod common;
 use std::time::Instant as Clock;
 
 use common::*;
-use lb_core::{SchedulerKind, Verdict};
+use lb_core::SchedulerKind;
 
 /// SYNs per timed sample.
 const BATCH: usize = 256;
@@ -100,14 +100,14 @@ fn measure(name: &str, sched: SchedulerKind, samples: usize) -> Row {
                 bursts
                     .iter_mut()
                     .zip(burst_nows)
-                    .map(|(bb, now)| bb.run(&mut lb, now, Verdict::ToServer))
+                    .map(|(bb, now)| bb.run(&mut lb, now, TO_SERVER))
                     .sum()
             } else {
                 bufs.iter_mut()
                     .zip(lens)
                     .zip(nows)
                     .map(|((b, l), now)| {
-                        usize::from(lb.process(now, &mut b[..], l) == Verdict::ToServer)
+                        usize::from(same_kind(&lb.process(now, &mut b[..], l), &TO_SERVER))
                     })
                     .sum()
             };

@@ -27,7 +27,6 @@ use std::time::Instant as Clock;
 
 use common::*;
 use lb_core::conn::ConnStorage;
-use lb_core::Verdict;
 
 /// Packets per timed sample.
 const BATCH: usize = 256;
@@ -144,16 +143,16 @@ fn measure(kind: Kind, n: u64, samples: usize) -> Row {
                     .iter_mut()
                     .zip(lens)
                     .map(|(b, l)| {
-                        usize::from(w.lb.process(now, &mut b[..], l) == Verdict::ToServer)
+                        usize::from(same_kind(&w.lb.process(now, &mut b[..], l), &TO_SERVER))
                     })
                     .sum(),
                 V::HotBurst | V::RandBurst => bursts
                     .iter_mut()
-                    .map(|bb| bb.run(&mut w.lb, now, Verdict::ToServer))
+                    .map(|bb| bb.run(&mut w.lb, now, TO_SERVER))
                     .sum(),
                 V::ReplyHot | V::ReplyRandBurst => bursts
                     .iter_mut()
-                    .map(|bb| bb.run(&mut w.lb, now, Verdict::ToClient))
+                    .map(|bb| bb.run(&mut w.lb, now, TO_CLIENT))
                     .sum(),
                 V::Chase => {
                     black_box(chase.run(BATCH));

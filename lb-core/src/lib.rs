@@ -75,4 +75,4 @@ pub use server::{RealServer, ServerId};
 pub use service::{Service, ServiceId, ServiceSlot};
 pub use tcp::{Direction, TcpState, TcpTimeouts};
 pub use time::{Duration, Instant};
-pub use verdict::{DropReason, Verdict};
+pub use verdict::{DropReason, Transmit, Verdict};

@@ -1,27 +1,86 @@
 //! What the balancer tells the frontend to do with a packet, and why it dropped one.
 
 use core::fmt;
+use core::net::{IpAddr, Ipv4Addr};
 
-/// The outcome of [`Balancer::process`](crate::Balancer::process) for one packet.
+/// Where to send a packet and how much of the buffer it is (quinn-proto's `Transmit`): the
+/// frontend routes by `dst` and sends `buf[..len]`, without parsing the packet again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Transmit {
+    /// The packet's destination address as it now stands (a real server after
+    /// [`Verdict::ToServer`], the client after [`Verdict::ToClient`] and [`Verdict::Reply`]):
+    /// look the next hop up for this address.
+    pub dst: IpAddr,
+    /// The IP packet's length, from its header: send `buf[..len]`. Never more than the `len`
+    /// handed to `process` (link-layer padding after the packet is not counted).
+    pub len: usize,
+}
+
+impl Transmit {
+    /// Destination and length from the IP header of `pkt`, a packet the parser accepted (or,
+    /// for a passed fragment, whose fixed header it read).
+    pub(crate) fn of(pkt: &[u8]) -> Transmit {
+        let (dst, len) = match pkt.first().map(|b| b >> 4) {
+            Some(6) if pkt.len() >= 40 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&pkt[24..40]);
+                (
+                    IpAddr::from(a),
+                    40 + usize::from(u16::from_be_bytes([pkt[4], pkt[5]])),
+                )
+            }
+            Some(4) if pkt.len() >= 20 => (
+                IpAddr::from([pkt[16], pkt[17], pkt[18], pkt[19]]),
+                usize::from(u16::from_be_bytes([pkt[2], pkt[3]])),
+            ),
+            _ => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), pkt.len()),
+        };
+        Transmit {
+            dst,
+            len: len.min(pkt.len()),
+        }
+    }
+}
+
+/// The outcome of [`Balancer::process`](crate::Balancer::process) for one packet. Every variant
+/// but `Drop` means "send `buf[..t.len]` toward `t.dst`"; the variant says why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The packet was rewritten for a real server (NAT, destination changed): send it on.
-    ToServer,
+    ToServer(Transmit),
     /// The packet was a real server's reply, rewritten to come from the virtual service: send it
     /// on toward the client.
-    ToClient,
+    ToClient(Transmit),
     /// Not ours (neither for a virtual service nor a reply of a tracked flow): send it on
-    /// untouched, as a router would.
-    Pass,
-    /// The buffer now holds a generated packet of `len` bytes (a TCP RST, an ICMP error or an
-    /// ICMP echo reply) addressed to the original packet's sender: send it; the original is
-    /// consumed.
-    Reply {
-        /// Length of the generated packet at the start of the buffer.
-        len: usize,
-    },
+    /// untouched, as a router would (or drop it, if the frontend does not route).
+    Pass(Transmit),
+    /// The buffer now holds a packet lb-core generated (a TCP RST, an ICMP error or an ICMP
+    /// echo reply), addressed to the original packet's sender: send it; the original is
+    /// consumed. `len` is at most the buffer's capacity (and [`REPLY_MAX`](crate::REPLY_MAX)).
+    Reply(Transmit),
     /// Drop the packet. Already counted under its reason.
     Drop(DropReason),
+}
+
+impl Verdict {
+    /// Where and how much to send, for every verdict but [`Verdict::Drop`].
+    pub const fn transmit(&self) -> Option<Transmit> {
+        match self {
+            Verdict::ToServer(t) | Verdict::ToClient(t) | Verdict::Pass(t) | Verdict::Reply(t) => {
+                Some(*t)
+            }
+            Verdict::Drop(_) => None,
+        }
+    }
+}
+
+/// A placeholder for the verdict arrays handed to
+/// [`process_burst`](crate::Balancer::process_burst), which overwrites them:
+/// `Drop(Malformed)`.
+impl Default for Verdict {
+    fn default() -> Self {
+        Verdict::Drop(DropReason::Malformed)
+    }
 }
 
 /// Why a packet was dropped. Each reason has its own counter.

@@ -9,7 +9,7 @@ use harness::pkt::{self, ACK, RST, SYN};
 use harness::setup::{configure, empty, sa};
 use lb_core::conn::ConnStorage;
 use lb_core::hash::{flow_hash, SipKey};
-use lb_core::{Balancer, DropReason, Instant, Protocol, Settings, Verdict};
+use lb_core::{Balancer, DropReason, Instant, Protocol, Settings, Transmit, Verdict};
 
 const VIP: &str = "10.0.0.100:80";
 const CONFIG: &str = "\
@@ -35,7 +35,7 @@ fn run(b: &mut Balancer<'_>, now: Instant, p: &[u8]) -> (Verdict, Vec<u8>) {
     let v = b.process(now, &mut buf, p.len());
     harness::inv::check_verdict(b, &before, p, &buf, p.len(), v);
     let n = match v {
-        Verdict::Reply { len } => len,
+        Verdict::Reply(Transmit { len, .. }) => len,
         _ => p.len(),
     };
     buf.truncate(n);
@@ -58,12 +58,12 @@ impl Rng {
 fn establish(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketAddr {
     let vip = sa(VIP);
     let (v, out) = run(b, now, &pkt::tcp(client, vip, SYN, 1, b"", 0));
-    assert_eq!(v, Verdict::ToServer);
+    assert!(matches!(v, Verdict::ToServer(_)));
     let server = pkt::dst_of(&out).unwrap();
     let (v, _) = run(b, now, &pkt::tcp(server, client, SYN | ACK, 9, b"", 0));
-    assert_eq!(v, Verdict::ToClient);
+    assert!(matches!(v, Verdict::ToClient(_)));
     let (v, _) = run(b, now, &pkt::tcp(client, vip, ACK, 2, b"", 0));
-    assert_eq!(v, Verdict::ToServer);
+    assert!(matches!(v, Verdict::ToServer(_)));
     server
 }
 
@@ -98,7 +98,7 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
         );
         let (v, _) = run(&mut b, now, &pkt::tcp(src, vip, SYN, r as u32, b"", 0));
         match v {
-            Verdict::ToServer => forwarded += 1,
+            Verdict::ToServer(_) => forwarded += 1,
             Verdict::Drop(DropReason::TableFull) => {}
             other => panic!("flood SYN {i}: {other:?}"),
         }
@@ -128,14 +128,14 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
     // Every established flow still forwards, to its own server, both ways.
     for (client, server) in &flows {
         let (v, out) = run(&mut b, now, &pkt::tcp(*client, vip, ACK, 3, b"GET /", 0));
-        assert_eq!(v, Verdict::ToServer, "{client}");
+        assert!(matches!(v, Verdict::ToServer(_)), "{client}");
         assert_eq!(pkt::dst_of(&out), Some(*server), "{client} changed server");
         let (v, out) = run(
             &mut b,
             now,
             &pkt::tcp(*server, *client, ACK, 10, b"200 OK", 0),
         );
-        assert_eq!(v, Verdict::ToClient);
+        assert!(matches!(v, Verdict::ToClient(_)));
         assert_eq!(pkt::src_of(&out), Some(vip));
     }
     harness::inv::check_table(&b, now);
@@ -193,7 +193,7 @@ fn flows_crafted_to_collide_under_one_key_cost_no_more_probes_under_another() {
         let vip = sa(VIP);
         for c in flows {
             let (v, _) = run(&mut b, Instant::ZERO, &pkt::tcp(*c, vip, SYN, 1, b"", 0));
-            assert_eq!(v, Verdict::ToServer);
+            assert!(matches!(v, Verdict::ToServer(_)));
         }
         let t = b.conns();
         let mut total = 0u64;
@@ -357,9 +357,8 @@ fn a_wrong_tcp_checksum_is_carried_through_not_verified() {
         let off = pkt::tcp_sum(&p).unwrap();
         assert_ne!(off, 0xffff, "the checksum is wrong");
         let (v, out) = run(&mut b, now, &p);
-        assert_eq!(
-            v,
-            Verdict::ToServer,
+        assert!(
+            matches!(v, Verdict::ToServer(_)),
             "a bad L4 checksum is not a drop (IPVS)"
         );
         assert_ne!(pkt::dst_of(&out), Some(vip));
@@ -396,7 +395,7 @@ fn an_echo_request_with_no_room_for_its_reply_is_a_counted_drop() {
         b"ping",
     );
     let (v, out) = run(&mut b, Instant::ZERO, &p);
-    assert!(matches!(v, Verdict::Reply { .. }));
+    assert!(matches!(v, Verdict::Reply(_)));
     assert!(pkt::checksums_ok(&out));
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use lb_core::conn::ConnStorage;
 use lb_core::hash::SipKey;
@@ -64,21 +64,6 @@ pub fn os_random() -> std::io::Result<(u64, [u8; 16])> {
     let mut secret = [0u8; 16];
     secret.copy_from_slice(&b[8..]);
     Ok((u64::from_le_bytes(seed), secret))
-}
-
-/// The destination address of an IP packet, if its header is long enough to hold one.
-fn dst_addr(pkt: &[u8]) -> Option<IpAddr> {
-    match pkt.first()? >> 4 {
-        4 => {
-            let b: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(b)))
-        }
-        6 => {
-            let b: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(b)))
-        }
-        _ => None,
-    }
 }
 
 /// The service key a command names, if any.
@@ -154,7 +139,7 @@ impl Gateway {
     pub fn process_ring(&mut self, now: Instant, ring: &mut PacketRing) {
         let n = ring.len();
         if self.verdicts.len() < n {
-            self.verdicts.resize(n, Verdict::Pass);
+            self.verdicts.resize(n, Verdict::default());
         }
         let mut pkts = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
@@ -167,23 +152,21 @@ impl Gateway {
         }
         self.lb
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
-        for ((pkt, (len, action)), v) in pkts.iter().zip(metas).zip(&self.verdicts[..n]) {
+        drop(pkts);
+        for ((len, action), v) in metas.into_iter().zip(&self.verdicts[..n]) {
             *action = match *v {
-                Verdict::ToServer | Verdict::ToClient => Action::Send,
-                Verdict::Reply { len: l } => {
-                    *len = l;
+                Verdict::ToServer(t) | Verdict::ToClient(t) | Verdict::Reply(t) => {
+                    *len = t.len;
                     Action::Send
                 }
                 Verdict::Drop(_) => Action::Drop,
-                Verdict::Pass => {
-                    let plen = pkt.len.min(pkt.buf.len());
-                    match dst_addr(&pkt.buf[..plen]) {
-                        Some(a) if self.ever_vips.contains(&a) => {
-                            self.stats.loop_drops += 1;
-                            Action::Drop
-                        }
-                        _ => Action::Send,
-                    }
+                Verdict::Pass(t) if self.ever_vips.contains(&t.dst) => {
+                    self.stats.loop_drops += 1;
+                    Action::Drop
+                }
+                Verdict::Pass(t) => {
+                    *len = t.len;
+                    Action::Send
                 }
             };
         }

@@ -6,15 +6,15 @@ use crate::addr::Protocol;
 use crate::nat;
 use crate::packet::Parsed;
 use crate::tcp;
-use crate::verdict::{DropReason, Verdict};
+use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::{Balancer, REPLY_MAX};
 
 impl Balancer<'_> {
     #[inline]
-    pub(super) fn pass(&mut self) -> Verdict {
+    pub(super) fn pass(&mut self, pkt: &[u8]) -> Verdict {
         self.counters.passed += 1;
-        Verdict::Pass
+        Verdict::Pass(Transmit::of(pkt))
     }
 
     #[inline]
@@ -86,6 +86,6 @@ impl Balancer<'_> {
         };
         buf[..n].copy_from_slice(&self.scratch[..n]);
         self.counters.replies += 1;
-        Verdict::Reply { len: n }
+        Verdict::Reply(Transmit::of(&buf[..n]))
     }
 }

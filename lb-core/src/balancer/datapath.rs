@@ -115,7 +115,7 @@ impl Balancer<'_> {
         if matches!(m, Malformed::Fragment | Malformed::Ipv6ExtensionHeaders) {
             if let Some(dst) = raw_destination(pkt) {
                 if !self.is_vip(dst) {
-                    return self.pass();
+                    return self.pass(pkt);
                 }
             }
         }
@@ -154,7 +154,7 @@ impl Balancer<'_> {
                     // Flows of a deleted service: expired and answered like a removed server's.
                     Unmatched::Retired(svc) => self.inbound(now, buf, len, p, proto, svc, None),
                     Unmatched::Vip => self.answer_unserved(buf, len, p),
-                    Unmatched::Other => self.pass(),
+                    Unmatched::Other => self.pass(&buf[..len]),
                 }
             }
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
@@ -167,7 +167,7 @@ impl Balancer<'_> {
     /// it is addressed to a virtual address, where it would loop.
     fn not_ours(&mut self, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
         if !self.is_vip(p.dst.ip()) {
-            return self.pass();
+            return self.pass(&buf[..len]);
         }
         self.answer_unserved(buf, len, p)
     }

@@ -13,7 +13,7 @@
 //! the tests and the fuzz target run every packet through both orders of the same balancer
 //! (single calls and bursts) and compare.
 
-use crate::addr::{addr_bytes, Protocol};
+use crate::addr::{addr_bytes, ip_of, Protocol};
 use crate::config::ServiceKey;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::nat;
@@ -21,7 +21,7 @@ use crate::packet::Flow;
 use crate::service::ServiceId;
 use crate::tcp::{self, Direction, TcpState};
 use crate::time::{Duration, Instant};
-use crate::verdict::{DropReason, Verdict};
+use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::datapath::Hint;
 use super::entries::table_direction;
@@ -144,7 +144,10 @@ impl<'a> Balancer<'a> {
             return Some(self.drop(DropReason::Malformed, false));
         }
         self.director.count_conn(server, svc, len, false);
-        Some(Verdict::ToServer)
+        Some(Verdict::ToServer(Transmit {
+            dst: dest.ip(),
+            len: f.total_len as usize,
+        }))
     }
 
     /// Real server → client on an entry whose state stays and that has seen a reply before:
@@ -175,7 +178,10 @@ impl<'a> Balancer<'a> {
             return Some(self.drop(DropReason::Malformed, false));
         }
         self.director.count_conn(server, svc, len, true);
-        Some(Verdict::ToClient)
+        Some(Verdict::ToClient(Transmit {
+            dst: ip_of(f.v6, &f.dst),
+            len: f.total_len as usize,
+        }))
     }
 
     /// The timeout entry `e` re-arms with for packet `f` in table direction `dir` when its

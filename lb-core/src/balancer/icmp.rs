@@ -3,7 +3,7 @@
 
 use crate::nat;
 use crate::packet::{IcmpError, Parsed};
-use crate::verdict::{DropReason, Verdict};
+use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::Balancer;
 
@@ -25,7 +25,7 @@ impl Balancer<'_> {
                 .and_then(|e| self.endpoint_of(e))
             {
                 return match nat::rewrite_icmp_to_server(&mut buf[..len], p, dest) {
-                    Ok(()) => Verdict::ToServer,
+                    Ok(()) => Verdict::ToServer(Transmit::of(&buf[..len])),
                     Err(_) => self.drop(DropReason::Malformed, false),
                 };
             }
@@ -35,7 +35,7 @@ impl Balancer<'_> {
         if let Some(h) = self.find_reply(ie.proto, ie.dst, ie.src) {
             if let Some(vip) = self.conns.get(h).and_then(|e| self.vip_of(e)) {
                 return match nat::rewrite_icmp_to_client(&mut buf[..len], p, vip) {
-                    Ok(()) => Verdict::ToClient,
+                    Ok(()) => Verdict::ToClient(Transmit::of(&buf[..len])),
                     Err(_) => self.drop(DropReason::Malformed, false),
                 };
             }
@@ -43,7 +43,7 @@ impl Balancer<'_> {
         if self.is_vip(p.dst.ip()) {
             return self.drop(DropReason::NoConnection, false);
         }
-        self.pass()
+        self.pass(&buf[..len])
     }
 
     /// An echo request: answered when it is addressed to a virtual address, else passed on.
@@ -54,7 +54,7 @@ impl Balancer<'_> {
                 v => v,
             }
         } else {
-            self.pass()
+            self.pass(&buf[..len])
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::server::ServerId;
 use crate::service::ServiceId;
 use crate::tcp::{self, Direction, TcpState};
 use crate::time::Instant;
-use crate::verdict::{DropReason, Verdict};
+use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::matching::server_endpoint;
 use super::Balancer;
@@ -133,7 +133,10 @@ impl Balancer<'_> {
             return self.drop(DropReason::Malformed, syn);
         }
         self.director.count_conn(server_id, svc_id, len, false);
-        Verdict::ToServer
+        Verdict::ToServer(Transmit {
+            dst: dest.ip(),
+            len: p.total_len as usize,
+        })
     }
 
     /// One-packet scheduling (UDP, `-o`): forward to `server`, keeping no entry (IPVS creates
@@ -147,7 +150,10 @@ impl Balancer<'_> {
         let dest = server_endpoint(addr, p.dst.port());
         let verdict = if nat::rewrite_dst(&mut buf[..len], p, dest).is_ok() {
             self.director.count_in(server, len);
-            Verdict::ToServer
+            Verdict::ToServer(Transmit {
+                dst: dest.ip(),
+                len: p.total_len as usize,
+            })
         } else {
             self.drop(DropReason::Malformed, false)
         };

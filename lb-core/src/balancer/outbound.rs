@@ -7,7 +7,7 @@ use crate::nat;
 use crate::packet::Parsed;
 use crate::tcp::Direction;
 use crate::time::Instant;
-use crate::verdict::{DropReason, Verdict};
+use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::Balancer;
 
@@ -23,11 +23,11 @@ impl Balancer<'_> {
         h: Handle,
     ) -> Verdict {
         let Some(e) = self.conns.get(h) else {
-            return self.pass();
+            return self.pass(&buf[..len]);
         };
         let (server, svc) = (e.server, e.service);
         let Some(vip) = self.vip_of(e) else {
-            return self.pass();
+            return self.pass(&buf[..len]);
         };
         let _ = proto;
         self.transition(now, h, Direction::Output, p.tcp_flags);
@@ -35,6 +35,9 @@ impl Balancer<'_> {
             return self.drop(DropReason::Malformed, false);
         }
         self.director.count_conn(server, svc, len, true);
-        Verdict::ToClient
+        Verdict::ToClient(Transmit {
+            dst: p.dst.ip(),
+            len: p.total_len as usize,
+        })
     }
 }

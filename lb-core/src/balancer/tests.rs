@@ -17,7 +17,7 @@ use crate::hash::SipKey;
 use crate::ipvsadm::{Command, Setting};
 use crate::packet::{self, fixtures, Kind};
 use crate::tcp::flags::{ACK, FIN, RST, SYN};
-use crate::verdict::{DropReason, Verdict};
+use crate::verdict::{DropReason, Transmit, Verdict};
 
 const VIP: &str = "10.0.0.100:80";
 
@@ -88,7 +88,7 @@ fn run(b: &mut Balancer<'_>, now: Instant, pkt: Vec<u8>) -> (Verdict, Vec<u8>) {
     buf.resize(2048, 0);
     let v = b.process(now, &mut buf, len);
     let out = match v {
-        Verdict::Reply { len } => buf[..len].to_vec(),
+        Verdict::Reply(Transmit { len, .. }) => buf[..len].to_vec(),
         _ => buf[..len].to_vec(),
     };
     (v, out)
@@ -105,7 +105,10 @@ fn src_of(pkt: &[u8]) -> SocketAddr {
 /// Sends a SYN from `client` to the VIP; returns the real server it went to.
 fn syn(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketAddr {
     let (v, out) = run(b, now, tcp(client, sa(VIP), SYN, 1000, 0, b""));
-    assert_eq!(v, Verdict::ToServer, "SYN from {client} not forwarded");
+    assert!(
+        matches!(v, Verdict::ToServer(_)),
+        "SYN from {client} not forwarded"
+    );
     assert!(verify_checksums(&out));
     dst_of(&out)
 }
@@ -135,12 +138,12 @@ fn connection(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketA
     for (from_client, flags, payload) in steps {
         if from_client {
             let (v, out) = run(b, now, tcp(client, vip, flags, 1001, 1, payload));
-            assert_eq!(v, Verdict::ToServer);
+            assert!(matches!(v, Verdict::ToServer(_)));
             assert_eq!(dst_of(&out), server);
             assert!(verify_checksums(&out));
         } else {
             let (v, out) = run(b, now, tcp(server, client, flags, 1, 1001, payload));
-            assert_eq!(v, Verdict::ToClient);
+            assert!(matches!(v, Verdict::ToClient(_)));
             assert_eq!(src_of(&out), vip);
             assert!(verify_checksums(&out));
         }
@@ -285,7 +288,7 @@ fn quiescent_server_keeps_flows_gets_no_new_ones_and_reports_drained() {
     set_weight(&mut b, &sa_.to_string(), 0);
     // Its open flow keeps working.
     let (v, out) = run(&mut b, Instant::ZERO, tcp(a, sa(VIP), ACK, 1001, 2, b"x"));
-    assert_eq!(v, Verdict::ToServer);
+    assert!(matches!(v, Verdict::ToServer(_)));
     assert_eq!(dst_of(&out), sa_);
     // New connections avoid it.
     for port in 41000..41010 {
@@ -336,7 +339,7 @@ fn removed_server_flow_gets_rst_or_drop() {
         Instant::ZERO,
         tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
     );
-    let Verdict::Reply { .. } = v else {
+    let Verdict::Reply(_) = v else {
         panic!("expected a RST, got {v:?}")
     };
     let p = packet::parse(&out).unwrap();
@@ -374,7 +377,7 @@ fn no_server_left_answers_rst_and_icmp() {
     let mut b = balancer(1024, SchedulerKind::Wlc, &[]);
     let client = sa("192.0.2.1:40000");
     let (v, out) = run(&mut b, Instant::ZERO, tcp(client, sa(VIP), SYN, 1, 0, b""));
-    assert!(matches!(v, Verdict::Reply { .. }));
+    assert!(matches!(v, Verdict::Reply(_)));
     assert_eq!(packet::parse(&out).unwrap().tcp_flags & RST, RST);
     let mut cfg = ServiceConfig::new(ServiceKey::udp(sa("10.0.0.100:53")));
     cfg.scheduler = SchedulerKind::Rr;
@@ -384,7 +387,7 @@ fn no_server_left_answers_rst_and_icmp() {
         Instant::ZERO,
         fixtures::udp(client, sa("10.0.0.100:53"), b"q", 0),
     );
-    assert!(matches!(v, Verdict::Reply { .. }));
+    assert!(matches!(v, Verdict::Reply(_)));
     let p = packet::parse(&out).unwrap();
     assert!(matches!(p.kind, Kind::IcmpError(_)));
     assert!(verify_checksums(&out));
@@ -394,11 +397,11 @@ fn no_server_left_answers_rst_and_icmp() {
         Instant::ZERO,
         tcp(client, sa("10.0.0.100:81"), SYN, 1, 0, b""),
     );
-    assert!(matches!(v, Verdict::Reply { .. }));
+    assert!(matches!(v, Verdict::Reply(_)));
     // Other traffic passes untouched.
     let pkt = tcp(client, sa("10.9.9.9:80"), SYN, 1, 0, b"");
     let (v, out) = run(&mut b, Instant::ZERO, pkt.clone());
-    assert_eq!(v, Verdict::Pass);
+    assert!(matches!(v, Verdict::Pass(_)));
     assert_eq!(out, pkt);
 }
 
@@ -454,7 +457,7 @@ fn one_packet_scheduling_balances_each_datagram() {
             Instant::ZERO,
             fixtures::udp(client, sa("10.0.0.100:53"), b"q", 0),
         );
-        assert_eq!(v, Verdict::ToServer);
+        assert!(matches!(v, Verdict::ToServer(_)));
         assert!(verify_checksums(&out));
         seen.push(dst_of(&out));
     }
@@ -477,14 +480,14 @@ fn udp_flow_and_its_reply() {
         Instant::ZERO,
         fixtures::udp(client, sa("10.0.0.100:53"), b"q", 0),
     );
-    assert_eq!(v, Verdict::ToServer);
+    assert!(matches!(v, Verdict::ToServer(_)));
     assert_eq!(dst_of(&out), sa("10.1.0.1:5353"));
     let (v, out) = run(
         &mut b,
         Instant::ZERO,
         fixtures::udp(sa("10.1.0.1:5353"), client, b"a", 0),
     );
-    assert_eq!(v, Verdict::ToClient);
+    assert!(matches!(v, Verdict::ToClient(_)));
     assert_eq!(src_of(&out), sa("10.0.0.100:53"));
     assert!(verify_checksums(&out));
     assert_eq!(state_of(&b, client), Some("UDP"));
@@ -505,7 +508,7 @@ fn ipv6_nat() {
     add_server(&mut b, key, "[2001:db8:1::1]:8080", 1);
     let client = sa("[2001:db8:2::7]:40000");
     let (v, out) = run(&mut b, Instant::ZERO, tcp(client, vip, SYN, 1, 0, b""));
-    assert_eq!(v, Verdict::ToServer);
+    assert!(matches!(v, Verdict::ToServer(_)));
     assert_eq!(dst_of(&out), sa("[2001:db8:1::1]:8080"));
     assert!(verify_checksums(&out));
     let (v, out) = run(
@@ -513,7 +516,7 @@ fn ipv6_nat() {
         Instant::ZERO,
         tcp(sa("[2001:db8:1::1]:8080"), client, SYN | ACK, 1, 2, b""),
     );
-    assert_eq!(v, Verdict::ToClient);
+    assert!(matches!(v, Verdict::ToClient(_)));
     assert_eq!(src_of(&out), vip);
     assert!(verify_checksums(&out));
 }
@@ -534,7 +537,7 @@ fn icmp_errors_about_tracked_flows_are_rewritten() {
         &quoted[..28],
     );
     let (v, out) = run(&mut b, Instant::ZERO, err);
-    assert_eq!(v, Verdict::ToClient);
+    assert!(matches!(v, Verdict::ToClient(_)));
     let p = packet::parse(&out).unwrap();
     let Kind::IcmpError(ie) = p.kind else {
         panic!()
@@ -552,7 +555,7 @@ fn icmp_errors_about_tracked_flows_are_rewritten() {
         &quoted[..28],
     );
     let (v, out) = run(&mut b, Instant::ZERO, err);
-    assert_eq!(v, Verdict::ToServer);
+    assert!(matches!(v, Verdict::ToServer(_)));
     let p = packet::parse(&out).unwrap();
     let Kind::IcmpError(ie) = p.kind else {
         panic!()
@@ -574,7 +577,7 @@ fn echo_to_a_vip_is_answered() {
         b"abcd",
     );
     let (v, out) = run(&mut b, Instant::ZERO, ping);
-    assert!(matches!(v, Verdict::Reply { .. }));
+    assert!(matches!(v, Verdict::Reply(_)));
     assert!(verify_checksums(&out));
     assert_eq!(packet::parse(&out).unwrap().src.ip(), sa(VIP).ip());
 }
@@ -605,7 +608,7 @@ fn malformed_packets_are_counted_drops() {
     let ck = crate::checksum::finish(crate::checksum::add(0, &other[..20]));
     other[10..12].copy_from_slice(&ck.to_be_bytes());
     let (v, out) = run(&mut b, Instant::ZERO, other.clone());
-    assert_eq!(v, Verdict::Pass);
+    assert!(matches!(v, Verdict::Pass(_)));
     assert_eq!(out, other);
     assert_eq!(b.counters().drops(DropReason::Malformed), 1);
     assert_eq!(b.counters().drops(DropReason::BadIpChecksum), 1);
@@ -677,12 +680,12 @@ fn burst_equals_one_at_a_time() {
         .zip(&lens)
         .map(|(b, &len)| Packet { buf: b, len })
         .collect();
-    let mut verdicts = std::vec![Verdict::Pass; batch.len()];
+    let mut verdicts = std::vec![Verdict::default(); batch.len()];
     many.process_burst(Instant::ZERO, &mut batch, &mut verdicts);
     for (i, (v, out)) in expect.iter().enumerate() {
         assert_eq!(verdicts[i], *v, "packet {i}");
         let n = match v {
-            Verdict::Reply { len } => *len,
+            Verdict::Reply(Transmit { len, .. }) => *len,
             _ => lens[i],
         };
         assert_eq!(&bufs[i][..n], &out[..], "packet {i}");
@@ -754,7 +757,7 @@ fn seed_scenario_simulation() {
                     continue;
                 }
                 let (v, out) = run(&mut b, now, tcp(*c, sa(VIP), ACK, 1001, 2, b"ping"));
-                assert_eq!(v, Verdict::ToServer);
+                assert!(matches!(v, Verdict::ToServer(_)));
                 assert_eq!(dst_of(&out), *s);
             }
         }
@@ -791,7 +794,7 @@ fn seed_scenario_simulation() {
         if *s == q {
             run(&mut b, now, tcp(*c, sa(VIP), FIN | ACK, 1001, 2, b""));
             let (v, _) = run(&mut b, now, tcp(*s, *c, FIN | ACK, 2, 1002, b""));
-            assert_eq!(v, Verdict::ToClient);
+            assert!(matches!(v, Verdict::ToClient(_)));
         }
     }
     // No entry leaks: once every timeout has passed the table is empty and no counter is left.
@@ -816,7 +819,7 @@ fn deleted_service_flows_are_reset_not_passed() {
         Instant::ZERO,
         tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
     );
-    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert!(matches!(v, Verdict::Reply(_)), "{v:?}");
     assert_eq!(packet::parse(&out).unwrap().tcp_flags & RST, RST);
     assert_eq!(b.conns().len(), 0);
     // With the last reference gone the slot is free and the address is no longer ours.
@@ -825,7 +828,7 @@ fn deleted_service_flows_are_reset_not_passed() {
         Instant::ZERO,
         tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
     );
-    assert_eq!(v, Verdict::Pass);
+    assert!(matches!(v, Verdict::Pass(_)));
 }
 
 #[test]
@@ -1044,25 +1047,32 @@ fn ipv6_flow_label_and_scope_id_in_the_configuration_do_not_matter() {
         let plain_vip = SocketAddr::new(vip.ip(), vip.port());
         let plain_server = SocketAddr::new(server.ip(), server.port());
         let packets = [
-            (tcp(client, plain_vip, SYN, 1, 0, b""), Verdict::ToServer),
-            (
-                tcp(plain_server, client, SYN | ACK, 9, 2, b""),
-                Verdict::ToClient,
-            ),
-            (tcp(client, plain_vip, ACK, 2, 10, b""), Verdict::ToServer),
-            (
-                tcp(plain_server, client, ACK, 10, 2, b"hi"),
-                Verdict::ToClient,
-            ),
-            (tcp(client, plain_vip, ACK, 2, 12, b"ok"), Verdict::ToServer),
+            // (packet, to the server: else to the client)
+            (tcp(client, plain_vip, SYN, 1, 0, b""), true),
+            (tcp(plain_server, client, SYN | ACK, 9, 2, b""), false),
+            (tcp(client, plain_vip, ACK, 2, 10, b""), true),
+            (tcp(plain_server, client, ACK, 10, 2, b"hi"), false),
+            (tcp(client, plain_vip, ACK, 2, 12, b"ok"), true),
         ];
-        for (i, (pkt, want)) in packets.iter().enumerate() {
+        for (i, (pkt, to_server)) in packets.iter().enumerate() {
             let (mut a, mut c) = (pkt.clone(), pkt.clone());
             a.resize(2048, 0);
             c.resize(2048, 0);
             let va = fast.process(Instant::from_secs(1), &mut a, pkt.len());
             let vc = general.process_general(Instant::from_secs(1), &mut c, pkt.len());
-            assert_eq!((va, vc), (*want, *want), "{vip} / {server}, packet {i}");
+            assert_eq!(va, vc, "{vip} / {server}, packet {i}");
+            let want = if *to_server {
+                Verdict::ToServer(Transmit {
+                    dst: server.ip(),
+                    len: pkt.len(),
+                })
+            } else {
+                Verdict::ToClient(Transmit {
+                    dst: client.ip(),
+                    len: pkt.len(),
+                })
+            };
+            assert_eq!(va, want, "{vip} / {server}, packet {i}");
             assert_eq!(a, c, "{vip} / {server}, packet {i}: bytes");
         }
         assert_eq!(fast.counters(), general.counters());

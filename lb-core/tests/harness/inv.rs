@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use lb_core::conn::{ConnFlags, Handle};
 use lb_core::server::ServerId;
-use lb_core::{Balancer, Duration, Instant, Verdict};
+use lb_core::{Balancer, Duration, Instant, Transmit, Verdict};
 
 use super::pkt;
 
@@ -173,15 +173,33 @@ pub fn check_verdict(
 ) {
     let after = b.counters();
     let valid_in = pkt::checksums_ok(input) && lb_core::checksum::verify_checksums(input);
+    if let Some(t) = v.transmit() {
+        // The verdict says where and how much: the packet's own destination and length.
+        assert!(t.len <= len.max(buf.len()), "{v:?} longer than the buffer");
+        if let Some((_, _, _, dst)) = pkt::split(&buf[..t.len]) {
+            assert_eq!(
+                t.dst, dst,
+                "{v:?}: transmit dst is not the packet's destination"
+            );
+        }
+        let header_len = match buf.first().map(|b| b >> 4) {
+            Some(4) => usize::from(u16::from_be_bytes([buf[2], buf[3]])),
+            _ => 40 + usize::from(u16::from_be_bytes([buf[4], buf[5]])),
+        };
+        assert_eq!(
+            t.len, header_len,
+            "{v:?}: transmit len is not the IP length"
+        );
+    }
     match v {
         Verdict::Drop(r) => {
             assert_eq!(after.drops(r), before.drops(r) + 1, "drop {r} not counted");
         }
-        Verdict::Pass => {
+        Verdict::Pass(_) => {
             assert_eq!(after.passed, before.passed + 1, "pass not counted");
             assert_eq!(&buf[..len], input, "a passed packet was changed");
         }
-        Verdict::Reply { len: n } => {
+        Verdict::Reply(Transmit { len: n, .. }) => {
             assert_eq!(after.replies, before.replies + 1, "reply not counted");
             assert!(n <= buf.len());
             let out = &buf[..n];
@@ -191,7 +209,7 @@ pub fn check_verdict(
                 "generated reply has a bad checksum: {out:02x?}"
             );
         }
-        Verdict::ToServer | Verdict::ToClient => {
+        Verdict::ToServer(_) | Verdict::ToClient(_) => {
             let out = &buf[..len];
             assert_eq!(len, input.len(), "a forwarded packet changed length");
             let parsed = lb_core::packet::parse(out);
@@ -211,7 +229,7 @@ pub fn check_verdict(
             }
             let (pin, pout) = (lb_core::packet::parse(input), parsed);
             if let (Ok(pin), Ok(pout)) = (pin, pout) {
-                if v == Verdict::ToServer {
+                if matches!(v, Verdict::ToServer(_)) {
                     assert_eq!(pin.src, pout.src, "ToServer changed the source");
                 } else {
                     assert_eq!(pin.dst, pout.dst, "ToClient changed the destination");

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use arbitrary::{Arbitrary, Unstructured};
 use lb_core::config::{Persistence, SchedulerKind, ServerConfig, ServiceConfig, Timeouts};
 use lb_core::ipvsadm::{Command, Setting};
-use lb_core::{Balancer, Duration, ForwardMethod, Instant, Packet, Settings, Verdict};
+use lb_core::{Balancer, Duration, ForwardMethod, Instant, Packet, Settings, Transmit, Verdict};
 
 use super::inv::{check_table, check_verdict, Deadlines};
 use super::{pkt, setup};
@@ -537,7 +537,7 @@ pub fn run_input(input: &Input) {
                     let vc = c.process_general(now, &mut buf_c, p.len());
                     assert_eq!(v, vc, "process and the general path disagree on {p:02x?}");
                     let n = match v {
-                        Verdict::Reply { len } => len,
+                        Verdict::Reply(Transmit { len, .. }) => len,
                         _ => p.len(),
                     };
                     assert_eq!(
@@ -565,13 +565,13 @@ pub fn run_input(input: &Input) {
                         len: p.len(),
                     })
                     .collect();
-                let mut verdicts = vec![Verdict::Pass; pkts.len()];
+                let mut verdicts = vec![Verdict::default(); pkts.len()];
                 b.process_burst(now, &mut pkts, &mut verdicts);
                 drop(pkts);
                 for (i, ((va, bufa), vb)) in outs_a.iter().zip(&verdicts).enumerate() {
                     assert_eq!(va, vb, "packet {i}: process and process_burst disagree");
                     let n = match va {
-                        Verdict::Reply { len } => *len,
+                        Verdict::Reply(Transmit { len, .. }) => *len,
                         _ => built[i].len(),
                     };
                     assert_eq!(

@@ -521,4 +521,3 @@ mod tests {
 }
 
 impl core::error::Error for GatewayError {}
-

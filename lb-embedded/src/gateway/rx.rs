@@ -132,22 +132,22 @@ impl<'a> Gateway<'a> {
         }
         let verdict = self.lb.process(now, &mut self.frame[LINK_HEADER..], len);
         match verdict {
-            Verdict::ToServer | Verdict::ToClient => {
+            Verdict::ToServer(t) | Verdict::ToClient(t) => {
                 self.counters.forwarded += 1;
-                self.send_ip(now, device, len);
+                self.send_ip(now, device, t);
             }
-            Verdict::Reply { len } => {
+            Verdict::Reply(t) => {
                 self.counters.replies += 1;
-                self.send_ip(now, device, len);
+                self.send_ip(now, device, t);
             }
-            Verdict::Pass => {
+            Verdict::Pass(t) => {
                 if !self.forward_other {
                     self.counters.not_forwarded += 1;
-                } else if !self.decrement_ttl(len) {
+                } else if !self.decrement_ttl(t.len) {
                     self.counters.ttl_expired += 1;
                 } else {
                     self.counters.passed += 1;
-                    self.send_ip(now, device, len);
+                    self.send_ip(now, device, t);
                 }
             }
             Verdict::Drop(_) => self.counters.balancer_drops += 1,

@@ -9,10 +9,10 @@ use lb_core::Instant;
 use smoltcp::phy::{Device, TxToken};
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, Ipv6Packet};
 
-use super::rx::ip_info;
 use super::{smol, Gateway};
 use crate::neighbour::Lookup;
 use crate::{LINK_HEADER, MAX_FRAME};
+use lb_core::Transmit;
 
 /// Sends `bytes` as one frame; `false` if the device had no buffer.
 pub(super) fn transmit<D: Device + ?Sized>(device: &mut D, now: Instant, bytes: &[u8]) -> bool {
@@ -53,12 +53,14 @@ impl<'a> Gateway<'a> {
 
     /// Routes the IP packet in `frame[LINK_HEADER..LINK_HEADER + len]` and sends it (or holds
     /// it until its next hop resolves).
-    pub(super) fn send_ip<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D, len: usize) {
-        let Some(info) = ip_info(&self.frame[LINK_HEADER..LINK_HEADER + len]) else {
-            self.counters.no_route += 1;
-            return;
-        };
-        let Some(hop) = self.routes.next_hop(info.dst, self.iface.ip_addrs()) else {
+    pub(super) fn send_ip<D: Device + ?Sized>(
+        &mut self,
+        now: Instant,
+        device: &mut D,
+        t: Transmit,
+    ) {
+        let len = t.len;
+        let Some(hop) = self.routes.next_hop(t.dst, self.iface.ip_addrs()) else {
             self.counters.no_route += 1;
             return;
         };
@@ -79,7 +81,7 @@ impl<'a> Gateway<'a> {
             self.counters.oversize += 1;
             return;
         }
-        let ethertype = match info.dst {
+        let ethertype = match t.dst {
             IpAddr::V4(_) => EthernetProtocol::Ipv4,
             IpAddr::V6(_) => EthernetProtocol::Ipv6,
         };

@@ -6,7 +6,7 @@ use super::*;
 use crate::test_support::FakeIo;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Ipv4Address, Ipv4Packet};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 const T0: Instant = Instant::from_millis(0);
 
@@ -211,7 +211,7 @@ fn schedule(g: &mut Gateway, client: SocketAddrV4, vip: SocketAddrV4) -> Option<
     buf.resize(2048, 0);
     let len = buf.len();
     match g.lb.process(T0, &mut buf, len) {
-        Verdict::ToServer => Some(Ipv4Packet::new_checked(&buf[..]).ok()?.dst_addr()),
+        Verdict::ToServer(_) => Some(Ipv4Packet::new_checked(&buf[..]).ok()?.dst_addr()),
         _ => None,
     }
 }
