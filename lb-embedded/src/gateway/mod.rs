@@ -84,6 +84,8 @@ pub enum GatewayError {
     RoutesFull,
 }
 
+impl core::error::Error for GatewayError {}
+
 impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -520,4 +522,3 @@ mod tests {
     }
 }
 
-impl core::error::Error for GatewayError {}
