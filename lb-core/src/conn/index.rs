@@ -36,8 +36,9 @@ pub(super) const fn home(tag: u32, len: usize) -> usize {
     ((tag as u64 * len as u64) >> 32) as usize
 }
 
+/// The slot after `pos`, wrapping at `len`.
 #[inline(always)]
-fn step(pos: usize, len: usize) -> usize {
+pub(super) fn step(pos: usize, len: usize) -> usize {
     if pos + 1 == len {
         0
     } else {
@@ -48,13 +49,19 @@ fn step(pos: usize, len: usize) -> usize {
 /// Probes from `pos` for a slot with `tag` whose handle `accept`s. Returns the raw handle (or 0)
 /// and adds every slot read to `probes`. Stops at the first empty slot; reads at most the whole
 /// index.
-#[inline]
-pub(super) fn probe(
+///
+/// The one lookup loop: `ConnTable::find` (the datapath), `find_counted` and `find_burst` all
+/// probe through it. Always inlined and generic over `accept`, so each caller gets its own copy
+/// of the loop with the predicate inlined: `find` compiles to the loop it used to write out in
+/// place (checked with the instruction-count gate). A caller that does not count probes passes
+/// a local counter, which the compiler then drops.
+#[inline(always)]
+pub(super) fn probe<F: FnMut(u32) -> bool>(
     index: &[IndexSlot],
     tag: u32,
     mut pos: usize,
     probes: &mut u32,
-    mut accept: impl FnMut(u32) -> bool,
+    mut accept: F,
 ) -> u32 {
     let len = index.len();
     for _ in 0..len {

@@ -229,6 +229,29 @@ impl<const N: usize, const SLOTS: usize, const BUCKETS: usize> Default
     }
 }
 
+/// The first entry under `tag` that `pred` accepts, probing `index` from position `pos`
+/// ([`index::probe`] with each candidate's entry read from `slots`): the lookup of
+/// [`ConnTable::find`], [`find_counted`](ConnTable::find_counted) and
+/// [`find_burst`](ConnTable::find_burst). Adds the slots read to `probes`. The caller passes
+/// the slices, dereferenced once: reading the slab through the table inside the predicate cost
+/// about 7 instructions per packet on the established-flow path.
+#[inline(always)]
+fn probe_entries<F: FnMut(&Entry) -> bool>(
+    index: &[IndexSlot],
+    slots: &[ConnSlot],
+    tag: u32,
+    pos: usize,
+    probes: &mut u32,
+    mut pred: F,
+) -> Option<Handle> {
+    let raw = index::probe(index, tag, pos, probes, |raw| {
+        slots
+            .get((raw as usize).wrapping_sub(1))
+            .is_some_and(|n| pred(&n.entry))
+    });
+    Handle::from_raw(raw)
+}
+
 /// Burst size of [`ConnTable::find_burst`]'s stages.
 const BURST: usize = 32;
 
@@ -389,8 +412,16 @@ impl<'a> ConnTable<'a> {
         Handle::from_raw(raw).ok_or(Full)
     }
 
-    fn slot(&self, raw: u32) -> Option<&ConnSlot> {
+    /// The slab slot of raw handle `raw` (live or not); `None` for 0 or out of range.
+    #[inline(always)]
+    pub(super) fn slot(&self, raw: u32) -> Option<&ConnSlot> {
         self.slots.get((raw as usize).wrapping_sub(1))
+    }
+
+    /// [`slot`](Self::slot), mutably.
+    #[inline(always)]
+    pub(super) fn slot_mut(&mut self, raw: u32) -> Option<&mut ConnSlot> {
+        self.slots.get_mut((raw as usize).wrapping_sub(1))
     }
 
     /// The slab slot of a live entry.
@@ -403,7 +434,7 @@ impl<'a> ConnTable<'a> {
 
     fn free_slot(&mut self, raw: u32) {
         let free = self.free;
-        if let Some(n) = self.slots.get_mut((raw as usize).wrapping_sub(1)) {
+        if let Some(n) = self.slot_mut(raw) {
             n.prev = FREE;
             n.next = free;
             self.free = raw;
@@ -504,31 +535,10 @@ impl<'a> ConnTable<'a> {
     /// checks the rest of the tuple: [`Entry::key_matches`] plus service/vport for forward
     /// packets, the real server for replies, [`Entry::is_template`] for templates.
     #[inline(always)]
-    pub fn find(&self, hash: u64, mut pred: impl FnMut(&Entry) -> bool) -> Option<Handle> {
+    pub fn find(&self, hash: u64, pred: impl FnMut(&Entry) -> bool) -> Option<Handle> {
         let tag = index::tag_of(hash);
-        let index = &*self.index;
-        let slots = &*self.slots;
-        let len = index.len();
-        let mut pos = index::home(tag, len);
-        // At most the whole index (it always keeps an empty slot, which ends the run sooner).
-        for _ in 0..len {
-            let s = *index.get(pos)?;
-            if s.handle == 0 {
-                return None;
-            }
-            if s.tag == tag {
-                if let Some(n) = slots.get(s.handle as usize - 1) {
-                    if pred(&n.entry) {
-                        return Handle::from_raw(s.handle);
-                    }
-                }
-            }
-            pos += 1;
-            if pos == len {
-                pos = 0;
-            }
-        }
-        None
+        let start = index::home(tag, self.index.len());
+        probe_entries(&self.index, &self.slots, tag, start, &mut 0, pred)
     }
 
     /// [`find`](Self::find), also returning how many index slots it read (for tests and stats).
@@ -536,18 +546,13 @@ impl<'a> ConnTable<'a> {
     pub fn find_counted(
         &self,
         hash: u64,
-        mut pred: impl FnMut(&Entry) -> bool,
+        pred: impl FnMut(&Entry) -> bool,
     ) -> (Option<Handle>, u32) {
         let tag = index::tag_of(hash);
         let start = index::home(tag, self.index.len());
         let mut probes = 0;
-        let slots = &*self.slots;
-        let raw = index::probe(&self.index, tag, start, &mut probes, |raw| {
-            slots
-                .get((raw as usize).wrapping_sub(1))
-                .is_some_and(|n| pred(&n.entry))
-        });
-        (Handle::from_raw(raw), probes)
+        let h = probe_entries(&self.index, &self.slots, tag, start, &mut probes, pred);
+        (h, probes)
     }
 
     /// Looks up a burst of packets at once: `out[i]` becomes what `find(hashes[i], |e| pred(i,
@@ -610,14 +615,8 @@ impl<'a> ConnTable<'a> {
                 {
                     Handle::from_raw(f.handle)
                 } else {
-                    let mut probes = 0;
-                    let next = if pos[k] + 1 == len { 0 } else { pos[k] + 1 };
-                    let mut left_pred = |raw: u32| {
-                        slots
-                            .get((raw as usize).wrapping_sub(1))
-                            .is_some_and(|nd| pred(i, &nd.entry))
-                    };
-                    Handle::from_raw(index::probe(index, tag, next, &mut probes, &mut left_pred))
+                    let next = index::step(pos[k], len);
+                    probe_entries(index, slots, tag, next, &mut 0, |e| pred(i, e))
                 };
             }
             base += m;

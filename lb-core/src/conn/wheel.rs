@@ -162,14 +162,6 @@ impl<'a> ConnTable<'a> {
         }
     }
 
-    fn node(&self, raw: u32) -> Option<&ConnSlot> {
-        self.slots.get((raw as usize).wrapping_sub(1))
-    }
-
-    fn node_mut(&mut self, raw: u32) -> Option<&mut ConnSlot> {
-        self.slots.get_mut((raw as usize).wrapping_sub(1))
-    }
-
     fn head(&self, pos: u64) -> u32 {
         self.wheel
             .get((pos & self.mask) as usize)
@@ -183,7 +175,7 @@ impl<'a> ConnTable<'a> {
     }
 
     fn set_prev(&mut self, raw: u32, prev: u32) {
-        if let Some(n) = self.node_mut(raw) {
+        if let Some(n) = self.slot_mut(raw) {
             n.prev = prev;
         }
     }
@@ -192,7 +184,7 @@ impl<'a> ConnTable<'a> {
     pub(super) fn push(&mut self, raw: u32, pos: u64) {
         let slot = (pos & self.mask) as u32;
         let head = self.head(pos);
-        if let Some(n) = self.node_mut(raw) {
+        if let Some(n) = self.slot_mut(raw) {
             n.next = head;
             n.prev = BUCKET | slot;
         }
@@ -208,7 +200,7 @@ impl<'a> ConnTable<'a> {
     /// Files entry `raw` by its deadline, no earlier than position `lo` and no later than the
     /// wheel's farthest bucket.
     pub(super) fn place(&mut self, raw: u32, lo: u64) {
-        let d = self.node(raw).map_or(0, |n| n.entry.deadline);
+        let d = self.slot(raw).map_or(0, |n| n.entry.deadline);
         let far = self.cursor + self.mask;
         let pos = self.deadline_abs(d).max(lo).min(far);
         self.push(raw, pos);
@@ -216,7 +208,7 @@ impl<'a> ConnTable<'a> {
 
     /// Takes entry `raw` out of whatever chain holds it; it is left `DETACHED`.
     pub(super) fn unlink(&mut self, raw: u32) {
-        let Some(&ConnSlot { prev, next, .. }) = self.node(raw) else {
+        let Some(&ConnSlot { prev, next, .. }) = self.slot(raw) else {
             return;
         };
         if prev == FREE {
@@ -232,14 +224,14 @@ impl<'a> ConnTable<'a> {
                 self.set_prev(next, prev);
             }
         } else {
-            if let Some(p) = self.node_mut(prev) {
+            if let Some(p) = self.slot_mut(prev) {
                 p.next = next;
             }
             if next != 0 {
                 self.set_prev(next, prev);
             }
         }
-        if let Some(n) = self.node_mut(raw) {
+        if let Some(n) = self.slot_mut(raw) {
             n.prev = DETACHED;
             n.next = 0;
         }
@@ -258,10 +250,10 @@ impl<'a> ConnTable<'a> {
     /// it nor moved it: by its deadline, or at the next tick if the deadline has passed.
     fn settle(&mut self, now_tick: u64) {
         let raw = core::mem::take(&mut self.detached);
-        if raw == 0 || self.node(raw).map(|n| n.prev) != Some(DETACHED) {
+        if raw == 0 || self.slot(raw).map(|n| n.prev) != Some(DETACHED) {
             return;
         }
-        let d = self.deadline_abs(self.node(raw).map_or(0, |n| n.entry.deadline));
+        let d = self.deadline_abs(self.slot(raw).map_or(0, |n| n.entry.deadline));
         if d <= now_tick {
             // Ignored: report again next tick. Never into the bucket being walked.
             let mut pos = now_tick + 1;
@@ -318,7 +310,7 @@ impl<'a> ConnTable<'a> {
                 if raw == 0 {
                     break;
                 }
-                let d = self.deadline_abs(self.node(raw).map_or(0, |n| n.entry.deadline));
+                let d = self.deadline_abs(self.slot(raw).map_or(0, |n| n.entry.deadline));
                 if d <= now_tick {
                     self.detached = raw;
                     return Handle::from_raw(raw);
@@ -413,7 +405,7 @@ impl<'a> ConnTable<'a> {
         let mut budget = EVICT_MAX_ENTRIES;
         let mut best: Option<(u64, u32)> = None;
         if self.detached != 0 {
-            if let Some(n) = self.node(self.detached) {
+            if let Some(n) = self.slot(self.detached) {
                 budget -= 1;
                 if accept(&n.entry) {
                     best = Some((self.deadline_abs(n.entry.deadline), self.detached));
@@ -432,7 +424,7 @@ impl<'a> ConnTable<'a> {
                     break 'walk;
                 }
                 budget -= 1;
-                let Some(n) = self.node(raw) else { break };
+                let Some(n) = self.slot(raw) else { break };
                 if accept(&n.entry) {
                     let d = self.deadline_abs(n.entry.deadline);
                     if best.is_none_or(|(bd, _)| d < bd) {

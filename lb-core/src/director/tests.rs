@@ -9,7 +9,12 @@ use core::net::SocketAddr;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{ForwardMethod, Persistence};
+use crate::addr::Protocol;
+use crate::config::{
+    ConfigError, ForwardMethod, Persistence, SchedulerKind, ServerConfig, ServiceConfig,
+};
+use crate::service::ServiceId;
+use crate::stats::{Rates, Stats};
 
 fn leak<T: Clone>(v: T, n: usize) -> ManagedSlice<'static, T> {
     ManagedSlice::Borrowed(Box::leak(vec![v; n].into_boxed_slice()))
