@@ -1,5 +1,5 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624), used by the NAT
-//! rewrites of reference §6.1 and by the replies lb-core generates.
+//! rewrites of docs/ipvs-semantics.md §6.1 and by the replies lb-core generates.
 //!
 //! A rewrite that changes a few 16-bit words of a packet updates each checksum covering them
 //! with RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`, in ones-complement arithmetic (16-bit words,

@@ -1,5 +1,5 @@
 //! Hashes: the kernel's `hsiphash` and `hash_32` (so sh, dh and mh build the same tables as
-//! Linux, reference §5 "hash_32" and §5.11), and the keyed flow hash of the connection table.
+//! Linux, docs/ipvs-semantics.md §5 "hash_32" and §5.11), and the keyed flow hash of the connection table.
 //!
 //! On 64-bit kernels `hsiphash` is SipHash-1-3 with 64-bit state, truncated to its low 32 bits.
 //! The flow hash uses the same SipHash-1-3 core with a 128-bit caller-supplied secret, so flows

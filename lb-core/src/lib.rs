@@ -11,7 +11,7 @@
 //!                │ packet::parse            (smoltcp wire views; malformed → counted drop)
 //!                │ Director::lookup         (service by proto + VIP + port)
 //!                │ ConnTable::find          (one keyed index serves both directions)
-//!                │ port reuse / removed / quiescent rules   (reference §3.2; no dropped SYN)
+//!                │ port reuse / removed / quiescent rules   (docs/ipvs-semantics.md §3.2; no dropped SYN)
 //!                │ persistence template → Director::schedule (the 14 schedulers, §5)
 //!                │ tcp::next_state          (IPVS's transition tables as data, §2)
 //!                └ nat::rewrite_*           (RFC 1624 incremental checksums)
@@ -32,8 +32,9 @@
 //! | [`ipvsadm`] | the ipvsadm command grammar and the `-S` writer |
 //! | [`hash`] | the kernel's `hsiphash` and `hash_32`, and the keyed flow hash |
 //!
-//! The behaviour to match is Linux IPVS; where lb-core differs on purpose, the
-//! [`balancer`] module docs list it.
+//! The behaviour to match is Linux IPVS, written up in the repository's
+//! `docs/ipvs-semantics.md`; every `§N.M` citation in lb-core's docs and comments is a section of
+//! that document. Where lb-core differs on purpose, the [`balancer`] module docs list it.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,5 +1,5 @@
 //! Real servers (IPVS "destinations"): configuration, the counters the schedulers read, and the
-//! list order every tie-break follows (reference §1, §4.7, §4.9).
+//! list order every tie-break follows (docs/ipvs-semantics.md §1, §4.7, §4.9).
 
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -18,7 +18,7 @@ pub const NO_SERVER: ServerId = u16::MAX;
 pub struct RealServer {
     /// What `-a`/`-e` configured.
     pub config: ServerConfig,
-    /// The most recent non-zero weight (mh builds its table from it, reference §5.11).
+    /// The most recent non-zero weight (mh builds its table from it, docs/ipvs-semantics.md §5.11).
     pub last_weight: u32,
     /// Connections in an active state (TCP ES, SS, SR, SA).
     pub active: u32,
@@ -27,7 +27,7 @@ pub struct RealServer {
     /// Persistence templates bound to this server.
     pub persistent: u32,
     /// IPVS's OVERLOAD flag: set when `u_threshold` is reached at bind, cleared with hysteresis
-    /// at unbind (reference §4.7).
+    /// at unbind (docs/ipvs-semantics.md §4.7).
     pub overloaded: bool,
     /// False once deleted (IPVS's !AVAILABLE): kept only while entries still reference it.
     pub available: bool,

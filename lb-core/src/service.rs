@@ -1,4 +1,4 @@
-//! Virtual services (reference §1 "Service"): configuration, the list of real servers in IPVS
+//! Virtual services (docs/ipvs-semantics.md §1 "Service"): configuration, the list of real servers in IPVS
 //! list order, the scheduler's state and the counters. Owned by the [`Director`], which keeps
 //! them in caller storage; the datapath reads them through `Director::service`.
 //!

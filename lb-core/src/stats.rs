@@ -1,4 +1,4 @@
-//! Counters per service and per real server, and IPVS's rate estimator (reference §4.5
+//! Counters per service and per real server, and IPVS's rate estimator (docs/ipvs-semantics.md §4.5
 //! `run_estimation`: cps, pps and bps over a 2 s period, smoothed).
 //!
 //! The estimator is the kernel's `ip_vs_est.c`, to the bit: every [`ESTIMATOR_PERIOD`] (2 s)

@@ -1,4 +1,4 @@
-//! IPVS's TCP connection state machine and protocol timeouts, as data (reference §2.1–§2.8).
+//! IPVS's TCP connection state machine and protocol timeouts, as data (docs/ipvs-semantics.md §2.1–§2.8).
 //!
 //! A connection entry keeps a [`TcpState`]. For every TCP packet of the connection the balancer
 //! calls [`next_state`] with the packet's flags, the [`Direction`] it travelled in and whether
@@ -77,7 +77,7 @@ impl TcpState {
         TcpState::SynAck,
     ];
 
-    /// The two-letter abbreviation the reference's tables use (`NO`, `ES`, `SS`, …).
+    /// The two-letter abbreviation the tables of docs/ipvs-semantics.md use (`NO`, `ES`, `SS`, …).
     pub const fn abbr(self) -> &'static str {
         match self {
             TcpState::None => "NO",
@@ -198,7 +198,7 @@ const LI: TcpState = TcpState::Listen;
 const SA: TcpState = TcpState::SynAck;
 
 // Both tables: Linux `net/netfilter/ipvs/ip_vs_proto_tcp.c`, `tcp_states` and `tcp_states_dos`
-// (mainline 6.1x), as transcribed in the reference §2.4 and §2.5. Rows are events (syn, fin, ack,
+// (mainline 6.1x), as transcribed in the docs/ipvs-semantics.md §2.4 and §2.5. Rows are events (syn, fin, ack,
 // rst); columns are the current state in the order NO ES SS SR FW TW CL CW LA LI SA.
 
 /// The normal transition table (`tcp_states`, §2.4).
@@ -339,80 +339,15 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    /// §2.4 and §2.5 of the reference, copied verbatim: the tests parse this text and compare it
-    /// with the static tables cell by cell, so a typo in either side fails.
-    const REFERENCE_TABLES: &str = "
-### 2.4 `tcp_states`: the normal table (current mainline)
-
-INPUT
-
-| event | NO | ES | SS | SR | FW | TW | CL | CW | LA | LI | SA |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| syn | SR | ES | ES | SR | SR | SR | SR | SR | SR | SR | SR |
-| fin | CL | CW | SS | TW | TW | TW | CL | CW | LA | LI | TW |
-| ack | ES | ES | SS | ES | FW | TW | CL | CW | CL | LI | ES |
-| rst | CL | CL | CL | SR | CL | CL | CL | CL | LA | LI | SR |
-
-OUTPUT
-
-| event | NO | ES | SS | SR | FW | TW | CL | CW | LA | LI | SA |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| syn | SS | ES | SS | SR | SS | SS | SS | SS | SS | LI | SR |
-| fin | TW | FW | SS | TW | FW | TW | CL | TW | LA | LI | TW |
-| ack | ES | ES | SS | ES | FW | TW | CL | CW | LA | ES | ES |
-| rst | CL | CL | SS | CL | CL | TW | CL | CL | CL | CL | CL |
-
-INPUT_ONLY
-
-| event | NO | ES | SS | SR | FW | TW | CL | CW | LA | LI | SA |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| syn | SR | ES | ES | SR | SR | SR | SR | SR | SR | SR | SR |
-| fin | CL | FW | SS | TW | FW | TW | CL | CW | LA | LI | TW |
-| ack | ES | ES | SS | ES | FW | TW | CL | CW | CL | LI | ES |
-| rst | CL | CL | CL | SR | CL | CL | CL | CL | LA | LI | CL |
-
-### 2.5 `tcp_states_dos`: used while `secure_tcp` is active
-
-INPUT
-
-| event | NO | ES | SS | SR | FW | TW | CL | CW | LA | LI | SA |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| syn | SR | ES | ES | SR | SR | SR | SR | SR | SR | SR | SA |
-| fin | CL | CW | SS | TW | TW | TW | CL | CW | LA | LI | SA |
-| ack | ES | ES | SS | SR | FW | TW | CL | CW | CL | LI | SA |
-| rst | CL | CL | CL | SR | CL | CL | CL | CL | LA | LI | CL |
-
-OUTPUT
-
-| event | NO | ES | SS | SR | FW | TW | CL | CW | LA | LI | SA |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| syn | SS | ES | SS | SA | SS | SS | SS | SS | SS | LI | SA |
-| fin | TW | FW | SS | TW | FW | TW | CL | TW | LA | LI | TW |
-| ack | ES | ES | SS | ES | FW | TW | CL | CW | LA | ES | ES |
-| rst | CL | CL | SS | CL | CL | TW | CL | CL | CL | CL | CL |
-
-INPUT_ONLY
-
-| event | NO | ES | SS | SR | FW | TW | CL | CW | LA | LI | SA |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| syn | SA | ES | ES | SR | SA | SA | SA | SA | SA | SA | SA |
-| fin | CL | FW | SS | TW | FW | TW | CL | CW | LA | LI | TW |
-| ack | ES | ES | SS | ES | FW | TW | CL | CW | CL | LI | ES |
-| rst | CL | CL | CL | SR | CL | CL | CL | CL | LA | LI | CL |
-
-Every cell that differs between the normal and the DoS table:
-
-| direction | event | from | normal | DoS |
-|---|---|---|---|---|
-| INPUT | syn | SA | SR | SA |
-| INPUT | fin | SA | TW | SA |
-| INPUT | ack | SR | ES | SR |
-| INPUT | ack | SA | ES | SA |
-| INPUT | rst | SA | SR | CL |
-| OUTPUT | syn | SR | SR | SA |
-| OUTPUT | syn | SA | SR | SA |
-| INPUT_ONLY | syn | NO, FW, TW, CL, CW, LA, LI, SA | SR | SA |
-";
+    /// docs/ipvs-semantics.md §2.4 and §2.5, read from the document itself: the tests parse
+    /// its tables and compare them with the static tables cell by cell, so the document and the
+    /// code cannot drift apart (a typo in either fails).
+    fn reference_tables() -> &'static str {
+        let doc = include_str!("../../docs/ipvs-semantics.md");
+        let start = doc.find("### 2.4").expect("docs/ipvs-semantics.md has §2.4");
+        let end = doc.find("### 2.6").expect("docs/ipvs-semantics.md has §2.6");
+        &doc[start..end]
+    }
 
     fn state(abbr: &str) -> TcpState {
         TcpState::ALL
@@ -445,12 +380,12 @@ Every cell that differs between the normal and the DoS table:
             .unwrap_or_else(|| panic!("unknown event {name:?}"))
     }
 
-    /// Parses the six reference tables: (normal, dos), each fully filled (checked).
+    /// Parses the six tables of docs/ipvs-semantics.md: (normal, dos), each fully filled (checked).
     fn parse_reference() -> (TransitionTable, TransitionTable) {
         let mut tables = [[[[None::<TcpState>; 11]; 4]; 3]; 2];
         let mut which = None;
         let mut dir = None;
-        for line in REFERENCE_TABLES.lines() {
+        for line in reference_tables().lines() {
             let line = line.trim();
             if line.starts_with("### 2.4") {
                 which = Some(0);
@@ -512,7 +447,7 @@ Every cell that differs between the normal and the DoS table:
     #[test]
     fn differing_cells_are_exactly_the_listed_ones() {
         let mut listed = Vec::new();
-        let text = REFERENCE_TABLES
+        let text = reference_tables()
             .split("Every cell that differs")
             .nth(1)
             .unwrap();

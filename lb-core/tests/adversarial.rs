@@ -400,7 +400,7 @@ fn an_echo_request_with_no_room_for_its_reply_is_a_counted_drop() {
 }
 
 /// Regression (found by the `tcp_state` fuzz target): a SYN+RST created an entry; IPVS's
-/// `tcp_conn_schedule` never schedules a segment with RST set (reference §4.10).
+/// `tcp_conn_schedule` never schedules a segment with RST set (docs/ipvs-semantics.md §4.10).
 #[test]
 fn a_syn_with_rst_creates_no_entry() {
     let mut b = balancer(64);

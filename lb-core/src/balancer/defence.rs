@@ -1,4 +1,4 @@
-//! The defences against a filling table (reference §4.6): the automatic `secure_tcp` and
+//! The defences against a filling table (docs/ipvs-semantics.md §4.6): the automatic `secure_tcp` and
 //! `drop_entry` levels, re-evaluated against the table's fill, and `drop_entry`'s scan with
 //! IPVS's rate rule.
 
@@ -30,7 +30,7 @@ impl Balancer<'_> {
         self.dropping = level(&mut self.settings.drop_entry);
     }
 
-    /// IPVS's `ip_vs_random_dropentry`, one pass: scan 1/32 of the table (reference §4.6) and
+    /// IPVS's `ip_vs_random_dropentry`, one pass: scan 1/32 of the table (docs/ipvs-semantics.md §4.6) and
     /// drop half-open TCP entries (SYN_RECV, SYNACK) and non-assured templates always, and
     /// ESTABLISHED TCP entries, UDP entries and one-packet services' templates by the rate rule.
     /// Entries that control others are never dropped.
@@ -107,7 +107,7 @@ impl Balancer<'_> {
     }
 }
 
-/// How the drop_entry defence treats an entry (reference §4.6).
+/// How the drop_entry defence treats an entry (docs/ipvs-semantics.md §4.6).
 enum DropRule {
     /// Never dropped.
     Keep,

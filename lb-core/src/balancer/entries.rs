@@ -48,7 +48,7 @@ impl Balancer<'_> {
 
     /// Applies the protocol state machine to entry `h` for a packet in direction `dir`, re-arms
     /// its idle timer and, for a forward packet (`Direction::Input`), counts it in the entry's `in_pkts`
-    /// (reference §2.3–2.8). One pass over the entry.
+    /// (docs/ipvs-semantics.md §2.3–2.8). One pass over the entry.
     pub(super) fn transition(&mut self, now: Instant, h: Handle, dir: Direction, tcp_flags: u8) {
         let dos = self.dos;
         let timeouts = &self.settings.timeouts;

@@ -1,4 +1,4 @@
-//! ICMP: errors about a tracked flow, rewritten in both directions (reference §6.1), and echo
+//! ICMP: errors about a tracked flow, rewritten in both directions (docs/ipvs-semantics.md §6.1), and echo
 //! requests to a virtual address, answered.
 
 use crate::nat;
@@ -8,7 +8,7 @@ use crate::verdict::{DropReason, Transmit, Verdict};
 use super::Balancer;
 
 impl Balancer<'_> {
-    /// ICMP errors about a tracked flow: rewrite outer and embedded headers (reference §6.1).
+    /// ICMP errors about a tracked flow: rewrite outer and embedded headers (docs/ipvs-semantics.md §6.1).
     pub(super) fn icmp_error(
         &mut self,
         buf: &mut [u8],

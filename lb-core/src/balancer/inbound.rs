@@ -1,4 +1,4 @@
-//! Client → virtual service (reference §3.2 `ip_vs_in_hook`): a SYN on an existing entry (port
+//! Client → virtual service (docs/ipvs-semantics.md §3.2 `ip_vs_in_hook`): a SYN on an existing entry (port
 //! reuse, quiescent server), a removed server's flow, the scheduling of a new connection
 //! (persistence templates first, see `persist.rs`) and one-packet scheduling.
 
@@ -18,7 +18,7 @@ use super::matching::server_endpoint;
 use super::Balancer;
 
 impl Balancer<'_> {
-    /// Client → virtual service (reference §3.2 `ip_vs_in_hook`).
+    /// Client → virtual service (docs/ipvs-semantics.md §3.2 `ip_vs_in_hook`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn inbound(
         &mut self,
@@ -37,7 +37,7 @@ impl Balancer<'_> {
             None => self.find_addrs(proto, p.src, p.dst, Some(svc)),
         };
 
-        // Step 1: a SYN on an existing entry (reference §3.2 step 1).
+        // Step 1: a SYN on an existing entry (docs/ipvs-semantics.md §3.2 step 1).
         if let (Some(h), true) = (found, syn) {
             if let Some(e) = self.conns.get(h) {
                 let server = self.director.server(e.server);
@@ -83,7 +83,7 @@ impl Balancer<'_> {
             Some(h) => h,
             None => {
                 // Step 3: schedule a new connection.
-                // A RST never creates an entry, not even with SYN set (reference §4.10;
+                // A RST never creates an entry, not even with SYN set (docs/ipvs-semantics.md §4.10;
                 // `tcp_conn_schedule`: `(th->syn || sloppy_tcp) && !th->rst`).
                 let may_create = match proto {
                     Protocol::Udp => true,
@@ -161,7 +161,7 @@ impl Balancer<'_> {
         verdict
     }
 
-    /// Whether a SYN may reuse the client port of entry `e` by rescheduling (reference §3.1).
+    /// Whether a SYN may reuse the client port of entry `e` by rescheduling (docs/ipvs-semantics.md §3.1).
     fn reusable(&self, e: &Entry) -> bool {
         let mode = self.settings.conn_reuse_mode;
         if mode == 0 || e.proto() != Protocol::Tcp || e.control().is_some() {
@@ -174,7 +174,7 @@ impl Balancer<'_> {
         }
     }
 
-    /// Creates the entry for a new connection: persistence template first (reference §4.3),
+    /// Creates the entry for a new connection: persistence template first (docs/ipvs-semantics.md §4.3),
     /// else the scheduler. A one-packet UDP service keeps no entry: only the server is chosen.
     fn new_conn(
         &mut self,

@@ -1,7 +1,7 @@
 //! The sans-IO balancer: packets and `now` in, verdicts and the next timeout out.
 //!
 //! [`Balancer`] ties the pieces together the way IPVS's `ip_vs_in_hook` / `ip_vs_out_hook` do
-//! (reference §3.2, §6.1): it parses a packet, finds its connection in the [`ConnTable`] (one
+//! (docs/ipvs-semantics.md §3.2, §6.1): it parses a packet, finds its connection in the [`ConnTable`] (one
 //! keyed index serves both directions), applies the port-reuse and removed-server rules, asks
 //! the [`Director`] to schedule new connections (persistence templates first), runs the TCP
 //! state machine, keeps the counters the schedulers read, and rewrites the packet in place.
@@ -88,7 +88,7 @@ pub const REPLY_MAX: usize = nat::ICMPV6_ERROR_MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     /// `conn_reuse_mode` (0..=3, default 1): how a SYN that reuses a client port is handled
-    /// (reference §3.1; see the module docs for our difference).
+    /// (docs/ipvs-semantics.md §3.1; see the module docs for our difference).
     pub conn_reuse_mode: u8,
     /// `expire_nodest_conn` (default **on** here; IPVS's default is off): packets of a flow
     /// whose server was removed expire it and are rescheduled or reset instead of dropped.
@@ -100,7 +100,7 @@ pub struct Settings {
     /// on, TCP uses IPVS's `tcp_states_dos` table.
     pub secure_tcp: u8,
     /// `drop_entry` defence mode (0..=3 as above): while on, every second 1/32 of the table is
-    /// scanned and half-open entries are dropped (reference §4.6).
+    /// scanned and half-open entries are dropped (docs/ipvs-semantics.md §4.6).
     pub drop_entry: u8,
     /// `sloppy_tcp`: create entries from any non-RST TCP packet, not only SYN.
     pub sloppy_tcp: bool,

@@ -1,4 +1,4 @@
-//! Real server → client (reference §6.1 `handle_response`): a reply of a tracked flow, run
+//! Real server → client (docs/ipvs-semantics.md §6.1 `handle_response`): a reply of a tracked flow, run
 //! through the state machine and rewritten to come from the virtual address.
 
 use crate::addr::Protocol;
@@ -12,7 +12,7 @@ use crate::verdict::{DropReason, Transmit, Verdict};
 use super::Balancer;
 
 impl Balancer<'_> {
-    /// Real server → client (reference §6.1 `handle_response`).
+    /// Real server → client (docs/ipvs-semantics.md §6.1 `handle_response`).
     pub(super) fn outbound(
         &mut self,
         now: Instant,

@@ -1,4 +1,4 @@
-//! Persistence templates (reference §4.2, §4.3): a client's valid template, or a server
+//! Persistence templates (docs/ipvs-semantics.md §4.2, §4.3): a client's valid template, or a server
 //! scheduled and a template created for it; an invalid template is never matched again.
 
 use crate::addr::{mask, Protocol};
@@ -31,7 +31,7 @@ impl Balancer<'_> {
     }
 
     /// Finds a valid persistence template for the packet's client, or schedules and creates
-    /// one (reference §4.2 `ip_vs_check_template`, §4.3).
+    /// one (docs/ipvs-semantics.md §4.2 `ip_vs_check_template`, §4.3).
     pub(super) fn template_for(
         &mut self,
         now: Instant,

@@ -7,7 +7,7 @@ use crate::time::{Duration, Instant};
 use super::{Balancer, DEFENCE_PERIOD};
 
 /// How long a template that still controls connections is kept when its timer fires
-/// (reference §2.7, "Expiry while still needed").
+/// (docs/ipvs-semantics.md §2.7, "Expiry while still needed").
 pub const TEMPLATE_DEFER: Duration = Duration::from_secs(60);
 
 impl Balancer<'_> {
@@ -47,7 +47,7 @@ impl Balancer<'_> {
                 continue;
             };
             if e.is_template() && e.n_control() > 0 {
-                // Still controls connections: deferred in 60 s steps (reference §2.7).
+                // Still controls connections: deferred in 60 s steps (docs/ipvs-semantics.md §2.7).
                 e.set_timeout(TEMPLATE_DEFER);
                 self.conns.touch(h, now + TEMPLATE_DEFER);
                 continue;

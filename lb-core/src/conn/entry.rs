@@ -1,4 +1,4 @@
-//! One connection entry: what IPVS keeps per connection (reference §1 "Connection entry") and no
+//! One connection entry: what IPVS keeps per connection (docs/ipvs-semantics.md §1 "Connection entry") and no
 //! more, in 40 bytes; plus the 48-byte slab slot that adds the two timer-wheel links.
 //!
 //! Layout of [`Entry`] (`size_of` asserted in the tests):
@@ -130,7 +130,7 @@ pub struct Entry {
     /// Index of the real server in the balancer's server table.
     pub server: u16,
     key: u8,
-    /// TCP or UDP state (reference §2.1 / §2.8); opaque to the table.
+    /// TCP or UDP state (docs/ipvs-semantics.md §2.1 / §2.8); opaque to the table.
     pub state: u8,
     /// See [`ConnFlags`].
     pub flags: ConnFlags,
@@ -167,7 +167,7 @@ impl Entry {
         Entry::with_key(proto, client.ip(), client.port(), 0)
     }
 
-    /// A persistence template (IPVS TEMPLATE flag, reference §4.3) for `client_addr` (already
+    /// A persistence template (IPVS TEMPLATE flag, docs/ipvs-semantics.md §4.3) for `client_addr` (already
     /// masked by the caller) and `client_port` (0 except where IPVS keeps a port).
     pub fn template(proto: Protocol, client_addr: IpAddr, client_port: u16) -> Entry {
         Entry::with_key(proto, client_addr, client_port, KEY_TEMPLATE)

@@ -2,7 +2,7 @@
 //! and a 32-bit handle), keyed by the keyed flow hash of (protocol, client address, client port).
 //!
 //! Both directions of a flow carry those three fields (forward packets as source, replies as
-//! destination), so one index serves both lookups, as IPVS's single hash table does (reference
+//! destination), so one index serves both lookups, as IPVS's single hash table does (docs/ipvs-semantics.md
 //! §1 "Tables"); the caller's predicate checks the rest of the tuple in the entry. Several entries
 //! may share a key (one client port to two services, templates with port 0): they sit in one probe
 //! run and a lookup walks past the ones its predicate rejects.

@@ -1,5 +1,5 @@
 //! The connection table: every live connection and persistence template, found by a keyed hash
-//! of the client side, expired by a lazy timer wheel (reference §1 "Connection entry" and
+//! of the client side, expired by a lazy timer wheel (docs/ipvs-semantics.md §1 "Connection entry" and
 //! "Tables", §2.7 timer semantics, §4.3 templates, §8 memory per connection).
 //!
 //! It is a data structure only: the balancer drives it (state machine, scheduling and counters
@@ -560,7 +560,7 @@ impl<'a> ConnTable<'a> {
     ///
     /// The work is staged — every home slot position, then every slot read, then every candidate
     /// entry read, then the predicates — so the CPU overlaps the cache misses of independent
-    /// packets instead of paying them one after the other (perf-notes.md). `pred` may be called
+    /// packets instead of paying them one after the other. `pred` may be called
     /// more than once for the same entry and should have no side effects.
     pub fn find_burst(
         &self,

@@ -1,4 +1,4 @@
-//! Expiry: a single-level timer wheel of 1/16 s buckets with lazy re-arm (reference §2.7: idle
+//! Expiry: a single-level timer wheel of 1/16 s buckets with lazy re-arm (docs/ipvs-semantics.md §2.7: idle
 //! timeouts re-armed by every packet, templates deferred while they control connections).
 //!
 //! * A packet only stores the entry's new deadline ([`ConnTable::touch`]): no list surgery when
@@ -65,7 +65,7 @@ pub enum Expire {
     /// Remove the entry from the table.
     Remove,
     /// Keep it until this new deadline (e.g. a template that still controls connections: now +
-    /// 60 s, reference §2.7). A deadline not after `now` reports the entry again on the next tick.
+    /// 60 s, docs/ipvs-semantics.md §2.7). A deadline not after `now` reports the entry again on the next tick.
     Rearm(Instant),
 }
 

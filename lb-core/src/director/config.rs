@@ -115,7 +115,7 @@ impl Director<'_> {
         self.lblcr[s * n..(s + 1) * n].fill(LblcrEntry::EMPTY);
     }
 
-    /// The scheduler hooks of reference §5.15 after a list change.
+    /// The scheduler hooks of docs/ipvs-semantics.md §5.15 after a list change.
     fn hooks(&mut self, s: usize, change: Change) {
         let Some(svc) = self.svc(s) else { return };
         let kind = svc.config.scheduler;

@@ -1,5 +1,5 @@
 //! The control plane: services, real servers, scheduling decisions and the counters the
-//! datapath keeps, all in caller-owned fixed memory (reference §1, §2.7, §4.7, §5).
+//! datapath keeps, all in caller-owned fixed memory (docs/ipvs-semantics.md §1, §2.7, §4.7, §5).
 //!
 //! # Who calls what, and when
 //! - **Configuration** (`ipvsadm -A/-E/-D/-a/-e/-d/-C/-Z`): [`Director::add_service`],

@@ -2,7 +2,7 @@
 //! gateway's configuration file, `lbadm` (argv), the control socket (one text line per command),
 //! embedded users and the fuzz target.
 //!
-//! The grammar is ipvsadm v1.31's (\[man\] in `ipvs-reference.md`; its option table, defaults and
+//! The grammar is ipvsadm v1.31's (\[man\] in `docs/ipvs-semantics.md`; its option table, defaults and
 //! checks follow `ipvsadm.c`'s `parse_options`/`process_options`), so the output of
 //! `ipvsadm-save -n` is accepted unchanged, and [`write_save`] prints the same format back.
 //!
@@ -12,7 +12,7 @@
 //! * [`write_service`], [`write_server`] and [`write_save`] print `ipvsadm -S -n` lines;
 //!   [`Command`]'s `Display` prints any command in a form [`parse_line`] reads back.
 //!
-//! What ipvsadm does and we do the same way (reference §1, §4, \[man\]):
+//! What ipvsadm does and we do the same way (docs/ipvs-semantics.md §1, §4, \[man\]):
 //! * defaults: scheduler `wlc` on `-A`/`-E`, persistence timeout 300 s for a bare `-p`, netmask
 //!   /32 (IPv4) or /128 (IPv6), weight 1, forwarding `-g`;
 //! * `-E` and `-e` replace the whole configuration: omitted options take their defaults again;
@@ -36,7 +36,7 @@
 //! * `--table-size M` on `-A`/`-E`: the sh/dh/mh lookup table size (IPVS fixes it at build
 //!   time); only with `-s sh|dh|mh`. Whether the size suits the scheduler is the director's
 //!   check (`ConfigError::BadTableSize`).
-//! * Settings, each a command of its own that sets what IPVS keeps in sysctls (reference
+//! * Settings, each a command of its own that sets what IPVS keeps in sysctls (docs/ipvs-semantics.md
 //!   §3, §4): `--conn-reuse-mode 0..3`, `--expire-nodest-conn 0|1`,
 //!   `--expire-quiescent-template 0|1`, `--secure-tcp 0..3`, `--drop-entry 0..3`,
 //!   `--sloppy-tcp 0|1`.
@@ -95,19 +95,19 @@ pub enum Command {
     Restore,
 }
 
-/// A director-wide setting; IPVS keeps these in sysctls (reference §4 table of sysctls).
+/// A director-wide setting; IPVS keeps these in sysctls (docs/ipvs-semantics.md §4 table of sysctls).
 /// Spelled as our extension options, e.g. `--conn-reuse-mode 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Setting {
-    /// `--conn-reuse-mode 0..=3` (reference §3).
+    /// `--conn-reuse-mode 0..=3` (docs/ipvs-semantics.md §3).
     ConnReuseMode(u8),
     /// `--expire-nodest-conn 0|1`.
     ExpireNodestConn(bool),
     /// `--expire-quiescent-template 0|1`.
     ExpireQuiescentTemplate(bool),
-    /// `--secure-tcp 0..=3` (reference §4.6).
+    /// `--secure-tcp 0..=3` (docs/ipvs-semantics.md §4.6).
     SecureTcp(u8),
-    /// `--drop-entry 0..=3` (reference §4.6).
+    /// `--drop-entry 0..=3` (docs/ipvs-semantics.md §4.6).
     DropEntry(u8),
     /// `--sloppy-tcp 0|1`.
     SloppyTcp(bool),

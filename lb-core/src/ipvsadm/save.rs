@@ -27,7 +27,7 @@ pub fn write_server<W: Write>(w: &mut W, key: &ServiceKey, server: &ServerConfig
 /// Writes a whole table, one command a line: each service, then its real servers.
 ///
 /// Pass each service's servers in **insertion order**, which is the reverse of IPVS's list
-/// order (IPVS inserts a new destination at the head, reference "List order"). Restoring the
+/// order (IPVS inserts a new destination at the head, docs/ipvs-semantics.md "List order"). Restoring the
 /// output with `-a` in that order then rebuilds the same list, and with it the same scheduling
 /// (ipvsadm itself prints a sorted list, which does not keep the order).
 pub fn write_save<W, I, S>(w: &mut W, services: I) -> fmt::Result

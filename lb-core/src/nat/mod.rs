@@ -1,4 +1,4 @@
-//! In-place NAT rewrites and the few replies lb-core generates (reference §6.1).
+//! In-place NAT rewrites and the few replies lb-core generates (docs/ipvs-semantics.md §6.1).
 //!
 //! **Rewrites.** After [`crate::packet::parse`] and the connection lookup, the balancer calls
 //! * [`rewrite_dst`] on a client → VIP:vport packet to send it to RIP:rport (IPVS `dnat_handler`),

@@ -1,5 +1,5 @@
 //! Parsing of one IP packet into what the balancer needs to look it up and rewrite it
-//! (reference §6.1, §2.8 for which ICMP messages are "related").
+//! (docs/ipvs-semantics.md §6.1, §2.8 for which ICMP messages are "related").
 //!
 //! [`parse`] takes a packet starting at its IP header (no link layer) and returns a [`Parsed`]:
 //! addresses, ports, TCP flags and the byte offsets the rewrites in [`crate::nat`] use, so a

@@ -1,4 +1,4 @@
-//! `dh`: destination hashing (reference §5.9).
+//! `dh`: destination hashing (docs/ipvs-semantics.md §5.9).
 //!
 //! A table of N = 2^bits buckets (default 256) maps a hash of the packet's destination address
 //! to a server. [`build`] assigns one bucket per server, cycling through the list and ignoring

@@ -1,4 +1,4 @@
-//! `lblc`: locality-based least connection (reference §5.7).
+//! `lblc`: locality-based least connection (docs/ipvs-semantics.md §5.7).
 //!
 //! Keyed by the packet's **destination** address (meant for cache clusters): a cache maps each
 //! destination address to the server last chosen for it. A hit is kept while its server is

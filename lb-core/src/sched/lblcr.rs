@@ -1,4 +1,4 @@
-//! `lblcr`: locality-based least connection with replication (reference §5.8).
+//! `lblcr`: locality-based least connection with replication (docs/ipvs-semantics.md §5.8).
 //!
 //! Like [lblc](super::lblc), keyed by the destination address, but each address maps to a
 //! **set** of servers (head insertion, with the time of its last change, `lastmod`). On a hit

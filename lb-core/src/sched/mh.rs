@@ -1,4 +1,4 @@
-//! `mh`: Maglev hashing (reference §5.11; Eisenbud et al., NSDI'16, §3.4).
+//! `mh`: Maglev hashing (docs/ipvs-semantics.md §5.11; Eisenbud et al., NSDI'16, §3.4).
 //!
 //! A table of M slots (M one of the kernel's primes, default 4093) maps a hash of the client
 //! address (plus its port with `mh-port`) to a server. [`build`] fills it exactly as IPVS's

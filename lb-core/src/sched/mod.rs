@@ -1,8 +1,8 @@
-//! The fourteen IPVS schedulers (reference §5), one file each, dispatched by a `match` on
+//! The fourteen IPVS schedulers (docs/ipvs-semantics.md §5), one file each, dispatched by a `match` on
 //! [`SchedulerKind`] in [`Sched`] — no trait objects, no allocation.
 //!
 //! Every scheduler reads a [`DestList`]: the service's server ids in IPVS list order (newest
-//! first, reference §0) over the director's contiguous server array, so a scan is a walk over a
+//! first, docs/ipvs-semantics.md §0) over the director's contiguous server array, so a scan is a walk over a
 //! `&[ServerId]` plus indexed loads. Unless its doc says otherwise a scheduler skips servers of
 //! weight 0 and OVERLOAD servers, and breaks ties by list order.
 //!

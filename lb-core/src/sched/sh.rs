@@ -1,4 +1,4 @@
-//! `sh`: source hashing (reference §5.10).
+//! `sh`: source hashing (docs/ipvs-semantics.md §5.10).
 //!
 //! A table of N = 2^bits buckets (default 256, 2^4..=2^20) maps a hash of the client address
 //! (plus its port with `sh-port`) to a server. [`build`] fills the buckets in list order with

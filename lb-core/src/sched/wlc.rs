@@ -1,4 +1,4 @@
-//! `wlc`: weighted least connection, ipvsadm's default scheduler (reference §5.4, §4.9).
+//! `wlc`: weighted least connection, ipvsadm's default scheduler (docs/ipvs-semantics.md §5.4, §4.9).
 //!
 //! The load of a server is its overhead (`active·256 + inactive`) divided by its weight. The
 //! first server in list order that has weight > 0 and is not OVERLOAD is the initial candidate;

@@ -41,7 +41,7 @@ const CL: u8 = 6;
 const ES: u8 = 1;
 const FW: u8 = 4;
 
-/// Reference §2.4 (normal) and §2.5 (DoS): [table][direction: input, output][event: syn,
+/// docs/ipvs-semantics.md §2.4 (normal) and §2.5 (DoS): [table][direction: input, output][event: syn,
 /// fin, ack, rst] → the next state for each current state (columns NO..SA).
 const TABLES: [[[&str; 4]; 2]; 2] = [
     [
