@@ -317,46 +317,117 @@ pub enum ConfigError {
     /// No such real server in that service.
     NoSuchServer,
     /// All service slots are in use.
-    TooManyServices,
-    /// The service has as many real servers as its storage holds.
-    TooManyServers,
+    TooManyServices {
+        /// The service slots of the director's storage.
+        max: usize,
+    },
+    /// The service has as many real servers as its storage holds (deleted servers that
+    /// connections still reference included).
+    TooManyServers {
+        /// Server slots per service.
+        max: usize,
+    },
     /// Weight above 65535.
-    WeightOutOfRange,
+    WeightOutOfRange {
+        /// The weight asked for.
+        weight: u32,
+    },
     /// `-y` above `-x`.
-    ThresholdOrder,
-    /// The sh/dh/mh table size is not one the scheduler accepts, or exceeds the storage.
-    BadTableSize,
+    ThresholdOrder {
+        /// The lower threshold (`-y`).
+        lower: u32,
+        /// The upper threshold (`-x`).
+        upper: u32,
+    },
+    /// The sh/dh/mh table size is not one the scheduler accepts (sh and dh: a power of two
+    /// from 2 to 2^20; mh: one of its primes).
+    BadTableSize {
+        /// The scheduler.
+        scheduler: SchedulerKind,
+        /// The size asked for (or the scheduler's default).
+        size: u32,
+    },
+    /// The sh/dh/mh table is larger than the director's storage holds per service.
+    TableTooLarge {
+        /// The size asked for (or the scheduler's default).
+        size: u32,
+        /// Table slots per service in the storage ([`Limits`](crate::Limits)).
+        slots: usize,
+    },
     /// The real server's address family differs from the service's.
     FamilyMismatch,
     /// mh cannot hold more real servers than its table has slots.
-    TooManyServersForTable,
+    TooManyServersForTable {
+        /// Servers the service would have.
+        servers: usize,
+        /// Slots of its mh table (M).
+        slots: u32,
+    },
     /// A port-0 service must be persistent.
     PortZeroNeedsPersistence,
     /// A persistence netmask longer than the address.
-    BadNetmask,
+    BadNetmask {
+        /// The prefix length asked for.
+        prefix: u8,
+        /// The address's length in bits (32 or 128).
+        max: u8,
+    },
     /// The datapath does not support this (e.g. a forwarding method other than NAT).
     Unsupported(&'static str),
 }
 
+/// Says what was refused and the numbers that explain it, e.g. `mh table size 4093 exceeds the
+/// 1021 table slots per service of this director's storage`.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            ConfigError::ServiceExists => "service already exists",
-            ConfigError::NoSuchService => "no such service",
-            ConfigError::ServerExists => "destination already exists",
-            ConfigError::NoSuchServer => "no such destination",
-            ConfigError::TooManyServices => "no room for another service",
-            ConfigError::TooManyServers => "no room for another destination in this service",
-            ConfigError::WeightOutOfRange => "weight out of range (0..=65535)",
-            ConfigError::ThresholdOrder => "lower threshold is above the upper threshold",
-            ConfigError::BadTableSize => "table size not supported by this scheduler or storage",
-            ConfigError::FamilyMismatch => "real server and service address families differ",
-            ConfigError::TooManyServersForTable => "more destinations than mh table slots",
-            ConfigError::PortZeroNeedsPersistence => "a port-0 service must be persistent",
-            ConfigError::BadNetmask => "persistence netmask longer than the address",
-            ConfigError::Unsupported(what) => return write!(f, "not supported: {what}"),
-        };
-        f.write_str(s)
+        match *self {
+            ConfigError::ServiceExists => f.write_str("service already exists"),
+            ConfigError::NoSuchService => f.write_str("no such service"),
+            ConfigError::ServerExists => f.write_str("destination already exists"),
+            ConfigError::NoSuchServer => f.write_str("no such destination"),
+            ConfigError::TooManyServices { max } => {
+                write!(f, "no room for another service: all {max} service slots are in use")
+            }
+            ConfigError::TooManyServers { max } => write!(
+                f,
+                "no room for another destination: the service has all {max} server slots in use \
+                 (deleted servers still referenced by connections included)"
+            ),
+            ConfigError::WeightOutOfRange { weight } => {
+                write!(f, "weight {weight} out of range (0..=65535)")
+            }
+            ConfigError::ThresholdOrder { lower, upper } => write!(
+                f,
+                "lower threshold {lower} (-y) is above the upper threshold {upper} (-x)"
+            ),
+            ConfigError::BadTableSize { scheduler, size } => {
+                let takes = match scheduler {
+                    SchedulerKind::Mh => "one of its primes (e.g. 251, 509, 1021, 4093, 65521)",
+                    _ => "a power of two from 2 to 1048576",
+                };
+                write!(f, "{scheduler} table size {size} is not supported: {scheduler} takes {takes}")
+            }
+            ConfigError::TableTooLarge { size, slots } => write!(
+                f,
+                "table size {size} exceeds the {slots} table slots per service of this director's \
+                 storage"
+            ),
+            ConfigError::FamilyMismatch => {
+                f.write_str("real server and service address families differ")
+            }
+            ConfigError::TooManyServersForTable { servers, slots } => write!(
+                f,
+                "{servers} destinations do not fit an mh table of {slots} slots"
+            ),
+            ConfigError::PortZeroNeedsPersistence => {
+                f.write_str("a port-0 service must be persistent")
+            }
+            ConfigError::BadNetmask { prefix, max } => write!(
+                f,
+                "persistence netmask /{prefix} is longer than the address ({max} bits)"
+            ),
+            ConfigError::Unsupported(what) => write!(f, "not supported: {what}"),
+        }
     }
 }
 

@@ -39,8 +39,17 @@ impl Director<'_> {
             _ => return Ok(0),
         };
         let size = cfg.table_size.unwrap_or(default);
-        if !valid(size) || size as usize > self.limits.table_slots_per_service {
-            return Err(ConfigError::BadTableSize);
+        if !valid(size) {
+            return Err(ConfigError::BadTableSize {
+                scheduler: cfg.scheduler,
+                size,
+            });
+        }
+        if size as usize > self.limits.table_slots_per_service {
+            return Err(ConfigError::TableTooLarge {
+                size,
+                slots: self.limits.table_slots_per_service,
+            });
         }
         Ok(size)
     }
@@ -49,7 +58,10 @@ impl Director<'_> {
         if let Some(p) = cfg.persistence {
             let max = if cfg.key.is_ipv6() { 128 } else { 32 };
             if p.prefix > max {
-                return Err(ConfigError::BadNetmask);
+                return Err(ConfigError::BadNetmask {
+                    prefix: p.prefix,
+                    max,
+                });
             }
         }
         if let ServiceKey::Addr { vip, .. } = cfg.key {
@@ -62,10 +74,13 @@ impl Director<'_> {
 
     fn validate_server(key: &ServiceKey, cfg: &ServerConfig) -> Result<(), ConfigError> {
         if cfg.weight > ServerConfig::MAX_WEIGHT {
-            return Err(ConfigError::WeightOutOfRange);
+            return Err(ConfigError::WeightOutOfRange { weight: cfg.weight });
         }
         if cfg.l_threshold > cfg.u_threshold {
-            return Err(ConfigError::ThresholdOrder);
+            return Err(ConfigError::ThresholdOrder {
+                lower: cfg.l_threshold,
+                upper: cfg.u_threshold,
+            });
         }
         if cfg.addr.is_ipv6() != key.is_ipv6() {
             return Err(ConfigError::FamilyMismatch);
@@ -211,7 +226,9 @@ impl Director<'_> {
                 .services
                 .iter()
                 .position(ServiceSlot::is_free)
-                .ok_or(ConfigError::TooManyServices)?,
+                .ok_or(ConfigError::TooManyServices {
+                    max: self.limits.services,
+                })?,
         };
         let mut svc = Service::new(*cfg, service_seed(self.seed, s));
         svc.table_size = table_size;
@@ -234,7 +251,10 @@ impl Director<'_> {
         let s = self.find_live(&cfg.key).ok_or(ConfigError::NoSuchService)?;
         let dests = self.dests(s);
         if cfg.scheduler == SchedulerKind::Mh && dests.len() > table_size as usize {
-            return Err(ConfigError::TooManyServersForTable);
+            return Err(ConfigError::TooManyServersForTable {
+                servers: dests.len(),
+                slots: table_size,
+            });
         }
         let wrr_init = wrr::WrrState::init(dests);
         let Some(svc) = self.svc_mut(s) else {
@@ -311,7 +331,10 @@ impl Director<'_> {
         let svc = self.svc(s).ok_or(ConfigError::NoSuchService)?;
         let len = svc.len();
         if svc.config.scheduler == SchedulerKind::Mh && len + 1 > svc.table_size as usize {
-            return Err(ConfigError::TooManyServersForTable);
+            return Err(ConfigError::TooManyServersForTable {
+                servers: len + 1,
+                slots: svc.table_size,
+            });
         }
         let base = self.base(s);
         let per = self.limits.servers_per_service;
@@ -330,7 +353,7 @@ impl Director<'_> {
                 let k = self.servers[range]
                     .iter()
                     .position(RealServer::is_free)
-                    .ok_or(ConfigError::TooManyServers)?;
+                    .ok_or(ConfigError::TooManyServers { max: per })?;
                 self.servers[base + k] = RealServer::new(*cfg);
                 self.server_rates[base + k] = RateEstimator::NEW;
                 base + k

@@ -1,6 +1,7 @@
 //! Director tests: configuration rules, lookup order, counters, OVERLOAD, deletion/revival,
 //! drain events, timers, and property tests over random command sequences.
 
+use std::string::ToString;
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -123,7 +124,18 @@ fn resources_are_const_and_usable() {
     assert!(d.add_service(&c).is_ok());
     c.key = ServiceKey::tcp("10.0.0.1:80".parse().unwrap());
     c.table_size = Some(1021);
-    assert_eq!(d.add_service(&c), Err(ConfigError::BadTableSize));
+    let e = d.add_service(&c).unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::TableTooLarge {
+            size: 1021,
+            slots: 512
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "table size 1021 exceeds the 512 table slots per service of this director's storage"
+    );
 }
 
 #[test]
@@ -138,13 +150,36 @@ fn validation_errors() {
         timeout_secs: 300,
         prefix: 33,
     });
-    assert_eq!(d.add_service(&c), Err(ConfigError::BadNetmask));
+    assert_eq!(
+        d.add_service(&c),
+        Err(ConfigError::BadNetmask {
+            prefix: 33,
+            max: 32
+        })
+    );
     let mut c = svc(SchedulerKind::Sh);
     c.table_size = Some(100);
-    assert_eq!(d.add_service(&c), Err(ConfigError::BadTableSize));
+    let e = d.add_service(&c).unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::BadTableSize {
+            scheduler: SchedulerKind::Sh,
+            size: 100
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "sh table size 100 is not supported: sh takes a power of two from 2 to 1048576"
+    );
     c.scheduler = SchedulerKind::Mh;
     c.table_size = Some(8191); // a valid prime, larger than the storage (4096)
-    assert_eq!(d.add_service(&c), Err(ConfigError::BadTableSize));
+    assert_eq!(
+        d.add_service(&c),
+        Err(ConfigError::TableTooLarge {
+            size: 8191,
+            slots: 4096
+        })
+    );
     let s = d.add_service(&svc(SchedulerKind::Rr)).unwrap();
     assert_eq!(
         d.add_service(&svc(SchedulerKind::Rr)),
@@ -152,11 +187,14 @@ fn validation_errors() {
     );
     assert_eq!(
         d.add_server(&key(), &rs(1, 65536)),
-        Err(ConfigError::WeightOutOfRange)
+        Err(ConfigError::WeightOutOfRange { weight: 65536 })
     );
     let mut bad = rs(1, 1);
     bad.l_threshold = 5; // above u_threshold 0: IPVS rejects it too
-    assert_eq!(d.add_server(&key(), &bad), Err(ConfigError::ThresholdOrder));
+    assert_eq!(
+        d.add_server(&key(), &bad),
+        Err(ConfigError::ThresholdOrder { lower: 5, upper: 0 })
+    );
     let v6 = ServerConfig::new("[2001:db8::1]:80".parse().unwrap(), ForwardMethod::Masq);
     assert_eq!(d.add_server(&key(), &v6), Err(ConfigError::FamilyMismatch));
     d.add_server(&key(), &rs(1, 1)).unwrap();
@@ -177,7 +215,7 @@ fn validation_errors() {
     }
     assert_eq!(
         d.add_server(&key(), &rs(9, 1)),
-        Err(ConfigError::TooManyServers)
+        Err(ConfigError::TooManyServers { max: 8 })
     );
     let other = ServiceKey::udp(vip());
     assert_eq!(

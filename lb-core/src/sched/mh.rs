@@ -135,14 +135,21 @@ pub fn build(
     scratch: &mut [MhScratch],
     dests: DestList<'_>,
 ) -> Result<(), ConfigError> {
-    let m = u32::try_from(table.len()).map_err(|_| ConfigError::BadTableSize)?;
-    let bits = tab_bits(m).ok_or(ConfigError::BadTableSize)?;
+    let m = u32::try_from(table.len()).unwrap_or(u32::MAX);
+    let bits = tab_bits(m).ok_or(ConfigError::BadTableSize {
+        scheduler: crate::config::SchedulerKind::Mh,
+        size: m,
+    })?;
     if dests.len() > table.len() {
-        return Err(ConfigError::TooManyServersForTable);
+        return Err(ConfigError::TooManyServersForTable {
+            servers: dests.len(),
+            slots: m,
+        });
     }
+    let max = scratch.len();
     let scratch = scratch
         .get_mut(..dests.len())
-        .ok_or(ConfigError::TooManyServers)?;
+        .ok_or(ConfigError::TooManyServers { max })?;
 
     // gcd of the positive last weights, and the largest last weight.
     let mut g = 0;
@@ -444,18 +451,24 @@ mod tests {
         let mut scratch = vec![MhScratch::EMPTY; 300];
         assert_eq!(
             build(&mut t, &mut scratch, list(&ord, &s)),
-            Err(ConfigError::TooManyServersForTable)
+            Err(ConfigError::TooManyServersForTable {
+                servers: 300,
+                slots: 251
+            })
         );
         assert!(t.iter().all(|&x| x == 7));
         assert_eq!(
             build(&mut t, &mut scratch[..2], list(&ord[..3], &s)),
-            Err(ConfigError::TooManyServers)
+            Err(ConfigError::TooManyServers { max: 2 })
         );
         assert!(t.iter().all(|&x| x == 7));
         let mut bad = vec![7; 256];
         assert_eq!(
             build(&mut bad, &mut scratch, list(&ord[..3], &s)),
-            Err(ConfigError::BadTableSize)
+            Err(ConfigError::BadTableSize {
+                scheduler: crate::config::SchedulerKind::Mh,
+                size: 256
+            })
         );
         assert!(bad.iter().all(|&x| x == 7));
         // Exactly M servers is allowed: each gets one slot.
