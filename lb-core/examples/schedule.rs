@@ -25,12 +25,7 @@ use std::process::ExitCode;
 
 use lb_core::config::{ForwardMethod, SchedFlags, SchedulerKind, ServerConfig, ServiceConfig};
 use lb_core::director::{Director, DirectorStorage, Limits, SchedInput};
-use lb_core::sched::{lblc::LblcEntry, lblcr::LblcrEntry, mh::MhScratch};
-use lb_core::server::{RealServer, NO_SERVER};
-use lb_core::service::ServiceSlot;
-use lb_core::stats::RateEstimator;
 use lb_core::{Instant, Protocol, ServiceKey};
-use managed::ManagedSlice;
 
 struct Args {
     scheduler: SchedulerKind,
@@ -163,26 +158,7 @@ fn run(a: &Args) -> Result<Vec<String>, String> {
         table_slots_per_service: a.table_size.map_or(65536, |t| t as usize).min(1 << 20),
         lblc_entries_per_service: 1024,
     };
-    let n = limits.servers_per_service;
-    let mut services = vec![ServiceSlot::FREE; 1];
-    let mut servers = vec![RealServer::EMPTY; n];
-    let mut rates = vec![RateEstimator::NEW; n];
-    let mut order = vec![NO_SERVER; n];
-    let mut tables = vec![NO_SERVER; limits.table_slots_per_service];
-    let mut scratch = vec![MhScratch::EMPTY; n];
-    let mut lblc = vec![LblcEntry::EMPTY; limits.lblc_entries_per_service];
-    let mut lblcr = vec![LblcrEntry::EMPTY; limits.lblc_entries_per_service];
-    let storage = DirectorStorage {
-        limits,
-        services: ManagedSlice::Borrowed(&mut services),
-        servers: ManagedSlice::Borrowed(&mut servers),
-        server_rates: ManagedSlice::Borrowed(&mut rates),
-        order: ManagedSlice::Borrowed(&mut order),
-        tables: ManagedSlice::Borrowed(&mut tables),
-        mh_scratch: ManagedSlice::Borrowed(&mut scratch),
-        lblc: ManagedSlice::Borrowed(&mut lblc),
-        lblcr: ManagedSlice::Borrowed(&mut lblcr),
-    };
+    let storage = DirectorStorage::alloc(limits);
     let mut d = Director::new(storage, a.seed);
     let key = ServiceKey::tcp(a.vip);
     let mut cfg = ServiceConfig::new(key);

@@ -386,7 +386,10 @@ impl fmt::Display for ConfigError {
             ConfigError::ServerExists => f.write_str("destination already exists"),
             ConfigError::NoSuchServer => f.write_str("no such destination"),
             ConfigError::TooManyServices { max } => {
-                write!(f, "no room for another service: all {max} service slots are in use")
+                write!(
+                    f,
+                    "no room for another service: all {max} service slots are in use"
+                )
             }
             ConfigError::TooManyServers { max } => write!(
                 f,
@@ -405,7 +408,10 @@ impl fmt::Display for ConfigError {
                     SchedulerKind::Mh => "one of its primes (e.g. 251, 509, 1021, 4093, 65521)",
                     _ => "a power of two from 2 to 1048576",
                 };
-                write!(f, "{scheduler} table size {size} is not supported: {scheduler} takes {takes}")
+                write!(
+                    f,
+                    "{scheduler} table size {size} is not supported: {scheduler} takes {takes}"
+                )
             }
             ConfigError::TableTooLarge { size, slots } => write!(
                 f,

@@ -63,13 +63,17 @@ pub mod time;
 pub mod verdict;
 
 pub use addr::Protocol;
-pub use balancer::{Balancer, ConnInfo, Counters, Event, Packet, Settings};
+pub use balancer::{
+    Balancer, ConnInfo, ConnReuseMode, Counters, DefenceMode, Event, Packet, Secrets, Settings,
+    REPLY_MAX,
+};
 pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
-pub use conn::ConnTable;
+pub use conn::{ConnResources, ConnStorage, ConnTable};
 pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
+pub use ipvsadm::LineError;
 pub use nat::NatError;
 pub use packet::{Kind, Malformed, Parsed};
 pub use server::{RealServer, ServerId};

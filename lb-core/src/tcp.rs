@@ -344,8 +344,12 @@ mod tests {
     /// code cannot drift apart (a typo in either fails).
     fn reference_tables() -> &'static str {
         let doc = include_str!("../../docs/ipvs-semantics.md");
-        let start = doc.find("### 2.4").expect("docs/ipvs-semantics.md has §2.4");
-        let end = doc.find("### 2.6").expect("docs/ipvs-semantics.md has §2.6");
+        let start = doc
+            .find("### 2.4")
+            .expect("docs/ipvs-semantics.md has §2.4");
+        let end = doc
+            .find("### 2.6")
+            .expect("docs/ipvs-semantics.md has §2.6");
         &doc[start..end]
     }
 

@@ -104,7 +104,7 @@ fn spec(rng: &mut Rng) -> Spec {
 
 fn input(rng: &mut Rng) -> Input {
     let settings = SettingsIn {
-        conn_reuse_mode: rng.byte(),
+        conn_reuse_mode: rng.byte(), // reduced to 0..=3 by the harness
         expire_nodest_conn: rng.below(4) != 0,
         expire_quiescent_template: rng.below(2) == 0,
         secure_tcp: if rng.below(4) == 0 { rng.byte() } else { 0 },

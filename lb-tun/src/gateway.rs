@@ -459,11 +459,11 @@ impl Gateway {
 /// The six settings, in a fixed order.
 fn settings_list(s: &Settings) -> [Setting; 6] {
     [
-        Setting::ConnReuseMode(s.conn_reuse_mode),
+        Setting::ConnReuseMode(s.conn_reuse_mode.value()),
         Setting::ExpireNodestConn(s.expire_nodest_conn),
         Setting::ExpireQuiescentTemplate(s.expire_quiescent_template),
-        Setting::SecureTcp(s.secure_tcp),
-        Setting::DropEntry(s.drop_entry),
+        Setting::SecureTcp(s.secure_tcp.value()),
+        Setting::DropEntry(s.drop_entry.value()),
         Setting::SloppyTcp(s.sloppy_tcp),
     ]
 }

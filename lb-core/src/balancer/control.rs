@@ -2,10 +2,10 @@
 //! director and the [`Settings`]; [`Balancer::set_settings`] replaces the settings.
 
 use crate::config::{ConfigError, ForwardMethod};
-use crate::ipvsadm::{Command, Setting};
+use crate::ipvsadm::{Command, LineError, Setting};
 use crate::time::Instant;
 
-use super::{fast, Balancer, Settings};
+use super::{fast, Balancer, ConnReuseMode, DefenceMode, Settings};
 
 /// Errors from [`Balancer::apply`].
 pub type ApplyError = ConfigError;
@@ -15,6 +15,19 @@ impl<'a> Balancer<'a> {
     pub fn set_settings(&mut self, settings: Settings) {
         self.settings = settings;
         self.update_defence();
+    }
+
+    /// Applies one ipvsadm command line, as `ipvsadm` takes it (without the program name) or as
+    /// `ipvsadm -S` writes it: `-A -t 10.0.0.1:80 -s wrr`, `-a -t 10.0.0.1:80 -r 10.1.0.1:8080 -m
+    /// -w 3`, `--set 900 120 300`. Blank lines and `#` comments are accepted and do nothing.
+    /// On error nothing is applied: [`LineError::Parse`] names the token and why,
+    /// [`LineError::Config`] what was refused with its numbers. Call between packets, as
+    /// [`apply`](Balancer::apply).
+    pub fn apply_line(&mut self, now: Instant, line: &str) -> Result<(), LineError> {
+        match crate::ipvsadm::parse_line(line)? {
+            Some(cmd) => Ok(self.apply(now, &cmd)?),
+            None => Ok(()),
+        }
     }
 
     /// Applies one ipvsadm command (`-A/-E/-D`, `-a/-e/-d`, `-C`, `-Z`, `--set`, and our
@@ -53,13 +66,13 @@ impl<'a> Balancer<'a> {
             }
             Command::Set(s) => {
                 match *s {
-                    Setting::ConnReuseMode(m) => self.settings.conn_reuse_mode = m,
+                    Setting::ConnReuseMode(m) => self.settings.conn_reuse_mode = reuse_mode(m)?,
                     Setting::ExpireNodestConn(b) => self.settings.expire_nodest_conn = b,
                     Setting::ExpireQuiescentTemplate(b) => {
                         self.settings.expire_quiescent_template = b
                     }
-                    Setting::SecureTcp(m) => self.settings.secure_tcp = m,
-                    Setting::DropEntry(m) => self.settings.drop_entry = m,
+                    Setting::SecureTcp(m) => self.settings.secure_tcp = defence_mode(m)?,
+                    Setting::DropEntry(m) => self.settings.drop_entry = defence_mode(m)?,
                     Setting::SloppyTcp(b) => self.settings.sloppy_tcp = b,
                 }
                 self.update_defence();
@@ -83,4 +96,12 @@ fn check_method(m: ForwardMethod) -> Result<(), ConfigError> {
             "tunnelling (-i): lb-core forwards by NAT only; use -m",
         )),
     }
+}
+
+fn reuse_mode(v: u8) -> Result<ConnReuseMode, ConfigError> {
+    ConnReuseMode::new(v).ok_or(ConfigError::Unsupported("conn_reuse_mode above 3"))
+}
+
+fn defence_mode(v: u8) -> Result<DefenceMode, ConfigError> {
+    DefenceMode::new(v).ok_or(ConfigError::Unsupported("a defence mode above 3"))
 }

@@ -15,8 +15,15 @@ use super::matching::FlowKey;
 use super::{Balancer, Packet};
 
 impl Balancer<'_> {
-    /// Processes one IP packet (no link-layer header) held in `buf[..len]`; `buf`'s capacity
-    /// bounds a generated reply. See [`Verdict`] for what to do next.
+    /// Processes one IP packet (no link-layer header) held in `buf[..len]`, rewriting it in
+    /// place; call for every packet the frontend receives, in arrival order, with the current
+    /// time. The [`Verdict`] says what to do next: send `buf[..t.len]` toward `t.dst`, or drop.
+    ///
+    /// `buf` may be longer than the packet: its capacity bounds a generated reply (a TCP RST,
+    /// an ICMP error quoting the packet, an echo reply). Give it at least
+    /// [`REPLY_MAX`](crate::REPLY_MAX) bytes (1,280) and every reply fits; with less, a reply
+    /// that does not fit is a counted drop ([`DropReason::NoRoomForReply`]). Forwarded packets
+    /// never grow.
     pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
         if let Some(f) = packet::parse_flow(&buf[..len]) {

@@ -7,7 +7,7 @@ use crate::conn::{ConnFlags, Handle};
 use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
 
-use super::Balancer;
+use super::{Balancer, DefenceMode};
 
 /// How often the defence levels are re-evaluated (IPVS's `update_defense_level`: 1 s).
 pub const DEFENCE_PERIOD: Duration = Duration::from_secs(1);
@@ -18,13 +18,13 @@ impl Balancer<'_> {
         let cap = self.conns.capacity().max(1);
         let fill = self.conns.len() * 100 / cap;
         let high = fill >= usize::from(self.settings.defence_fill_percent);
-        let level = |mode: &mut u8| -> bool {
+        let level = |mode: &mut DefenceMode| -> bool {
             match *mode {
-                1 if high => *mode = 2,
-                2 if !high => *mode = 1,
+                DefenceMode::Auto if high => *mode = DefenceMode::AutoActive,
+                DefenceMode::AutoActive if !high => *mode = DefenceMode::Auto,
                 _ => {}
             }
-            *mode >= 2
+            mode.active()
         };
         self.dos = level(&mut self.settings.secure_tcp);
         self.dropping = level(&mut self.settings.drop_entry);

@@ -164,12 +164,14 @@ impl Balancer<'_> {
     /// Whether a SYN may reuse the client port of entry `e` by rescheduling (docs/ipvs-semantics.md §3.1).
     fn reusable(&self, e: &Entry) -> bool {
         let mode = self.settings.conn_reuse_mode;
-        if mode == 0 || e.proto() != Protocol::Tcp || e.control().is_some() {
+        if !mode.reschedules() || e.proto() != Protocol::Tcp || e.control().is_some() {
             return false;
         }
         match TcpState::from_u8(e.state) {
             Some(TcpState::TimeWait | TcpState::Close) => true,
-            Some(TcpState::FinWait) => mode & 2 != 0 && e.flags.contains(ConnFlags::NOOUTPUT),
+            Some(TcpState::FinWait) => {
+                mode.reschedules_fin_wait() && e.flags.contains(ConnFlags::NOOUTPUT)
+            }
             _ => false,
         }
     }

@@ -59,6 +59,7 @@ mod inbound;
 mod matching;
 mod outbound;
 mod persist;
+mod settings;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -67,64 +68,25 @@ use core::net::{IpAddr, SocketAddr};
 
 use crate::addr::Protocol;
 use crate::config::ServiceKey;
-use crate::conn::ConnTable;
-use crate::director::Director;
+use crate::conn::{ConnStorage, ConnTable};
+#[cfg(feature = "alloc")]
+use crate::director::Limits;
+use crate::director::{Director, DirectorStorage};
+use crate::hash::SipKey;
 use crate::nat;
-use crate::tcp::{self, TcpState, TcpTimeouts};
+use crate::tcp::{self, TcpState};
 use crate::time::{Duration, Instant};
 use crate::verdict::DropReason;
 
 pub use control::ApplyError;
 pub use defence::DEFENCE_PERIOD;
+pub use settings::{ConnReuseMode, DefenceMode, Settings};
 pub use timers::TEMPLATE_DEFER;
 
 use matching::server_endpoint;
 
 /// Largest generated reply (an ICMPv6 error quotes up to 1280 bytes in all).
 pub const REPLY_MAX: usize = nat::ICMPV6_ERROR_MAX;
-
-/// Behaviour switches: IPVS's sysctls that apply to a userspace balancer, with their
-/// defaults, plus the fill threshold that plays the part of `amemthresh`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// `conn_reuse_mode` (0..=3, default 1): how a SYN that reuses a client port is handled
-    /// (docs/ipvs-semantics.md §3.1; see the module docs for our difference).
-    pub conn_reuse_mode: u8,
-    /// `expire_nodest_conn` (default **on** here; IPVS's default is off): packets of a flow
-    /// whose server was removed expire it and are rescheduled or reset instead of dropped.
-    pub expire_nodest_conn: bool,
-    /// `expire_quiescent_template` (default off): a persistence template pointing at a
-    /// weight-0 server is not used for new connections.
-    pub expire_quiescent_template: bool,
-    /// `secure_tcp` defence mode (0 off, 1 automatic and off, 2 automatic and on, 3 on). While
-    /// on, TCP uses IPVS's `tcp_states_dos` table.
-    pub secure_tcp: u8,
-    /// `drop_entry` defence mode (0..=3 as above): while on, every second 1/32 of the table is
-    /// scanned and half-open entries are dropped (docs/ipvs-semantics.md §4.6).
-    pub drop_entry: u8,
-    /// `sloppy_tcp`: create entries from any non-RST TCP packet, not only SYN.
-    pub sloppy_tcp: bool,
-    /// Table fill, in percent, above which automatic defences (mode 1) switch on; they switch
-    /// back off below it. Our analogue of `amemthresh`.
-    pub defence_fill_percent: u8,
-    /// Per-state idle timeouts (`ipvsadm --set tcp tcpfin udp` changes three of them).
-    pub timeouts: TcpTimeouts,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            conn_reuse_mode: 1,
-            expire_nodest_conn: true,
-            expire_quiescent_template: false,
-            secure_tcp: 0,
-            drop_entry: 0,
-            sloppy_tcp: false,
-            defence_fill_percent: 90,
-            timeouts: TcpTimeouts::DEFAULT,
-        }
-    }
-}
 
 /// The balancer's own counters (per-service and per-server traffic lives in the
 /// [`Director`]).
@@ -232,9 +194,88 @@ pub struct Balancer<'a> {
     scratch: [u8; REPLY_MAX],
 }
 
+/// The secrets a balancer keys its hashes with: the connection table's flow hash (SipHash-1-3,
+/// so that nobody who cannot read memory can aim packets at one index slot) and the seed of the
+/// schedulers that draw at random (`twos`) or hash with a per-service key. lb-core reads no
+/// RNG: fill these from one at start (`getrandom`, a hardware RNG) and keep them secret. Two
+/// balancers with the same secrets make the same decisions for the same inputs (tests,
+/// benchmarks, a cluster that must agree).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Secrets {
+    /// The connection table's SipHash key.
+    pub flow_key: [u8; 16],
+    /// The schedulers' seed.
+    pub sched_seed: u64,
+}
+
+impl Secrets {
+    /// Secrets from 24 random bytes: the first 16 key the flow hash, the last 8 seed the
+    /// schedulers.
+    pub const fn from_bytes(b: [u8; 24]) -> Secrets {
+        let mut flow_key = [0u8; 16];
+        let mut seed = [0u8; 8];
+        let mut i = 0;
+        while i < 16 {
+            flow_key[i] = b[i];
+            i += 1;
+        }
+        while i < 24 {
+            seed[i - 16] = b[i];
+            i += 1;
+        }
+        Secrets {
+            flow_key,
+            sched_seed: u64::from_le_bytes(seed),
+        }
+    }
+}
+
+/// Does not print the secrets.
+impl core::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
 impl<'a> Balancer<'a> {
+    /// The way to build a balancer: from the director's and the connection table's storage
+    /// (memory the caller owns: [`DirectorResources`](crate::DirectorResources) and
+    /// [`ConnResources`](crate::ConnResources) in `static`s, or on the heap with
+    /// [`Balancer::alloc`]), the hash secrets, and `now` (the connection table's clock starts
+    /// there). No services yet: add them with [`apply_line`](Balancer::apply_line). Default
+    /// [`Settings`].
+    ///
+    /// ```
+    /// use lb_core::{conn_resources, director_resources, Balancer, Instant, Secrets};
+    ///
+    /// // 2 services of 8 servers (sh/dh/mh tables up to 256 slots), 1,024 connections. On a
+    /// // microcontroller these live in `static`s (a `StaticCell`); here, on the heap.
+    /// let mut dir = Box::new(<director_resources!(
+    ///     services: 2, servers_per_service: 8, table_slots_per_service: 256, lblc_entries_per_service: 0
+    /// )>::new());
+    /// let mut conns = Box::new(<conn_resources!(1024)>::new());
+    /// let secrets = Secrets::from_bytes([7; 24]); // use random bytes
+    /// let mut lb = Balancer::from_storage(dir.storage(), conns.storage(), &secrets, Instant::ZERO);
+    /// lb.apply_line(Instant::ZERO, "-A -t 10.0.0.1:80 -s rr")?;
+    /// assert_eq!(lb.conns().capacity(), 1024);
+    /// # Ok::<(), lb_core::LineError>(())
+    /// ```
+    pub fn from_storage(
+        director: DirectorStorage<'a>,
+        conns: ConnStorage<'a>,
+        secrets: &Secrets,
+        now: Instant,
+    ) -> Self {
+        Balancer::new(
+            Director::new(director, secrets.sched_seed),
+            ConnTable::new(conns, SipKey::from_bytes(secrets.flow_key), now),
+            Settings::default(),
+        )
+    }
+
     /// A balancer over `director` (services and servers, possibly already configured) and an
-    /// empty connection table.
+    /// empty connection table: for callers that build or configure the parts first (tests,
+    /// benchmarks). [`from_storage`](Balancer::from_storage) is the usual way.
     pub fn new(director: Director<'a>, conns: ConnTable<'a>, settings: Settings) -> Self {
         let mut b = Balancer {
             director,
@@ -252,6 +293,32 @@ impl<'a> Balancer<'a> {
         };
         b.update_defence();
         b
+    }
+
+    /// A balancer on the heap (feature `alloc`): the director sized by `limits`, a connection
+    /// table of `capacity` entries (at most 64 bytes each), the secrets and `now`. The balancer
+    /// never allocates after this.
+    ///
+    /// ```
+    /// use lb_core::{Balancer, Instant, Limits, Secrets};
+    ///
+    /// let limits = Limits { services: 4, servers_per_service: 16, ..Limits::default() };
+    /// let lb = Balancer::alloc(limits, 65_536, &Secrets::from_bytes([1; 24]), Instant::ZERO);
+    /// assert_eq!(lb.conns().capacity(), 65_536);
+    /// ```
+    #[cfg(feature = "alloc")]
+    pub fn alloc(
+        limits: Limits,
+        capacity: usize,
+        secrets: &Secrets,
+        now: Instant,
+    ) -> Balancer<'static> {
+        Balancer::from_storage(
+            DirectorStorage::alloc(limits),
+            ConnStorage::alloc(capacity),
+            secrets,
+            now,
+        )
     }
 
     /// The control plane: services, servers (list order), counters and rates.

@@ -836,7 +836,7 @@ fn secure_tcp_switches_on_at_the_fill_threshold_and_uses_the_dos_table() {
     let mut b = balancer(64, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
     let cap = b.conns().capacity();
     let mut s = *b.settings();
-    s.secure_tcp = 1;
+    s.secure_tcp = DefenceMode::Auto;
     s.defence_fill_percent = 50;
     b.set_settings(s);
     assert!(!b.secure_tcp_active());
@@ -852,7 +852,7 @@ fn secure_tcp_switches_on_at_the_fill_threshold_and_uses_the_dos_table() {
         b.secure_tcp_active(),
         "mode 1 switches to 2 above the threshold"
     );
-    assert_eq!(b.settings().secure_tcp, 2);
+    assert_eq!(b.settings().secure_tcp, DefenceMode::AutoActive);
     // Under the DoS table the client's ACK alone does not establish a NAT connection: the
     // server's SYN+ACK moves SYN_RECV to SYNACK, and only an OUTPUT ack establishes.
     let client = sa("192.0.2.1:40000");
@@ -885,7 +885,7 @@ fn secure_tcp_switches_on_at_the_fill_threshold_and_uses_the_dos_table() {
     // Half-open entries time out (SYN_RECV 60 s): the fill drops and the defence switches off.
     b.handle_timeout(Instant::from_secs(70));
     assert!(!b.secure_tcp_active());
-    assert_eq!(b.settings().secure_tcp, 1);
+    assert_eq!(b.settings().secure_tcp, DefenceMode::Auto);
 }
 
 #[test]
@@ -893,7 +893,7 @@ fn drop_entry_removes_half_open_entries_but_not_established_ones() {
     let mut b = balancer(64, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
     let cap = b.conns().capacity();
     let mut s = *b.settings();
-    s.drop_entry = 3;
+    s.drop_entry = DefenceMode::On;
     b.set_settings(s);
     let est = sa("192.0.2.1:40000");
     established(&mut b, Instant::ZERO, est);
@@ -933,7 +933,7 @@ fn settings_and_timeouts_through_commands() {
         .unwrap()
         .unwrap();
     b.apply(Instant::ZERO, &cmd).unwrap();
-    assert_eq!(b.settings().conn_reuse_mode, 0);
+    assert_eq!(b.settings().conn_reuse_mode, ConnReuseMode::OFF);
     // Direct routing is refused with a clear message.
     let cmd = crate::ipvsadm::parse_line("-a -t 10.0.0.100:80 -r 10.1.0.9:80 -g")
         .unwrap()
@@ -976,7 +976,7 @@ fn drop_entry_rate_rule_drops_every_ith_idle_entry_with_i_packets() {
         );
     }
     let mut s = *b.settings();
-    s.drop_entry = 3;
+    s.drop_entry = DefenceMode::On;
     b.set_settings(s);
     // 32 one-second passes scan the whole table once, from t = 101 s.
     for sec in 101..=132 {

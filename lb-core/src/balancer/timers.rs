@@ -17,10 +17,7 @@ impl Balancer<'_> {
         if let Some(c) = self.conns.next_deadline() {
             t = t.min(c);
         }
-        if self.settings.secure_tcp == 1
-            || self.settings.secure_tcp == 2
-            || self.settings.drop_entry != 0
-        {
+        if self.settings.defence_timer() {
             t = t.min(self.next_defence);
         }
         Some(t)

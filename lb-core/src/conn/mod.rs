@@ -191,8 +191,9 @@ impl<'a> ConnStorage<'a> {
 
 /// Statically sized storage for an embedded table: `N` entries, `SLOTS` index slots and
 /// `BUCKETS` wheel buckets, all zero bits after [`new`](Self::new), so a `static` of it lands in
-/// `.bss`. Size it with [`ConnStorage::slots_for`] (see the module example) and lend it to
-/// [`ConnTable::new`] with [`storage`](Self::storage).
+/// `.bss`. Spell the type with [`conn_resources!`](crate::conn_resources) (`conn_resources!(1024)`),
+/// which sizes the index and the wheel with [`ConnStorage::slots_for`], and lend it with
+/// [`storage`](Self::storage).
 #[derive(Debug)]
 pub struct ConnResources<const N: usize, const SLOTS: usize, const BUCKETS: usize> {
     entries: [ConnSlot; N],
@@ -643,4 +644,24 @@ impl<'a> ConnTable<'a> {
         self.detached = 0;
         self.earliest = self.cursor;
     }
+}
+
+/// The [`ConnResources`] type for a table of `N` connections, its index and wheel sized by
+/// [`ConnStorage::slots_for`] (at most 64 bytes per connection in all):
+///
+/// ```
+/// type Conns = lb_core::conn_resources!(1024);
+/// assert!(core::mem::size_of::<Conns>() <= 64 * 1024);
+/// let mut res = Box::new(Conns::new());
+/// let storage = res.storage();
+/// ```
+#[macro_export]
+macro_rules! conn_resources {
+    ($n:expr) => {
+        $crate::ConnResources<
+            { $n },
+            { $crate::ConnStorage::slots_for($n).index_slots },
+            { $crate::ConnStorage::slots_for($n).wheel_buckets },
+        >
+    };
 }

@@ -222,13 +222,11 @@ impl Director<'_> {
         }
         let s = match self.find_slot(&cfg.key, true) {
             Some(s) => s,
-            None => self
-                .services
-                .iter()
-                .position(ServiceSlot::is_free)
-                .ok_or(ConfigError::TooManyServices {
+            None => self.services.iter().position(ServiceSlot::is_free).ok_or(
+                ConfigError::TooManyServices {
                     max: self.limits.services,
-                })?,
+                },
+            )?,
         };
         let mut svc = Service::new(*cfg, service_seed(self.seed, s));
         svc.table_size = table_size;

@@ -60,29 +60,37 @@ impl Limits {
     }
 }
 
-/// Caller-owned memory for a [`Director`]: each slice holds `services ×` its per-service size
-/// (see [`Limits`]). Build it from borrowed slices, [`DirectorStorage::alloc`] (feature
-/// `alloc`) or [`DirectorResources::storage`]. Contents are reset by [`Director::new`].
+/// Caller-owned memory for a [`Director`], sized by [`Limits`]. Two ways to get it: on the heap
+/// with `DirectorStorage::alloc(limits)` (feature `alloc`), or lent by a
+/// [`DirectorResources`] (a `static` on a microcontroller) with [`DirectorResources::storage`].
+/// Contents are reset by [`Director::new`].
 pub struct DirectorStorage<'a> {
     /// The sizes the slices are meant for. [`Director::new`] shrinks them to what the slices
     /// actually hold.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// `services` entries.
-    pub services: ManagedSlice<'a, ServiceSlot>,
+    pub(crate) services: ManagedSlice<'a, ServiceSlot>,
     /// `services × servers_per_service` entries.
-    pub servers: ManagedSlice<'a, RealServer>,
+    pub(crate) servers: ManagedSlice<'a, RealServer>,
     /// One estimator per server slot.
-    pub server_rates: ManagedSlice<'a, RateEstimator>,
+    pub(crate) server_rates: ManagedSlice<'a, RateEstimator>,
     /// Per-service list order, one entry per server slot.
-    pub order: ManagedSlice<'a, ServerId>,
+    pub(crate) order: ManagedSlice<'a, ServerId>,
     /// `services × table_slots_per_service` sh/dh/mh slots.
-    pub tables: ManagedSlice<'a, ServerId>,
+    pub(crate) tables: ManagedSlice<'a, ServerId>,
     /// mh's build scratch, one per server slot.
-    pub mh_scratch: ManagedSlice<'a, MhScratch>,
+    pub(crate) mh_scratch: ManagedSlice<'a, MhScratch>,
     /// `services × lblc_entries_per_service` lblc entries.
-    pub lblc: ManagedSlice<'a, LblcEntry>,
+    pub(crate) lblc: ManagedSlice<'a, LblcEntry>,
     /// As many lblcr entries.
-    pub lblcr: ManagedSlice<'a, LblcrEntry>,
+    pub(crate) lblcr: ManagedSlice<'a, LblcrEntry>,
+}
+
+impl DirectorStorage<'_> {
+    /// The sizes this storage holds.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
 }
 
 #[cfg(feature = "alloc")]
@@ -142,6 +150,13 @@ impl<const SVC: usize, const SRV: usize, const TAB: usize, const LBLC: usize>
 {
     /// Empty resources; usable in a `static` initialiser.
     pub const fn new() -> Self {
+        const {
+            assert!(
+                SVC == 0 || (SRV % SVC == 0 && TAB % SVC == 0 && LBLC % SVC == 0),
+                "DirectorResources: SERVERS, TABLE_SLOTS and LBLC_ENTRIES are totals and must be \
+                 multiples of SERVICES (spell the type with director_resources!)"
+            );
+        }
         DirectorResources {
             // All zero bits (so a `static` lands in .bss); `Director::new` resets every
             // slot to its proper empty value.
@@ -184,4 +199,30 @@ impl<const SVC: usize, const SRV: usize, const TAB: usize, const LBLC: usize> De
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The [`DirectorResources`] type for per-service sizes (as [`Limits`] gives them), computing
+/// the totals its parameters take:
+///
+/// ```
+/// type Dir = lb_core::director_resources!(
+///     services: 4,
+///     servers_per_service: 16,
+///     table_slots_per_service: 1024,
+///     lblc_entries_per_service: 0,
+/// );
+/// let mut res = Box::new(Dir::new());
+/// let limits = res.storage().limits();
+/// assert_eq!((limits.services, limits.servers_per_service), (4, 16));
+/// ```
+#[macro_export]
+macro_rules! director_resources {
+    (
+        services: $s:expr,
+        servers_per_service: $p:expr,
+        table_slots_per_service: $t:expr,
+        lblc_entries_per_service: $l:expr $(,)?
+    ) => {
+        $crate::DirectorResources<{ $s }, { $s * $p }, { $s * $t }, { $s * $l }>
+    };
 }

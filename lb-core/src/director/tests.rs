@@ -1,11 +1,11 @@
 //! Director tests: configuration rules, lookup order, counters, OVERLOAD, deletion/revival,
 //! drain events, timers, and property tests over random command sequences.
 
-use std::string::ToString;
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
+use std::string::ToString;
 
 use proptest::prelude::*;
 

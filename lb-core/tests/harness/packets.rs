@@ -14,7 +14,10 @@ use std::net::{IpAddr, SocketAddr};
 use arbitrary::{Arbitrary, Unstructured};
 use lb_core::config::{Persistence, SchedulerKind, ServerConfig, ServiceConfig, Timeouts};
 use lb_core::ipvsadm::{Command, Setting};
-use lb_core::{Balancer, Duration, ForwardMethod, Instant, Packet, Settings, Transmit, Verdict};
+use lb_core::{
+    Balancer, ConnReuseMode, DefenceMode, Duration, ForwardMethod, Instant, Packet, Settings,
+    Transmit, Verdict,
+};
 
 use super::inv::{check_table, check_verdict, Deadlines};
 use super::{pkt, setup};
@@ -36,11 +39,11 @@ pub struct SettingsIn {
 impl SettingsIn {
     pub fn settings(self) -> Settings {
         Settings {
-            conn_reuse_mode: self.conn_reuse_mode % 4,
+            conn_reuse_mode: ConnReuseMode::new(self.conn_reuse_mode % 4).unwrap(),
             expire_nodest_conn: self.expire_nodest_conn,
             expire_quiescent_template: self.expire_quiescent_template,
-            secure_tcp: self.secure_tcp % 4,
-            drop_entry: self.drop_entry % 4,
+            secure_tcp: DefenceMode::new(self.secure_tcp % 4).unwrap(),
+            drop_entry: DefenceMode::new(self.drop_entry % 4).unwrap(),
             sloppy_tcp: self.sloppy_tcp,
             defence_fill_percent: self.defence_fill_percent % 101,
             ..Settings::default()

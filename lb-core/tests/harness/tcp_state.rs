@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use arbitrary::{Arbitrary, Unstructured};
 use lb_core::config::Timeouts;
 use lb_core::ipvsadm::{Command, Setting};
-use lb_core::{Balancer, DropReason, Duration, Instant, Settings, Transmit, Verdict};
+use lb_core::{
+    Balancer, ConnReuseMode, DefenceMode, DropReason, Duration, Instant, Settings, Transmit,
+    Verdict,
+};
 
 use super::inv::{check_table, TICK};
 use super::packets::Step;
@@ -147,8 +150,12 @@ pub fn run(data: &[u8]) {
 
 pub fn run_input(input: &Input) {
     let settings = Settings {
-        conn_reuse_mode: input.conn_reuse_mode % 4,
-        secure_tcp: if input.secure_tcp { 3 } else { 0 },
+        conn_reuse_mode: ConnReuseMode::new(input.conn_reuse_mode % 4).unwrap(),
+        secure_tcp: if input.secure_tcp {
+            DefenceMode::On
+        } else {
+            DefenceMode::Off
+        },
         sloppy_tcp: input.sloppy_tcp,
         ..Settings::default()
     };
@@ -287,7 +294,7 @@ fn segment(
     // §3.1: a SYN reusing the port of a TIME_WAIT/CLOSE entry is a new connection (mode ≠ 0;
     // NAT entries never have NOOUTPUT, so the FIN_WAIT case does not arise).
     if let Some(m) = cur {
-        if syn && b.settings().conn_reuse_mode != 0 && (m.state == TW || m.state == CL) {
+        if syn && b.settings().conn_reuse_mode.reschedules() && (m.state == TW || m.state == CL) {
             model.remove(&c);
             cur = None;
         }

@@ -521,4 +521,3 @@ mod tests {
         assert_eq!(gw.poll_delay(now), Some(retry.saturating_since(now)));
     }
 }
-
