@@ -1,1 +1,4 @@
-//! Host demos of the lb crates; see `examples/examples/`.
+//! Host demos of the lb crates; see `examples/examples/`. The library holds what a demo's
+//! tests call too.
+
+pub mod pcap_replay;
