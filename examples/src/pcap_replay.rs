@@ -17,12 +17,8 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use lb_core::balancer::REPLY_MAX;
-use lb_core::conn::{ConnStorage, ConnTable};
-use lb_core::director::{Director, DirectorStorage, Limits};
-use lb_core::hash::SipKey;
 use lb_core::ipvsadm::parse_line;
-use lb_core::{Balancer, DropReason, Instant, Settings, Verdict};
+use lb_core::{Balancer, DropReason, Instant, Limits, Secrets, Verdict, REPLY_MAX};
 use pcap_file::pcap::{PcapHeader, PcapReader, PcapWriter, RawPcapPacket};
 use pcap_file::{DataLink, TsResolution};
 
@@ -32,10 +28,12 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// A balancer with an empty table of `capacity` entries and no services. The one place that
 /// knows how a [`Balancer`] is put together.
 pub fn build_balancer(capacity: usize, seed: u64) -> Balancer<'static> {
-    let director = Director::new(DirectorStorage::alloc(Limits::default()), seed);
-    let key = SipKey([seed ^ 0x0123_4567_89ab_cdef, 0x0fed_cba9_8765_4321]);
-    let conns = ConnTable::new(ConnStorage::alloc(capacity), key, Instant::ZERO);
-    Balancer::new(director, conns, Settings::default())
+    // A replay must be reproducible: the secrets come from the seed, not from an RNG.
+    let mut bytes = [0u8; 24];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&(!seed).to_le_bytes());
+    bytes[16..].copy_from_slice(&seed.to_le_bytes());
+    Balancer::alloc(Limits::default(), capacity, &Secrets::from_bytes(bytes), Instant::ZERO)
 }
 
 /// One ipvsadm command line and where it came from (`FILE:LINE` or `--line N`), for errors.
