@@ -33,7 +33,12 @@ pub fn build_balancer(capacity: usize, seed: u64) -> Balancer<'static> {
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     bytes[8..16].copy_from_slice(&(!seed).to_le_bytes());
     bytes[16..].copy_from_slice(&seed.to_le_bytes());
-    Balancer::alloc(Limits::default(), capacity, &Secrets::from_bytes(bytes), Instant::ZERO)
+    Balancer::alloc(
+        Limits::default(),
+        capacity,
+        &Secrets::from_bytes(bytes),
+        Instant::ZERO,
+    )
 }
 
 /// One ipvsadm command line and where it came from (`FILE:LINE` or `--line N`), for errors.
@@ -243,7 +248,7 @@ pub fn replay(
     }
     writer.into_writer().flush()?;
     s.drops.sort_by_key(|(r, _)| r.index());
-    s.connections = b.conns().len();
+    s.connections = b.connection_count();
     Ok(s)
 }
 

@@ -194,6 +194,14 @@ pub struct Persistence {
     pub prefix: u8,
 }
 
+impl Persistence {
+    /// The persistence netmask as ipvsadm prints it for an IPv4 service (`-M 255.255.255.0`
+    /// for a /24).
+    pub fn netmask(&self) -> core::net::Ipv4Addr {
+        crate::addr::prefix_netmask(self.prefix)
+    }
+}
+
 /// A virtual service's configuration (`-A`/`-E`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServiceConfig {

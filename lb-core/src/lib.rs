@@ -44,23 +44,43 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-pub mod addr;
+/// Declares modules that are lb-core's own business: private to the crate, and public only with
+/// the `internals` feature, which lb-core's benchmarks, tests and fuzz targets enable to reach
+/// the pieces they measure or check. Nothing behind `internals` is covered by the public-API
+/// baseline (`lb-core/public-api.txt`): it may change in any release.
+macro_rules! internal {
+    ($($(#[$meta:meta])* mod $name:ident;)*) => {$(
+        $(#[$meta])*
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unreachable_pub, unused_imports)]
+        pub(crate) mod $name;
+    )*};
+}
+
 pub mod balancer;
-pub mod checksum;
 pub mod config;
-pub mod conn;
 pub mod director;
-pub mod hash;
 pub mod ipvsadm;
-pub mod nat;
-pub mod packet;
-pub mod sched;
 pub mod server;
 pub mod service;
 pub mod stats;
-pub mod tcp;
-pub mod time;
-pub mod verdict;
+
+internal! {
+    mod addr;
+    mod checksum;
+    mod conn;
+    mod hash;
+    mod nat;
+    mod packet;
+    mod sched;
+    mod tcp;
+    mod time;
+    mod verdict;
+}
 
 pub use addr::Protocol;
 pub use balancer::{
@@ -71,13 +91,11 @@ pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
-pub use conn::{ConnResources, ConnStorage, ConnTable};
+pub use conn::{ConnResources, ConnStorage};
 pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
 pub use ipvsadm::LineError;
-pub use nat::NatError;
-pub use packet::{Kind, Malformed, Parsed};
 pub use server::{RealServer, ServerId};
-pub use service::{Service, ServiceId, ServiceSlot};
-pub use tcp::{Direction, TcpState, TcpTimeouts};
+pub use service::{Service, ServiceId};
+pub use tcp::{TcpState, TcpTimeouts};
 pub use time::{Duration, Instant};
 pub use verdict::{DropReason, Transmit, Verdict};

@@ -187,7 +187,7 @@ fn flows_crafted_to_collide_under_one_key_cost_no_more_probes_under_another() {
     let probes = |key: SipKey, flows: &[SocketAddr]| -> f64 {
         let director =
             lb_core::Director::new(lb_core::DirectorStorage::alloc(harness::setup::limits()), 1);
-        let conns = lb_core::ConnTable::new(ConnStorage::alloc(CAP), key, Instant::ZERO);
+        let conns = lb_core::conn::ConnTable::new(ConnStorage::alloc(CAP), key, Instant::ZERO);
         let mut b = Balancer::new(director, conns, Settings::default());
         configure(&mut b, CONFIG);
         let vip = sa(VIP);

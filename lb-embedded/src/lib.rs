@@ -54,7 +54,7 @@ pub use lb_core;
 /// smoltcp, re-exported for the device trait and wire types.
 pub use smoltcp;
 
-use lb_core::conn::ConnResources;
+use lb_core::ConnResources;
 use neighbour::{HoldSlot, NeighbourSlot};
 use route::RouteSlot;
 
@@ -75,7 +75,7 @@ pub const MAX_FRAME: usize = 1514;
 
 /// Everything a [`Gateway`] keeps except the director's storage: the connection table
 /// (`CONNS` entries, with `INDEX` index slots and `WHEEL` wheel buckets sized by
-/// [`ConnStorage::slots_for`](lb_core::conn::ConnStorage::slots_for)), `NEIGHBOURS`
+/// [`ConnStorage::slots_for`](lb_core::ConnStorage::slots_for)), `NEIGHBOURS`
 /// neighbour-cache entries, `ROUTES` static routes, `HOLD` frames waiting for address
 /// resolution, and the frame buffer.
 ///
@@ -141,7 +141,7 @@ impl<
 }
 
 /// The [`GatewayResources`] type for the given sizes, with the connection table's index and
-/// wheel sized by [`ConnStorage::slots_for`](lb_core::conn::ConnStorage::slots_for):
+/// wheel sized by [`ConnStorage::slots_for`](lb_core::ConnStorage::slots_for):
 ///
 /// ```
 /// type Res = lb_embedded::gateway_resources!(conns: 1024, neighbours: 16, routes: 4, hold: 4);
@@ -152,8 +152,8 @@ macro_rules! gateway_resources {
     (conns: $c:expr, neighbours: $n:expr, routes: $r:expr, hold: $h:expr $(,)?) => {
         $crate::GatewayResources<
             { $c },
-            { $crate::lb_core::conn::ConnStorage::slots_for($c).index_slots },
-            { $crate::lb_core::conn::ConnStorage::slots_for($c).wheel_buckets },
+            { $crate::lb_core::ConnStorage::slots_for($c).index_slots },
+            { $crate::lb_core::ConnStorage::slots_for($c).wheel_buckets },
             { $n },
             { $r },
             { $h },

@@ -38,7 +38,7 @@ fn firmware_loop_balances_and_expires() {
     assert_eq!(b.evictions, 0);
     assert_eq!(g.balancer_drops + g.no_route + g.tx_full + g.oversize, 0);
     assert_eq!(g.forwarded, 4 * clients);
-    let live = gw.balancer().conns().len() as u64;
+    let live = gw.balancer().connection_count() as u64;
     assert!(live > 500 && live < 700, "live entries {live}");
     // wrr 3:2:1 over the TCP service.
     let d = gw.balancer().director();
@@ -60,7 +60,7 @@ fn resources_are_sized_as_documented() {
     // (That they are all zero bits is checked on the linked firmware: build.sh fails unless the
     // resources' static is in .bss.)
     let size = std::mem::size_of::<Res>();
-    let conns = lb_embedded::lb_core::conn::ConnStorage::slots_for(1024).bytes();
+    let conns = lb_embedded::lb_core::ConnStorage::slots_for(1024).bytes();
     assert_eq!(conns, 64 * 1024);
     // Parts plus at most 7 bytes of alignment padding.
     let parts = conns + 16 * 48 + 4 * 37 + 4 * 1540 + 1614;

@@ -12,12 +12,10 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use lb_core::conn::ConnStorage;
-use lb_core::hash::SipKey;
 use lb_core::ipvsadm::{parse_args, parse_line, write_save, Command, Setting};
 use lb_core::{
-    Balancer, ConfigError, ConnTable, Director, DirectorStorage, DropReason, Event, Instant,
-    Limits, Packet, ServerConfig, ServiceConfig, ServiceKey, Settings, TcpTimeouts, Verdict,
+    Balancer, ConfigError, DropReason, Event, Instant, Limits, Packet, Secrets, ServerConfig,
+    ServiceConfig, ServiceKey, Settings, TcpTimeouts, Verdict,
 };
 
 use crate::control::{Reply, Request};
@@ -88,9 +86,11 @@ fn new_balancer(
     secret: [u8; 16],
     now: Instant,
 ) -> Balancer<'static> {
-    let director = Director::new(DirectorStorage::alloc(limits), seed);
-    let table = ConnTable::new(ConnStorage::alloc(conns), SipKey::from_bytes(secret), now);
-    Balancer::new(director, table, Settings::default())
+    let secrets = Secrets {
+        flow_key: secret,
+        sched_seed: seed,
+    };
+    Balancer::alloc(limits, conns, &secrets, now)
 }
 
 impl Gateway {
@@ -362,8 +362,8 @@ impl Gateway {
         let mut kv = |k: &str, v: u64| {
             let _ = writeln!(out, "{k} {v}");
         };
-        kv("connections", self.lb.conns().len() as u64);
-        kv("connections_capacity", self.lb.conns().capacity() as u64);
+        kv("connections", self.lb.connection_count() as u64);
+        kv("connections_capacity", self.lb.capacity() as u64);
         kv("conns_created", c.conns_created);
         kv("reuse_reschedules", c.reuse_reschedules);
         kv("quiescent_reschedules", c.quiescent_reschedules);
@@ -432,7 +432,7 @@ impl Gateway {
                 if matches!(opts.service, Some(ServiceKey::Fwmark { .. })) {
                     return Reply::error(1, format!("lbadm: {FWMARK_REFUSED}\n"));
                 }
-                let size = self.lb.conns().capacity();
+                let size = self.lb.capacity();
                 match crate::listing::list(&self.lb, &opts, now, size) {
                     Ok(text) => Reply::ok(text),
                     Err(e) => Reply::error(1, format!("{}\n", e.0)),

@@ -13,8 +13,8 @@
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use lb_core::addr::{prefix_netmask, Protocol};
 use lb_core::ipvsadm::{ListOptions, ListView};
+use lb_core::Protocol;
 use lb_core::{Balancer, Instant, RealServer, SchedulerKind, Service, ServiceId, ServiceKey};
 
 /// IPVS's version as ipvsadm prints it.
@@ -245,7 +245,7 @@ fn print_service(
                         let _ = write!(out, " mask {}", p.prefix);
                     }
                 } else if p.prefix != 32 {
-                    let _ = write!(out, " mask {}", prefix_netmask(p.prefix));
+                    let _ = write!(out, " mask {}", p.netmask());
                 }
             }
             if cfg.one_packet {

@@ -197,7 +197,7 @@ fn main() -> ExitCode {
         "lb-tun on {} (control {}, connection table {} entries)",
         dev.name(),
         control.path().display(),
-        gw.balancer().conns().capacity()
+        gw.balancer().capacity()
     );
     let mut lp = Loop {
         dev,

@@ -245,14 +245,14 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
         "lbtun_connections",
         "gauge",
         "Entries in the connection table (templates included).",
-        lb.conns().len() as u64,
+        lb.connection_count() as u64,
     );
     single(
         &mut out,
         "lbtun_connections_capacity",
         "gauge",
         "Capacity of the connection table.",
-        lb.conns().capacity() as u64,
+        lb.capacity() as u64,
     );
     single(
         &mut out,

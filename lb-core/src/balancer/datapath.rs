@@ -1,5 +1,5 @@
 //! Packets in: [`Balancer::process`] (the fast path first), [`Balancer::process_burst`] (the
-//! same, its look-ups staged), [`Balancer::process_general`] (the general path alone), and the
+//! same, its look-ups staged), `Balancer::process_general` (the general path alone, feature `internals`), and the
 //! general path's dispatch of a parsed packet by kind.
 
 use core::net::IpAddr;
@@ -31,15 +31,20 @@ impl Balancer<'_> {
             let found = self.find_flow(hash, &FlowKey::of(&f), svc);
             return self.process_flow(now, buf, len, &f, svc, hash, found);
         }
-        self.process_general(now, buf, len)
+        self.general(now, buf, len)
     }
 
     /// [`process`](Balancer::process) without the established-flow fast path
     /// ([`parse_flow`](packet::parse_flow) and what follows): every packet parsed in full and
     /// taken through the general path. The same verdicts, bytes and counters, only slower:
     /// the reference the differential tests and the fuzz target hold the fast path to.
-    #[doc(hidden)]
+    #[cfg(feature = "internals")]
     pub fn process_general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
+        self.general(now, buf, len)
+    }
+
+    /// The general path (see `process_general`).
+    pub(crate) fn general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
         match packet::parse(&buf[..len]) {
             Ok(ref p) => self.process_parsed(now, buf, len, p, Hint::None),
@@ -98,7 +103,7 @@ impl Balancer<'_> {
                 let len = pkt.len.min(pkt.buf.len());
                 verdicts[start + i] = match staged[i] {
                     // Not of the common shape (parse_flow refused it in stage 1).
-                    Staged::No => self.process_general(now, pkt.buf, len),
+                    Staged::No => self.general(now, pkt.buf, len),
                     Staged::Flow(svc) => {
                         let f = &flows[i];
                         let h = if self.generation == gen {

@@ -9,7 +9,7 @@
 //! Most packets of a busy balancer belong to a flow the table holds and leave its state as it
 //! is; they take a fast path (`fast.rs`) that reads them with [`packet::parse_flow`], re-arms,
 //! counts and rewrites them, and hands everything else to the general path with its look-ups
-//! made. [`Balancer::process_general`] runs the general path alone: the differential tests and
+//! made. `Balancer::process_general` (feature `internals`) runs the general path alone: the differential tests and
 //! the fuzz target hold the two to the same verdicts, bytes, entries and counters.
 //!
 //! [`packet::parse_flow`]: crate::packet::parse_flow
@@ -38,7 +38,7 @@
 //! | `control.rs` | [`Balancer::apply`] and [`Balancer::set_settings`] |
 //! | `timers.rs` | [`Balancer::poll_timeout`], [`Balancer::handle_timeout`], expiry |
 //! | `defence.rs` | the `secure_tcp` and `drop_entry` defences |
-//! | `datapath.rs` | [`Balancer::process`], [`Balancer::process_burst`], [`Balancer::process_general`] and the general path's dispatch |
+//! | `datapath.rs` | [`Balancer::process`], [`Balancer::process_burst`], `process_general` and the general path's dispatch |
 //! | `fast.rs` | the established-flow fast path and its service cache |
 //! | `matching.rs` | finding a packet's entry (both paths), an entry's addresses |
 //! | `inbound.rs` | client → virtual service: reuse and removed-server rules, scheduling |
@@ -257,7 +257,7 @@ impl<'a> Balancer<'a> {
     /// let secrets = Secrets::from_bytes([7; 24]); // use random bytes
     /// let mut lb = Balancer::from_storage(dir.storage(), conns.storage(), &secrets, Instant::ZERO);
     /// lb.apply_line(Instant::ZERO, "-A -t 10.0.0.1:80 -s rr")?;
-    /// assert_eq!(lb.conns().capacity(), 1024);
+    /// assert_eq!(lb.capacity(), 1024);
     /// # Ok::<(), lb_core::LineError>(())
     /// ```
     pub fn from_storage(
@@ -266,7 +266,7 @@ impl<'a> Balancer<'a> {
         secrets: &Secrets,
         now: Instant,
     ) -> Self {
-        Balancer::new(
+        Balancer::from_parts(
             Director::new(director, secrets.sched_seed),
             ConnTable::new(conns, SipKey::from_bytes(secrets.flow_key), now),
             Settings::default(),
@@ -275,8 +275,14 @@ impl<'a> Balancer<'a> {
 
     /// A balancer over `director` (services and servers, possibly already configured) and an
     /// empty connection table: for callers that build or configure the parts first (tests,
-    /// benchmarks). [`from_storage`](Balancer::from_storage) is the usual way.
+    /// benchmarks; feature `internals`). [`from_storage`](Balancer::from_storage) is the usual
+    /// way.
+    #[cfg(feature = "internals")]
     pub fn new(director: Director<'a>, conns: ConnTable<'a>, settings: Settings) -> Self {
+        Balancer::from_parts(director, conns, settings)
+    }
+
+    fn from_parts(director: Director<'a>, conns: ConnTable<'a>, settings: Settings) -> Self {
         let mut b = Balancer {
             director,
             conns,
@@ -302,9 +308,9 @@ impl<'a> Balancer<'a> {
     /// ```
     /// use lb_core::{Balancer, Instant, Limits, Secrets};
     ///
-    /// let limits = Limits { services: 4, servers_per_service: 16, ..Limits::default() };
-    /// let lb = Balancer::alloc(limits, 65_536, &Secrets::from_bytes([1; 24]), Instant::ZERO);
-    /// assert_eq!(lb.conns().capacity(), 65_536);
+    /// let secrets = Secrets::from_bytes([1; 24]); // use random bytes
+    /// let lb = Balancer::alloc(Limits::new(4, 16), 65_536, &secrets, Instant::ZERO);
+    /// assert_eq!(lb.capacity(), 65_536);
     /// ```
     #[cfg(feature = "alloc")]
     pub fn alloc(
@@ -334,7 +340,18 @@ impl<'a> Balancer<'a> {
         &mut self.director
     }
 
+    /// Connections and persistence templates in the table now.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The most connections and templates the table holds (its storage's capacity).
+    pub fn capacity(&self) -> usize {
+        self.conns.capacity()
+    }
+
     /// The connection table.
+    #[cfg(feature = "internals")]
     pub fn conns(&self) -> &ConnTable<'a> {
         &self.conns
     }

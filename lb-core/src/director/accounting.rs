@@ -43,7 +43,7 @@ impl Director<'_> {
 
     /// Call when a persistence template is bound to `server`: `persistent` grows by one and
     /// the OVERLOAD set check runs (templates themselves are not counted in it, §4.7).
-    pub fn bind_template(&mut self, server: ServerId) {
+    pub(crate) fn bind_template(&mut self, server: ServerId) {
         let Some(i) = self.used(server) else { return };
         let d = &mut self.servers[i];
         d.persistent = d.persistent.saturating_add(1);
@@ -81,7 +81,7 @@ impl Director<'_> {
 
     /// Call when a persistence template bound to `server` is freed: like `unbind_conn`, for
     /// `persistent`.
-    pub fn unbind_template(&mut self, server: ServerId) {
+    pub(crate) fn unbind_template(&mut self, server: ServerId) {
         let Some(i) = self.used(server) else { return };
         let d = &mut self.servers[i];
         d.persistent = d.persistent.saturating_sub(1);
@@ -90,7 +90,7 @@ impl Director<'_> {
     }
 
     /// Call per packet client → server: counts it on the server and its service.
-    pub fn count_in(&mut self, server: ServerId, bytes: usize) {
+    pub(crate) fn count_in(&mut self, server: ServerId, bytes: usize) {
         let Some(i) = self.used(server) else { return };
         let st = &mut self.servers[i].stats;
         st.in_pkts += 1;
@@ -103,7 +103,8 @@ impl Director<'_> {
     }
 
     /// Call per packet server → client: counts it on the server and its service.
-    pub fn count_out(&mut self, server: ServerId, bytes: usize) {
+    #[cfg(test)]
+    pub(crate) fn count_out(&mut self, server: ServerId, bytes: usize) {
         let Some(i) = self.used(server) else { return };
         let st = &mut self.servers[i].stats;
         st.out_pkts += 1;
@@ -152,13 +153,13 @@ impl Director<'_> {
     /// The next server that became drained (weight set to 0 with no references, or last
     /// reference of a weight-0 server unbound), oldest first. Poll after configuration calls
     /// and unbinds.
-    pub fn poll_drained(&mut self) -> Option<DrainedServer> {
+    pub(crate) fn poll_drained(&mut self) -> Option<DrainedServer> {
         self.drained.pop_front()
     }
 
     /// Whether drained events were dropped because [`DRAINED_QUEUE`] were pending; clears the
     /// flag. If so, scan the servers with [`Director::drained`].
-    pub fn drained_events_lost(&mut self) -> bool {
+    pub(crate) fn drained_events_lost(&mut self) -> bool {
         core::mem::take(&mut self.drained_lost)
     }
 

@@ -32,7 +32,7 @@ impl Director<'_> {
     /// fwmark service when a mark is given, then `<proto, addr, port>`, then a port-0 service
     /// at that address. (The FTP rule is not implemented.) Call for a packet that matches no
     /// connection entry.
-    pub fn lookup(
+    pub(crate) fn lookup(
         &self,
         proto: Protocol,
         dst: SocketAddr,
@@ -57,7 +57,7 @@ impl Director<'_> {
     /// `addr`. Addresses and ports only: an IPv6 VIP configured with a flow label or scope id
     /// matches packets, which carry neither (IPVS compares addresses).
     #[inline]
-    pub fn lookup_flow(
+    pub(crate) fn lookup_flow(
         &self,
         proto: Protocol,
         v6: bool,
@@ -100,7 +100,7 @@ impl Director<'_> {
     /// connections reference its servers (same protocol, address and port, or a port-0 one),
     /// so its flows are expired and answered instead of passed on; else a live virtual
     /// address (the packet must not be passed on: it would loop); else nothing of ours.
-    pub fn unmatched(&self, proto: Protocol, dst: SocketAddr) -> Unmatched {
+    pub(crate) fn unmatched(&self, proto: Protocol, dst: SocketAddr) -> Unmatched {
         let mut vip = false;
         let mut port0 = None;
         for (i, slot) in self.services[..self.svc_high.min(self.services.len())]
@@ -168,12 +168,14 @@ impl Director<'_> {
 
     /// A server in use, mutably. Prefer the counter methods: they keep OVERLOAD and the
     /// deletion/drain bookkeeping right; changing counters here bypasses them.
-    pub fn server_mut(&mut self, id: ServerId) -> Option<&mut RealServer> {
+    #[cfg(test)]
+    pub(crate) fn server_mut(&mut self, id: ServerId) -> Option<&mut RealServer> {
         self.used(id).map(|i| &mut self.servers[i])
     }
 
     /// The service a server in use belongs to.
-    pub fn server_service(&self, id: ServerId) -> Option<ServiceId> {
+    #[cfg(test)]
+    pub(crate) fn server_service(&self, id: ServerId) -> Option<ServiceId> {
         self.used(id).map(|i| self.service_of(i) as ServiceId)
     }
 

@@ -46,6 +46,18 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `services` services of `servers_per_service` real servers each, with sh/dh/mh tables of
+    /// up to 4,096 slots (the defaults: sh and dh 256, mh 4,093) and 1,024 lblc/lblcr entries
+    /// per service.
+    pub const fn new(services: usize, servers_per_service: usize) -> Limits {
+        Limits {
+            services,
+            servers_per_service,
+            table_slots_per_service: 4096,
+            lblc_entries_per_service: 1024,
+        }
+    }
+
     /// Bytes of storage these limits need, all arrays included.
     pub const fn storage_bytes(&self) -> usize {
         let per_server = size_of::<RealServer>()

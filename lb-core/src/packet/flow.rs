@@ -56,6 +56,7 @@ impl Flow {
     ///
     /// [`parse`]: super::parse
     #[inline]
+    #[allow(clippy::wrong_self_convention)] // by reference on purpose: a 64-byte Flow
     pub fn to_parsed(&self) -> Parsed {
         Parsed {
             v6: self.v6,

@@ -69,7 +69,7 @@ pub fn empty(capacity: usize, settings: Settings, seed: u64) -> Balancer<'static
     Balancer::new(director, conns, settings)
 }
 
-use lb_core::ConnTable;
+use lb_core::conn::ConnTable;
 
 /// Applies every line of `text` (panics on a line that does not parse or apply).
 pub fn configure(b: &mut Balancer<'_>, text: &str) {

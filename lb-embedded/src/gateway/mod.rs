@@ -17,11 +17,9 @@
 use core::fmt;
 use core::net::IpAddr;
 
-use lb_core::conn::ConnTable;
-use lb_core::hash::SipKey;
 use lb_core::ipvsadm::{self, Command};
 use lb_core::{
-    Balancer, ConfigError, Director, DirectorStorage, Duration, Event, Instant, Settings,
+    Balancer, ConfigError, DirectorStorage, Duration, Event, Instant, Secrets, Settings,
 };
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet, SocketStorage};
 use smoltcp::phy::{Device, Medium};
@@ -216,15 +214,18 @@ impl<'a> Gateway<'a> {
             frame,
         } = res;
         let s = config.seed;
-        let key = SipKey([
-            s ^ 0x736f_6d65_7073_6575,
-            s.rotate_left(29) ^ 0x646f_7261_6e64_6f83,
-        ]);
-        let conns = ConnTable::new(conns.storage(), key, now);
-        let director = Director::new(director, s.rotate_left(17) ^ 0x6c62_2d65_6d62_6564);
+        let mut flow_key = [0u8; 16];
+        flow_key[..8].copy_from_slice(&(s ^ 0x736f_6d65_7073_6575).to_le_bytes());
+        flow_key[8..].copy_from_slice(&(s.rotate_left(29) ^ 0x646f_7261_6e64_6f83).to_le_bytes());
+        let secrets = Secrets {
+            flow_key,
+            sched_seed: s.rotate_left(17) ^ 0x6c62_2d65_6d62_6564,
+        };
+        let mut lb = Balancer::from_storage(director, conns.storage(), &secrets, now);
+        lb.set_settings(config.settings);
         let sockets: &'static mut [SocketStorage<'static>] = &mut [];
         Ok(Gateway {
-            lb: Balancer::new(director, conns, config.settings),
+            lb,
             iface,
             sockets: SocketSet::new(sockets),
             neighbours: Neighbours::new(&mut neighbours[..]),

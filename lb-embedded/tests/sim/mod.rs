@@ -716,7 +716,7 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
                 }
             }
         }
-        report.max_table = report.max_table.max(gw.balancer().conns().len());
+        report.max_table = report.max_table.max(gw.balancer().connection_count());
 
         // Applications.
         let mut changed = false;
