@@ -226,15 +226,6 @@ fn syn4() -> Vec<u8> {
     pkt::tcp(sa("192.0.2.1:40000"), sa(VIP), SYN, 1, b"hello", 0)
 }
 
-/// Recomputes the IPv4 header checksum after a header edit.
-fn fix_ip_checksum(p: &mut [u8]) {
-    let ihl = usize::from(p[0] & 15) * 4;
-    p[10] = 0;
-    p[11] = 0;
-    let c = !pkt::fold(pkt::sum(0, &p[..ihl.min(p.len())]));
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
 #[test]
 fn malformed_packets_are_counted_drops_with_a_reason() {
     let mut b = balancer(64);
@@ -253,14 +244,14 @@ fn malformed_packets_are_counted_drops_with_a_reason() {
     for ihl in [0u8, 4, 15] {
         let mut p = good.clone();
         p[0] = 0x40 | ihl;
-        fix_ip_checksum(&mut p);
+        pkt::refresh_ipv4_checksum(&mut p);
         cases.push(("bad IHL", p, DropReason::Malformed));
     }
     // Total length below the header, and beyond the buffer.
     for total in [0u16, 19, 2000] {
         let mut p = good.clone();
         p[2..4].copy_from_slice(&total.to_be_bytes());
-        fix_ip_checksum(&mut p);
+        pkt::refresh_ipv4_checksum(&mut p);
         cases.push(("bad total length", p, DropReason::Malformed));
     }
     // TCP data offset below 5 words and beyond the segment.
@@ -281,8 +272,7 @@ fn malformed_packets_are_counted_drops_with_a_reason() {
     cases.push(("bad header checksum", p, DropReason::BadIpChecksum));
     // Fragments.
     let mut p = good.clone();
-    p[6] = 0x20; // MF
-    fix_ip_checksum(&mut p);
+    pkt::set_fragment(&mut p, 0, true); // MF
     cases.push(("fragment", p, DropReason::Fragment));
     // IPv6: truncated, payload length beyond the buffer, extension-header chains.
     let six = pkt::tcp(
@@ -299,20 +289,11 @@ fn malformed_packets_are_counted_drops_with_a_reason() {
     cases.push(("IPv6 payload length", p, DropReason::Malformed));
     for next in [0u8, 43, 60, 51, 135, 253] {
         // The header chain: an extension header (8 bytes) that says TCP follows.
-        let mut p = six[..40].to_vec();
-        p[6] = next;
-        p.extend_from_slice(&[pkt::TCP, 0, 0, 0, 0, 0, 0, 0]);
-        p.extend_from_slice(&six[40..]);
-        let plen = (p.len() - 40) as u16;
-        p[4..6].copy_from_slice(&plen.to_be_bytes());
+        let p = pkt::ipv6_ext(&six, next, &[0; 7]);
         cases.push(("IPv6 extension header", p, DropReason::Ipv6ExtensionHeaders));
     }
-    let mut p = six[..40].to_vec();
-    p[6] = 44;
-    p.extend_from_slice(&[pkt::TCP, 0, 0, 1, 0, 0, 0, 7]);
-    p.extend_from_slice(&six[40..]);
-    let plen = (p.len() - 40) as u16;
-    p[4..6].copy_from_slice(&plen.to_be_bytes());
+    // A first fragment (offset 0, more fragments, identification 7).
+    let p = pkt::ipv6_ext(&six, 44, &[0, 0, 1, 0, 0, 0, 7]);
     cases.push(("IPv6 fragment header", p, DropReason::Fragment));
     // ICMP errors quoting too little.
     let p = pkt::icmp(

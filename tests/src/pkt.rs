@@ -94,7 +94,8 @@ pub fn ip(src: IpAddr, dst: IpAddr, proto: u8, opt_words: usize, mut l4: Vec<u8>
     p
 }
 
-/// A TCP segment with `opt_words` words of TCP options (NOPs).
+/// A TCP segment with `opt_words` words of TCP options (NOPs), acknowledgment number
+/// `seq * 7` and `opt_words / 3` words of IPv4 options. [`Tcp`] sets every field.
 pub fn tcp(
     src: SocketAddr,
     dst: SocketAddr,
@@ -103,16 +104,120 @@ pub fn tcp(
     payload: &[u8],
     opt_words: usize,
 ) -> Vec<u8> {
-    let doff = 5 + opt_words.min(10);
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&src.port().to_be_bytes());
-    l4.extend_from_slice(&dst.port().to_be_bytes());
-    l4.extend_from_slice(&seq.to_be_bytes());
-    l4.extend_from_slice(&seq.wrapping_mul(7).to_be_bytes());
-    l4.extend_from_slice(&[(doff as u8) << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    l4.resize(doff * 4, 1);
-    l4.extend_from_slice(payload);
-    ip(src.ip(), dst.ip(), TCP, opt_words / 3, l4)
+    Tcp::new(src, dst, flags)
+        .seq(seq)
+        .ack(seq.wrapping_mul(7))
+        .options(&[1; 40][..4 * opt_words.min(10)])
+        .payload(payload)
+        .ip_options(opt_words / 3)
+        .build()
+}
+
+/// The options of a SYN as a real stack sends them: MSS 1460, window scale 7, SACK permitted,
+/// end of list (padding to a 4-byte boundary).
+pub const SYN_OPTIONS: [u8; 12] = [2, 4, 0x05, 0xb4, 3, 3, 7, 4, 2, 0, 0, 0];
+
+/// A TCP segment with acknowledgment number `ack` and [`SYN_OPTIONS`] when `flags` has SYN
+/// (no options otherwise): a segment of a connection as its endpoints send them.
+pub fn segment(
+    src: SocketAddr,
+    dst: SocketAddr,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let options: &[u8] = if flags & SYN != 0 { &SYN_OPTIONS } else { &[] };
+    Tcp::new(src, dst, flags)
+        .seq(seq)
+        .ack(ack)
+        .options(options)
+        .payload(payload)
+        .build()
+}
+
+/// A TCP segment described field by field, built (with its checksums) by [`Tcp::build`]:
+/// `Tcp::new(src, dst, SYN).seq(1).options(&SYN_OPTIONS).ip_options(1).build()`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tcp<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The flags byte, exactly (ACK is not implied by an acknowledgment number).
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    /// TCP option bytes (at most 40), padded with zeros (end of list) to a 4-byte boundary.
+    pub options: &'a [u8],
+    pub payload: &'a [u8],
+    /// 4-byte words of NOP options in the IPv4 header (at most 10; none over IPv6).
+    pub ip_opt_words: usize,
+}
+
+impl<'a> Tcp<'a> {
+    /// A segment with `flags`, sequence and acknowledgment numbers 0, window 65535, no options
+    /// and no payload.
+    pub fn new(src: SocketAddr, dst: SocketAddr, flags: u8) -> Self {
+        Tcp {
+            src,
+            dst,
+            flags,
+            seq: 0,
+            ack: 0,
+            window: 0xffff,
+            options: &[],
+            payload: &[],
+            ip_opt_words: 0,
+        }
+    }
+
+    pub fn seq(self, seq: u32) -> Self {
+        Tcp { seq, ..self }
+    }
+
+    pub fn ack(self, ack: u32) -> Self {
+        Tcp { ack, ..self }
+    }
+
+    pub fn window(self, window: u16) -> Self {
+        Tcp { window, ..self }
+    }
+
+    pub fn options(self, options: &'a [u8]) -> Self {
+        Tcp { options, ..self }
+    }
+
+    pub fn payload(self, payload: &'a [u8]) -> Self {
+        Tcp { payload, ..self }
+    }
+
+    pub fn ip_options(self, words: usize) -> Self {
+        Tcp {
+            ip_opt_words: words,
+            ..self
+        }
+    }
+
+    /// The IP packet, with correct checksums.
+    pub fn build(&self) -> Vec<u8> {
+        assert!(
+            self.options.len() <= 40,
+            "more than 40 bytes of TCP options"
+        );
+        let doff = 5 + self.options.len().div_ceil(4);
+        let mut l4 = Vec::with_capacity(doff * 4 + self.payload.len());
+        l4.extend_from_slice(&self.src.port().to_be_bytes());
+        l4.extend_from_slice(&self.dst.port().to_be_bytes());
+        l4.extend_from_slice(&self.seq.to_be_bytes());
+        l4.extend_from_slice(&self.ack.to_be_bytes());
+        l4.extend_from_slice(&[(doff as u8) << 4, self.flags]);
+        l4.extend_from_slice(&self.window.to_be_bytes());
+        l4.extend_from_slice(&[0, 0, 0, 0]);
+        l4.extend_from_slice(self.options);
+        l4.resize(doff * 4, 0);
+        l4.extend_from_slice(self.payload);
+        ip(self.src.ip(), self.dst.ip(), TCP, self.ip_opt_words, l4)
+    }
 }
 
 pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
@@ -128,7 +233,22 @@ pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
 /// An ICMP (v4 or v6 by the addresses) message of `ty`/`code` with `body` after the 8-byte
 /// header.
 pub fn icmp(src: IpAddr, dst: IpAddr, ty: u8, code: u8, body: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![ty, code, 0, 0, 0, 0, 0, 0];
+    icmp_rest(src, dst, ty, code, [0; 4], body)
+}
+
+/// An ICMP (v4 or v6 by the addresses) message of `ty`/`code` whose header ends with `rest`
+/// (the 4 bytes after the checksum: identifier and sequence number, next-hop MTU, pointer),
+/// then `body`.
+pub fn icmp_rest(
+    src: IpAddr,
+    dst: IpAddr,
+    ty: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut l4 = vec![ty, code, 0, 0];
+    l4.extend_from_slice(&rest);
     l4.extend_from_slice(body);
     let proto = if src.is_ipv4() { ICMP } else { ICMPV6 };
     ip(src, dst, proto, 0, l4)
@@ -141,6 +261,18 @@ pub fn icmp_error(from: IpAddr, quoted: &[u8], quote_len: usize) -> Vec<u8> {
     let n = quote_len.clamp(quoted.len().min(28), quoted.len());
     let ty = if from.is_ipv4() { 3 } else { 1 };
     icmp(from, dst, ty, 3, &quoted[..n])
+}
+
+/// An ICMP "fragmentation needed" (type 3 code 4) or ICMPv6 "packet too big" (type 2) from
+/// `from` with next-hop MTU `mtu`, to the source of `quoted`, quoting it cut to `quote_len`
+/// bytes (at least its IP header plus 8).
+pub fn too_big(from: IpAddr, quoted: &[u8], quote_len: usize, mtu: u16) -> Vec<u8> {
+    let dst = src_of(quoted).map(|s| s.ip()).unwrap_or(from);
+    let hdr = if from.is_ipv4() { 28 } else { 48 };
+    let n = quote_len.clamp(quoted.len().min(hdr), quoted.len());
+    let (ty, code) = if from.is_ipv4() { (3, 4) } else { (2, 0) };
+    let [hi, lo] = mtu.to_be_bytes();
+    icmp_rest(from, dst, ty, code, [0, 0, hi, lo], &quoted[..n])
 }
 
 /// Source address (and port for TCP/UDP) of a well-formed packet we built.
@@ -275,15 +407,66 @@ pub fn echo_request(src: IpAddr, dst: IpAddr, ident: u16, seq: u16, data: &[u8])
 /// Sets the TTL (IPv4, header checksum recomputed) or hop limit (IPv6) of a packet we built.
 pub fn set_ttl(p: &mut [u8], ttl: u8) {
     if p[0] >> 4 == 4 {
-        let ihl = usize::from(p[0] & 15) * 4;
         p[8] = ttl;
+        refresh_ipv4_checksum(p);
+    } else {
+        p[7] = ttl;
+    }
+}
+
+/// Recomputes the IPv4 header checksum after a header edit, over the header the IHL gives
+/// (at least 20 bytes, at most the whole packet), so a test's damage is the only fault.
+pub fn refresh_ipv4_checksum(p: &mut [u8]) {
+    let ihl = (usize::from(p[0] & 15) * 4).max(20).min(p.len());
+    if p.len() >= 12 {
         p[10] = 0;
         p[11] = 0;
         let c = !fold(sum(0, &p[..ihl]));
         p[10..12].copy_from_slice(&c.to_be_bytes());
-    } else {
-        p[7] = ttl;
     }
+}
+
+/// An IPv4 packet we built (without options) with `words` 4-byte words of NOP options
+/// (at most 10) inserted in its header; total length, IHL and header checksum updated (the L4
+/// checksum does not cover the IP header). An IPv6 packet is returned as it is.
+pub fn with_ip_options(p: &[u8], words: usize) -> Vec<u8> {
+    if p[0] >> 4 != 4 {
+        return p.to_vec();
+    }
+    let ihl = usize::from(p[0] & 15) * 4;
+    let add = 4 * words.min(10 - (ihl / 4 - 5));
+    let mut q = p[..ihl].to_vec();
+    q.resize(ihl + add, 1);
+    q.extend_from_slice(&p[ihl..]);
+    q[0] = 0x40 | ((ihl + add) / 4) as u8;
+    let total = (u16::from_be_bytes([p[2], p[3]]) as usize + add) as u16;
+    q[2..4].copy_from_slice(&total.to_be_bytes());
+    refresh_ipv4_checksum(&mut q);
+    q
+}
+
+/// Makes an IPv4 packet we built a fragment: fragment offset `offset` (in 8-byte units), more
+/// fragments when `more`, DF cleared; header checksum recomputed.
+pub fn set_fragment(p: &mut [u8], offset: u16, more: bool) {
+    let field = (offset & 0x1fff) | if more { 0x2000 } else { 0 };
+    p[6..8].copy_from_slice(&field.to_be_bytes());
+    refresh_ipv4_checksum(p);
+}
+
+/// An IPv6 packet we built with an extension header of type `ty` inserted after the fixed
+/// header: the header's first byte names the protocol that followed (next header), `rest` are
+/// its other bytes (7, 15, ...: e.g. hop-by-hop `[0, 1, 4, 0, 0, 0, 0]`, or a fragment header's
+/// `[0, offset_hi, offset_lo | more, ident...]`), and the payload length grows to match.
+pub fn ipv6_ext(p: &[u8], ty: u8, rest: &[u8]) -> Vec<u8> {
+    assert_eq!(p[0] >> 4, 6, "not IPv6");
+    let mut q = p[..40].to_vec();
+    q[6] = ty;
+    q.push(p[6]);
+    q.extend_from_slice(rest);
+    q.extend_from_slice(&p[40..]);
+    let plen = (q.len() - 40) as u16;
+    q[4..6].copy_from_slice(&plen.to_be_bytes());
+    q
 }
 
 #[cfg(test)]
@@ -308,5 +491,83 @@ mod tests {
         let mut bad = udp(c, v, b"data");
         bad[30] ^= 1;
         assert!(!checksums_ok(&bad));
+    }
+
+    #[test]
+    fn tcp_builder_sets_every_field() {
+        let (c, v): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:40000".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        );
+        let p = Tcp::new(c, v, SYN)
+            .seq(0x0102_0304)
+            .ack(0x0506_0708)
+            .window(29200)
+            .options(&SYN_OPTIONS[..9])
+            .payload(b"hi")
+            .ip_options(1)
+            .build();
+        assert!(checksums_ok(&p));
+        assert_eq!((p[0], p.len()), (0x46, 24 + 32 + 2));
+        let l4 = &p[24..];
+        assert_eq!(&l4[4..16], &[1, 2, 3, 4, 5, 6, 7, 8, 0x80, SYN, 0x72, 0x10]);
+        assert_eq!(&l4[20..32], &SYN_OPTIONS);
+        assert_eq!(&l4[32..], b"hi");
+        // `segment` adds the SYN options on a SYN only; `tcp` keeps its own shape.
+        assert_eq!(segment(c, v, SYN, 1, 2, b"").len(), 20 + 32);
+        assert_eq!(segment(c, v, ACK, 1, 2, b"").len(), 20 + 20);
+        let t = tcp(c, v, ACK, 3, b"", 4);
+        assert_eq!(
+            (t[0], t[24 + 12], &t[24 + 8..24 + 12]),
+            (0x46, 0x90, &21u32.to_be_bytes()[..])
+        );
+    }
+
+    #[test]
+    fn icmp_errors_fragments_and_extension_headers() {
+        let (c, v): (SocketAddr, SocketAddr) = (
+            "[2001:db8::1]:40000".parse().unwrap(),
+            "[2001:db8::2]:80".parse().unwrap(),
+        );
+        let router: IpAddr = "2001:db8::ff".parse().unwrap();
+        let q = udp(c, v, &[7; 100]);
+        let e = too_big(router, &q, 60, 1400);
+        assert!(checksums_ok(&e));
+        assert_eq!(split(&e).unwrap().3, c.ip());
+        assert_eq!(&e[40..41], &[2]);
+        assert_eq!(&e[44..48], &[0, 0, 5, 0x78]);
+        assert_eq!(&e[48..], &q[..60]);
+        let x = ipv6_ext(&q, 0, &[0, 1, 4, 0, 0, 0, 0]);
+        assert_eq!((x[6], x[40], x.len()), (0, UDP, q.len() + 8));
+        assert_eq!(usize::from(u16::from_be_bytes([x[4], x[5]])), x.len() - 40);
+        assert_eq!(&x[48..], &q[40..]);
+
+        let (c4, v4): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:40000".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        );
+        let u = udp(c4, v4, b"x");
+        let o = with_ip_options(&u, 2);
+        assert!(checksums_ok(&o));
+        assert_eq!(
+            (o[0], o.len(), &o[20..28], &o[28..]),
+            (0x47, u.len() + 8, &[1; 8][..], &u[20..])
+        );
+        assert_eq!(o, ip(c4.ip(), v4.ip(), UDP, 2, u[20..].to_vec()));
+        let mut f = u;
+        set_fragment(&mut f, 3, true);
+        assert_eq!(&f[6..8], &[0x20, 3]);
+        assert_eq!(fold(sum(0, &f[..20])), 0xffff);
+        assert!(!checksums_ok(&f), "fragments are not checked");
+        f[16] = 9;
+        refresh_ipv4_checksum(&mut f);
+        assert_eq!(fold(sum(0, &f[..20])), 0xffff);
+        let r = icmp_rest(c4.ip(), v4.ip(), 3, 4, [0, 0, 5, 0xdc], &f[..28]);
+        assert!(checksums_ok(&r));
+        assert_eq!(&r[20..28], &[3, 4, r[22], r[23], 0, 0, 5, 0xdc]);
+        assert_eq!(
+            echo_request(c4.ip(), v4.ip(), 1, 2, b""),
+            icmp_rest(c4.ip(), v4.ip(), 8, 0, [0, 1, 0, 2], b"")
+        );
     }
 }

@@ -15,9 +15,10 @@ use crate::conn::{ConnStorage, ConnTable};
 use crate::director::{Director, DirectorStorage, Limits};
 use crate::hash::SipKey;
 use crate::ipvsadm::{Command, Setting};
-use crate::packet::{self, fixtures, Kind};
+use crate::packet::{self, Kind};
 use crate::tcp::flags::{ACK, FIN, RST, SYN};
 use crate::verdict::{DropReason, Transmit, Verdict};
+use lb_testkit::pkt;
 
 const VIP: &str = "10.0.0.100:80";
 
@@ -77,10 +78,6 @@ fn set_weight(b: &mut Balancer<'_>, addr: &str, w: u32) {
     .unwrap();
 }
 
-fn tcp(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    fixtures::tcp(src, dst, flags, seq, ack, payload, 0, flags & SYN != 0)
-}
-
 /// Runs one packet; returns the verdict and the packet as it left.
 fn run(b: &mut Balancer<'_>, now: Instant, pkt: Vec<u8>) -> (Verdict, Vec<u8>) {
     let len = pkt.len();
@@ -94,30 +91,26 @@ fn run(b: &mut Balancer<'_>, now: Instant, pkt: Vec<u8>) -> (Verdict, Vec<u8>) {
     (v, out)
 }
 
-fn dst_of(pkt: &[u8]) -> SocketAddr {
-    packet::parse(pkt).unwrap().dst
-}
-
-fn src_of(pkt: &[u8]) -> SocketAddr {
-    packet::parse(pkt).unwrap().src
-}
-
 /// Sends a SYN from `client` to the VIP; returns the real server it went to.
 fn syn(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketAddr {
-    let (v, out) = run(b, now, tcp(client, sa(VIP), SYN, 1000, 0, b""));
+    let (v, out) = run(b, now, pkt::segment(client, sa(VIP), SYN, 1000, 0, b""));
     assert!(
         matches!(v, Verdict::ToServer(_)),
         "SYN from {client} not forwarded"
     );
     assert!(verify_checksums(&out));
-    dst_of(&out)
+    pkt::dst_of(&out).unwrap()
 }
 
 /// Opens a connection from `client` up to ESTABLISHED (SYN, SYN+ACK, ACK); returns its server.
 fn established(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketAddr {
     let server = syn(b, now, client);
-    run(b, now, tcp(server, client, SYN | ACK, 1, 1001, b""));
-    run(b, now, tcp(client, sa(VIP), ACK, 1001, 2, b""));
+    run(
+        b,
+        now,
+        pkt::segment(server, client, SYN | ACK, 1, 1001, b""),
+    );
+    run(b, now, pkt::segment(client, sa(VIP), ACK, 1001, 2, b""));
     server
 }
 
@@ -137,14 +130,18 @@ fn connection(b: &mut Balancer<'_>, now: Instant, client: SocketAddr) -> SocketA
     ];
     for (from_client, flags, payload) in steps {
         if from_client {
-            let (v, out) = run(b, now, tcp(client, vip, flags, 1001, 1, payload));
+            let (v, out) = run(b, now, pkt::segment(client, vip, flags, 1001, 1, payload));
             assert!(matches!(v, Verdict::ToServer(_)));
-            assert_eq!(dst_of(&out), server);
+            assert_eq!(pkt::dst_of(&out).unwrap(), server);
             assert!(verify_checksums(&out));
         } else {
-            let (v, out) = run(b, now, tcp(server, client, flags, 1, 1001, payload));
+            let (v, out) = run(
+                b,
+                now,
+                pkt::segment(server, client, flags, 1, 1001, payload),
+            );
             assert!(matches!(v, Verdict::ToClient(_)));
-            assert_eq!(src_of(&out), vip);
+            assert_eq!(pkt::src_of(&out).unwrap(), vip);
             assert!(verify_checksums(&out));
         }
     }
@@ -194,19 +191,19 @@ fn counters_follow_states() {
     run(
         &mut b,
         Instant::ZERO,
-        tcp(server, client, SYN | ACK, 1, 1001, b""),
+        pkt::segment(server, client, SYN | ACK, 1, 1001, b""),
     );
     run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b""),
     );
     assert_eq!(state_of(&b, client), Some("ESTABLISHED"));
     assert_eq!(s(&b), (1, 0));
     run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa(VIP), RST, 1001, 2, b""),
+        pkt::segment(client, sa(VIP), RST, 1001, 2, b""),
     );
     assert_eq!(state_of(&b, client), Some("CLOSE"));
     assert_eq!(s(&b), (0, 1));
@@ -240,12 +237,12 @@ fn retransmitted_syn_and_syn_on_established_stay_put() {
     run(
         &mut b,
         Instant::ZERO,
-        tcp(first, client, SYN | ACK, 1, 1001, b""),
+        pkt::segment(first, client, SYN | ACK, 1, 1001, b""),
     );
     run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b""),
     );
     assert_eq!(syn(&mut b, Instant::from_secs(2), client), first);
     assert_eq!(b.counters().reuse_reschedules, 0);
@@ -287,9 +284,13 @@ fn quiescent_server_keeps_flows_gets_no_new_ones_and_reports_drained() {
     assert_ne!(sa_, sc);
     set_weight(&mut b, &sa_.to_string(), 0);
     // Its open flow keeps working.
-    let (v, out) = run(&mut b, Instant::ZERO, tcp(a, sa(VIP), ACK, 1001, 2, b"x"));
+    let (v, out) = run(
+        &mut b,
+        Instant::ZERO,
+        pkt::segment(a, sa(VIP), ACK, 1001, 2, b"x"),
+    );
     assert!(matches!(v, Verdict::ToServer(_)));
-    assert_eq!(dst_of(&out), sa_);
+    assert_eq!(pkt::dst_of(&out).unwrap(), sa_);
     // New connections avoid it.
     for port in 41000..41010 {
         assert_eq!(
@@ -299,7 +300,11 @@ fn quiescent_server_keeps_flows_gets_no_new_ones_and_reports_drained() {
     }
     assert_eq!(b.poll_event(), None);
     // Its flow ends: RST → CLOSE → expiry → drained.
-    run(&mut b, Instant::ZERO, tcp(a, sa(VIP), RST, 1001, 2, b""));
+    run(
+        &mut b,
+        Instant::ZERO,
+        pkt::segment(a, sa(VIP), RST, 1001, 2, b""),
+    );
     b.handle_timeout(Instant::from_secs(20));
     let ev = b.poll_event();
     assert_eq!(
@@ -337,7 +342,7 @@ fn removed_server_flow_gets_rst_or_drop() {
     let (v, out) = run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b"more"),
     );
     let Verdict::Reply(_) = v else {
         panic!("expected a RST, got {v:?}")
@@ -366,7 +371,7 @@ fn removed_server_flow_gets_rst_or_drop() {
     let (v, _) = run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b"more"),
     );
     assert_eq!(v, Verdict::Drop(DropReason::NoDest));
     assert_eq!(b.counters().drops(DropReason::NoDest), 1);
@@ -376,7 +381,11 @@ fn removed_server_flow_gets_rst_or_drop() {
 fn no_server_left_answers_rst_and_icmp() {
     let mut b = balancer(1024, SchedulerKind::Wlc, &[]);
     let client = sa("192.0.2.1:40000");
-    let (v, out) = run(&mut b, Instant::ZERO, tcp(client, sa(VIP), SYN, 1, 0, b""));
+    let (v, out) = run(
+        &mut b,
+        Instant::ZERO,
+        pkt::segment(client, sa(VIP), SYN, 1, 0, b""),
+    );
     assert!(matches!(v, Verdict::Reply(_)));
     assert_eq!(packet::parse(&out).unwrap().tcp_flags & RST, RST);
     let mut cfg = ServiceConfig::new(ServiceKey::udp(sa("10.0.0.100:53")));
@@ -385,7 +394,7 @@ fn no_server_left_answers_rst_and_icmp() {
     let (v, out) = run(
         &mut b,
         Instant::ZERO,
-        fixtures::udp(client, sa("10.0.0.100:53"), b"q", 0),
+        pkt::udp(client, sa("10.0.0.100:53"), b"q"),
     );
     assert!(matches!(v, Verdict::Reply(_)));
     let p = packet::parse(&out).unwrap();
@@ -395,11 +404,11 @@ fn no_server_left_answers_rst_and_icmp() {
     let (v, _) = run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa("10.0.0.100:81"), SYN, 1, 0, b""),
+        pkt::segment(client, sa("10.0.0.100:81"), SYN, 1, 0, b""),
     );
     assert!(matches!(v, Verdict::Reply(_)));
     // Other traffic passes untouched.
-    let pkt = tcp(client, sa("10.9.9.9:80"), SYN, 1, 0, b"");
+    let pkt = pkt::segment(client, sa("10.9.9.9:80"), SYN, 1, 0, b"");
     let (v, out) = run(&mut b, Instant::ZERO, pkt.clone());
     assert!(matches!(v, Verdict::Pass(_)));
     assert_eq!(out, pkt);
@@ -455,11 +464,11 @@ fn one_packet_scheduling_balances_each_datagram() {
         let (v, out) = run(
             &mut b,
             Instant::ZERO,
-            fixtures::udp(client, sa("10.0.0.100:53"), b"q", 0),
+            pkt::udp(client, sa("10.0.0.100:53"), b"q"),
         );
         assert!(matches!(v, Verdict::ToServer(_)));
         assert!(verify_checksums(&out));
-        seen.push(dst_of(&out));
+        seen.push(pkt::dst_of(&out).unwrap());
     }
     assert_ne!(seen[0], seen[1]);
     assert_eq!(seen[0], seen[2]);
@@ -478,17 +487,17 @@ fn udp_flow_and_its_reply() {
     let (v, out) = run(
         &mut b,
         Instant::ZERO,
-        fixtures::udp(client, sa("10.0.0.100:53"), b"q", 0),
+        pkt::udp(client, sa("10.0.0.100:53"), b"q"),
     );
     assert!(matches!(v, Verdict::ToServer(_)));
-    assert_eq!(dst_of(&out), sa("10.1.0.1:5353"));
+    assert_eq!(pkt::dst_of(&out).unwrap(), sa("10.1.0.1:5353"));
     let (v, out) = run(
         &mut b,
         Instant::ZERO,
-        fixtures::udp(sa("10.1.0.1:5353"), client, b"a", 0),
+        pkt::udp(sa("10.1.0.1:5353"), client, b"a"),
     );
     assert!(matches!(v, Verdict::ToClient(_)));
-    assert_eq!(src_of(&out), sa("10.0.0.100:53"));
+    assert_eq!(pkt::src_of(&out).unwrap(), sa("10.0.0.100:53"));
     assert!(verify_checksums(&out));
     assert_eq!(state_of(&b, client), Some("UDP"));
     b.handle_timeout(Instant::from_secs(299));
@@ -507,17 +516,21 @@ fn ipv6_nat() {
     b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
     add_server(&mut b, key, "[2001:db8:1::1]:8080", 1);
     let client = sa("[2001:db8:2::7]:40000");
-    let (v, out) = run(&mut b, Instant::ZERO, tcp(client, vip, SYN, 1, 0, b""));
+    let (v, out) = run(
+        &mut b,
+        Instant::ZERO,
+        pkt::segment(client, vip, SYN, 1, 0, b""),
+    );
     assert!(matches!(v, Verdict::ToServer(_)));
-    assert_eq!(dst_of(&out), sa("[2001:db8:1::1]:8080"));
+    assert_eq!(pkt::dst_of(&out).unwrap(), sa("[2001:db8:1::1]:8080"));
     assert!(verify_checksums(&out));
     let (v, out) = run(
         &mut b,
         Instant::ZERO,
-        tcp(sa("[2001:db8:1::1]:8080"), client, SYN | ACK, 1, 2, b""),
+        pkt::segment(sa("[2001:db8:1::1]:8080"), client, SYN | ACK, 1, 2, b""),
     );
     assert!(matches!(v, Verdict::ToClient(_)));
-    assert_eq!(src_of(&out), vip);
+    assert_eq!(pkt::src_of(&out).unwrap(), vip);
     assert!(verify_checksums(&out));
 }
 
@@ -527,15 +540,8 @@ fn icmp_errors_about_tracked_flows_are_rewritten() {
     let client = sa("192.0.2.1:40000");
     let server = syn(&mut b, Instant::ZERO, client);
     // From a router on the server side, about client → RIP.
-    let quoted = tcp(client, server, ACK, 1, 1, b"");
-    let err = fixtures::icmp(
-        "10.1.0.254".parse().unwrap(),
-        client.ip(),
-        3,
-        4,
-        [0, 0, 5, 0xdc],
-        &quoted[..28],
-    );
+    let quoted = pkt::segment(client, server, ACK, 1, 1, b"");
+    let err = pkt::too_big("10.1.0.254".parse().unwrap(), &quoted, 28, 1500);
     let (v, out) = run(&mut b, Instant::ZERO, err);
     assert!(matches!(v, Verdict::ToClient(_)));
     let p = packet::parse(&out).unwrap();
@@ -545,15 +551,8 @@ fn icmp_errors_about_tracked_flows_are_rewritten() {
     assert_eq!(ie.dst, sa(VIP));
     assert!(verify_checksums(&out));
     // From the client side, about VIP → client.
-    let quoted = tcp(sa(VIP), client, ACK, 1, 1, b"");
-    let err = fixtures::icmp(
-        client.ip(),
-        sa(VIP).ip(),
-        3,
-        4,
-        [0, 0, 5, 0xdc],
-        &quoted[..28],
-    );
+    let quoted = pkt::segment(sa(VIP), client, ACK, 1, 1, b"");
+    let err = pkt::too_big(client.ip(), &quoted, 28, 1500);
     let (v, out) = run(&mut b, Instant::ZERO, err);
     assert!(matches!(v, Verdict::ToServer(_)));
     let p = packet::parse(&out).unwrap();
@@ -568,14 +567,7 @@ fn icmp_errors_about_tracked_flows_are_rewritten() {
 #[test]
 fn echo_to_a_vip_is_answered() {
     let mut b = balancer(64, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
-    let ping = fixtures::icmp(
-        "192.0.2.1".parse().unwrap(),
-        sa(VIP).ip(),
-        8,
-        0,
-        [0, 1, 0, 1],
-        b"abcd",
-    );
+    let ping = pkt::echo_request("192.0.2.1".parse().unwrap(), sa(VIP).ip(), 1, 1, b"abcd");
     let (v, out) = run(&mut b, Instant::ZERO, ping);
     assert!(matches!(v, Verdict::Reply(_)));
     assert!(verify_checksums(&out));
@@ -585,7 +577,7 @@ fn echo_to_a_vip_is_answered() {
 #[test]
 fn malformed_packets_are_counted_drops() {
     let mut b = balancer(64, SchedulerKind::Rr, &[("10.1.0.1:80", 1)]);
-    let good = tcp(sa("192.0.2.1:40000"), sa(VIP), SYN, 1, 0, b"");
+    let good = pkt::segment(sa("192.0.2.1:40000"), sa(VIP), SYN, 1, 0, b"");
     let (v, _) = run(&mut b, Instant::ZERO, good[..10].to_vec());
     assert_eq!(v, Verdict::Drop(DropReason::Malformed));
     let mut bad = good.clone();
@@ -593,20 +585,13 @@ fn malformed_packets_are_counted_drops() {
     let (v, _) = run(&mut b, Instant::ZERO, bad);
     assert_eq!(v, Verdict::Drop(DropReason::BadIpChecksum));
     let mut frag = good;
-    frag[6] = 0x20; // MF
-    frag[10] = 0;
-    frag[11] = 0;
-    let ck = crate::checksum::finish(crate::checksum::add(0, &frag[..20]));
-    frag[10..12].copy_from_slice(&ck.to_be_bytes());
+    pkt::set_fragment(&mut frag, 0, true); // MF
     let (v, _) = run(&mut b, Instant::ZERO, frag.clone());
     assert_eq!(v, Verdict::Drop(DropReason::Fragment));
     // A fragment for somebody else passes on untouched, as a router would.
     let mut other = frag;
     other[16..20].copy_from_slice(&[10, 9, 9, 9]);
-    other[10] = 0;
-    other[11] = 0;
-    let ck = crate::checksum::finish(crate::checksum::add(0, &other[..20]));
-    other[10..12].copy_from_slice(&ck.to_be_bytes());
+    pkt::refresh_ipv4_checksum(&mut other);
     let (v, out) = run(&mut b, Instant::ZERO, other.clone());
     assert!(matches!(v, Verdict::Pass(_)));
     assert_eq!(out, other);
@@ -628,20 +613,24 @@ fn table_full_evicts_time_wait_but_never_established() {
     let (v, _) = run(
         &mut b,
         Instant::ZERO,
-        tcp(sa("192.0.2.9:1"), sa(VIP), SYN, 1, 0, b""),
+        pkt::segment(sa("192.0.2.9:1"), sa(VIP), SYN, 1, 0, b""),
     );
     assert_eq!(v, Verdict::Drop(DropReason::TableFull));
     assert_eq!(b.counters().syn_drops, 1);
     // Close one of them: its TIME_WAIT entry may make room.
     let c = sa("192.0.2.1:30000");
     let s = sa("10.1.0.1:80");
-    run(&mut b, Instant::ZERO, tcp(s, c, FIN | ACK, 1, 1001, b""));
     run(
         &mut b,
         Instant::ZERO,
-        tcp(c, sa(VIP), FIN | ACK, 1001, 2, b""),
+        pkt::segment(s, c, FIN | ACK, 1, 1001, b""),
     );
-    run(&mut b, Instant::ZERO, tcp(s, c, ACK, 2, 1002, b""));
+    run(
+        &mut b,
+        Instant::ZERO,
+        pkt::segment(c, sa(VIP), FIN | ACK, 1001, 2, b""),
+    );
+    run(&mut b, Instant::ZERO, pkt::segment(s, c, ACK, 2, 1002, b""));
     assert_eq!(state_of(&b, c), Some("TIME_WAIT"));
     syn(&mut b, Instant::from_secs(1), sa("192.0.2.9:1"));
     assert_eq!(b.counters().evictions, 1);
@@ -658,10 +647,10 @@ fn burst_equals_one_at_a_time() {
     for i in 0..40u16 {
         let c = sa(&std::format!("192.0.2.{}:{}", i % 7, 40000 + i % 5));
         let flags = [SYN, ACK, FIN | ACK, RST][usize::from(i % 4)];
-        pkts.push(tcp(c, sa(VIP), flags, 1, 1, b"x"));
-        pkts.push(tcp(sa("10.1.0.1:80"), c, ACK, 1, 1, b"y"));
+        pkts.push(pkt::segment(c, sa(VIP), flags, 1, 1, b"x"));
+        pkts.push(pkt::segment(sa("10.1.0.1:80"), c, ACK, 1, 1, b"y"));
     }
-    pkts.push(vec_of(b"garbage"));
+    pkts.push(b"garbage".to_vec());
     let mut expect = Vec::new();
     for p in &pkts {
         expect.push(run(&mut one, Instant::ZERO, p.clone()));
@@ -691,10 +680,6 @@ fn burst_equals_one_at_a_time() {
         assert_eq!(&bufs[i][..n], &out[..], "packet {i}");
     }
     assert_eq!(one.counters(), many.counters());
-}
-
-fn vec_of(b: &[u8]) -> Vec<u8> {
-    b.to_vec()
 }
 
 /// The seed scenario (issue 3, item 9), on a virtual clock: one client with a 1,000-port range
@@ -740,7 +725,7 @@ fn seed_scenario_simulation() {
             let s = syn(&mut b, now, c);
             count[phase(n)][idx(s)] += 1;
             assert_eq!(syn(&mut b, now + Duration::from_secs(1), c), s);
-            run(&mut b, now, tcp(c, sa(VIP), RST, 1001, 0, b""));
+            run(&mut b, now, pkt::segment(c, sa(VIP), RST, 1001, 0, b""));
         }
         if n >= 10_000 {
             assert_ne!(server, q, "connection {n} went to the quiescent server");
@@ -756,9 +741,13 @@ fn seed_scenario_simulation() {
                 if *s == r && n >= 20_000 {
                     continue;
                 }
-                let (v, out) = run(&mut b, now, tcp(*c, sa(VIP), ACK, 1001, 2, b"ping"));
+                let (v, out) = run(
+                    &mut b,
+                    now,
+                    pkt::segment(*c, sa(VIP), ACK, 1001, 2, b"ping"),
+                );
                 assert!(matches!(v, Verdict::ToServer(_)));
-                assert_eq!(dst_of(&out), *s);
+                assert_eq!(pkt::dst_of(&out).unwrap(), *s);
             }
         }
     }
@@ -792,8 +781,12 @@ fn seed_scenario_simulation() {
     // The quiescent server's long flows finish normally.
     for (c, s) in &long {
         if *s == q {
-            run(&mut b, now, tcp(*c, sa(VIP), FIN | ACK, 1001, 2, b""));
-            let (v, _) = run(&mut b, now, tcp(*s, *c, FIN | ACK, 2, 1002, b""));
+            run(
+                &mut b,
+                now,
+                pkt::segment(*c, sa(VIP), FIN | ACK, 1001, 2, b""),
+            );
+            let (v, _) = run(&mut b, now, pkt::segment(*s, *c, FIN | ACK, 2, 1002, b""));
             assert!(matches!(v, Verdict::ToClient(_)));
         }
     }
@@ -817,7 +810,7 @@ fn deleted_service_flows_are_reset_not_passed() {
     let (v, out) = run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b"more"),
     );
     assert!(matches!(v, Verdict::Reply(_)), "{v:?}");
     assert_eq!(packet::parse(&out).unwrap().tcp_flags & RST, RST);
@@ -826,7 +819,7 @@ fn deleted_service_flows_are_reset_not_passed() {
     let (v, _) = run(
         &mut b,
         Instant::ZERO,
-        tcp(client, sa(VIP), ACK, 1001, 2, b"more"),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b"more"),
     );
     assert!(matches!(v, Verdict::Pass(_)));
 }
@@ -861,25 +854,25 @@ fn secure_tcp_switches_on_at_the_fill_threshold_and_uses_the_dos_table() {
     run(
         &mut b,
         Instant::from_secs(1),
-        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b""),
     );
     assert_eq!(state_of(&b, client), Some("SYN_RECV"));
     run(
         &mut b,
         Instant::from_secs(1),
-        tcp(server, client, SYN | ACK, 1, 1001, b""),
+        pkt::segment(server, client, SYN | ACK, 1, 1001, b""),
     );
     assert_eq!(state_of(&b, client), Some("SYNACK"));
     run(
         &mut b,
         Instant::from_secs(1),
-        tcp(client, sa(VIP), ACK, 1001, 2, b""),
+        pkt::segment(client, sa(VIP), ACK, 1001, 2, b""),
     );
     assert_eq!(state_of(&b, client), Some("SYNACK"));
     run(
         &mut b,
         Instant::from_secs(1),
-        tcp(server, client, ACK, 2, 1001, b"x"),
+        pkt::segment(server, client, ACK, 2, 1001, b"x"),
     );
     assert_eq!(state_of(&b, client), Some("ESTABLISHED"));
     // Half-open entries time out (SYN_RECV 60 s): the fill drops and the defence switches off.
@@ -956,14 +949,14 @@ fn drop_entry_rate_rule_drops_every_ith_idle_entry_with_i_packets() {
         run(
             &mut b,
             Instant::ZERO,
-            fixtures::udp(one, sa("10.0.0.100:53"), b"q", 0),
+            pkt::udp(one, sa("10.0.0.100:53"), b"q"),
         );
         let two = sa(&std::format!("192.0.2.2:{}", 1000 + i));
         for _ in 0..2 {
             run(
                 &mut b,
                 Instant::ZERO,
-                fixtures::udp(two, sa("10.0.0.100:53"), b"q", 0),
+                pkt::udp(two, sa("10.0.0.100:53"), b"q"),
             );
         }
     }
@@ -972,7 +965,7 @@ fn drop_entry_rate_rule_drops_every_ith_idle_entry_with_i_packets() {
         run(
             &mut b,
             Instant::from_secs(100),
-            fixtures::udp(fresh, sa("10.0.0.100:53"), b"q", 0),
+            pkt::udp(fresh, sa("10.0.0.100:53"), b"q"),
         );
     }
     let mut s = *b.settings();
@@ -1048,11 +1041,14 @@ fn ipv6_flow_label_and_scope_id_in_the_configuration_do_not_matter() {
         let plain_server = SocketAddr::new(server.ip(), server.port());
         let packets = [
             // (packet, to the server: else to the client)
-            (tcp(client, plain_vip, SYN, 1, 0, b""), true),
-            (tcp(plain_server, client, SYN | ACK, 9, 2, b""), false),
-            (tcp(client, plain_vip, ACK, 2, 10, b""), true),
-            (tcp(plain_server, client, ACK, 10, 2, b"hi"), false),
-            (tcp(client, plain_vip, ACK, 2, 12, b"ok"), true),
+            (pkt::segment(client, plain_vip, SYN, 1, 0, b""), true),
+            (
+                pkt::segment(plain_server, client, SYN | ACK, 9, 2, b""),
+                false,
+            ),
+            (pkt::segment(client, plain_vip, ACK, 2, 10, b""), true),
+            (pkt::segment(plain_server, client, ACK, 10, 2, b"hi"), false),
+            (pkt::segment(client, plain_vip, ACK, 2, 12, b"ok"), true),
         ];
         for (i, (pkt, to_server)) in packets.iter().enumerate() {
             let (mut a, mut c) = (pkt.clone(), pkt.clone());

@@ -5,12 +5,20 @@ use core::net::{IpAddr, SocketAddr};
 use super::*;
 use crate::checksum;
 use crate::checksum::verify_checksums;
-use crate::packet::fixtures::*;
 use crate::packet::{parse, IcmpError, Kind, Parsed, PROTO_UDP};
 use crate::tcp::flags::*;
+use lb_testkit::pkt::{self, Tcp, SYN_OPTIONS};
 use proptest::prelude::*;
 use std::vec;
 use std::vec::Vec;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ipa(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
 
 fn l4_checksum(pkt: &[u8]) -> u16 {
     let p = parse(pkt).unwrap();
@@ -32,7 +40,11 @@ fn dnat_then_snat_v4_tcp() {
         sa("198.51.100.1:80"),
         sa("10.1.0.5:8080"),
     );
-    let orig = tcp(c, vip, SYN, 1000, 0, b"", 1, true);
+    let orig = Tcp::new(c, vip, SYN)
+        .seq(1000)
+        .options(&SYN_OPTIONS)
+        .ip_options(1)
+        .build();
     let mut pkt = orig.clone();
     let p = parse(&pkt).unwrap();
     rewrite_dst(&mut pkt, &p, rip).unwrap();
@@ -45,7 +57,7 @@ fn dnat_then_snat_v4_tcp() {
         .iter()
         .all(|i| matches!(i, 10 | 11 | 16..=19 | 26 | 27 | 40 | 41)));
     // The reply, rewritten back to the VIP.
-    let mut reply = tcp(rip, c, SYN | ACK, 7, 1001, b"", 0, true);
+    let mut reply = pkt::segment(rip, c, SYN | ACK, 7, 1001, b"");
     let p = parse(&reply).unwrap();
     rewrite_src(&mut reply, &p, vip).unwrap();
     assert!(verify_checksums(&reply));
@@ -60,7 +72,7 @@ fn dnat_v6_udp() {
         sa("[2001:db8:1::1]:53"),
         sa("[fd00::5]:5300"),
     );
-    let mut pkt = udp(c, vip, b"query", 0);
+    let mut pkt = pkt::udp(c, vip, b"query");
     let p = parse(&pkt).unwrap();
     rewrite_dst(&mut pkt, &p, rip).unwrap();
     assert!(verify_checksums(&pkt));
@@ -69,7 +81,7 @@ fn dnat_v6_udp() {
 
 #[test]
 fn udp_checksum_zero_stays_zero() {
-    let mut pkt = udp(sa("192.0.2.7:1000"), sa("198.51.100.1:53"), b"abc", 0);
+    let mut pkt = pkt::udp(sa("192.0.2.7:1000"), sa("198.51.100.1:53"), b"abc");
     pkt[26..28].fill(0);
     let p = parse(&pkt).unwrap();
     rewrite_dst(&mut pkt, &p, sa("10.0.0.9:5353")).unwrap();
@@ -82,7 +94,7 @@ fn udp_checksum_zero_stays_zero() {
 
 #[test]
 fn udp_computed_zero_is_sent_as_ffff() {
-    let orig = udp(sa("192.0.2.7:1000"), sa("198.51.100.1:53"), b"abcd", 0);
+    let orig = pkt::udp(sa("192.0.2.7:1000"), sa("198.51.100.1:53"), b"abcd");
     let p = parse(&orig).unwrap();
     let mut hits = 0;
     for port in 0..=u16::MAX {
@@ -108,7 +120,7 @@ fn udp_computed_zero_is_sent_as_ffff() {
 
 #[test]
 fn refused_rewrites_leave_the_packet_alone() {
-    let orig = tcp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), ACK, 0, 0, b"", 0, false);
+    let orig = pkt::segment(sa("10.0.0.1:1"), sa("10.0.0.2:2"), ACK, 0, 0, b"");
     let p = parse(&orig).unwrap();
     let mut pkt = orig.clone();
     assert_eq!(
@@ -124,7 +136,7 @@ fn refused_rewrites_leave_the_packet_alone() {
         Err(NatError::BufferMismatch)
     );
     assert_eq!(pkt, orig);
-    let echo = icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 8, 0, [0; 4], b"");
+    let echo = pkt::echo_request(ipa("10.0.0.1"), ipa("10.0.0.2"), 0, 0, b"");
     let mut e = echo.clone();
     let p = parse(&echo).unwrap();
     assert_eq!(
@@ -132,12 +144,6 @@ fn refused_rewrites_leave_the_packet_alone() {
         Err(NatError::WrongKind)
     );
     assert_eq!(e, echo);
-}
-
-/// An ICMP error from `from` to `to` quoting `quoted`.
-fn bounce(from: IpAddr, to: IpAddr, quoted: &[u8]) -> Vec<u8> {
-    let (ty, code) = if from.is_ipv6() { (2, 0) } else { (3, 4) };
-    icmp(from, to, ty, code, [0, 0, 5, 0x78], quoted)
 }
 
 #[test]
@@ -149,8 +155,8 @@ fn icmp_v4_toward_server_and_client() {
     );
     let router = ipa("203.0.113.9");
     // A reply we sent (VIP → client) bounced back to the VIP.
-    let quoted = tcp(vip, c, ACK, 1, 2, &[0; 600], 0, false);
-    let mut pkt = bounce(router, vip.ip(), &quoted[..28 + 64]);
+    let quoted = pkt::segment(vip, c, ACK, 1, 2, &[0; 600]);
+    let mut pkt = pkt::too_big(router, &quoted, 28 + 64, 1400);
     let p = parse(&pkt).unwrap();
     rewrite_icmp_to_server(&mut pkt, &p, rip).unwrap();
     assert!(verify_checksums(&pkt));
@@ -159,8 +165,8 @@ fn icmp_v4_toward_server_and_client() {
     let e = icmp_error(&q);
     assert_eq!((e.src, e.dst), (rip, c));
     // A packet we forwarded (client → RIP) bounced back by the real server's side.
-    let quoted = udp(c, rip, &[1; 40], 0);
-    let mut pkt = bounce(router, c.ip(), &quoted);
+    let quoted = pkt::udp(c, rip, &[1; 40]);
+    let mut pkt = pkt::too_big(router, &quoted, quoted.len(), 1400);
     let p = parse(&pkt).unwrap();
     rewrite_icmp_to_client(&mut pkt, &p, vip).unwrap();
     assert!(verify_checksums(&pkt));
@@ -179,8 +185,8 @@ fn icmp_v6_toward_server_and_client() {
         sa("[2001:db8:1::1]:443"),
         sa("[fd00::5]:8443"),
     );
-    let quoted = tcp(vip, c, ACK, 1, 2, &[0; 1400], 0, false);
-    let mut pkt = bounce(ipa("2001:db8:ff::1"), vip.ip(), &quoted[..1232]);
+    let quoted = pkt::segment(vip, c, ACK, 1, 2, &[0; 1400]);
+    let mut pkt = pkt::too_big(ipa("2001:db8:ff::1"), &quoted, 1232, 1400);
     let p = parse(&pkt).unwrap();
     rewrite_icmp_to_server(&mut pkt, &p, rip).unwrap();
     assert!(verify_checksums(&pkt), "ICMPv6 checksum must be computed");
@@ -188,8 +194,8 @@ fn icmp_v6_toward_server_and_client() {
     assert_eq!(q.dst.ip(), rip.ip());
     assert_eq!(icmp_error(&q).src, rip);
 
-    let quoted = udp(c, rip, &[1; 40], 0);
-    let mut pkt = bounce(rip.ip(), c.ip(), &quoted);
+    let quoted = pkt::udp(c, rip, &[1; 40]);
+    let mut pkt = pkt::too_big(rip.ip(), &quoted, quoted.len(), 1400);
     let p = parse(&pkt).unwrap();
     rewrite_icmp_to_client(&mut pkt, &p, vip).unwrap();
     assert!(verify_checksums(&pkt));
@@ -203,7 +209,7 @@ fn rst_sequence_numbers() {
     let (c, vip) = (sa("192.0.2.7:40000"), sa("198.51.100.1:80"));
     let mut out = [0u8; 128];
     // A SYN (no ACK): seq 0, ACK set, ack = seq + 1.
-    let syn = tcp(c, vip, SYN, 0xffff_ffff, 0, b"", 0, true);
+    let syn = pkt::segment(c, vip, SYN, 0xffff_ffff, 0, b"");
     let n = write_tcp_rst(&mut out, &parse(&syn).unwrap(), &syn).unwrap();
     assert_eq!(n, 40);
     let r = parse(&out[..n]).unwrap();
@@ -212,35 +218,28 @@ fn rst_sequence_numbers() {
     assert_eq!(&out[24..28], &0u32.to_be_bytes());
     assert_eq!(&out[28..32], &0u32.to_be_bytes()); // 0xffffffff + 1 wraps
                                                    // FIN without ACK carrying 10 bytes: ack = seq + 10 + 1.
-    let fin = tcp(c, vip, FIN, 500, 0, &[0; 10], 0, false);
+    let fin = pkt::segment(c, vip, FIN, 500, 0, &[0; 10]);
     let n = write_tcp_rst(&mut out, &parse(&fin).unwrap(), &fin).unwrap();
     assert_eq!(&out[28..32], &511u32.to_be_bytes());
     assert_eq!(out[33], RST | ACK);
     assert_eq!(n, 40);
     // With ACK: seq = its ack, RST alone.
-    let data = tcp(c, vip, ACK | PSH, 500, 777, &[0; 10], 0, false);
+    let data = pkt::segment(c, vip, ACK | PSH, 500, 777, &[0; 10]);
     let n = write_tcp_rst(&mut out, &parse(&data).unwrap(), &data).unwrap();
     assert_eq!(&out[24..28], &777u32.to_be_bytes());
     assert_eq!((out[33], n), (RST, 40));
     // IPv6.
-    let syn6 = tcp(
-        sa("[2001:db8::7]:1"),
-        sa("[2001:db8::1]:80"),
-        SYN,
-        9,
-        0,
-        b"",
-        0,
-        false,
-    );
+    let syn6 = Tcp::new(sa("[2001:db8::7]:1"), sa("[2001:db8::1]:80"), SYN)
+        .seq(9)
+        .build();
     let n = write_tcp_rst(&mut out, &parse(&syn6).unwrap(), &syn6).unwrap();
     assert_eq!(n, 60);
     assert!(verify_checksums(&out[..n]));
     assert_eq!(parse(&out[..n]).unwrap().dst, sa("[2001:db8::7]:1"));
     // No RST for a RST, for UDP, or into a small buffer.
-    let rst = tcp(c, vip, RST, 1, 0, b"", 0, false);
+    let rst = pkt::segment(c, vip, RST, 1, 0, b"");
     assert_eq!(write_tcp_rst(&mut out, &parse(&rst).unwrap(), &rst), None);
-    let u = udp(c, vip, b"", 0);
+    let u = pkt::udp(c, vip, b"");
     assert_eq!(write_tcp_rst(&mut out, &parse(&u).unwrap(), &u), None);
     assert_eq!(
         write_tcp_rst(&mut out[..39], &parse(&syn).unwrap(), &syn),
@@ -253,7 +252,7 @@ fn port_unreachable_quotes_up_to_the_limit() {
     let (c, vip) = (sa("192.0.2.7:40000"), sa("198.51.100.1:53"));
     let mut out = vec![0u8; 2000];
     for (len, want) in [(4, 20 + 8 + 32), (1000, 576)] {
-        let mut pkt = udp(c, vip, &vec![3; len], 0);
+        let mut pkt = pkt::udp(c, vip, &vec![3; len]);
         let real = pkt.len();
         pkt.extend_from_slice(&[0xee; 4]); // padding is not quoted
         let p = parse(&pkt).unwrap();
@@ -270,7 +269,7 @@ fn port_unreachable_quotes_up_to_the_limit() {
     }
     // IPv6: type 1 code 4, up to 1280.
     let (c6, v6) = (sa("[2001:db8::7]:4000"), sa("[2001:db8::1]:53"));
-    let pkt = udp(c6, v6, &[3; 1400], 0);
+    let pkt = pkt::udp(c6, v6, &[3; 1400]);
     let p = parse(&pkt).unwrap();
     let n = write_icmp_port_unreachable(&mut out, &pkt, &p, v6.ip()).unwrap();
     assert_eq!(n, 1280);
@@ -286,19 +285,19 @@ fn port_unreachable_quotes_up_to_the_limit() {
         None
     );
     // Never about an ICMP message, from a multicast source, or across families.
-    let echo = icmp(c.ip(), vip.ip(), 8, 0, [0; 4], b"");
+    let echo = pkt::echo_request(c.ip(), vip.ip(), 0, 0, b"");
     let pe = parse(&echo).unwrap();
     assert_eq!(
         write_icmp_port_unreachable(&mut out, &echo, &pe, vip.ip()),
         None
     );
-    let mc = udp(sa("224.0.0.1:5"), vip, b"", 0);
+    let mc = pkt::udp(sa("224.0.0.1:5"), vip, b"");
     let pm = parse(&mc).unwrap();
     assert_eq!(
         write_icmp_port_unreachable(&mut out, &mc, &pm, vip.ip()),
         None
     );
-    let bc = udp(c, sa("255.255.255.255:5"), b"", 0);
+    let bc = pkt::udp(c, sa("255.255.255.255:5"), b"");
     let pb = parse(&bc).unwrap();
     assert_eq!(
         write_icmp_port_unreachable(&mut out, &bc, &pb, vip.ip()),
@@ -317,8 +316,7 @@ fn echo_replies() {
         (ipa("192.0.2.7"), ipa("198.51.100.1"), 0, 20),
         (ipa("2001:db8::7"), ipa("2001:db8::1"), 129, 40),
     ] {
-        let req_type = if c.is_ipv6() { 128 } else { 8 };
-        let req = icmp(c, vip, req_type, 0, [0x12, 0x34, 0, 9], b"payload!");
+        let req = pkt::echo_request(c, vip, 0x1234, 9, b"payload!");
         let p = parse(&req).unwrap();
         let n = write_echo_reply(&mut out, &req, &p).unwrap();
         assert_eq!(n, hdr + 16);
@@ -368,9 +366,16 @@ fn packet(
 ) -> Vec<u8> {
     let opts = if src.is_ipv6() { 0 } else { opts };
     if is_tcp {
-        tcp(src, dst, flags, 7, 9, payload, opts, flags & 1 == 0)
+        let options: &[u8] = if flags & 1 == 0 { &SYN_OPTIONS } else { &[] };
+        Tcp::new(src, dst, flags)
+            .seq(7)
+            .ack(9)
+            .options(options)
+            .payload(payload)
+            .ip_options(opts)
+            .build()
     } else {
-        udp(src, dst, payload, opts)
+        pkt::with_ip_options(&pkt::udp(src, dst, payload), opts)
     }
 }
 
@@ -475,8 +480,7 @@ proptest! {
         let hdr = if v6 { 40 } else { 20 };
         // Toward the server: an error about our reply VIP → client.
         let quoted = packet(vip, client, is_tcp, ACK, &payload, 0);
-        let n = (hdr + 8 + quote_extra).min(quoted.len());
-        let mut pkt = bounce(router, vip.ip(), &quoted[..n]);
+        let mut pkt = pkt::too_big(router, &quoted, hdr + 8 + quote_extra, 1400);
         prop_assert!(verify_checksums(&pkt));
         let p = parse(&pkt).unwrap();
         rewrite_icmp_to_server(&mut pkt, &p, server).unwrap();
@@ -488,8 +492,7 @@ proptest! {
 
         // Toward the client: an error about a packet we forwarded client → server.
         let quoted = packet(client, server, is_tcp, ACK, &payload, 0);
-        let n = (hdr + 8 + quote_extra).min(quoted.len());
-        let mut pkt = bounce(router, client.ip(), &quoted[..n]);
+        let mut pkt = pkt::too_big(router, &quoted, hdr + 8 + quote_extra, 1400);
         let p = parse(&pkt).unwrap();
         rewrite_icmp_to_client(&mut pkt, &p, vip).unwrap();
         prop_assert!(verify_checksums(&pkt));
@@ -524,8 +527,8 @@ proptest! {
         let inner = packet(client, vip, kind & 1 == 0, SYN, b"data", 1);
         let mut pkt = match kind {
             0 | 1 => inner,
-            2 => bounce(server.ip(), client.ip(), &inner),
-            _ => icmp(client.ip(), vip.ip(), if client.is_ipv6() { 128 } else { 8 }, 0, [0; 4], b"ping"),
+            2 => pkt::too_big(server.ip(), &inner, inner.len(), 1400),
+            _ => pkt::echo_request(client.ip(), vip.ip(), 0, 0, b"ping"),
         };
         for (i, v) in flips {
             let at = i.index(pkt.len());

@@ -177,9 +177,6 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, Malformed> {
 }
 
 #[cfg(test)]
-pub(crate) mod fixtures;
-
-#[cfg(test)]
 mod tests;
 
 impl core::error::Error for Malformed {}

@@ -1,11 +1,20 @@
 //! Unit tests of the packet parsers: [`parse`], [`parse_flow`] and their refusals.
 
-use super::fixtures::*;
 use super::*;
 use crate::checksum::verify_checksums;
 use crate::tcp::flags::*;
+use core::net::IpAddr;
+use lb_testkit::pkt::{self, Tcp, SYN_OPTIONS};
 use proptest::prelude::*;
 use std::vec::Vec;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ipa(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
 
 fn icmp_kind(p: &Parsed) -> IcmpError {
     match p.kind {
@@ -17,7 +26,13 @@ fn icmp_kind(p: &Parsed) -> IcmpError {
 #[test]
 fn ipv4_tcp_with_options_and_padding() {
     let (c, v) = (sa("192.0.2.7:40000"), sa("198.51.100.1:80"));
-    let mut pkt = tcp(c, v, SYN | ACK, 1, 2, b"hello", 2, true);
+    let mut pkt = Tcp::new(c, v, SYN | ACK)
+        .seq(1)
+        .ack(2)
+        .options(&SYN_OPTIONS)
+        .payload(b"hello")
+        .ip_options(2)
+        .build();
     assert!(verify_checksums(&pkt));
     let total = pkt.len();
     pkt.extend_from_slice(&[0xee; 6]); // link-layer padding
@@ -35,7 +50,7 @@ fn ipv4_tcp_with_options_and_padding() {
 #[test]
 fn ipv6_udp() {
     let (c, v) = (sa("[2001:db8::7]:5353"), sa("[2001:db8:1::1]:53"));
-    let pkt = udp(c, v, &[1, 2, 3], 0);
+    let pkt = pkt::udp(c, v, &[1, 2, 3]);
     let p = parse(&pkt).unwrap();
     assert!(p.v6);
     assert_eq!((p.proto, p.src, p.dst, p.l4_offset), (PROTO_UDP, c, v, 40));
@@ -45,32 +60,21 @@ fn ipv6_udp() {
 
 #[test]
 fn udp_length_shorter_than_ip_payload_is_tolerated() {
-    let mut pkt = udp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), &[9; 10], 0);
+    let mut pkt = pkt::udp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), &[9; 10]);
     pkt[24..26].copy_from_slice(&12u16.to_be_bytes());
     assert_eq!(parse(&pkt).unwrap().payload_len, 4);
 }
 
 #[test]
 fn every_malformed_reason() {
-    let good = tcp(
-        sa("10.0.0.1:1"),
-        sa("10.0.0.2:2"),
-        ACK,
-        0,
-        0,
-        b"x",
-        0,
-        false,
-    );
+    let good = pkt::segment(sa("10.0.0.1:1"), sa("10.0.0.2:2"), ACK, 0, 0, b"x");
     let v4 = |f: &dyn Fn(&mut Vec<u8>)| {
         let mut b = good.clone();
         f(&mut b);
         // Keep the header checksum right so the intended check is the one that fails.
         let ihl = usize::from(b[0] & 15) * 4;
         if b.len() >= ihl.max(20) {
-            b[10..12].fill(0);
-            let s = crate::checksum::finish(crate::checksum::add(0, &b[..ihl.max(20)]));
-            b[10..12].copy_from_slice(&s.to_be_bytes());
+            pkt::refresh_ipv4_checksum(&mut b);
         }
         parse(&b)
     };
@@ -103,7 +107,7 @@ fn every_malformed_reason() {
     });
     assert_eq!(short_tcp, Err(Malformed::Truncated));
 
-    let u = udp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), &[0; 4], 0);
+    let u = pkt::udp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), &[0; 4]);
     let udp_len = |n: u16| {
         let mut b = u.clone();
         b[24..26].copy_from_slice(&n.to_be_bytes());
@@ -113,7 +117,7 @@ fn every_malformed_reason() {
     assert_eq!(udp_len(13), Err(Malformed::BadUdpLength));
     assert!(udp_len(12).is_ok());
 
-    let v6 = udp(sa("[::1]:1"), sa("[::2]:2"), &[0; 4], 0);
+    let v6 = pkt::udp(sa("[::1]:1"), sa("[::2]:2"), &[0; 4]);
     let next = |nh: u8| {
         let mut b = v6.clone();
         b[6] = nh;
@@ -150,28 +154,28 @@ fn malformed_display_is_distinct() {
 
 #[test]
 fn other_protocols_pass() {
-    let gre = ip(ipa("10.0.0.1"), ipa("10.0.0.2"), 47, 0, &[0; 8]);
+    let gre = pkt::ip(ipa("10.0.0.1"), ipa("10.0.0.2"), 47, 0, std::vec![0; 8]);
     let p = parse(&gre).unwrap();
     assert_eq!(
         (p.kind, p.proto, p.src.port(), p.payload_len),
         (Kind::Other, 47, 0, 0)
     );
     // ICMP redirect and echo reply are not errors we relate.
-    let redirect = icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 5, 0, [0; 4], &[0; 28]);
+    let redirect = pkt::icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 5, 0, &[0; 28]);
     assert_eq!(parse(&redirect).unwrap().kind, Kind::Other);
-    let reply = icmp(ipa("::1"), ipa("::2"), 129, 0, [0; 4], b"ping");
+    let reply = pkt::icmp(ipa("::1"), ipa("::2"), 129, 0, b"ping");
     assert_eq!(parse(&reply).unwrap().kind, Kind::Other);
 }
 
 #[test]
 fn echo_requests() {
-    let e4 = icmp(ipa("10.0.0.1"), ipa("10.0.0.2"), 8, 0, [0, 1, 0, 2], b"abc");
+    let e4 = pkt::echo_request(ipa("10.0.0.1"), ipa("10.0.0.2"), 1, 2, b"abc");
     let p = parse(&e4).unwrap();
     assert_eq!(
         (p.kind, p.payload_len, p.proto),
         (Kind::EchoRequest, 3, PROTO_ICMP)
     );
-    let e6 = icmp(ipa("::1"), ipa("::2"), 128, 0, [0, 1, 0, 2], b"");
+    let e6 = pkt::echo_request(ipa("::1"), ipa("::2"), 1, 2, b"");
     assert_eq!(parse(&e6).unwrap().kind, Kind::EchoRequest);
     assert_eq!(parse(&e4[..27]), Err(Malformed::Truncated));
 }
@@ -180,9 +184,14 @@ fn echo_requests() {
 fn icmpv4_error_quoting_tcp() {
     // A reply VIP:80 → client, bounced by a router with "fragmentation needed".
     let (vip, client) = (sa("198.51.100.1:80"), sa("192.0.2.7:40000"));
-    let quoted = tcp(vip, client, ACK, 5, 6, &[0; 100], 1, false);
+    let quoted = Tcp::new(vip, client, ACK)
+        .seq(5)
+        .ack(6)
+        .payload(&[0; 100])
+        .ip_options(1)
+        .build();
     for n in [quoted.len(), 24 + 8] {
-        let pkt = icmp(
+        let pkt = pkt::icmp_rest(
             ipa("203.0.113.9"),
             vip.ip(),
             3,
@@ -198,30 +207,23 @@ fn icmpv4_error_quoting_tcp() {
         assert_eq!((e.icmp_type, e.icmp_code), (3, 4));
     }
     // Less than 8 bytes of quoted L4 header: refused.
-    let pkt = icmp(
-        ipa("203.0.113.9"),
-        vip.ip(),
-        11,
-        0,
-        [0; 4],
-        &quoted[..24 + 7],
-    );
+    let pkt = pkt::icmp(ipa("203.0.113.9"), vip.ip(), 11, 0, &quoted[..24 + 7]);
     assert_eq!(parse(&pkt), Err(Malformed::BadEmbeddedPacket));
     // Quoting IPv6 inside ICMPv4: refused.
-    let q6 = udp(sa("[::1]:1"), sa("[::2]:2"), &[], 0);
-    let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 3, 3, [0; 4], &q6);
+    let q6 = pkt::udp(sa("[::1]:1"), sa("[::2]:2"), &[]);
+    let pkt = pkt::icmp(ipa("203.0.113.9"), vip.ip(), 3, 3, &q6);
     assert_eq!(parse(&pkt), Err(Malformed::BadEmbeddedPacket));
     // Quoting a non-first fragment or ICMP: unrelated.
     let mut frag = quoted.clone();
     frag[7] = 9;
-    let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 3, 1, [0; 4], &frag);
+    let pkt = pkt::icmp(ipa("203.0.113.9"), vip.ip(), 3, 1, &frag);
     assert_eq!(parse(&pkt).unwrap().kind, Kind::Other);
-    let echo = icmp(vip.ip(), client.ip(), 8, 0, [0; 4], b"");
-    let pkt = icmp(ipa("203.0.113.9"), vip.ip(), 3, 1, [0; 4], &echo);
+    let echo = pkt::echo_request(vip.ip(), client.ip(), 0, 0, b"");
+    let pkt = pkt::icmp(ipa("203.0.113.9"), vip.ip(), 3, 1, &echo);
     assert_eq!(parse(&pkt).unwrap().kind, Kind::Other);
     // Source quench (4) and time exceeded (11) are related too.
     for ty in [4, 11] {
-        let pkt = icmp(ipa("203.0.113.9"), vip.ip(), ty, 0, [0; 4], &quoted);
+        let pkt = pkt::icmp(ipa("203.0.113.9"), vip.ip(), ty, 0, &quoted);
         assert!(matches!(parse(&pkt).unwrap().kind, Kind::IcmpError(_)));
     }
 }
@@ -229,17 +231,17 @@ fn icmpv4_error_quoting_tcp() {
 #[test]
 fn icmpv6_error_quoting_udp() {
     let (client, rip) = (sa("[2001:db8::7]:5353"), sa("[2001:db8:2::5]:5300"));
-    let quoted = udp(client, rip, &[7; 30], 0);
+    let quoted = pkt::udp(client, rip, &[7; 30]);
     for ty in [1, 2, 3, 4, 127] {
-        let pkt = icmp(rip.ip(), client.ip(), ty, 0, [0; 4], &quoted[..56]);
+        let pkt = pkt::icmp(rip.ip(), client.ip(), ty, 0, &quoted[..56]);
         let e = icmp_kind(&parse(&pkt).unwrap());
         assert_eq!((e.proto, e.src, e.dst), (Protocol::Udp, client, rip));
         assert_eq!((e.ip_offset, e.l4_offset, e.icmp_type), (48, 88, ty));
     }
-    let pkt = icmp(rip.ip(), client.ip(), 1, 4, [0; 4], &quoted[..47]);
+    let pkt = pkt::icmp(rip.ip(), client.ip(), 1, 4, &quoted[..47]);
     assert_eq!(parse(&pkt), Err(Malformed::BadEmbeddedPacket));
     // Informational types (≥ 128) other than echo request are not errors.
-    let pkt = icmp(rip.ip(), client.ip(), 135, 0, [0; 4], &quoted);
+    let pkt = pkt::icmp(rip.ip(), client.ip(), 135, 0, &quoted);
     assert_eq!(parse(&pkt).unwrap().kind, Kind::Other);
 }
 
@@ -272,7 +274,6 @@ proptest! {
         cut in proptest::option::of(any::<u8>()),
         padding in 0usize..8,
     ) {
-        use fixtures::{tcp, udp as udp_pkt};
         let (src, dst): (SocketAddr, SocketAddr) = if v6 {
             ("[2001:db8::1]:40000".parse().unwrap(), "[2001:db8::100]:80".parse().unwrap())
         } else {
@@ -280,9 +281,10 @@ proptest! {
         };
         let opt_words = if v6 { 0 } else { opt_words };
         let mut pkt = if udp {
-            udp_pkt(src, dst, &payload, opt_words)
+            pkt::with_ip_options(&pkt::udp(src, dst, &payload), opt_words)
         } else {
-            tcp(src, dst, flags, 1, 2, &payload, opt_words, flags & 1 != 0)
+            let options: &[u8] = if flags & 1 != 0 { &SYN_OPTIONS } else { &[] };
+            Tcp::new(src, dst, flags).seq(1).ack(2).options(options).payload(&payload).ip_options(opt_words).build()
         };
         pkt.extend(core::iter::repeat_n(0u8, padding));
         for (at, x) in damage {
