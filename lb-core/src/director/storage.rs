@@ -61,8 +61,10 @@ impl Limits {
 }
 
 /// Caller-owned memory for a [`Director`]: each slice holds `services ×` its per-service size
-/// (see [`Limits`]). Build it from borrowed slices, [`DirectorStorage::alloc`] (feature
-/// `alloc`) or [`DirectorResources::storage`]. Contents are reset by [`Director::new`].
+/// (see [`Limits`]). Build it from borrowed slices,
+#[cfg_attr(feature = "alloc", doc = "[`DirectorStorage::alloc`]")]
+#[cfg_attr(not(feature = "alloc"), doc = "`DirectorStorage::alloc`")]
+/// (feature `alloc`) or [`DirectorResources::storage`]. Contents are reset by [`Director::new`].
 pub struct DirectorStorage<'a> {
     /// The sizes the slices are meant for. [`Director::new`] shrinks them to what the slices
     /// actually hold.
