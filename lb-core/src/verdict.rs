@@ -56,7 +56,7 @@ pub enum Verdict {
     Pass(Transmit),
     /// The buffer now holds a packet lb-core generated (a TCP RST, an ICMP error or an ICMP
     /// echo reply), addressed to the original packet's sender: send it; the original is
-    /// consumed. `len` is at most the buffer's capacity (and [`REPLY_MAX`](crate::REPLY_MAX)).
+    /// consumed. `len` is at most the buffer's capacity (and [`REPLY_MAX`](crate::balancer::REPLY_MAX)).
     Reply(Transmit),
     /// Drop the packet. Already counted under its reason.
     Drop(DropReason),

@@ -1,38 +1,4 @@
-//! lb-embedded: lb-core's balancer as a `no_std` gateway over any `smoltcp::phy::Device`.
-//!
-//! No operating system, no allocator, no `unsafe`: a [`Gateway`] sits between a network device
-//! (`Medium::Ip` or `Medium::Ethernet`) and lb-core's sans-IO [`Balancer`](lb_core::Balancer).
-//! It is a *middleware device*, the pattern of smoltcp's `phy::Tracer`:
-//!
-//! ```text
-//!             ┌──────────────────────────── Gateway::poll(now, &mut device) ───────────────────────┐
-//! device rx ─►│ copy frame → ARP/NDP for a VIP? answer it · for our own address? → smoltcp Interface │
-//!             │            → else Balancer::process (NAT, RST, echo, pass) → route → next hop MAC  │
-//!             │            → device tx (or held until ARP/NDP resolves)                           │
-//!             └────────────────────────────────────────────────────────────────────────────────────┘
-//! ```
-//!
-//! * Every received packet is copied once out of the device's read-only receive token into the
-//!   resources' frame buffer; the balancer rewrites it there; it is copied once more into the
-//!   transmit token. (Two copies of ≤ 1.5 KB, next to a table lookup's cache misses.)
-//! * The gateway's **own** traffic — ARP and NDP for its own addresses, ICMP echo to them, and
-//!   anything else addressed to them — goes to a smoltcp [`Interface`](smoltcp::iface::Interface)
-//!   (no sockets), which answers it.
-//! * ARP requests and IPv6 neighbour solicitations for a **virtual address**
-//!   ([`Balancer::is_vip`](lb_core::Balancer::is_vip)) are answered by the gateway itself.
-//! * On Ethernet, forwarded packets get the next hop's hardware address from a fixed-size
-//!   neighbour cache; an unknown next hop is resolved with ARP or NDP while the packet is
-//!   **held** in a fixed hold queue (dropped and counted if the queue is full or resolution
-//!   fails after [`neighbour::MAX_REQUESTS`] requests one second apart).
-//! * Next hops come from a small static route table: the subnets of the gateway's own addresses
-//!   and routes added with [`Gateway::add_route`] (on-link subnets and gateways, default routes).
-//!
-//! All memory is caller-owned: [`GatewayResources`] (connection table, neighbour cache, routes,
-//! hold queue, frame buffer; all zero bits after its `const fn new()`, so a `static` of it is in
-//! `.bss`) plus a director storage (`lb_core::DirectorResources`, whose empty value is not all
-//! zero: see the README). Time is the caller's: `lb_core::Instant`, 64-bit milliseconds.
-//!
-//! See `lb-embedded/README.md` for sizes, the firmware example and what is not supported.
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

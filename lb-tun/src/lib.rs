@@ -1,4 +1,4 @@
-//! lb-tun: the Linux demo gateway around lb-core.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 pub mod control;

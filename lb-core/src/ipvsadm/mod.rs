@@ -356,9 +356,9 @@ impl fmt::Display for ParseErrorKind {
     }
 }
 
-/// Why [`Balancer::apply_line`](crate::Balancer::apply_line) refused a line: it is not an
-/// ipvsadm command, or the command was refused by the configuration. Either way nothing was
-/// applied.
+/// Why a command line was refused: [`parse_line`] did not read it as an ipvsadm command, or
+/// [`Balancer::apply`](crate::Balancer::apply) refused the command. Either way nothing was
+/// applied. (lb-embedded's `Gateway::apply_line` returns it.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineError {
     /// The line is not an ipvsadm command (the token and why).

@@ -1,4 +1,4 @@
-//! `fo`: weighted failover (docs/ipvs-semantics.md §5.12, [fo] `ip_vs_fo.c`).
+//! `fo`: weighted failover (docs/ipvs-semantics.md §5.12, the kernel's `ip_vs_fo.c`).
 //!
 //! IPVS semantics: pick the non-OVERLOAD server with the highest weight; the comparison is
 //! strict starting from 0, so weight 0 is never picked and ties go to the first in list. No

@@ -1,6 +1,6 @@
 //! `lblcr`: locality-based least connection with replication (docs/ipvs-semantics.md §5.8).
 //!
-//! Like [lblc](super::lblc), keyed by the destination address, but each address maps to a
+//! Like [lblc], keyed by the destination address, but each address maps to a
 //! **set** of servers (head insertion, with the time of its last change, `lastmod`). On a hit
 //! [`pick`] takes the weighted-least-connection member of the set (only AVAILABLE, non-OVERLOAD
 //! members count, and the first candidate must have weight > 0); if the set has more than one

@@ -1,4 +1,4 @@
-//! `lc`: least connection (docs/ipvs-semantics.md §5.3, [K] `ip_vs_lc.c`).
+//! `lc`: least connection (docs/ipvs-semantics.md §5.3, the kernel's `ip_vs_lc.c`).
 //!
 //! IPVS semantics: among eligible servers (weight > 0, not OVERLOAD) pick the one with the
 //! smallest overhead `active·256 + inactive`; the comparison is strict, so ties go to the first

@@ -1,4 +1,4 @@
-//! `nq`: never queue (docs/ipvs-semantics.md §5.6, [K] `ip_vs_nq.c`).
+//! `nq`: never queue (docs/ipvs-semantics.md §5.6, the kernel's `ip_vs_nq.c`).
 //!
 //! IPVS semantics: walk the eligible servers (weight > 0, not OVERLOAD) in list order and return
 //! the first with no active connection at once; otherwise keep the sed-minimal one, replacing L

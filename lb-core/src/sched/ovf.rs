@@ -1,4 +1,4 @@
-//! `ovf`: weighted overflow (docs/ipvs-semantics.md §5.13, [K] `ip_vs_ovf.c`).
+//! `ovf`: weighted overflow (docs/ipvs-semantics.md §5.13, the kernel's `ip_vs_ovf.c`).
 //!
 //! IPVS semantics: consider servers that are not OVERLOAD, have weight w > 0 and have
 //! `active ≤ w`; pick the highest weight, ties to the first in list. The weight acts as a cap on

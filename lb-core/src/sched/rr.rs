@@ -1,4 +1,4 @@
-//! `rr`: round robin (docs/ipvs-semantics.md §5.1, [K] `ip_vs_rr.c`).
+//! `rr`: round robin (docs/ipvs-semantics.md §5.1, the kernel's `ip_vs_rr.c`).
 //!
 //! IPVS semantics: a cursor starts at the list head. A decision walks the list circularly from
 //! the element after the cursor (skipping the head while wrapping), at most one lap ending with

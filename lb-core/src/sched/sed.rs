@@ -1,4 +1,4 @@
-//! `sed`: shortest expected delay (docs/ipvs-semantics.md §5.5, [K] `ip_vs_sed.c`).
+//! `sed`: shortest expected delay (docs/ipvs-semantics.md §5.5, the kernel's `ip_vs_sed.c`).
 //!
 //! IPVS semantics: overhead is `active + 1` (inactive connections are ignored); the first
 //! eligible server (weight > 0, not OVERLOAD) is the initial candidate L, and each later

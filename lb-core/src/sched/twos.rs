@@ -1,4 +1,5 @@
-//! `twos`: weighted random "power of two choices" (docs/ipvs-semantics.md §5.14, [K] `ip_vs_twos.c`).
+//! `twos`: weighted random "power of two choices" (docs/ipvs-semantics.md §5.14, the kernel's
+//! `ip_vs_twos.c`).
 //!
 //! IPVS semantics: W = Σ weight over non-OVERLOAD servers of weight > 0 (none: `None`). Two
 //! numbers r1, r2 are drawn as `random % (W + 1)` — from [0, W] inclusive — and each eligible

@@ -1,4 +1,4 @@
-//! `wrr`: weighted round robin (docs/ipvs-semantics.md §5.2, [K] `ip_vs_wrr.c`).
+//! `wrr`: weighted round robin (docs/ipvs-semantics.md §5.2, the kernel's `ip_vs_wrr.c`).
 //!
 //! IPVS semantics. State: cursor `cl` (initially the list head), `di` = gcd of the positive
 //! weights (1 if none), `mw` = max weight − (di − 1), `cw` = current weight.

@@ -6,8 +6,8 @@
 //! the loop runs the full path: schedule, NAT both ways, state machine, timers.
 //!
 //! Memory: the gateway's resources (1,024 connections) are a `ConstStaticCell` that is all
-//! zero (`.bss`); the director's storage (4 services × 8 servers) is another (its empty value
-//! is not all zero, so it is in `.data`). Time: one loop iteration is one millisecond of
+//! zero (`.bss`); the director's storage (4 services × 8 servers) is another, also all zero
+//! (`build.sh` fails if either leaves `.bss`). Time: one loop iteration is one millisecond of
 //! gateway time (a board would read SysTick or an RTC instead).
 #![no_std]
 #![no_main]

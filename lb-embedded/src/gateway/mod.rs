@@ -95,7 +95,7 @@ impl fmt::Display for GatewayError {
     }
 }
 
-/// Why [`Gateway::apply_line`] failed: lb-core's [`LineError`](lb_core::ipvsadm::LineError).
+/// Why [`Gateway::apply_line`] failed: lb-core's [`LineError`], re-exported.
 pub use lb_core::ipvsadm::LineError;
 
 /// The gateway's own counters (the balancer's are [`Balancer::counters`], per service and

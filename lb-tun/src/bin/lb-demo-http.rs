@@ -18,7 +18,7 @@ use clap::Parser;
 /// Answer every HTTP request with 200 and a fixed body.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Address to listen on, e.g. 10.20.1.2:80 or [fd00:20::2]:80; repeat for several.
+    /// Address to listen on, e.g. `10.20.1.2:80` or `[fd00:20::2]:80`; repeat for several.
     #[arg(long, required = true)]
     listen: Vec<String>,
     /// The body's text (a newline is appended), e.g. the server's name.

@@ -50,7 +50,7 @@ struct Args {
     /// root) and wait --timeout seconds for the reply (`ping` may not be installed).
     #[arg(long)]
     ping: bool,
-    /// URL: http://HOST[:PORT]/PATH (HOST may be [v6]).
+    /// URL: `http://HOST[:PORT]/PATH` (HOST may be `[v6]`).
     url: String,
 }
 
