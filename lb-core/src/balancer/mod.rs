@@ -1,18 +1,16 @@
 //! The sans-IO balancer: packets and `now` in, verdicts and the next timeout out.
 //!
 //! [`Balancer`] ties the pieces together the way IPVS's `ip_vs_in_hook` / `ip_vs_out_hook` do
-//! (docs/ipvs-semantics.md §3.2, §6.1): it parses a packet, finds its connection in the [`ConnTable`] (one
+//! (docs/ipvs-semantics.md §3.2, §6.1): it parses a packet, finds its connection in the `ConnTable` (one
 //! keyed index serves both directions), applies the port-reuse and removed-server rules, asks
 //! the [`Director`] to schedule new connections (persistence templates first), runs the TCP
 //! state machine, keeps the counters the schedulers read, and rewrites the packet in place.
 //!
 //! Most packets of a busy balancer belong to a flow the table holds and leave its state as it
-//! is; they take a fast path (`fast.rs`) that reads them with [`packet::parse_flow`], re-arms,
+//! is; they take a fast path (`fast.rs`) that reads them with `packet::parse_flow`, re-arms,
 //! counts and rewrites them, and hands everything else to the general path with its look-ups
 //! made. `Balancer::process_general` (feature `internals`) runs the general path alone: the differential tests and
 //! the fuzz target hold the two to the same verdicts, bytes, entries and counters.
-//!
-//! [`packet::parse_flow`]: crate::packet::parse_flow
 //!
 //! # Where we differ from IPVS, on purpose
 //! - **No dropped SYN on port reuse.** IPVS with netfilter conntrack drops a SYN that reuses a
@@ -241,7 +239,7 @@ impl<'a> Balancer<'a> {
     /// The way to build a balancer: from the director's and the connection table's storage
     /// (memory the caller owns: [`DirectorResources`](crate::DirectorResources) and
     /// [`ConnResources`](crate::ConnResources) in `static`s, or on the heap with
-    /// [`Balancer::alloc`]), the hash secrets, and `now` (the connection table's clock starts
+    /// `Balancer::alloc`), the hash secrets, and `now` (the connection table's clock starts
     /// there). No services yet: add them with [`apply_line`](Balancer::apply_line). Default
     /// [`Settings`].
     ///

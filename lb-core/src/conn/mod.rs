@@ -121,11 +121,11 @@ impl ConnSizes {
     }
 }
 
-/// The memory a [`ConnTable`] works in, owned by the caller: borrowed slices (`&mut [T]`, e.g.
+/// The memory a `ConnTable` works in, owned by the caller: borrowed slices (`&mut [T]`, e.g.
 /// from a [`ConnResources`] in a `static`) or, with the `alloc` feature, `Vec`s.
 #[derive(Debug)]
 pub struct ConnStorage<'a> {
-    /// The slab; its length is the capacity (see [`ConnTable::new`] for the limits).
+    /// The slab; its length is the capacity (see `ConnTable::new` for the limits).
     pub entries: ManagedSlice<'a, ConnSlot>,
     /// The index; needs more slots than entries, about twice as many for speed.
     pub index: ManagedSlice<'a, IndexSlot>,

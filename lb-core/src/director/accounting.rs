@@ -8,8 +8,8 @@ use super::Director;
 use crate::server::{RealServer, ServerId};
 use crate::service::ServiceId;
 
-/// How many drained-server events wait for [`Director::poll_drained`] before further ones are
-/// dropped (and [`Director::drained_events_lost`] reports it).
+/// How many drained-server events wait for `Director::poll_drained` before further ones are
+/// dropped (and `Director::drained_events_lost` reports it).
 pub const DRAINED_QUEUE: usize = 32;
 
 /// A server that became drained: weight 0, available, no references left. Its controller may

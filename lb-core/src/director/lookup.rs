@@ -11,7 +11,7 @@ use crate::server::{DestList, RealServer, ServerId};
 use crate::service::{Service, ServiceId, ServiceSlot};
 use crate::stats::Rates;
 
-/// What [`Director::unmatched`] found at a packet's destination.
+/// What `Director::unmatched` found at a packet's destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unmatched {
     /// A deleted service still referenced by connections.

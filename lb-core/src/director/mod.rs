@@ -7,17 +7,17 @@
 //!   [`add_server`](Director::add_server), [`edit_server`](Director::edit_server),
 //!   [`del_server`](Director::del_server), [`clear`](Director::clear),
 //!   [`zero_stats`](Director::zero_stats). Call them between packet bursts.
-//! - **A new connection**: [`lookup`](Director::lookup) the service, then
+//! - **A new connection**: `lookup` the service, then
 //!   [`schedule`](Director::schedule) a server; when the entry is created call
-//!   [`bind_conn`](Director::bind_conn) (or [`bind_template`](Director::bind_template) for a
+//!   [`bind_conn`](Director::bind_conn) (or `bind_template` for a
 //!   persistence template), [`set_active`](Director::set_active) whenever its TCP state enters
-//!   or leaves the active set (§2.1), [`count_in`](Director::count_in) /
-//!   [`count_out`](Director::count_out) per packet, and [`unbind_conn`](Director::unbind_conn)
-//!   / [`unbind_template`](Director::unbind_template) when the entry is freed.
+//!   or leaves the active set (§2.1), `count_in` /
+//!   `count_out` per packet, and [`unbind_conn`](Director::unbind_conn)
+//!   / `unbind_template` when the entry is freed.
 //! - **Timers**: ask [`poll_timeout`](Director::poll_timeout), call
 //!   [`handle_timeout`](Director::handle_timeout) when it has passed (rate estimator every 2 s,
 //!   lblc/lblcr garbage collection every 60 s).
-//! - **Controllers** draining a server (weight 0) poll [`poll_drained`](Director::poll_drained)
+//! - **Controllers** draining a server (weight 0) poll `poll_drained`
 //!   or check [`drained`](Director::drained), then delete it.
 //!
 //! # Deleted servers and services (IPVS's trash, §1 "Deleted destinations")

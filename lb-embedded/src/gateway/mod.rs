@@ -99,7 +99,7 @@ impl fmt::Display for GatewayError {
 pub use lb_core::ipvsadm::LineError;
 
 /// The gateway's own counters (the balancer's are [`Balancer::counters`], per service and
-/// server in its [`Director`]).
+/// server in its `Director`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GatewayCounters {
     /// Frames read from the device.
