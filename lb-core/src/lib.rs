@@ -55,7 +55,7 @@ pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
     ServiceConfig, ServiceKey, Timeouts,
 };
-pub use conn::{ConnResources, ConnStorage};
+pub use conn::{ConnResources, ConnSizes, ConnStorage};
 pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
 pub use ipvsadm::LineError;
 pub use server::{RealServer, ServerId};

@@ -92,7 +92,8 @@ impl Service {
     }
 
     /// The scheduler's state (rr cursor, wrr cl/di/mw/cw, twos RNG), for inspection.
-    pub fn sched_state(&self) -> &SchedState {
+    #[cfg(test)]
+    pub(crate) fn sched_state(&self) -> &SchedState {
         &self.sched
     }
 }

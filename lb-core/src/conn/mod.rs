@@ -104,11 +104,11 @@ impl core::fmt::Display for Full {
 /// How much storage a table of a given capacity needs; from [`ConnStorage::slots_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnSizes {
-    /// Slab slots ([`ConnSlot`], 48 bytes each): the capacity.
+    /// Slab slots (`ConnSlot`, 48 bytes each): the capacity.
     pub entries: usize,
-    /// Index slots ([`IndexSlot`], 8 bytes each).
+    /// Index slots (`IndexSlot`, 8 bytes each).
     pub index_slots: usize,
-    /// Wheel buckets ([`WheelBucket`], 4 bytes each); a power of two.
+    /// Wheel buckets (`WheelBucket`, 4 bytes each); a power of two.
     pub wheel_buckets: usize,
 }
 
@@ -121,20 +121,22 @@ impl ConnSizes {
     }
 }
 
-/// The memory a `ConnTable` works in, owned by the caller: borrowed slices (`&mut [T]`, e.g.
-/// from a [`ConnResources`] in a `static`) or, with the `alloc` feature, `Vec`s.
+/// The memory a connection table works in, owned by the caller: lent by a [`ConnResources`]
+/// (a `static` on a microcontroller; spell its type with `conn_resources!(N)`) or, with the
+/// `alloc` feature, on the heap with `ConnStorage::alloc(capacity)`.
 #[derive(Debug)]
 pub struct ConnStorage<'a> {
     /// The slab; its length is the capacity (see `ConnTable::new` for the limits).
-    pub entries: ManagedSlice<'a, ConnSlot>,
+    pub(crate) entries: ManagedSlice<'a, ConnSlot>,
     /// The index; needs more slots than entries, about twice as many for speed.
-    pub index: ManagedSlice<'a, IndexSlot>,
+    pub(crate) index: ManagedSlice<'a, IndexSlot>,
     /// The wheel buckets; the largest power of two not above the length is used.
-    pub wheel: ManagedSlice<'a, WheelBucket>,
+    pub(crate) wheel: ManagedSlice<'a, WheelBucket>,
 }
 
 impl<'a> ConnStorage<'a> {
     /// Storage from three caller-owned arrays; size them with [`slots_for`](Self::slots_for).
+    #[cfg(any(test, feature = "internals"))]
     pub fn new(
         entries: impl Into<ManagedSlice<'a, ConnSlot>>,
         index: impl Into<ManagedSlice<'a, IndexSlot>>,
@@ -214,11 +216,11 @@ impl<const N: usize, const SLOTS: usize, const BUCKETS: usize> ConnResources<N, 
 
     /// Lends the arrays as table storage.
     pub fn storage(&mut self) -> ConnStorage<'_> {
-        ConnStorage::new(
-            &mut self.entries[..],
-            &mut self.index[..],
-            &mut self.wheel[..],
-        )
+        ConnStorage {
+            entries: ManagedSlice::Borrowed(&mut self.entries[..]),
+            index: ManagedSlice::Borrowed(&mut self.index[..]),
+            wheel: ManagedSlice::Borrowed(&mut self.wheel[..]),
+        }
     }
 }
 
