@@ -35,6 +35,9 @@ impl<'a> Balancer<'a> {
     /// [`director`](Balancer::director)); they return `Unsupported`. Call between packets;
     /// established flows are never moved: a changed scheduler affects new connections only.
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), ApplyError> {
+        // No command needs the time yet; `now` is in the signature so one can without an API
+        // change (the sans-IO rule: time comes in with every call).
+        let _ = now;
         self.svc_cache = fast::SvcCache::EMPTY;
         match cmd {
             Command::AddService(cfg) => self.director.add_service(cfg).map(|_| ()),
@@ -76,7 +79,6 @@ impl<'a> Balancer<'a> {
                     Setting::SloppyTcp(b) => self.settings.sloppy_tcp = b,
                 }
                 self.update_defence();
-                let _ = now;
                 Ok(())
             }
             Command::List(_) | Command::Save { .. } | Command::Restore => Err(

@@ -160,7 +160,7 @@ impl Balancer<'_> {
                     _ => self.find_reply(proto, p.src, p.dst),
                 };
                 if let Some(h) = reply {
-                    return self.outbound(now, buf, len, p, proto, h);
+                    return self.outbound(now, buf, len, p, h);
                 }
                 match self.director.unmatched(proto, p.dst) {
                     // Flows of a deleted service: expired and answered like a removed server's.

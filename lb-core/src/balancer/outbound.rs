@@ -1,7 +1,6 @@
 //! Real server → client (docs/ipvs-semantics.md §6.1 `handle_response`): a reply of a tracked flow, run
 //! through the state machine and rewritten to come from the virtual address.
 
-use crate::addr::Protocol;
 use crate::conn::Handle;
 use crate::nat;
 use crate::packet::Parsed;
@@ -19,7 +18,6 @@ impl Balancer<'_> {
         buf: &mut [u8],
         len: usize,
         p: &Parsed,
-        proto: Protocol,
         h: Handle,
     ) -> Verdict {
         let Some(e) = self.conns.get(h) else {
@@ -29,7 +27,6 @@ impl Balancer<'_> {
         let Some(vip) = self.vip_of(e) else {
             return self.pass(&buf[..len]);
         };
-        let _ = proto;
         self.transition(now, h, Direction::Output, p.tcp_flags);
         if nat::rewrite_src(&mut buf[..len], p, vip).is_err() {
             return self.drop(DropReason::Malformed, false);
