@@ -8,7 +8,8 @@
 //! arithmetic shift. Reading decodes with rounding: `(avg + 0x1FF) >> 10` for cps and pps,
 //! `(avg + 0xF) >> 5` for bps — what `ipvsadm -L --rate` prints. The kernel spreads the work of
 //! one period over 50 ticks; lb-core does it all at once when the director's timer fires
-//! (`Director::handle_timeout`), which gives the same numbers.
+//! (`Director::handle_timeout`), which gives the same numbers, and skips the runs that could
+//! change nothing: no counter moved and every average at rest ([`RateEstimator::is_steady`]).
 //!
 //! Sizes: [`Stats`] is 40 bytes, [`RateEstimator`] 80 bytes, [`Rates`] 40 bytes.
 
@@ -112,6 +113,32 @@ impl RateEstimator {
             last: *s,
             ..RateEstimator::NEW
         };
+    }
+
+    /// Whether no counter moved since the last [`estimate`](Self::estimate) (or
+    /// [`reset`](Self::reset)): `s` equals the counters it saw then.
+    pub fn unchanged(&self, s: &Stats) -> bool {
+        self.last == *s
+    }
+
+    /// Whether the connection counter moved since the last [`estimate`](Self::estimate).
+    pub(crate) fn new_conns(&self, s: &Stats) -> bool {
+        self.last.conns != s.conns
+    }
+
+    /// Whether one more period with no traffic would leave the estimator exactly as it is: every
+    /// average is a fixed point of the zero-delta step `avg += (0 - avg) >> 2`, i.e.
+    /// `(-avg) >> 2 == 0`, i.e. `-4 < avg ≤ 0`. A positive average always decays to 0 (it
+    /// loses `ceil(avg / 4) ≥ 1` per period); a negative one (counters that went back) stops
+    /// between -3 and 0. With [`unchanged`](Self::unchanged) counters, any number of skipped
+    /// periods then gives the same state as running them.
+    pub fn is_steady(&self) -> bool {
+        let fixed = |v: i64| v.wrapping_neg() >> 2 == 0;
+        fixed(self.cps)
+            && fixed(self.in_pps)
+            && fixed(self.out_pps)
+            && fixed(self.in_bps)
+            && fixed(self.out_bps)
     }
 
     /// The decoded rates (`ip_vs_read_estimator`).

@@ -174,7 +174,7 @@ impl Gateway {
     }
 
     /// How long the loop may sleep before [`Gateway::run_timers`] is due.
-    pub fn timer_budget(&self, now: Instant) -> std::time::Duration {
+    pub fn timer_budget(&mut self, now: Instant) -> std::time::Duration {
         match self.lb.poll_timeout() {
             Some(t) => std::time::Duration::from_millis(t.saturating_since(now).millis()),
             None => std::time::Duration::from_secs(3600),

@@ -11,16 +11,39 @@ use super::{Balancer, DEFENCE_PERIOD};
 pub const TEMPLATE_DEFER: Duration = Duration::from_secs(60);
 
 impl Balancer<'_> {
-    /// When [`handle_timeout`](Balancer::handle_timeout) must next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`handle_timeout`](Balancer::handle_timeout) must next be called: the earliest of
+    /// the connection table's next expiry, the rate estimator's next run, lblc/lblcr garbage
+    /// collection and (with secure_tcp or drop_entry in an automatic mode) the defences'
+    /// 1 s re-evaluation. A time already passed means "now".
+    ///
+    /// Call it after every [`process`](Balancer::process) /
+    /// [`process_burst`](Balancer::process_burst), [`handle_timeout`](Balancer::handle_timeout)
+    /// and [`apply`](Balancer::apply) (or `director_mut` change), and sleep until the time it
+    /// gives or the next packet, whichever comes first. It takes `&mut self` (as quinn's
+    /// `poll_timeout` does): it files re-armed entries by their real deadlines (work
+    /// `handle_timeout` would do later; only the order in which entries due in the same tick
+    /// expire can differ), and notes when the idle estimator sees traffic again.
+    ///
+    /// `None`: nothing is due until a packet arrives — no connection, rates decayed to zero
+    /// with nothing counted since, no lblc/lblcr cache entry, no automatic defence. Sleep until
+    /// the next packet (an idle microcontroller can stop its clock).
+    ///
+    /// Accuracy: never late, and never early — the connection table answers an expiry time
+    /// exactly, to its 1/16 s tick (deadlines are rounded up to it), however often packets
+    /// re-armed the entry. One exception: a table whose every entry expires beyond the wheel's
+    /// span (buckets / 16 s), with more than 32 in its farthest bucket, wakes once per span
+    /// to file them again. The estimator, after traffic following an idle period, asks for
+    /// one immediate call to resume on its 2 s grid.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
         let mut t = self.director.poll_timeout();
-        if let Some(c) = self.conns.next_deadline() {
-            t = t.min(c);
-        }
         if self.settings.defence_timer() {
-            t = t.min(self.next_defence);
+            t = Some(t.map_or(self.next_defence, |t| t.min(self.next_defence)));
         }
-        Some(t)
+        // The table is only searched up to the other timers' earliest.
+        if let Some(c) = self.conns.next_deadline_before(t) {
+            t = Some(c);
+        }
+        t
     }
 
     /// Expires idle entries, runs the director's timers (rate estimator, lblc/lblcr garbage
@@ -53,3 +76,7 @@ impl Balancer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "timer_tests.rs"]
+mod tests;

@@ -12,6 +12,9 @@
 //!   deadline moved on is filed again, one whose deadline has passed is handed to the caller,
 //!   who removes it or re-arms it. The walk costs one head read per elapsed tick plus one visit
 //!   per entry per `min(timeout, span)`; it never scans the table.
+//! * [`ConnTable::next_deadline`] does the same filing ahead of the walk, for the earliest
+//!   buckets only, until it finds an entry really due: it answers the earliest real deadline,
+//!   not the start of a bucket whose entries all moved on.
 //!
 //! Time: a tick is 1/16 s (62.5 ms). Deadlines are stored as 32-bit tick counts since the caller's
 //! epoch, truncated, and compared against the cursor with wrapping (serial-number) arithmetic, so
@@ -40,6 +43,10 @@ pub const EVICT_MAX_BUCKETS: u64 = 2048;
 
 /// How many entries [`ConnTable::evict_candidate`] examines, at most.
 pub const EVICT_MAX_ENTRIES: u32 = 128;
+
+/// How many entries of the wheel's farthest bucket [`ConnTable::next_deadline`] examines, at
+/// most, for the earliest deadline beyond the wheel's span.
+const FAR_SCAN_ENTRIES: u32 = 32;
 
 /// `prev` marker of a slab slot on the free list.
 pub(super) const FREE: u32 = u32::MAX;
@@ -364,27 +371,91 @@ impl<'a> ConnTable<'a> {
         removed
     }
 
-    /// When [`expire`](Self::expire) next has work: the start of the earliest non-empty wheel
-    /// bucket (never later than the earliest deadline rounded up to a tick; possibly earlier, when that bucket only
-    /// holds entries whose deadline moved on). `None` when the table is empty. For the
-    /// balancer's `poll_timeout`.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When [`expire`](Self::expire) next has work: the earliest deadline (a tick, as
+    /// [`deadline`](Self::deadline) gives it) of an entry, or the next tick for one already
+    /// past it; `None` when the table is empty. For the balancer's `poll_timeout`.
+    ///
+    /// Exact: never earlier than that deadline, never later. A packet's re-arm only stores the
+    /// later deadline and leaves the entry in its old bucket (see the module docs), so before
+    /// answering this files again, by their real deadlines, the entries of the earliest bucket
+    /// that are not due in it, until it finds one that is — the work `expire` would do when
+    /// that bucket came up, done earlier: amortised O(1) per re-arm, nothing on the datapath.
+    ///
+    /// One exception: the wheel files deadlines up to its span ahead (buckets / 16 s). When
+    /// every entry lies beyond it (all in the farthest bucket) and there are more than 32, the
+    /// answer is that bucket's start: early, once per span (`expire` then files them again).
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.next_deadline_before(None)
+    }
+
+    /// [`next_deadline`](Self::next_deadline), only looked for before `limit`: `None` also when
+    /// nothing is due before it (the balancer passes its other timers' earliest, so a busy
+    /// table is not searched past the next estimator run).
+    pub fn next_deadline_before(&mut self, limit: Option<Instant>) -> Option<Instant> {
         if self.len == 0 {
             return None;
         }
         if self.detached != 0 {
-            return Some(Instant::from_millis(self.clock_ms));
+            // An entry `poll_expired` handed out and the caller left alone: filed again, as the
+            // next `poll_expired` would.
+            self.settle(ms_to_tick_floor(self.clock_ms));
         }
-        let end = self.cursor + self.buckets();
+        // Positions from `end` on start at or after `limit`.
+        let end = limit.map_or(u64::MAX, |l| ms_to_tick_ceil(l.millis()));
+        let far = self.cursor + self.mask;
         let mut pos = self.earliest.max(self.cursor);
-        while pos < end {
-            if self.head(pos) != 0 {
-                return Some(Instant::from_millis(tick_to_ms_ceil(pos)));
+        while pos <= far && pos < end {
+            if self.head(pos) == 0 {
+                pos += 1;
+                continue;
+            }
+            self.earliest = pos;
+            if pos == far {
+                return self.far_deadline(far, end);
+            }
+            loop {
+                let raw = self.head(pos);
+                if raw == 0 {
+                    break;
+                }
+                let d = self.deadline_abs(self.slot(raw).map_or(0, |n| n.entry.deadline));
+                if d <= pos {
+                    return Some(Instant::from_millis(tick_to_ms_ceil(pos)));
+                }
+                // Re-armed since it was filed: to the bucket of its deadline (within the span).
+                self.unlink(raw);
+                self.place(raw, pos + 1);
             }
             pos += 1;
         }
-        // Unreachable while the wheel is consistent; be conservative.
-        Some(Instant::from_millis(self.clock_ms))
+        if pos < end {
+            // Unreachable while the wheel is consistent; be conservative.
+            return Some(Instant::from_millis(self.clock_ms));
+        }
+        if pos > self.earliest {
+            self.earliest = pos;
+        }
+        None
+    }
+
+    /// The answer of `next_deadline` when the farthest bucket is the first non-empty one:
+    /// its entries may lie anywhere beyond it. The earliest of them if there are at most
+    /// `FAR_SCAN_ENTRIES`, else the bucket's start.
+    fn far_deadline(&self, far: u64, end: u64) -> Option<Instant> {
+        let mut best = u64::MAX;
+        let mut raw = self.head(far);
+        let mut budget = FAR_SCAN_ENTRIES;
+        while raw != 0 {
+            let Some(n) = self.slot(raw) else { break };
+            if budget == 0 {
+                best = far;
+                break;
+            }
+            budget -= 1;
+            best = best.min(self.deadline_abs(n.entry.deadline).max(far));
+            raw = n.next;
+        }
+        (best < end).then(|| Instant::from_millis(tick_to_ms_ceil(best)))
     }
 
     /// For a full table: the entry with the earliest deadline among those `accept` takes (the
@@ -437,3 +508,7 @@ impl<'a> ConnTable<'a> {
         best.and_then(|(_, raw)| Handle::from_raw(raw))
     }
 }
+
+#[cfg(test)]
+#[path = "wheel_tests.rs"]
+mod tests;

@@ -596,7 +596,12 @@ pub fn run_input(input: &Input) {
                 c.handle_timeout(now);
                 deadlines.check_after(&a, now, a.counters().defence_drops != dropped);
                 check_table(&a, now);
-                if let Some(t) = a.poll_timeout() {
+                // poll_timeout files re-armed entries again (expiry order within a tick, hence
+                // slab reuse, follows): all three ask it, as they see the same input.
+                let (tb, tc) = (b.poll_timeout(), c.poll_timeout());
+                let ta = a.poll_timeout();
+                assert_eq!((ta, ta), (tb, tc), "poll_timeout differs");
+                if let Some(t) = ta {
                     for (h, _) in a.conns().iter() {
                         let d = a.conns().deadline(h).expect("live");
                         assert!(t <= d, "poll_timeout {t:?} after a deadline {d:?}");

@@ -516,7 +516,7 @@ mod tests {
         };
         assert_eq!(at, retry);
         assert!(
-            gw.balancer().poll_timeout().is_none_or(|t| t > retry),
+            gw.balancer_mut().poll_timeout().is_none_or(|t| t > retry),
             "the deadline is the neighbour cache's"
         );
         assert_eq!(gw.poll_delay(now), Some(retry.saturating_since(now)));

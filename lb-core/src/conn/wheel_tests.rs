@@ -1,0 +1,141 @@
+//! `next_deadline` against lazy re-arm: the answer is the earliest real deadline, so a caller
+//! that sleeps until it wakes once per expiry.
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use std::vec::Vec;
+
+use super::*;
+use crate::addr::Protocol;
+use crate::conn::ConnStorage;
+use crate::hash::SipKey;
+
+fn table(capacity: usize) -> ConnTable<'static> {
+    ConnTable::new(ConnStorage::alloc(capacity), SipKey([7, 11]), Instant::ZERO)
+}
+
+fn ms(t: u64) -> Instant {
+    Instant::from_millis(t)
+}
+
+fn flow(n: u32) -> Entry {
+    let client = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)), 1000);
+    Entry::new(Protocol::Udp, client)
+}
+
+/// The table's own wheel span, in milliseconds.
+fn span_ms(t: &ConnTable<'_>) -> u64 {
+    t.buckets() * 1000 / TICKS_PER_SEC
+}
+
+/// A flow created at `start` with a 300 s timeout, re-armed by a packet every `gap` ms until
+/// `last`: after every packet `next_deadline` is the entry's deadline, not the bucket it was
+/// first filed in. Then a caller that only calls `expire` when `next_deadline` has passed wakes
+/// exactly once, at the deadline, and removes the entry.
+fn one_flow(capacity: usize, start: u64, gap: u64, last: u64) {
+    let timeout = 300_000;
+    let mut t = table(capacity);
+    let h = t.insert(flow(1), ms(start + timeout)).unwrap();
+    let mut now = start;
+    while now <= last {
+        t.touch(h, ms(now + timeout));
+        let d = t.deadline(h).unwrap();
+        assert!(d.millis() >= now + timeout && d.millis() < now + timeout + 63);
+        assert_eq!(t.next_deadline(), Some(d), "after the packet at {now} ms");
+        now += gap;
+    }
+    let deadline = t.deadline(h).unwrap();
+    let mut wakeups = Vec::new();
+    while let Some(at) = t.next_deadline() {
+        assert!(wakeups.len() < 1000, "never expired: {wakeups:?}");
+        wakeups.push(at);
+        t.expire(at, |_, _| Expire::Remove);
+    }
+    assert_eq!(wakeups, [deadline], "one wake-up, at the deadline");
+    assert!(t.is_empty());
+}
+
+#[test]
+fn rearmed_flow_wakes_once_at_its_deadline() {
+    // 128 buckets (8 s span) and 8192 buckets (512 s span, the 300 s timeout within it).
+    let small = table(1024);
+    assert!(span_ms(&small) < 300_000);
+    one_flow(1024, 350, 1000, 60_350);
+    let large = table(65_536);
+    assert!(span_ms(&large) > 300_000);
+    one_flow(65_536, 350, 1000, 60_350);
+    // Packets faster than a tick and slower than the span.
+    one_flow(1024, 5, 20, 3_000);
+    one_flow(1024, 0, 9_000, 200_000);
+}
+
+#[test]
+fn several_flows_each_woken_at_its_own_deadline() {
+    // Ten flows re-armed in turn; the sleeping caller sees each real deadline once, in order.
+    let mut t = table(1024);
+    let hs: Vec<_> = (0..10)
+        .map(|n| t.insert(flow(n), ms(3_000)).unwrap())
+        .collect();
+    for round in 0..50u64 {
+        for (i, &h) in hs.iter().enumerate() {
+            let now = round * 1000 + i as u64 * 37;
+            t.touch(h, ms(now + 30_000 + i as u64 * 5_000));
+            let min = hs.iter().map(|&h| t.deadline(h).unwrap()).min();
+            assert_eq!(t.next_deadline(), min);
+        }
+    }
+    let mut want: Vec<_> = hs.iter().map(|&h| t.deadline(h).unwrap()).collect();
+    want.sort();
+    let mut wakeups = Vec::new();
+    while let Some(at) = t.next_deadline() {
+        assert!(wakeups.len() < 100, "too many wake-ups: {wakeups:?}");
+        wakeups.push(at);
+        assert_eq!(t.expire(at, |_, _| Expire::Remove), 1);
+    }
+    assert_eq!(wakeups, want);
+}
+
+#[test]
+fn a_limit_bounds_the_search() {
+    let mut t = table(1024);
+    let h = t.insert(flow(1), ms(3_000)).unwrap();
+    t.touch(h, ms(40_000));
+    let d = t.deadline(h);
+    assert_eq!(t.next_deadline_before(Some(ms(2_000))), None);
+    assert_eq!(t.next_deadline_before(Some(ms(40_000))), None);
+    assert_eq!(t.next_deadline_before(Some(ms(40_001))), d);
+    assert_eq!(t.next_deadline_before(None), d);
+    assert_eq!(t.next_deadline(), d);
+}
+
+#[test]
+fn deadlines_beyond_the_span_are_answered_exactly_up_to_32_far_entries() {
+    // 16 buckets: one second of span; a day-long deadline.
+    let mut t = table(64);
+    assert_eq!(span_ms(&t), 1000);
+    let day = 86_400_000;
+    let hs: Vec<_> = (0..32)
+        .map(|n| t.insert(flow(n), ms(day + u64::from(n) * 1000)).unwrap())
+        .collect();
+    assert_eq!(t.next_deadline(), t.deadline(hs[0]));
+    // More than 32 in the farthest bucket: its start (early, once per span).
+    t.insert(flow(40), ms(2 * day)).unwrap();
+    let at = t.next_deadline().unwrap();
+    assert!(at < ms(1000), "{at:?}");
+    t.expire(at, |_, _| Expire::Remove);
+    assert_eq!(t.len(), 33);
+}
+
+#[test]
+fn an_entry_left_detached_is_filed_again_first() {
+    let mut t = table(64);
+    let h = t.insert(flow(1), ms(1000)).unwrap();
+    assert_eq!(t.poll_expired(ms(1000)), Some(h));
+    // Re-armed by the caller, who asks before polling again: the new deadline, not "now".
+    t.touch(h, ms(5000));
+    assert_eq!(t.next_deadline(), Some(ms(5000)));
+    assert_eq!(t.poll_expired(ms(4999)), None);
+    assert_eq!(t.poll_expired(ms(5000)), Some(h));
+    // Left alone: reported again on the next tick.
+    assert_eq!(t.next_deadline(), Some(ms(5063)));
+}
