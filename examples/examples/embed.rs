@@ -46,7 +46,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lb.apply_line(now, "-A -t 10.0.0.1:80 -s wrr")?;
     lb.apply_line(now, "-a -t 10.0.0.1:80 -r 192.168.1.10:8080 -m -w 3")?;
     lb.apply_line(now, "-a -t 10.0.0.1:80 -r 192.168.1.11:8080 -m -w 1")?;
-
     let (client, vip) = (Ip::new(198, 51, 100, 7), Ip::new(10, 0, 0, 1));
     let mut buf = [0u8; 1500]; // ≥ lb_core::REPLY_MAX: room for any reply lb-core generates
     let mut servers = Vec::new();
@@ -58,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             servers.push(t.dst); // send buf[..t.len] toward t.dst
         }
     }
-    // The server the first client got answers; the reply leaves from the VIP.
+    // The first client's server answers; the reply leaves from the VIP.
     let Some(&IpAddr::V4(server)) = servers.first() else {
         return Err("no server".into());
     };
@@ -67,14 +66,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let source = Ipv4Packet::new_checked(&buf[..])?.src_addr();
     println!("SYN-ACK from {server}: {verdict:?}, source now {source}");
 
-    // Timers: sleep until poll_timeout (None: nothing is due), then handle_timeout.
+    // Timers: sleep until poll_timeout, then handle_timeout; None: sleep until a packet.
     while let Some(at) = lb.poll_timeout() {
         now = at;
         lb.handle_timeout(now);
-        if lb.connections(now).count() == 0 {
-            break;
-        }
     }
-    println!("all connections expired by {} s", now.millis() / 1000);
+    println!(
+        "idle at {} s: {} connections",
+        now.millis() / 1000,
+        lb.connection_count()
+    );
     Ok(())
 }
