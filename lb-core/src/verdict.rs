@@ -44,6 +44,18 @@ impl Transmit {
 
 /// The outcome of [`Balancer::process`](crate::Balancer::process) for one packet. Every variant
 /// but `Drop` means "send `buf[..t.len]` toward `t.dst`"; the variant says why.
+///
+/// ```
+/// use lb_core::{Transmit, Verdict};
+///
+/// /// What a frontend does with a verdict: route by `dst`, send `len` bytes.
+/// fn send(verdict: Verdict, buf: &[u8], out: &mut Vec<(std::net::IpAddr, Vec<u8>)>) {
+///     match verdict.transmit() {
+///         Some(Transmit { dst, len }) => out.push((dst, buf[..len].to_vec())),
+///         None => {} // Drop: already counted under its reason
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The packet was rewritten for a real server (NAT, destination changed): send it on.

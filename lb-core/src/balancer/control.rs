@@ -23,6 +23,22 @@ impl<'a> Balancer<'a> {
     /// On error nothing is applied: [`LineError::Parse`] names the token and why,
     /// [`LineError::Config`] what was refused with its numbers. Call between packets, as
     /// [`apply`](Balancer::apply).
+    ///
+    /// ```
+    /// use lb_core::{Balancer, ConfigError, Instant, LineError, Limits, Secrets};
+    ///
+    /// let now = Instant::ZERO;
+    /// let mut lb = Balancer::alloc(Limits::new(1, 2), 1024, &Secrets::from_bytes([3; 24]), now);
+    /// lb.apply_line(now, "-A -t 10.0.0.1:80 -s sh --table-size 256")?;
+    /// lb.apply_line(now, "-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m")?;
+    /// // Errors say what and why, with the numbers.
+    /// let e = lb.apply_line(now, "-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 70000").unwrap_err();
+    /// assert!(matches!(e, LineError::Parse(_)), "{e}");
+    /// let e = lb.apply_line(now, "-A -t 10.0.0.2:80").unwrap_err();
+    /// assert_eq!(e, LineError::Config(ConfigError::TooManyServices { max: 1 }));
+    /// assert_eq!(e.to_string(), "no room for another service: all 1 service slots are in use");
+    /// # Ok::<(), LineError>(())
+    /// ```
     pub fn apply_line(&mut self, now: Instant, line: &str) -> Result<(), LineError> {
         match crate::ipvsadm::parse_line(line)? {
             Some(cmd) => Ok(self.apply(now, &cmd)?),
