@@ -125,11 +125,15 @@ pub enum DropReason {
     UnsupportedMethod,
     /// The `drop_packet`-style defence or secure_tcp dropped it.
     Defence,
+    /// An ICMP error quoting a tracked flow whose outer destination is not the quoted
+    /// packet's source (the VIP for an error about a reply, the client for an error about a
+    /// forwarded packet): injected or reflected, not translated.
+    IcmpMismatch,
 }
 
 impl DropReason {
     /// Every reason, for counters and metrics.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::BadIpChecksum,
         DropReason::Fragment,
@@ -141,6 +145,7 @@ impl DropReason {
         DropReason::NoRoomForReply,
         DropReason::UnsupportedMethod,
         DropReason::Defence,
+        DropReason::IcmpMismatch,
     ];
 
     /// A short snake_case name, used as the metrics label.
@@ -157,6 +162,7 @@ impl DropReason {
             DropReason::NoRoomForReply => "no_room_for_reply",
             DropReason::UnsupportedMethod => "unsupported_method",
             DropReason::Defence => "defence",
+            DropReason::IcmpMismatch => "icmp_mismatch",
         }
     }
 

@@ -119,12 +119,16 @@ impl Balancer<'_> {
         }
     }
 
-    /// A packet lb-core cannot parse. Fragments and IPv6 extension-header chains that are not
-    /// addressed to a virtual address pass on untouched, as a router would; those to a VIP are
-    /// counted drops (no reassembly, no extension-header walk). Anything else malformed is a
-    /// counted drop.
+    /// A packet lb-core cannot parse. Fragments, IPv6 extension-header chains and ICMP errors
+    /// whose quote lb-core cannot read (too short, of the other family: the outer packet is
+    /// well-formed) that are not addressed to a virtual address pass on untouched, as a router
+    /// would; those to a VIP are counted drops (no reassembly, no extension-header walk). Anything
+    /// else malformed is a counted drop.
     fn unparsed(&mut self, pkt: &[u8], m: Malformed) -> Verdict {
-        if matches!(m, Malformed::Fragment | Malformed::Ipv6ExtensionHeaders) {
+        if matches!(
+            m,
+            Malformed::Fragment | Malformed::Ipv6ExtensionHeaders | Malformed::BadEmbeddedPacket
+        ) {
             if let Some(dst) = raw_destination(pkt) {
                 if !self.is_vip(dst) {
                     return self.pass(pkt);

@@ -1,5 +1,22 @@
 //! ICMP: errors about a tracked flow, rewritten in both directions (docs/ipvs-semantics.md §6.1), and echo
 //! requests to a virtual address, answered.
+//!
+//! An error is about a tracked flow when the packet it quotes is one the balancer sent: a reply
+//! VIP:vport → client (the error comes from the client side) or a packet forwarded client →
+//! RIP:rport (from the real-server side). The kernel's `ip_vs_in_icmp` and `ip_vs_out_icmp` look
+//! the connection up from the quoted packet alone and then translate the error, wherever its
+//! outer header sends it (`ip_vs_forward_icmp` even catches errors in transit on the FORWARD
+//! hook). We are stricter: the error is translated only when its **outer destination is the
+//! quoted packet's source**: the VIP for an error about a reply, the client for an error about a
+//! forwarded packet (which then goes to that client and nowhere else). Anything else quoting a
+//! tracked flow is a counted drop, [`DropReason::IcmpMismatch`]: otherwise whoever guesses a flow
+//! could inject an error into it from anywhere, or have the balancer reflect one (rewritten to
+//! come from the VIP) to any address. The outer source is not checked: a router on either
+//! path may send the error.
+//!
+//! Errors that do not quote a tracked flow pass on untouched unless they are addressed to a VIP
+//! (a counted drop), as do transit errors whose quote lb-core cannot read (too short, of the
+//! other family: `unparsed` in datapath.rs), as the kernel accepts them.
 
 use crate::nat;
 use crate::packet::{IcmpError, Parsed};
@@ -8,7 +25,8 @@ use crate::verdict::{DropReason, Transmit, Verdict};
 use super::Balancer;
 
 impl Balancer<'_> {
-    /// ICMP errors about a tracked flow: rewrite outer and embedded headers (docs/ipvs-semantics.md §6.1).
+    /// ICMP errors about a tracked flow: rewrite outer and embedded headers (docs/ipvs-semantics.md §6.1),
+    /// if the outer destination is the quoted packet's source (else [`DropReason::IcmpMismatch`]).
     pub(super) fn icmp_error(
         &mut self,
         buf: &mut [u8],
@@ -24,6 +42,10 @@ impl Balancer<'_> {
                 .and_then(|h| self.conns.get(h))
                 .and_then(|e| self.endpoint_of(e))
             {
+                // Only an error sent to the VIP the reply came from.
+                if p.dst.ip() != ie.src.ip() {
+                    return self.drop(DropReason::IcmpMismatch, false);
+                }
                 return match nat::rewrite_icmp_to_server(&mut buf[..len], p, dest) {
                     Ok(()) => Verdict::ToServer(Transmit::of(&buf[..len])),
                     Err(_) => self.drop(DropReason::Malformed, false),
@@ -34,6 +56,10 @@ impl Balancer<'_> {
         // From the server side, about a packet we forwarded (client → RIP:rport).
         if let Some(h) = self.find_reply(ie.proto, ie.dst, ie.src) {
             if let Some(vip) = self.conns.get(h).and_then(|e| self.vip_of(e)) {
+                // Only an error sent to the client the packet came from.
+                if p.dst.ip() != ie.src.ip() {
+                    return self.drop(DropReason::IcmpMismatch, false);
+                }
                 return match nat::rewrite_icmp_to_client(&mut buf[..len], p, vip) {
                     Ok(()) => Verdict::ToClient(Transmit::of(&buf[..len])),
                     Err(_) => self.drop(DropReason::Malformed, false),

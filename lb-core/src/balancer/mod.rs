@@ -28,6 +28,13 @@
 //! - **fwmark services** are scheduled by the [`Director`], but the datapath has no packet mark
 //!   and looks services up by address only.
 //! - **Fragments and IPv6 extension headers** are counted drops (no reassembly).
+//! - **ICMP errors are checked against their outer header.** IPVS translates an error about a
+//!   tracked flow wherever it is addressed (`ip_vs_in_icmp`/`ip_vs_out_icmp` look the connection
+//!   up from the quoted packet alone); we translate it only when its outer destination is the
+//!   quoted packet's source — the VIP for an error about a reply, the client for an error about a
+//!   forwarded packet — else it is a counted drop (`icmp_mismatch`), so the balancer cannot be
+//!   used to inject or reflect ICMP. Transit errors quoting no tracked flow pass, short quote or
+//!   not.
 //!
 //! # Files
 //! | file | holds |
@@ -53,6 +60,8 @@ mod defence;
 mod entries;
 mod fast;
 mod icmp;
+#[cfg(test)]
+mod icmp_tests;
 mod inbound;
 mod matching;
 mod outbound;

@@ -93,7 +93,8 @@ pub enum Malformed {
     /// An IPv4 or IPv6 fragment: lb-core does not reassemble.
     Fragment,
     /// An ICMP error whose quoted packet is not a whole IP header of the outer family plus
-    /// 8 bytes of L4 header.
+    /// 8 bytes of L4 header. The outer packet is well-formed: the balancer passes it on unless
+    /// it is addressed to a virtual address.
     BadEmbeddedPacket,
 }
 

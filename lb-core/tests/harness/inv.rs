@@ -229,6 +229,15 @@ pub fn check_verdict(
             }
             let (pin, pout) = (lb_core::packet::parse(input), parsed);
             if let (Ok(pin), Ok(pout)) = (pin, pout) {
+                // An ICMP error is translated only when sent to the quoted packet's source
+                // (the VIP of a reply, the client of a forwarded packet).
+                if let lb_core::packet::Kind::IcmpError(ie) = pin.kind {
+                    assert_eq!(
+                        pin.dst.ip(),
+                        ie.src.ip(),
+                        "{v:?}: an ICMP error not sent to the quoted source was translated"
+                    );
+                }
                 if matches!(v, Verdict::ToServer(_)) {
                     assert_eq!(pin.src, pout.src, "ToServer changed the source");
                 } else {
