@@ -37,7 +37,10 @@ impl Balancer<'_> {
             None => self.find_addrs(proto, p.src, p.dst, Some(svc)),
         };
 
-        // Step 1: a SYN on an existing entry (docs/ipvs-semantics.md §3.2 step 1).
+        // Step 1: a SYN on an existing entry (docs/ipvs-semantics.md §3.2 step 1). The weight-0
+        // reschedule depends on expire_nodest_conn alone, not on conn_reuse_mode: that is the
+        // kernel since c95c07836fa4 (Linux 5.16, stable 4.19/5.4/5.15, §3.4); before it,
+        // conn_reuse_mode 0 also switched this half off. We follow current kernels.
         if let (Some(h), true) = (found, syn) {
             if let Some(e) = self.conns.get(h) {
                 let server = self.director.server(e.server);
