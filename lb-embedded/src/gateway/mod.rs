@@ -137,7 +137,7 @@ pub struct GatewayCounters {
     pub no_route: u64,
     /// Packets whose next hop is the gateway itself or a virtual address (a routing loop).
     pub loop_drops: u64,
-    /// Passed packets whose TTL / hop limit ran out.
+    /// Forwarded (balanced or passed) packets whose TTL / hop limit ran out.
     pub ttl_expired: u64,
     /// Packets longer than the device's MTU, [`MAX_FRAME`](crate::MAX_FRAME) or the frame buffer.
     pub oversize: u64,

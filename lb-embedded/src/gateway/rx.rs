@@ -132,9 +132,15 @@ impl<'a> Gateway<'a> {
         }
         let verdict = self.lb.process(now, &mut self.frame[LINK_HEADER..], len);
         match verdict {
+            // Forwarded as IPVS forwards NAT traffic: with the TTL / hop limit decremented
+            // (the kernel's decrement_ttl in ip_vs_xmit.c), and dropped when it runs out.
             Verdict::ToServer(t) | Verdict::ToClient(t) => {
-                self.counters.forwarded += 1;
-                self.send_ip(now, device, t);
+                if self.decrement_ttl(t.len) {
+                    self.counters.forwarded += 1;
+                    self.send_ip(now, device, t);
+                } else {
+                    self.counters.ttl_expired += 1;
+                }
             }
             Verdict::Reply(t) => {
                 self.counters.replies += 1;

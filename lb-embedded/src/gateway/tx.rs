@@ -159,6 +159,21 @@ mod tests {
     }
 
     #[test]
+    fn a_balanced_packet_leaves_with_its_ttl_decremented_and_runs_out_at_1() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let out = exchange(&mut gw, &mut dev, T0, &[syn(CLIENT, VIP, 64)]);
+        let ip = ipv4_of(&out[0], false).unwrap();
+        assert_eq!((ip.dst_addr(), ip.hop_limit()), (SERVER, 63));
+        assert!(ip.verify_checksum());
+        assert!(lb_testkit::pkt::checksums_ok(&out[0]));
+        let last_hop = syn(Ipv4Addr::new(10, 0, 0, 61), VIP, 1);
+        assert!(exchange(&mut gw, &mut dev, T0, &[last_hop]).is_empty());
+        assert_eq!(gw.counters().ttl_expired, 1);
+        assert_eq!(gw.counters().forwarded, 1);
+    }
+
+    #[test]
     fn on_medium_ip_the_packet_is_sent_without_a_link_header() {
         let mut dev = FakeDevice::new(Medium::Ip);
         let mut gw = gateway(&mut dev);
