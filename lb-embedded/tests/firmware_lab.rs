@@ -20,7 +20,7 @@ fn firmware_loop_balances_and_expires() {
     let mut res = RES.lock().unwrap();
     let mut dir = DIR.lock().unwrap();
     let mut lab = Box::new(lab::Lab::new());
-    let config = GatewayConfig::new(EthernetAddress([0x02, 0, 0, 0, 0, 1]), 0x5eed_0001);
+    let config = GatewayConfig::from_seed(EthernetAddress([0x02, 0, 0, 0, 0, 1]), 0x5eed_0001);
     let now = Instant::ZERO;
     let mut gw = Gateway::new(&mut res, dir.storage(), &mut *lab, config, now).unwrap();
     lab::configure(&mut gw, now).unwrap();

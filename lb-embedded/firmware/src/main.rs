@@ -35,7 +35,8 @@ static DIR: ConstStaticCell<Dir> = ConstStaticCell::new(Dir::new());
 fn main() -> ! {
     let mut lab = Lab::new();
     let now = Instant::ZERO;
-    let config = GatewayConfig::new(EthernetAddress([0x02, 0, 0, 0, 0, 1]), 0x5eed_0001);
+    // The lab has no RNG, so a fixed seed; on a board: GatewayConfig::new(mac, 32 RNG bytes).
+    let config = GatewayConfig::from_seed(EthernetAddress([0x02, 0, 0, 0, 0, 1]), 0x5eed_0001);
     let Ok(mut gw) = Gateway::new(RES.take(), DIR.take().storage(), &mut lab, config, now) else {
         panic!("gateway");
     };

@@ -47,8 +47,10 @@ pub struct GatewayConfig {
     /// The gateway's hardware address on `Medium::Ethernet` (ignored on `Medium::Ip`); must be
     /// unicast.
     pub hardware_addr: EthernetAddress,
-    /// Seeds the connection-table hash key, the schedulers and smoltcp's interface. Give each
-    /// boot a different one if you can (a hardware RNG or a unique id).
+    /// The balancer's secrets: the connection table's 16-byte hash key and the schedulers'
+    /// seed, each its own (lb-core's [`Secrets`]).
+    pub secrets: Secrets,
+    /// smoltcp's interface seed (the gateway's own traffic), apart from the secrets.
     pub seed: u64,
     /// The balancer's settings (IPVS's sysctls).
     pub settings: Settings,
@@ -58,10 +60,38 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// Defaults: lb-core's settings, other traffic routed on.
-    pub fn new(hardware_addr: EthernetAddress, seed: u64) -> Self {
+    /// Defaults (lb-core's settings, other traffic routed on) with 32 random bytes from the
+    /// device's RNG, read once at boot: the first 24 are the balancer's [`Secrets`] (16 key the
+    /// connection table's hash, 8 seed the schedulers), the last 8 seed smoltcp's interface.
+    /// No part is used for two things.
+    pub fn new(hardware_addr: EthernetAddress, random: [u8; 32]) -> Self {
+        let mut secrets = [0u8; 24];
+        secrets.copy_from_slice(&random[..24]);
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&random[24..]);
         GatewayConfig {
             hardware_addr,
+            secrets: Secrets::from_bytes(secrets),
+            seed: u64::from_le_bytes(seed),
+            settings: Settings::default(),
+            forward_other: true,
+        }
+    }
+
+    /// Every secret derived from one 64-bit seed, for tests and simulations that must replay
+    /// the same decisions. Not for a deployment: 64 bits are guessable and the parts are
+    /// related; use [`new`](Self::new) with random bytes.
+    pub fn from_seed(hardware_addr: EthernetAddress, seed: u64) -> Self {
+        let s = seed;
+        let mut flow_key = [0u8; 16];
+        flow_key[..8].copy_from_slice(&(s ^ 0x736f_6d65_7073_6575).to_le_bytes());
+        flow_key[8..].copy_from_slice(&(s.rotate_left(29) ^ 0x646f_7261_6e64_6f83).to_le_bytes());
+        GatewayConfig {
+            hardware_addr,
+            secrets: Secrets {
+                flow_key,
+                sched_seed: s.rotate_left(17) ^ 0x6c62_2d65_6d62_6564,
+            },
             seed,
             settings: Settings::default(),
             forward_other: true,
@@ -213,15 +243,7 @@ impl<'a> Gateway<'a> {
             hold,
             frame,
         } = res;
-        let s = config.seed;
-        let mut flow_key = [0u8; 16];
-        flow_key[..8].copy_from_slice(&(s ^ 0x736f_6d65_7073_6575).to_le_bytes());
-        flow_key[8..].copy_from_slice(&(s.rotate_left(29) ^ 0x646f_7261_6e64_6f83).to_le_bytes());
-        let secrets = Secrets {
-            flow_key,
-            sched_seed: s.rotate_left(17) ^ 0x6c62_2d65_6d62_6564,
-        };
-        let mut lb = Balancer::from_storage(director, conns.storage(), &secrets, now);
+        let mut lb = Balancer::from_storage(director, conns.storage(), &config.secrets, now);
         lb.set_settings(config.settings);
         let sockets: &'static mut [SocketStorage<'static>] = &mut [];
         Ok(Gateway {
@@ -442,7 +464,7 @@ mod tests {
             table_slots_per_service: 0,
             lblc_entries_per_service: 0,
         };
-        let bad = GatewayConfig::new(EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]), 1);
+        let bad = GatewayConfig::from_seed(EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]), 1);
         for (medium, want_ok) in [(Medium::Ethernet, false), (Medium::Ip, true)] {
             let mut dev = FakeDevice::new(medium);
             let res = std::boxed::Box::leak(std::boxed::Box::new(Res::new()));

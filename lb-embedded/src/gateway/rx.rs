@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn passed_packets_are_dropped_when_forward_other_is_off() {
         let mut dev = FakeDevice::new(Medium::Ip);
-        let mut config = GatewayConfig::new(GW_MAC, 7);
+        let mut config = GatewayConfig::from_seed(GW_MAC, 7);
         config.forward_other = false;
         let mut gw = gateway_with(&mut dev, config);
         let out = exchange(&mut gw, &mut dev, T0, &[ping(CLIENT, SERVER)]);

@@ -133,7 +133,7 @@ pub fn gateway_with(dev: &mut FakeDevice, config: GatewayConfig) -> Gateway<'sta
 
 /// [`gateway_with`] the default configuration.
 pub fn gateway(dev: &mut FakeDevice) -> Gateway<'static> {
-    gateway_with(dev, GatewayConfig::new(GW_MAC, 7))
+    gateway_with(dev, GatewayConfig::from_seed(GW_MAC, 7))
 }
 
 /// Feeds `frames` to the gateway in one poll at `now`; returns what it sent.

@@ -510,7 +510,7 @@ pub fn run(p: &Params, res: &mut Res) -> Report {
         res,
         DirectorStorage::alloc(limits),
         &mut gw_dev,
-        GatewayConfig::new(mac(1), p.seed),
+        GatewayConfig::from_seed(mac(1), p.seed),
         Instant::ZERO,
     )
     .expect("gateway");
