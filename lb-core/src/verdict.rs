@@ -129,11 +129,16 @@ pub enum DropReason {
     /// packet's source (the VIP for an error about a reply, the client for an error about a
     /// forwarded packet): injected or reflected, not translated.
     IcmpMismatch,
+    /// A generated reply (TCP RST, ICMP/ICMPv6 error, echo reply) held back by the reply rate
+    /// limit: global ([`Settings::reply_rate_per_sec`](crate::Settings::reply_rate_per_sec),
+    /// [`reply_burst`](crate::Settings::reply_burst)) or per destination /24 or /64
+    /// ([`reply_peer_interval_ms`](crate::Settings::reply_peer_interval_ms)).
+    ReplyRateLimited,
 }
 
 impl DropReason {
     /// Every reason, for counters and metrics.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::BadIpChecksum,
         DropReason::Fragment,
@@ -146,6 +151,7 @@ impl DropReason {
         DropReason::UnsupportedMethod,
         DropReason::Defence,
         DropReason::IcmpMismatch,
+        DropReason::ReplyRateLimited,
     ];
 
     /// A short snake_case name, used as the metrics label.
@@ -163,6 +169,7 @@ impl DropReason {
             DropReason::UnsupportedMethod => "unsupported_method",
             DropReason::Defence => "defence",
             DropReason::IcmpMismatch => "icmp_mismatch",
+            DropReason::ReplyRateLimited => "reply_rate_limited",
         }
     }
 

@@ -456,8 +456,8 @@ impl Gateway {
     }
 }
 
-/// The six settings, in a fixed order.
-fn settings_list(s: &Settings) -> [Setting; 6] {
+/// The nine settings, in a fixed order.
+fn settings_list(s: &Settings) -> [Setting; 9] {
     [
         Setting::ConnReuseMode(s.conn_reuse_mode.value()),
         Setting::ExpireNodestConn(s.expire_nodest_conn),
@@ -465,6 +465,9 @@ fn settings_list(s: &Settings) -> [Setting; 6] {
         Setting::SecureTcp(s.secure_tcp.value()),
         Setting::DropEntry(s.drop_entry.value()),
         Setting::SloppyTcp(s.sloppy_tcp),
+        Setting::ReplyRate(s.reply_rate_per_sec),
+        Setting::ReplyBurst(s.reply_burst),
+        Setting::ReplyPeerInterval(s.reply_peer_interval_ms),
     ]
 }
 
@@ -500,6 +503,9 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
   lbadm --set TCP TCPFIN UDP
   lbadm --conn-reuse-mode 0..3 | --expire-nodest-conn 0|1 | --expire-quiescent-template 0|1
         | --secure-tcp 0..3 | --drop-entry 0..3 | --sloppy-tcp 0|1
+        | --reply-rate N | --reply-burst N | --reply-peer-interval MS
+                           limit on generated replies (RST, ICMP): global per second and
+                           burst, per /24 or /64 interval; 0 = unlimited  (lb-tun extension)
   lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
   lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, drops by reason,
                            drained servers                            (lb-tun extension)

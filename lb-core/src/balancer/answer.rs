@@ -1,11 +1,13 @@
 //! The verdicts the balancer makes itself: a counted pass or drop, or a generated answer (TCP
 //! RST, ICMP port unreachable, echo reply) built in the scratch buffer and copied over the
-//! packet.
+//! packet. Every answer is rate-limited first (`ratelimit.rs`): over the limit, it is a drop
+//! counted under [`DropReason::ReplyRateLimited`].
 
 use crate::addr::Protocol;
 use crate::nat;
 use crate::packet::Parsed;
 use crate::tcp;
+use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::{Balancer, REPLY_MAX};
@@ -28,18 +30,25 @@ impl Balancer<'_> {
 
     /// A packet to a virtual address on a port or protocol no service serves: answered (TCP
     /// RST, ICMP port unreachable) or dropped, never passed on.
-    pub(super) fn answer_unserved(&mut self, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
+    pub(super) fn answer_unserved(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+    ) -> Verdict {
         match p.transport() {
-            Some(Protocol::Tcp) => self.answer_tcp(buf, len, p, DropReason::NoService),
-            Some(Protocol::Udp) => self.answer_udp(buf, len, p, DropReason::NoService),
+            Some(Protocol::Tcp) => self.answer_tcp(now, buf, len, p, DropReason::NoService),
+            Some(Protocol::Udp) => self.answer_udp(now, buf, len, p, DropReason::NoService),
             None => self.drop(DropReason::NoService, false),
         }
     }
 
     /// Answers a TCP packet with a RST (never a RST to a RST); `reason` counts a drop when no
-    /// answer is possible.
+    /// answer is possible, [`DropReason::ReplyRateLimited`] when the limit holds it back.
     pub(super) fn answer_tcp(
         &mut self,
+        now: Instant,
         buf: &mut [u8],
         len: usize,
         p: &Parsed,
@@ -49,37 +58,52 @@ impl Balancer<'_> {
             return self.drop(reason, false);
         }
         let syn = p.tcp_flags & tcp::flags::SYN != 0;
-        let v = self.reply_with(buf, |out, b| nat::write_tcp_rst(out, p, &b[..len]));
-        if let Verdict::Drop(_) = v {
-            return self.drop(reason, syn);
+        let v = self.reply_with(now, p, buf, |out, b| nat::write_tcp_rst(out, p, &b[..len]));
+        match v {
+            Verdict::Drop(DropReason::ReplyRateLimited) => {
+                self.drop(DropReason::ReplyRateLimited, syn)
+            }
+            Verdict::Drop(_) => self.drop(reason, syn),
+            v => v,
         }
-        v
     }
 
-    /// Answers a UDP packet with ICMP port unreachable from the address it was sent to.
+    /// Answers a UDP packet with ICMP port unreachable from the address it was sent to (or
+    /// drops it: `reason`, or [`DropReason::ReplyRateLimited`]).
     pub(super) fn answer_udp(
         &mut self,
+        now: Instant,
         buf: &mut [u8],
         len: usize,
         p: &Parsed,
         reason: DropReason,
     ) -> Verdict {
         let src = p.dst.ip();
-        let v = self.reply_with(buf, |out, b| {
+        let v = self.reply_with(now, p, buf, |out, b| {
             nat::write_icmp_port_unreachable(out, &b[..len], p, src)
         });
-        if let Verdict::Drop(_) = v {
-            return self.drop(reason, false);
+        match v {
+            Verdict::Drop(DropReason::ReplyRateLimited) => {
+                self.drop(DropReason::ReplyRateLimited, false)
+            }
+            Verdict::Drop(_) => self.drop(reason, false),
+            v => v,
         }
-        v
     }
 
-    /// Builds a reply in the scratch buffer, then copies it over the packet.
+    /// Builds a reply to `p`'s source in the scratch buffer, then copies it over the packet; the
+    /// uncounted `Drop(ReplyRateLimited)` when the reply limit holds it back, the uncounted
+    /// `Drop(NoRoomForReply)` when it does not fit. The callers count the drop.
     pub(super) fn reply_with(
         &mut self,
+        now: Instant,
+        p: &Parsed,
         buf: &mut [u8],
         write: impl FnOnce(&mut [u8], &[u8]) -> Option<usize>,
     ) -> Verdict {
+        if !self.limiter.allow(&self.settings, now, p.src.ip()) {
+            return Verdict::Drop(DropReason::ReplyRateLimited);
+        }
         let cap = buf.len().min(REPLY_MAX);
         let Some(n) = write(&mut self.scratch[..cap], buf) else {
             return Verdict::Drop(DropReason::NoRoomForReply);

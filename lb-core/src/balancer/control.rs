@@ -93,6 +93,9 @@ impl<'a> Balancer<'a> {
                     Setting::SecureTcp(m) => self.settings.secure_tcp = defence_mode(m)?,
                     Setting::DropEntry(m) => self.settings.drop_entry = defence_mode(m)?,
                     Setting::SloppyTcp(b) => self.settings.sloppy_tcp = b,
+                    Setting::ReplyRate(n) => self.settings.reply_rate_per_sec = n,
+                    Setting::ReplyBurst(n) => self.settings.reply_burst = n,
+                    Setting::ReplyPeerInterval(n) => self.settings.reply_peer_interval_ms = n,
                 }
                 self.update_defence();
                 Ok(())

@@ -149,7 +149,7 @@ impl Balancer<'_> {
         match p.kind {
             Kind::Transport => {
                 let Some(proto) = p.transport() else {
-                    return self.not_ours(buf, len, p);
+                    return self.not_ours(now, buf, len, p);
                 };
                 let (svc, found) = match hint {
                     Hint::Forward(svc, hash, found) => (Some(svc), Some((hash, found))),
@@ -169,23 +169,23 @@ impl Balancer<'_> {
                 match self.director.unmatched(proto, p.dst) {
                     // Flows of a deleted service: expired and answered like a removed server's.
                     Unmatched::Retired(svc) => self.inbound(now, buf, len, p, proto, svc, None),
-                    Unmatched::Vip => self.answer_unserved(buf, len, p),
+                    Unmatched::Vip => self.answer_unserved(now, buf, len, p),
                     Unmatched::Other => self.pass(&buf[..len]),
                 }
             }
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
-            Kind::EchoRequest => self.echo_request(buf, len, p),
-            Kind::Other => self.not_ours(buf, len, p),
+            Kind::EchoRequest => self.echo_request(now, buf, len, p),
+            Kind::Other => self.not_ours(now, buf, len, p),
         }
     }
 
     /// A packet that is neither for a service nor a reply of a tracked flow: pass it on, unless
     /// it is addressed to a virtual address, where it would loop.
-    fn not_ours(&mut self, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
+    fn not_ours(&mut self, now: Instant, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
         if !self.is_vip(p.dst.ip()) {
             return self.pass(&buf[..len]);
         }
-        self.answer_unserved(buf, len, p)
+        self.answer_unserved(now, buf, len, p)
     }
 }
 

@@ -20,6 +20,7 @@
 
 use crate::nat;
 use crate::packet::{IcmpError, Parsed};
+use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::Balancer;
@@ -73,9 +74,18 @@ impl Balancer<'_> {
     }
 
     /// An echo request: answered when it is addressed to a virtual address, else passed on.
-    pub(super) fn echo_request(&mut self, buf: &mut [u8], len: usize, p: &Parsed) -> Verdict {
+    /// Echo replies are rate-limited as every generated reply ([`DropReason::ReplyRateLimited`]).
+    pub(super) fn echo_request(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+    ) -> Verdict {
         if self.is_vip(p.dst.ip()) {
-            match self.reply_with(buf, |out, b| nat::write_echo_reply(out, &b[..len], p)) {
+            match self.reply_with(now, p, buf, |out, b| {
+                nat::write_echo_reply(out, &b[..len], p)
+            }) {
                 Verdict::Drop(reason) => self.drop(reason, false),
                 v => v,
             }

@@ -76,7 +76,7 @@ impl Balancer<'_> {
                 found = None;
                 if proto == Protocol::Tcp && !syn {
                     self.counters.nodest_resets += 1;
-                    return self.answer_tcp(buf, len, p, DropReason::NoDest);
+                    return self.answer_tcp(now, buf, len, p, DropReason::NoDest);
                 }
                 self.counters.nodest_reschedules += 1;
             }
@@ -96,7 +96,7 @@ impl Balancer<'_> {
                     return if rst {
                         self.drop(DropReason::NoConnection, false)
                     } else {
-                        self.answer_tcp(buf, len, p, DropReason::NoConnection)
+                        self.answer_tcp(now, buf, len, p, DropReason::NoConnection)
                     };
                 }
                 match self.new_conn(now, p, proto, svc, hash) {
@@ -108,8 +108,12 @@ impl Balancer<'_> {
                     Err(NewConnError::NoServer) => {
                         self.counters.no_server += 1;
                         return match proto {
-                            Protocol::Tcp => self.answer_tcp(buf, len, p, DropReason::NoService),
-                            Protocol::Udp => self.answer_udp(buf, len, p, DropReason::NoService),
+                            Protocol::Tcp => {
+                                self.answer_tcp(now, buf, len, p, DropReason::NoService)
+                            }
+                            Protocol::Udp => {
+                                self.answer_udp(now, buf, len, p, DropReason::NoService)
+                            }
                         };
                     }
                     Err(NewConnError::TableFull) => return self.drop(DropReason::TableFull, syn),

@@ -35,6 +35,12 @@
 //!   forwarded packet — else it is a counted drop (`icmp_mismatch`), so the balancer cannot be
 //!   used to inject or reflect ICMP. Transit errors quoting no tracked flow pass, short quote or
 //!   not.
+//! - **Every generated reply is rate-limited, RSTs included.** IPVS leaves its ICMP errors to
+//!   the kernel's ICMP rate limit and its RSTs (sent by the local stack) to none. We hold every
+//!   packet we build — RST, ICMP/ICMPv6 error, echo reply — to Linux's ICMP limits: a global
+//!   token bucket (`icmp_msgs_per_sec` 1000, `icmp_msgs_burst` 50) and one per destination
+//!   /24 or /64 (`icmp_ratelimit` 1000 ms, burst 6), so the balancer is no reflector for
+//!   spoofed sources; over the limit, a counted drop (`reply_rate_limited`).
 //!
 //! # Files
 //! | file | holds |
@@ -52,6 +58,7 @@
 //! | `icmp.rs` | ICMP errors about tracked flows, echo requests |
 //! | `entries.rs` | inserting, transitioning and removing entries |
 //! | `answer.rs` | pass, drop and generated answers (RST, ICMP) |
+//! | `ratelimit.rs` | the limit on generated answers (global and per destination prefix) |
 
 mod answer;
 mod control;
@@ -66,6 +73,9 @@ mod inbound;
 mod matching;
 mod outbound;
 mod persist;
+mod ratelimit;
+#[cfg(test)]
+mod ratelimit_tests;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -198,6 +208,8 @@ pub struct Balancer<'a> {
     generation: u64,
     /// The last service look-up of the datapath (cleared by every configuration change).
     svc_cache: fast::SvcCache,
+    /// The limit on generated replies (`ratelimit.rs`).
+    limiter: ratelimit::ReplyLimiter,
     scratch: [u8; REPLY_MAX],
 }
 
@@ -290,6 +302,7 @@ impl<'a> Balancer<'a> {
     }
 
     fn from_parts(director: Director<'a>, conns: ConnTable<'a>, settings: Settings) -> Self {
+        let limiter = ratelimit::ReplyLimiter::new(conns.secret());
         let mut b = Balancer {
             director,
             conns,
@@ -302,6 +315,7 @@ impl<'a> Balancer<'a> {
             next_defence: Instant::ZERO,
             generation: 0,
             svc_cache: fast::SvcCache::EMPTY,
+            limiter,
             scratch: [0; REPLY_MAX],
         };
         b.update_defence();

@@ -32,6 +32,18 @@ pub struct Settings {
     pub defence_fill_percent: u8,
     /// Per-state idle timeouts (`ipvsadm --set tcp tcpfin udp` changes three of them).
     pub timeouts: TcpTimeouts,
+    /// Generated replies (TCP RST, ICMP/ICMPv6 errors, echo replies) a second, all
+    /// destinations together: Linux's `net.ipv4.icmp_msgs_per_sec` (default 1000); 0 = no
+    /// global limit. `--reply-rate N`. Replies over the limit are counted drops
+    /// ([`DropReason::ReplyRateLimited`](crate::DropReason::ReplyRateLimited)).
+    pub reply_rate_per_sec: u32,
+    /// How many replies the global limit lets out at once: Linux's `icmp_msgs_burst` (default
+    /// 50). With a non-zero rate, 0 lets none out. `--reply-burst N`.
+    pub reply_burst: u32,
+    /// Milliseconds between replies to one destination prefix (/24 for IPv4, /64 for IPv6),
+    /// with a burst of 6: Linux's `icmp_ratelimit` (default 1000) and `XRLIM_BURST_FACTOR`;
+    /// 0 = no per-prefix limit. `--reply-peer-interval MS`.
+    pub reply_peer_interval_ms: u32,
 }
 
 impl Default for Settings {
@@ -45,6 +57,9 @@ impl Default for Settings {
             sloppy_tcp: false,
             defence_fill_percent: 90,
             timeouts: TcpTimeouts::DEFAULT,
+            reply_rate_per_sec: 1000,
+            reply_burst: 50,
+            reply_peer_interval_ms: 1000,
         }
     }
 }

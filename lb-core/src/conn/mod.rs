@@ -284,6 +284,11 @@ pub struct ConnTable<'a> {
 }
 
 impl<'a> ConnTable<'a> {
+    /// The secret the table hashes under (the balancer keys its reply limiter with it too).
+    pub(crate) fn secret(&self) -> SipKey {
+        self.secret
+    }
+
     /// A table in `storage`, hashing under `secret` (draw it from a good random source at start,
     /// so nobody can craft flows that collide), with its clock at `now`.
     ///

@@ -111,6 +111,16 @@ pub enum Setting {
     DropEntry(u8),
     /// `--sloppy-tcp 0|1`.
     SloppyTcp(bool),
+    /// `--reply-rate N`: generated replies a second, globally (`icmp_msgs_per_sec`; 0 = no
+    /// limit). [`Settings::reply_rate_per_sec`](crate::Settings::reply_rate_per_sec).
+    ReplyRate(u32),
+    /// `--reply-burst N`: the global limit's burst (`icmp_msgs_burst`).
+    /// [`Settings::reply_burst`](crate::Settings::reply_burst).
+    ReplyBurst(u32),
+    /// `--reply-peer-interval MS`: milliseconds between replies to one /24 or /64
+    /// (`icmp_ratelimit`; 0 = no limit).
+    /// [`Settings::reply_peer_interval_ms`](crate::Settings::reply_peer_interval_ms).
+    ReplyPeerInterval(u32),
 }
 
 impl Setting {
@@ -123,16 +133,20 @@ impl Setting {
             Setting::SecureTcp(_) => "--secure-tcp",
             Setting::DropEntry(_) => "--drop-entry",
             Setting::SloppyTcp(_) => "--sloppy-tcp",
+            Setting::ReplyRate(_) => "--reply-rate",
+            Setting::ReplyBurst(_) => "--reply-burst",
+            Setting::ReplyPeerInterval(_) => "--reply-peer-interval",
         }
     }
 
     /// The setting's value as a number (booleans are 0 or 1).
-    pub const fn value(&self) -> u8 {
+    pub const fn value(&self) -> u32 {
         match *self {
-            Setting::ConnReuseMode(v) | Setting::SecureTcp(v) | Setting::DropEntry(v) => v,
+            Setting::ConnReuseMode(v) | Setting::SecureTcp(v) | Setting::DropEntry(v) => v as u32,
             Setting::ExpireNodestConn(b)
             | Setting::ExpireQuiescentTemplate(b)
-            | Setting::SloppyTcp(b) => b as u8,
+            | Setting::SloppyTcp(b) => b as u32,
+            Setting::ReplyRate(v) | Setting::ReplyBurst(v) | Setting::ReplyPeerInterval(v) => v,
         }
     }
 }

@@ -427,13 +427,17 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
         Ctl::Restore => restore_commands(b),
         Ctl::Clear => vec![Command::Clear],
         Ctl::Set { which, value } => {
-            let s = match which % 6 {
+            let s = match which % 9 {
                 0 => Setting::ConnReuseMode(value % 4),
                 1 => Setting::ExpireNodestConn(value & 1 != 0),
                 2 => Setting::ExpireQuiescentTemplate(value & 1 != 0),
                 3 => Setting::SecureTcp(value % 4),
                 4 => Setting::DropEntry(value % 4),
-                _ => Setting::SloppyTcp(value & 1 != 0),
+                5 => Setting::SloppyTcp(value & 1 != 0),
+                // The reply limit: off, slow enough to bind in a short run, or the default.
+                6 => Setting::ReplyRate(u32::from(value % 4) * 500),
+                7 => Setting::ReplyBurst(u32::from(value % 64)),
+                _ => Setting::ReplyPeerInterval(u32::from(value % 3) * 500),
             };
             vec![Command::Set(s)]
         }

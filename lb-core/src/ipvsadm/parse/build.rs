@@ -97,6 +97,15 @@ pub(super) fn parse_tokens<'a, I: Iterator<Item = Tok<'a>>>(
             numeric: hits.has(Slot::Numeric),
         },
         Flag::Restore => Command::Restore,
+        flag @ (Flag::ReplyRate | Flag::ReplyBurst | Flag::ReplyPeerInterval) => {
+            let v = cmd.value.ok_or_else(|| cmd.opt.err(K::MissingValue))?;
+            let (what, make): (_, fn(u32) -> Setting) = match flag {
+                Flag::ReplyRate => ("reply_rate", Setting::ReplyRate),
+                Flag::ReplyBurst => ("reply_burst", Setting::ReplyBurst),
+                _ => ("reply_peer_interval", Setting::ReplyPeerInterval),
+            };
+            Command::Set(make(number(&v, 0, u32::MAX, what)?))
+        }
         setting => {
             let v = cmd.value.ok_or_else(|| cmd.opt.err(K::MissingValue))?;
             let (what, max, make): (_, _, fn(u8) -> Setting) = match setting {

@@ -22,6 +22,9 @@ pub(super) enum Flag {
     SecureTcp,
     DropEntry,
     SloppyTcp,
+    ReplyRate,
+    ReplyBurst,
+    ReplyPeerInterval,
     Tcp,
     Udp,
     Fwmark,
@@ -127,7 +130,10 @@ impl Flag {
             | F::ExpireQuiescentTemplate
             | F::SecureTcp
             | F::DropEntry
-            | F::SloppyTcp => Slot::Command,
+            | F::SloppyTcp
+            | F::ReplyRate
+            | F::ReplyBurst
+            | F::ReplyPeerInterval => Slot::Command,
             F::Tcp | F::Udp | F::Fwmark => Slot::Service,
             F::Ipv6 => Slot::Ipv6,
             F::Scheduler => Slot::Scheduler,
@@ -175,6 +181,9 @@ impl Flag {
             F::SecureTcp => "--secure-tcp",
             F::DropEntry => "--drop-entry",
             F::SloppyTcp => "--sloppy-tcp",
+            F::ReplyRate => "--reply-rate",
+            F::ReplyBurst => "--reply-burst",
+            F::ReplyPeerInterval => "--reply-peer-interval",
             _ => "this command",
         }
     }
@@ -282,6 +291,14 @@ pub(super) const SPECS: &[Spec] = &[
     spec(0, "secure-tcp", Flag::SecureTcp, Arg::Required),
     spec(0, "drop-entry", Flag::DropEntry, Arg::Required),
     spec(0, "sloppy-tcp", Flag::SloppyTcp, Arg::Required),
+    spec(0, "reply-rate", Flag::ReplyRate, Arg::Required),
+    spec(0, "reply-burst", Flag::ReplyBurst, Arg::Required),
+    spec(
+        0,
+        "reply-peer-interval",
+        Flag::ReplyPeerInterval,
+        Arg::Required,
+    ),
     spec(b't', "tcp-service", Flag::Tcp, Arg::Required),
     spec(b'u', "udp-service", Flag::Udp, Arg::Required),
     spec(b'f', "fwmark-service", Flag::Fwmark, Arg::Required),
