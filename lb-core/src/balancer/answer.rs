@@ -58,14 +58,9 @@ impl Balancer<'_> {
             return self.drop(reason, false);
         }
         let syn = p.tcp_flags & tcp::flags::SYN != 0;
-        let v = self.reply_with(now, p, buf, |out, b| nat::write_tcp_rst(out, p, &b[..len]));
-        match v {
-            Verdict::Drop(DropReason::ReplyRateLimited) => {
-                self.drop(DropReason::ReplyRateLimited, syn)
-            }
-            Verdict::Drop(_) => self.drop(reason, syn),
-            v => v,
-        }
+        self.reply_with(now, p, buf, reason, syn, |out, b| {
+            nat::write_tcp_rst(out, p, &b[..len])
+        })
     }
 
     /// Answers a UDP packet with ICMP port unreachable from the address it was sent to (or
@@ -79,34 +74,31 @@ impl Balancer<'_> {
         reason: DropReason,
     ) -> Verdict {
         let src = p.dst.ip();
-        let v = self.reply_with(now, p, buf, |out, b| {
+        self.reply_with(now, p, buf, reason, false, |out, b| {
             nat::write_icmp_port_unreachable(out, &b[..len], p, src)
-        });
-        match v {
-            Verdict::Drop(DropReason::ReplyRateLimited) => {
-                self.drop(DropReason::ReplyRateLimited, false)
-            }
-            Verdict::Drop(_) => self.drop(reason, false),
-            v => v,
-        }
+        })
     }
 
-    /// Builds a reply to `p`'s source in the scratch buffer, then copies it over the packet; the
-    /// uncounted `Drop(ReplyRateLimited)` when the reply limit holds it back, the uncounted
-    /// `Drop(NoRoomForReply)` when it does not fit. The callers count the drop.
+    /// Builds a reply to `p`'s source in the scratch buffer, then copies it over the packet.
+    /// When the reply limit holds it back, a drop counted as
+    /// [`DropReason::ReplyRateLimited`]; when it does not fit, a drop counted as `no_room` (the
+    /// caller's reason: `NoService` for an unserved packet, `NoRoomForReply` for an echo). `syn`
+    /// counts the drop as a dropped SYN too.
     pub(super) fn reply_with(
         &mut self,
         now: Instant,
         p: &Parsed,
         buf: &mut [u8],
+        no_room: DropReason,
+        syn: bool,
         write: impl FnOnce(&mut [u8], &[u8]) -> Option<usize>,
     ) -> Verdict {
         if !self.limiter.allow(&self.settings, now, p.src.ip()) {
-            return Verdict::Drop(DropReason::ReplyRateLimited);
+            return self.drop(DropReason::ReplyRateLimited, syn);
         }
         let cap = buf.len().min(REPLY_MAX);
         let Some(n) = write(&mut self.scratch[..cap], buf) else {
-            return Verdict::Drop(DropReason::NoRoomForReply);
+            return self.drop(no_room, syn);
         };
         buf[..n].copy_from_slice(&self.scratch[..n]);
         self.counters.replies += 1;

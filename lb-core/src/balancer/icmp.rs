@@ -83,12 +83,9 @@ impl Balancer<'_> {
         p: &Parsed,
     ) -> Verdict {
         if self.is_vip(p.dst.ip()) {
-            match self.reply_with(now, p, buf, |out, b| {
+            self.reply_with(now, p, buf, DropReason::NoRoomForReply, false, |out, b| {
                 nat::write_echo_reply(out, &b[..len], p)
-            }) {
-                Verdict::Drop(reason) => self.drop(reason, false),
-                v => v,
-            }
+            })
         } else {
             self.pass(&buf[..len])
         }
