@@ -3,21 +3,20 @@
 //! is the quoted packet's source; transit errors the balancer does not own pass, whatever their
 //! quote.
 
-use core::net::{IpAddr, SocketAddr};
+use core::net::IpAddr;
 
 use std::vec::Vec;
 
 use super::*;
 use crate::checksum::verify_checksums;
 use crate::config::{ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
-use crate::conn::{ConnStorage, ConnTable};
-use crate::director::{Director, DirectorStorage, Limits};
-use crate::hash::SipKey;
 use crate::ipvsadm::Command;
 use crate::packet::{self, Kind};
 use crate::tcp::flags::{ACK, SYN};
 use crate::verdict::{DropReason, Transmit, Verdict};
 use lb_testkit::pkt;
+
+use super::test_support::{empty_balancer, sa};
 
 const VIP4: &str = "10.0.0.100:80";
 const RIP4: &str = "10.1.0.1:8080";
@@ -26,10 +25,6 @@ const VIP6: &str = "[2001:db8::100]:53";
 const RIP6: &str = "[2001:db8:1::1]:5353";
 const CLIENT6: &str = "[2001:db8:9::7]:41000";
 
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -37,15 +32,7 @@ fn ip(s: &str) -> IpAddr {
 /// A TCP service at [`VIP4`] → [`RIP4`] and a UDP service at [`VIP6`] → [`RIP6`], each with one
 /// live flow from its client.
 fn balancer() -> Balancer<'static> {
-    let limits = Limits {
-        services: 4,
-        servers_per_service: 4,
-        table_slots_per_service: 251,
-        lblc_entries_per_service: 16,
-    };
-    let director = Director::new(DirectorStorage::alloc(limits), 1);
-    let conns = ConnTable::new(ConnStorage::alloc(64), SipKey([1, 2]), Instant::ZERO);
-    let mut b = Balancer::new(director, conns, Settings::default());
+    let mut b = empty_balancer(64, Settings::default());
     for (key, rip) in [
         (ServiceKey::tcp(sa(VIP4)), RIP4),
         (ServiceKey::udp(sa(VIP6)), RIP6),

@@ -9,13 +9,12 @@ use std::vec::Vec;
 
 use super::*;
 use crate::config::{ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
-use crate::conn::{ConnStorage, ConnTable};
-use crate::director::{Director, DirectorStorage, Limits};
-use crate::hash::SipKey;
 use crate::ipvsadm::Command;
 use crate::tcp::flags::SYN;
 use crate::verdict::{DropReason, Verdict};
 use lb_testkit::pkt;
+
+use super::test_support::{empty_balancer, ms, sa};
 
 /// A VIP with a TCP service on port 80 (one server) and nothing on port 81.
 const VIP: &str = "10.0.0.100:80";
@@ -23,24 +22,8 @@ const UNSERVED: &str = "10.0.0.100:81";
 const VIP6: &str = "[2001:db8::100]:80";
 const UNSERVED6: &str = "[2001:db8::100]:81";
 
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn ms(t: u64) -> Instant {
-    Instant::from_millis(t)
-}
-
 fn balancer_with(settings: Settings) -> Balancer<'static> {
-    let limits = Limits {
-        services: 4,
-        servers_per_service: 4,
-        table_slots_per_service: 251,
-        lblc_entries_per_service: 16,
-    };
-    let director = Director::new(DirectorStorage::alloc(limits), 1);
-    let conns = ConnTable::new(ConnStorage::alloc(64), SipKey([1, 2]), Instant::ZERO);
-    let mut b = Balancer::new(director, conns, settings);
+    let mut b = empty_balancer(64, settings);
     for (vip, rip) in [(VIP, "10.1.0.1:80"), (VIP6, "[2001:db8:1::1]:80")] {
         let key = ServiceKey::tcp(sa(vip));
         let mut cfg = ServiceConfig::new(key);

@@ -11,39 +11,19 @@ use crate::checksum::verify_checksums;
 use crate::config::{
     ForwardMethod, Persistence, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey,
 };
-use crate::conn::{ConnStorage, ConnTable};
-use crate::director::{Director, DirectorStorage, Limits};
-use crate::hash::SipKey;
 use crate::ipvsadm::{Command, Setting};
 use crate::packet::{self, Kind};
 use crate::tcp::flags::{ACK, FIN, RST, SYN};
 use crate::verdict::{DropReason, Transmit, Verdict};
 use lb_testkit::pkt;
 
+use super::test_support::{empty_balancer, sa};
+
 const VIP: &str = "10.0.0.100:80";
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn limits() -> Limits {
-    Limits {
-        services: 4,
-        servers_per_service: 16,
-        table_slots_per_service: 4093,
-        lblc_entries_per_service: 64,
-    }
-}
 
 /// A balancer with room for `capacity` connections and one TCP service at `VIP`.
 fn balancer(capacity: usize, sched: SchedulerKind, servers: &[(&str, u32)]) -> Balancer<'static> {
-    let director = Director::new(DirectorStorage::alloc(limits()), 1);
-    let conns = ConnTable::new(
-        ConnStorage::alloc(capacity),
-        SipKey([0x1234, 0x5678]),
-        Instant::ZERO,
-    );
-    let mut b = Balancer::new(director, conns, Settings::default());
+    let mut b = empty_balancer(capacity, Settings::default());
     let mut cfg = ServiceConfig::new(ServiceKey::tcp(sa(VIP)));
     cfg.scheduler = sched;
     b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
@@ -1025,9 +1005,7 @@ fn ipv6_flow_label_and_scope_id_in_the_configuration_do_not_matter() {
     ];
     for (vip, server) in configs {
         let make = || {
-            let director = Director::new(DirectorStorage::alloc(limits()), 1);
-            let conns = ConnTable::new(ConnStorage::alloc(64), SipKey([1, 2]), Instant::ZERO);
-            let mut b = Balancer::new(director, conns, Settings::default());
+            let mut b = empty_balancer(64, Settings::default());
             let key = ServiceKey::tcp(vip);
             b.apply(Instant::ZERO, &Command::AddService(ServiceConfig::new(key)))
                 .unwrap();

@@ -9,37 +9,20 @@ use std::vec::Vec;
 
 use super::*;
 use crate::config::{ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
-use crate::conn::{ConnStorage, ConnTable};
-use crate::director::{Director, DirectorStorage, Limits};
-use crate::hash::SipKey;
 use crate::ipvsadm::Command;
 use crate::stats::ESTIMATOR_PERIOD;
 use crate::verdict::Verdict;
 use crate::Settings;
 use lb_testkit::pkt;
 
+use crate::balancer::test_support::{empty_balancer, ms, sa};
+
 const VIP: &str = "10.0.0.100:53";
 const SERVERS: [&str; 2] = ["10.1.0.1:53", "10.1.0.2:53"];
 
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn ms(t: u64) -> Instant {
-    Instant::from_millis(t)
-}
-
 /// A balancer with no service.
 fn empty() -> Balancer<'static> {
-    let limits = Limits {
-        services: 4,
-        servers_per_service: 4,
-        table_slots_per_service: 251,
-        lblc_entries_per_service: 16,
-    };
-    let director = Director::new(DirectorStorage::alloc(limits), 1);
-    let conns = ConnTable::new(ConnStorage::alloc(1024), SipKey([3, 4]), Instant::ZERO);
-    Balancer::new(director, conns, Settings::default())
+    empty_balancer(1024, Settings::default())
 }
 
 /// A UDP rr service at `VIP` over `SERVERS`; `one_packet` keeps no entries.

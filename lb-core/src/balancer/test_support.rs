@@ -1,0 +1,43 @@
+//! What the balancer's unit-test modules share: addresses and times from literals, and an
+//! empty balancer on the heap with pinned secrets (the same decisions on every run).
+
+use core::net::SocketAddr;
+
+use super::{Balancer, Settings};
+use crate::conn::{ConnStorage, ConnTable};
+use crate::director::{Director, DirectorStorage, Limits};
+use crate::hash::SipKey;
+use crate::time::Instant;
+
+/// `"10.0.0.1:80"`, `"[2001:db8::1]:53"` as an address.
+pub(super) fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// `t` milliseconds after the epoch.
+pub(super) fn ms(t: u64) -> Instant {
+    Instant::from_millis(t)
+}
+
+/// The director's sizes every test balancer has: 4 services of 16 servers, tables up to
+/// 4,093 slots (mh's default M), 64 lblc/lblcr entries per service.
+pub(super) fn limits() -> Limits {
+    Limits {
+        services: 4,
+        servers_per_service: 16,
+        table_slots_per_service: 4093,
+        lblc_entries_per_service: 64,
+    }
+}
+
+/// A balancer with no service yet, room for `capacity` connections, `settings`, and fixed
+/// secrets (director seed 1, flow key 0x1234/0x5678).
+pub(super) fn empty_balancer(capacity: usize, settings: Settings) -> Balancer<'static> {
+    let director = Director::new(DirectorStorage::alloc(limits()), 1);
+    let conns = ConnTable::new(
+        ConnStorage::alloc(capacity),
+        SipKey([0x1234, 0x5678]),
+        Instant::ZERO,
+    );
+    Balancer::new(director, conns, settings)
+}
