@@ -157,6 +157,11 @@ pub fn run_input(input: &Input) {
             DefenceMode::Off
         },
         sloppy_tcp: input.sloppy_tcp,
+        // This target checks the TCP state machine against its model, which answers every
+        // segment of no flow with a RST: the reply rate limit (checked by its own tests and by
+        // the `packets` target) is off here, so the model stays exact.
+        reply_rate_per_sec: 0,
+        reply_peer_interval_ms: 0,
         ..Settings::default()
     };
     let mut b = setup::empty(64, settings, 11);
