@@ -29,6 +29,7 @@ pub mod balancer;
 pub mod config;
 pub mod director;
 pub mod ipvsadm;
+pub mod keepalived;
 pub mod server;
 pub mod service;
 pub mod stats;
