@@ -52,6 +52,48 @@ impl std::fmt::Display for BatchError {
     }
 }
 
+/// One command of a batch, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    /// `FILE:LINE`, printed in front of an error.
+    pub at: String,
+    /// The text shown under an error (the line as written).
+    pub text: String,
+    /// The command.
+    pub cmd: Command,
+}
+
+/// Parses a batch of ipvsadm lines (a `--config` file, `-R` input) into commands, without
+/// applying them; `source` names the input in errors (`FILE:LINE: ...`). `-L`, `-S`, `-R`
+/// and firewall-mark services are refused.
+pub fn parse_batch(source: &str, text: &str) -> Result<Vec<BatchItem>, BatchError> {
+    let mut items = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let here = |what: String| BatchError(format!("{source}:{n}: {what}\n  {}", line.trim()));
+        match parse_line(line) {
+            Ok(None) => {}
+            Ok(Some(Command::List(_) | Command::Save { .. } | Command::Restore)) => {
+                return Err(here(
+                    "-L, -S and -R are not allowed in a configuration".into(),
+                ))
+            }
+            Ok(Some(cmd)) => {
+                if matches!(command_key(&cmd), Some(ServiceKey::Fwmark { .. })) {
+                    return Err(here(FWMARK_REFUSED.into()));
+                }
+                items.push(BatchItem {
+                    at: format!("{source}:{n}"),
+                    text: line.trim().to_string(),
+                    cmd,
+                });
+            }
+            Err(e) => return Err(here(e.to_string())),
+        }
+    }
+    Ok(items)
+}
+
 /// 24 bytes of OS randomness (`getrandom(2)`): the director's seed and the connection
 /// table's hash secret.
 pub fn os_random() -> std::io::Result<(u64, [u8; 16])> {
@@ -237,27 +279,24 @@ impl Gateway {
         source: &str,
         text: &str,
     ) -> Result<usize, BatchError> {
-        let mut cmds = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
-            let here =
-                |what: String| BatchError(format!("{source}:{n}: {what}\n  {}", line.trim()));
-            match parse_line(line) {
-                Ok(None) => {}
-                Ok(Some(Command::List(_) | Command::Save { .. } | Command::Restore)) => {
-                    return Err(here(
-                        "-L, -S and -R are not allowed in a configuration".into(),
-                    ))
-                }
-                Ok(Some(cmd)) => {
-                    if matches!(command_key(&cmd), Some(ServiceKey::Fwmark { .. })) {
-                        return Err(here(FWMARK_REFUSED.into()));
-                    }
-                    cmds.push((n, line, cmd));
-                }
-                Err(e) => return Err(here(e.to_string())),
-            }
-        }
+        let items = parse_batch(source, text)?;
+        self.apply_items(now, source, &items)
+    }
+
+    /// Applies commands from any source (`--config` lines, a keepalived.conf's
+    /// `virtual_server`s) all or nothing: each is applied to a scratch copy of the current
+    /// configuration first, and only if all succeed are they applied for real. An error names
+    /// the item's [`BatchItem::at`]; `source` names the whole batch. Returns the number of
+    /// commands applied.
+    pub fn apply_items(
+        &mut self,
+        now: Instant,
+        source: &str,
+        items: &[BatchItem],
+    ) -> Result<usize, BatchError> {
+        let refused = |item: &BatchItem, what: String| {
+            BatchError(format!("{}: {what}\n  {}", item.at, item.text))
+        };
         // Dry run on a scratch balancer holding the current configuration.
         let mut scratch = new_balancer(self.limits, 16, self.seed, [0; 16], now);
         scratch.set_settings(*self.lb.settings());
@@ -269,25 +308,23 @@ impl Gateway {
                 )));
             }
         }
-        for (n, line, cmd) in &cmds {
-            if let Err(e) = scratch.apply(now, cmd) {
-                return Err(BatchError(format!(
-                    "{source}:{n}: {}\n  {}",
-                    describe(cmd, e),
-                    line.trim()
-                )));
+        for item in items {
+            if matches!(command_key(&item.cmd), Some(ServiceKey::Fwmark { .. })) {
+                return Err(refused(item, FWMARK_REFUSED.into()));
+            }
+            if let Err(e) = scratch.apply(now, &item.cmd) {
+                return Err(refused(item, describe(&item.cmd, e)));
             }
         }
         drop(scratch);
-        for (k, (n, line, cmd)) in cmds.iter().enumerate() {
-            if let Err(e) = self.apply(now, cmd) {
-                return Err(BatchError(format!(
-                    "{source}:{n}: {e}\n  {}\n  (the first {k} commands were applied: the live balancer differs from the dry run, e.g. a deleted server still holds connections)",
-                    line.trim()
+        for (k, item) in items.iter().enumerate() {
+            if let Err(e) = self.apply(now, &item.cmd) {
+                return Err(refused(item, format!(
+                    "{e}\n  (the first {k} commands were applied: the live balancer differs from the dry run, e.g. a deleted server still holds connections)"
                 )));
             }
         }
-        Ok(cmds.len())
+        Ok(items.len())
     }
 
     /// The current configuration as commands: services in slot order, each followed by its

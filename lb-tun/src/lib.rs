@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod gateway;
+pub mod keepalived;
 pub mod listing;
 pub mod metrics;
 pub mod prom;

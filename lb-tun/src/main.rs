@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use lb_tun::control::{ControlServer, Pending, DEFAULT_CONTROL_PATH};
-use lb_tun::gateway::{os_random, Gateway};
+use lb_tun::gateway::{os_random, parse_batch, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
 use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 
@@ -35,6 +35,11 @@ struct Args {
     /// the gateway refuses to start if any line is wrong.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// keepalived.conf whose virtual_server sections are applied at start (with its includes;
+    /// global_defs and vrrp_* blocks are skipped). May be combined with --config; the gateway
+    /// refuses to start if either is wrong. Health checkers are parsed but not run yet.
+    #[arg(long, value_name = "FILE")]
+    keepalived: Option<PathBuf>,
     /// Unix socket for lbadm.
     #[arg(long, default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
@@ -47,7 +52,8 @@ struct Args {
     /// Packets per burst (buffers in the ring).
     #[arg(long, default_value_t = DEFAULT_BURST)]
     burst: usize,
-    /// Check the --config file and exit (no TUN device needed).
+    /// Check the --config and --keepalived files, print the result as -S would, and exit (no
+    /// TUN device needed).
     #[arg(long)]
     check: bool,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
@@ -120,6 +126,39 @@ impl Loop {
     }
 }
 
+/// Applies `--config` and `--keepalived`, all or nothing: both are read and parsed, then
+/// applied together through one dry run. Notices are logged at info, what is parsed but not
+/// acted upon at warn.
+fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(), String> {
+    let mut items = Vec::new();
+    let mut sources = Vec::new();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let source = path.display().to_string();
+        items.extend(parse_batch(&source, &text).map_err(|e| e.0)?);
+        sources.push(source);
+    }
+    if let Some(path) = &args.keepalived {
+        let loaded = lb_tun::keepalived::load(path)?;
+        for n in &loaded.notices {
+            log::info!("{n}");
+        }
+        if let Some(w) = loaded.not_run() {
+            log::warn!("{}: {w}", path.display());
+        }
+        items.extend(loaded.items);
+        sources.push(path.display().to_string());
+    }
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let source = sources.join(" and ");
+    let n = gw.apply_items(now, &source, &items).map_err(|e| e.0)?;
+    log::info!("config {source}: {n} commands applied");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let level = match args.verbose {
@@ -145,21 +184,9 @@ fn main() -> ExitCode {
     };
     let clock = Clock(Instant::now());
     let mut gw = Gateway::new(args.conns, seed, secret, clock.now());
-    if let Some(path) = &args.config {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                log::error!("cannot read config {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        };
-        match gw.apply_batch(clock.now(), &path.display().to_string(), &text) {
-            Ok(n) => log::info!("config {}: {n} commands applied", path.display()),
-            Err(e) => {
-                log::error!("config not applied: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Err(e) = load_config(&mut gw, clock.now(), &args) {
+        log::error!("config not applied: {e}");
+        return ExitCode::FAILURE;
     }
     if args.check {
         print!("{}", gw.save());
