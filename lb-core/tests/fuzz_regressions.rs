@@ -52,6 +52,11 @@ fn ipvsadm_regressions() {
     replay("ipvsadm", harness::grammar::run_lines);
 }
 
+#[test]
+fn keepalived_regressions() {
+    replay("keepalived", harness::keepalived::run);
+}
+
 /// Replays one file: `LB_FUZZ_REPLAY=packets:path/to/crash cargo test -p lb-core --test
 /// fuzz_regressions replay_one -- --ignored --nocapture` (prints the decoded input first).
 #[test]
@@ -77,6 +82,12 @@ fn replay_one() {
         "ipvsadm" => {
             println!("{}", String::from_utf8_lossy(&data));
             harness::grammar::run_lines(&data);
+        }
+        "keepalived" => {
+            for (name, text) in harness::keepalived::Inputs::split(&data).0 {
+                println!("--- {name}\n{text}");
+            }
+            harness::keepalived::run(&data);
         }
         other => panic!("unknown target {other}"),
     }

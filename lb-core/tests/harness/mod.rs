@@ -6,12 +6,14 @@
 //! * [`packets::run`]: packets in both directions, time steps, control changes;
 //! * [`tcp_state::run`]: the TCP state machine against the reference's tables;
 //! * [`grammar::run_lines`]: ipvsadm lines, `Display` and `-S` round trips;
+//! * [`keepalived::run`]: keepalived.conf text with includes, the parsed commands applied;
 //! * [`control::run`] (with lb-tun's decoder passed in): the lbadm wire format.
 #![allow(dead_code)]
 
 pub mod control;
 pub mod grammar;
 pub mod inv;
+pub mod keepalived;
 pub mod packets;
 pub use lb_testkit::pkt;
 pub mod setup;
