@@ -6,7 +6,7 @@ use core::fmt;
 /// How many bytes of a file name an [`Error`] keeps (longer names keep their end).
 pub const NAME_CAP: usize = 64;
 /// How many bytes of the offending text an [`Error`] keeps.
-pub const TEXT_CAP: usize = 64;
+pub const ERROR_TEXT_CAP: usize = 64;
 
 /// Why a keepalived configuration was refused, with the file and line: `keepalived.conf:12:
 /// unknown keyword "lb_kindd" in virtual_server`. Nothing of a refused configuration is
@@ -18,8 +18,8 @@ pub struct Error {
     pub file: heapless::String<NAME_CAP>,
     /// The line, from 1 (0: the file as a whole).
     pub line: u32,
-    /// The offending word (or the message of a failed include), cut to [`TEXT_CAP`] bytes.
-    pub text: heapless::String<TEXT_CAP>,
+    /// The offending word (or the message of a failed include), cut to [`ERROR_TEXT_CAP`] bytes.
+    pub text: heapless::String<ERROR_TEXT_CAP>,
     /// What is wrong.
     pub kind: ErrorKind,
 }
@@ -108,7 +108,7 @@ impl Error {
     }
 }
 
-/// The first [`TEXT_CAP`] bytes of `s`, at a character boundary.
+/// The first [`ERROR_TEXT_CAP`] bytes of `s`, at a character boundary.
 fn head<const N: usize>(s: &str) -> heapless::String<N> {
     let mut cut = s.len().min(N);
     while !s.is_char_boundary(cut) {

@@ -1,5 +1,5 @@
 //! keepalived.conf's `virtual_server` sections: a `no_std`, allocation-free parser that turns
-//! them into lb-core's configuration ([`ServiceConfig`], [`ServerConfig`], the same items the
+//! them into lb-core's configuration ([`ServiceConfig`](crate::ServiceConfig), [`ServerConfig`](crate::ServerConfig), the same items the
 //! equivalent `ipvsadm-save` lines give) and typed checker settings (`TCP_CHECK`, `HTTP_GET`
 //! and their `url`s) for a health checker.
 //!
@@ -62,7 +62,8 @@ pub use ast::{
     CheckKind, Checker, FileId, HttpProtocol, Location, RealServer, StatusCodes, Text, Timing, Url,
     VirtualServer, TEXT_CAP,
 };
-pub use error::{Error, ErrorKind, Notice, NoticeKind, NAME_CAP};
+pub use blocks::DEFAULT_PERSISTENCE_SECS;
+pub use error::{Error, ErrorKind, Notice, NoticeKind, ERROR_TEXT_CAP, NAME_CAP};
 
 /// How deep `include`s may nest (the main file is depth 0).
 pub const MAX_INCLUDE_DEPTH: usize = 8;
@@ -82,9 +83,9 @@ impl Fault<'_> {
 }
 
 /// Why an include could not be read: the reader's message (`cannot read
-/// /etc/keepalived/vs.conf: permission denied`), cut to [`error::TEXT_CAP`] bytes.
+/// /etc/keepalived/vs.conf: permission denied`), cut to [`ERROR_TEXT_CAP`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncludeError(pub heapless::String<{ error::TEXT_CAP }>);
+pub struct IncludeError(pub heapless::String<{ ERROR_TEXT_CAP }>);
 
 impl IncludeError {
     /// An include error saying `msg` (cut to fit).

@@ -663,7 +663,7 @@ fn long_names_and_texts_are_cut_not_refused() {
         .parse(&NoFiles, MAIN, &name, &word, &mut |_| {})
         .unwrap_err();
     assert!(e.file.ends_with("d/keepalived.conf") && e.file.len() == NAME_CAP);
-    assert_eq!(e.text.len(), error::TEXT_CAP);
+    assert_eq!(e.text.len(), ERROR_TEXT_CAP);
     let long_path = format!(
         "{}\n",
         in_rs(&format!(
