@@ -519,6 +519,50 @@ mod tests {
         );
     }
 
+    /// A keepalived.conf embedded as a string, in fixed storage and without files, configures
+    /// the gateway through the same commands as ipvsadm lines.
+    #[test]
+    fn a_keepalived_conf_embedded_as_a_string_configures_the_gateway() {
+        use lb_core::keepalived::{
+            Checker, Config, FileId, NoFiles, RealServer, Url, VirtualServer,
+        };
+        const CONF: &str = "virtual_server 10.0.0.101 80 {\n lb_algo rr\n lb_kind NAT\n real_server 10.0.0.3 8080 {\n  weight 2\n  TCP_CHECK {\n  }\n }\n}\n";
+        let mut vs = [const { VirtualServer::EMPTY }; 2];
+        let mut rs = [const { RealServer::EMPTY }; 4];
+        let mut ck = [const { Checker::EMPTY }; 4];
+        let mut urls = [const { Url::EMPTY }; 1];
+        let mut cfg = Config::new(&mut vs, &mut rs, &mut ck, &mut urls);
+        cfg.parse(&NoFiles, FileId(0), "embedded", CONF, &mut |_| {})
+            .unwrap();
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        for (_, cmd) in cfg.commands() {
+            gw.apply(T0, &cmd).unwrap();
+        }
+        assert_eq!(
+            gw.apply_line(T0, "-a -t 10.0.0.101:80 -r 10.0.0.3:8080 -m"),
+            Err(LineError::Config(ConfigError::ServerExists))
+        );
+        let e = cfg
+            .parse(
+                &NoFiles,
+                FileId(0),
+                "embedded",
+                "include x.conf\n",
+                &mut |_| {},
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.kind, e.text.as_str()),
+            (
+                "embedded",
+                1,
+                lb_core::keepalived::ErrorKind::IncludeFailed,
+                "this configuration cannot include files (no file system)"
+            )
+        );
+    }
+
     #[test]
     fn poll_at_includes_the_next_neighbour_request() {
         let mut dev = FakeDevice::new(Medium::Ethernet);
