@@ -1,5 +1,5 @@
 //! The driver: files and includes, blocks opened and closed, and each statement handed to its
-//! block's keywords (`blocks.rs`); closing a block checks and finishes its item (`fixup.rs`).
+//! block's keywords (`blocks/`); closing a block checks and finishes its item (`fixup.rs`).
 
 use core::ops::ControlFlow;
 
