@@ -212,7 +212,7 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
                 self.vs.sorry = s.line;
             }
             "sorry_server_inhibit" => self.cur_vs().sorry_server_inhibit = flag(s)?,
-            "sorry_server_lvs_method" | "sorry_server_lb_kind" => method(s)?,
+            "sorry_server_lvs_method" => method(s)?,
             "omega" => self.cur_vs().omega = flag(s)?,
             "virtualhost" => self.cur_vs().virtualhost = Some(values::text(s, "a host name")?),
             "ip_family" => {
