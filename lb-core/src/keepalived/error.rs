@@ -157,7 +157,7 @@ impl fmt::Display for Error {
                 "the file ends inside the {t:?} block opened at line {opened} (a missing \"}}\")"
             ),
             K::UnterminatedQuote => write!(f, "quoted string {t:?} has no closing quote"),
-            K::TooManyWords { max } => write!(f, "more than {max} words on one line"),
+            K::TooManyWords { max } => write!(f, "{t:?}: more than {max} words on one line"),
             K::TooMany { what, max } => {
                 write!(f, "no room for another {what}: the storage holds {max}")
             }

@@ -73,7 +73,29 @@ fn every_refusal_names_file_line_and_why() {
         ("lvs_sync_daemon eth0 VI_1\n".into(), "keepalived.conf:1: unknown keyword \"lvs_sync_daemon\" in top level"),
         ("virtual_server 192.0.2.10 80 {\n}\n".replace("80", "80 90"), "keepalived.conf:1: unexpected \"90\": one keyword a line (keepalived would ignore it silently)"),
     ];
-    for (text, want) in cases {
+    let long_line = in_rs(&format!(
+        "  HTTP_GET {{\n url {{\n path /\n status_code{}\n }}\n }}",
+        " 200".repeat(32)
+    ));
+    let more: &[(String, &str)] = &[
+        (
+            long_line,
+            "keepalived.conf:6: \"200\": more than 32 words on one line",
+        ),
+        (
+            "includer x.conf\n".into(),
+            "keepalived.conf:1: \"includer\" is not supported: include's variants; use include",
+        ),
+        (
+            "~SEQ(i,1,3)\n".into(),
+            "keepalived.conf:1: \"~SEQ(i,1,3)\" is not supported: ~SEQ and ~LST blocks",
+        ),
+        (
+            "include {\n}\n".into(),
+            "keepalived.conf:1: \"include\" takes no block",
+        ),
+    ];
+    for (text, want) in cases.iter().chain(more) {
         assert_eq!(&refused(text), want, "for:\n{text}");
     }
 }
