@@ -77,6 +77,9 @@ mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;
 mod settings;
+mod state;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
@@ -100,6 +103,7 @@ use crate::verdict::DropReason;
 pub use control::ApplyError;
 pub use defence::DEFENCE_PERIOD;
 pub use settings::{ConnReuseMode, DefenceMode, Settings};
+pub use state::ImportReport;
 pub use timers::TEMPLATE_DEFER;
 
 use matching::server_endpoint;
