@@ -13,6 +13,10 @@
 #            deleting a server with a live connection resets it at once
 #   restore  -S of a gateway restored into a fresh one (--config): same -S, -L -n,
 #            --thresholds, settings, and the same scheduling decisions (wrr order, mh)
+#   restart  hitless restart with --state: under keep-alive load (hey) and one held
+#            connection, SIGTERM lb-tun and start it again: no request fails, the held
+#            connection stays on its server, the new gateway opens no connection of its own
+#            for the old ones; prints how long packets went unanswered
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http), LBT_SEED_N (seed scenario connections, default 6000).
@@ -272,8 +276,69 @@ CONF
 	cat "$tmp/saved.conf"
 }
 
+# gateway_restart ARGS... — SIGTERM the gateway, wait until it has exited (it writes --state
+# then), and start it again with ARGS (start_gateway's). Sets STOP_MS (signal → state written,
+# control socket gone) and
+# GAP_MS (signal → the new gateway's control socket).
+gateway_restart() {
+	local t0 t1 pid="$LBT_GW_PID"
+	t0=$(date +%s%N)
+	kill -TERM "$pid"
+	# The gateway writes its state, then removes its control socket. (Not `kill -0`: the
+	# process, reparented, may stay a zombie for a while after it has exited.)
+	for _ in $(seq 500); do [ -S "$sock" ] || break; sleep 0.01; done
+	[ -S "$sock" ] && fail "gateway did not stop on SIGTERM"
+	t1=$(date +%s%N)
+	STOP_MS=$(((t1 - t0) / 1000000))
+	mv "$tmp/lb-tun.log" "$tmp/lb-tun-a.log"
+	start_gateway "$@" || fail "gateway did not start again"
+	t1=$(date +%s%N)
+	GAP_MS=$(((t1 - t0) / 1000000))
+}
+
+scenario_restart() {
+	LBT_NSERVERS=2
+	have_hey || { echo "SKIP restart: needs hey (apt-get install hey)"; echo PASS; exit 0; }
+	topo_up || fail topo_up
+	start_servers || fail "servers did not start"
+	cat >"$tmp/lb.conf" <<CONF
+-A -t $LBT_VIP4:80 -s wrr
+-a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 2
+-a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
+CONF
+	local load="$(lbt_bin lb-demo-load)" h1 hey_pid st created before after restored
+	start_gateway "$tmp/lb.conf" --state "$tmp/table.state" || fail "gateway did not start"
+	# One held keep-alive connection (a request every 0.2 s for 8 s), and keep-alive load.
+	nsx client "$load" --hold --interval 0.2 --count 40 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
+	h1=$!
+	nsx client hey -z 8s -q 25 -c 6 -t 5 "http://$LBT_VIP4/" >"$tmp/hey.txt" 2>&1 &
+	hey_pid=$!
+	sleep 3
+	before=$(gwstat connections)
+	[ "$before" -ge 7 ] || fail "want >= 7 connections before the restart, have $before"
+	gateway_restart "$tmp/lb.conf" --state "$tmp/table.state"
+	grep -q "entries, .* bytes written to $tmp/table.state" "$tmp/lb-tun-a.log" ||
+		fail "the stopping gateway did not write its state: $(tail -3 "$tmp/lb-tun-a.log")"
+	restored=$(grep -o "[0-9]* entries restored" "$tmp/lb-tun.log" | awk '{ print $1 }')
+	[ "${restored:-0}" -ge 7 ] || fail "restored ${restored:-no} entries: $(cat "$tmp/lb-tun.log")"
+	ok "restart: SIGTERM to exit ${STOP_MS} ms, to the new gateway's control socket ${GAP_MS} ms; $restored of $before entries restored"
+	wait "$hey_pid"
+	wait "$h1" || fail "held connection failed across the restart: $(cat "$tmp/h1.out")"
+	st=$(awk '$3 == 200 { print $4 }' "$tmp/h1.out" | sort | uniq -c | xargs)
+	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 40 ] || fail "held connection: $(cat "$tmp/h1.out")"
+	[ "$(awk '{ print $4 }' "$tmp/h1.out" | sort -u | wc -l)" -eq 1 ] || fail "held connection changed server: $st"
+	ok "the held keep-alive connection answered 40/40 requests, all on one server ($st)"
+	grep -q "Error distribution" "$tmp/hey.txt" && fail "requests failed: $(cat "$tmp/hey.txt")"
+	grep -E '^\s+\[[0-9]+\]\s+[0-9]+ responses' "$tmp/hey.txt" | grep -qv '\[200\]' && fail "non-200 answers: $(cat "$tmp/hey.txt")"
+	created=$(gwstat conns_created)
+	[ "$created" -eq 0 ] || fail "the new gateway created $created connections: the old ones were not carried over"
+	ok "no failed request ($(grep -E '\[200\]' "$tmp/hey.txt" | xargs)); the new gateway created no connection"
+	after=$(grep -E "Slowest:" "$tmp/hey.txt" | awk '{ printf "%.0f", $2 * 1000 }')
+	ok "packets went unanswered for about ${GAP_MS} ms; hey's slowest request ${after} ms"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore" >&2; exit 2 ;;
+split | seed | drain | restore | restart) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart" >&2; exit 2 ;;
 esac
 echo PASS

@@ -11,11 +11,12 @@
 use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use lb_core::ipvsadm::{parse_args, parse_line, write_save, Command, Setting};
 use lb_core::{
-    Balancer, ConfigError, DropReason, Event, Instant, Limits, Packet, Secrets, ServerConfig,
-    ServiceConfig, ServiceKey, Settings, TcpTimeouts, Verdict,
+    Balancer, ConfigError, DropReason, Event, ImportReport, Instant, Limits, Packet, Secrets,
+    ServerConfig, ServiceConfig, ServiceKey, Settings, TcpTimeouts, Verdict,
 };
 
 use crate::control::{Reply, Request};
@@ -40,6 +41,8 @@ pub struct Gateway {
     verdicts: Vec<Verdict>,
     stats: FrontendStats,
     recent_drained: Vec<(ServiceKey, std::net::SocketAddr)>,
+    /// Where `--save-state` and the exit write the table (`--state FILE`).
+    state_path: Option<PathBuf>,
 }
 
 /// A batch of commands refused: the message names the source, the line and what is wrong.
@@ -117,6 +120,7 @@ impl Gateway {
             verdicts: Vec::new(),
             stats: FrontendStats::default(),
             recent_drained: Vec::new(),
+            state_path: None,
         }
     }
 
@@ -397,6 +401,55 @@ impl Gateway {
         out
     }
 
+    // ------------------------------------------------------------------ state
+
+    /// Sets the file `--save-state` and [`save_state`](Self::save_state) write.
+    pub fn set_state_path(&mut self, path: PathBuf) {
+        self.state_path = Some(path);
+    }
+
+    /// The connection table as a snapshot (lb-core's format, docs/sync.md §1).
+    pub fn export_state(&self, now: Instant) -> Vec<u8> {
+        let mut ex = self.lb.export_state(now);
+        let mut out = Vec::with_capacity(self.lb.connection_count() * 52 + 64);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = ex.write(&self.lb, &mut buf);
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Loads a snapshot into the table; on any error nothing is loaded.
+    pub fn import_state(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<ImportReport, lb_core::sync::SnapshotError> {
+        self.lb.import_state(now, bytes)
+    }
+
+    /// Writes the table to the `--state` file: to a temporary file beside it, synced, then
+    /// renamed over it, so a crash mid-write leaves the previous snapshot. `None` without
+    /// `--state`; else what was written, for the log and `lbadm --save-state`.
+    pub fn save_state(&self, now: Instant) -> std::io::Result<Option<String>> {
+        let Some(path) = &self.state_path else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let bytes = self.export_state(now);
+        write_atomically(path, &bytes)?;
+        Ok(Some(format!(
+            "state: {} entries, {} bytes written to {} in {:.1} ms",
+            self.lb.connection_count(),
+            bytes.len(),
+            path.display(),
+            started.elapsed().as_secs_f64() * 1e3
+        )))
+    }
+
     // ------------------------------------------------------------------ control
 
     /// Answers one `lbadm` request; `size` is shown in `-L`'s header, `ring` feeds
@@ -415,6 +468,16 @@ impl Gateway {
         match args.as_slice() {
             ["--show-settings"] => return Reply::ok(self.show_settings()),
             ["--stats-gateway"] => return Reply::ok(self.stats_gateway(ring)),
+            ["--save-state"] => {
+                return match self.save_state(now) {
+                    Ok(Some(s)) => Reply::ok(format!("{s}\n")),
+                    Ok(None) => Reply::error(
+                        1,
+                        "lbadm: --save-state needs the gateway to run with --state FILE\n",
+                    ),
+                    Err(e) => Reply::error(1, format!("lbadm: {e}\n")),
+                }
+            }
             ["-h" | "--help"] => return Reply::ok(HELP),
             _ => {}
         }
@@ -454,6 +517,22 @@ impl Gateway {
             },
         }
     }
+}
+
+/// Writes `bytes` to `path` through `path.tmp`: write, fsync, rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e
+    })
 }
 
 /// The nine settings, in a fixed order.
@@ -509,6 +588,8 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
   lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
   lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, drops by reason,
                            drained servers                            (lb-tun extension)
+  lbadm --save-state       write the connection table to the gateway's --state file now
+                                                                      (lb-tun extension)
   --control PATH           the gateway's socket (default /run/lb-tun.sock)
 
 Only NAT (-m) is supported; -g and -i are refused. Firewall-mark services (-f) are refused:
