@@ -112,7 +112,7 @@ impl Balancer<'_> {
     }
 
     /// Entry `e` as a sync record, with lb's timer option (`left` to go).
-    fn entry_record(&self, e: &Entry, left: Duration) -> Option<Record> {
+    pub(super) fn entry_record(&self, e: &Entry, left: Duration) -> Option<Record> {
         let server = self.director.server(e.server)?;
         let svc = self.director.service(e.service)?;
         let (vip, fwmark) = match svc.config.key {

@@ -7,6 +7,7 @@
 //! [`import_state`](crate::Balancer::import_state).
 
 pub mod snapshot;
+pub mod daemon;
 pub mod wire;
 
 pub use snapshot::{Exporter, SnapshotError};

@@ -298,6 +298,8 @@ pub enum WireError {
         /// The message's.
         got: u8,
     },
+    /// No backup daemon runs to take it.
+    NoBackup,
 }
 
 impl fmt::Display for WireError {
@@ -309,6 +311,7 @@ impl fmt::Display for WireError {
                 "sync message size {header} in the header but {datagram} bytes received"
             ),
             WireError::SyncId { got } => write!(f, "sync message for syncid {got}"),
+            WireError::NoBackup => f.write_str("sync message but no backup daemon runs"),
         }
     }
 }
@@ -527,17 +530,34 @@ pub struct MessageWriter<'b> {
     buf: &'b mut [u8],
     len: usize,
     count: u8,
+    version: Version,
 }
 
 impl<'b> MessageWriter<'b> {
     /// An empty message with `syncid`; `None` if `buf` cannot hold a header.
     pub fn new(buf: &'b mut [u8], syncid: u8) -> Option<MessageWriter<'b>> {
+        let buf = cap_len(buf);
         let h = buf.get_mut(..HEADER_V1)?;
         h.copy_from_slice(&[0, syncid, 0, HEADER_V1 as u8, 0, 1, 0, 0]);
         Some(MessageWriter {
             buf,
             len: HEADER_V1,
             count: 0,
+            version: Version::V1,
+        })
+    }
+
+    /// An empty version-0 message (`sync_version` 0: IPv4 records without timeouts, for
+    /// backups that predate version 1); `None` if `buf` cannot hold a header.
+    pub fn new_v0(buf: &'b mut [u8], syncid: u8) -> Option<MessageWriter<'b>> {
+        let buf = cap_len(buf);
+        let h = buf.get_mut(..HEADER_V0)?;
+        h.copy_from_slice(&[0, syncid, 0, HEADER_V0 as u8]);
+        Some(MessageWriter {
+            buf,
+            len: HEADER_V0,
+            count: 0,
+            version: Version::V0,
         })
     }
 
@@ -551,14 +571,21 @@ impl<'b> MessageWriter<'b> {
         let Some(out) = self.buf.get_mut(start..) else {
             return false;
         };
-        let Some(n) = r.encode(out) else {
+        let written = match self.version {
+            Version::V1 => r.encode(out),
+            Version::V0 => encode_v0(r, out),
+        };
+        let Some(n) = written else {
             return false;
         };
         self.buf[self.len..start].fill(0);
         self.len = start + n;
         self.count += 1;
         self.buf[2..4].copy_from_slice(&(self.len as u16).to_be_bytes());
-        self.buf[4] = self.count;
+        match self.version {
+            Version::V1 => self.buf[4] = self.count,
+            Version::V0 => self.buf[0] = self.count,
+        }
         true
     }
 
@@ -581,4 +608,30 @@ impl<'b> MessageWriter<'b> {
     pub fn finish(self) -> &'b [u8] {
         &self.buf[..self.len]
     }
+}
+
+/// A message's length is a 16-bit field.
+fn cap_len(buf: &mut [u8]) -> &mut [u8] {
+    let n = buf.len().min(usize::from(u16::MAX));
+    &mut buf[..n]
+}
+
+/// A version-0 record: IPv4 only, 16 bits of flags, no timeout, fwmark or options.
+fn encode_v0(r: &Record, out: &mut [u8]) -> Option<usize> {
+    let (IpAddr::V4(c), IpAddr::V4(v), IpAddr::V4(d)) = (r.client.ip(), r.vaddr.ip(), r.daddr.ip())
+    else {
+        return None;
+    };
+    let out = out.get_mut(..RECORD_V0)?;
+    out[0] = 0;
+    out[1] = r.protocol;
+    out[2..4].copy_from_slice(&r.client.port().to_be_bytes());
+    out[4..6].copy_from_slice(&r.vaddr.port().to_be_bytes());
+    out[6..8].copy_from_slice(&r.daddr.port().to_be_bytes());
+    out[8..12].copy_from_slice(&c.octets());
+    out[12..16].copy_from_slice(&v.octets());
+    out[16..20].copy_from_slice(&d.octets());
+    out[20..22].copy_from_slice(&((r.flags & !flags::HASHED & !flags::SEQ_MASK) as u16).to_be_bytes());
+    out[22..24].copy_from_slice(&r.state.to_be_bytes());
+    Some(RECORD_V0)
 }
