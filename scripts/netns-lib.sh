@@ -131,7 +131,7 @@ topo_route_servers_via_tun() {
 # delete the namespaces (by name). Processes go first, so none loses an address mid-shutdown.
 topo_down() {
 	local ns pids all=""
-	for ns in client gw s1 s2 s3 s4; do
+	for ns in client gw gwa gwb lan s1 s2 s3 s4; do
 		ip netns list 2>/dev/null | grep -qw "^${LBT}-$ns" || continue
 		all="$all ${LBT}-$ns"
 		pids="$(ip netns pids "${LBT}-$ns" 2>/dev/null)"

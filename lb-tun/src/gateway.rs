@@ -20,6 +20,7 @@ use lb_core::{
 };
 
 use crate::control::{Reply, Request};
+use lb_core::sync::daemon::SyncRole;
 use crate::prom::FrontendStats;
 use crate::tun::{Action, PacketRing, RingStats};
 
@@ -43,6 +44,8 @@ pub struct Gateway {
     recent_drained: Vec<(ServiceKey, std::net::SocketAddr)>,
     /// Where `--save-state` and the exit write the table (`--state FILE`).
     state_path: Option<PathBuf>,
+    /// The sync daemons' sockets.
+    sync_io: crate::syncd::SyncIo,
 }
 
 /// A batch of commands refused: the message names the source, the line and what is wrong.
@@ -121,6 +124,7 @@ impl Gateway {
             stats: FrontendStats::default(),
             recent_drained: Vec::new(),
             state_path: None,
+            sync_io: crate::syncd::SyncIo::default(),
         }
     }
 
@@ -185,12 +189,13 @@ impl Gateway {
         }
     }
 
-    /// Runs the balancer's timers if due (expiry, rate estimator, defences) and logs drained
-    /// servers.
+    /// Runs the balancer's timers if due (expiry, rate estimator, defences), logs drained
+    /// servers, and moves the sync daemons' messages.
     pub fn run_timers(&mut self, now: Instant) {
         if self.lb.poll_timeout().is_some_and(|t| t <= now) {
             self.lb.handle_timeout(now);
         }
+        self.sync_io.run(&mut self.lb, now);
         self.drain_events();
     }
 
@@ -224,6 +229,12 @@ impl Gateway {
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), String> {
         if matches!(command_key(cmd), Some(ServiceKey::Fwmark { .. })) {
             return Err(FWMARK_REFUSED.into());
+        }
+        match cmd {
+            // The socket first: a daemon that cannot open it does not start.
+            Command::StartDaemon(d) => self.sync_io.start(d).map_err(|e| e.to_string())?,
+            Command::StopDaemon(role) => self.sync_io.stop(*role),
+            _ => {}
         }
         let r = self.lb.apply(now, cmd).map_err(|e| describe(cmd, e));
         self.note_vips();
@@ -304,6 +315,11 @@ impl Gateway {
             let servers: Vec<ServerConfig> = d.servers(id).iter().map(|(_, r)| r.config).collect();
             for c in servers.into_iter().rev() {
                 v.push(Command::AddServer(s.config.key, c));
+            }
+        }
+        for role in [SyncRole::Master, SyncRole::Backup] {
+            if let Some(d) = self.lb.sync_daemon(role) {
+                v.push(Command::StartDaemon(*d));
             }
         }
         v
@@ -387,6 +403,21 @@ impl Gateway {
         kv("tun.tx_packets", ring.tx_packets);
         kv("tun.tx_errors", ring.tx_errors);
         kv("tun.rx_truncated", ring.rx_truncated);
+        let y = self.lb.sync_stats();
+        kv("sync.queued", y.queued);
+        kv("sync.queue_drops", y.queue_drops);
+        kv("sync.messages_sent", y.messages_sent);
+        kv("sync.records_sent", y.records_sent);
+        kv("sync.send_errors", self.sync_io.send_errors);
+        kv("sync.messages_received", y.messages_received);
+        kv("sync.messages_refused", y.messages_refused);
+        kv("sync.records_refused", y.records_refused);
+        kv("sync.created", y.created);
+        kv("sync.updated", y.updated);
+        kv("sync.ignored", y.ignored);
+        kv("sync.no_service", y.no_service);
+        kv("sync.no_server", y.no_server);
+        kv("sync.table_full", y.table_full);
         let d = self.lb.director();
         for (id, s) in crate::listing::sorted_services(&self.lb) {
             for (sid, r) in d.servers(id).iter() {
@@ -588,6 +619,11 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
   lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
   lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, drops by reason,
                            drained servers                            (lb-tun extension)
+  lbadm --start-daemon master|backup --mcast-interface IF [--syncid N] [--mcast-group ADDR]
+        [--mcast-port N] [--mcast-ttl N] [--sync-maxlen N]
+  lbadm --stop-daemon master|backup
+  lbadm -L --daemon        the running sync daemons (IPVS sync protocol v1)
+  lbadm --sync-threshold N | --sync-period N | --sync-version 0|1
   lbadm --save-state       write the connection table to the gateway's --state file now
                                                                       (lb-tun extension)
   --control PATH           the gateway's socket (default /run/lb-tun.sock)

@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod listing;
 pub mod metrics;
 pub mod prom;
+pub mod syncd;
 pub mod tun;
 
 #[cfg(test)]

@@ -88,3 +88,10 @@ fn e2e_save_restore_same_decisions() {
 fn e2e_restart_with_state_keeps_connections() {
     run("restart");
 }
+
+/// Failover: master and backup synced by IPVS's protocol; the VIP and the return route move to
+/// the backup under keep-alive load (wrr, so only sync carries the flows); no request fails.
+#[test]
+fn e2e_failover_with_sync_keeps_connections() {
+    run("failover");
+}
