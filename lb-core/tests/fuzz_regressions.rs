@@ -48,6 +48,11 @@ fn tcp_state_regressions() {
 }
 
 #[test]
+fn sync_regressions() {
+    replay("sync", harness::sync::run);
+}
+
+#[test]
 fn ipvsadm_regressions() {
     replay("ipvsadm", harness::grammar::run_lines);
 }
@@ -78,6 +83,7 @@ fn replay_one() {
             println!("{}", String::from_utf8_lossy(&data));
             harness::grammar::run_lines(&data);
         }
+        "sync" => harness::sync::run(&data),
         other => panic!("unknown target {other}"),
     }
 }

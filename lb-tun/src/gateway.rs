@@ -442,7 +442,7 @@ impl Gateway {
     /// The connection table as a snapshot (lb-core's format, docs/sync.md §1).
     pub fn export_state(&self, now: Instant) -> Vec<u8> {
         let mut ex = self.lb.export_state(now);
-        let mut out = Vec::with_capacity(self.lb.connection_count() * 52 + 64);
+        let mut out = Vec::with_capacity(self.lb.connection_count() * 92 + 64);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = ex.write(&self.lb, &mut buf);

@@ -76,13 +76,17 @@ impl Balancer<'_> {
     /// template again). A record whose service or real server no longer exists is dropped and
     /// counted; a record for a flow the table already has updates it; the table never goes
     /// over capacity (a full table evicts as for a SYN, else the record is dropped and
-    /// counted). Entries keep the state, timeout and time left they had when written.
+    /// counted). Entries keep the state, timeout and time left they had when written. It runs
+    /// [`handle_timeout`](Self::handle_timeout) first, as the table's clock must be at `now`.
     pub fn import_state(
         &mut self,
         now: Instant,
         snapshot: &[u8],
     ) -> Result<ImportReport, SnapshotError> {
         let records = snapshot::read(snapshot)?;
+        // Bring the table's clock to `now` first (what is due expires), so the deadlines of
+        // the records are measured from the same point as the records' time left.
+        self.handle_timeout(now);
         let mut report = ImportReport::default();
         for templates in [true, false] {
             for r in records.clone().flatten() {
@@ -102,7 +106,11 @@ impl Balancer<'_> {
         (from..cap).find_map(|i| {
             let h = Handle::from_index(i)?;
             let e = self.conns.get(h)?;
-            let left = self.conns.deadline(h)?.saturating_since(ex.now);
+            // `deadline` is rounded up to a whole millisecond; one millisecond less lies in the
+            // same 1/16 s tick whether the tick ends on a whole or a half millisecond, so the
+            // import files the entry into the very tick it left.
+            let left = self.conns.deadline(h)?.saturating_since(ex.now).millis();
+            let left = Duration::from_millis(left.saturating_sub(1));
             if left == Duration::ZERO || e.flags.contains(super::persist::INVALID) && e.is_template()
             {
                 return None;
@@ -147,8 +155,8 @@ impl Balancer<'_> {
             fwmark,
             timeout_secs: u32::try_from(timeout.millis().div_ceil(1000)).unwrap_or(u32::MAX),
             lb_timer: Some(LbTimer {
-                timeout_ms: clamp_ms(timeout),
-                left_ms: clamp_ms(left),
+                timeout_ms: timeout.millis(),
+                left_ms: left.millis(),
             }),
         })
     }
@@ -203,8 +211,8 @@ impl Balancer<'_> {
     fn record_timer(&self, proto: Protocol, r: &Record) -> (Duration, Duration) {
         if let Some(t) = r.lb_timer {
             return (
-                Duration::from_millis(u64::from(t.timeout_ms)),
-                Duration::from_millis(u64::from(t.left_ms)),
+                Duration::from_millis(t.timeout_ms),
+                Duration::from_millis(t.left_ms),
             );
         }
         let timeout = if r.timeout_secs != 0 {
@@ -401,8 +409,4 @@ fn unspecified(v6: bool) -> IpAddr {
     } else {
         IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED)
     }
-}
-
-fn clamp_ms(d: Duration) -> u32 {
-    u32::try_from(d.millis()).unwrap_or(u32::MAX)
 }

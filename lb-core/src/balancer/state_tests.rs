@@ -129,12 +129,12 @@ fn records_are_padded_in_front_and_the_last_is_not() {
         timeout_ms: 900_000,
         left_ms: 12_345,
     });
-    // 8 + 46 (36 + lb option 10) = 54, two zero bytes, then 36: size 92.
+    // 8 + 54 (36 + lb option 18) = 62, two zero bytes, then 36: size 100.
     let m = message(1, &[timed, record_v4_tcp()]);
-    assert_eq!(m.len(), 92);
-    assert_eq!(&m[2..4], &[0, 92]);
-    assert_eq!(&m[54..56], &[0, 0]);
-    assert_eq!(&m[44..46], &[0x60, 8], "lb's option: type 0x60 (optional bit), length 8");
+    assert_eq!(m.len(), 100);
+    assert_eq!(&m[2..4], &[0, 100]);
+    assert_eq!(&m[62..64], &[0, 0]);
+    assert_eq!(&m[44..46], &[0x60, 16], "lb's option: type 0x60 (optional bit), length 16");
     let got: Vec<_> = Message::parse(&m, Some(1)).unwrap().records().collect();
     assert_eq!(got, vec![Ok(timed), Ok(record_v4_tcp())]);
 }
@@ -464,7 +464,7 @@ fn a_damaged_or_foreign_snapshot_changes_nothing() {
     assert!(b.import_state(t, &snap[..20]).is_err());
     assert!(b.import_state(t, &snap[..10]).is_err());
     // A cut record with a recomputed CRC: found by the record walk, not the checksum.
-    let mut cut = snap[..snap.len() - 8 - 10].to_vec();
+    let mut cut = snap[..snap.len() - 8 - 18].to_vec();
     cut.extend_from_slice(&3u32.to_be_bytes());
     let crc = snapshot::crc32(&cut);
     cut.extend_from_slice(&crc.to_be_bytes());

@@ -15,7 +15,7 @@
 //!
 //! lb's own option, [`OPT_LB_TIMER`] (type 0x60: the "optional" bit 0x40 plus a type no kernel
 //! knows, so a kernel backup skips it), carries an entry's exact timeout and time left in
-//! milliseconds; the table snapshot always writes it, the sync master never needs it.
+//! milliseconds (64 bits each); the table snapshot always writes it, the sync master never needs it.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -41,7 +41,7 @@ pub const OPT_PE_DATA: u8 = 2;
 pub const OPT_PE_NAME: u8 = 3;
 /// The "optional" bit of an option type: an unknown option with it is skipped.
 pub const OPT_F_PARAM: u8 = 0x40;
-/// lb's option: `timeout_ms` then `left_ms`, two big-endian u32 (8 bytes).
+/// lb's option: `timeout_ms` then `left_ms`, two big-endian u64 (16 bytes).
 pub const OPT_LB_TIMER: u8 = OPT_F_PARAM | 0x20;
 
 /// `IP_VS_CONN_F_*` flag bits as they travel (the uapi header's values).
@@ -76,9 +76,9 @@ pub mod flags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LbTimer {
     /// The timeout the entry re-arms with, in milliseconds.
-    pub timeout_ms: u32,
+    pub timeout_ms: u64,
     /// Time left before it expires, in milliseconds.
-    pub left_ms: u32,
+    pub left_ms: u64,
 }
 
 /// One connection entry or persistence template, as a sync record carries it.
@@ -121,7 +121,7 @@ impl Record {
     /// The encoded length without alignment padding.
     pub fn encoded_len(&self) -> usize {
         let fixed = if self.is_ipv6() { RECORD_V6 } else { RECORD_V4 };
-        fixed + if self.lb_timer.is_some() { 10 } else { 0 }
+        fixed + if self.lb_timer.is_some() { 18 } else { 0 }
     }
 
     /// Writes the record at the start of `out` (no padding); `None` if it does not fit or the
@@ -158,9 +158,9 @@ impl Record {
         }
         if let Some(t) = self.lb_timer {
             out[at] = OPT_LB_TIMER;
-            out[at + 1] = 8;
-            out[at + 2..at + 6].copy_from_slice(&t.timeout_ms.to_be_bytes());
-            out[at + 6..at + 10].copy_from_slice(&t.left_ms.to_be_bytes());
+            out[at + 1] = 16;
+            out[at + 2..at + 10].copy_from_slice(&t.timeout_ms.to_be_bytes());
+            out[at + 10..at + 18].copy_from_slice(&t.left_ms.to_be_bytes());
         }
         Some(len)
     }
@@ -238,10 +238,11 @@ impl Record {
                 OPT_SEQ_DATA => {}
                 OPT_PE_NAME if olen > 16 => return Err(Fatal(WireFault::OptionLength)),
                 OPT_PE_DATA | OPT_PE_NAME => skip = skip.or(Some(SkipReason::PersistenceEngine)),
-                _ if ty == OPT_LB_TIMER && olen == 8 => {
+                _ if ty == OPT_LB_TIMER && olen == 16 => {
+                    let be64 = |o: usize| (u64::from(be32(o)) << 32) | u64::from(be32(o + 4));
                     r.lb_timer = Some(LbTimer {
-                        timeout_ms: be32(data),
-                        left_ms: be32(data + 4),
+                        timeout_ms: be64(data),
+                        left_ms: be64(data + 8),
                     });
                 }
                 _ if ty & OPT_F_PARAM != 0 => {}

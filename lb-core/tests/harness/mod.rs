@@ -6,7 +6,8 @@
 //! * [`packets::run`]: packets in both directions, time steps, control changes;
 //! * [`tcp_state::run`]: the TCP state machine against the reference's tables;
 //! * [`grammar::run_lines`]: ipvsadm lines, `Display` and `-S` round trips;
-//! * [`control::run`] (with lb-tun's decoder passed in): the lbadm wire format.
+//! * [`control::run`] (with lb-tun's decoder passed in): the lbadm wire format;
+//! * [`sync::run`]: sync messages and snapshots applied to a backup.
 #![allow(dead_code)]
 
 pub mod control;
@@ -15,4 +16,5 @@ pub mod inv;
 pub mod packets;
 pub use lb_testkit::pkt;
 pub mod setup;
+pub mod sync;
 pub mod tcp_state;
