@@ -131,7 +131,7 @@ topo_route_servers_via_tun() {
 # delete the namespaces (by name). Processes go first, so none loses an address mid-shutdown.
 topo_down() {
 	local ns pids all=""
-	for ns in client gw s1 s2 s3 s4; do
+	for ns in client gw gwa gwb lan s1 s2 s3 s4; do
 		ip netns list 2>/dev/null | grep -qw "^${LBT}-$ns" || continue
 		all="$all ${LBT}-$ns"
 		pids="$(ip netns pids "${LBT}-$ns" 2>/dev/null)"
@@ -165,10 +165,10 @@ start_gateway() {
 	sock="$(lbt_tmpdir)/lb-tun.sock"
 	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tun "$LBT_TUN" --config "$conf" \
 		--control "$sock" --metrics 10.40.0.1:9100 "$@")
-	for _ in $(seq 1 50); do
+	for _ in $(seq 1 250); do
 		[ -S "$sock" ] && return 0
 		kill -0 "$LBT_GW_PID" 2>/dev/null || break
-		sleep 0.1
+		sleep 0.02
 	done
 	lbt_log "lb-tun did not start:"
 	cat "$(lbt_tmpdir)/lb-tun.log" >&2

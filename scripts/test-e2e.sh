@@ -13,6 +13,15 @@
 #            deleting a server with a live connection resets it at once
 #   restore  -S of a gateway restored into a fresh one (--config): same -S, -L -n,
 #            --thresholds, settings, and the same scheduling decisions (wrr order, mh)
+#   restart  hitless restart with --state: under keep-alive load (hey) and one held
+#            connection, SIGTERM lb-tun and start it again: no request fails, the held
+#            connection stays on its server, the new gateway opens no connection of its own
+#            for the old ones; prints how long packets went unanswered
+#   failover two gateways, master and backup, synced over their own link (IPVS sync v1,
+#            multicast): under keep-alive load and a held connection through the master, the
+#            backup lists the flows; the VIP and the servers' return route move to the backup;
+#            no request fails, the held connection stays on its server (wrr: only sync can
+#            carry that)
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http), LBT_SEED_N (seed scenario connections, default 6000).
@@ -272,8 +281,198 @@ CONF
 	cat "$tmp/saved.conf"
 }
 
+# gateway_restart ARGS... — SIGTERM the gateway, wait until it has exited (it writes --state
+# then), and start it again with ARGS (start_gateway's). Sets STOP_MS (signal → state written,
+# control socket gone) and
+# GAP_MS (signal → the new gateway's control socket).
+gateway_restart() {
+	local t0 t1 pid="$LBT_GW_PID"
+	t0=$(date +%s%N)
+	kill -TERM "$pid"
+	# The gateway writes its state, then removes its control socket. (Not `kill -0`: the
+	# process, reparented, may stay a zombie for a while after it has exited.)
+	for _ in $(seq 500); do [ -S "$sock" ] || break; sleep 0.01; done
+	[ -S "$sock" ] && fail "gateway did not stop on SIGTERM"
+	t1=$(date +%s%N)
+	STOP_MS=$(((t1 - t0) / 1000000))
+	mv "$tmp/lb-tun.log" "$tmp/lb-tun-a.log"
+	start_gateway "$@" || fail "gateway did not start again"
+	t1=$(date +%s%N)
+	GAP_MS=$(((t1 - t0) / 1000000))
+}
+
+scenario_restart() {
+	LBT_NSERVERS=2
+	have_hey || { echo "SKIP restart: needs hey (apt-get install hey)"; echo PASS; exit 0; }
+	topo_up || fail topo_up
+	start_servers || fail "servers did not start"
+	cat >"$tmp/lb.conf" <<CONF
+-A -t $LBT_VIP4:80 -s wrr
+-a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 2
+-a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
+CONF
+	local load="$(lbt_bin lb-demo-load)" h1 hey_pid st created before after restored
+	start_gateway "$tmp/lb.conf" --state "$tmp/table.state" || fail "gateway did not start"
+	# One held keep-alive connection (a request every 0.2 s for 8 s), and keep-alive load.
+	nsx client "$load" --hold --interval 0.2 --count 40 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
+	h1=$!
+	nsx client hey -z 8s -q 25 -c 6 -t 5 "http://$LBT_VIP4/" >"$tmp/hey.txt" 2>&1 &
+	hey_pid=$!
+	sleep 3
+	before=$(gwstat connections)
+	[ "$before" -ge 7 ] || fail "want >= 7 connections before the restart, have $before"
+	gateway_restart "$tmp/lb.conf" --state "$tmp/table.state"
+	grep -q "entries, .* bytes written to $tmp/table.state" "$tmp/lb-tun-a.log" ||
+		fail "the stopping gateway did not write its state: $(tail -3 "$tmp/lb-tun-a.log")"
+	restored=$(grep -o "[0-9]* entries restored" "$tmp/lb-tun.log" | awk '{ print $1 }')
+	[ "${restored:-0}" -ge 7 ] || fail "restored ${restored:-no} entries: $(cat "$tmp/lb-tun.log")"
+	ok "restart: SIGTERM to exit ${STOP_MS} ms, to the new gateway's control socket ${GAP_MS} ms; $restored of $before entries restored"
+	wait "$hey_pid"
+	wait "$h1" || fail "held connection failed across the restart: $(cat "$tmp/h1.out")"
+	st=$(awk '$3 == 200 { print $4 }' "$tmp/h1.out" | sort | uniq -c | xargs)
+	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 40 ] || fail "held connection: $(cat "$tmp/h1.out")"
+	[ "$(awk '{ print $4 }' "$tmp/h1.out" | sort -u | wc -l)" -eq 1 ] || fail "held connection changed server: $st"
+	ok "the held keep-alive connection answered 40/40 requests, all on one server ($st)"
+	grep -q "Error distribution" "$tmp/hey.txt" && fail "requests failed: $(cat "$tmp/hey.txt")"
+	grep -E '^\s+\[[0-9]+\]\s+[0-9]+ responses' "$tmp/hey.txt" | grep -qv '\[200\]' && fail "non-200 answers: $(cat "$tmp/hey.txt")"
+	created=$(gwstat conns_created)
+	[ "$created" -eq 0 ] || fail "the new gateway created $created connections: the old ones were not carried over"
+	ok "no failed request ($(grep -E '\[200\]' "$tmp/hey.txt" | xargs)); the new gateway created no connection"
+	after=$(grep -E "Slowest:" "$tmp/hey.txt" | awk '{ printf "%.0f", $2 * 1000 }')
+	ok "packets went unanswered for about ${GAP_MS} ms; hey's slowest request ${after} ms"
+}
+
+# topo_pair_up — the failover topology: a client with a link to each gateway, the servers on
+# a LAN (a bridge in the "lan" namespace) with both gateways, and a sync link between them.
+#
+#   client c0 10.40.0.2 ── gc 10.40.0.1  gwa  ga 10.20.1.1   ─┐
+#          c1 10.41.0.2 ── gc 10.41.0.1  gwb  gb 10.20.1.254 ─┤ lan: br0 ── s1 10.20.1.2, s2 10.20.1.3
+#                            gwa sy0 10.50.0.1 ── gwb sy0 10.50.0.2 (sync, 224.0.0.81)
+#
+# The VIP is routed by the client to gwa and the servers' default route is gwa: a failover
+# moves both to gwb, as VRRP moving the VIP and the servers' gateway address would.
+topo_pair_up() {
+	local ns g i
+	lbt_tmpdir >/dev/null
+	for ns in client gwa gwb lan $(seq -f 's%g' 1 "$LBT_NSERVERS"); do
+		ip netns add "${LBT}-$ns" || return 1
+		ip -n "${LBT}-$ns" link set lo up
+	done
+	ip -n "${LBT}-lan" link add br0 type bridge
+	ip -n "${LBT}-lan" link set br0 up
+	for i in $(seq 1 "$LBT_NSERVERS"); do
+		ip -n "${LBT}-s$i" link add eth0 type veth peer name "p$i" netns "${LBT}-lan" || return 1
+		ip -n "${LBT}-s$i" addr add "$(server_addr4 "$i")/24" dev eth0
+		ip -n "${LBT}-s$i" addr add "$(server_addr6 "$i")/64" dev eth0 nodad
+		ip -n "${LBT}-s$i" link set eth0 up
+		ip -n "${LBT}-s$i" route add default via 10.20.1.1
+		ip -n "${LBT}-lan" link set "p$i" master br0 up
+	done
+	ip -n "${LBT}-gwa" link add ga type veth peer name pa netns "${LBT}-lan" || return 1
+	ip -n "${LBT}-gwb" link add gb type veth peer name pb netns "${LBT}-lan" || return 1
+	ip -n "${LBT}-lan" link set pa master br0 up
+	ip -n "${LBT}-lan" link set pb master br0 up
+	ip -n "${LBT}-gwa" addr add 10.20.1.1/24 dev ga
+	ip -n "${LBT}-gwb" addr add 10.20.1.254/24 dev gb
+	ip -n "${LBT}-client" link add c0 type veth peer name gc netns "${LBT}-gwa" || return 1
+	ip -n "${LBT}-client" link add c1 type veth peer name gc netns "${LBT}-gwb" || return 1
+	ip -n "${LBT}-client" addr add 10.40.0.2/24 dev c0
+	ip -n "${LBT}-client" addr add 10.41.0.2/24 dev c1
+	ip -n "${LBT}-client" link set c0 up
+	ip -n "${LBT}-client" link set c1 up
+	ip -n "${LBT}-client" route add "$LBT_VIP4/32" via 10.40.0.1
+	nsx client sysctl -qw net.ipv4.conf.all.rp_filter=0
+	nsx client sysctl -qw net.ipv4.conf.c1.rp_filter=0
+	ip -n "${LBT}-gwa" addr add 10.40.0.1/24 dev gc
+	ip -n "${LBT}-gwb" addr add 10.41.0.1/24 dev gc
+	ip -n "${LBT}-gwa" link add sy0 type veth peer name sy0 netns "${LBT}-gwb" || return 1
+	ip -n "${LBT}-gwa" addr add 10.50.0.1/24 dev sy0
+	ip -n "${LBT}-gwb" addr add 10.50.0.2/24 dev sy0
+	for g in gwa gwb; do
+		local lanif=ga
+		[ "$g" = gwb ] && lanif=gb
+		ip -n "${LBT}-$g" link set "$lanif" up
+		ip -n "${LBT}-$g" link set gc up
+		ip -n "${LBT}-$g" link set sy0 up
+		nsx "$g" sysctl -qw net.ipv4.ip_forward=1
+		nsx "$g" sysctl -qw net.ipv4.conf.all.rp_filter=0
+		nsx "$g" sysctl -qw net.ipv4.conf.default.rp_filter=0
+		nsx "$g" sysctl -qw net.ipv4.conf.all.send_redirects=0
+		ip -n "${LBT}-$g" tuntap add dev "$LBT_TUN" mode tun || return 1
+		nsx "$g" sysctl -qw "net.ipv4.conf.$LBT_TUN.rp_filter=0"
+		ip -n "${LBT}-$g" link set "$LBT_TUN" up
+		ip -n "${LBT}-$g" route add "$LBT_VIP4/32" dev "$LBT_TUN"
+		ip -n "${LBT}-$g" route add default dev "$LBT_TUN" table 100
+		ip -n "${LBT}-$g" rule add iif "$lanif" from 10.20.1.0/24 lookup 100 pref 100
+	done
+	ip -n "${LBT}-gwb" route add 10.40.0.0/24 via 10.41.0.2
+	lbt_log "pair topology up: client, gwa (master), gwb (backup), lan, s1..s$LBT_NSERVERS"
+}
+
+# start_gw ROLE CONF — lb-tun in namespace ROLE with its own control socket
+# ($tmp/ROLE.sock) and log ($tmp/lb-tun-ROLE.log).
+start_gw() {
+	local role="$1" conf="$2" s="$tmp/$1.sock" pid
+	pid=$(start_in_ns "$role" "lb-tun-$role" "$(lbt_bin lb-tun)" --tun "$LBT_TUN" --config "$conf" --control "$s")
+	for _ in $(seq 1 250); do
+		[ -S "$s" ] && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.02
+	done
+	cat "$tmp/lb-tun-$role.log" >&2
+	return 1
+}
+
+scenario_failover() {
+	LBT_NSERVERS=2
+	have_hey || { echo "SKIP failover: needs hey (apt-get install hey)"; echo PASS; exit 0; }
+	topo_pair_up || fail topo_pair_up
+	start_servers || fail "servers did not start"
+	local base="-A -t $LBT_VIP4:80 -s wrr
+-a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 2
+-a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1"
+	printf '%s\n--start-daemon master --mcast-interface sy0 --syncid 7\n' "$base" >"$tmp/a.conf"
+	printf '%s\n--start-daemon backup --mcast-interface sy0 --syncid 7\n' "$base" >"$tmp/b.conf"
+	start_gw gwa "$tmp/a.conf" || fail "master gateway did not start"
+	start_gw gwb "$tmp/b.conf" || fail "backup gateway did not start"
+	sock="$tmp/gwa.sock"
+	lbadm -L --daemon | grep -q "^master sync daemon (mcast=sy0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)$" ||
+		fail "master -L --daemon: $(lbadm -L --daemon)"
+	local load="$(lbt_bin lb-demo-load)" h1 hey_pid st listed created n_a
+	nsx client "$load" --hold --interval 0.2 --count 50 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
+	h1=$!
+	nsx client hey -z 10s -q 20 -c 6 -t 5 "http://$LBT_VIP4/" >"$tmp/hey.txt" 2>&1 &
+	hey_pid=$!
+	# The master sends a connection at its third client packet; a partly filled message waits
+	# at most 2 s.
+	sleep 4
+	n_a=$(lbadm -L -n -c | grep -c ESTABLISHED)
+	sock="$tmp/gwb.sock"
+	lbadm -L -n -c >"$tmp/b-before.txt"
+	listed=$(grep -c ESTABLISHED "$tmp/b-before.txt")
+	[ "$listed" -ge 7 ] || fail "the backup lists $listed ESTABLISHED entries (master: $n_a): $(cat "$tmp/b-before.txt"; lbadm --stats-gateway | grep sync)"
+	ok "before the move the backup lists $listed of the master's $n_a established connections"
+	# Failover: the client reaches the VIP through gwb, the servers answer through gwb.
+	ip -n "${LBT}-client" route replace "$LBT_VIP4/32" via 10.41.0.1
+	for i in 1 2; do ip -n "${LBT}-s$i" route replace default via 10.20.1.254; done
+	ok "VIP and return route moved to the backup"
+	wait "$hey_pid"
+	wait "$h1" || fail "held connection failed across the failover: $(cat "$tmp/h1.out")"
+	st=$(awk '$3 == 200 { print $4 }' "$tmp/h1.out" | sort | uniq -c | xargs)
+	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 50 ] || fail "held connection: $(cat "$tmp/h1.out")"
+	[ "$(awk '{ print $4 }' "$tmp/h1.out" | sort -u | wc -l)" -eq 1 ] || fail "held connection changed server: $st"
+	ok "the held keep-alive connection answered 50/50 requests across the failover, all on one server ($st)"
+	grep -q "Error distribution" "$tmp/hey.txt" && fail "requests failed: $(cat "$tmp/hey.txt")"
+	grep -E '^\s+\[[0-9]+\]\s+[0-9]+ responses' "$tmp/hey.txt" | grep -qv '\[200\]' && fail "non-200 answers: $(cat "$tmp/hey.txt")"
+	created=$(gwstat conns_created)
+	[ "$created" -eq 0 ] || fail "the backup created $created connections: the synced entries were not used"
+	[ "$(gwstat tun.rx_packets)" -gt 100 ] || fail "the backup carried no traffic after the move"
+	ok "no failed request ($(grep -E '\[200\]' "$tmp/hey.txt" | xargs)); the backup carried $(gwstat tun.rx_packets) packets and created no connection"
+	ok "sync: $(lbadm --stats-gateway | grep '^sync\.' | xargs)"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover" >&2; exit 2 ;;
 esac
 echo PASS

@@ -33,6 +33,7 @@ pub mod keepalived;
 pub mod server;
 pub mod service;
 pub mod stats;
+pub mod sync;
 
 internal! {
     mod addr;
@@ -49,8 +50,8 @@ internal! {
 
 pub use addr::Protocol;
 pub use balancer::{
-    Balancer, ConnInfo, ConnReuseMode, Counters, DefenceMode, Event, Packet, Secrets, Settings,
-    REPLY_MAX,
+    Balancer, ConnInfo, ConnReuseMode, Counters, DefenceMode, Event, ImportReport, Packet, Secrets,
+    Settings, REPLY_MAX,
 };
 pub use config::{
     ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,

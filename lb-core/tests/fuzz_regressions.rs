@@ -48,6 +48,11 @@ fn tcp_state_regressions() {
 }
 
 #[test]
+fn sync_regressions() {
+    replay("sync", harness::sync::run);
+}
+
+#[test]
 fn ipvsadm_regressions() {
     replay("ipvsadm", harness::grammar::run_lines);
 }
@@ -89,6 +94,7 @@ fn replay_one() {
             }
             harness::keepalived::run(&data);
         }
+        "sync" => harness::sync::run(&data),
         other => panic!("unknown target {other}"),
     }
 }

@@ -11,14 +11,16 @@
 use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use lb_core::ipvsadm::{parse_args, parse_line, write_save, Command, Setting};
 use lb_core::{
-    Balancer, ConfigError, DropReason, Event, Instant, Limits, Packet, Secrets, ServerConfig,
-    ServiceConfig, ServiceKey, Settings, TcpTimeouts, Verdict,
+    Balancer, ConfigError, DropReason, Event, ImportReport, Instant, Limits, Packet, Secrets,
+    ServerConfig, ServiceConfig, ServiceKey, Settings, TcpTimeouts, Verdict,
 };
 
 use crate::control::{Reply, Request};
+use lb_core::sync::daemon::SyncRole;
 use crate::prom::FrontendStats;
 use crate::tun::{Action, PacketRing, RingStats};
 
@@ -40,6 +42,10 @@ pub struct Gateway {
     verdicts: Vec<Verdict>,
     stats: FrontendStats,
     recent_drained: Vec<(ServiceKey, std::net::SocketAddr)>,
+    /// Where `--save-state` and the exit write the table (`--state FILE`).
+    state_path: Option<PathBuf>,
+    /// The sync daemons' sockets.
+    sync_io: crate::syncd::SyncIo,
 }
 
 /// A batch of commands refused: the message names the source, the line and what is wrong.
@@ -159,6 +165,8 @@ impl Gateway {
             verdicts: Vec::new(),
             stats: FrontendStats::default(),
             recent_drained: Vec::new(),
+            state_path: None,
+            sync_io: crate::syncd::SyncIo::default(),
         }
     }
 
@@ -223,12 +231,13 @@ impl Gateway {
         }
     }
 
-    /// Runs the balancer's timers if due (expiry, rate estimator, defences) and logs drained
-    /// servers.
+    /// Runs the balancer's timers if due (expiry, rate estimator, defences), logs drained
+    /// servers, and moves the sync daemons' messages.
     pub fn run_timers(&mut self, now: Instant) {
         if self.lb.poll_timeout().is_some_and(|t| t <= now) {
             self.lb.handle_timeout(now);
         }
+        self.sync_io.run(&mut self.lb, now);
         self.drain_events();
     }
 
@@ -262,6 +271,12 @@ impl Gateway {
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), String> {
         if matches!(command_key(cmd), Some(ServiceKey::Fwmark { .. })) {
             return Err(FWMARK_REFUSED.into());
+        }
+        match cmd {
+            // The socket first: a daemon that cannot open it does not start.
+            Command::StartDaemon(d) => self.sync_io.start(d).map_err(|e| e.to_string())?,
+            Command::StopDaemon(role) => self.sync_io.stop(*role),
+            _ => {}
         }
         let r = self.lb.apply(now, cmd).map_err(|e| describe(cmd, e));
         self.note_vips();
@@ -337,6 +352,11 @@ impl Gateway {
             let servers: Vec<ServerConfig> = d.servers(id).iter().map(|(_, r)| r.config).collect();
             for c in servers.into_iter().rev() {
                 v.push(Command::AddServer(s.config.key, c));
+            }
+        }
+        for role in [SyncRole::Master, SyncRole::Backup] {
+            if let Some(d) = self.lb.sync_daemon(role) {
+                v.push(Command::StartDaemon(*d));
             }
         }
         v
@@ -420,6 +440,21 @@ impl Gateway {
         kv("tun.tx_packets", ring.tx_packets);
         kv("tun.tx_errors", ring.tx_errors);
         kv("tun.rx_truncated", ring.rx_truncated);
+        let y = self.lb.sync_stats();
+        kv("sync.queued", y.queued);
+        kv("sync.queue_drops", y.queue_drops);
+        kv("sync.messages_sent", y.messages_sent);
+        kv("sync.records_sent", y.records_sent);
+        kv("sync.send_errors", self.sync_io.send_errors);
+        kv("sync.messages_received", y.messages_received);
+        kv("sync.messages_refused", y.messages_refused);
+        kv("sync.records_refused", y.records_refused);
+        kv("sync.created", y.created);
+        kv("sync.updated", y.updated);
+        kv("sync.ignored", y.ignored);
+        kv("sync.no_service", y.no_service);
+        kv("sync.no_server", y.no_server);
+        kv("sync.table_full", y.table_full);
         let d = self.lb.director();
         for (id, s) in crate::listing::sorted_services(&self.lb) {
             for (sid, r) in d.servers(id).iter() {
@@ -432,6 +467,55 @@ impl Gateway {
             let _ = writeln!(out, "drained_event {svc} -r {server}");
         }
         out
+    }
+
+    // ------------------------------------------------------------------ state
+
+    /// Sets the file `--save-state` and [`save_state`](Self::save_state) write.
+    pub fn set_state_path(&mut self, path: PathBuf) {
+        self.state_path = Some(path);
+    }
+
+    /// The connection table as a snapshot (lb-core's format, docs/sync.md §1).
+    pub fn export_state(&self, now: Instant) -> Vec<u8> {
+        let mut ex = self.lb.export_state(now);
+        let mut out = Vec::with_capacity(self.lb.connection_count() * 92 + 64);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = ex.write(&self.lb, &mut buf);
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Loads a snapshot into the table; on any error nothing is loaded.
+    pub fn import_state(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<ImportReport, lb_core::sync::SnapshotError> {
+        self.lb.import_state(now, bytes)
+    }
+
+    /// Writes the table to the `--state` file: to a temporary file beside it, synced, then
+    /// renamed over it, so a crash mid-write leaves the previous snapshot. `None` without
+    /// `--state`; else what was written, for the log and `lbadm --save-state`.
+    pub fn save_state(&self, now: Instant) -> std::io::Result<Option<String>> {
+        let Some(path) = &self.state_path else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let bytes = self.export_state(now);
+        write_atomically(path, &bytes)?;
+        Ok(Some(format!(
+            "state: {} entries, {} bytes written to {} in {:.1} ms",
+            self.lb.connection_count(),
+            bytes.len(),
+            path.display(),
+            started.elapsed().as_secs_f64() * 1e3
+        )))
     }
 
     // ------------------------------------------------------------------ control
@@ -452,6 +536,16 @@ impl Gateway {
         match args.as_slice() {
             ["--show-settings"] => return Reply::ok(self.show_settings()),
             ["--stats-gateway"] => return Reply::ok(self.stats_gateway(ring)),
+            ["--save-state"] => {
+                return match self.save_state(now) {
+                    Ok(Some(s)) => Reply::ok(format!("{s}\n")),
+                    Ok(None) => Reply::error(
+                        1,
+                        "lbadm: --save-state needs the gateway to run with --state FILE\n",
+                    ),
+                    Err(e) => Reply::error(1, format!("lbadm: {e}\n")),
+                }
+            }
             ["-h" | "--help"] => return Reply::ok(HELP),
             _ => {}
         }
@@ -491,6 +585,22 @@ impl Gateway {
             },
         }
     }
+}
+
+/// Writes `bytes` to `path` through `path.tmp`: write, fsync, rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e
+    })
 }
 
 /// The nine settings, in a fixed order.
@@ -546,6 +656,13 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
   lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
   lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, drops by reason,
                            drained servers                            (lb-tun extension)
+  lbadm --start-daemon master|backup --mcast-interface IF [--syncid N] [--mcast-group ADDR]
+        [--mcast-port N] [--mcast-ttl N] [--sync-maxlen N]
+  lbadm --stop-daemon master|backup
+  lbadm -L --daemon        the running sync daemons (IPVS sync protocol v1)
+  lbadm --sync-threshold N | --sync-period N | --sync-version 0|1
+  lbadm --save-state       write the connection table to the gateway's --state file now
+                                                                      (lb-tun extension)
   --control PATH           the gateway's socket (default /run/lb-tun.sock)
 
 Only NAT (-m) is supported; -g and -i are refused. Firewall-mark services (-f) are refused:

@@ -7,6 +7,7 @@ pub mod keepalived;
 pub mod listing;
 pub mod metrics;
 pub mod prom;
+pub mod syncd;
 pub mod tun;
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! One difference: host and port names are never resolved (the gateway has no resolver), so
 //! `-L` prints what `-L -n` prints.
 
+use lb_core::sync::daemon::SyncRole;
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
@@ -44,6 +45,13 @@ pub fn list(
             );
         }
         ListView::Connections => list_connections(&mut out, lb, now),
+        ListView::Daemon => {
+            for role in [SyncRole::Master, SyncRole::Backup] {
+                if let Some(d) = lb.sync_daemon(role) {
+                    let _ = writeln!(out, "{d}");
+                }
+            }
+        }
         _ => match &opts.service {
             Some(key) => {
                 let id = lb

@@ -52,6 +52,10 @@ struct Args {
     /// Packets per burst (buffers in the ring).
     #[arg(long, default_value_t = DEFAULT_BURST)]
     burst: usize,
+    /// Keep the connection table across restarts: load FILE at start (if it exists) and write
+    /// it on SIGTERM/SIGINT and on `lbadm --save-state` (to FILE.tmp, then renamed).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// Check the --config and --keepalived files, print the result as -S would, and exit (no
     /// TUN device needed).
     #[arg(long)]
@@ -159,6 +163,48 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
     Ok(())
 }
 
+/// Loads the `--state` snapshot, if the file exists. A damaged or foreign file is kept aside
+/// as FILE.bad and the gateway starts with an empty table (it serves new connections rather
+/// than not at all).
+fn load_state(gw: &mut Gateway, now: lb_core::Instant, path: &std::path::Path) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::info!("state {}: no file yet, starting empty", path.display());
+            return;
+        }
+        Err(e) => {
+            log::error!("state {}: cannot read: {e}; starting empty", path.display());
+            return;
+        }
+    };
+    let started = Instant::now();
+    match gw.import_state(now, &bytes) {
+        Ok(r) => log::info!(
+            "state {}: {} entries restored, {} updated, {} ignored; dropped: {} no service, \
+             {} no real server, {} table full ({:.1} ms)",
+            path.display(),
+            r.created,
+            r.updated,
+            r.ignored,
+            r.no_service,
+            r.no_server,
+            r.table_full,
+            started.elapsed().as_secs_f64() * 1e3
+        ),
+        Err(e) => {
+            let mut bad = path.as_os_str().to_owned();
+            bad.push(".bad");
+            let kept = std::fs::rename(path, &bad).is_ok();
+            log::error!(
+                "state {}: {e}; nothing restored{}",
+                path.display(),
+                if kept { " (file kept as .bad)" } else { "" }
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let level = match args.verbose {
@@ -191,6 +237,10 @@ fn main() -> ExitCode {
     if args.check {
         print!("{}", gw.save());
         return ExitCode::SUCCESS;
+    }
+    if let Some(path) = &args.state {
+        load_state(&mut gw, clock.now(), path);
+        gw.set_state_path(path.clone());
     }
     let dev = match TunDevice::open(&args.tun) {
         Ok(d) => d,
@@ -247,6 +297,11 @@ fn main() -> ExitCode {
         c.reuse_reschedules,
         c.syn_drops
     );
+    match lp.gw.save_state(lp.clock.now()) {
+        Ok(Some(done)) => log::info!("{done}"),
+        Ok(None) => {}
+        Err(e) => log::error!("cannot write the state file: {e}"),
+    }
     drop(metrics);
     drop(control); // removes the socket
     match result {

@@ -33,7 +33,7 @@ fn run(scenario: &str) {
                 .to_path_buf()
         });
     // Unique per test process and scenario; "-" ends it in namespace names.
-    let prefix = format!("lbt{}{}", std::process::id(), &scenario[..1]);
+    let prefix = format!("lbt{}{scenario}", std::process::id());
     let started = std::time::Instant::now();
     let out = Command::new("bash")
         .arg(repo.join("scripts/test-e2e.sh"))
@@ -80,4 +80,18 @@ fn e2e_drain_then_delete_under_load() {
 #[test]
 fn e2e_save_restore_same_decisions() {
     run("restore");
+}
+
+/// Hitless restart: the table carried across a SIGTERM and a start with the same --state;
+/// keep-alive load and a held connection see no failure.
+#[test]
+fn e2e_restart_with_state_keeps_connections() {
+    run("restart");
+}
+
+/// Failover: master and backup synced by IPVS's protocol; the VIP and the return route move to
+/// the backup under keep-alive load (wrr, so only sync carries the flows); no request fails.
+#[test]
+fn e2e_failover_with_sync_keeps_connections() {
+    run("failover");
 }

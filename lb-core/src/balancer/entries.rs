@@ -53,6 +53,7 @@ impl Balancer<'_> {
         let dos = self.dos;
         let timeouts = &self.settings.timeouts;
         let r = self.conns.update(h, |e| {
+            let old_state = e.state;
             let mut assure = false;
             let mut active_change = None;
             let timeout = match e.proto() {
@@ -85,11 +86,14 @@ impl Balancer<'_> {
                 e.count_in_pkt();
             }
             let control = if assure { e.control() } else { None };
-            (now + timeout, (e.server, active_change, control))
+            (now + timeout, (e.server, active_change, control, old_state))
         });
-        let Some((server, active_change, control)) = r else {
+        let Some((server, active_change, control, old_state)) = r else {
             return;
         };
+        if dir != Direction::Output && self.sync.master_on() {
+            self.sync_after_input(now, h, old_state);
+        }
         if let Some(a) = active_change {
             self.director.set_active(server, a);
         }

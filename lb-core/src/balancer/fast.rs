@@ -127,11 +127,14 @@ impl<'a> Balancer<'a> {
         let (server, svc) = (e.server, e.service);
         let dest = server_endpoint(s.addr(), e.vport);
         let timeout = self.steady_timeout(e, f, Direction::Input)?;
-        self.conns.update(h, |e| {
+        let state = self.conns.update(h, |e| {
             e.set_timeout(timeout);
             e.count_in_pkt();
-            (now + timeout, ())
+            (now + timeout, e.state)
         })?;
+        if self.sync.master_on() {
+            self.sync_after_input(now, h, state);
+        }
         if nat::rewrite_flow(
             &mut buf[..len],
             f,

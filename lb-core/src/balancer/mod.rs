@@ -77,6 +77,12 @@ mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;
 mod settings;
+mod state;
+mod sync;
+#[cfg(test)]
+mod sync_tests;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
@@ -100,6 +106,8 @@ use crate::verdict::DropReason;
 pub use control::ApplyError;
 pub use defence::DEFENCE_PERIOD;
 pub use settings::{ConnReuseMode, DefenceMode, Settings};
+pub use state::ImportReport;
+pub use sync::{SyncReceipt, SyncStats, SYNC_FLUSH, SYNC_QUEUE};
 pub use timers::TEMPLATE_DEFER;
 
 use matching::server_endpoint;
@@ -213,6 +221,8 @@ pub struct Balancer<'a> {
     /// The limit on generated replies (`ratelimit.rs`).
     limiter: ratelimit::ReplyLimiter,
     scratch: [u8; REPLY_MAX],
+    /// The sync daemons (`sync.rs`).
+    sync: sync::SyncEngine,
 }
 
 /// The secrets a balancer keys its hashes with: the connection table's flow hash (SipHash-1-3,
@@ -319,6 +329,7 @@ impl<'a> Balancer<'a> {
             svc_cache: fast::SvcCache::EMPTY,
             limiter,
             scratch: [0; REPLY_MAX],
+            sync: sync::SyncEngine::new(),
         };
         b.update_defence();
         b

@@ -44,6 +44,15 @@ pub struct Settings {
     /// with a burst of 6: Linux's `icmp_ratelimit` (default 1000) and `XRLIM_BURST_FACTOR`;
     /// 0 = no per-prefix limit. `--reply-peer-interval MS`.
     pub reply_peer_interval_ms: u32,
+    /// The sync master sends an entry at its `sync_threshold`th incoming packet and every
+    /// `sync_period` packets after (IPVS's `sync_threshold` sysctl, default 3 and 50; period 0
+    /// = once). `--sync-threshold N`, `--sync-period N`.
+    pub sync_threshold: u8,
+    /// See [`sync_threshold`](Self::sync_threshold).
+    pub sync_period: u8,
+    /// The message format the sync master sends: 1 (default) or 0 (`sync_version`).
+    /// `--sync-version 0|1`.
+    pub sync_version: u8,
 }
 
 impl Default for Settings {
@@ -60,6 +69,9 @@ impl Default for Settings {
             reply_rate_per_sec: 1000,
             reply_burst: 50,
             reply_peer_interval_ms: 1000,
+            sync_threshold: 3,
+            sync_period: 50,
+            sync_version: 1,
         }
     }
 }

@@ -13,8 +13,9 @@ pub const TEMPLATE_DEFER: Duration = Duration::from_secs(60);
 impl Balancer<'_> {
     /// When [`handle_timeout`](Balancer::handle_timeout) must next be called: the earliest of
     /// the connection table's next expiry, the rate estimator's next run, lblc/lblcr garbage
-    /// collection and (with secure_tcp or drop_entry in an automatic mode) the defences'
-    /// 1 s re-evaluation. A time already passed means "now".
+    /// collection, (with secure_tcp or drop_entry in an automatic mode) the defences'
+    /// 1 s re-evaluation, and the sync master's next message
+    /// ([`poll_sync`](Balancer::poll_sync)). A time already passed means "now".
     ///
     /// Call it after every [`process`](Balancer::process) /
     /// [`process_burst`](Balancer::process_burst), [`handle_timeout`](Balancer::handle_timeout)
@@ -38,6 +39,9 @@ impl Balancer<'_> {
         let mut t = self.director.poll_timeout();
         if self.settings.defence_timer() {
             t = Some(t.map_or(self.next_defence, |t| t.min(self.next_defence)));
+        }
+        if let Some(f) = self.sync.next_flush() {
+            t = Some(t.map_or(f, |t| t.min(f)));
         }
         // The table is only searched up to the other timers' earliest.
         if let Some(c) = self.conns.next_deadline_before(t) {

@@ -46,6 +46,7 @@ use core::fmt;
 use core::net::SocketAddr;
 
 use crate::config::{ConfigError, ServerConfig, ServiceConfig, ServiceKey, Timeouts};
+use crate::sync::daemon::{DaemonConfig, SyncRole};
 
 mod parse;
 mod save;
@@ -93,6 +94,10 @@ pub enum Command {
     },
     /// `-R`: read commands, one a line, from the input that follows.
     Restore,
+    /// `--start-daemon master|backup …`: start a connection-sync daemon (docs/sync.md §4).
+    StartDaemon(DaemonConfig),
+    /// `--stop-daemon master|backup`.
+    StopDaemon(SyncRole),
 }
 
 /// A director-wide setting; IPVS keeps these in sysctls (docs/ipvs-semantics.md §4 table of sysctls).
@@ -121,6 +126,14 @@ pub enum Setting {
     /// (`icmp_ratelimit`; 0 = no limit).
     /// [`Settings::reply_peer_interval_ms`](crate::Settings::reply_peer_interval_ms).
     ReplyPeerInterval(u32),
+    /// `--sync-threshold N` (0–255, default 3): the sync master sends an entry at its Nth
+    /// incoming packet (`sync_threshold`'s first value).
+    SyncThreshold(u8),
+    /// `--sync-period N` (0–255, default 50): … and every N packets after
+    /// (`sync_threshold`'s second value; 0 = only once).
+    SyncPeriod(u8),
+    /// `--sync-version 0|1` (default 1): the message format the master sends.
+    SyncVersion(u8),
 }
 
 impl Setting {
@@ -136,13 +149,21 @@ impl Setting {
             Setting::ReplyRate(_) => "--reply-rate",
             Setting::ReplyBurst(_) => "--reply-burst",
             Setting::ReplyPeerInterval(_) => "--reply-peer-interval",
+            Setting::SyncThreshold(_) => "--sync-threshold",
+            Setting::SyncPeriod(_) => "--sync-period",
+            Setting::SyncVersion(_) => "--sync-version",
         }
     }
 
     /// The setting's value as a number (booleans are 0 or 1).
     pub const fn value(&self) -> u32 {
         match *self {
-            Setting::ConnReuseMode(v) | Setting::SecureTcp(v) | Setting::DropEntry(v) => v as u32,
+            Setting::ConnReuseMode(v)
+            | Setting::SecureTcp(v)
+            | Setting::DropEntry(v)
+            | Setting::SyncThreshold(v)
+            | Setting::SyncPeriod(v)
+            | Setting::SyncVersion(v) => v as u32,
             Setting::ExpireNodestConn(b)
             | Setting::ExpireQuiescentTemplate(b)
             | Setting::SloppyTcp(b) => b as u32,
@@ -180,6 +201,8 @@ pub enum ListView {
     Timeouts,
     /// `-c`: the connection entries.
     Connections,
+    /// `--daemon`: the sync daemons.
+    Daemon,
 }
 
 /// Why a command line was refused: which token, where, and why (112 bytes on 64-bit targets).
@@ -317,6 +340,12 @@ pub enum ParseErrorKind {
     TunnelTypeNeedsTunnel,
     /// Not a tunnel type (`ipip`; `gue` and `gre` are unsupported).
     UnknownTunnelType,
+    /// A sync daemon role other than `master` or `backup`.
+    BadSyncRole,
+    /// Not an interface name (1–15 bytes, no `/` or whitespace).
+    BadInterface,
+    /// `--mcast-group` is not a multicast address (or has a port).
+    NotMulticast,
 }
 
 impl fmt::Display for ParseErrorKind {
@@ -365,6 +394,9 @@ impl fmt::Display for ParseErrorKind {
             }
             K::TunnelTypeNeedsTunnel => "--tun-type needs -i",
             K::UnknownTunnelType => "unknown tunnel type (ipip)",
+            K::BadSyncRole => "not a sync daemon role (master or backup)",
+            K::BadInterface => "not an interface name (1 to 15 bytes, no '/' or spaces)",
+            K::NotMulticast => "not a multicast group address (no port)",
         };
         f.write_str(s)
     }

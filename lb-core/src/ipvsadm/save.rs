@@ -185,6 +185,7 @@ impl fmt::Display for Command {
                     ListView::Thresholds => " --thresholds",
                     ListView::Timeouts => " --timeout",
                     ListView::Connections => " -c",
+                    ListView::Daemon => " --daemon",
                 })?;
                 if let Some(key) = &o.service {
                     f.write_char(' ')?;
@@ -194,6 +195,29 @@ impl fmt::Display for Command {
             }
             Command::Save { numeric } => f.write_str(if *numeric { "-S -n" } else { "-S" }),
             Command::Restore => f.write_str("-R"),
+            Command::StartDaemon(d) => {
+                write!(
+                    f,
+                    "--start-daemon {} --mcast-interface {} --syncid {}",
+                    d.role.name(),
+                    d.interface,
+                    d.syncid
+                )?;
+                if d.group != core::net::IpAddr::V4(crate::sync::daemon::DEFAULT_GROUP_V4) {
+                    write!(f, " --mcast-group {}", d.group)?;
+                }
+                if d.port != crate::sync::daemon::DEFAULT_PORT {
+                    write!(f, " --mcast-port {}", d.port)?;
+                }
+                if d.ttl != 1 {
+                    write!(f, " --mcast-ttl {}", d.ttl)?;
+                }
+                if let Some(m) = d.maxlen {
+                    write!(f, " --sync-maxlen {m}")?;
+                }
+                Ok(())
+            }
+            Command::StopDaemon(role) => write!(f, "--stop-daemon {}", role.name()),
         }
     }
 }

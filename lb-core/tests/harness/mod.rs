@@ -7,7 +7,8 @@
 //! * [`tcp_state::run`]: the TCP state machine against the reference's tables;
 //! * [`grammar::run_lines`]: ipvsadm lines, `Display` and `-S` round trips;
 //! * [`keepalived::run`]: keepalived.conf text with includes, the parsed commands applied;
-//! * [`control::run`] (with lb-tun's decoder passed in): the lbadm wire format.
+//! * [`control::run`] (with lb-tun's decoder passed in): the lbadm wire format;
+//! * [`sync::run`]: sync messages and snapshots applied to a backup.
 #![allow(dead_code)]
 
 pub mod control;
@@ -17,4 +18,5 @@ pub mod keepalived;
 pub mod packets;
 pub use lb_testkit::pkt;
 pub mod setup;
+pub mod sync;
 pub mod tcp_state;

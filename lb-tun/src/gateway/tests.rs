@@ -390,3 +390,40 @@ fn metrics_use_node_exporter_names_and_pass_promtool() {
         }
     }
 }
+
+#[test]
+fn save_state_writes_a_snapshot_a_new_gateway_restores() {
+    let dir = std::env::temp_dir().join(format!("lbt-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("table.state");
+    let mut a = gw();
+    a.apply_batch(T0, "c", CONF).unwrap();
+    let vip: SocketAddrV4 = "10.30.0.10:80".parse().unwrap();
+    for i in 0..5u16 {
+        schedule(&mut a, SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), 41000 + i), vip).unwrap();
+    }
+    // Without --state the request says so.
+    let r = ctl(&mut a, "--save-state");
+    assert_eq!(r.status, 1);
+    assert!(r.text.contains("--state FILE"), "{}", r.text);
+    a.set_state_path(path.clone());
+    let text = ok(&mut a, "--save-state");
+    assert!(text.starts_with("state: 5 entries"), "{text}");
+    assert!(!dir.join("table.state.tmp").exists(), "the temporary file is renamed");
+
+    let mut b = gw();
+    b.apply_batch(T0, "c", CONF).unwrap();
+    let report = b.import_state(T0, &std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(report.created, 5);
+    assert_eq!(ok(&mut b, "-L -n -c"), ok(&mut a, "-L -n -c"));
+    assert_eq!(ok(&mut b, "-L -n"), ok(&mut a, "-L -n"));
+    // A damaged file is refused whole.
+    let mut bad = std::fs::read(&path).unwrap();
+    bad[20] ^= 0xff;
+    let mut c = gw();
+    c.apply_batch(T0, "c", CONF).unwrap();
+    let e = c.import_state(T0, &bad).unwrap_err();
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert_eq!(c.balancer().connection_count(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

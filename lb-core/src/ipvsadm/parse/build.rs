@@ -12,6 +12,7 @@ use super::lex::Tok;
 use super::options::{Flag, Slot, ALL_SLOTS};
 use super::values::{endpoint, netmask, number, sched_flags};
 use crate::addr::Protocol;
+use crate::sync::daemon::{DaemonConfig, IfName, SyncRole};
 use crate::config::{
     ForwardMethod, Persistence, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey, Timeouts,
 };
@@ -97,6 +98,18 @@ pub(super) fn parse_tokens<'a, I: Iterator<Item = Tok<'a>>>(
             numeric: hits.has(Slot::Numeric),
         },
         Flag::Restore => Command::Restore,
+        Flag::StartDaemon => Command::StartDaemon(daemon_config(&hits, &cmd)?),
+        Flag::StopDaemon => Command::StopDaemon(sync_role(&cmd)?),
+        flag @ (Flag::SyncThreshold | Flag::SyncPeriod | Flag::SyncVersion) => {
+            let v = cmd.value.ok_or_else(|| cmd.opt.err(K::MissingValue))?;
+            Command::Set(match flag {
+                Flag::SyncThreshold => {
+                    Setting::SyncThreshold(number(&v, 0, 255, "sync_threshold")? as u8)
+                }
+                Flag::SyncPeriod => Setting::SyncPeriod(number(&v, 0, 255, "sync_period")? as u8),
+                _ => Setting::SyncVersion(number(&v, 0, 1, "sync_version")? as u8),
+            })
+        }
         flag @ (Flag::ReplyRate | Flag::ReplyBurst | Flag::ReplyPeerInterval) => {
             let v = cmd.value.ok_or_else(|| cmd.opt.err(K::MissingValue))?;
             let (what, make): (_, fn(u32) -> Setting) = match flag {
@@ -124,6 +137,47 @@ pub(super) fn parse_tokens<'a, I: Iterator<Item = Tok<'a>>>(
             Command::Set(make(number(&v, 0, max, what)? as u8))
         }
     })
+}
+
+/// `--start-daemon`'s and `--stop-daemon`'s value.
+fn sync_role(cmd: &Hit<'_>) -> Result<SyncRole, ParseError> {
+    let v = cmd.value.ok_or_else(|| cmd.opt.err(K::MissingValue))?;
+    match v.text {
+        "master" => Ok(SyncRole::Master),
+        "backup" => Ok(SyncRole::Backup),
+        _ => Err(v.err(K::BadSyncRole)),
+    }
+}
+
+/// `--start-daemon ROLE` with its options on top of ipvsadm's defaults (interface `eth0` when
+/// none is given, as ipvsadm does).
+fn daemon_config(hits: &Hits<'_>, cmd: &Hit<'_>) -> Result<DaemonConfig, ParseError> {
+    let role = sync_role(cmd)?;
+    let interface = match hits.value(Slot::McastInterface) {
+        Some(v) => IfName::new(v.text).ok_or_else(|| v.err(K::BadInterface))?,
+        None => IfName::new("eth0").ok_or_else(|| cmd.opt.err(K::BadInterface))?,
+    };
+    let mut d = DaemonConfig::new(role, interface);
+    if let Some(v) = hits.value(Slot::SyncId) {
+        d.syncid = number(&v, 0, 255, "syncid")? as u8;
+    }
+    if let Some(v) = hits.value(Slot::McastGroup) {
+        let (ip, port) = endpoint(&v)?;
+        if port.is_some() || !ip.is_multicast() {
+            return Err(v.err(K::NotMulticast));
+        }
+        d.group = ip;
+    }
+    if let Some(v) = hits.value(Slot::McastPort) {
+        d.port = number(&v, 1, 65535, "mcast port")? as u16;
+    }
+    if let Some(v) = hits.value(Slot::McastTtl) {
+        d.ttl = number(&v, 1, 255, "mcast ttl")? as u8;
+    }
+    if let Some(v) = hits.value(Slot::SyncMaxlen) {
+        d.maxlen = Some(number(&v, 1, 65507, "sync maxlen")? as u16);
+    }
+    Ok(d)
 }
 
 /// The service port (0 for fwmark services).
@@ -297,6 +351,7 @@ fn list_options(hits: &Hits<'_>) -> Result<ListOptions, ParseError> {
         (Slot::Thresholds, ListView::Thresholds),
         (Slot::Timeout, ListView::Timeouts),
         (Slot::Connection, ListView::Connections),
+        (Slot::Daemon, ListView::Daemon),
     ];
     // The first view option by position wins; any later one conflicts.
     let mut chosen: Option<Hit<'_>> = None;

@@ -25,6 +25,18 @@ pub(super) enum Flag {
     ReplyRate,
     ReplyBurst,
     ReplyPeerInterval,
+    SyncThreshold,
+    SyncPeriod,
+    SyncVersion,
+    StartDaemon,
+    StopDaemon,
+    McastInterface,
+    SyncId,
+    McastGroup,
+    McastPort,
+    McastTtl,
+    SyncMaxlen,
+    Daemon,
     Tcp,
     Udp,
     Fwmark,
@@ -79,9 +91,16 @@ pub(super) enum Slot {
     Timeout,
     Exact,
     Sort,
+    McastInterface,
+    SyncId,
+    McastGroup,
+    McastPort,
+    McastTtl,
+    SyncMaxlen,
+    Daemon,
 }
 
-pub(super) const SLOTS: usize = Slot::Sort as usize + 1;
+pub(super) const SLOTS: usize = Slot::Daemon as usize + 1;
 
 pub(super) const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::Command,
@@ -107,6 +126,13 @@ pub(super) const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::Timeout,
     Slot::Exact,
     Slot::Sort,
+    Slot::McastInterface,
+    Slot::SyncId,
+    Slot::McastGroup,
+    Slot::McastPort,
+    Slot::McastTtl,
+    Slot::SyncMaxlen,
+    Slot::Daemon,
 ];
 
 impl Flag {
@@ -133,7 +159,19 @@ impl Flag {
             | F::SloppyTcp
             | F::ReplyRate
             | F::ReplyBurst
-            | F::ReplyPeerInterval => Slot::Command,
+            | F::ReplyPeerInterval
+            | F::SyncThreshold
+            | F::SyncPeriod
+            | F::SyncVersion
+            | F::StartDaemon
+            | F::StopDaemon => Slot::Command,
+            F::McastInterface => Slot::McastInterface,
+            F::SyncId => Slot::SyncId,
+            F::McastGroup => Slot::McastGroup,
+            F::McastPort => Slot::McastPort,
+            F::McastTtl => Slot::McastTtl,
+            F::SyncMaxlen => Slot::SyncMaxlen,
+            F::Daemon => Slot::Daemon,
             F::Tcp | F::Udp | F::Fwmark => Slot::Service,
             F::Ipv6 => Slot::Ipv6,
             F::Scheduler => Slot::Scheduler,
@@ -184,6 +222,11 @@ impl Flag {
             F::ReplyRate => "--reply-rate",
             F::ReplyBurst => "--reply-burst",
             F::ReplyPeerInterval => "--reply-peer-interval",
+            F::SyncThreshold => "--sync-threshold",
+            F::SyncPeriod => "--sync-period",
+            F::SyncVersion => "--sync-version",
+            F::StartDaemon => "--start-daemon",
+            F::StopDaemon => "--stop-daemon",
             _ => "this command",
         }
     }
@@ -230,8 +273,18 @@ impl Flag {
                     | S::Timeout
                     | S::Exact
                     | S::Sort
+                    | S::Daemon
             ),
             F::Save => matches!(slot, S::Numeric),
+            F::StartDaemon => matches!(
+                slot,
+                S::McastInterface
+                    | S::SyncId
+                    | S::McastGroup
+                    | S::McastPort
+                    | S::McastTtl
+                    | S::SyncMaxlen
+            ),
             _ => false,
         }
     }
@@ -299,6 +352,18 @@ pub(super) const SPECS: &[Spec] = &[
         Flag::ReplyPeerInterval,
         Arg::Required,
     ),
+    spec(0, "sync-threshold", Flag::SyncThreshold, Arg::Required),
+    spec(0, "sync-period", Flag::SyncPeriod, Arg::Required),
+    spec(0, "sync-version", Flag::SyncVersion, Arg::Required),
+    spec(0, "start-daemon", Flag::StartDaemon, Arg::Required),
+    spec(0, "stop-daemon", Flag::StopDaemon, Arg::Required),
+    spec(0, "mcast-interface", Flag::McastInterface, Arg::Required),
+    spec(0, "syncid", Flag::SyncId, Arg::Required),
+    spec(0, "mcast-group", Flag::McastGroup, Arg::Required),
+    spec(0, "mcast-port", Flag::McastPort, Arg::Required),
+    spec(0, "mcast-ttl", Flag::McastTtl, Arg::Required),
+    spec(0, "sync-maxlen", Flag::SyncMaxlen, Arg::Required),
+    spec(0, "daemon", Flag::Daemon, Arg::No),
     spec(b't', "tcp-service", Flag::Tcp, Arg::Required),
     spec(b'u', "udp-service", Flag::Udp, Arg::Required),
     spec(b'f', "fwmark-service", Flag::Fwmark, Arg::Required),
@@ -331,15 +396,14 @@ pub(super) const SPECS: &[Spec] = &[
 pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
     ("sctp-service", "SCTP services"),
     ("pe", "persistence engines (--pe)"),
-    ("start-daemon", "the connection sync daemon"),
-    ("stop-daemon", "the connection sync daemon"),
-    ("daemon", "the connection sync daemon"),
-    ("syncid", "the connection sync daemon"),
-    ("sync-maxlen", "the connection sync daemon"),
-    ("mcast-interface", "the connection sync daemon"),
-    ("mcast-group", "the connection sync daemon"),
-    ("mcast-port", "the connection sync daemon"),
-    ("mcast-ttl", "the connection sync daemon"),
+    (
+        "sync-refresh-period",
+        "sync_refresh_period (entries are sent by the packet and state rules only)",
+    ),
+    (
+        "sync-retries",
+        "sync_retries (entries are sent by the packet and state rules only)",
+    ),
     ("tun-port", "GUE tunnels"),
     ("tun-nocsum", "GUE tunnels"),
     ("tun-csum", "GUE tunnels"),
