@@ -44,6 +44,9 @@ mod measured {
     pub const RANDOM_1M_BURST_DLMR: u64 = 66;
     pub const NEW_CONN_WRR: u64 = 49_018;
     pub const NEW_CONN_MH: u64 = 50_575;
+    pub const FIRST_FRAGMENT_V4_UDP: u64 = 1;
+    pub const LATER_FRAGMENT_V4_UDP: u64 = 1;
+    pub const LATER_FRAGMENT_V6_UDP: u64 = 1;
 }
 
 const fn limit(measured: u64) -> u64 {
@@ -277,6 +280,112 @@ fn new_conn(c: Case) -> Case {
     black_box(black_box(c).single())
 }
 
+/// The IPv4 header checksum of `h`, recomputed.
+fn ipv4_header_checksum(h: &mut [u8]) {
+    h[10..12].fill(0);
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Makes `buf[..len]` (an IPv4 or IPv6 UDP datagram) a fragment of datagram `id`: with `first`,
+/// the first fragment (the whole L4 header and payload, more fragments follow); else a later,
+/// last one of 16 bytes at offset 64. IPv6 gets a Fragment header. Returns the length.
+fn make_fragment(buf: &mut [u8; BUF], len: usize, id: u32, first: bool) -> usize {
+    let v6 = buf[0] >> 4 == 6;
+    let hdr = if v6 { 40 } else { 20 };
+    // Offset 64 bytes for a later fragment; IPv6 counts in bytes with M in bit 0, IPv4 in
+    // 8-byte units with MF in bit 13.
+    let data = if first { len - hdr } else { 16 };
+    if v6 {
+        let mut out = [0u8; BUF];
+        out[..40].copy_from_slice(&buf[..40]);
+        out[40] = buf[6];
+        out[6] = 44;
+        let field: u16 = if first { 1 } else { 64 };
+        out[42..44].copy_from_slice(&field.to_be_bytes());
+        out[44..48].copy_from_slice(&id.to_be_bytes());
+        out[48..48 + data].copy_from_slice(&buf[40..40 + data]);
+        out[4..6].copy_from_slice(&((8 + data) as u16).to_be_bytes());
+        *buf = out;
+        48 + data
+    } else {
+        let total = 20 + data;
+        buf[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        buf[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+        let flags: u16 = if first { 0x2000 } else { 64 / 8 };
+        buf[6..8].copy_from_slice(&flags.to_be_bytes());
+        ipv4_header_checksum(&mut buf[..20]);
+        total
+    }
+}
+
+/// 32 fragments of datagrams of established UDP flow 0 (1 k entries): the first fragments of
+/// 32 datagrams, or (`first` false) their later fragments, the first ones forwarded in setup.
+fn fragments_case(kind: Kind, first: bool) -> Case {
+    let mut w = World::new(kind, 1_000);
+    let mut firsts = BurstBufs::new();
+    for k in 0..N {
+        let len = w.forward(&mut firsts.bufs[k], 0);
+        firsts.lens[k] = make_fragment(&mut firsts.bufs[k], len, 1000 + k as u32, true);
+    }
+    let mut bufs = BurstBufs::new();
+    if first {
+        // Warm with other datagrams of the flow.
+        for k in 0..N {
+            let len = w.forward(&mut bufs.bufs[k], 0);
+            let len = make_fragment(&mut bufs.bufs[k], len, 5000 + k as u32, true);
+            assert!(same_kind(&w.lb.process(w.now, &mut bufs.bufs[k], len), &TO_SERVER));
+        }
+        return Case {
+            lb: w.lb,
+            bufs: firsts,
+            now: w.now,
+            want: TO_SERVER,
+        };
+    }
+    for k in 0..N {
+        let len = firsts.lens[k];
+        assert!(same_kind(&w.lb.process(w.now, &mut firsts.bufs[k], len), &TO_SERVER));
+        let len = w.forward(&mut bufs.bufs[k], 0);
+        bufs.lens[k] = make_fragment(&mut bufs.bufs[k], len, 1000 + k as u32, false);
+    }
+    Case {
+        lb: w.lb,
+        bufs,
+        now: w.now,
+        want: TO_SERVER,
+    }
+}
+
+fn first_fragment_v4_udp() -> Case {
+    fragments_case(Kind::V4Udp, true)
+}
+
+#[library_benchmark]
+#[bench::v4_udp(setup = first_fragment_v4_udp, config = ir_limit(measured::FIRST_FRAGMENT_V4_UDP))]
+fn first_fragment(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+fn later_fragment_case(kind: Kind) -> Case {
+    fragments_case(kind, false)
+}
+
+#[library_benchmark]
+#[bench::v4_udp(args = (Kind::V4Udp), setup = later_fragment_case, config = ir_limit(measured::LATER_FRAGMENT_V4_UDP))]
+#[bench::v6_udp(args = (Kind::V6Udp), setup = later_fragment_case, config = ir_limit(measured::LATER_FRAGMENT_V6_UDP))]
+fn later_fragment(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+library_benchmark_group!(name = fragments, benchmarks = [first_fragment, later_fragment]);
+
 library_benchmark_group!(
     name = established_flow,
     benchmarks = [hot, hot_burst, reply_hot, random_1m_single, random_1m_burst]
@@ -284,4 +393,4 @@ library_benchmark_group!(
 
 library_benchmark_group!(name = new_connection, benchmarks = [new_conn]);
 
-main!(library_benchmark_groups = established_flow, new_connection);
+main!(library_benchmark_groups = established_flow, new_connection, fragments);

@@ -81,3 +81,11 @@ fn e2e_drain_then_delete_under_load() {
 fn e2e_save_restore_same_decisions() {
     run("restore");
 }
+
+/// (f) fragments and extension headers: a UDP service answering 4,000-byte datagrams,
+/// fragmented both ways, through the IPv4 and IPv6 VIPs; an IPv6 client sending with a
+/// Hop-by-Hop header is served.
+#[test]
+fn e2e_fragments_both_ways_and_hop_by_hop() {
+    run("frag");
+}

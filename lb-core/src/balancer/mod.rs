@@ -369,11 +369,15 @@ impl<'a> Balancer<'a> {
         &self.director
     }
 
-    /// The control plane, for calls [`apply`](Balancer::apply) does not cover. Do not delete
-    /// servers or services behind the balancer's back while it has entries for them unless you
-    /// accept IPVS's trash semantics (the director keeps referenced servers until released).
+    /// The control plane, for calls [`apply`](Balancer::apply) does not cover (it forgets
+    /// the first-fragment decisions, as `apply` does when a service or server is deleted). Do
+    /// not delete servers or services behind the balancer's back while it has entries for them
+    /// unless you accept IPVS's trash semantics (the director keeps referenced servers until
+    /// released).
     pub fn director_mut(&mut self) -> &mut Director<'a> {
         self.svc_cache = fast::SvcCache::EMPTY;
+        // Decisions of first fragments may name what the caller removes.
+        self.conns.fragments.clear();
         &mut self.director
     }
 
@@ -385,6 +389,13 @@ impl<'a> Balancer<'a> {
     /// The most connections and templates the table holds (its storage's capacity).
     pub fn capacity(&self) -> usize {
         self.conns.capacity()
+    }
+
+    /// How many first-fragment decisions the fragment table holds (one per 16 connections,
+    /// 16 to 4,096, with storage sized by `ConnStorage::slots_for`): datagrams whose later
+    /// fragments can be in flight at once within 30 s.
+    pub fn fragment_capacity(&self) -> usize {
+        self.conns.fragments.capacity()
     }
 
     /// The connection table.
