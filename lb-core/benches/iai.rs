@@ -340,7 +340,10 @@ fn fragments_case(kind: Kind, first: bool) -> Case {
         for k in 0..N {
             let len = w.forward(&mut bufs.bufs[k], 0);
             let len = make_fragment(&mut bufs.bufs[k], len, 5000 + k as u32, true);
-            assert!(same_kind(&w.lb.process(w.now, &mut bufs.bufs[k], len), &TO_SERVER));
+            assert!(same_kind(
+                &w.lb.process(w.now, &mut bufs.bufs[k], len),
+                &TO_SERVER
+            ));
         }
         return Case {
             lb: w.lb,
@@ -351,7 +354,10 @@ fn fragments_case(kind: Kind, first: bool) -> Case {
     }
     for k in 0..N {
         let len = firsts.lens[k];
-        assert!(same_kind(&w.lb.process(w.now, &mut firsts.bufs[k], len), &TO_SERVER));
+        assert!(same_kind(
+            &w.lb.process(w.now, &mut firsts.bufs[k], len),
+            &TO_SERVER
+        ));
         let len = w.forward(&mut bufs.bufs[k], 0);
         bufs.lens[k] = make_fragment(&mut bufs.bufs[k], len, 1000 + k as u32, false);
     }
@@ -384,7 +390,10 @@ fn later_fragment(c: Case) -> Case {
     black_box(black_box(c).single())
 }
 
-library_benchmark_group!(name = fragments, benchmarks = [first_fragment, later_fragment]);
+library_benchmark_group!(
+    name = fragments,
+    benchmarks = [first_fragment, later_fragment]
+);
 
 library_benchmark_group!(
     name = established_flow,
@@ -393,4 +402,8 @@ library_benchmark_group!(
 
 library_benchmark_group!(name = new_connection, benchmarks = [new_conn]);
 
-main!(library_benchmark_groups = established_flow, new_connection, fragments);
+main!(
+    library_benchmark_groups = established_flow,
+    new_connection,
+    fragments
+);

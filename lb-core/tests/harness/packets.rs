@@ -744,7 +744,9 @@ pub fn run(data: &[u8]) {
     run_input(&input);
 }
 
-pub fn run_input(input: &Input) {
+/// Runs one input; returns `a`'s counters at the end (before the final expiry). Panics when
+/// an invariant breaks.
+pub fn run_input(input: &Input) -> lb_core::Counters {
     let settings = input.settings.settings();
     let cap = 1 + usize::from(input.capacity % 48);
     let mut a = setup::configured(cap, settings, 7);
@@ -761,7 +763,7 @@ pub fn run_input(input: &Input) {
                 let specs = &specs[..specs.len().min(40)];
                 packets += specs.len();
                 if packets > 4000 {
-                    return;
+                    return *a.counters();
                 }
                 let built: Vec<Vec<u8>> = specs.iter().map(|s| build(&a, s)).collect();
                 let mut outs_a = Vec::new();
@@ -873,6 +875,7 @@ pub fn run_input(input: &Input) {
             }
         }
     }
+    let counters = *a.counters();
     // Everything expires in the end: templates once their connections are gone.
     let end = now + Duration::from_secs(86400 * 40);
     a.handle_timeout(end);
@@ -889,4 +892,5 @@ pub fn run_input(input: &Input) {
             assert_eq!(s.refs(), 0, "server {} still referenced", s.addr());
         }
     }
+    counters
 }

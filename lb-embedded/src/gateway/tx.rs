@@ -177,7 +177,10 @@ mod tests {
         for (o, f) in out.iter().zip(&frags) {
             assert_eq!(eth_header(o).0, SERVER_MAC);
             let ip = ipv4_of(o, true).unwrap();
-            assert_eq!((ip.dst_addr(), usize::from(ip.total_len())), (SERVER, f.len()));
+            assert_eq!(
+                (ip.dst_addr(), usize::from(ip.total_len())),
+                (SERVER, f.len())
+            );
             assert!(ip.verify_checksum());
             ips.push(o[crate::LINK_HEADER..].to_vec());
         }
