@@ -2,7 +2,7 @@
 //! fragments (no ports, nothing to look a connection up by) follow it, as Maglev and Katran
 //! forward fragments.
 //!
-//! A [`FragDecision`] is filed under the datagram's reassembly key — source, destination,
+//! A `FragDecision` is filed under the datagram's reassembly key — source, destination,
 //! identification, and for IPv4 the protocol (RFC 791; IPv6 keys by the first three,
 //! RFC 8200 §4.5) — when the balancer forwards a first fragment, and read for every later one.
 //! It lives [`FRAG_TIMEOUT`] (Linux's `ipfrag_time`, 30 s) from the first fragment, expired

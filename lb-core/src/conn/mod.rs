@@ -121,7 +121,8 @@ pub struct ConnSizes {
     /// Wheel buckets (`WheelBucket`, 4 bytes each); a power of two.
     pub wheel_buckets: usize,
     /// Fragment-table slots (`FragSlot`, 64 bytes each): one per 16 entries, 16 to 4,096
-    /// (none for a table of no entries). See [`fragments`].
+    /// (none for a table of no entries): where the balancer files the decisions of first
+    /// fragments for their later fragments.
     pub fragment_slots: usize,
 }
 

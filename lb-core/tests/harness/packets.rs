@@ -642,10 +642,14 @@ fn check_same_state(a: &Balancer<'_>, c: &Balancer<'_>, now: Instant) {
 /// rewritten; and not past a command that deleted a service or server.
 #[derive(Default)]
 pub struct FragmentRules {
-    /// (family, source, destination, identification, IPv4 protocol) → (to a client, the
-    /// address written, when).
-    first: HashMap<(bool, IpAddr, IpAddr, u32, u8), (bool, IpAddr, Instant)>,
+    first: HashMap<DatagramKey, FirstDecision>,
 }
+
+/// A datagram's reassembly key: family, source, destination, identification, IPv4 protocol.
+type DatagramKey = (bool, IpAddr, IpAddr, u32, u8);
+/// What happened to a first fragment: to a client (else to a server), the address written,
+/// when.
+type FirstDecision = (bool, IpAddr, Instant);
 
 impl FragmentRules {
     /// Checks packet `input`'s verdict `v` (output `out`) at `now` against the rules, and
