@@ -44,9 +44,9 @@ mod measured {
     pub const RANDOM_1M_BURST_DLMR: u64 = 66;
     pub const NEW_CONN_WRR: u64 = 49_018;
     pub const NEW_CONN_MH: u64 = 50_575;
-    pub const FIRST_FRAGMENT_V4_UDP: u64 = 1;
-    pub const LATER_FRAGMENT_V4_UDP: u64 = 1;
-    pub const LATER_FRAGMENT_V6_UDP: u64 = 1;
+    pub const FIRST_FRAGMENT_V4_UDP: u64 = 69_427;
+    pub const LATER_FRAGMENT_V4_UDP: u64 = 34_010;
+    pub const LATER_FRAGMENT_V6_UDP: u64 = 38_138;
 }
 
 const fn limit(measured: u64) -> u64 {
