@@ -299,6 +299,22 @@ fn an_ipv6_client_with_a_hop_by_hop_header_is_served() {
     let (v, out) = run(&mut b, ms(2), &ack);
     assert_eq!(v.transmit().map(|t| t.dst), Some(rip.ip()));
     assert!(verify_checksums(&strip_ext(&out)));
+    // An ICMPv6 error from the server side quoting the forwarded SYN, Hop-by-Hop header and
+    // all: translated for the client (the quote walked past the header).
+    let quoting = pkt::icmp(rip.ip(), client.ip(), 1, 4, &out);
+    let (v, back) = run(&mut b, ms(3), &quoting);
+    assert_eq!(v.transmit().map(|t| t.dst), Some(client.ip()));
+    assert!(matches!(v, Verdict::ToClient(_)), "{v:?}");
+    assert!(
+        verify_checksums(&back),
+        "the ICMPv6 checksum covers the rewritten quote"
+    );
+    let q = strip_ext(&back[48..]);
+    assert_eq!(
+        packet::parse(&q).unwrap().dst,
+        vip,
+        "the quote names the VIP again"
+    );
     // A Routing header with segments left: the VIP is not the final destination.
     let routed = pkt::ipv6_ext(
         &pkt::segment(client, vip, SYN, 1, 0, b""),
@@ -336,4 +352,22 @@ fn ipv6_fragments_with_extension_headers_before_them() {
         run(&mut b, ms(1), &overlap[1]).0,
         Verdict::ToServer(_)
     ));
+}
+
+#[test]
+fn deleting_a_server_forgets_the_decisions_that_name_it() {
+    let mut b = service("10.0.0.100", ["10.1.0.1", "10.1.0.2"], 64);
+    let d = pkt::udp(sa("192.0.2.1:40000"), sa("10.0.0.100:53"), &[1; 3000]);
+    let frags = pkt::fragments(&d, 0, &[1480], 9);
+    let Verdict::ToServer(t) = run(&mut b, ms(0), &frags[0]).0 else {
+        panic!("first fragment not forwarded")
+    };
+    let key = ServiceKey::udp(sa("10.0.0.100:53"));
+    let cmd = Command::DelServer(key, SocketAddr::new(t.dst, 5300));
+    b.apply(ms(1), &cmd).unwrap();
+    assert_eq!(
+        run(&mut b, ms(2), &frags[1]).0,
+        Verdict::Drop(DropReason::Fragment),
+        "not sent to a deleted server"
+    );
 }
