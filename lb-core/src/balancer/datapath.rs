@@ -181,7 +181,7 @@ impl Balancer<'_> {
             }
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
             Kind::EchoRequest => self.echo_request(now, buf, len, p),
-            // Only through `fragmented`, which sends later fragments elsewhere.
+            // Later fragments never come here (`fragmented` takes them): not ours.
             Kind::Other | Kind::Fragment => self.not_ours(now, buf, len, p),
         }
     }
