@@ -22,6 +22,9 @@
 #            backup lists the flows; the VIP and the servers' return route move to the backup;
 #            no request fails, the held connection stays on its server (wrr: only sync can
 #            carry that)
+#   frag     a UDP service answering 4,000-byte datagrams (fragmented both ways at MTU 1500)
+#            works through the VIP over IPv4 and IPv6, on both servers; an IPv6 client sending
+#            with a Hop-by-Hop header is served (python3 echo server and client)
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http), LBT_SEED_N (seed scenario connections, default 6000).
@@ -471,8 +474,87 @@ scenario_failover() {
 	ok "sync: $(lbadm --stats-gateway | grep '^sync\.' | xargs)"
 }
 
+# A UDP echo server (dual-stack, port 5300) that answers each datagram with itself, its
+# first two bytes replaced by the server's name; and a client that sends N datagrams of SIZE
+# bytes to VIP:53, each from a new socket (a new flow), optionally with an IPv6 Hop-by-Hop
+# header (IPV6_HOPOPTS, a PadN option), and prints "<answered> <servers seen>".
+write_udp_tools() {
+	cat >"$tmp/udp_echo.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 5300))
+name = sys.argv[1].encode()[:2]
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(name + d[2:], a)
+PY
+	cat >"$tmp/udp_ask.py" <<'PY'
+import os, socket, sys
+vip, n, size, hbh = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "hbh"
+fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
+ok, servers = 0, set()
+for i in range(n):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if hbh:
+        # Next header (filled in by the kernel), length 0 (8 bytes), PadN of 4 bytes.
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+    s.settimeout(2)
+    d = os.urandom(size)
+    s.sendto(d, (vip, 53))
+    try:
+        r, a = s.recvfrom(65535)
+    except socket.timeout:
+        continue
+    finally:
+        s.close()
+    if len(r) == size and r[2:] == d[2:] and a[0] == vip:
+        ok += 1
+        servers.add(r[:2])
+print(ok, len(servers))
+PY
+}
+
+scenario_frag() {
+	LBT_NSERVERS=2
+	topo_up || fail topo_up
+	command -v python3 >/dev/null || fail "python3 not found"
+	write_udp_tools
+	local i
+	for i in 1 2; do
+		start_in_ns "s$i" "udp-echo-$i" python3 "$tmp/udp_echo.py" "s$i" >/dev/null
+	done
+	cat >"$tmp/lb.conf" <<CONF
+-A -u $LBT_VIP4:53 -s rr
+-a -u $LBT_VIP4:53 -r $(server_addr4 1):5300 -m
+-a -u $LBT_VIP4:53 -r $(server_addr4 2):5300 -m
+-A -u [$LBT_VIP6]:53 -s rr
+-a -u [$LBT_VIP6]:53 -r [$(server_addr6 1)]:5300 -m
+-a -u [$LBT_VIP6]:53 -r [$(server_addr6 2)]:5300 -m
+CONF
+	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
+	sleep 0.5 # the echo servers bind
+	local n=20 got before after
+	for vip in "$LBT_VIP4" "$LBT_VIP6"; do
+		before=$(gwstat fragments_forwarded)
+		got=$(nsx client python3 "$tmp/udp_ask.py" "$vip" "$n" 4000 plain) || fail "client failed"
+		after=$(gwstat fragments_forwarded)
+		[ "$got" = "$n 2" ] || fail "$vip: 4,000-byte datagrams answered / servers: $got, want $n 2"
+		# 4,000 bytes at MTU 1500: three fragments each way, two of them later fragments.
+		[ $((after - before)) -ge $((4 * n)) ] || fail "$vip: $((after - before)) later fragments forwarded, want >= $((4 * n))"
+		ok "$vip: $n datagrams of 4,000 bytes answered by both servers, fragmented both ways ($((after - before)) later fragments forwarded)"
+	done
+	for size in 100 4000; do
+		got=$(nsx client python3 "$tmp/udp_ask.py" "$LBT_VIP6" 10 "$size" hbh) || fail "client failed"
+		[ "${got%% *}" = 10 ] || fail "Hop-by-Hop client, $size bytes: $got answered of 10"
+		ok "IPv6 client with a Hop-by-Hop header served ($size-byte datagrams)"
+	done
+	[ "$(gwstat drops.fragment)" = 0 ] || fail "fragments dropped: $(gwstat drops.fragment)"
+	[ "$(gwstat drops.ipv6_extension_headers)" = 0 ] || fail "extension headers dropped"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag" >&2; exit 2 ;;
 esac
 echo PASS

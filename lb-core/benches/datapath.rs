@@ -12,6 +12,7 @@
 //! * `expire_1m`: `handle_timeout` expiring 1 M entries.
 //! * `mh_build`: mh table builds, M = 4093 and 65521, 10 and 1,000 servers.
 //! * `schedule`: one scheduling decision with 64 servers, every scheduler.
+//! * `fragments`: a first and a later fragment of a UDP datagram of an established flow.
 //!
 //! Every packet is restored from a template outside the timed region (divan's `with_inputs`).
 
@@ -207,6 +208,53 @@ mod established {
     established!(ipv4_udp, Kind::V4Udp);
     established!(ipv6_tcp, Kind::V6Tcp);
     established!(ipv6_udp, Kind::V6Udp);
+}
+
+/// Fragments of datagrams of established UDP flow 0 (1 k entries): `first` fragments of new
+/// datagrams (each files a decision; the 62-slot table replaces the oldest, as in a steady
+/// stream), or later fragments of one datagram whose decision is filed.
+fn fragment(b: Bencher, kind: Kind, first: bool) {
+    with_world(kind, 1_000, |w| {
+        let gen = w.gen.clone();
+        let now = w.now;
+        let lb = &mut w.lb;
+        let mut setup = Pkt {
+            buf: [0; BUF],
+            len: 0,
+        };
+        let len = gen.forward(&mut setup.buf, 0);
+        let len = make_fragment(&mut setup.buf, len, 7, true);
+        assert!(same_kind(&lb.process(now, &mut setup.buf, len), &TO_SERVER));
+        let mut id = 1_000_000u32;
+        b.with_inputs(move || {
+            id = id.wrapping_add(1);
+            pkt(|buf| {
+                let len = gen.forward(buf, 0);
+                make_fragment(buf, len, if first { id } else { 7 }, first)
+            })
+        })
+        .bench_local_refs(|p| {
+            let v = lb.process(now, &mut p.buf, p.len);
+            debug_assert!(same_kind(&v, &TO_SERVER));
+            v
+        });
+    });
+}
+
+/// Fragments of UDP datagrams of an established flow: the first (scheduled by the general
+/// path, its decision filed) and a later one (the decision looked up, the address rewritten).
+mod fragments {
+    use super::*;
+
+    #[divan::bench(args = [Kind::V4Udp, Kind::V6Udp])]
+    fn first(b: Bencher, kind: Kind) {
+        fragment(b, kind, true);
+    }
+
+    #[divan::bench(args = [Kind::V4Udp, Kind::V6Udp])]
+    fn later(b: Bencher, kind: Kind) {
+        fragment(b, kind, false);
+    }
 }
 
 fn sched_kind(name: &str) -> SchedulerKind {

@@ -44,6 +44,9 @@ mod measured {
     pub const RANDOM_1M_BURST_DLMR: u64 = 66;
     pub const NEW_CONN_WRR: u64 = 49_018;
     pub const NEW_CONN_MH: u64 = 50_575;
+    pub const FIRST_FRAGMENT_V4_UDP: u64 = 69_427;
+    pub const LATER_FRAGMENT_V4_UDP: u64 = 34_010;
+    pub const LATER_FRAGMENT_V6_UDP: u64 = 38_138;
 }
 
 const fn limit(measured: u64) -> u64 {
@@ -277,6 +280,76 @@ fn new_conn(c: Case) -> Case {
     black_box(black_box(c).single())
 }
 
+/// 32 fragments of datagrams of established UDP flow 0 (1 k entries): the first fragments of
+/// 32 datagrams, or (`first` false) their later fragments, the first ones forwarded in setup.
+fn fragments_case(kind: Kind, first: bool) -> Case {
+    let mut w = World::new(kind, 1_000);
+    let mut firsts = BurstBufs::new();
+    for k in 0..N {
+        let len = w.forward(&mut firsts.bufs[k], 0);
+        firsts.lens[k] = make_fragment(&mut firsts.bufs[k], len, 1000 + k as u32, true);
+    }
+    let mut bufs = BurstBufs::new();
+    if first {
+        // Warm with other datagrams of the flow.
+        for k in 0..N {
+            let len = w.forward(&mut bufs.bufs[k], 0);
+            let len = make_fragment(&mut bufs.bufs[k], len, 5000 + k as u32, true);
+            assert!(same_kind(
+                &w.lb.process(w.now, &mut bufs.bufs[k], len),
+                &TO_SERVER
+            ));
+        }
+        return Case {
+            lb: w.lb,
+            bufs: firsts,
+            now: w.now,
+            want: TO_SERVER,
+        };
+    }
+    for k in 0..N {
+        let len = firsts.lens[k];
+        assert!(same_kind(
+            &w.lb.process(w.now, &mut firsts.bufs[k], len),
+            &TO_SERVER
+        ));
+        let len = w.forward(&mut bufs.bufs[k], 0);
+        bufs.lens[k] = make_fragment(&mut bufs.bufs[k], len, 1000 + k as u32, false);
+    }
+    Case {
+        lb: w.lb,
+        bufs,
+        now: w.now,
+        want: TO_SERVER,
+    }
+}
+
+fn first_fragment_v4_udp() -> Case {
+    fragments_case(Kind::V4Udp, true)
+}
+
+#[library_benchmark]
+#[bench::v4_udp(setup = first_fragment_v4_udp, config = ir_limit(measured::FIRST_FRAGMENT_V4_UDP))]
+fn first_fragment(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+fn later_fragment_case(kind: Kind) -> Case {
+    fragments_case(kind, false)
+}
+
+#[library_benchmark]
+#[bench::v4_udp(args = (Kind::V4Udp), setup = later_fragment_case, config = ir_limit(measured::LATER_FRAGMENT_V4_UDP))]
+#[bench::v6_udp(args = (Kind::V6Udp), setup = later_fragment_case, config = ir_limit(measured::LATER_FRAGMENT_V6_UDP))]
+fn later_fragment(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+library_benchmark_group!(
+    name = fragments,
+    benchmarks = [first_fragment, later_fragment]
+);
+
 library_benchmark_group!(
     name = established_flow,
     benchmarks = [hot, hot_burst, reply_hot, random_1m_single, random_1m_burst]
@@ -284,4 +357,8 @@ library_benchmark_group!(
 
 library_benchmark_group!(name = new_connection, benchmarks = [new_conn]);
 
-main!(library_benchmark_groups = established_flow, new_connection);
+main!(
+    library_benchmark_groups = established_flow,
+    new_connection,
+    fragments
+);

@@ -9,7 +9,7 @@ mod common;
 use std::mem::size_of;
 
 use common::*;
-use lb_core::conn::{ConnSlot, ConnStorage, IndexSlot, WheelBucket};
+use lb_core::conn::{ConnSlot, ConnStorage, FragSlot, IndexSlot, WheelBucket};
 use lb_core::director::Limits;
 use lb_core::sched::lblc::LblcEntry;
 use lb_core::sched::lblcr::LblcrEntry;
@@ -49,13 +49,20 @@ fn main() {
     );
     println!("| `IndexSlot` | {} |", size_of::<IndexSlot>());
     println!("| `WheelBucket` | {} |", size_of::<WheelBucket>());
+    println!("| `FragSlot` | {} |", size_of::<FragSlot>());
+    let frags = sizes.fragment_slots * size_of::<FragSlot>();
     println!(
         "| table of {n} entries: {} slots + {} index slots + {} buckets | {} ({:.2} per entry) |",
         sizes.entries,
         sizes.index_slots,
         sizes.wheel_buckets,
-        sizes.bytes(),
-        sizes.bytes() as f64 / n as f64
+        sizes.bytes() - frags,
+        (sizes.bytes() - frags) as f64 / n as f64
+    );
+    println!(
+        "| its fragment table: {} slots | {frags} ({:.2} per entry) |",
+        sizes.fragment_slots,
+        frags as f64 / n as f64
     );
     let per_server = size_of::<RealServer>()
         + size_of::<RateEstimator>()

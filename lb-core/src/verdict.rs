@@ -104,9 +104,13 @@ pub enum DropReason {
     Malformed,
     /// The IPv4 header checksum is wrong.
     BadIpChecksum,
-    /// IPv4 fragment or IPv6 Fragment header: lb-core does not reassemble.
+    /// A fragment lb-core cannot forward: a later fragment to a virtual address whose first
+    /// fragment was not seen (it overtook it, or the decision expired after 30 s or was
+    /// replaced in a full fragment table), a tiny fragment (RFC 1858) to a virtual address, or
+    /// a fragment of something other than TCP/UDP to a virtual address.
     Fragment,
-    /// IPv6 extension headers lb-core does not walk.
+    /// An IPv6 packet to a virtual address with a Routing header with segments left (not at
+    /// its final destination), a second Fragment header or more than 8 extension headers.
     Ipv6ExtensionHeaders,
     /// A new connection could not get a table entry: the table is full of entries that may
     /// not be evicted.

@@ -270,10 +270,13 @@ fn malformed_packets_are_counted_drops_with_a_reason() {
     let mut p = good.clone();
     p[10] ^= 0x55;
     cases.push(("bad header checksum", p, DropReason::BadIpChecksum));
-    // Fragments.
+    // Fragments: a TCP fragment at offset 8 (RFC 1858), a later fragment with no first.
     let mut p = good.clone();
-    pkt::set_fragment(&mut p, 0, true); // MF
-    cases.push(("fragment", p, DropReason::Fragment));
+    pkt::set_fragment(&mut p, 1, true);
+    cases.push(("tiny fragment", p, DropReason::Fragment));
+    let mut p = good.clone();
+    pkt::set_fragment(&mut p, 3, false);
+    cases.push(("later fragment without its first", p, DropReason::Fragment));
     // IPv6: truncated, payload length beyond the buffer, extension-header chains.
     let six = pkt::tcp(
         sa("[2001:db8:c::1]:40000"),
@@ -287,14 +290,18 @@ fn malformed_packets_are_counted_drops_with_a_reason() {
     let mut p = six.clone();
     p[4..6].copy_from_slice(&1000u16.to_be_bytes());
     cases.push(("IPv6 payload length", p, DropReason::Malformed));
-    for next in [0u8, 43, 60, 51, 135, 253] {
-        // The header chain: an extension header (8 bytes) that says TCP follows.
-        let p = pkt::ipv6_ext(&six, next, &[0; 7]);
-        cases.push(("IPv6 extension header", p, DropReason::Ipv6ExtensionHeaders));
+    // A Routing header with segments left: the VIP is not the final destination.
+    let p = pkt::ipv6_ext(&six, 43, &[0, 0, 1, 0, 0, 0, 0]);
+    cases.push(("IPv6 routing header", p, DropReason::Ipv6ExtensionHeaders));
+    // Nine extension headers (8 bytes each, each saying the next follows): too long a chain.
+    let mut p = six.clone();
+    for _ in 0..9 {
+        p = pkt::ipv6_ext(&p, 60, &[0; 7]);
     }
-    // A first fragment (offset 0, more fragments, identification 7).
-    let p = pkt::ipv6_ext(&six, 44, &[0, 0, 1, 0, 0, 0, 7]);
-    cases.push(("IPv6 fragment header", p, DropReason::Fragment));
+    cases.push(("IPv6 extension chain", p, DropReason::Ipv6ExtensionHeaders));
+    // A later fragment (offset 24, identification 7) whose first was never seen.
+    let p = pkt::ipv6_ext(&six, 44, &[0, 0, 24, 0, 0, 0, 7]);
+    cases.push(("IPv6 later fragment", p, DropReason::Fragment));
     // ICMP errors quoting too little.
     let p = pkt::icmp(
         "192.0.2.1".parse().unwrap(),

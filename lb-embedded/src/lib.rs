@@ -40,25 +40,28 @@ pub const FRAME_BUFFER: usize = LINK_HEADER + IP_BUFFER;
 pub const MAX_FRAME: usize = 1514;
 
 /// Everything a [`Gateway`] keeps except the director's storage: the connection table
-/// (`CONNS` entries, with `INDEX` index slots and `WHEEL` wheel buckets sized by
-/// [`ConnStorage::slots_for`](lb_core::ConnStorage::slots_for)), `NEIGHBOURS`
+/// (`CONNS` entries, with `INDEX` index slots, `WHEEL` wheel buckets and `FRAGS`
+/// fragment-table slots sized by [`ConnStorage::slots_for`](lb_core::ConnStorage::slots_for)),
+/// `NEIGHBOURS`
 /// neighbour-cache entries, `ROUTES` static routes, `HOLD` frames waiting for address
 /// resolution, and the frame buffer.
 ///
-/// Spell the type with [`gateway_resources!`], which computes `INDEX` and `WHEEL`. Its
+/// Spell the type with [`gateway_resources!`], which computes `INDEX`, `WHEEL` and `FRAGS`. Its
 /// [`new`](Self::new) is a `const fn` giving all zero bits, so a `static` of it lands in `.bss`
-/// (no flash). Size: `64 × CONNS` (for `CONNS ≥ 17`) + `48 × NEIGHBOURS` + `37 × ROUTES` +
-/// `1540 × HOLD` + 1614 bytes, rounded up for alignment (74,240 bytes on Cortex-M for 1,024
-/// connections, 16 neighbours, 4 routes, 4 held frames).
+/// (no flash). Size: `64 × CONNS` (for `CONNS ≥ 17`) + the fragment table (`4 × CONNS`, at
+/// least 1 KiB) + `48 × NEIGHBOURS` + `37 × ROUTES` + `1540 × HOLD` + 1614 bytes, rounded up
+/// for alignment (78,336 bytes on Cortex-M for 1,024 connections, 16 neighbours, 4 routes,
+/// 4 held frames).
 pub struct GatewayResources<
     const CONNS: usize,
     const INDEX: usize,
     const WHEEL: usize,
+    const FRAGS: usize,
     const NEIGHBOURS: usize,
     const ROUTES: usize,
     const HOLD: usize,
 > {
-    pub(crate) conns: ConnResources<CONNS, INDEX, WHEEL>,
+    pub(crate) conns: ConnResources<CONNS, INDEX, WHEEL, FRAGS>,
     pub(crate) neighbours: [NeighbourSlot; NEIGHBOURS],
     pub(crate) routes: [RouteSlot; ROUTES],
     pub(crate) hold: [HoldSlot; HOLD],
@@ -69,10 +72,11 @@ impl<
         const CONNS: usize,
         const INDEX: usize,
         const WHEEL: usize,
+        const FRAGS: usize,
         const NEIGHBOURS: usize,
         const ROUTES: usize,
         const HOLD: usize,
-    > GatewayResources<CONNS, INDEX, WHEEL, NEIGHBOURS, ROUTES, HOLD>
+    > GatewayResources<CONNS, INDEX, WHEEL, FRAGS, NEIGHBOURS, ROUTES, HOLD>
 {
     /// Empty resources, all zero bits: for a `static` (directly, in a `StaticCell`, or from
     /// cortex-m's `singleton!`). Large instances do not belong on the stack.
@@ -96,18 +100,19 @@ impl<
         const CONNS: usize,
         const INDEX: usize,
         const WHEEL: usize,
+        const FRAGS: usize,
         const NEIGHBOURS: usize,
         const ROUTES: usize,
         const HOLD: usize,
-    > Default for GatewayResources<CONNS, INDEX, WHEEL, NEIGHBOURS, ROUTES, HOLD>
+    > Default for GatewayResources<CONNS, INDEX, WHEEL, FRAGS, NEIGHBOURS, ROUTES, HOLD>
 {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// The [`GatewayResources`] type for the given sizes, with the connection table's index and
-/// wheel sized by [`ConnStorage::slots_for`](lb_core::ConnStorage::slots_for):
+/// The [`GatewayResources`] type for the given sizes, with the connection table's index,
+/// wheel and fragment table sized by [`ConnStorage::slots_for`](lb_core::ConnStorage::slots_for):
 ///
 /// ```
 /// type Res = lb_embedded::gateway_resources!(conns: 1024, neighbours: 16, routes: 4, hold: 4);
@@ -120,6 +125,7 @@ macro_rules! gateway_resources {
             { $c },
             { $crate::lb_core::ConnStorage::slots_for($c).index_slots },
             { $crate::lb_core::ConnStorage::slots_for($c).wheel_buckets },
+            { $crate::lb_core::ConnStorage::slots_for($c).fragment_slots },
             { $n },
             { $r },
             { $h },

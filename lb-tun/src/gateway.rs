@@ -432,6 +432,8 @@ impl Gateway {
         kv("passed", c.passed);
         kv("replies", c.replies);
         kv("defence_drops", c.defence_drops);
+        kv("fragments_forwarded", c.fragments_forwarded);
+        kv("fragment_evictions", c.fragment_evictions);
         kv("loop_drops", self.stats.loop_drops);
         for r in DropReason::ALL {
             kv(&format!("drops.{}", r.name()), c.drops(r));

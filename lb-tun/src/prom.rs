@@ -158,7 +158,7 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             c.drops(r)
         );
     }
-    let ours: [(&str, &str, u64); 14] = [
+    let ours: [(&str, &str, u64); 16] = [
         (
             "lbtun_syn_drops_total",
             "Dropped packets that carried a SYN (included in lbtun_drops_total).",
@@ -213,6 +213,16 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             "lbtun_defence_drops_total",
             "Entries dropped by the drop_entry defence.",
             c.defence_drops,
+        ),
+        (
+            "lbtun_fragments_forwarded_total",
+            "Later fragments forwarded after their first fragment's decision.",
+            c.fragments_forwarded,
+        ),
+        (
+            "lbtun_fragment_evictions_total",
+            "First-fragment decisions replaced early in a full fragment table.",
+            c.fragment_evictions,
         ),
         (
             "lbtun_loop_drops_total",

@@ -95,3 +95,11 @@ fn e2e_restart_with_state_keeps_connections() {
 fn e2e_failover_with_sync_keeps_connections() {
     run("failover");
 }
+
+/// (f) fragments and extension headers: a UDP service answering 4,000-byte datagrams,
+/// fragmented both ways, through the IPv4 and IPv6 VIPs; an IPv6 client sending with a
+/// Hop-by-Hop header is served.
+#[test]
+fn e2e_fragments_both_ways_and_hop_by_hop() {
+    run("frag");
+}

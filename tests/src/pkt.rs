@@ -469,9 +469,162 @@ pub fn ipv6_ext(p: &[u8], ty: u8, rest: &[u8]) -> Vec<u8> {
     q
 }
 
+/// Splits an IPv4 packet, or an IPv6 packet (its extension headers, if any, stay in the
+/// unfragmentable part only if `ext` is their length; pass 0 for none), into fragments of the
+/// datagram identified by `id`: the IP payload is cut at the byte offsets `cuts` (ascending,
+/// multiples of 8, inside the payload). IPv4 fragments get the identification (low 16 bits),
+/// MF and offset, DF cleared; IPv6 fragments a Fragment header after the fixed header and
+/// `ext` bytes of extension headers. Returned in order.
+pub fn fragments(p: &[u8], ext: usize, cuts: &[usize], id: u32) -> Vec<Vec<u8>> {
+    let v6 = p[0] >> 4 == 6;
+    let hdr = if v6 {
+        40 + ext
+    } else {
+        usize::from(p[0] & 15) * 4
+    };
+    let payload = &p[hdr..];
+    let mut bounds = std::vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(payload.len());
+    let mut out = Vec::new();
+    for w in bounds.windows(2) {
+        let (from, to) = (w[0], w[1]);
+        let more = to < payload.len();
+        let mut q = p[..hdr].to_vec();
+        if v6 {
+            // The Fragment header goes last in the unfragmentable part.
+            let next_at = if ext == 0 {
+                6
+            } else {
+                last_ext_next_at(p, ext)
+            };
+            let next = q[next_at];
+            q[next_at] = 44;
+            let field = (from as u16) | u16::from(more);
+            q.push(next);
+            q.push(0);
+            q.extend_from_slice(&field.to_be_bytes());
+            q.extend_from_slice(&id.to_be_bytes());
+            q.extend_from_slice(&payload[from..to]);
+            let plen = (q.len() - 40) as u16;
+            q[4..6].copy_from_slice(&plen.to_be_bytes());
+        } else {
+            q.extend_from_slice(&payload[from..to]);
+            let total = q.len() as u16;
+            q[2..4].copy_from_slice(&total.to_be_bytes());
+            q[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+            let field = ((from / 8) as u16) | if more { 0x2000 } else { 0 };
+            q[6..8].copy_from_slice(&field.to_be_bytes());
+            refresh_ipv4_checksum(&mut q);
+        }
+        out.push(q);
+    }
+    out
+}
+
+/// Where the next-header byte of the last of the `ext` bytes of extension headers after an
+/// IPv6 fixed header sits.
+fn last_ext_next_at(p: &[u8], ext: usize) -> usize {
+    let (mut at, mut ty) = (40, p[6]);
+    loop {
+        let len = if ty == 51 {
+            (usize::from(p[at + 1]) + 2) * 4
+        } else {
+            (usize::from(p[at + 1]) + 1) * 8
+        };
+        if at + len >= 40 + ext {
+            return at;
+        }
+        ty = p[at];
+        at += len;
+    }
+}
+
+/// Reassembles fragments (any order; what [`fragments`] makes, or their rewrites) into the
+/// datagram: IPv4 with the first fragment's header, MF/offset cleared; IPv6 with the Fragment
+/// header removed. `None` if a piece is missing.
+pub fn reassemble(frags: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let v6 = frags.first()?[0] >> 4 == 6;
+    let mut pieces: Vec<(usize, bool, Vec<u8>, Vec<u8>)> = Vec::new();
+    for f in frags {
+        if v6 {
+            // The Fragment header is found by walking: fixed header, then headers up to 44.
+            let mut next_at = 6;
+            let mut at = 40;
+            while f[next_at] != 44 {
+                let len = (usize::from(f[at + 1]) + 1) * 8;
+                next_at = at;
+                at += len;
+            }
+            let field = u16::from_be_bytes([f[at + 2], f[at + 3]]);
+            let mut head = f[..at].to_vec();
+            head[next_at] = f[at];
+            pieces.push((
+                usize::from(field & !7),
+                field & 1 != 0,
+                head,
+                f[at + 8..].to_vec(),
+            ));
+        } else {
+            let ihl = usize::from(f[0] & 15) * 4;
+            let field = u16::from_be_bytes([f[6], f[7]]);
+            pieces.push((
+                usize::from(field & 0x1fff) * 8,
+                field & 0x2000 != 0,
+                f[..ihl].to_vec(),
+                f[ihl..].to_vec(),
+            ));
+        }
+    }
+    pieces.sort_by_key(|p| p.0);
+    let mut data = Vec::new();
+    for (off, _, _, d) in &pieces {
+        if *off != data.len() {
+            return None;
+        }
+        data.extend_from_slice(d);
+    }
+    if pieces.last()?.1 {
+        return None;
+    }
+    let mut q = pieces[0].2.clone();
+    q.extend_from_slice(&data);
+    if v6 {
+        let plen = (q.len() - 40) as u16;
+        q[4..6].copy_from_slice(&plen.to_be_bytes());
+    } else {
+        let total = q.len() as u16;
+        q[2..4].copy_from_slice(&total.to_be_bytes());
+        q[6..8].copy_from_slice(&[0, 0]);
+        refresh_ipv4_checksum(&mut q);
+    }
+    Some(q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragments_reassemble_to_the_datagram() {
+        for (c, v) in [
+            ("192.0.2.1:5000", "10.0.0.1:53"),
+            ("[2001:db8::1]:5000", "[2001:db8::2]:53"),
+        ] {
+            let d = udp(c.parse().unwrap(), v.parse().unwrap(), &[7u8; 3000]);
+            let frags = fragments(&d, 0, &[1232, 2464], 0x1234_5678);
+            assert_eq!(frags.len(), 3);
+            let mut back = reassemble(&frags).unwrap();
+            if d[0] >> 4 == 4 {
+                back[4..6].copy_from_slice(&d[4..6]); // the identification
+                back[6..8].copy_from_slice(&d[6..8]);
+                refresh_ipv4_checksum(&mut back);
+            }
+            assert_eq!(back, d);
+            assert!(checksums_ok(&back));
+            assert_eq!(reassemble(&frags[..2]), None);
+        }
+    }
 
     #[test]
     fn built_packets_verify_and_name_their_endpoints() {

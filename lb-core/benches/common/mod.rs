@@ -613,3 +613,48 @@ impl Churn {
         Churn { lb, gen }
     }
 }
+
+/// The IPv4 header checksum of `h`, recomputed.
+pub fn ipv4_header_checksum(h: &mut [u8]) {
+    h[10..12].fill(0);
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Makes `buf[..len]` (an IPv4 or IPv6 UDP datagram) a fragment of datagram `id`: with `first`,
+/// the first fragment (the whole L4 header and payload, more fragments follow); else a later,
+/// last one of 16 bytes at offset 64. IPv6 gets a Fragment header. Returns the length.
+pub fn make_fragment(buf: &mut [u8], len: usize, id: u32, first: bool) -> usize {
+    let v6 = buf[0] >> 4 == 6;
+    let hdr = if v6 { 40 } else { 20 };
+    // Offset 64 bytes for a later fragment; IPv6 counts in bytes with M in bit 0, IPv4 in
+    // 8-byte units with MF in bit 13.
+    let data = if first { len - hdr } else { 16 };
+    if v6 {
+        let mut out = [0u8; BUF];
+        out[..40].copy_from_slice(&buf[..40]);
+        out[40] = buf[6];
+        out[6] = 44;
+        let field: u16 = if first { 1 } else { 64 };
+        out[42..44].copy_from_slice(&field.to_be_bytes());
+        out[44..48].copy_from_slice(&id.to_be_bytes());
+        out[48..48 + data].copy_from_slice(&buf[40..40 + data]);
+        out[4..6].copy_from_slice(&((8 + data) as u16).to_be_bytes());
+        buf[..BUF].copy_from_slice(&out);
+        48 + data
+    } else {
+        let total = 20 + data;
+        buf[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        buf[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+        let flags: u16 = if first { 0x2000 } else { 64 / 8 };
+        buf[6..8].copy_from_slice(&flags.to_be_bytes());
+        ipv4_header_checksum(&mut buf[..20]);
+        total
+    }
+}

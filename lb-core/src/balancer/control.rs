@@ -55,6 +55,14 @@ impl<'a> Balancer<'a> {
         // change (the sans-IO rule: time comes in with every call).
         let _ = now;
         self.svc_cache = fast::SvcCache::EMPTY;
+        if matches!(
+            cmd,
+            Command::DelService(_) | Command::DelServer(..) | Command::Clear
+        ) {
+            // First-fragment decisions may name what goes: their later fragments become
+            // counted drops rather than go to a removed server or from a removed VIP.
+            self.conns.fragments.clear();
+        }
         match cmd {
             Command::AddService(cfg) => self.director.add_service(cfg).map(|_| ()),
             Command::EditService(cfg) => self.director.edit_service(cfg),

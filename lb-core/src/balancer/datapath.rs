@@ -47,7 +47,10 @@ impl Balancer<'_> {
     pub(crate) fn general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
         match packet::parse(&buf[..len]) {
-            Ok(ref p) => self.process_parsed(now, buf, len, p, Hint::None),
+            Ok(ref p) => match p.fragment {
+                None => self.process_parsed(now, buf, len, p, Hint::None),
+                Some(f) => self.fragmented(now, buf, len, p, f),
+            },
             Err(m) => self.unparsed(&buf[..len], m),
         }
     }
@@ -119,15 +122,18 @@ impl Balancer<'_> {
         }
     }
 
-    /// A packet lb-core cannot parse. Fragments, IPv6 extension-header chains and ICMP errors
-    /// whose quote lb-core cannot read (too short, of the other family: the outer packet is
-    /// well-formed) that are not addressed to a virtual address pass on untouched, as a router
-    /// would; those to a VIP are counted drops (no reassembly, no extension-header walk). Anything
-    /// else malformed is a counted drop.
+    /// A packet lb-core cannot parse. Tiny fragments, IPv6 extension-header chains it does not
+    /// follow (a Routing header with segments left: the packet is not at its final destination)
+    /// and ICMP errors whose quote lb-core cannot read (too short, of the other family: the
+    /// outer packet is well-formed) that are not addressed to a virtual address pass on
+    /// untouched, as a router would; those to a VIP are counted drops. Anything else malformed
+    /// is a counted drop.
     fn unparsed(&mut self, pkt: &[u8], m: Malformed) -> Verdict {
         if matches!(
             m,
-            Malformed::Fragment | Malformed::Ipv6ExtensionHeaders | Malformed::BadEmbeddedPacket
+            Malformed::TinyFragment
+                | Malformed::Ipv6ExtensionHeaders
+                | Malformed::BadEmbeddedPacket
         ) {
             if let Some(dst) = raw_destination(pkt) {
                 if !self.is_vip(dst) {
@@ -175,7 +181,8 @@ impl Balancer<'_> {
             }
             Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
             Kind::EchoRequest => self.echo_request(now, buf, len, p),
-            Kind::Other => self.not_ours(now, buf, len, p),
+            // Later fragments never come here (`fragmented` takes them): not ours.
+            Kind::Other | Kind::Fragment => self.not_ours(now, buf, len, p),
         }
     }
 
@@ -227,7 +234,7 @@ fn raw_destination(pkt: &[u8]) -> Option<IpAddr> {
 fn malformed_reason(m: Malformed) -> DropReason {
     match m {
         Malformed::BadIpv4HeaderChecksum => DropReason::BadIpChecksum,
-        Malformed::Fragment => DropReason::Fragment,
+        Malformed::TinyFragment => DropReason::Fragment,
         Malformed::Ipv6ExtensionHeaders => DropReason::Ipv6ExtensionHeaders,
         _ => DropReason::Malformed,
     }

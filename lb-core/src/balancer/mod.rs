@@ -27,7 +27,12 @@
 //! - **NAT only.** `-g` and `-i` servers are refused by [`Balancer::apply`].
 //! - **fwmark services** are scheduled by the [`Director`], but the datapath has no packet mark
 //!   and looks services up by address only.
-//! - **Fragments and IPv6 extension headers** are counted drops (no reassembly).
+//! - **Fragments are forwarded one by one, not reassembled** (`fragments.rs`). IPVS sees
+//!   datagrams netfilter reassembled, and the kernel fragments them again on the way out; we
+//!   schedule a datagram by its first fragment and send its later fragments after it, each
+//!   rewritten in place. A later fragment to a VIP that overtook its first is a counted drop
+//!   (`fragment`). IPv6 extension headers are walked and kept (Routing only with no segments
+//!   left).
 //! - **ICMP errors are checked against their outer header.** IPVS translates an error about a
 //!   tracked flow wherever it is addressed (`ip_vs_in_icmp`/`ip_vs_out_icmp` look the connection
 //!   up from the quoted packet alone); we translate it only when its outer destination is the
@@ -55,6 +60,7 @@
 //! | `inbound.rs` | client → virtual service: reuse and removed-server rules, scheduling |
 //! | `persist.rs` | persistence templates |
 //! | `outbound.rs` | real server → client |
+//! | `fragments.rs` | fragments: the first scheduled, its decision filed, the later ones after it |
 //! | `icmp.rs` | ICMP errors about tracked flows, echo requests |
 //! | `entries.rs` | inserting, transitioning and removing entries |
 //! | `answer.rs` | pass, drop and generated answers (RST, ICMP) |
@@ -66,6 +72,9 @@ mod datapath;
 mod defence;
 mod entries;
 mod fast;
+#[cfg(test)]
+mod fragment_tests;
+mod fragments;
 mod icmp;
 #[cfg(test)]
 mod icmp_tests;
@@ -145,6 +154,11 @@ pub struct Counters {
     pub replies: u64,
     /// Entries dropped by the `drop_entry` defence.
     pub defence_drops: u64,
+    /// Later fragments forwarded after their first fragment's decision.
+    pub fragments_forwarded: u64,
+    /// First-fragment decisions replaced before their 30 s because the fragment table's
+    /// slots for a new datagram were all live (its later fragments are then dropped).
+    pub fragment_evictions: u64,
 }
 
 impl Counters {
@@ -366,11 +380,15 @@ impl<'a> Balancer<'a> {
         &self.director
     }
 
-    /// The control plane, for calls [`apply`](Balancer::apply) does not cover. Do not delete
-    /// servers or services behind the balancer's back while it has entries for them unless you
-    /// accept IPVS's trash semantics (the director keeps referenced servers until released).
+    /// The control plane, for calls [`apply`](Balancer::apply) does not cover (it forgets
+    /// the first-fragment decisions, as `apply` does when a service or server is deleted). Do
+    /// not delete servers or services behind the balancer's back while it has entries for them
+    /// unless you accept IPVS's trash semantics (the director keeps referenced servers until
+    /// released).
     pub fn director_mut(&mut self) -> &mut Director<'a> {
         self.svc_cache = fast::SvcCache::EMPTY;
+        // Decisions of first fragments may name what the caller removes.
+        self.conns.fragments.clear();
         &mut self.director
     }
 
@@ -382,6 +400,13 @@ impl<'a> Balancer<'a> {
     /// The most connections and templates the table holds (its storage's capacity).
     pub fn capacity(&self) -> usize {
         self.conns.capacity()
+    }
+
+    /// How many first-fragment decisions the fragment table holds (one per 16 connections,
+    /// 16 to 4,096, with storage sized by `ConnStorage::slots_for`): datagrams whose later
+    /// fragments can be in flight at once within 30 s.
+    pub fn fragment_capacity(&self) -> usize {
+        self.conns.fragments.capacity()
     }
 
     /// The connection table.

@@ -565,7 +565,7 @@ fn malformed_packets_are_counted_drops() {
     let (v, _) = run(&mut b, Instant::ZERO, bad);
     assert_eq!(v, Verdict::Drop(DropReason::BadIpChecksum));
     let mut frag = good;
-    pkt::set_fragment(&mut frag, 0, true); // MF
+    pkt::set_fragment(&mut frag, 1, false); // a TCP fragment at offset 8 (RFC 1858)
     let (v, _) = run(&mut b, Instant::ZERO, frag.clone());
     assert_eq!(v, Verdict::Drop(DropReason::Fragment));
     // A fragment for somebody else passes on untouched, as a router would.

@@ -12,7 +12,9 @@
 //!   under a caller secret. Both directions of a flow carry those fields, so one lookup serves
 //!   forward packets and replies; the caller's predicate checks the rest of the tuple;
 //! * a **timer wheel** ([`wheel`]) of 4-byte [`WheelBucket`]s, 1/16 s per bucket, with lazy
-//!   re-arm: a packet only stores the new deadline.
+//!   re-arm: a packet only stores the new deadline;
+//! * beside them, the **fragment table** ([`fragments`]) of 64-byte [`FragSlot`]s: the balancer
+//!   files there where a datagram's first fragment went, for its later fragments.
 //!
 //! # Bytes per entry
 //!
@@ -25,7 +27,11 @@
 //! | index: `2n − b/2` slots of 8 bytes (load ≤ 53.3 % for `n ≥ 128`, ~50 % for big `n`) | 16 − 4b/n |
 //! | wheel: `b` buckets of 4 bytes, `b = clamp(next_pow2(n)/8, 16, 65536)` | 4b/n |
 //!
-//! A million entries take 64 MiB; IPVS takes about 320 bytes per connection (§8). The index
+//! The fragment table adds one 64-byte slot per 16 entries (16 to 4,096 slots): 4 bytes per
+//! entry from 256 to 65,536 entries, less above, 1 KiB below.
+//!
+//! A million entries take 64 MiB (and 256 KiB of fragment table); IPVS takes about 320 bytes
+//! per connection (§8). The index
 //! slot count need not be a power of two (the home slot is a multiply-shift of the tag), which is
 //! what lets the index take exactly the bytes the wheel leaves.
 //!
@@ -46,7 +52,8 @@
 //!
 //! const N: usize = 64;
 //! type Res = ConnResources<N, { ConnStorage::slots_for(N).index_slots },
-//!                             { ConnStorage::slots_for(N).wheel_buckets }>;
+//!                             { ConnStorage::slots_for(N).wheel_buckets },
+//!                             { ConnStorage::slots_for(N).fragment_slots }>;
 //! let mut res = Res::new();
 //! let now = Instant::from_secs(1);
 //! let mut table = ConnTable::new(res.storage(), SipKey([1, 2]), now);
@@ -65,6 +72,7 @@
 //! ```
 
 pub mod entry;
+pub mod fragments;
 pub mod index;
 pub mod wheel;
 
@@ -80,6 +88,8 @@ use crate::hash::{flow_hash, flow_hash_bytes, SipKey};
 use crate::time::Instant;
 
 pub use entry::{ConnFlags, ConnSlot, Entry, Handle};
+pub use fragments::{FragSlot, FRAG_TIMEOUT};
+use fragments::FragTable;
 pub use index::IndexSlot;
 pub use wheel::{
     Expire, WheelBucket, EVICT_MAX_BUCKETS, EVICT_MAX_ENTRIES, MAX_TIMEOUT, TICKS_PER_SEC,
@@ -110,6 +120,10 @@ pub struct ConnSizes {
     pub index_slots: usize,
     /// Wheel buckets (`WheelBucket`, 4 bytes each); a power of two.
     pub wheel_buckets: usize,
+    /// Fragment-table slots (`FragSlot`, 64 bytes each): one per 16 entries, 16 to 4,096
+    /// (none for a table of no entries): where the balancer files the decisions of first
+    /// fragments for their later fragments.
+    pub fragment_slots: usize,
 }
 
 impl ConnSizes {
@@ -118,6 +132,7 @@ impl ConnSizes {
         self.entries * core::mem::size_of::<ConnSlot>()
             + self.index_slots * core::mem::size_of::<IndexSlot>()
             + self.wheel_buckets * core::mem::size_of::<WheelBucket>()
+            + self.fragment_slots * core::mem::size_of::<FragSlot>()
     }
 }
 
@@ -132,10 +147,13 @@ pub struct ConnStorage<'a> {
     pub(crate) index: ManagedSlice<'a, IndexSlot>,
     /// The wheel buckets; the largest power of two not above the length is used.
     pub(crate) wheel: ManagedSlice<'a, WheelBucket>,
+    /// The fragment table's slots (may be empty: later fragments are then dropped).
+    pub(crate) fragments: ManagedSlice<'a, FragSlot>,
 }
 
 impl<'a> ConnStorage<'a> {
-    /// Storage from three caller-owned arrays; size them with [`slots_for`](Self::slots_for).
+    /// Storage from three caller-owned arrays, with no fragment table; size them with
+    /// [`slots_for`](Self::slots_for).
     #[cfg(any(test, feature = "internals"))]
     pub fn new(
         entries: impl Into<ManagedSlice<'a, ConnSlot>>,
@@ -146,6 +164,16 @@ impl<'a> ConnStorage<'a> {
             entries: entries.into(),
             index: index.into(),
             wheel: wheel.into(),
+            fragments: ManagedSlice::Borrowed(&mut []),
+        }
+    }
+
+    /// The same storage with `fragments` as the fragment table's slots.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn with_fragments(self, fragments: impl Into<ManagedSlice<'a, FragSlot>>) -> Self {
+        ConnStorage {
+            fragments: fragments.into(),
+            ..self
         }
     }
 
@@ -171,10 +199,21 @@ impl<'a> ConnStorage<'a> {
         } else {
             2 * n + 1
         };
+        let mut fragment_slots = n / 16;
+        if fragment_slots < 16 {
+            fragment_slots = 16;
+        }
+        if fragment_slots > 4096 {
+            fragment_slots = 4096;
+        }
+        if n == 0 {
+            fragment_slots = 0;
+        }
         ConnSizes {
             entries: n,
             index_slots,
             wheel_buckets: b,
+            fragment_slots,
         }
     }
 
@@ -187,23 +226,33 @@ impl<'a> ConnStorage<'a> {
             entries: ManagedSlice::Owned(vec![ConnSlot::EMPTY; s.entries]),
             index: ManagedSlice::Owned(vec![IndexSlot::EMPTY; s.index_slots]),
             wheel: ManagedSlice::Owned(vec![WheelBucket::EMPTY; s.wheel_buckets]),
+            fragments: ManagedSlice::Owned(vec![FragSlot::EMPTY; s.fragment_slots]),
         }
     }
 }
 
-/// Statically sized storage for an embedded table: `N` entries, `SLOTS` index slots and
-/// `BUCKETS` wheel buckets, all zero bits after [`new`](Self::new), so a `static` of it lands in
-/// `.bss`. Spell the type with [`conn_resources!`](crate::conn_resources) (`conn_resources!(1024)`),
-/// which sizes the index and the wheel with [`ConnStorage::slots_for`], and lend it with
+/// Statically sized storage for an embedded table: `N` entries, `SLOTS` index slots,
+/// `BUCKETS` wheel buckets and `FRAGS` fragment-table slots, all zero bits after
+/// [`new`](Self::new), so a `static` of it lands in `.bss`. Spell the type with
+/// [`conn_resources!`](crate::conn_resources) (`conn_resources!(1024)`), which sizes the index,
+/// the wheel and the fragment table with [`ConnStorage::slots_for`], and lend it with
 /// [`storage`](Self::storage).
 #[derive(Debug)]
-pub struct ConnResources<const N: usize, const SLOTS: usize, const BUCKETS: usize> {
+pub struct ConnResources<
+    const N: usize,
+    const SLOTS: usize,
+    const BUCKETS: usize,
+    const FRAGS: usize,
+> {
     entries: [ConnSlot; N],
     index: [IndexSlot; SLOTS],
     wheel: [WheelBucket; BUCKETS],
+    fragments: [FragSlot; FRAGS],
 }
 
-impl<const N: usize, const SLOTS: usize, const BUCKETS: usize> ConnResources<N, SLOTS, BUCKETS> {
+impl<const N: usize, const SLOTS: usize, const BUCKETS: usize, const FRAGS: usize>
+    ConnResources<N, SLOTS, BUCKETS, FRAGS>
+{
     /// All-zero resources. Large instances belong in a `static` (or a `StaticCell`), not on
     /// the stack.
     pub const fn new() -> Self {
@@ -211,6 +260,7 @@ impl<const N: usize, const SLOTS: usize, const BUCKETS: usize> ConnResources<N, 
             entries: [ConnSlot::EMPTY; N],
             index: [IndexSlot::EMPTY; SLOTS],
             wheel: [WheelBucket::EMPTY; BUCKETS],
+            fragments: [FragSlot::EMPTY; FRAGS],
         }
     }
 
@@ -220,12 +270,13 @@ impl<const N: usize, const SLOTS: usize, const BUCKETS: usize> ConnResources<N, 
             entries: ManagedSlice::Borrowed(&mut self.entries[..]),
             index: ManagedSlice::Borrowed(&mut self.index[..]),
             wheel: ManagedSlice::Borrowed(&mut self.wheel[..]),
+            fragments: ManagedSlice::Borrowed(&mut self.fragments[..]),
         }
     }
 }
 
-impl<const N: usize, const SLOTS: usize, const BUCKETS: usize> Default
-    for ConnResources<N, SLOTS, BUCKETS>
+impl<const N: usize, const SLOTS: usize, const BUCKETS: usize, const FRAGS: usize> Default
+    for ConnResources<N, SLOTS, BUCKETS, FRAGS>
 {
     fn default() -> Self {
         Self::new()
@@ -281,6 +332,9 @@ pub struct ConnTable<'a> {
     clock_ms: u64,
     /// The entry last handed out by `poll_expired` (raw handle), 0 = none.
     detached: u32,
+    /// The decisions of first fragments, for the later ones (the balancer's; see
+    /// [`fragments`]).
+    pub(crate) fragments: FragTable<'a>,
 }
 
 impl<'a> ConnTable<'a> {
@@ -302,6 +356,7 @@ impl<'a> ConnTable<'a> {
             entries,
             mut index,
             mut wheel,
+            fragments,
         } = storage;
         let index_len = index.len().min(u32::MAX as usize);
         let wheel_len = wheel.len().min(MAX_BUCKETS);
@@ -335,6 +390,7 @@ impl<'a> ConnTable<'a> {
             earliest: cursor,
             clock_ms: now.millis(),
             detached: 0,
+            fragments: FragTable::new(fragments, secret),
         }
     }
 
@@ -650,15 +706,17 @@ impl<'a> ConnTable<'a> {
         self.free = 0;
         self.detached = 0;
         self.earliest = self.cursor;
+        self.fragments.clear();
     }
 }
 
-/// The [`ConnResources`] type for a table of `N` connections, its index and wheel sized by
-/// [`ConnStorage::slots_for`] (at most 64 bytes per connection in all):
+/// The [`ConnResources`] type for a table of `N` connections, its index, wheel and fragment
+/// table sized by [`ConnStorage::slots_for`] (at most 64 bytes per connection, plus 4 for the
+/// fragment table from 256 connections on, and 1 KiB below that):
 ///
 /// ```
 /// type Conns = lb_core::conn_resources!(1024);
-/// assert!(core::mem::size_of::<Conns>() <= 64 * 1024);
+/// assert!(core::mem::size_of::<Conns>() <= 68 * 1024);
 /// let mut res = Box::new(Conns::new());
 /// let storage = res.storage();
 /// ```
@@ -669,6 +727,7 @@ macro_rules! conn_resources {
             { $n },
             { $crate::ConnStorage::slots_for($n).index_slots },
             { $crate::ConnStorage::slots_for($n).wheel_buckets },
+            { $crate::ConnStorage::slots_for($n).fragment_slots },
         >
     };
 }

@@ -100,7 +100,12 @@ fn sizes_stay_within_64_bytes_per_entry() {
         assert_eq!(s.entries, n);
         assert!(s.wheel_buckets.is_power_of_two());
         assert!(s.index_slots > n, "n={n}");
-        assert!(s.bytes() <= 64 * n, "n={n}: {} bytes", s.bytes());
+        let frags = s.fragment_slots * core::mem::size_of::<FragSlot>();
+        assert_eq!(core::mem::size_of::<FragSlot>(), 64);
+        assert!(s.bytes() - frags <= 64 * n, "n={n}: {} bytes", s.bytes());
+        // The fragment table: 4 bytes per entry, at least 1 KiB, at most 256 KiB.
+        assert!(frags <= (4 * n).clamp(1024, 256 * 1024), "n={n}: {frags}");
+        assert!(s.fragment_slots >= 16);
         if n >= 128 {
             // Index load at most ~53.3 % (b ≤ n/4).
             assert!(n * 10_000 <= s.index_slots * 5334, "n={n}: {s:?}");
@@ -115,9 +120,9 @@ fn sizes_stay_within_64_bytes_per_entry() {
 
 #[test]
 fn resources_are_const_and_lend_storage() {
-    static EMPTY: ConnResources<4, 9, 16> = ConnResources::new();
+    static EMPTY: ConnResources<4, 9, 16, 0> = ConnResources::new();
     let _ = &EMPTY;
-    let mut res = ConnResources::<32, { ConnStorage::slots_for(32).index_slots }, 16>::new();
+    let mut res = ConnResources::<32, { ConnStorage::slots_for(32).index_slots }, 16, 0>::new();
     let mut t = ConnTable::new(res.storage(), SipKey([5, 6]), ms(0));
     assert_eq!(t.capacity(), 32);
     for i in 0..32 {

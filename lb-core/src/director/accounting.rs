@@ -116,6 +116,36 @@ impl Director<'_> {
         }
     }
 
+    /// Adds `bytes` to a connection's byte counters (out: server → client) without a packet:
+    /// a later fragment of a datagram, whose first fragment counted the packet (IPVS counts the
+    /// reassembled datagram once).
+    pub(crate) fn count_bytes(
+        &mut self,
+        server: ServerId,
+        svc: ServiceId,
+        bytes: usize,
+        out: bool,
+    ) {
+        let Some(i) = self.used(server) else { return };
+        if self.service_of(i) != usize::from(svc) {
+            return;
+        }
+        let bytes = bytes as u64;
+        let st = &mut self.servers[i].stats;
+        if out {
+            st.out_bytes += bytes;
+        } else {
+            st.in_bytes += bytes;
+        }
+        if let Some(svc) = self.svc_mut(usize::from(svc)) {
+            if out {
+                svc.stats.out_bytes += bytes;
+            } else {
+                svc.stats.in_bytes += bytes;
+            }
+        }
+    }
+
     /// [`count_in`](Self::count_in) (or, with `out`, [`count_out`](Self::count_out)) for a
     /// connection entry's server and service: the entry's service is always its server's, so
     /// the per-packet path need not derive it from the server slot (a division).

@@ -5,7 +5,13 @@
 //! * [`rewrite_src`] on a RIP:rport → client reply to make it come from VIP:vport
 //!   (`snat_handler`),
 //! * [`rewrite_icmp_to_server`] / [`rewrite_icmp_to_client`] on an ICMP error about a NAT flow
-//!   (`ip_vs_nat_icmp` / `_v6`).
+//!   (`ip_vs_nat_icmp` / `_v6`),
+//! * [`rewrite_fragment`] on a later fragment of a datagram whose first fragment one of the
+//!   first two rewrote (the address only: ports and L4 checksum are in the first fragment).
+//!
+//! IPv6 extension headers stay where they are: the rewrites work at the L4 offset the parse
+//! found past them, and the pseudo-header's destination is the IPv6 destination (a Routing
+//! header is only accepted with no segments left, where that is the final destination).
 //!
 //! Each changes only the address and port bytes in place and updates every checksum covering
 //! them incrementally (RFC 1624, [`crate::checksum::Delta`]): the IPv4 header checksum and the
@@ -42,7 +48,8 @@ pub use reply::{
     ICMPV6_ERROR_MAX,
 };
 pub use rewrite::{
-    rewrite_dst, rewrite_flow, rewrite_icmp_to_client, rewrite_icmp_to_server, rewrite_src,
+    rewrite_dst, rewrite_flow, rewrite_fragment, rewrite_icmp_to_client, rewrite_icmp_to_server,
+    rewrite_src,
 };
 
 /// Why a rewrite refused to touch a packet. The packet is left unchanged.

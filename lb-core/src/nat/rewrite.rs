@@ -2,7 +2,7 @@
 //! (real server → client), and an ICMP error about a NAT flow, each with its checksums updated
 //! incrementally (RFC 1624).
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use super::{octets, NatError};
 use crate::addr::Protocol;
@@ -184,6 +184,29 @@ fn rewrite_l4(
         sum = 0xffff;
     }
     pkt[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
+/// A later fragment (`Kind::Fragment`) of a datagram whose first fragment [`rewrite_dst`] (or,
+/// with `src`, [`rewrite_src`]) rewrote: sets its destination (source) address to `addr`,
+/// updating the IPv4 header checksum. Nothing else: the ports and the L4 checksum sit in the
+/// first fragment, and the first fragment's update is right for the whole datagram (the
+/// checksum is one sum over the pseudo-header and every fragment's data: the new address
+/// enters it once). Call it with the address the first fragment got.
+#[inline]
+pub fn rewrite_fragment(buf: &mut [u8], p: &Parsed, addr: IpAddr, src: bool) -> Result<(), NatError> {
+    if p.kind != Kind::Fragment {
+        return Err(NatError::WrongKind);
+    }
+    if addr.is_ipv6() != p.v6 {
+        return Err(NatError::FamilyMismatch);
+    }
+    let (bytes, n) = octets(addr);
+    let mut d = Delta::ZERO;
+    put(buf, addr_offset(p.v6, src), &bytes[..n], &mut d)?;
+    if !p.v6 {
+        fix(buf, IPV4_CHECKSUM, d)?;
+    }
     Ok(())
 }
 

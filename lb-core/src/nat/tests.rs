@@ -34,6 +34,42 @@ fn icmp_error(p: &Parsed) -> IcmpError {
 }
 
 #[test]
+fn a_datagram_rewritten_fragment_by_fragment_reassembles_valid() {
+    // The first fragment's incremental L4 update covers the data of the later ones.
+    for (c, vip, rip) in [
+        ("192.0.2.7:5353", "198.51.100.1:53", "10.1.0.9:5300"),
+        ("[2001:db8::7]:5353", "[2001:db8:1::1]:53", "[2001:db8:2::9]:5300"),
+    ] {
+        let (c, vip, rip) = (sa(c), sa(vip), sa(rip));
+        let d = pkt::udp(c, vip, &[0x5a; 2500]);
+        let mut frags = pkt::fragments(&d, 0, &[1000, 2000], 3);
+        let first = parse(&frags[0]).unwrap();
+        rewrite_dst(&mut frags[0], &first, rip).unwrap();
+        for f in &mut frags[1..] {
+            let p = parse(f).unwrap();
+            assert_eq!(rewrite_dst(f, &p, rip), Err(NatError::WrongKind));
+            let other = if rip.is_ipv4() { ipa("::1") } else { ipa("10.0.0.1") };
+            assert_eq!(
+                rewrite_fragment(f, &p, other, false),
+                Err(NatError::FamilyMismatch)
+            );
+            rewrite_fragment(f, &p, rip.ip(), false).unwrap();
+            if rip.is_ipv4() {
+                assert!(checksum::ipv4_header_verifies(&f[..20]));
+            }
+        }
+        assert_eq!(
+            rewrite_fragment(&mut frags[0].clone(), &first, rip.ip(), false),
+            Err(NatError::WrongKind)
+        );
+        let whole = pkt::reassemble(&frags).unwrap();
+        assert!(pkt::checksums_ok(&whole));
+        assert_eq!(pkt::dst_of(&whole), Some(rip));
+        assert_eq!(pkt::src_of(&whole), Some(c));
+    }
+}
+
+#[test]
 fn dnat_then_snat_v4_tcp() {
     let (c, vip, rip) = (
         sa("192.0.2.7:40000"),

@@ -68,6 +68,7 @@ impl Flow {
             src: SocketAddr::new(ip_of(self.v6, &self.src), self.sport),
             dst: SocketAddr::new(ip_of(self.v6, &self.dst), self.dport),
             kind: Kind::Transport,
+            fragment: None,
         }
     }
 }

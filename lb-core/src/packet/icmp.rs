@@ -5,6 +5,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use smoltcp::wire::{Icmpv4Packet, Ipv4Packet, Ipv6Packet};
 
+use super::ip::walk_v6;
 use super::{Kind, Malformed, ICMP_HEADER, IPV4_MIN_HEADER, IPV6_HEADER, QUOTED_L4};
 use crate::addr::Protocol;
 
@@ -23,7 +24,8 @@ pub struct IcmpError {
     pub dst: SocketAddr,
     /// Offset of the quoted IP header in the buffer.
     pub ip_offset: u16,
-    /// Offset of the quoted TCP/UDP header in the buffer (at least 8 bytes of it are present).
+    /// Offset of the quoted TCP/UDP header in the buffer, past any quoted IPv6 extension
+    /// headers (at least 8 bytes of it are present).
     pub l4_offset: u16,
     /// ICMP type (e.g. 3 = destination unreachable for ICMPv4, 2 = packet too big for ICMPv6).
     pub icmp_type: u8,
@@ -113,12 +115,17 @@ fn parse_quoted_v6(q: &[u8]) -> Result<Quoted, Malformed> {
         return Err(Malformed::BadEmbeddedPacket);
     }
     let ip = Ipv6Packet::new_unchecked(q);
-    // Extension headers (a Fragment header included) are not walked: not a flow we track.
-    let Some(proto) = Protocol::from_number(u8::from(ip.next_header())) else {
+    // The quoted extension headers are walked as the outer ones; the quote ends where the
+    // error was cut, not where the quoted payload length says.
+    let chain = walk_v6(q).map_err(|_| Malformed::BadEmbeddedPacket)?;
+    let Some(proto) = Protocol::from_number(chain.proto) else {
         return Ok(None);
     };
-    let (sport, dport) = quoted_ports(&q[IPV6_HEADER..])?;
+    if chain.fragment.is_some_and(|f| f.offset != 0) {
+        return Ok(None);
+    }
+    let (sport, dport) = quoted_ports(&q[chain.l4_offset..])?;
     let src = SocketAddr::new(IpAddr::V6(ip.src_addr()), sport);
     let dst = SocketAddr::new(IpAddr::V6(ip.dst_addr()), dport);
-    Ok(Some((proto, src, dst, IPV6_HEADER)))
+    Ok(Some((proto, src, dst, chain.l4_offset)))
 }

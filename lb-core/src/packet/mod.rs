@@ -11,26 +11,35 @@
 //! reason smoltcp's unit error does not).
 //!
 //! What is recognised:
-//! * IPv4 and IPv6 carrying TCP or UDP: [`Kind::Transport`].
+//! * IPv4 and IPv6 carrying TCP or UDP: [`Kind::Transport`]. IPv6 extension headers are walked
+//!   to the upper-layer header as the kernel's `ipv6_skip_exthdr` does (Hop-by-Hop, Routing,
+//!   Fragment, Destination Options, AH); [`Parsed::l4_offset`] is past them, and the rewrites
+//!   leave them as they are.
+//! * Fragments ([`Parsed::fragment`]): the first fragment of a TCP/UDP datagram is
+//!   [`Kind::Transport`] with its ports (it must hold the whole TCP header or the 8-byte UDP
+//!   header); a later one is [`Kind::Fragment`], with no ports. An IPv6 atomic fragment
+//!   (Fragment header with offset 0 and M clear, RFC 6946) is a whole packet, as is an IPv4
+//!   packet with MF clear and offset 0 (DF or not).
 //! * ICMPv4 DEST_UNREACH, SOURCE_QUENCH and TIME_EXCEEDED, and ICMPv6 errors (types 1–127),
-//!   quoting a TCP or UDP packet: [`Kind::IcmpError`]. Only the quoted IP header and the first
-//!   8 bytes of the quoted L4 header must be present (RFC 792); the ports sit in those 8 bytes.
+//!   quoting a TCP or UDP packet (its IPv6 extension headers walked): [`Kind::IcmpError`]. Only
+//!   the quoted IP header (and extension headers) and the first 8 bytes of the quoted L4
+//!   header must be present (RFC 792); the ports sit in those 8 bytes.
 //! * ICMPv4 echo request (type 8) and ICMPv6 echo request (type 128): [`Kind::EchoRequest`], so a
 //!   frontend can answer pings to a VIP ([`crate::nat::write_echo_reply`]).
 //! * Anything else well-formed (other protocols, other ICMP, ICMP errors quoting something other
-//!   than TCP/UDP or a non-first fragment): [`Kind::Other`], for the caller to pass on or drop.
+//!   than TCP/UDP or a non-first fragment, ESP, No Next Header): [`Kind::Other`], for the
+//!   caller to pass on or drop.
 //!
 //! Checked and refused ([`Malformed`], a counted drop for the balancer): truncation, bad version,
-//! IHL or total length, a bad IPv4 header checksum, a bad TCP data offset or UDP length.
+//! IHL or total length, a bad IPv4 header checksum, a bad TCP data offset or UDP length, tiny
+//! fragments (RFC 1858 §3: a first fragment without the whole TCP or UDP header, a TCP fragment
+//! at offset 8), an IPv6 Routing header with segments left (the packet is not at its final
+//! destination), a second Fragment header or more than 8 extension headers.
 //! Bytes after the IP total length (link-layer padding) are ignored.
 //!
-//! Deliberate limitations, each a counted drop:
-//! * **Fragments** (IPv4 MF set or fragment offset ≠ 0, or an IPv6 Fragment header) are refused
-//!   with [`Malformed::Fragment`]: lb-core does not reassemble, and a non-first fragment has no
-//!   ports to look up. IPVS sees reassembled packets (conntrack defragments before it).
-//! * **IPv6 extension headers** (Hop-by-Hop, Routing, Destination Options, AH, Mobility, HIP,
-//!   Shim6, experimental 253/254) are refused with [`Malformed::Ipv6ExtensionHeaders`]: the
-//!   header chain is not walked.
+//! The parse reads one packet: fragments are not reassembled here (the balancer forwards them
+//! one by one, `balancer/fragments.rs`), and overlapping fragments (RFC 5722) are for the
+//! receiver to refuse.
 //!
 //! L4 checksums are not verified, as in IPVS: the rewrites update them incrementally, so a
 //! corrupt segment stays detectably corrupt for its receiver.
@@ -59,8 +68,6 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 /// IP protocol number (IPv6 next header) of ICMPv6.
 pub const PROTO_ICMPV6: u8 = 58;
-/// IPv6 next header of the Fragment header.
-const PROTO_IPV6_FRAGMENT: u8 = 44;
 
 const IPV4_MIN_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
@@ -88,10 +95,13 @@ pub enum Malformed {
     BadTcpDataOffset,
     /// UDP length below 8 or beyond the IP payload.
     BadUdpLength,
-    /// An IPv6 extension header (other than Fragment): the chain is not walked.
+    /// An IPv6 extension-header chain lb-core does not follow: a Routing header with segments
+    /// left (the destination is not the final one), a second Fragment header, or more than 8
+    /// extension headers.
     Ipv6ExtensionHeaders,
-    /// An IPv4 or IPv6 fragment: lb-core does not reassemble.
-    Fragment,
+    /// A tiny fragment (RFC 1858 §3): a first fragment that does not hold the whole TCP header
+    /// or the 8-byte UDP header, or a TCP fragment at offset 8 (it would overwrite the flags).
+    TinyFragment,
     /// An ICMP error whose quoted packet is not a whole IP header of the outer family plus
     /// 8 bytes of L4 header. The outer packet is well-formed: the balancer passes it on unless
     /// it is addressed to a virtual address.
@@ -108,8 +118,10 @@ impl fmt::Display for Malformed {
             Malformed::BadIpv4HeaderChecksum => "bad IPv4 header checksum",
             Malformed::BadTcpDataOffset => "bad TCP data offset",
             Malformed::BadUdpLength => "bad UDP length",
-            Malformed::Ipv6ExtensionHeaders => "IPv6 extension headers are not supported",
-            Malformed::Fragment => "IP fragments are not supported",
+            Malformed::Ipv6ExtensionHeaders => {
+                "IPv6 routing header with segments left, or too many extension headers"
+            }
+            Malformed::TinyFragment => "tiny fragment (RFC 1858)",
             Malformed::BadEmbeddedPacket => "ICMP error quotes an incomplete or foreign packet",
         })
     }
@@ -124,12 +136,26 @@ pub enum Kind {
     IcmpError(IcmpError),
     /// An ICMPv4 or ICMPv6 echo request.
     EchoRequest,
+    /// A fragment after the first of a datagram (offset ≠ 0): no L4 header, no ports;
+    /// [`Parsed::fragment`] says which datagram and `proto` its protocol.
+    Fragment,
     /// Well-formed but nothing lb-core balances.
     Other,
 }
 
+/// Where a fragment sits in its datagram (IPv4 flags and offset, or an IPv6 Fragment header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fragment {
+    /// The datagram's identification: IPv4's 16 bits, or the Fragment header's 32.
+    pub id: u32,
+    /// Where the fragment's data starts in the datagram's payload, in bytes (a multiple of 8).
+    pub offset: u16,
+    /// More fragments follow (IPv4 MF, IPv6 M).
+    pub more: bool,
+}
+
 /// A parsed IP packet: everything the balancer and the rewrites need, with no reference to the
-/// buffer. 148 bytes on 64-bit targets (mostly four `SocketAddr`s of 32 bytes).
+/// buffer. 160 bytes on 64-bit targets (mostly four `SocketAddr`s of 32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Parsed {
     /// IPv6 (else IPv4).
@@ -138,7 +164,8 @@ pub struct Parsed {
     pub proto: u8,
     /// TCP header flags (byte 13; see [`crate::tcp::flags`]); 0 unless TCP.
     pub tcp_flags: u8,
-    /// Offset of the L4 header (TCP, UDP or ICMP) in the buffer: the IP header length.
+    /// Offset of the L4 header (TCP, UDP or ICMP) in the buffer: the IP header length, IPv6
+    /// extension headers included (for [`Kind::Fragment`], where the fragment's data starts).
     pub l4_offset: u16,
     /// Bytes of L4 payload: after the TCP header (options included), after the 8-byte UDP
     /// header (per the UDP length field), or after the 8-byte ICMP header; 0 for `Other`.
@@ -152,6 +179,9 @@ pub struct Parsed {
     pub dst: SocketAddr,
     /// What the packet is.
     pub kind: Kind,
+    /// The packet's place in its datagram if it is a fragment (not an atomic one); `None` for a
+    /// whole packet.
+    pub fragment: Option<Fragment>,
 }
 
 impl Parsed {

@@ -93,8 +93,9 @@ fn every_malformed_reason() {
         v4(&|b| b[2..4].copy_from_slice(&[0, 19])),
         Err(Malformed::BadTotalLength)
     );
-    assert_eq!(v4(&|b| b[6] |= 0x20), Err(Malformed::Fragment));
-    assert_eq!(v4(&|b| b[7] = 1), Err(Malformed::Fragment));
+    // A first fragment of 21 bytes of TCP holds the header: read; one at offset 8: tiny.
+    assert_eq!(v4(&|b| b[6] |= 0x20).map(|p| p.kind), Ok(Kind::Transport));
+    assert_eq!(v4(&|b| b[7] = 1), Err(Malformed::TinyFragment));
     assert_eq!(v4(&|b| b[6] = 0x40), Ok(parse(&good).unwrap())); // DF is fine
     assert_eq!(v4(&|b| b[32] = 0x40), Err(Malformed::BadTcpDataOffset));
     assert_eq!(v4(&|b| b[32] = 0x60), Err(Malformed::BadTcpDataOffset));
@@ -123,9 +124,13 @@ fn every_malformed_reason() {
         b[6] = nh;
         parse(&b)
     };
-    assert_eq!(next(44), Err(Malformed::Fragment));
-    for nh in [0, 43, 51, 60, 135, 139, 140, 253, 254] {
-        assert_eq!(next(nh), Err(Malformed::Ipv6ExtensionHeaders), "nh {nh}");
+    // Headers lb-core walks, reading the UDP header as one: cut short.
+    for nh in [0, 43, 44, 51, 60] {
+        assert_eq!(next(nh), Err(Malformed::Truncated), "nh {nh}");
+    }
+    // Mobility, HIP, Shim6, experimental: upper layers to the kernel's walk too.
+    for nh in [135, 139, 140, 253, 254] {
+        assert_eq!(next(nh).map(|p| p.kind), Ok(Kind::Other), "nh {nh}");
     }
     assert_eq!(next(59).map(|p| p.kind), Ok(Kind::Other));
     assert_eq!(parse(&v6[..39]), Err(Malformed::Truncated));
@@ -144,7 +149,7 @@ fn malformed_display_is_distinct() {
         BadTcpDataOffset,
         BadUdpLength,
         Ipv6ExtensionHeaders,
-        Fragment,
+        TinyFragment,
         BadEmbeddedPacket,
     ];
     let texts: std::collections::BTreeSet<_> =
@@ -245,11 +250,174 @@ fn icmpv6_error_quoting_udp() {
     assert_eq!(parse(&pkt).unwrap().kind, Kind::Other);
 }
 
+/// An IPv6 Hop-by-Hop header of 8 bytes (a PadN option), Destination Options of 16, a
+/// Routing header with no segments left, AH: the bytes after each next-header byte.
+const HBH: [u8; 7] = [0, 1, 4, 0, 0, 0, 0];
+const DEST_OPTS_16: [u8; 15] = [1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const ROUTING_DONE: [u8; 23] = [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const AH: [u8; 15] = [2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0];
+
+#[test]
+fn ipv6_extension_headers_are_walked_to_the_transport_header() {
+    let (c, v) = (sa("[2001:db8::7]:40000"), sa("[2001:db8:1::1]:80"));
+    let seg = pkt::segment(c, v, SYN, 1, 0, b"hi");
+    let plain = parse(&seg).unwrap();
+    // Innermost first: each call puts its header right after the fixed header.
+    let chain = pkt::ipv6_ext(&seg, 51, &AH); // AH: (2 + 2) * 4 = 16 bytes
+    let chain = pkt::ipv6_ext(&chain, 60, &DEST_OPTS_16);
+    let chain = pkt::ipv6_ext(&chain, 43, &ROUTING_DONE);
+    let chain = pkt::ipv6_ext(&chain, 0, &HBH);
+    let p = parse(&chain).unwrap();
+    assert_eq!(p.l4_offset, 40 + 8 + 24 + 16 + 16);
+    assert_eq!(
+        (p.kind, p.proto, p.src, p.dst, p.tcp_flags, p.payload_len, p.fragment),
+        (Kind::Transport, PROTO_TCP, c, v, SYN, 2, None)
+    );
+    assert_eq!(p.total_len as usize, chain.len());
+    assert_eq!(parse_flow(&chain), None, "the fast path stays for the common shape");
+    assert_eq!(parse_flow(&seg).map(|f| f.to_parsed()), Some(plain));
+    // A Routing header with segments left: the VIP is not the final destination.
+    let mut routing = ROUTING_DONE;
+    routing[2] = 1;
+    assert_eq!(
+        parse(&pkt::ipv6_ext(&seg, 43, &routing)),
+        Err(Malformed::Ipv6ExtensionHeaders)
+    );
+    // Nine headers: more than lb-core walks.
+    let mut long = seg.clone();
+    for _ in 0..9 {
+        long = pkt::ipv6_ext(&long, 60, &HBH);
+    }
+    assert_eq!(parse(&long), Err(Malformed::Ipv6ExtensionHeaders));
+    // A header longer than the packet.
+    let mut cut = pkt::ipv6_ext(&seg, 0, &HBH);
+    cut[41] = 200;
+    assert_eq!(parse(&cut), Err(Malformed::Truncated));
+    // ESP and No Next Header after a Hop-by-Hop header: nothing lb-core reads.
+    for nh in [50, 59] {
+        let mut q = pkt::ipv6_ext(&seg, 0, &HBH);
+        q[40] = nh;
+        assert_eq!(parse(&q).map(|p| p.kind), Ok(Kind::Other), "{nh}");
+    }
+}
+
+#[test]
+fn fragments_first_with_ports_later_without() {
+    for (c, v) in [
+        (sa("192.0.2.7:5353"), sa("198.51.100.1:53")),
+        (sa("[2001:db8::7]:5353"), sa("[2001:db8:1::1]:53")),
+    ] {
+        let d = pkt::udp(c, v, &[9; 3000]);
+        let frags = pkt::fragments(&d, 0, &[1480, 2960], 0xabcd_1234);
+        let first = parse(&frags[0]).unwrap();
+        let id = if c.is_ipv6() { 0xabcd_1234 } else { 0x1234 };
+        assert_eq!(
+            (first.kind, first.src, first.dst, first.proto),
+            (Kind::Transport, c, v, PROTO_UDP)
+        );
+        assert_eq!(first.payload_len, 1480 - 8, "the fragment's share");
+        assert_eq!(
+            first.fragment,
+            Some(Fragment {
+                id,
+                offset: 0,
+                more: true
+            })
+        );
+        assert_eq!(first.l4_offset, if c.is_ipv6() { 48 } else { 20 });
+        for (k, f) in frags[1..].iter().enumerate() {
+            let p = parse(f).unwrap();
+            assert_eq!((p.kind, p.proto), (Kind::Fragment, PROTO_UDP));
+            assert_eq!((p.src.ip(), p.dst.ip(), p.src.port()), (c.ip(), v.ip(), 0));
+            assert_eq!(
+                p.fragment,
+                Some(Fragment {
+                    id,
+                    offset: [1480, 2960][k],
+                    more: k == 0
+                })
+            );
+            assert_eq!(parse_flow(f), None);
+        }
+        assert_eq!(parse_flow(&frags[0]), None);
+    }
+}
+
+#[test]
+fn atomic_fragments_are_whole_packets() {
+    // RFC 6946: a Fragment header with offset 0 and M clear.
+    let seg = pkt::udp(sa("[2001:db8::7]:5353"), sa("[2001:db8:1::1]:53"), b"q");
+    let atomic = pkt::ipv6_ext(&seg, 44, &[0, 0, 0, 0, 0, 0, 9]);
+    let p = parse(&atomic).unwrap();
+    assert_eq!((p.kind, p.fragment, p.l4_offset), (Kind::Transport, None, 48));
+    // IPv4 with DF and no MF/offset is no fragment, whatever its identification.
+    let mut df = pkt::udp(sa("192.0.2.7:5353"), sa("198.51.100.1:53"), b"q");
+    df[4..6].copy_from_slice(&[1, 2]);
+    df[6] = 0x40;
+    pkt::refresh_ipv4_checksum(&mut df);
+    assert_eq!(parse(&df).unwrap().fragment, None);
+    // A second Fragment header: refused.
+    let twice = pkt::ipv6_ext(&atomic, 44, &[0, 0, 1, 0, 0, 0, 9]);
+    assert_eq!(parse(&twice), Err(Malformed::Ipv6ExtensionHeaders));
+}
+
+#[test]
+fn tiny_fragments_are_refused() {
+    // RFC 1858 §3: a first fragment without the whole TCP header, and a TCP fragment at
+    // offset 8, which would overwrite the flags of the first.
+    for (c, v) in [
+        (sa("192.0.2.7:40000"), sa("198.51.100.1:80")),
+        (sa("[2001:db8::7]:40000"), sa("[2001:db8:1::1]:80")),
+    ] {
+        let seg = Tcp::new(c, v, ACK).options(&SYN_OPTIONS).payload(&[1; 40]).build();
+        let frags = pkt::fragments(&seg, 0, &[16], 1);
+        assert_eq!(parse(&frags[0]), Err(Malformed::TinyFragment));
+        let frags = pkt::fragments(&seg, 0, &[24], 1);
+        assert_eq!(parse(&frags[0]), Err(Malformed::TinyFragment), "options cut");
+        let frags = pkt::fragments(&seg, 0, &[8], 1);
+        assert_eq!(parse(&frags[1]), Err(Malformed::TinyFragment), "offset 8");
+        let frags = pkt::fragments(&seg, 0, &[40], 1);
+        assert_eq!(parse(&frags[0]).unwrap().kind, Kind::Transport);
+        assert_eq!(parse(&frags[1]).unwrap().kind, Kind::Fragment);
+        let d = pkt::udp(c, v, &[1; 40]);
+        let frags = pkt::fragments(&d, 0, &[8], 1);
+        assert_eq!(parse(&frags[0]).unwrap().kind, Kind::Transport, "8 bytes of UDP");
+        assert_eq!(parse(&frags[1]).unwrap().kind, Kind::Fragment, "UDP at offset 8");
+    }
+    // A UDP first fragment of 4 bytes (cut by hand: fragments cut at multiples of 8).
+    let d = pkt::udp(sa("192.0.2.7:1"), sa("198.51.100.1:2"), &[1; 40]);
+    let mut tiny = d[..24].to_vec();
+    tiny[2..4].copy_from_slice(&24u16.to_be_bytes());
+    tiny[6] = 0x20;
+    pkt::refresh_ipv4_checksum(&mut tiny);
+    assert_eq!(parse(&tiny), Err(Malformed::TinyFragment));
+}
+
+#[test]
+fn icmpv6_errors_quoting_extension_headers_are_walked() {
+    let (client, vip) = (sa("[2001:db8::7]:5353"), sa("[2001:db8:1::1]:53"));
+    let reply = pkt::udp(vip, client, &[7; 30]);
+    let quoted = pkt::ipv6_ext(&pkt::ipv6_ext(&reply, 60, &DEST_OPTS_16), 0, &HBH);
+    let err = pkt::icmp(ipa("2001:db8:9::1"), vip.ip(), 1, 4, &quoted[..40 + 24 + 8]);
+    let e = icmp_kind(&parse(&err).unwrap());
+    assert_eq!((e.proto, e.src, e.dst), (Protocol::Udp, vip, client));
+    assert_eq!((e.ip_offset, e.l4_offset), (48, 48 + 40 + 24));
+    // Cut inside the extension headers: an incomplete quote.
+    let err = pkt::icmp(ipa("2001:db8:9::1"), vip.ip(), 1, 4, &quoted[..40 + 20]);
+    assert_eq!(parse(&err), Err(Malformed::BadEmbeddedPacket));
+    // Quoting a later fragment: unrelated; quoting a first fragment: its ports.
+    let frags = pkt::fragments(&pkt::udp(vip, client, &[1; 100]), 0, &[48], 5);
+    let err = pkt::icmp(ipa("2001:db8:9::1"), vip.ip(), 1, 4, &frags[1]);
+    assert_eq!(parse(&err).unwrap().kind, Kind::Other);
+    let err = pkt::icmp(ipa("2001:db8:9::1"), vip.ip(), 1, 4, &frags[0]);
+    assert_eq!(icmp_kind(&parse(&err).unwrap()).src, vip);
+}
+
 #[test]
 fn parsed_size() {
     let n = core::mem::size_of::<Parsed>();
     std::println!("Parsed = {n} bytes");
-    assert!(n <= 152, "{n}");
+    assert!(n <= 160, "{n}");
 }
 
 proptest! {
@@ -296,10 +464,14 @@ proptest! {
         }
         let full = parse(&pkt);
         let common = pkt.first().is_some_and(|b| *b == 0x45 || b >> 4 == 6);
+        // The common shape: no fragment, no IPv6 extension header.
+        let common_transport = |p: &Parsed| {
+            p.kind == Kind::Transport && p.fragment.is_none() && (!p.v6 || p.l4_offset == 40)
+        };
         match parse_flow(&pkt) {
             Some(f) => prop_assert_eq!(Ok(f.to_parsed()), full),
             None => prop_assert!(
-                !common || !matches!(full, Ok(Parsed { kind: Kind::Transport, .. })),
+                !common || !full.as_ref().is_ok_and(common_transport),
                 "parse_flow refused {:02x?}, parse read {:?}", pkt, full
             ),
         }

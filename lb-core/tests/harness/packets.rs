@@ -19,6 +19,8 @@ use lb_core::{
     Transmit, Verdict,
 };
 
+use std::collections::HashMap;
+
 use super::inv::{check_table, check_verdict, Deadlines};
 use super::{pkt, setup};
 
@@ -113,6 +115,38 @@ pub enum Body {
     },
     /// An echo request to a VIP (or elsewhere).
     Echo { v6: bool, to_vip: bool, len: u8 },
+    /// One fragment of a datagram of the flow (client → service, or with `reply` the
+    /// server's reply): its L4 part cut into 2–5 pieces of multiples of 8 bytes, `piece`
+    /// picks one, so the pieces of a datagram arrive over several specs in any order, some
+    /// twice, some never. `overlap` moves the piece's start back 8 bytes (overlapping the one
+    /// before: RFC 5722's case); `hbh` puts a Hop-by-Hop header before an IPv6 Fragment
+    /// header. Few identifications, so the pieces of one datagram meet.
+    Fragment {
+        flow: Flow,
+        reply: bool,
+        id: u8,
+        pieces: u8,
+        piece: u8,
+        overlap: bool,
+        hbh: bool,
+    },
+    /// A packet of the flow with a chain of IPv6 extension headers (each byte one header:
+    /// Hop-by-Hop, Destination Options, Routing with no or one segment left, AH, an atomic
+    /// Fragment header); an IPv4 flow's packet gets none.
+    Ext {
+        flow: Flow,
+        reply: bool,
+        chain: Vec<u8>,
+    },
+    /// An ICMP error quoting the flow (as `IcmpError`) whose outer destination is chosen
+    /// apart from the quote: the VIP, the client, a real server or a stranger, so most do not
+    /// match the quoted source.
+    IcmpOuter {
+        flow: Flow,
+        server_side: bool,
+        quote: u8,
+        to: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -240,6 +274,61 @@ fn l4(proto: u8, src: SocketAddr, dst: SocketAddr, f: &Flow) -> Vec<u8> {
     }
 }
 
+/// The flow's packet: client → service, or with `reply` the server's reply.
+fn flow_packet(b: &Balancer<'_>, f: &Flow, reply: bool) -> Vec<u8> {
+    let (proto, vip) = target(f);
+    let c = client(vip.is_ipv6(), f.client);
+    if reply {
+        l4(proto, server_endpoint(b, f, vip), c, f)
+    } else {
+        l4(proto, c, vip, f)
+    }
+}
+
+/// One piece of the flow's datagram cut into fragments (see `Body::Fragment`).
+fn fragment_of(p: &[u8], id: u8, pieces: u8, piece: u8, overlap: bool, hbh: bool) -> Vec<u8> {
+    let v6 = p.first().is_some_and(|b| b >> 4 == 6);
+    let (p, ext) = if v6 && hbh {
+        (pkt::ipv6_ext(p, 0, &[0, 1, 4, 0, 0, 0, 0]), 8)
+    } else {
+        (p.to_vec(), 0)
+    };
+    let hdr = if v6 {
+        40 + ext
+    } else {
+        usize::from(p[0] & 15) * 4
+    };
+    let data = p.len() - hdr;
+    let n = 2 + usize::from(pieces % 4);
+    let step = (data.div_ceil(n)).div_ceil(8).max(1) * 8;
+    let mut cuts: Vec<usize> = (1..n).map(|k| k * step).filter(|&c| c < data).collect();
+    let k = usize::from(piece) % (cuts.len() + 1);
+    if overlap && k > 0 && cuts[k - 1] >= 16 {
+        cuts[k - 1] -= 8;
+    }
+    let frags = pkt::fragments(&p, ext, &cuts, 0x0100_0000 | u32::from(id % 4));
+    frags[k.min(frags.len() - 1)].clone()
+}
+
+/// The packet with IPv6 extension headers as `chain` says (see `Body::Ext`).
+fn with_chain(p: Vec<u8>, chain: &[u8]) -> Vec<u8> {
+    if p.first().is_none_or(|b| b >> 4 != 6) {
+        return p;
+    }
+    let mut p = p;
+    for c in chain.iter().take(10) {
+        p = match c % 6 {
+            0 => pkt::ipv6_ext(&p, 0, &[0, 1, 4, 0, 0, 0, 0]),
+            1 => pkt::ipv6_ext(&p, 60, &[1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            2 => pkt::ipv6_ext(&p, 43, &[0, 4, 0, 0, 0, 0, 0]),
+            3 => pkt::ipv6_ext(&p, 43, &[0, 4, 1, 0, 0, 0, 0]),
+            4 => pkt::ipv6_ext(&p, 51, &[1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2]),
+            _ => pkt::ipv6_ext(&p, 44, &[0, 0, 0, 0, 0, 0, c / 6]),
+        };
+    }
+    p
+}
+
 /// Builds the packet `s` describes, against `b`'s current configuration.
 pub fn build(b: &Balancer<'_>, s: &Spec) -> Vec<u8> {
     let mut p = match &s.body {
@@ -278,6 +367,48 @@ pub fn build(b: &Balancer<'_>, s: &Spec) -> Vec<u8> {
             };
             let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
             pkt::icmp(src, dst, ty, 0, &payload(*len))
+        }
+        Body::Fragment {
+            flow,
+            reply,
+            id,
+            pieces,
+            piece,
+            overlap,
+            hbh,
+        } => fragment_of(
+            &flow_packet(b, flow, *reply),
+            *id,
+            *pieces,
+            *piece,
+            *overlap,
+            *hbh,
+        ),
+        Body::Ext { flow, reply, chain } => with_chain(flow_packet(b, flow, *reply), chain),
+        Body::IcmpOuter {
+            flow,
+            server_side,
+            quote,
+            to,
+        } => {
+            let (proto, vip) = target(flow);
+            let c = client(vip.is_ipv6(), flow.client);
+            let srv = server_endpoint(b, flow, vip);
+            let (from, quoted) = if *server_side {
+                (srv.ip(), l4(proto, c, srv, flow))
+            } else {
+                (c.ip(), l4(proto, vip, c, flow))
+            };
+            let stranger: IpAddr = if vip.is_ipv6() {
+                "2001:db8:ffff::9".parse().unwrap()
+            } else {
+                "203.0.113.9".parse().unwrap()
+            };
+            let dst = [vip.ip(), c.ip(), srv.ip(), stranger][usize::from(to % 4)];
+            let hdr = if vip.is_ipv6() { 48 } else { 28 };
+            let n = (usize::from(*quote) + hdr).min(quoted.len());
+            let ty = if vip.is_ipv6() { 1 } else { 3 };
+            pkt::icmp(from, dst, ty, 3, &quoted[..n])
         }
     };
     for &(at, x) in &s.damage {
@@ -505,6 +636,109 @@ fn check_same_state(a: &Balancer<'_>, c: &Balancer<'_>, now: Instant) {
     }
 }
 
+/// What the rules allow of fragments, kept apart from lb-core's fragment table: a later
+/// fragment may be forwarded only after its datagram's first fragment was, less than 30 s
+/// (`ipfrag_time`) before, the same way (to a server, or to a client), with the same address
+/// rewritten; and not past a command that deleted a service or server.
+#[derive(Default)]
+pub struct FragmentRules {
+    first: HashMap<DatagramKey, FirstDecision>,
+}
+
+/// A datagram's reassembly key: family, source, destination, identification, IPv4 protocol.
+type DatagramKey = (bool, IpAddr, IpAddr, u32, u8);
+/// What happened to a first fragment: to a client (else to a server), the address written,
+/// when.
+type FirstDecision = (bool, IpAddr, Instant);
+
+impl FragmentRules {
+    /// Checks packet `input`'s verdict `v` (output `out`) at `now` against the rules, and
+    /// records a first fragment's decision.
+    pub fn check(&mut self, input: &[u8], out: &[u8], v: Verdict, now: Instant) {
+        let Ok(pin) = lb_core::packet::parse(input) else {
+            return;
+        };
+        let Some(f) = pin.fragment else {
+            return;
+        };
+        let key = (
+            pin.v6,
+            pin.src.ip(),
+            pin.dst.ip(),
+            f.id,
+            if pin.v6 { 0 } else { pin.proto },
+        );
+        let forwarded = match v {
+            Verdict::ToServer(_) => Some(false),
+            Verdict::ToClient(_) => Some(true),
+            _ => None,
+        };
+        let Some(to_client) = forwarded else {
+            return;
+        };
+        let pout = lb_core::packet::parse(out).expect("a forwarded fragment parses");
+        let written = if to_client {
+            pout.src.ip()
+        } else {
+            pout.dst.ip()
+        };
+        match pin.kind {
+            lb_core::packet::Kind::Fragment => {
+                let Some(&(way, addr, at)) = self.first.get(&key) else {
+                    panic!("{v:?}: a later fragment forwarded with no first fragment forwarded");
+                };
+                assert!(
+                    now < at + Duration::from_secs(30),
+                    "a later fragment forwarded 30 s after its first"
+                );
+                assert_eq!(way, to_client, "a later fragment went the other way");
+                assert_eq!(addr, written, "a later fragment was rewritten otherwise");
+            }
+            _ => {
+                self.first.insert(key, (to_client, written, now));
+            }
+        }
+    }
+
+    /// A command deleted a service or a server: no decision stands.
+    pub fn forget(&mut self) {
+        self.first.clear();
+    }
+}
+
+/// "Generated packets never exceed the rate limit": the replies (`Verdict::Reply`) of any
+/// second number at most `reply_burst + reply_rate_per_sec` (a token bucket holds at most the
+/// burst and earns the rate in a second), counted afresh when a limit setting changes.
+#[derive(Default)]
+pub struct ReplyRate {
+    times: Vec<Instant>,
+}
+
+impl ReplyRate {
+    pub fn check(&mut self, b: &Balancer<'_>, v: Verdict, now: Instant) {
+        if !matches!(v, Verdict::Reply(_)) {
+            return;
+        }
+        let s = b.settings();
+        self.times.push(now);
+        if s.reply_rate_per_sec == 0 {
+            return;
+        }
+        let since = Instant::from_millis(now.millis().saturating_sub(999));
+        self.times.retain(|&t| t >= since);
+        let max = u64::from(s.reply_burst) + u64::from(s.reply_rate_per_sec);
+        assert!(
+            self.times.len() as u64 <= max,
+            "{} replies within a second, limit {max}",
+            self.times.len()
+        );
+    }
+
+    pub fn reset(&mut self) {
+        self.times.clear();
+    }
+}
+
 /// Runs one input. Panics when an invariant breaks.
 pub fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
@@ -514,7 +748,9 @@ pub fn run(data: &[u8]) {
     run_input(&input);
 }
 
-pub fn run_input(input: &Input) {
+/// Runs one input; returns `a`'s counters at the end (before the final expiry). Panics when
+/// an invariant breaks.
+pub fn run_input(input: &Input) -> lb_core::Counters {
     let settings = input.settings.settings();
     let cap = 1 + usize::from(input.capacity % 48);
     let mut a = setup::configured(cap, settings, 7);
@@ -522,6 +758,8 @@ pub fn run_input(input: &Input) {
     let mut c = setup::configured(cap, settings, 7);
     let mut now = Instant::ZERO;
     let mut deadlines = Deadlines::default();
+    let mut fragments = FragmentRules::default();
+    let mut rate = ReplyRate::default();
     let mut packets = 0usize;
     for op in &input.ops {
         match op {
@@ -529,7 +767,7 @@ pub fn run_input(input: &Input) {
                 let specs = &specs[..specs.len().min(40)];
                 packets += specs.len();
                 if packets > 4000 {
-                    return;
+                    return *a.counters();
                 }
                 let built: Vec<Vec<u8>> = specs.iter().map(|s| build(&a, s)).collect();
                 let mut outs_a = Vec::new();
@@ -539,6 +777,8 @@ pub fn run_input(input: &Input) {
                     let before = *a.counters();
                     let v = a.process(now, &mut buf, p.len());
                     check_verdict(&a, &before, p, &buf, p.len(), v);
+                    fragments.check(p, &buf[..p.len()], v, now);
+                    rate.check(&a, v, now);
                     let mut buf_c = p.clone();
                     buf_c.resize(BUF, 0);
                     let vc = c.process_general(now, &mut buf_c, p.len());
@@ -619,6 +859,17 @@ pub fn run_input(input: &Input) {
             }
             Op::Control(ctl) => {
                 for cmd in commands(&a, *ctl) {
+                    match cmd {
+                        Command::DelService(_) | Command::DelServer(..) | Command::Clear => {
+                            fragments.forget()
+                        }
+                        Command::Set(
+                            Setting::ReplyRate(_)
+                            | Setting::ReplyBurst(_)
+                            | Setting::ReplyPeerInterval(_),
+                        ) => rate.reset(),
+                        _ => {}
+                    }
                     let ra = a.apply(now, &cmd);
                     let rb = b.apply(now, &cmd);
                     assert_eq!(ra, rb, "{cmd}");
@@ -628,6 +879,7 @@ pub fn run_input(input: &Input) {
             }
         }
     }
+    let counters = *a.counters();
     // Everything expires in the end: templates once their connections are gone.
     let end = now + Duration::from_secs(86400 * 40);
     a.handle_timeout(end);
@@ -644,4 +896,5 @@ pub fn run_input(input: &Input) {
             assert_eq!(s.refs(), 0, "server {} still referenced", s.addr());
         }
     }
+    counters
 }

@@ -211,11 +211,12 @@ impl<'a> Gateway<'a> {
         const CONNS: usize,
         const INDEX: usize,
         const WHEEL: usize,
+        const FRAGS: usize,
         const NEIGHBOURS: usize,
         const ROUTES: usize,
         const HOLD: usize,
     >(
-        res: &'a mut GatewayResources<CONNS, INDEX, WHEEL, NEIGHBOURS, ROUTES, HOLD>,
+        res: &'a mut GatewayResources<CONNS, INDEX, WHEEL, FRAGS, NEIGHBOURS, ROUTES, HOLD>,
         director: DirectorStorage<'a>,
         device: &mut D,
         config: GatewayConfig,

@@ -159,6 +159,37 @@ mod tests {
     }
 
     #[test]
+    fn a_fragmented_segment_follows_its_first_fragment_to_the_server() {
+        use lb_testkit::pkt;
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        teach(&mut gw, &mut dev, SERVER, SERVER_MAC);
+        let (client, vip) = (
+            core::net::SocketAddr::from((CLIENT, 40000)),
+            core::net::SocketAddr::from((VIP, 80)),
+        );
+        let seg = pkt::segment(client, vip, pkt::SYN, 1, 0, &[3; 2400]);
+        let frags = pkt::fragments(&seg, 0, &[1400], 42);
+        let frames: std::vec::Vec<_> = frags.iter().map(|f| eth4(f)).collect();
+        let out = exchange(&mut gw, &mut dev, T0, &frames);
+        assert_eq!(out.len(), 2, "both fragments forwarded");
+        let mut ips = std::vec::Vec::new();
+        for (o, f) in out.iter().zip(&frags) {
+            assert_eq!(eth_header(o).0, SERVER_MAC);
+            let ip = ipv4_of(o, true).unwrap();
+            assert_eq!(
+                (ip.dst_addr(), usize::from(ip.total_len())),
+                (SERVER, f.len())
+            );
+            assert!(ip.verify_checksum());
+            ips.push(o[crate::LINK_HEADER..].to_vec());
+        }
+        let whole = pkt::reassemble(&ips).unwrap();
+        assert!(pkt::checksums_ok(&whole));
+        assert_eq!(gw.counters().forwarded, 2);
+    }
+
+    #[test]
     fn a_balanced_packet_leaves_with_its_ttl_decremented_and_runs_out_at_1() {
         let mut dev = FakeDevice::new(Medium::Ip);
         let mut gw = gateway(&mut dev);
