@@ -20,9 +20,9 @@ use lb_core::{
 };
 
 use crate::control::{Reply, Request};
-use lb_core::sync::daemon::SyncRole;
 use crate::prom::FrontendStats;
 use crate::tun::{Action, PacketRing, RingStats};
+use lb_core::sync::daemon::SyncRole;
 
 /// How many recent drained-server events `--stats-gateway` remembers.
 const RECENT_DRAINED: usize = 16;
@@ -599,9 +599,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
+    std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        e
     })
 }
 

@@ -37,9 +37,8 @@ pub struct SyncIo {
 /// The interface's index, from sysfs (the network namespace's own view).
 fn ifindex(name: &str) -> io::Result<u32> {
     let path = format!("/sys/class/net/{name}/ifindex");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        io::Error::new(e.kind(), format!("no interface {name:?} ({path}: {e})"))
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("no interface {name:?} ({path}: {e})")))?;
     text.trim()
         .parse()
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {text:?}")))

@@ -87,11 +87,11 @@ mod ratelimit;
 mod ratelimit_tests;
 mod settings;
 mod state;
+#[cfg(test)]
+mod state_tests;
 mod sync;
 #[cfg(test)]
 mod sync_tests;
-#[cfg(test)]
-mod state_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

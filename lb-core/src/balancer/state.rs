@@ -111,7 +111,8 @@ impl Balancer<'_> {
             // import files the entry into the very tick it left.
             let left = self.conns.deadline(h)?.saturating_since(ex.now).millis();
             let left = Duration::from_millis(left.saturating_sub(1));
-            if left == Duration::ZERO || e.flags.contains(super::persist::INVALID) && e.is_template()
+            if left == Duration::ZERO
+                || e.flags.contains(super::persist::INVALID) && e.is_template()
             {
                 return None;
             }
@@ -173,8 +174,7 @@ impl Balancer<'_> {
                 .service_id(&ServiceKey::Fwmark { mark: r.fwmark, v6 })
         } else {
             let vaddr = addr_bytes(r.vaddr.ip());
-            self.director
-                .lookup_flow(proto, v6, &vaddr, r.vaddr.port())
+            self.director.lookup_flow(proto, v6, &vaddr, r.vaddr.port())
         };
         let Some(svc) = svc else {
             return Applied::NoService;

@@ -71,12 +71,12 @@ fn message(syncid: u8, records: &[Record]) -> Vec<u8> {
 fn ipv4_tcp_record_is_the_kernels_struct_byte_for_byte() {
     let expected = hex(concat!(
         // struct ip_vs_sync_mesg (8 bytes)
-        "00",       // reserved: 0 in v1
-        "07",       // syncid 7
-        "002c",     // size: 8 + 36 = 44
-        "01",       // nr_conns
-        "01",       // version 1
-        "0000",     // spare
+        "00",   // reserved: 0 in v1
+        "07",   // syncid 7
+        "002c", // size: 8 + 36 = 44
+        "01",   // nr_conns
+        "01",   // version 1
+        "0000", // spare
         // struct ip_vs_sync_v4 (36 bytes)
         "00",       // type: IPv4
         "06",       // protocol: TCP
@@ -102,17 +102,17 @@ fn ipv4_tcp_record_is_the_kernels_struct_byte_for_byte() {
 #[test]
 fn ipv6_udp_record_is_the_kernels_struct_byte_for_byte() {
     let expected = hex(concat!(
-        "00 07 0050 01 01 0000",             // header: size 8 + 72 = 80
-        "01",                                // type: bit 0 = IPv6
-        "11",                                // protocol: UDP
-        "0048",                              // ver_size: length 72
-        "00000183",                          // flags: DROUTE | NOOUTPUT | INACTIVE
-        "0000",                              // state: UDP's one state
-        "cf08",                              // cport 53000
-        "0035",                              // vport 53
-        "0035",                              // dport 53
-        "00000000",                          // fwmark
-        "0000012c",                          // timeout 300 s
+        "00 07 0050 01 01 0000",            // header: size 8 + 72 = 80
+        "01",                               // type: bit 0 = IPv6
+        "11",                               // protocol: UDP
+        "0048",                             // ver_size: length 72
+        "00000183",                         // flags: DROUTE | NOOUTPUT | INACTIVE
+        "0000",                             // state: UDP's one state
+        "cf08",                             // cport 53000
+        "0035",                             // vport 53
+        "0035",                             // dport 53
+        "00000000",                         // fwmark
+        "0000012c",                         // timeout 300 s
         "20010db8000100000000000000000010", // caddr
         "20010db8003000000000000000000053", // vaddr
         "20010db8002000000000000000000002", // daddr
@@ -134,7 +134,11 @@ fn records_are_padded_in_front_and_the_last_is_not() {
     assert_eq!(m.len(), 100);
     assert_eq!(&m[2..4], &[0, 100]);
     assert_eq!(&m[62..64], &[0, 0]);
-    assert_eq!(&m[44..46], &[0x60, 16], "lb's option: type 0x60 (optional bit), length 16");
+    assert_eq!(
+        &m[44..46],
+        &[0x60, 16],
+        "lb's option: type 0x60 (optional bit), length 16"
+    );
     let got: Vec<_> = Message::parse(&m, Some(1)).unwrap().records().collect();
     assert_eq!(got, vec![Ok(timed), Ok(record_v4_tcp())]);
 }
@@ -177,7 +181,10 @@ fn version_0_is_read() {
 #[test]
 fn every_malformed_header_field_is_refused() {
     let good = message(7, &[record_v4_tcp()]);
-    assert_eq!(Message::parse(&good[..3], None).unwrap_err(), WireError::Truncated);
+    assert_eq!(
+        Message::parse(&good[..3], None).unwrap_err(),
+        WireError::Truncated
+    );
     assert_eq!(
         Message::parse(&good[..40], None).unwrap_err(),
         WireError::Size {
@@ -189,7 +196,10 @@ fn every_malformed_header_field_is_refused() {
         Message::parse(&good, Some(8)).unwrap_err(),
         WireError::SyncId { got: 7 }
     );
-    assert!(Message::parse(&good, Some(0)).is_ok(), "syncid 0 accepts all");
+    assert!(
+        Message::parse(&good, Some(0)).is_ok(),
+        "syncid 0 accepts all"
+    );
 }
 
 /// Each record fault of the kernel backup's two classes, one mutation at a time.
@@ -205,19 +215,31 @@ fn every_malformed_record_field_is_refused() {
     let fatal = |f| Err(RecordError::Fatal(f));
     let skip = |s| Err(RecordError::Skip(s, 36));
     assert_eq!(first(&with(8, &[2])), fatal(WireFault::RecordType));
-    assert_eq!(first(&with(10, &[0x10, 0x24])), fatal(WireFault::RecordVersion));
-    assert_eq!(first(&with(10, &[0x00, 0x30])), fatal(WireFault::RecordLength));
-    assert_eq!(first(&with(10, &[0x00, 0x20])), fatal(WireFault::RecordLength));
+    assert_eq!(
+        first(&with(10, &[0x10, 0x24])),
+        fatal(WireFault::RecordVersion)
+    );
+    assert_eq!(
+        first(&with(10, &[0x00, 0x30])),
+        fatal(WireFault::RecordLength)
+    );
+    assert_eq!(
+        first(&with(10, &[0x00, 0x20])),
+        fatal(WireFault::RecordLength)
+    );
     assert_eq!(first(&with(9, &[1])), skip(SkipReason::Protocol));
     assert_eq!(first(&with(16, &[0, 11])), skip(SkipReason::State));
     assert_eq!(first(&with(12, &[0, 0, 0x20, 0])), skip(SkipReason::Flags));
     assert_eq!(first(&with(12, &[0, 0, 0x18, 0])), skip(SkipReason::Flags));
     // A template may only be NONE or ASSURED.
-    assert_eq!(first(&with(12, &[0, 0, 0x10, 0]).clone()), Ok({
-        let mut r = record_v4_tcp();
-        r.flags = flags::TEMPLATE;
-        r
-    }));
+    assert_eq!(
+        first(&with(12, &[0, 0, 0x10, 0]).clone()),
+        Ok({
+            let mut r = record_v4_tcp();
+            r.flags = flags::TEMPLATE;
+            r
+        })
+    );
     assert_eq!(
         first(&with(12, &[0, 0, 0x10, 0, 0, 2])),
         skip(SkipReason::State)
@@ -258,9 +280,18 @@ fn options_are_checked_as_the_kernel_does() {
     );
     // SEQ data of the wrong length, a zero length, a truncated header, a known option twice.
     let fatal = |f| Err(RecordError::Fatal(f));
-    assert_eq!(first(&with_option(&[0x01, 2, 0, 0])), fatal(WireFault::OptionLength));
-    assert_eq!(first(&with_option(&[0x45, 0])), fatal(WireFault::OptionLength));
-    assert_eq!(first(&with_option(&[0x45])), fatal(WireFault::OptionTruncated));
+    assert_eq!(
+        first(&with_option(&[0x01, 2, 0, 0])),
+        fatal(WireFault::OptionLength)
+    );
+    assert_eq!(
+        first(&with_option(&[0x45, 0])),
+        fatal(WireFault::OptionLength)
+    );
+    assert_eq!(
+        first(&with_option(&[0x45])),
+        fatal(WireFault::OptionTruncated)
+    );
     let mut twice = vec![0x01, 24];
     twice.extend_from_slice(&[0; 24]);
     twice.extend_from_slice(&[0x01, 24]);
@@ -322,7 +353,12 @@ fn forward(b: &mut Balancer<'_>, now: Instant, mut p: Vec<u8>) -> SocketAddr {
 
 /// Opens `n` connections from distinct clients to `vip` (SYN, then the client's ACK after the
 /// server's SYN-ACK) so they are ESTABLISHED; returns (client, server) pairs.
-fn establish(b: &mut Balancer<'_>, now: Instant, vip: &str, n: u16) -> Vec<(SocketAddr, SocketAddr)> {
+fn establish(
+    b: &mut Balancer<'_>,
+    now: Instant,
+    vip: &str,
+    n: u16,
+) -> Vec<(SocketAddr, SocketAddr)> {
     (0..n)
         .map(|i| {
             let client = SocketAddr::new([192, 0, 2, (i % 200) as u8 + 1].into(), 40000 + i);
@@ -407,7 +443,11 @@ fn a_restart_keeps_every_entry_state_timer_and_counter() {
     // Whatever chunk size, the same bytes.
     let snap = export(&a, t1, CHUNK_MIN);
     assert_eq!(snap, export(&a, t1, 1 << 16));
-    assert_eq!(a.connection_count(), 9 + 4 + 1 + 1 + 1, "4 persistent clients share one /24 template");
+    assert_eq!(
+        a.connection_count(),
+        9 + 4 + 1 + 1 + 1,
+        "4 persistent clients share one /24 template"
+    );
 
     // The "new process": the same configuration, its clock restarted at another origin.
     let t2 = ms(5_000);
@@ -420,12 +460,24 @@ fn a_restart_keeps_every_entry_state_timer_and_counter() {
             ..ImportReport::default()
         }
     );
-    assert_eq!(listing(&b, t2), listing(&a, t1), "same entries, states, time left");
-    assert_eq!(server_counts(&b), server_counts(&a), "active/inactive/persistent counters");
+    assert_eq!(
+        listing(&b, t2),
+        listing(&a, t1),
+        "same entries, states, time left"
+    );
+    assert_eq!(
+        server_counts(&b),
+        server_counts(&a),
+        "active/inactive/persistent counters"
+    );
     // Every established flow goes on to its server: no rescheduling.
     for (client, rs) in flows.iter().chain(&pflows) {
         let vip = if rs.port() == 443 { PVIP } else { VIP };
-        let to = forward(&mut b, t2, pkt::segment(*client, sa(vip), ACK, 2, 8, b"GET"));
+        let to = forward(
+            &mut b,
+            t2,
+            pkt::segment(*client, sa(vip), ACK, 2, 8, b"GET"),
+        );
         assert_eq!(to, *rs);
     }
     // The template still controls its connections: a new client of the same /24 sticks.
@@ -454,7 +506,10 @@ fn a_damaged_or_foreign_snapshot_changes_nothing() {
     ));
     let mut foreign = snap.clone();
     foreign[0] = b'X';
-    assert_eq!(b.import_state(t, &foreign), Err(SnapshotError::NotASnapshot));
+    assert_eq!(
+        b.import_state(t, &foreign),
+        Err(SnapshotError::NotASnapshot)
+    );
     let mut newer = snap.clone();
     newer[7] = 2;
     assert_eq!(
@@ -480,7 +535,11 @@ fn records_of_removed_services_and_servers_are_dropped_and_counted() {
     let t = ms(1_000);
     let mut a = configured(64);
     let flows = establish(&mut a, t, VIP, 3);
-    forward(&mut a, t, pkt::udp(sa("[2001:db8:9::1]:5353"), sa(VIP6), b"q"));
+    forward(
+        &mut a,
+        t,
+        pkt::udp(sa("[2001:db8:9::1]:5353"), sa(VIP6), b"q"),
+    );
     let snap = export(&a, t, 4096);
     let mut b = configured(64);
     // The restarted gateway's configuration lost one server and the UDP service.
@@ -516,7 +575,10 @@ fn a_record_for_a_flow_the_table_has_updates_it() {
     // b has the same two flows, still half-open, with the same servers (same rr order).
     let mut b = configured(64);
     for (client, rs) in &flows {
-        assert_eq!(forward(&mut b, t, pkt::segment(*client, sa(VIP), SYN, 1, 0, &[])), *rs);
+        assert_eq!(
+            forward(&mut b, t, pkt::segment(*client, sa(VIP), SYN, 1, 0, &[])),
+            *rs
+        );
     }
     let r = b.import_state(ms(2_000), &snap).unwrap();
     assert_eq!((r.created, r.updated), (0, 2));

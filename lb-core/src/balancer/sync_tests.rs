@@ -4,8 +4,8 @@
 
 use core::net::SocketAddr;
 
-use std::vec;
 use std::string::ToString;
+use std::vec;
 use std::vec::Vec;
 
 use super::*;
@@ -96,7 +96,8 @@ fn drain(b: &mut Balancer<'_>, now: Instant) -> Vec<Vec<Record>> {
 #[test]
 fn the_master_sends_what_the_kernel_sends_when_the_kernel_sends_it() {
     let mut a = configured();
-    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 7)).unwrap();
+    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 7))
+        .unwrap();
     let c = sa("192.0.2.1:40000");
     let t = ms(1_000);
     open(&mut a, t, c, VIP);
@@ -111,7 +112,11 @@ fn the_master_sends_what_the_kernel_sends_when_the_kernel_sends_it() {
     assert_eq!(msgs.len(), 1);
     let r = msgs[0][0];
     assert_eq!((r.client, r.vaddr, r.protocol, r.state), (c, sa(VIP), 6, 1));
-    assert_eq!((r.timeout_secs, r.flags), (900, 0), "ESTABLISHED, active, NAT");
+    assert_eq!(
+        (r.timeout_secs, r.flags),
+        (900, 0),
+        "ESTABLISHED, active, NAT"
+    );
     // Packets 4..=52: nothing; the 53rd: again.
     let t = ms(4_000);
     for _ in 4..=52 {
@@ -126,23 +131,32 @@ fn the_master_sends_what_the_kernel_sends_when_the_kernel_sends_it() {
     assert_eq!(a.sync_stats().queued, 3);
     let r = drain(&mut a, ms(9_000)).concat()[0];
     assert_eq!((r.state, r.timeout_secs), (7, 60), "CLOSE_WAIT");
-    assert_eq!(r.flags & flags::INACTIVE, flags::INACTIVE, "CLOSE_WAIT is not active");
+    assert_eq!(
+        r.flags & flags::INACTIVE,
+        flags::INACTIVE,
+        "CLOSE_WAIT is not active"
+    );
     assert_eq!(a.sync.next_flush(), None, "nothing queued: no sync timer");
 }
 
 #[test]
 fn a_short_connection_is_sent_when_it_closes_and_udp_at_its_third_packet() {
     let mut a = configured();
-    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 0)).unwrap();
+    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 0))
+        .unwrap();
     let t = ms(0);
     // SYN only (SYN_RECV): never sent.
     to_server(&mut a, t, sa("192.0.2.9:1000"), VIP, SYN);
     assert_eq!(a.sync_stats().queued, 0);
     let udp = ServiceKey::udp(sa("10.0.0.100:53"));
-    a.apply(t, &Command::AddService(ServiceConfig::new(udp))).unwrap();
+    a.apply(t, &Command::AddService(ServiceConfig::new(udp)))
+        .unwrap();
     a.apply(
         t,
-        &Command::AddServer(udp, ServerConfig::new(sa("10.1.0.9:53"), ForwardMethod::Masq)),
+        &Command::AddServer(
+            udp,
+            ServerConfig::new(sa("10.1.0.9:53"), ForwardMethod::Masq),
+        ),
     )
     .unwrap();
     let c = sa("192.0.2.5:5353");
@@ -156,7 +170,8 @@ fn a_short_connection_is_sent_when_it_closes_and_udp_at_its_third_packet() {
 #[test]
 fn a_template_is_sent_with_every_packet_of_its_connections() {
     let mut a = configured();
-    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 0)).unwrap();
+    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 0))
+        .unwrap();
     let t = ms(0);
     let c = sa("192.0.2.1:40000");
     open(&mut a, t, c, PVIP);
@@ -166,17 +181,26 @@ fn a_template_is_sent_with_every_packet_of_its_connections() {
     let kinds: Vec<bool> = msgs.concat().iter().map(Record::is_template).collect();
     assert_eq!(kinds, [true, false, true]);
     let tpl = msgs[0][0];
-    assert_eq!((tpl.client.port(), tpl.vaddr, tpl.timeout_secs), (0, sa(PVIP), 300));
+    assert_eq!(
+        (tpl.client.port(), tpl.vaddr, tpl.timeout_secs),
+        (0, sa(PVIP), 300)
+    );
     assert_eq!(tpl.flags, flags::TEMPLATE | flags::INACTIVE);
 }
 
 #[test]
 fn messages_are_packed_up_to_the_max_length() {
     let mut a = configured();
-    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 0)).unwrap();
+    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 0))
+        .unwrap();
     let t = ms(0);
     for i in 0..100u16 {
-        open(&mut a, t, SocketAddr::new([192, 0, 2, 1].into(), 20000 + i), VIP);
+        open(
+            &mut a,
+            t,
+            SocketAddr::new([192, 0, 2, 1].into(), 20000 + i),
+            VIP,
+        );
     }
     // 40 IPv4 records fill 1,448 of 1,472 bytes: two full messages go at once, the rest waits.
     let full = drain(&mut a, t);
@@ -189,9 +213,11 @@ fn messages_are_packed_up_to_the_max_length() {
 #[test]
 fn a_backup_takes_the_flows_and_forwards_them_to_the_same_servers() {
     let mut a = configured();
-    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 7)).unwrap();
+    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 7))
+        .unwrap();
     let mut b = configured();
-    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 7)).unwrap();
+    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 7))
+        .unwrap();
     let t = ms(1_000);
     // wrr over 3:2:1: six clients spread over all three servers on A.
     let flows: Vec<_> = (0..6u16)
@@ -221,7 +247,10 @@ fn a_backup_takes_the_flows_and_forwards_them_to_the_same_servers() {
     let active = |x: &Balancer<'_>| -> Vec<u32> {
         let id = x.director().service_id(&ServiceKey::tcp(sa(VIP))).unwrap();
         let d = x.director().servers(id);
-        d.order.iter().map(|&s| d.servers[usize::from(s)].active).collect()
+        d.order
+            .iter()
+            .map(|&s| d.servers[usize::from(s)].active)
+            .collect()
     };
     assert_eq!(active(&b), active(&a));
 }
@@ -229,15 +258,20 @@ fn a_backup_takes_the_flows_and_forwards_them_to_the_same_servers() {
 #[test]
 fn a_backup_refuses_what_is_not_for_it() {
     let mut a = configured();
-    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 7)).unwrap();
+    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 7))
+        .unwrap();
     open(&mut a, ms(0), sa("192.0.2.1:1"), VIP);
     let mut buf = vec![0u8; 1472];
     let n = a.poll_sync(ms(2_000), &mut buf).unwrap();
     let msg = buf[..n].to_vec();
     let mut b = configured();
     assert_eq!(b.receive_sync(ms(0), &msg), Err(WireError::NoBackup));
-    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 8)).unwrap();
-    assert_eq!(b.receive_sync(ms(0), &msg), Err(WireError::SyncId { got: 7 }));
+    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 8))
+        .unwrap();
+    assert_eq!(
+        b.receive_sync(ms(0), &msg),
+        Err(WireError::SyncId { got: 7 })
+    );
     assert_eq!(
         b.receive_sync(ms(0), &msg[..n - 1]),
         Err(WireError::Size {
@@ -248,17 +282,20 @@ fn a_backup_refuses_what_is_not_for_it() {
     assert_eq!(b.sync_stats().messages_refused, 3);
     assert_eq!(b.connection_count(), 0);
     // A backup with syncid 0 takes any.
-    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 0)).unwrap();
+    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 0))
+        .unwrap();
     assert_eq!(b.receive_sync(ms(0), &msg).unwrap().applied, 1);
     // Stopping the master empties its queue and its timer.
-    a.apply(ms(0), &Command::StopDaemon(SyncRole::Master)).unwrap();
+    a.apply(ms(0), &Command::StopDaemon(SyncRole::Master))
+        .unwrap();
     assert!(a.sync_daemon(SyncRole::Master).is_none());
 }
 
 #[test]
 fn version_0_messages_are_sent_and_read() {
     let mut a = configured();
-    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 3)).unwrap();
+    a.apply(Instant::ZERO, &daemon(SyncRole::Master, 3))
+        .unwrap();
     a.apply_line(Instant::ZERO, "--sync-version 0").unwrap();
     let c = sa("192.0.2.1:40000");
     let rs = open(&mut a, ms(0), c, VIP);
@@ -267,12 +304,16 @@ fn version_0_messages_are_sent_and_read() {
     assert_eq!(n, 4 + 24);
     assert_eq!(&buf[..4], &[1, 3, 0, 28], "count, syncid, size");
     let mut b = configured();
-    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 3)).unwrap();
+    b.apply(Instant::ZERO, &daemon(SyncRole::Backup, 3))
+        .unwrap();
     assert_eq!(b.receive_sync(ms(0), &buf[..n]).unwrap().applied, 1);
     assert_eq!(to_server(&mut b, ms(1), c, VIP, ACK), rs);
     // Version 0 has no timeout: the backup uses its own table (ESTABLISHED, 900 s).
     let info = b.connections(ms(1)).next().unwrap();
-    assert!((899_000..=900_100).contains(&info.expires_in.millis()), "{info:?}");
+    assert!(
+        (899_000..=900_100).contains(&info.expires_in.millis()),
+        "{info:?}"
+    );
 }
 
 #[test]
@@ -282,5 +323,8 @@ fn sync_settings_are_checked_as_ipvs_does() {
     let e = a.apply_line(Instant::ZERO, "--sync-period 10").unwrap_err();
     assert!(e.to_string().contains("sync_threshold"), "{e}");
     a.apply_line(Instant::ZERO, "--sync-period 0").unwrap();
-    assert_eq!((a.settings().sync_threshold, a.settings().sync_period), (10, 0));
+    assert_eq!(
+        (a.settings().sync_threshold, a.settings().sync_period),
+        (10, 0)
+    );
 }

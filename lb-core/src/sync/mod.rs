@@ -6,8 +6,8 @@
 //! [`export_state`](crate::Balancer::export_state) and loads one with
 //! [`import_state`](crate::Balancer::import_state).
 
-pub mod snapshot;
 pub mod daemon;
+pub mod snapshot;
 pub mod wire;
 
 pub use snapshot::{Exporter, SnapshotError};

@@ -488,7 +488,7 @@ impl Iterator for Records<'_> {
         };
         // Records start on 4-byte boundaries of the message (version 0's are 24 or 48 bytes).
         let end = self.offset + self.at + used;
-        self.at = (end + 3) / 4 * 4 - self.offset;
+        self.at = end.next_multiple_of(4) - self.offset;
         Some(r.map(|(rec, _)| rec))
     }
 }
@@ -568,7 +568,7 @@ impl<'b> MessageWriter<'b> {
         if usize::from(self.count) >= MAX_RECORDS {
             return false;
         }
-        let start = (self.len + 3) / 4 * 4;
+        let start = self.len.next_multiple_of(4);
         let Some(out) = self.buf.get_mut(start..) else {
             return false;
         };
@@ -632,7 +632,8 @@ fn encode_v0(r: &Record, out: &mut [u8]) -> Option<usize> {
     out[8..12].copy_from_slice(&c.octets());
     out[12..16].copy_from_slice(&v.octets());
     out[16..20].copy_from_slice(&d.octets());
-    out[20..22].copy_from_slice(&((r.flags & !flags::HASHED & !flags::SEQ_MASK) as u16).to_be_bytes());
+    out[20..22]
+        .copy_from_slice(&((r.flags & !flags::HASHED & !flags::SEQ_MASK) as u16).to_be_bytes());
     out[22..24].copy_from_slice(&r.state.to_be_bytes());
     Some(RECORD_V0)
 }

@@ -92,7 +92,11 @@ fn check(b: &Balancer<'_>, now: Instant) {
         ai += a + i;
         p += t;
     }
-    assert_eq!((ai, p), (conns, templates), "server counters disagree with the table");
+    assert_eq!(
+        (ai, p),
+        (conns, templates),
+        "server counters disagree with the table"
+    );
 }
 
 fn export(b: &Balancer<'_>, now: Instant) -> Vec<u8> {
@@ -130,17 +134,22 @@ pub fn run(data: &[u8]) {
             1 => {
                 let before = (listing(&b, now), counters(&b));
                 if b.import_state(now, body).is_err() {
-                    assert_eq!((listing(&b, now), counters(&b)), before, "a refused snapshot changed the table");
+                    assert_eq!(
+                        (listing(&b, now), counters(&b)),
+                        before,
+                        "a refused snapshot changed the table"
+                    );
                 }
             }
             2 => {
-                now = now + Duration::from_millis(len as u64 * 100);
+                now += Duration::from_millis(len as u64 * 100);
                 b.handle_timeout(now);
             }
             _ => {
                 let snap = export(&b, now);
                 let mut c = backup();
-                c.import_state(now, &snap).expect("our own snapshot reads back");
+                c.import_state(now, &snap)
+                    .expect("our own snapshot reads back");
                 assert_eq!(listing(&c, now), listing(&b, now), "round trip: entries");
                 assert_eq!(counters(&c), counters(&b), "round trip: counters");
             }

@@ -400,7 +400,12 @@ fn save_state_writes_a_snapshot_a_new_gateway_restores() {
     a.apply_batch(T0, "c", CONF).unwrap();
     let vip: SocketAddrV4 = "10.30.0.10:80".parse().unwrap();
     for i in 0..5u16 {
-        schedule(&mut a, SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), 41000 + i), vip).unwrap();
+        schedule(
+            &mut a,
+            SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), 41000 + i),
+            vip,
+        )
+        .unwrap();
     }
     // Without --state the request says so.
     let r = ctl(&mut a, "--save-state");
@@ -409,7 +414,10 @@ fn save_state_writes_a_snapshot_a_new_gateway_restores() {
     a.set_state_path(path.clone());
     let text = ok(&mut a, "--save-state");
     assert!(text.starts_with("state: 5 entries"), "{text}");
-    assert!(!dir.join("table.state.tmp").exists(), "the temporary file is renamed");
+    assert!(
+        !dir.join("table.state.tmp").exists(),
+        "the temporary file is renamed"
+    );
 
     let mut b = gw();
     b.apply_batch(T0, "c", CONF).unwrap();

@@ -12,10 +12,10 @@ use super::lex::Tok;
 use super::options::{Flag, Slot, ALL_SLOTS};
 use super::values::{endpoint, netmask, number, sched_flags};
 use crate::addr::Protocol;
-use crate::sync::daemon::{DaemonConfig, IfName, SyncRole};
 use crate::config::{
     ForwardMethod, Persistence, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey, Timeouts,
 };
+use crate::sync::daemon::{DaemonConfig, IfName, SyncRole};
 
 /// Keeps the error at the smallest token index.
 fn earliest(best: &mut Option<ParseError>, e: ParseError) {
