@@ -120,7 +120,11 @@ fn main() {
         };
         reply(&mut m, SYN | ACK, &[]);
         send(&mut m, now, pkt::segment(c, vip, ACK, 2, 101, &[]));
-        send(&mut m, now, pkt::segment(c, vip, ACK, 2, 101, b"GET / HTTP/1.1\r\n\r\n"));
+        send(
+            &mut m,
+            now,
+            pkt::segment(c, vip, ACK, 2, 101, b"GET / HTTP/1.1\r\n\r\n"),
+        );
         reply(&mut m, ACK, b"HTTP/1.1 200 OK\r\n\r\n");
         send(&mut m, now, pkt::segment(c, vip, ACK, 20, 120, &[]));
         send(&mut m, now, pkt::segment(c, vip, FIN | ACK, 20, 120, &[]));
@@ -152,7 +156,10 @@ fn main() {
         st.records_sent as f64 / s,
         st.records_sent as f64 / total as f64
     );
-    println!("| messages/s (1,472-byte max) | {:.0} |", msgs.len() as f64 / s);
+    println!(
+        "| messages/s (1,472-byte max) | {:.0} |",
+        msgs.len() as f64 / s
+    );
     println!(
         "| bytes/s (UDP payload; + 28 B of headers per message on the wire) | {:.0} |",
         bytes as f64 / s

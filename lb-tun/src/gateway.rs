@@ -604,8 +604,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
-/// The nine settings, in a fixed order.
-fn settings_list(s: &Settings) -> [Setting; 9] {
+/// The twelve settings, in a fixed order.
+fn settings_list(s: &Settings) -> [Setting; 12] {
     [
         Setting::ConnReuseMode(s.conn_reuse_mode.value()),
         Setting::ExpireNodestConn(s.expire_nodest_conn),
@@ -616,6 +616,9 @@ fn settings_list(s: &Settings) -> [Setting; 9] {
         Setting::ReplyRate(s.reply_rate_per_sec),
         Setting::ReplyBurst(s.reply_burst),
         Setting::ReplyPeerInterval(s.reply_peer_interval_ms),
+        Setting::SyncThreshold(s.sync_threshold),
+        Setting::SyncPeriod(s.sync_period),
+        Setting::SyncVersion(s.sync_version),
     ]
 }
 

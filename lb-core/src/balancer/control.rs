@@ -104,14 +104,8 @@ impl<'a> Balancer<'a> {
                     Setting::ReplyRate(n) => self.settings.reply_rate_per_sec = n,
                     Setting::ReplyBurst(n) => self.settings.reply_burst = n,
                     Setting::ReplyPeerInterval(n) => self.settings.reply_peer_interval_ms = n,
-                    Setting::SyncThreshold(n) => {
-                        check_sync_threshold(n, self.settings.sync_period)?;
-                        self.settings.sync_threshold = n
-                    }
-                    Setting::SyncPeriod(n) => {
-                        check_sync_threshold(self.settings.sync_threshold, n)?;
-                        self.settings.sync_period = n
-                    }
+                    Setting::SyncThreshold(n) => self.settings.sync_threshold = n,
+                    Setting::SyncPeriod(n) => self.settings.sync_period = n,
                     Setting::SyncVersion(n) => self.settings.sync_version = n.min(1),
                 }
                 self.update_defence();
@@ -142,16 +136,6 @@ fn check_method(m: ForwardMethod) -> Result<(), ConfigError> {
             "tunnelling (-i): lb-core forwards by NAT only; use -m",
         )),
     }
-}
-
-/// IPVS refuses a threshold at or above a non-zero period.
-fn check_sync_threshold(threshold: u8, period: u8) -> Result<(), ConfigError> {
-    if period != 0 && threshold >= period {
-        return Err(ConfigError::Unsupported(
-            "sync_threshold at or above sync_period (IPVS refuses it unless the period is 0)",
-        ));
-    }
-    Ok(())
 }
 
 fn reuse_mode(v: u8) -> Result<ConnReuseMode, ConfigError> {
