@@ -51,14 +51,24 @@ impl<'a> Balancer<'a> {
     /// [`director`](Balancer::director)); they return `Unsupported`. Call between packets;
     /// established flows are never moved: a changed scheduler affects new connections only.
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), ApplyError> {
-        // No command needs the time yet; `now` is in the signature so one can without an API
-        // change (the sans-IO rule: time comes in with every call).
-        let _ = now;
         self.svc_cache = fast::SvcCache::EMPTY;
+        let r = self.apply_command(cmd);
+        if r.is_ok() {
+            // Quorums follow the servers the operator changed.
+            self.health_after_apply(now);
+        }
+        r
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> Result<(), ApplyError> {
         match cmd {
             Command::AddService(cfg) => self.director.add_service(cfg).map(|_| ()),
             Command::EditService(cfg) => self.director.edit_service(cfg),
-            Command::DelService(key) => self.director.del_service(key),
+            Command::DelService(key) => {
+                self.director.del_service(key)?;
+                self.health_forget(Some(key), None);
+                Ok(())
+            }
             Command::AddServer(key, cfg) => {
                 check_method(cfg.method)?;
                 self.director.add_server(key, cfg).map(|_| ())
@@ -67,9 +77,19 @@ impl<'a> Balancer<'a> {
                 check_method(cfg.method)?;
                 self.director.edit_server(key, cfg)
             }
-            Command::DelServer(key, addr) => self.director.del_server(key, *addr),
+            Command::DelServer(key, addr) => {
+                // A server the health checker removed is not listed: deleting it only
+                // forgets its check.
+                let r = self.director.del_server(key, *addr);
+                let removed_by_health = self.health_forget(Some(key), Some(*addr));
+                if removed_by_health && r == Err(ConfigError::NoSuchServer) {
+                    return Ok(());
+                }
+                r
+            }
             Command::Clear => {
                 self.director.clear();
+                self.health_forget(None, None);
                 Ok(())
             }
             Command::Zero(key) => {

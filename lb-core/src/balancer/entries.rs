@@ -55,6 +55,8 @@ impl Balancer<'_> {
         let r = self.conns.update(h, |e| {
             let mut assure = false;
             let mut active_change = None;
+            // A handshake completed (true) or refused by the server (false): passive signals.
+            let mut answer = None;
             let timeout = match e.proto() {
                 Protocol::Udp => {
                     assure = dir == Direction::Output;
@@ -74,6 +76,13 @@ impl Balancer<'_> {
                             e.flags.set(ConnFlags::ACTIVE, now_active);
                             active_change = Some(now_active);
                         }
+                        if cur == TcpState::SynRecv {
+                            if new == TcpState::Established {
+                                answer = Some(true);
+                            } else if dir == Direction::Output && new == TcpState::Close {
+                                answer = Some(false);
+                            }
+                        }
                         e.state = new as u8;
                         assure = new == TcpState::Established;
                     }
@@ -85,11 +94,16 @@ impl Balancer<'_> {
                 e.count_in_pkt();
             }
             let control = if assure { e.control() } else { None };
-            (now + timeout, (e.server, active_change, control))
+            (now + timeout, (e.server, active_change, control, answer))
         });
-        let Some((server, active_change, control)) = r else {
+        let Some((server, active_change, control, answer)) = r else {
             return;
         };
+        if let Some(ok) = answer {
+            if self.health.passive_on {
+                self.passive_answer(now, server, ok);
+            }
+        }
         if let Some(a) = active_change {
             self.director.set_active(server, a);
         }

@@ -1,0 +1,595 @@
+//! The health checker wired to the director (docs/health-checks.md): configuration calls,
+//! the probe queue a transport drains, and what a transition does — `inhibit_on_failure`
+//! sets the weight to 0 (established flows go on), otherwise the server is deleted as by
+//! `ipvsadm -d` (`expire_nodest_conn` then applies to its flows) and re-added on recovery;
+//! recovery restores the weight, ramped by slow start; keepalived's quorum, hysteresis and
+//! sorry server; passive signals from the datapath.
+
+use core::net::SocketAddr;
+
+use crate::config::{ForwardMethod, ServerConfig, ServiceKey};
+use crate::health::{
+    Health, HealthCheck, HealthError, HealthState, HealthStorage, Member, PassiveAction, Probe,
+    ProbeId, ProbeOutcome, Reason, SvcHealth, VirtualServerHealth, NO_MEMBER,
+};
+use crate::server::{ServerId, NO_SERVER};
+use crate::time::{Duration, Instant};
+
+use super::{fast, Balancer, Event};
+
+/// The health checker's own counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthCounters {
+    /// Probes out now.
+    pub in_flight: usize,
+    /// Results reported for a probe that had already timed out (or was unknown).
+    pub stale_results: u64,
+    /// Passive triggers that would have taken more than a service's share DOWN and probed
+    /// instead.
+    pub passive_capped: u64,
+}
+
+impl<'a> Balancer<'a> {
+    /// Gives the balancer health-check storage (sized by [`HealthLimits`](crate::HealthLimits))
+    /// and the seed of its warm-up and jitter randomness. Any previous checks are forgotten
+    /// (servers they held DOWN stay as they are). Call at start-up, before the checks.
+    pub fn set_health_storage(&mut self, storage: HealthStorage<'a>, seed: u64) {
+        self.health = Health::new(storage, seed);
+        self.director.clear_health_marks();
+    }
+
+    /// Checks real server `server` of `service` with `check` (replacing its previous check).
+    /// The server must be in the service now. Without `alpha` it stays UP until a probe fails;
+    /// with `alpha` it leaves scheduling at once until `rise` probes pass. The first probe runs
+    /// within `warmup` of `now`.
+    pub fn set_health_check(
+        &mut self,
+        now: Instant,
+        service: &ServiceKey,
+        server: SocketAddr,
+        check: &HealthCheck,
+    ) -> Result<(), HealthError> {
+        check.validate()?;
+        if !self.health.has_storage() {
+            return Err(HealthError::NoStorage);
+        }
+        let svc = self
+            .director
+            .service_id(service)
+            .ok_or(HealthError::NoSuchService)?;
+        let existing = self.member_of(service, server);
+        let listed = self.director.find_server(svc, server);
+        let cfg = match (existing, listed) {
+            (Some(m), _) => self.health.members[m].cfg,
+            (None, Some(id)) => self
+                .director
+                .server(id)
+                .map(|s| s.config)
+                .ok_or(HealthError::NoSuchServer)?,
+            (None, None) => return Err(HealthError::NoSuchServer),
+        };
+        let slot = match existing {
+            Some(m) => m,
+            None => self.health.members.iter().position(|m| !m.used).ok_or(
+                HealthError::TooManyCheckedServers {
+                    max: self.health.members.len(),
+                },
+            )?,
+        };
+        let target = self.health.target_for(now, server, check)?;
+        let old = self.health.members[slot];
+        if old.used {
+            self.health.release_target(old.target);
+        }
+        let applied_up = if old.used { old.applied_up } else { true };
+        self.health.members[slot] = Member {
+            used: true,
+            service: *service,
+            cfg,
+            target,
+            server: listed.unwrap_or(NO_SERVER),
+            applied_up,
+            ..Member::EMPTY
+        };
+        if let Some(id) = listed {
+            self.director.set_health_mark(id, slot as u16, !applied_up);
+        }
+        if check.alpha && !self.health.target_up(target) {
+            self.health.members[slot].pending = Some((HealthState::Down, Reason::Alpha));
+        }
+        self.health_changed(now);
+        Ok(())
+    }
+
+    /// Stops checking `server` of `service`. A server the checker had removed is added back
+    /// (with its weight); one it held at weight 0 gets its weight back.
+    pub fn remove_health_check(
+        &mut self,
+        now: Instant,
+        service: &ServiceKey,
+        server: SocketAddr,
+    ) -> Result<(), HealthError> {
+        let m = self
+            .member_of(service, server)
+            .ok_or(HealthError::NoSuchServer)?;
+        let member = self.health.members[m];
+        if !member.applied_up {
+            self.apply_up(now, m, false);
+        }
+        self.forget_member(m);
+        self.health_changed(now);
+        Ok(())
+    }
+
+    /// Sets the health policy of `service`: sorry server, quorum and hysteresis, slow start,
+    /// passive signals.
+    pub fn set_virtual_server_health(
+        &mut self,
+        now: Instant,
+        service: &ServiceKey,
+        cfg: &VirtualServerHealth,
+    ) -> Result<(), HealthError> {
+        if !self.health.has_storage() {
+            return Err(HealthError::NoStorage);
+        }
+        if cfg.quorum == 0 {
+            return Err(HealthError::ZeroQuorum);
+        }
+        if let Some(p) = cfg.passive {
+            if p.refused_limit == 0 || p.unanswered_limit == 0 || p.max_down_percent > 100 {
+                return Err(HealthError::BadPassive);
+            }
+        }
+        let svc = self
+            .director
+            .service_id(service)
+            .ok_or(HealthError::NoSuchService)?;
+        if let Some(sorry) = cfg.sorry_server {
+            let family_ok = match service {
+                ServiceKey::Addr { vip, .. } => vip.is_ipv4() == sorry.is_ipv4(),
+                ServiceKey::Fwmark { v6, .. } => *v6 != sorry.is_ipv4(),
+            };
+            let is_real = self.director.find_server(svc, sorry).is_some()
+                && self.sorry_of(service) != Some(sorry);
+            if !family_ok || is_real {
+                return Err(HealthError::BadSorryServer);
+            }
+        }
+        let slot = self
+            .health
+            .services
+            .iter()
+            .position(|s| s.key == Some(*service))
+            .or_else(|| self.health.services.iter().position(|s| s.key.is_none()))
+            .ok_or(HealthError::TooManyCheckedServers {
+                max: self.health.services.len(),
+            })?;
+        let old = self.health.services[slot];
+        if old.key.is_some() {
+            if let Some(s) = old.cfg.sorry_server.filter(|s| Some(*s) != cfg.sorry_server) {
+                // The old sorry server leaves; the quorum check adds the new one if needed.
+                let _ = self.director.del_server(service, s);
+            }
+        }
+        self.health.services[slot] = SvcHealth {
+            key: Some(*service),
+            cfg: *cfg,
+            quorum_up: old.key.is_none() || old.quorum_up,
+            pending: None,
+        };
+        self.health_changed(now);
+        Ok(())
+    }
+
+    /// The health of `server` in `service`, if it is checked.
+    pub fn health_state(&self, service: &ServiceKey, server: SocketAddr) -> Option<HealthState> {
+        let m = self.member_of(service, server)?;
+        Some(if self.health.target_up(self.health.members[m].target) {
+            HealthState::Up
+        } else {
+            HealthState::Down
+        })
+    }
+
+    /// Whether `service` has its quorum (keepalived's `quorum`/`hysteresis`), if it has a
+    /// health policy.
+    pub fn quorum_up(&self, service: &ServiceKey) -> Option<bool> {
+        let s = self.health.services.iter().find(|s| s.key == Some(*service))?;
+        Some(s.quorum_up)
+    }
+
+    /// The health checker's counters.
+    pub fn health_counters(&self) -> HealthCounters {
+        HealthCounters {
+            in_flight: self.health.in_flight,
+            stale_results: self.health.stale_results,
+            passive_capped: self.health.passive_capped,
+        }
+    }
+
+    /// The next probe to run, if one is due and the pool ([`HealthLimits::max_in_flight`]
+    /// (crate::HealthLimits)) has room. Call after every `handle_timeout` and `probe_result`
+    /// until it gives `None`; [`poll_timeout`](Balancer::poll_timeout) counts a due probe as
+    /// work due now.
+    pub fn poll_probe(&mut self, now: Instant) -> Option<Probe> {
+        self.health.poll_probe(now)
+    }
+
+    /// Reports what probe `id` found. A transition it completes is applied at once (and an
+    /// [`Event::Health`] queued). A report after the probe's deadline is ignored (counted in
+    /// [`HealthCounters::stale_results`]): the balancer counted a timeout then.
+    pub fn probe_result(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
+        if self.health.probe_result(now, id, outcome) {
+            self.sync_health(now);
+        }
+    }
+
+    /// The health part of `handle_timeout`: probe deadlines, unanswered-SYN runs, slow-start
+    /// steps.
+    pub(super) fn health_timeout(&mut self, now: Instant) {
+        self.health.expire_probes(now);
+        for m in 0..self.health.members.len() {
+            let member = self.health.members[m];
+            if !member.used {
+                continue;
+            }
+            if let Some(p) = self.health.service_cfg(&member.service).passive {
+                if let Some(reason) = self.health.members[m].passive.expire(now, &p) {
+                    self.passive_trigger(now, m, reason);
+                }
+            }
+            if let Some((start, step)) = member.ramp {
+                if step <= now {
+                    self.ramp_step(now, m, start);
+                }
+            }
+        }
+        self.sync_health(now);
+    }
+
+    /// The datapath forwarded the first SYN of a connection to `server` (passive services only).
+    pub(super) fn passive_syn(&mut self, now: Instant, server: ServerId) {
+        let Some(m) = self.member_for(server) else {
+            return;
+        };
+        let key = self.health.members[m].service;
+        let Some(p) = self.health.service_cfg(&key).passive else {
+            return;
+        };
+        let due = self.health.members[m].passive.on_syn(now, &p);
+        self.health.schedule_at(due);
+    }
+
+    /// A handshake to `server` completed (`ok`) or the server answered a SYN with a RST.
+    pub(super) fn passive_answer(&mut self, now: Instant, server: ServerId, ok: bool) {
+        let Some(m) = self.member_for(server) else {
+            return;
+        };
+        let key = self.health.members[m].service;
+        let Some(p) = self.health.service_cfg(&key).passive else {
+            return;
+        };
+        if let Some(reason) = self.health.members[m].passive.on_answer(ok, &p) {
+            self.passive_trigger(now, m, reason);
+            self.sync_health(now);
+        }
+    }
+
+    /// A run of passive signals against member `m`: probe at once, or DOWN at once within the
+    /// service's share.
+    fn passive_trigger(&mut self, now: Instant, m: usize, reason: Reason) {
+        let member = self.health.members[m];
+        let Some(p) = self.health.service_cfg(&member.service).passive else {
+            return;
+        };
+        if !self.health.target_up(member.target) {
+            return;
+        }
+        if p.action == PassiveAction::MarkDown {
+            let (mut total, mut down) = (0usize, 0usize);
+            for o in self.health.members.iter().filter(|o| o.used && o.service == member.service) {
+                total += 1;
+                if !self.health.target_up(o.target) {
+                    down += 1;
+                }
+            }
+            if (down + 1) * 100 <= usize::from(p.max_down_percent) * total {
+                self.health.force_down(now, member.target, reason);
+                return;
+            }
+            self.health.passive_capped += 1;
+        }
+        self.health.probe_now(now, member.target);
+    }
+
+    /// Applies the targets' transitions to their members, the quorum, and the director; then
+    /// the next deadline.
+    pub(super) fn sync_health(&mut self, now: Instant) {
+        let mut any = false;
+        for m in 0..self.health.members.len() {
+            let member = self.health.members[m];
+            if !member.used {
+                continue;
+            }
+            let t = &self.health.targets[usize::from(member.target)];
+            if let Some(reason) = t.changed {
+                let state = if t.machine.up {
+                    HealthState::Up
+                } else {
+                    HealthState::Down
+                };
+                self.health.members[m].pending = Some((state, reason));
+                any = true;
+            }
+        }
+        for t in self.health.targets.iter_mut() {
+            t.changed = None;
+        }
+        if any {
+            self.health_changed(now);
+        } else {
+            self.health.recompute_next();
+        }
+    }
+
+    /// Re-evaluates every quorum and brings the director in line with every member's state.
+    fn health_changed(&mut self, now: Instant) {
+        self.svc_cache = fast::SvcCache::EMPTY;
+        for s in 0..self.health.services.len() {
+            self.update_quorum(s);
+        }
+        for m in 0..self.health.members.len() {
+            let member = self.health.members[m];
+            if !member.used {
+                continue;
+            }
+            let want = self.health.target_up(member.target) && self.quorum_allows(&member.service);
+            match (member.applied_up, want) {
+                (true, false) => self.apply_down(m),
+                (false, true) => self.apply_up(now, m, true),
+                _ => {}
+            }
+        }
+        self.health.passive_on = self.health.services.iter().any(|s| {
+            s.cfg.passive.is_some()
+                && self.health.members.iter().any(|m| m.used && Some(m.service) == s.key)
+        });
+        self.health.recompute_next();
+    }
+
+    /// Whether `service`'s quorum lets its UP servers be scheduled (a lost quorum with a sorry
+    /// server takes them out, as keepalived does).
+    fn quorum_allows(&self, service: &ServiceKey) -> bool {
+        let s = self.health.services.iter().find(|s| s.key == Some(*service));
+        s.is_none_or(|s| s.quorum_up || s.cfg.sorry_server.is_none())
+    }
+
+    /// keepalived's `update_quorum_state`: the live weight against quorum ± hysteresis; on a
+    /// change, the sorry server comes or goes and an event is queued.
+    fn update_quorum(&mut self, s: usize) {
+        let SvcHealth { key, cfg, quorum_up, .. } = self.health.services[s];
+        let Some(key) = key else { return };
+        let Some(svc) = self.director.service_id(&key) else {
+            return;
+        };
+        let mut sum: u64 = 0;
+        for m in self.health.members.iter().filter(|m| m.used && m.service == key) {
+            if self.health.target_up(m.target) {
+                sum += u64::from(m.cfg.weight);
+            }
+        }
+        for (_, d) in self.director.servers(svc).iter() {
+            if d.health == NO_MEMBER && Some(d.addr()) != cfg.sorry_server {
+                sum += u64::from(d.weight());
+            }
+        }
+        let (q, h) = (u64::from(cfg.quorum), u64::from(cfg.hysteresis));
+        let up = if quorum_up {
+            !(sum == 0 || sum < q.saturating_sub(h))
+        } else {
+            sum >= q + h
+        };
+        if up != quorum_up {
+            self.health.services[s].quorum_up = up;
+            self.health.services[s].pending = Some(up);
+        }
+        if let Some(sorry) = cfg.sorry_server {
+            let listed = self.director.find_server(svc, sorry).is_some();
+            if !up && !listed {
+                let sc = ServerConfig {
+                    addr: sorry,
+                    weight: 1,
+                    u_threshold: 0,
+                    l_threshold: 0,
+                    method: ForwardMethod::Masq,
+                };
+                let _ = self.director.add_server(&key, &sc);
+            } else if up && listed {
+                let _ = self.director.del_server(&key, sorry);
+            }
+        }
+    }
+
+    /// Takes member `m` out of scheduling: weight 0 (`inhibit_on_failure`) or deletion.
+    fn apply_down(&mut self, m: usize) {
+        let member = self.health.members[m];
+        let inhibit = self.health.targets[usize::from(member.target)]
+            .check
+            .inhibit_on_failure;
+        self.health.members[m].applied_up = false;
+        self.health.members[m].ramp = None;
+        let svc = self.director.service_id(&member.service);
+        let Some(id) = svc.and_then(|s| self.director.find_server(s, member.cfg.addr)) else {
+            return;
+        };
+        // The operator may have changed the weight since: restore the latest one.
+        if member.ramp.is_none() {
+            if let Some(cur) = self.director.server(id).map(|s| s.config) {
+                if cur.weight > 0 {
+                    self.health.members[m].cfg = cur;
+                }
+            }
+        }
+        self.director.set_health_mark(id, m as u16, true);
+        if inhibit {
+            let cfg = ServerConfig {
+                weight: 0,
+                ..self.health.members[m].cfg
+            };
+            let _ = self.director.edit_server(&member.service, &cfg);
+        } else {
+            let _ = self.director.del_server(&member.service, member.cfg.addr);
+            self.health.members[m].server = NO_SERVER;
+        }
+    }
+
+    /// Puts member `m` back with its weight (from 1 under slow start when `ramp`).
+    fn apply_up(&mut self, now: Instant, m: usize, ramp: bool) {
+        let member = self.health.members[m];
+        let slowstart = self.health.service_cfg(&member.service).slowstart;
+        let ramping = ramp && slowstart.millis() > 0 && member.cfg.weight > 1;
+        let cfg = ServerConfig {
+            weight: if ramping { 1 } else { member.cfg.weight },
+            ..member.cfg
+        };
+        self.health.members[m].applied_up = true;
+        self.health.members[m].ramp = ramping.then(|| (now, now + ramp_step(slowstart)));
+        let svc = self.director.service_id(&member.service);
+        let id = match svc.and_then(|s| self.director.find_server(s, cfg.addr)) {
+            Some(_) => self
+                .director
+                .edit_server(&member.service, &cfg)
+                .ok()
+                .and(svc.and_then(|s| self.director.find_server(s, cfg.addr))),
+            None => self.director.add_server(&member.service, &cfg).ok(),
+        };
+        if let Some(id) = id {
+            self.director.set_health_mark(id, m as u16, false);
+            self.health.members[m].server = id;
+        }
+    }
+
+    /// One slow-start step of member `m` (ramp started at `start`): weight
+    /// 1 + (W − 1)·elapsed/slowstart, elapsed counted in whole steps; W at the end.
+    fn ramp_step(&mut self, now: Instant, m: usize, start: Instant) {
+        let member = self.health.members[m];
+        let s = self.health.service_cfg(&member.service).slowstart;
+        let step = ramp_step(s);
+        let elapsed = now.saturating_since(start).millis();
+        let w = u64::from(member.cfg.weight);
+        let weight = if elapsed >= s.millis() {
+            self.health.members[m].ramp = None;
+            w
+        } else {
+            let k = elapsed / step.millis();
+            let next = Instant::from_millis(start.millis() + (k + 1) * step.millis());
+            let end = start + s;
+            self.health.members[m].ramp = Some((start, next.min(end)));
+            1 + (w - 1) * k * step.millis() / s.millis()
+        };
+        let cfg = ServerConfig {
+            weight: weight as u32,
+            ..member.cfg
+        };
+        let _ = self.director.edit_server(&member.service, &cfg);
+    }
+
+    /// Forgets member `m` (its target's reference and its server's mark).
+    fn forget_member(&mut self, m: usize) {
+        let member = self.health.members[m];
+        self.health.release_target(member.target);
+        if let Some(svc) = self.director.service_id(&member.service) {
+            if let Some(id) = self.director.find_server(svc, member.cfg.addr) {
+                self.director.set_health_mark(id, NO_MEMBER, false);
+            }
+        }
+        self.health.members[m] = Member::EMPTY;
+    }
+
+    /// `ipvsadm -d`/`-D`/`-C` forget the checks of what they delete. `Ok` when the checker had
+    /// removed the server (the director does not list it then).
+    pub(super) fn health_forget(
+        &mut self,
+        service: Option<&ServiceKey>,
+        server: Option<SocketAddr>,
+    ) -> bool {
+        let mut removed_by_us = false;
+        for m in 0..self.health.members.len() {
+            let member = self.health.members[m];
+            let hit = member.used
+                && service.is_none_or(|k| *k == member.service)
+                && server.is_none_or(|a| a == member.cfg.addr);
+            if hit {
+                removed_by_us |= member.server == NO_SERVER;
+                self.forget_member(m);
+            }
+        }
+        if server.is_none() {
+            for s in self.health.services.iter_mut() {
+                if s.key.is_some() && service.is_none_or(|k| s.key == Some(*k)) {
+                    *s = SvcHealth::EMPTY;
+                }
+            }
+        }
+        removed_by_us
+    }
+
+    /// After a configuration command: quorums follow the servers the operator changed.
+    pub(super) fn health_after_apply(&mut self, now: Instant) {
+        if self.health.has_storage() {
+            self.health_changed(now);
+        }
+    }
+
+    /// The next health event (member transitions, then quorum changes).
+    pub(super) fn poll_health_event(&mut self) -> Option<Event> {
+        let n = self.health.members.len();
+        for k in 0..n {
+            let m = (self.health.event_cursor + k) % n;
+            if let Some((state, reason)) = self.health.members[m].pending.take() {
+                self.health.event_cursor = (m + 1) % n;
+                let member = self.health.members[m];
+                return Some(Event::Health {
+                    service: member.service,
+                    server: member.cfg.addr,
+                    state,
+                    reason,
+                });
+            }
+        }
+        for s in self.health.services.iter_mut() {
+            if let (Some(up), Some(service)) = (s.pending.take(), s.key) {
+                return Some(Event::Quorum { service, up });
+            }
+        }
+        None
+    }
+
+    fn member_of(&self, service: &ServiceKey, server: SocketAddr) -> Option<usize> {
+        self.health
+            .members
+            .iter()
+            .position(|m| m.used && m.service == *service && m.cfg.addr == server)
+    }
+
+    /// The member marked on server `id` (a slot reused since does not match).
+    fn member_for(&self, id: ServerId) -> Option<usize> {
+        let m = usize::from(self.director.server(id)?.health);
+        let member = self.health.members.get(m)?;
+        (member.used && member.server == id).then_some(m)
+    }
+
+    fn sorry_of(&self, service: &ServiceKey) -> Option<SocketAddr> {
+        self.health
+            .services
+            .iter()
+            .find(|s| s.key == Some(*service))?
+            .cfg
+            .sorry_server
+    }
+}
+
+/// Slow start's step: max(1 s, slowstart / 20).
+fn ramp_step(slowstart: Duration) -> Duration {
+    Duration::from_millis((slowstart.millis() / 20).max(1000))
+}

@@ -1,0 +1,74 @@
+//! Passive signals (beyond keepalived; HAProxy's `observe layer4`, DPVS's dest-check): what the
+//! datapath sees of a real server's answers to forwarded SYNs. The first SYN of each new
+//! connection counts (a client's retransmissions hit the existing entry and do not); a
+//! handshake that completes (SYN_RECV → ESTABLISHED) resets the counts; a RST from the server
+//! in SYN_RECV counts as refused. A trigger is a run of `refused_limit` refusals, or of
+//! `unanswered_limit` SYNs with no handshake completed `syn_deadline` after the last of them.
+
+use super::config::PassiveConfig;
+use super::state::Reason;
+use crate::time::Instant;
+
+/// One checked server's passive counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Passive {
+    /// RSTs from the server in SYN_RECV in a row.
+    refused: u16,
+    /// SYNs forwarded since the last completed handshake or RST.
+    unanswered: u16,
+    /// When the `unanswered_limit`-th of them was forwarded.
+    nth_at: Option<Instant>,
+}
+
+impl Passive {
+    pub(crate) const NEW: Passive = Passive {
+        refused: 0,
+        unanswered: 0,
+        nth_at: None,
+    };
+
+    /// A SYN was forwarded to the server at `now`: the time the run is due, when this SYN
+    /// completes it.
+    pub(crate) fn on_syn(&mut self, now: Instant, cfg: &PassiveConfig) -> Option<Instant> {
+        self.unanswered = self.unanswered.saturating_add(1);
+        if self.unanswered == cfg.unanswered_limit {
+            self.nth_at = Some(now);
+            return Some(now + cfg.syn_deadline);
+        }
+        None
+    }
+
+    /// A handshake completed (`ok`) or the server answered a SYN with a RST: the trigger's
+    /// reason, when this completes a run of refusals.
+    pub(crate) fn on_answer(&mut self, ok: bool, cfg: &PassiveConfig) -> Option<Reason> {
+        self.unanswered = 0;
+        self.nth_at = None;
+        if ok {
+            self.refused = 0;
+            return None;
+        }
+        self.refused = self.refused.saturating_add(1);
+        if self.refused >= cfg.refused_limit {
+            let n = self.refused;
+            self.refused = 0;
+            return Some(Reason::PassiveRefused(n));
+        }
+        None
+    }
+
+    /// When an unanswered run is due.
+    pub(crate) fn deadline(&self, cfg: &PassiveConfig) -> Option<Instant> {
+        self.nth_at.map(|t| t + cfg.syn_deadline)
+    }
+
+    /// At `now`: the trigger's reason if an unanswered run is due.
+    pub(crate) fn expire(&mut self, now: Instant, cfg: &PassiveConfig) -> Option<Reason> {
+        let due = self.deadline(cfg)?;
+        if now < due {
+            return None;
+        }
+        let n = self.unanswered;
+        *self = Passive::NEW;
+        Some(Reason::PassiveUnanswered(n))
+    }
+}

@@ -1,0 +1,1 @@
+//! Checker-level tests live in balancer/health_tests.rs (they need a director).
