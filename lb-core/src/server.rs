@@ -33,7 +33,8 @@ pub struct RealServer {
     pub available: bool,
     /// Traffic counters.
     pub stats: Stats,
-    /// The health checker's member for this server (`health::NO_MEMBER`: not checked).
+    /// The health checker's member for this server, plus one (0: not checked, so that an
+    /// empty slot stays all zero bits and a `static` of them lands in .bss).
     pub(crate) health: u16,
     /// Whether the health checker holds it DOWN: a SYN on one of its entries is rescheduled.
     pub(crate) health_down: bool,
@@ -70,7 +71,7 @@ impl RealServer {
             overloaded: false,
             available: true,
             stats: Stats::new(),
-            health: crate::health::NO_MEMBER,
+            health: 0,
             health_down: false,
         }
     }
@@ -98,6 +99,11 @@ impl RealServer {
     /// Whether the health checker holds it DOWN (weight 0 or removed until it recovers).
     pub const fn health_down(&self) -> bool {
         self.health_down
+    }
+
+    /// The health checker's member for it, if it is checked.
+    pub(crate) const fn health_member(&self) -> Option<u16> {
+        self.health.checked_sub(1)
     }
 
     /// Connections still referencing it (templates included). A deleted server's slot is

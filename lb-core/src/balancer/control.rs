@@ -75,6 +75,9 @@ impl<'a> Balancer<'a> {
             }
             Command::EditServer(key, cfg) => {
                 check_method(cfg.method)?;
+                if let Some(r) = self.health_edit(key, cfg) {
+                    return r;
+                }
                 self.director.edit_server(key, cfg)
             }
             Command::DelServer(key, addr) => {

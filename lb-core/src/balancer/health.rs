@@ -7,7 +7,7 @@
 
 use core::net::SocketAddr;
 
-use crate::config::{ForwardMethod, ServerConfig, ServiceKey};
+use crate::config::{ConfigError, ForwardMethod, ServerConfig, ServiceKey};
 use crate::health::{
     Health, HealthCheck, HealthError, HealthState, HealthStorage, Member, PassiveAction, Probe,
     ProbeId, ProbeOutcome, Reason, SvcHealth, VirtualServerHealth, NO_MEMBER,
@@ -70,11 +70,15 @@ impl<'a> Balancer<'a> {
         };
         let slot = match existing {
             Some(m) => m,
-            None => self.health.members.iter().position(|m| !m.used).ok_or(
-                HealthError::TooManyCheckedServers {
+            None => self
+                .health
+                .members
+                .iter()
+                .take(usize::from(NO_MEMBER))
+                .position(|m| !m.used)
+                .ok_or(HealthError::TooManyCheckedServers {
                     max: self.health.members.len(),
-                },
-            )?,
+                })?,
         };
         let target = self.health.target_for(now, server, check)?;
         let old = self.health.members[slot];
@@ -161,12 +165,16 @@ impl<'a> Balancer<'a> {
             .iter()
             .position(|s| s.key == Some(*service))
             .or_else(|| self.health.services.iter().position(|s| s.key.is_none()))
-            .ok_or(HealthError::TooManyCheckedServers {
+            .ok_or(HealthError::TooManyServicePolicies {
                 max: self.health.services.len(),
             })?;
         let old = self.health.services[slot];
         if old.key.is_some() {
-            if let Some(s) = old.cfg.sorry_server.filter(|s| Some(*s) != cfg.sorry_server) {
+            if let Some(s) = old
+                .cfg
+                .sorry_server
+                .filter(|s| Some(*s) != cfg.sorry_server)
+            {
                 // The old sorry server leaves; the quorum check adds the new one if needed.
                 let _ = self.director.del_server(service, s);
             }
@@ -194,7 +202,11 @@ impl<'a> Balancer<'a> {
     /// Whether `service` has its quorum (keepalived's `quorum`/`hysteresis`), if it has a
     /// health policy.
     pub fn quorum_up(&self, service: &ServiceKey) -> Option<bool> {
-        let s = self.health.services.iter().find(|s| s.key == Some(*service))?;
+        let s = self
+            .health
+            .services
+            .iter()
+            .find(|s| s.key == Some(*service))?;
         Some(s.quorum_up)
     }
 
@@ -287,7 +299,12 @@ impl<'a> Balancer<'a> {
         }
         if p.action == PassiveAction::MarkDown {
             let (mut total, mut down) = (0usize, 0usize);
-            for o in self.health.members.iter().filter(|o| o.used && o.service == member.service) {
+            for o in self
+                .health
+                .members
+                .iter()
+                .filter(|o| o.used && o.service == member.service)
+            {
                 total += 1;
                 if !self.health.target_up(o.target) {
                     down += 1;
@@ -352,7 +369,11 @@ impl<'a> Balancer<'a> {
         }
         self.health.passive_on = self.health.services.iter().any(|s| {
             s.cfg.passive.is_some()
-                && self.health.members.iter().any(|m| m.used && Some(m.service) == s.key)
+                && self
+                    .health
+                    .members
+                    .iter()
+                    .any(|m| m.used && Some(m.service) == s.key)
         });
         self.health.recompute_next();
     }
@@ -360,26 +381,40 @@ impl<'a> Balancer<'a> {
     /// Whether `service`'s quorum lets its UP servers be scheduled (a lost quorum with a sorry
     /// server takes them out, as keepalived does).
     fn quorum_allows(&self, service: &ServiceKey) -> bool {
-        let s = self.health.services.iter().find(|s| s.key == Some(*service));
+        let s = self
+            .health
+            .services
+            .iter()
+            .find(|s| s.key == Some(*service));
         s.is_none_or(|s| s.quorum_up || s.cfg.sorry_server.is_none())
     }
 
     /// keepalived's `update_quorum_state`: the live weight against quorum ± hysteresis; on a
     /// change, the sorry server comes or goes and an event is queued.
     fn update_quorum(&mut self, s: usize) {
-        let SvcHealth { key, cfg, quorum_up, .. } = self.health.services[s];
+        let SvcHealth {
+            key,
+            cfg,
+            quorum_up,
+            ..
+        } = self.health.services[s];
         let Some(key) = key else { return };
         let Some(svc) = self.director.service_id(&key) else {
             return;
         };
         let mut sum: u64 = 0;
-        for m in self.health.members.iter().filter(|m| m.used && m.service == key) {
+        for m in self
+            .health
+            .members
+            .iter()
+            .filter(|m| m.used && m.service == key)
+        {
             if self.health.target_up(m.target) {
                 sum += u64::from(m.cfg.weight);
             }
         }
         for (_, d) in self.director.servers(svc).iter() {
-            if d.health == NO_MEMBER && Some(d.addr()) != cfg.sorry_server {
+            if d.health_member().is_none() && Some(d.addr()) != cfg.sorry_server {
                 sum += u64::from(d.weight());
             }
         }
@@ -422,12 +457,11 @@ impl<'a> Balancer<'a> {
         let Some(id) = svc.and_then(|s| self.director.find_server(s, member.cfg.addr)) else {
             return;
         };
-        // The operator may have changed the weight since: restore the latest one.
+        // What the operator set since (a drain to weight 0 included) is what comes back; a
+        // ramp's weight is the checker's, not the operator's.
         if member.ramp.is_none() {
             if let Some(cur) = self.director.server(id).map(|s| s.config) {
-                if cur.weight > 0 {
-                    self.health.members[m].cfg = cur;
-                }
+                self.health.members[m].cfg = cur;
             }
         }
         self.director.set_health_mark(id, m as u16, true);
@@ -506,6 +540,48 @@ impl<'a> Balancer<'a> {
         self.health.members[m] = Member::EMPTY;
     }
 
+    /// `ipvsadm -e` of a checked server: the new configuration is what recovery restores; while
+    /// the checker holds the server DOWN (or ramps it), the weight stays the checker's. `None`
+    /// when the server is not checked.
+    pub(super) fn health_edit(
+        &mut self,
+        service: &ServiceKey,
+        cfg: &ServerConfig,
+    ) -> Option<Result<(), ConfigError>> {
+        let m = self.member_of(service, cfg.addr)?;
+        let member = self.health.members[m];
+        if member.applied_up && member.ramp.is_none() {
+            let r = self.director.edit_server(service, cfg);
+            if r.is_ok() {
+                self.health.members[m].cfg = *cfg;
+            }
+            return Some(r);
+        }
+        if cfg.weight > u32::from(u16::MAX) {
+            return Some(Err(ConfigError::WeightOutOfRange { weight: cfg.weight }));
+        }
+        self.health.members[m].cfg = *cfg;
+        if !member.applied_up && member.server == NO_SERVER {
+            // Removed by the checker: it comes back with this configuration.
+            return Some(Ok(()));
+        }
+        let held = self
+            .director
+            .service_id(service)
+            .and_then(|s| self.director.find_server(s, cfg.addr))
+            .and_then(|id| self.director.server(id))
+            .map_or(0, |s| s.weight());
+        let weight = if member.applied_up {
+            held.min(cfg.weight)
+        } else {
+            0
+        };
+        Some(
+            self.director
+                .edit_server(service, &ServerConfig { weight, ..*cfg }),
+        )
+    }
+
     /// `ipvsadm -d`/`-D`/`-C` forget the checks of what they delete. `Ok` when the checker had
     /// removed the server (the director does not list it then).
     pub(super) fn health_forget(
@@ -574,7 +650,7 @@ impl<'a> Balancer<'a> {
 
     /// The member marked on server `id` (a slot reused since does not match).
     fn member_for(&self, id: ServerId) -> Option<usize> {
-        let m = usize::from(self.director.server(id)?.health);
+        let m = usize::from(self.director.server(id)?.health_member()?);
         let member = self.health.members.get(m)?;
         (member.used && member.server == id).then_some(m)
     }

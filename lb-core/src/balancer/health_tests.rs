@@ -11,14 +11,14 @@ use std::vec::Vec;
 use super::test_support::{empty_balancer, ms, sa};
 use super::*;
 use crate::config::{ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
+use crate::health::ProbeId;
 use crate::health::{
     HealthCheck, HealthLimits, HealthState, HealthStorage, PassiveAction, PassiveConfig,
     ProbeOutcome, Reason, VirtualServerHealth,
 };
-use crate::health::ProbeId;
 use crate::ipvsadm::Command;
-use crate::verdict::Verdict;
 use crate::time::Duration;
+use crate::verdict::Verdict;
 
 const VIP: &str = "10.0.0.100:80";
 
@@ -40,11 +40,7 @@ enum Answer {
 
 /// A balancer with one `sched` service over `servers` (address, weight), health storage for
 /// `targets` probes and `pool` probes in flight.
-fn balancer(
-    sched: SchedulerKind,
-    servers: &[(&str, u32)],
-    pool: usize,
-) -> Balancer<'static> {
+fn balancer(sched: SchedulerKind, servers: &[(&str, u32)], pool: usize) -> Balancer<'static> {
     let mut b = empty_balancer(1024, Settings::default());
     let mut cfg = ServiceConfig::new(key());
     cfg.scheduler = sched;
@@ -65,7 +61,8 @@ fn balancer(
 fn add(b: &mut Balancer<'_>, addr: &str, w: u32) {
     let mut s = ServerConfig::new(sa(addr), ForwardMethod::Masq);
     s.weight = w;
-    b.apply(Instant::ZERO, &Command::AddServer(key(), s)).unwrap();
+    b.apply(Instant::ZERO, &Command::AddServer(key(), s))
+        .unwrap();
 }
 
 /// The weight of `addr` in the service's list, `None` if not listed.
@@ -112,7 +109,11 @@ impl<'m> Sim<'m> {
                 self.now = end;
                 return;
             };
-            assert!(next >= self.now || b.poll_probe(self.now).is_none(), "spins at {:?}", self.now);
+            assert!(
+                next >= self.now || b.poll_probe(self.now).is_none(),
+                "spins at {:?}",
+                self.now
+            );
             self.now = self.now.max(next);
             let now = self.now;
             let mut due = Vec::new();
@@ -251,11 +252,23 @@ fn detection_and_recovery_times_for_every_knob_combination() {
             sim.run(&mut b, Instant::ZERO + secs(row.up + 3.0 * row.d));
             let got = sim.transitions("10.1.0.1:80");
             let want = std::vec![
-                (Instant::ZERO + secs(row.down), HealthState::Down, row.reason.to_string()),
-                (Instant::ZERO + secs(row.up), HealthState::Up, "check passed".to_string()),
+                (
+                    Instant::ZERO + secs(row.down),
+                    HealthState::Down,
+                    row.reason.to_string()
+                ),
+                (
+                    Instant::ZERO + secs(row.up),
+                    HealthState::Up,
+                    "check passed".to_string()
+                ),
             ];
             assert_eq!(got, want, "row {n}, inhibit {inhibit}");
-            assert_eq!(weight(&b, "10.1.0.1:80"), Some(5), "row {n}: weight restored");
+            assert_eq!(
+                weight(&b, "10.1.0.1:80"),
+                Some(5),
+                "row {n}: weight restored"
+            );
         }
     }
 }
@@ -263,7 +276,11 @@ fn detection_and_recovery_times_for_every_knob_combination() {
 #[test]
 fn inhibit_quiesces_and_remove_deletes_then_recovery_restores_the_weight() {
     for inhibit in [true, false] {
-        let mut b = balancer(SchedulerKind::Wrr, &[("10.1.0.1:80", 7), ("10.1.0.2:80", 3)], 4);
+        let mut b = balancer(
+            SchedulerKind::Wrr,
+            &[("10.1.0.1:80", 7), ("10.1.0.2:80", 3)],
+            4,
+        );
         let mut chk = check(2.0, 1.0, 0, 1.0, 1);
         chk.inhibit_on_failure = inhibit;
         b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
@@ -278,12 +295,18 @@ fn inhibit_quiesces_and_remove_deletes_then_recovery_restores_the_weight() {
         let mut sim = Sim::new(&model);
         sim.run(&mut b, ms(100));
         // The first probe (t = 0) is refused: non-alpha servers go DOWN on their first failure.
-        assert_eq!(b.health_state(&key(), sa("10.1.0.1:80")), Some(HealthState::Down));
+        assert_eq!(
+            b.health_state(&key(), sa("10.1.0.1:80")),
+            Some(HealthState::Down)
+        );
         let down = if inhibit { Some(0) } else { None };
         assert_eq!(weight(&b, "10.1.0.1:80"), down, "inhibit {inhibit}");
         assert_eq!(weight(&b, "10.1.0.2:80"), Some(3));
         sim.run(&mut b, ms(6_100));
-        assert_eq!(b.health_state(&key(), sa("10.1.0.1:80")), Some(HealthState::Up));
+        assert_eq!(
+            b.health_state(&key(), sa("10.1.0.1:80")),
+            Some(HealthState::Up)
+        );
         assert_eq!(weight(&b, "10.1.0.1:80"), Some(7), "inhibit {inhibit}");
         let t = sim.transitions("10.1.0.1:80");
         assert_eq!(t.len(), 2);
@@ -298,7 +321,11 @@ fn alpha_starts_down_and_needs_rise_passes() {
     chk.alpha = true;
     b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
         .unwrap();
-    assert_eq!(weight(&b, "10.1.0.1:80"), None, "alpha: removed before any probe");
+    assert_eq!(
+        weight(&b, "10.1.0.1:80"),
+        None,
+        "alpha: removed before any probe"
+    );
     let model = |_: SocketAddr, _: Instant| Answer::Ok;
     let mut sim = Sim::new(&model);
     sim.run(&mut b, ms(2_000));
@@ -306,7 +333,11 @@ fn alpha_starts_down_and_needs_rise_passes() {
     assert_eq!(
         sim.transitions("10.1.0.1:80"),
         std::vec![
-            (ms(0), HealthState::Down, "alpha: not checked yet".to_string()),
+            (
+                ms(0),
+                HealthState::Down,
+                "alpha: not checked yet".to_string()
+            ),
             (ms(1_000), HealthState::Up, "check passed".to_string()),
         ]
     );
@@ -341,27 +372,43 @@ fn identical_checks_share_one_probe() {
     let downs = sim
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, Event::Health { state: HealthState::Down, .. }))
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                Event::Health {
+                    state: HealthState::Down,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(downs, 2, "both services see the transition");
-    assert_eq!(b.health_state(&k2, sa("10.1.0.1:80")), Some(HealthState::Down));
+    assert_eq!(
+        b.health_state(&k2, sa("10.1.0.1:80")),
+        Some(HealthState::Down)
+    );
 }
 
 /// With jitter, a server's next probe never starts before its previous one ended, and each
 /// gap is a delay_loop shortened by at most the jitter, or a delay_before_retry.
 #[test]
 fn jitter_never_overlaps_probes_of_one_server() {
-    let servers: Vec<std::string::String> = (1..=16).map(|i| std::format!("10.1.0.{i}:80")).collect();
+    let servers: Vec<std::string::String> =
+        (1..=16).map(|i| std::format!("10.1.0.{i}:80")).collect();
     let refs: Vec<(&str, u32)> = servers.iter().map(|s| (s.as_str(), 1)).collect();
     let mut b = balancer(SchedulerKind::Rr, &refs, 64);
     let mut chk = check(2.0, 1.5, 1, 0.5, 1);
     chk.jitter_percent = 20;
     chk.warmup = None;
     for s in &servers {
-        b.set_health_check(Instant::ZERO, &key(), sa(s), &chk).unwrap();
+        b.set_health_check(Instant::ZERO, &key(), sa(s), &chk)
+            .unwrap();
     }
     // Each server flaps on its own pattern; answers take 700 ms (timeouts are 1.5 s).
-    let model = |s: SocketAddr, t: Instant| match (t.millis() / 3_000 + u64::from(s.ip().to_string().len() as u8)) % 3 {
+    let model = |s: SocketAddr, t: Instant| match (t.millis() / 3_000
+        + u64::from(s.ip().to_string().len() as u8))
+        % 3
+    {
         0 => Answer::Ok,
         1 => Answer::Refused,
         _ => Answer::Silent,
@@ -392,9 +439,17 @@ fn jitter_never_overlaps_probes_of_one_server() {
 fn a_thousand_servers_keep_to_the_pool_and_spread() {
     for (pool, answer) in [(16usize, Answer::Silent), (1_000, Answer::Ok)] {
         let secrets = Secrets::from_bytes([9; 24]);
-        let mut b = Balancer::alloc(crate::director::Limits::new(1, 1_000), 1_024, &secrets, Instant::ZERO);
-        b.apply(Instant::ZERO, &Command::AddService(ServiceConfig::new(key())))
-            .unwrap();
+        let mut b = Balancer::alloc(
+            crate::director::Limits::new(1, 1_000),
+            1_024,
+            &secrets,
+            Instant::ZERO,
+        );
+        b.apply(
+            Instant::ZERO,
+            &Command::AddService(ServiceConfig::new(key())),
+        )
+        .unwrap();
         let limits = HealthLimits {
             targets: 1_000,
             members: 1_000,
@@ -407,13 +462,19 @@ fn a_thousand_servers_keep_to_the_pool_and_spread() {
         for i in 0..1_000u32 {
             let addr = SocketAddr::new(core::net::Ipv4Addr::from(0x0a01_0000 + i).into(), 80);
             let s = ServerConfig::new(addr, ForwardMethod::Masq);
-            b.apply(Instant::ZERO, &Command::AddServer(key(), s)).unwrap();
-            b.set_health_check(Instant::ZERO, &key(), addr, &chk).unwrap();
+            b.apply(Instant::ZERO, &Command::AddServer(key(), s))
+                .unwrap();
+            b.set_health_check(Instant::ZERO, &key(), addr, &chk)
+                .unwrap();
         }
         let model = move |_: SocketAddr, _: Instant| answer;
         let mut sim = Sim::new(&model);
         sim.run(&mut b, ms(10_000));
-        assert!(sim.max_out <= pool, "{} probes out, pool {pool}", sim.max_out);
+        assert!(
+            sim.max_out <= pool,
+            "{} probes out, pool {pool}",
+            sim.max_out
+        );
         if pool == 16 {
             assert_eq!(sim.max_out, 16, "the pool fills");
             // At most 16 per second (each takes its 1 s timeout).
@@ -436,12 +497,17 @@ fn a_thousand_servers_keep_to_the_pool_and_spread() {
 
 #[test]
 fn slow_start_ramps_the_weight_linearly() {
-    let mut b = balancer(SchedulerKind::Wlc, &[("10.1.0.1:80", 21), ("10.1.0.2:80", 1)], 4);
+    let mut b = balancer(
+        SchedulerKind::Wlc,
+        &[("10.1.0.1:80", 21), ("10.1.0.2:80", 1)],
+        4,
+    );
     let vs = VirtualServerHealth {
         slowstart: Duration::from_secs(40),
         ..VirtualServerHealth::default()
     };
-    b.set_virtual_server_health(Instant::ZERO, &key(), &vs).unwrap();
+    b.set_virtual_server_health(Instant::ZERO, &key(), &vs)
+        .unwrap();
     let chk = check(100.0, 1.0, 0, 1.0, 1);
     b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
         .unwrap();
@@ -458,7 +524,16 @@ fn slow_start_ramps_the_weight_linearly() {
     // UP at 100 s; steps of max(1 s, 40/20 = 2 s): w(t) = 1 + 20·(2·⌊t/2⌋)/40.
     sim.run(&mut b, ms(100_000));
     assert_eq!(weight(&b, "10.1.0.1:80"), Some(1));
-    for (t, w) in [(1.9, 1), (2.0, 2), (3.0, 2), (10.0, 6), (21.0, 11), (39.9, 20), (40.0, 21), (60.0, 21)] {
+    for (t, w) in [
+        (1.9, 1),
+        (2.0, 2),
+        (3.0, 2),
+        (10.0, 6),
+        (21.0, 11),
+        (39.9, 20),
+        (40.0, 21),
+        (60.0, 21),
+    ] {
         sim.run(&mut b, Instant::ZERO + secs(100.0 + t));
         assert_eq!(weight(&b, "10.1.0.1:80"), Some(w), "at {t} s into the ramp");
     }
@@ -469,24 +544,32 @@ fn slow_start_ramps_the_weight_linearly() {
 #[test]
 fn quorum_hysteresis_and_sorry_server() {
     let reals = ["10.1.0.1:80", "10.1.0.2:80", "10.1.0.3:80"];
-    let mut b = balancer(SchedulerKind::Rr, &[(reals[0], 1), (reals[1], 1), (reals[2], 1)], 4);
+    let mut b = balancer(
+        SchedulerKind::Rr,
+        &[(reals[0], 1), (reals[1], 1), (reals[2], 1)],
+        4,
+    );
     let vs = VirtualServerHealth {
         sorry_server: Some(sa("10.9.9.9:8080")),
         quorum: 2,
         hysteresis: 1,
         ..VirtualServerHealth::default()
     };
-    b.set_virtual_server_health(Instant::ZERO, &key(), &vs).unwrap();
+    b.set_virtual_server_health(Instant::ZERO, &key(), &vs)
+        .unwrap();
     let mut chk = check(1.0, 0.5, 0, 1.0, 1);
     chk.inhibit_on_failure = true;
     for r in reals {
-        b.set_health_check(Instant::ZERO, &key(), sa(r), &chk).unwrap();
+        b.set_health_check(Instant::ZERO, &key(), sa(r), &chk)
+            .unwrap();
     }
     assert_eq!(b.quorum_up(&key()), Some(true));
     assert_eq!(weight(&b, "10.9.9.9:8080"), None);
     // Server k is down between t = k s and t = 10 + k s (probes every second).
     let model = |s: SocketAddr, t: Instant| {
-        let k = u64::from(s.ip().to_string().ends_with('1')) + 2 * u64::from(s.ip().to_string().ends_with('2')) + 3 * u64::from(s.ip().to_string().ends_with('3'));
+        let k = u64::from(s.ip().to_string().ends_with('1'))
+            + 2 * u64::from(s.ip().to_string().ends_with('2'))
+            + 3 * u64::from(s.ip().to_string().ends_with('3'));
         if t >= ms(k * 1_000) && t < ms((10 + k) * 1_000) {
             Answer::Refused
         } else {
@@ -528,13 +611,25 @@ fn quorum_hysteresis_and_sorry_server() {
 #[test]
 fn without_a_sorry_server_all_down_answers_as_before() {
     let mut b = balancer(SchedulerKind::Rr, &[("10.1.0.1:80", 1)], 4);
-    b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &check(1.0, 0.5, 0, 1.0, 1))
-        .unwrap();
+    b.set_health_check(
+        Instant::ZERO,
+        &key(),
+        sa("10.1.0.1:80"),
+        &check(1.0, 0.5, 0, 1.0, 1),
+    )
+    .unwrap();
     let model = |_: SocketAddr, _: Instant| Answer::Refused;
     let mut sim = Sim::new(&model);
     sim.run(&mut b, ms(100));
     assert_eq!(weight(&b, "10.1.0.1:80"), None);
-    let mut buf = lb_testkit::pkt::segment(sa("192.0.2.1:1000"), sa(VIP), crate::tcp::flags::SYN, 1, 0, b"");
+    let mut buf = lb_testkit::pkt::segment(
+        sa("192.0.2.1:1000"),
+        sa(VIP),
+        crate::tcp::flags::SYN,
+        1,
+        0,
+        b"",
+    );
     let len = buf.len();
     buf.resize(2048, 0);
     let v = b.process(ms(200), &mut buf, len);
@@ -563,7 +658,11 @@ mod packets {
     }
 
     fn rst_from(b: &mut Balancer<'_>, now: Instant, server: SocketAddr, client: SocketAddr) {
-        let (v, _) = send(b, now, pkt::segment(server, client, RST | ACK, 0, 1001, b""));
+        let (v, _) = send(
+            b,
+            now,
+            pkt::segment(server, client, RST | ACK, 0, 1001, b""),
+        );
         assert!(matches!(v, Verdict::ToClient(_)), "{v:?}");
     }
 
@@ -579,7 +678,8 @@ mod packets {
             }),
             ..VirtualServerHealth::default()
         };
-        b.set_virtual_server_health(Instant::ZERO, &key(), &vs).unwrap();
+        b.set_virtual_server_health(Instant::ZERO, &key(), &vs)
+            .unwrap();
         for (r, _) in reals {
             b.set_health_check(Instant::ZERO, &key(), sa(r), &check(60.0, 1.0, 1, 1.0, 1))
                 .unwrap();
@@ -606,15 +706,31 @@ mod packets {
         for i in 0..3u16 {
             let c = SocketAddr::new(sa("192.0.2.1:0").ip(), 2000 + i);
             let s = syn(&mut b, ms(1_000), c).unwrap();
-            assert!(b.poll_probe(ms(1_000)).is_none(), "no probe before the third RST");
+            assert!(
+                b.poll_probe(ms(1_000)).is_none(),
+                "no probe before the third RST"
+            );
             rst_from(&mut b, ms(1_000), s, c);
         }
         // The next probe was due at 60 s; now it is due at once.
         let p = b.poll_probe(ms(1_000)).expect("an immediate probe");
         b.probe_result(ms(1_010), p.id, ProbeOutcome::Refused);
-        assert_eq!(b.health_state(&key(), sa("10.1.0.1:80")), Some(HealthState::Down));
+        assert_eq!(
+            b.health_state(&key(), sa("10.1.0.1:80")),
+            Some(HealthState::Down)
+        );
         let e = b.poll_event().unwrap();
-        assert!(matches!(e, Event::Health { state: HealthState::Down, reason: Reason::Refused, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Event::Health {
+                    state: HealthState::Down,
+                    reason: Reason::Refused,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     /// A handshake that completes resets the run.
@@ -633,8 +749,16 @@ mod packets {
             port += 1;
             let c = SocketAddr::new(sa("192.0.2.1:0").ip(), port);
             let s = syn(&mut b, ms(1_000), c).unwrap();
-            send(&mut b, ms(1_000), pkt::segment(s, c, SYN | ACK, 5000, 1001, b""));
-            send(&mut b, ms(1_000), pkt::segment(c, sa(VIP), ACK, 1001, 5001, b""));
+            send(
+                &mut b,
+                ms(1_000),
+                pkt::segment(s, c, SYN | ACK, 5000, 1001, b""),
+            );
+            send(
+                &mut b,
+                ms(1_000),
+                pkt::segment(c, sa(VIP), ACK, 1001, 5001, b""),
+            );
             b.handle_timeout(ms(1_000));
             assert!(b.poll_probe(ms(1_000)).is_none(), "round {round}");
         }
@@ -657,20 +781,35 @@ mod packets {
         let up = |b: &Balancer<'_>, r: &str| b.health_state(&key(), sa(r)) == Some(HealthState::Up);
         assert!(up(&b, reals[0].0) && up(&b, reals[1].0));
         b.handle_timeout(ms(4_006));
-        assert_eq!(u8::from(up(&b, reals[0].0)) + u8::from(up(&b, reals[1].0)), 1);
+        assert_eq!(
+            u8::from(up(&b, reals[0].0)) + u8::from(up(&b, reals[1].0)),
+            1
+        );
         assert_eq!(b.health_counters().passive_capped, 0);
         assert!(b.poll_probe(ms(4_006)).is_none());
         b.handle_timeout(ms(4_007));
-        let states: Vec<_> = reals.iter().map(|(r, _)| b.health_state(&key(), sa(r)).unwrap()).collect();
-        assert_eq!(states.iter().filter(|&&s| s == HealthState::Down).count(), 1, "{states:?}");
+        let states: Vec<_> = reals
+            .iter()
+            .map(|(r, _)| b.health_state(&key(), sa(r)).unwrap())
+            .collect();
+        assert_eq!(
+            states.iter().filter(|&&s| s == HealthState::Down).count(),
+            1,
+            "{states:?}"
+        );
         assert_eq!(b.health_counters().passive_capped, 1);
         let e = b.poll_event().unwrap();
-        let Event::Health { reason, .. } = e else { panic!("{e:?}") };
+        let Event::Health { reason, .. } = e else {
+            panic!("{e:?}")
+        };
         assert_eq!(reason.to_string(), "passive: 4 SYNs unanswered");
         // The other one is probed at once instead.
         assert!(b.poll_probe(ms(4_007)).is_some());
         // Only an active probe brings the DOWN one back: its next probe is a delay_loop later.
-        let down = reals.iter().position(|(r, _)| b.health_state(&key(), sa(r)) == Some(HealthState::Down)).unwrap();
+        let down = reals
+            .iter()
+            .position(|(r, _)| b.health_state(&key(), sa(r)) == Some(HealthState::Down))
+            .unwrap();
         assert_eq!(weight(&b, reals[down].0), None);
     }
 
@@ -679,14 +818,19 @@ mod packets {
     #[test]
     fn retransmitted_syn_to_a_down_server_is_rescheduled() {
         for inhibit in [true, false] {
-            let mut b = balancer(SchedulerKind::Rr, &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)], 4);
+            let mut b = balancer(
+                SchedulerKind::Rr,
+                &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
+                4,
+            );
             let mut s = *b.settings();
             s.expire_nodest_conn = false;
             b.set_settings(s);
             let mut chk = check(60.0, 1.0, 0, 1.0, 1);
             chk.inhibit_on_failure = inhibit;
             for r in ["10.1.0.1:80", "10.1.0.2:80"] {
-                b.set_health_check(Instant::ZERO, &key(), sa(r), &chk).unwrap();
+                b.set_health_check(Instant::ZERO, &key(), sa(r), &chk)
+                    .unwrap();
             }
             pass_probes(&mut b, ms(0));
             let c = sa("192.0.2.7:5555");
@@ -694,7 +838,11 @@ mod packets {
             // That server fails its next probe.
             b.handle_timeout(ms(60_000));
             while let Some(p) = b.poll_probe(ms(60_000)) {
-                let o = if p.server == first { ProbeOutcome::Refused } else { ProbeOutcome::Ok };
+                let o = if p.server == first {
+                    ProbeOutcome::Refused
+                } else {
+                    ProbeOutcome::Ok
+                };
                 b.probe_result(ms(60_000), p.id, o);
             }
             assert_eq!(b.health_state(&key(), first), Some(HealthState::Down));
@@ -710,19 +858,37 @@ mod packets {
 fn configuration_errors_say_why() {
     let mut b = empty_balancer(16, Settings::default());
     let e = b
-        .set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &HealthCheck::tcp())
+        .set_health_check(
+            Instant::ZERO,
+            &key(),
+            sa("10.1.0.1:80"),
+            &HealthCheck::tcp(),
+        )
         .unwrap_err();
     assert_eq!(e, crate::health::HealthError::NoStorage);
     let mut b = balancer(SchedulerKind::Rr, &[("10.1.0.1:80", 1)], 4);
     let mut c = HealthCheck::tcp();
     c.connect_timeout = Duration::from_secs(90);
-    let e = b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &c).unwrap_err();
-    assert_eq!(e.to_string(), "connect_timeout 90.000s exceeds delay_loop 60.000s");
     let e = b
-        .set_health_check(Instant::ZERO, &key(), sa("10.1.0.9:80"), &HealthCheck::tcp())
+        .set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &c)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "connect_timeout 90.000s exceeds delay_loop 60.000s"
+    );
+    let e = b
+        .set_health_check(
+            Instant::ZERO,
+            &key(),
+            sa("10.1.0.9:80"),
+            &HealthCheck::tcp(),
+        )
         .unwrap_err();
     assert_eq!(e, crate::health::HealthError::NoSuchServer);
-    assert_eq!(Reason::Timeout(Duration::from_millis(1_250)).to_string(), "timeout after 1.25 s");
+    assert_eq!(
+        Reason::Timeout(Duration::from_millis(1_250)).to_string(),
+        "timeout after 1.25 s"
+    );
     assert_eq!(Reason::HttpStatus(503).to_string(), "HTTP 503");
     assert_eq!(Reason::DigestMismatch.to_string(), "digest mismatch");
 }
@@ -731,19 +897,125 @@ fn configuration_errors_say_why() {
 #[test]
 fn deleting_a_removed_server_and_stale_results() {
     let mut b = balancer(SchedulerKind::Rr, &[("10.1.0.1:80", 1)], 4);
-    b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &check(1.0, 0.5, 0, 1.0, 1))
-        .unwrap();
+    b.set_health_check(
+        Instant::ZERO,
+        &key(),
+        sa("10.1.0.1:80"),
+        &check(1.0, 0.5, 0, 1.0, 1),
+    )
+    .unwrap();
     b.handle_timeout(ms(0));
     let p = b.poll_probe(ms(0)).unwrap();
     b.handle_timeout(ms(500));
-    assert_eq!(b.health_state(&key(), sa("10.1.0.1:80")), Some(HealthState::Down));
+    assert_eq!(
+        b.health_state(&key(), sa("10.1.0.1:80")),
+        Some(HealthState::Down)
+    );
     b.probe_result(ms(600), p.id, ProbeOutcome::Ok);
     assert_eq!(b.health_counters().stale_results, 1);
-    assert_eq!(b.health_state(&key(), sa("10.1.0.1:80")), Some(HealthState::Down));
-    b.apply_line(ms(700), "-d -t 10.0.0.100:80 -r 10.1.0.1:80").unwrap();
+    assert_eq!(
+        b.health_state(&key(), sa("10.1.0.1:80")),
+        Some(HealthState::Down)
+    );
+    b.apply_line(ms(700), "-d -t 10.0.0.100:80 -r 10.1.0.1:80")
+        .unwrap();
     assert_eq!(b.health_state(&key(), sa("10.1.0.1:80")), None);
     // Nothing is probed any more.
     b.handle_timeout(ms(5_000));
     assert!(b.poll_probe(ms(5_000)).is_none());
     assert_eq!(b.health_counters().in_flight, 0);
+}
+
+/// `ipvsadm -e` while the checker holds a server DOWN: the weight stays 0 (inhibit) or the
+/// server stays out (remove), and recovery brings the new weight.
+#[test]
+fn an_edit_while_down_is_what_recovery_restores() {
+    for inhibit in [true, false] {
+        let mut b = balancer(
+            SchedulerKind::Wrr,
+            &[("10.1.0.1:80", 2), ("10.1.0.2:80", 1)],
+            4,
+        );
+        let mut chk = check(2.0, 1.0, 0, 1.0, 1);
+        chk.inhibit_on_failure = inhibit;
+        b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
+            .unwrap();
+        let model = |_: SocketAddr, t: Instant| {
+            if t < ms(1_000) {
+                Answer::Refused
+            } else {
+                Answer::Ok
+            }
+        };
+        let mut sim = Sim::new(&model);
+        sim.run(&mut b, ms(100));
+        b.apply_line(ms(200), "-e -t 10.0.0.100:80 -r 10.1.0.1:80 -m -w 9")
+            .unwrap();
+        assert_eq!(
+            weight(&b, "10.1.0.1:80"),
+            if inhibit { Some(0) } else { None }
+        );
+        sim.run(&mut b, ms(2_100));
+        assert_eq!(weight(&b, "10.1.0.1:80"), Some(9), "inhibit {inhibit}");
+        // An operator's drain (weight 0) survives a DOWN/UP cycle.
+        b.apply_line(ms(2_200), "-e -t 10.0.0.100:80 -r 10.1.0.1:80 -m -w 0")
+            .unwrap();
+        assert_eq!(weight(&b, "10.1.0.1:80"), Some(0));
+    }
+}
+
+/// An HTTP check probes its URLs one after the other; one failing URL fails the round, with
+/// the HTTP status as the reason.
+#[test]
+fn http_urls_are_probed_in_turn() {
+    use crate::health::{CheckKind, HttpUrl, ProbeKind};
+    let mut b = balancer(SchedulerKind::Rr, &[("10.1.0.1:80", 1)], 4);
+    let mut urls = heapless::Vec::new();
+    urls.push(HttpUrl::new("/a").unwrap()).unwrap();
+    urls.push(HttpUrl::new("/b").unwrap()).unwrap();
+    let mut chk = HealthCheck::http(urls);
+    chk.delay_loop = Duration::from_secs(5);
+    chk.connect_timeout = Duration::from_secs(1);
+    chk.warmup = Some(Duration::from_millis(0));
+    chk.retry = 0;
+    chk.connect_to = Some(sa("10.1.0.1:8080"));
+    assert!(matches!(chk.kind, CheckKind::HttpGet { .. }));
+    b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
+        .unwrap();
+    let mut paths = Vec::new();
+    let mut t = 0;
+    for round in 0..2 {
+        b.handle_timeout(ms(t));
+        let mut next = b.poll_probe(ms(t));
+        while let Some(p) = next {
+            let ProbeKind::HttpGet { addr, url } = &p.kind else {
+                panic!()
+            };
+            assert_eq!(*addr, sa("10.1.0.1:8080"));
+            paths.push(url.path.to_string());
+            let response: &[u8] = if round == 1 && url.path == "/b" {
+                b"HTTP/1.1 503 Busy\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\n\r\n"
+            };
+            t += 10;
+            b.probe_result(ms(t), p.id, crate::health::evaluate_response(url, response));
+            // The round's next URL is due at once.
+            next = b.poll_probe(ms(t));
+        }
+        // Not due before the delay_loop has passed since the round's end.
+        t += 5_000;
+        b.handle_timeout(ms(t - 1));
+        assert!(b.poll_probe(ms(t - 1)).is_none());
+    }
+    assert_eq!(paths, ["/a", "/b", "/a", "/b"]);
+    assert_eq!(
+        b.health_state(&key(), sa("10.1.0.1:80")),
+        Some(HealthState::Down)
+    );
+    let e = b.poll_event().unwrap();
+    let Event::Health { reason, .. } = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(reason.to_string(), "HTTP 503");
 }

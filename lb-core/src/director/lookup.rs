@@ -179,11 +179,11 @@ impl Director<'_> {
         self.used(id).map(|i| self.service_of(i) as ServiceId)
     }
 
-    /// Marks server `id` as the health checker's `member`, DOWN or not (a server not in use
-    /// is left alone).
+    /// Marks server `id` as the health checker's `member` (`NO_MEMBER`: unchecked), DOWN or
+    /// not (a server not in use is left alone).
     pub(crate) fn set_health_mark(&mut self, id: ServerId, member: u16, down: bool) {
         if let Some(i) = self.used(id) {
-            self.servers[i].health = member;
+            self.servers[i].health = member.wrapping_add(1);
             self.servers[i].health_down = down;
         }
     }
@@ -191,7 +191,7 @@ impl Director<'_> {
     /// Clears every server's health mark (a new checker starts).
     pub(crate) fn clear_health_marks(&mut self) {
         for s in self.servers.iter_mut() {
-            s.health = crate::health::NO_MEMBER;
+            s.health = 0;
             s.health_down = false;
         }
     }

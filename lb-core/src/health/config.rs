@@ -28,7 +28,9 @@ impl StatusSet {
         if self.ranges.is_empty() {
             return (200..=299).contains(&code);
         }
-        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&code))
+        self.ranges
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&code))
     }
 }
 
@@ -60,6 +62,8 @@ impl HttpUrl {
 }
 
 /// What a probe does.
+// No heap to box the URLs in: a probe slot is sized for the largest check anyway.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
     /// keepalived `TCP_CHECK`: the three-way handshake completes.
@@ -280,6 +284,11 @@ pub enum HealthError {
         /// Checked-server slots in the storage.
         max: usize,
     },
+    /// Every service-policy slot is in use.
+    TooManyServicePolicies {
+        /// Service-policy slots in the storage.
+        max: usize,
+    },
     /// `quorum` is 0.
     ZeroQuorum,
     /// The sorry server's address family differs from the service's, or it is one of the
@@ -314,6 +323,10 @@ impl core::fmt::Display for HealthError {
             HealthError::TooManyCheckedServers { max } => write!(
                 f,
                 "no room for another checked server: all {max} slots are in use"
+            ),
+            HealthError::TooManyServicePolicies { max } => write!(
+                f,
+                "no room for another service health policy: all {max} slots are in use"
             ),
             HealthError::ZeroQuorum => f.write_str("quorum must be at least 1"),
             HealthError::BadSorryServer => f.write_str(

@@ -85,9 +85,7 @@ fn status_code(head: &[u8]) -> Option<u16> {
     if !code.iter().all(u8::is_ascii_digit) || rest.get(sp + 4).is_some_and(|&b| b != b' ') {
         return None;
     }
-    let code = code
-        .iter()
-        .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    let code = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
     (100..=599).contains(&code).then_some(code)
 }
 
@@ -130,25 +128,39 @@ mod tests {
         d.digest = Some([0; 16]);
         let n = write_request(&d, "10.1.0.1:80".parse().unwrap(), &mut buf).unwrap();
         assert!(buf[..n].starts_with(b"GET / HTTP/1.0\r\n"));
-        assert_eq!(write_request(&d, "10.1.0.1:80".parse().unwrap(), &mut buf[..20]), None);
+        assert_eq!(
+            write_request(&d, "10.1.0.1:80".parse().unwrap(), &mut buf[..20]),
+            None
+        );
     }
 
     #[test]
     fn status_sets() {
         let u = url("/");
-        assert_eq!(evaluate_response(&u, b"HTTP/1.1 204 No Content\r\n\r\n"), ProbeOutcome::Ok);
+        assert_eq!(
+            evaluate_response(&u, b"HTTP/1.1 204 No Content\r\n\r\n"),
+            ProbeOutcome::Ok
+        );
         assert_eq!(
             evaluate_response(&u, b"HTTP/1.1 503 Busy\r\nX: y\r\n\r\nbody"),
             ProbeOutcome::HttpStatus(503)
         );
         let mut only = url("/");
         only.status.ranges.push((301, 302)).unwrap();
-        assert_eq!(evaluate_response(&only, b"HTTP/1.0 302 Found\r\n\r\n"), ProbeOutcome::Ok);
+        assert_eq!(
+            evaluate_response(&only, b"HTTP/1.0 302 Found\r\n\r\n"),
+            ProbeOutcome::Ok
+        );
         assert_eq!(
             evaluate_response(&only, b"HTTP/1.0 200 OK\r\n\r\n"),
             ProbeOutcome::HttpStatus(200)
         );
-        for bad in [&b"HTTP/1.1 200 OK\r\n"[..], b"SSH-2.0\r\n\r\n", b"HTTP/1.1 2000\r\n\r\n", b""] {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\n"[..],
+            b"SSH-2.0\r\n\r\n",
+            b"HTTP/1.1 2000\r\n\r\n",
+            b"",
+        ] {
             assert_eq!(evaluate_response(&u, bad), ProbeOutcome::BadResponse);
         }
     }
@@ -168,7 +180,10 @@ mod tests {
         let extra = b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\nhelloXX";
         assert_eq!(evaluate_response(&u, extra), ProbeOutcome::Ok);
         // No Content-Length: everything after the header.
-        assert_eq!(evaluate_response(&u, b"HTTP/1.0 200 OK\r\n\r\nhello"), ProbeOutcome::Ok);
+        assert_eq!(
+            evaluate_response(&u, b"HTTP/1.0 200 OK\r\n\r\nhello"),
+            ProbeOutcome::Ok
+        );
         assert_eq!(
             evaluate_response(&u, b"HTTP/1.0 200 OK\r\n\r\nhellp"),
             ProbeOutcome::DigestMismatch

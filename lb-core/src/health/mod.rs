@@ -93,9 +93,9 @@ pub struct Probe {
 /// The sizes of a health checker's storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthLimits {
-    /// Distinct probes (identical checks of one address share one).
+    /// Distinct probes (identical checks of one address share one); at most 65,535 are used.
     pub targets: usize,
-    /// Checked (service, real server) pairs.
+    /// Checked (service, real server) pairs; at most 65,535 are used.
     pub members: usize,
     /// Services with a [`VirtualServerHealth`].
     pub services: usize,
@@ -346,9 +346,11 @@ impl<'a> Health<'a> {
         let i = match same {
             Some(i) => i,
             None => {
+                // Target indexes are the high half of a `ProbeId`.
                 let i = self
                     .targets
                     .iter()
+                    .take(usize::from(u16::MAX))
                     .position(|t| t.refs == 0)
                     .ok_or(HealthError::TooManyChecks {
                         max: self.targets.len(),
@@ -382,7 +384,10 @@ impl<'a> Health<'a> {
                 self.in_flight -= 1;
             }
             let seq = tg.seq.wrapping_add(1);
-            *tg = Target { seq, ..Target::EMPTY };
+            *tg = Target {
+                seq,
+                ..Target::EMPTY
+            };
         }
     }
 
@@ -427,7 +432,12 @@ impl<'a> Health<'a> {
     }
 
     /// Counts a reported outcome; `false` if the probe is not out (timed out, unknown).
-    pub(crate) fn probe_result(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) -> bool {
+    pub(crate) fn probe_result(
+        &mut self,
+        now: Instant,
+        id: ProbeId,
+        outcome: ProbeOutcome,
+    ) -> bool {
         let i = (id.0 >> 16) as usize;
         let live = self.targets.get(i).is_some_and(|t| {
             t.refs > 0 && u32::from(t.seq) == id.0 & 0xffff && matches!(t.phase, Phase::InFlight(_))
@@ -537,9 +547,18 @@ impl<'a> Health<'a> {
                 Phase::Idle(_) => {}
             }
         }
-        for (m, svc) in self.members.iter().filter(|m| m.used).filter_map(|m| {
+        // Members only matter with passive signals or slow start somewhere.
+        let ramps = self
+            .services
+            .iter()
+            .any(|s| s.key.is_some() && s.cfg.slowstart.millis() > 0);
+        if !self.passive_on && !ramps {
+            self.next = next;
+            return;
+        }
+        for (m, svc) in self.members.iter().filter(|m| m.used).map(|m| {
             let svc = self.services.iter().find(|s| s.key == Some(m.service));
-            Some((m, svc))
+            (m, svc)
         }) {
             if let Some((_, step)) = m.ramp {
                 lower(step);
