@@ -33,6 +33,39 @@ impl<'a> Balancer<'a> {
     /// Gives the balancer health-check storage (sized by [`HealthLimits`](crate::HealthLimits))
     /// and the seed of its warm-up and jitter randomness. Any previous checks are forgotten
     /// (servers they held DOWN stay as they are). Call at start-up, before the checks.
+    ///
+    /// ```
+    /// use lb_core::{
+    ///     Balancer, Duration, Event, HealthCheck, HealthLimits, HealthState, HealthStorage,
+    ///     Instant, Limits, ProbeKind, ProbeOutcome, Secrets, ServiceKey,
+    /// };
+    ///
+    /// let t0 = Instant::ZERO;
+    /// let mut lb = Balancer::alloc(Limits::new(1, 4), 1024, &Secrets::from_bytes([5; 24]), t0);
+    /// lb.apply_line(t0, "-A -t 10.0.0.1:80 -s wlc")?;
+    /// lb.apply_line(t0, "-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 3")?;
+    /// let limits = HealthLimits { targets: 4, members: 4, services: 1, max_in_flight: 2 };
+    /// lb.set_health_storage(HealthStorage::alloc(limits), 0x5eed); // seed from an RNG
+    /// let svc = ServiceKey::tcp("10.0.0.1:80".parse().unwrap());
+    /// let check = HealthCheck {
+    ///     delay_loop: Duration::from_secs(6),
+    ///     connect_timeout: Duration::from_secs(3),
+    ///     warmup: Some(Duration::from_secs(0)),
+    ///     ..HealthCheck::tcp()
+    /// };
+    /// lb.set_health_check(t0, &svc, "10.1.0.1:80".parse().unwrap(), &check).unwrap();
+    ///
+    /// // The frontend's loop: timers, then every due probe to the transport.
+    /// lb.handle_timeout(t0);
+    /// let probe = lb.poll_probe(t0).expect("due at once (warmup 0)");
+    /// assert!(matches!(probe.kind, ProbeKind::TcpConnect { .. }));
+    /// // ... the transport's SYN is answered by a RST:
+    /// lb.probe_result(Instant::from_millis(2), probe.id, ProbeOutcome::Refused);
+    /// let Some(Event::Health { state, reason, .. }) = lb.poll_event() else { panic!() };
+    /// assert_eq!((state, reason.to_string().as_str()), (HealthState::Down, "connect refused"));
+    /// assert!(lb.director().servers(0).is_empty()); // removed (no inhibit_on_failure)
+    /// # Ok::<(), lb_core::LineError>(())
+    /// ```
     pub fn set_health_storage(&mut self, storage: HealthStorage<'a>, seed: u64) {
         self.health = Health::new(storage, seed);
         self.director.clear_health_marks();
@@ -219,8 +252,8 @@ impl<'a> Balancer<'a> {
         }
     }
 
-    /// The next probe to run, if one is due and the pool ([`HealthLimits::max_in_flight`]
-    /// (crate::HealthLimits)) has room. Call after every `handle_timeout` and `probe_result`
+    /// The next probe to run, if one is due and the pool
+    /// ([`HealthLimits::max_in_flight`](crate::HealthLimits::max_in_flight)) has room. Call after every `handle_timeout` and `probe_result`
     /// until it gives `None`; [`poll_timeout`](Balancer::poll_timeout) counts a due probe as
     /// work due now.
     pub fn poll_probe(&mut self, now: Instant) -> Option<Probe> {

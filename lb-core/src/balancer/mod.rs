@@ -59,6 +59,7 @@
 //! | `entries.rs` | inserting, transitioning and removing entries |
 //! | `answer.rs` | pass, drop and generated answers (RST, ICMP) |
 //! | `ratelimit.rs` | the limit on generated answers (global and per destination prefix) |
+//! | `health.rs` | health checks: configuration, probes, transitions applied to the director |
 
 mod answer;
 mod control;
