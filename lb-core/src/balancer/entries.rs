@@ -69,19 +69,15 @@ impl Balancer<'_> {
                     let table_dir = table_direction(dir, e.flags);
                     let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
                     let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
+                    if cur == TcpState::SynRecv {
+                        answer = handshake_answer(dir, tcp_flags, new);
+                    }
                     if new != cur {
                         let was = e.flags.contains(ConnFlags::ACTIVE);
                         let now_active = new.is_active();
                         if was != now_active {
                             e.flags.set(ConnFlags::ACTIVE, now_active);
                             active_change = Some(now_active);
-                        }
-                        if cur == TcpState::SynRecv {
-                            if new == TcpState::Established {
-                                answer = Some(true);
-                            } else if dir == Direction::Output && new == TcpState::Close {
-                                answer = Some(false);
-                            }
                         }
                         e.state = new as u8;
                         assure = new == TcpState::Established;
@@ -138,6 +134,21 @@ impl Balancer<'_> {
             tpl.set_n_control(n.saturating_sub(1));
         }
     }
+}
+
+/// What a packet on an entry in SYN_RECV says of the server (passive signals): its SYN-ACK
+/// or the completed handshake (`true`), its RST (`false`), or nothing.
+#[inline(always)]
+fn handshake_answer(dir: Direction, tcp_flags: u8, new: TcpState) -> Option<bool> {
+    if dir == Direction::Output {
+        if tcp_flags & tcp::flags::RST != 0 {
+            return Some(false);
+        }
+        if tcp_flags & tcp::flags::SYN != 0 {
+            return Some(true);
+        }
+    }
+    (new == TcpState::Established).then_some(true)
 }
 
 /// The transition sub-table for a packet travelling in `dir` (`Input` from the client, `Output`

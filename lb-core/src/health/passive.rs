@@ -1,8 +1,8 @@
 //! Passive signals (beyond keepalived; HAProxy's `observe layer4`, DPVS's dest-check): what the
 //! datapath sees of a real server's answers to forwarded SYNs. The first SYN of each new
-//! connection counts (a client's retransmissions hit the existing entry and do not); a
-//! handshake that completes (SYN_RECV → ESTABLISHED) resets the counts; a RST from the server
-//! in SYN_RECV counts as refused. A trigger is a run of `refused_limit` refusals, or of
+//! connection counts (a client's retransmissions hit the existing entry and do not); the
+//! server's SYN-ACK, or a handshake that completes (SYN_RECV → ESTABLISHED), resets the counts;
+//! a RST from the server in SYN_RECV counts as refused. A trigger is a run of `refused_limit` refusals, or of
 //! `unanswered_limit` SYNs with no handshake completed `syn_deadline` after the last of them.
 
 use super::config::PassiveConfig;
