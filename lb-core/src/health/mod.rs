@@ -20,13 +20,14 @@
 //! | `state.rs` | the UP/DOWN counting, [`ProbeOutcome`], [`Reason`] |
 //! | `passive.rs` | the datapath's SYN, handshake and RST signals |
 //! | `http.rs` | the HTTP request a probe sends and the evaluation of its response |
+//!
+//! Timing, transitions and their effect are tested through the balancer, on a virtual clock,
+//! in `balancer/health_tests.rs`; the counting and the passive runs beside their code.
 
 mod config;
 mod http;
 mod passive;
 mod state;
-#[cfg(test)]
-mod tests;
 
 use core::net::SocketAddr;
 

@@ -72,3 +72,51 @@ impl Passive {
         Some(Reason::PassiveUnanswered(n))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Duration;
+
+    fn cfg() -> PassiveConfig {
+        PassiveConfig {
+            refused_limit: 2,
+            unanswered_limit: 3,
+            syn_deadline: Duration::from_secs(3),
+            ..PassiveConfig::default()
+        }
+    }
+
+    #[test]
+    fn refusals_in_a_row_trigger_and_a_handshake_resets() {
+        let mut p = Passive::NEW;
+        assert_eq!(p.on_answer(false, &cfg()), None);
+        assert_eq!(p.on_answer(true, &cfg()), None);
+        assert_eq!(p.on_answer(false, &cfg()), None);
+        assert_eq!(p.on_answer(false, &cfg()), Some(Reason::PassiveRefused(2)));
+        assert_eq!(p.on_answer(false, &cfg()), None, "counting starts again");
+    }
+
+    #[test]
+    fn unanswered_syns_are_due_a_deadline_after_the_last_of_the_run() {
+        let t = Instant::from_millis;
+        let mut p = Passive::NEW;
+        assert_eq!(p.on_syn(t(0), &cfg()), None);
+        assert_eq!(p.on_syn(t(100), &cfg()), None);
+        assert_eq!(p.on_syn(t(200), &cfg()), Some(t(3_200)));
+        assert_eq!(p.expire(t(3_199), &cfg()), None);
+        // A fourth SYN does not move the deadline of the run.
+        assert_eq!(p.on_syn(t(300), &cfg()), None);
+        assert_eq!(
+            p.expire(t(3_200), &cfg()),
+            Some(Reason::PassiveUnanswered(4))
+        );
+        assert_eq!(p.deadline(&cfg()), None);
+        // An answer before the deadline cancels the run.
+        for i in 0..3 {
+            p.on_syn(t(4_000 + i), &cfg());
+        }
+        p.on_answer(true, &cfg());
+        assert_eq!(p.expire(t(10_000), &cfg()), None);
+    }
+}

@@ -189,3 +189,72 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The states a run of results goes through (true = UP), starting UP (non-alpha).
+    fn run(retry: u16, rise: u16, results: &[bool]) -> (std::vec::Vec<bool>, std::vec::Vec<Next>) {
+        let chk = HealthCheck {
+            retry,
+            rise,
+            ..HealthCheck::tcp()
+        };
+        let mut m = Machine::new(false);
+        let mut states = std::vec::Vec::new();
+        let mut nexts = std::vec::Vec::new();
+        for &ok in results {
+            let (_, next) = m.on_result(ok, &chk);
+            states.push(m.up);
+            nexts.push(next);
+        }
+        (states, nexts)
+    }
+
+    #[test]
+    fn the_first_failure_is_decisive_until_a_pass() {
+        assert_eq!(run(3, 1, &[false]).0, [false]);
+        // After a pass, retry 3 tolerates three failures.
+        let (s, n) = run(3, 1, &[true, false, false, false, false]);
+        assert_eq!(s, [true, true, true, true, false]);
+        assert_eq!(
+            n,
+            [
+                Next::Loop,
+                Next::Retry,
+                Next::Retry,
+                Next::Retry,
+                Next::Loop
+            ]
+        );
+    }
+
+    #[test]
+    fn rise_and_retry_damp_flapping() {
+        let flap = [true, false, true, false, true, false, true, false];
+        // retry 1, rise 2: alternating results never change the state.
+        assert!(run(1, 2, &flap).0.iter().all(|&up| up));
+        // retry 0, rise 1: it flips on every probe after the first failure.
+        let (s, _) = run(0, 1, &flap);
+        assert_eq!(s, [true, false, true, false, true, false, true, false]);
+    }
+
+    #[test]
+    fn down_needs_rise_passes_in_a_row() {
+        let (s, n) = run(0, 3, &[true, false, true, true, false, true, true, true]);
+        assert_eq!(s, [true, false, false, false, false, false, false, true]);
+        // Passes short of rise retry soon; a failure while DOWN waits a delay_loop.
+        assert_eq!(
+            n[2..],
+            [
+                Next::Retry,
+                Next::Retry,
+                Next::Loop,
+                Next::Retry,
+                Next::Retry,
+                Next::Loop
+            ]
+        );
+    }
+}

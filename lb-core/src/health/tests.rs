@@ -1,1 +1,0 @@
-//! Checker-level tests live in balancer/health_tests.rs (they need a director).
