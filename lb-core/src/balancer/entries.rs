@@ -55,8 +55,6 @@ impl Balancer<'_> {
         let r = self.conns.update(h, |e| {
             let mut assure = false;
             let mut active_change = None;
-            // A handshake completed (true) or refused by the server (false): passive signals.
-            let mut answer = None;
             let timeout = match e.proto() {
                 Protocol::Udp => {
                     assure = dir == Direction::Output;
@@ -69,9 +67,6 @@ impl Balancer<'_> {
                     let table_dir = table_direction(dir, e.flags);
                     let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
                     let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
-                    if cur == TcpState::SynRecv {
-                        answer = handshake_answer(dir, tcp_flags, new);
-                    }
                     if new != cur {
                         let was = e.flags.contains(ConnFlags::ACTIVE);
                         let now_active = new.is_active();
@@ -90,16 +85,11 @@ impl Balancer<'_> {
                 e.count_in_pkt();
             }
             let control = if assure { e.control() } else { None };
-            (now + timeout, (e.server, active_change, control, answer))
+            (now + timeout, (e.server, active_change, control))
         });
-        let Some((server, active_change, control, answer)) = r else {
+        let Some((server, active_change, control)) = r else {
             return;
         };
-        if let Some(ok) = answer {
-            if self.health.passive_on {
-                self.passive_answer(now, server, ok);
-            }
-        }
         if let Some(a) = active_change {
             self.director.set_active(server, a);
         }
@@ -134,21 +124,6 @@ impl Balancer<'_> {
             tpl.set_n_control(n.saturating_sub(1));
         }
     }
-}
-
-/// What a packet on an entry in SYN_RECV says of the server (passive signals): its SYN-ACK
-/// or the completed handshake (`true`), its RST (`false`), or nothing.
-#[inline(always)]
-fn handshake_answer(dir: Direction, tcp_flags: u8, new: TcpState) -> Option<bool> {
-    if dir == Direction::Output {
-        if tcp_flags & tcp::flags::RST != 0 {
-            return Some(false);
-        }
-        if tcp_flags & tcp::flags::SYN != 0 {
-            return Some(true);
-        }
-    }
-    (new == TcpState::Established).then_some(true)
 }
 
 /// The transition sub-table for a packet travelling in `dir` (`Input` from the client, `Output`

@@ -305,8 +305,19 @@ impl<'a> Balancer<'a> {
         self.health.schedule_at(due);
     }
 
-    /// A handshake to `server` completed (`ok`) or the server answered a SYN with a RST.
-    pub(super) fn passive_answer(&mut self, now: Instant, server: ServerId, ok: bool) {
+    /// `server` sent a packet with `tcp_flags` on an entry in SYN_RECV: a SYN-ACK counts as an
+    /// answer, a RST as a refusal.
+    pub(super) fn passive_reply(&mut self, now: Instant, server: ServerId, tcp_flags: u8) {
+        use crate::tcp::flags::{RST, SYN};
+        if tcp_flags & RST != 0 {
+            self.passive_answer(now, server, false);
+        } else if tcp_flags & SYN != 0 {
+            self.passive_answer(now, server, true);
+        }
+    }
+
+    /// The server answered a SYN (`ok`) or refused it with a RST.
+    fn passive_answer(&mut self, now: Instant, server: ServerId, ok: bool) {
         let Some(m) = self.member_for(server) else {
             return;
         };

@@ -1,8 +1,7 @@
 //! Passive signals (beyond keepalived; HAProxy's `observe layer4`, DPVS's dest-check): what the
 //! datapath sees of a real server's answers to forwarded SYNs. The first SYN of each new
 //! connection counts (a client's retransmissions hit the existing entry and do not); the
-//! server's SYN-ACK, or a handshake that completes (SYN_RECV → ESTABLISHED), resets the counts;
-//! a RST from the server in SYN_RECV counts as refused. A trigger is a run of `refused_limit` refusals, or of
+//! server's SYN-ACK resets the counts; a RST from the server in SYN_RECV counts as refused. A trigger is a run of `refused_limit` refusals, or of
 //! `unanswered_limit` SYNs with no handshake completed `syn_deadline` after the last of them.
 
 use super::config::PassiveConfig;
@@ -38,8 +37,8 @@ impl Passive {
         None
     }
 
-    /// A handshake completed (`ok`) or the server answered a SYN with a RST: the trigger's
-    /// reason, when this completes a run of refusals.
+    /// The server answered a SYN with a SYN-ACK (`ok`) or a RST: the trigger's reason, when
+    /// this completes a run of refusals.
     pub(crate) fn on_answer(&mut self, ok: bool, cfg: &PassiveConfig) -> Option<Reason> {
         self.unanswered = 0;
         self.nth_at = None;
