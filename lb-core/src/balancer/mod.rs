@@ -220,6 +220,9 @@ pub struct ConnInfo {
 /// for every packet, [`handle_timeout`](Balancer::handle_timeout) when
 /// [`poll_timeout`](Balancer::poll_timeout) has passed, and [`apply`](Balancer::apply) for
 /// configuration between packets.
+// Declaration order (the hot fields first: the director at offset 0, then the table), so
+// fields only the control plane reads, such as the health checker, do not move them.
+#[repr(C)]
 pub struct Balancer<'a> {
     director: Director<'a>,
     conns: ConnTable<'a>,
