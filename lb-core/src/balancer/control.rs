@@ -71,7 +71,9 @@ impl<'a> Balancer<'a> {
             }
             Command::AddServer(key, cfg) => {
                 check_method(cfg.method)?;
-                self.director.add_server(key, cfg).map(|_| ())
+                let id = self.director.add_server(key, cfg)?;
+                self.health_readd(key, cfg, id);
+                Ok(())
             }
             Command::EditServer(key, cfg) => {
                 check_method(cfg.method)?;

@@ -626,6 +626,23 @@ impl<'a> Balancer<'a> {
         )
     }
 
+    /// `ipvsadm -a` of a checked server (one the checker removed): its configuration is what
+    /// recovery restores, and while the checker holds it DOWN it goes out again.
+    pub(super) fn health_readd(&mut self, service: &ServiceKey, cfg: &ServerConfig, id: ServerId) {
+        let Some(m) = self.member_of(service, cfg.addr) else {
+            return;
+        };
+        let member = &mut self.health.members[m];
+        member.cfg = *cfg;
+        member.server = id;
+        let down = !member.applied_up;
+        self.director.set_health_mark(id, m as u16, false);
+        if down {
+            self.health.members[m].applied_up = true;
+            self.apply_down(m);
+        }
+    }
+
     /// `ipvsadm -d`/`-D`/`-C` forget the checks of what they delete. `Ok` when the checker had
     /// removed the server (the director does not list it then).
     pub(super) fn health_forget(

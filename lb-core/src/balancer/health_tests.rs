@@ -951,6 +951,14 @@ fn an_edit_while_down_is_what_recovery_restores() {
             weight(&b, "10.1.0.1:80"),
             if inhibit { Some(0) } else { None }
         );
+        // `-a` of the removed server does not put it back while it is DOWN.
+        if !inhibit {
+            b.apply_line(ms(300), "-a -t 10.0.0.100:80 -r 10.1.0.1:80 -m -w 8")
+                .unwrap();
+            assert_eq!(weight(&b, "10.1.0.1:80"), None);
+            b.apply_line(ms(400), "-e -t 10.0.0.100:80 -r 10.1.0.1:80 -m -w 9")
+                .unwrap();
+        }
         sim.run(&mut b, ms(2_100));
         assert_eq!(weight(&b, "10.1.0.1:80"), Some(9), "inhibit {inhibit}");
         // An operator's drain (weight 0) survives a DOWN/UP cycle.
