@@ -1023,3 +1023,46 @@ fn http_urls_are_probed_in_turn() {
     };
     assert_eq!(reason.to_string(), "HTTP 503");
 }
+
+/// Static-style storage (`HealthResources`, as a microcontroller holds it) works as the heap's.
+#[test]
+fn health_resources_lend_their_arrays() {
+    use crate::conn::ConnStorage;
+    use crate::director::{DirectorResources, DirectorStorage};
+    use crate::health::HealthResources;
+    let mut dir = std::boxed::Box::new(DirectorResources::<1, 4, 256, 0>::new());
+    let mut health = std::boxed::Box::new(HealthResources::<2, 4, 1>::new());
+    let secrets = Secrets::from_bytes([3; 24]);
+    let dir_storage: DirectorStorage<'_> = dir.storage();
+    let mut b =
+        Balancer::from_storage(dir_storage, ConnStorage::alloc(64), &secrets, Instant::ZERO);
+    b.set_health_storage(health.storage(1), 9);
+    b.apply_line(Instant::ZERO, "-A -t 10.0.0.100:80 -s rr")
+        .unwrap();
+    for r in ["10.1.0.1:80", "10.1.0.2:80", "10.1.0.3:80"] {
+        b.apply_line(
+            Instant::ZERO,
+            &std::format!("-a -t 10.0.0.100:80 -r {r} -m"),
+        )
+        .unwrap();
+    }
+    let chk = check(1.0, 0.5, 0, 1.0, 1);
+    b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
+        .unwrap();
+    b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.2:80"), &chk)
+        .unwrap();
+    // Two probe slots: a third distinct check does not fit.
+    let e = b
+        .set_health_check(Instant::ZERO, &key(), sa("10.1.0.3:80"), &chk)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no room for another probe: all 2 probe slots are in use"
+    );
+    // A pool of one: the second due probe waits for the first.
+    b.handle_timeout(Instant::ZERO);
+    let p = b.poll_probe(Instant::ZERO).unwrap();
+    assert!(b.poll_probe(Instant::ZERO).is_none());
+    b.probe_result(ms(5), p.id, ProbeOutcome::Ok);
+    assert!(b.poll_probe(ms(5)).is_some());
+}
