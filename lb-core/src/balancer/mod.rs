@@ -59,7 +59,8 @@
 //! | `entries.rs` | inserting, transitioning and removing entries |
 //! | `answer.rs` | pass, drop and generated answers (RST, ICMP) |
 //! | `ratelimit.rs` | the limit on generated answers (global and per destination prefix) |
-//! | `health.rs` | health checks: configuration, probes, transitions applied to the director |
+//! | `health.rs` | health checks: configuration, probes, events, operator commands on checked servers |
+//! | `health_apply.rs` | what a health transition does: weight 0 or deletion, restore, slow start, quorum and sorry server, passive triggers |
 
 mod answer;
 mod control;
@@ -68,6 +69,7 @@ mod defence;
 mod entries;
 mod fast;
 mod health;
+mod health_apply;
 #[cfg(test)]
 mod health_tests;
 mod icmp;
