@@ -28,6 +28,7 @@ macro_rules! internal {
 pub mod balancer;
 pub mod config;
 pub mod director;
+pub mod health;
 pub mod ipvsadm;
 pub mod keepalived;
 pub mod server;
@@ -59,6 +60,11 @@ pub use config::{
 };
 pub use conn::{ConnResources, ConnSizes, ConnStorage};
 pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
+pub use health::{
+    CheckKind, HealthCheck, HealthError, HealthLimits, HealthResources, HealthState, HealthStorage,
+    HttpUrl, PassiveAction, PassiveConfig, Probe, ProbeId, ProbeKind, ProbeOutcome, Reason,
+    VirtualServerHealth,
+};
 pub use ipvsadm::LineError;
 pub use server::{RealServer, ServerId};
 pub use service::{Service, ServiceId};

@@ -33,6 +33,11 @@ pub struct RealServer {
     pub available: bool,
     /// Traffic counters.
     pub stats: Stats,
+    /// The health checker's member for this server, plus one (0: not checked, so that an
+    /// empty slot stays all zero bits and a `static` of them lands in .bss).
+    pub(crate) health: u16,
+    /// Whether the health checker holds it DOWN: a SYN on one of its entries is rescheduled.
+    pub(crate) health_down: bool,
 }
 
 impl RealServer {
@@ -66,6 +71,8 @@ impl RealServer {
             overloaded: false,
             available: true,
             stats: Stats::new(),
+            health: 0,
+            health_down: false,
         }
     }
 
@@ -87,6 +94,16 @@ impl RealServer {
     /// Whether a scheduler may pick it for a new connection: weight > 0 and not overloaded.
     pub const fn eligible(&self) -> bool {
         self.config.weight > 0 && !self.overloaded
+    }
+
+    /// Whether the health checker holds it DOWN (weight 0 or removed until it recovers).
+    pub const fn health_down(&self) -> bool {
+        self.health_down
+    }
+
+    /// The health checker's member for it, if it is checked.
+    pub(crate) const fn health_member(&self) -> Option<u16> {
+        self.health.checked_sub(1)
     }
 
     /// Connections still referencing it (templates included). A deleted server's slot is

@@ -51,9 +51,6 @@ impl<'a> Balancer<'a> {
     /// [`director`](Balancer::director)); they return `Unsupported`. Call between packets;
     /// established flows are never moved: a changed scheduler affects new connections only.
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), ApplyError> {
-        // No command needs the time yet; `now` is in the signature so one can without an API
-        // change (the sans-IO rule: time comes in with every call).
-        let _ = now;
         self.svc_cache = fast::SvcCache::EMPTY;
         if matches!(
             cmd,
@@ -63,21 +60,49 @@ impl<'a> Balancer<'a> {
             // counted drops rather than go to a removed server or from a removed VIP.
             self.conns.fragments.clear();
         }
+        let r = self.apply_command(cmd);
+        if r.is_ok() {
+            // Quorums follow the servers the operator changed.
+            self.health_after_apply(now);
+        }
+        r
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> Result<(), ApplyError> {
         match cmd {
             Command::AddService(cfg) => self.director.add_service(cfg).map(|_| ()),
             Command::EditService(cfg) => self.director.edit_service(cfg),
-            Command::DelService(key) => self.director.del_service(key),
+            Command::DelService(key) => {
+                self.director.del_service(key)?;
+                self.health_forget(Some(key), None);
+                Ok(())
+            }
             Command::AddServer(key, cfg) => {
                 check_method(cfg.method)?;
-                self.director.add_server(key, cfg).map(|_| ())
+                let id = self.director.add_server(key, cfg)?;
+                self.health_readd(key, cfg, id);
+                Ok(())
             }
             Command::EditServer(key, cfg) => {
                 check_method(cfg.method)?;
+                if let Some(r) = self.health_edit(key, cfg) {
+                    return r;
+                }
                 self.director.edit_server(key, cfg)
             }
-            Command::DelServer(key, addr) => self.director.del_server(key, *addr),
+            Command::DelServer(key, addr) => {
+                // A server the health checker removed is not listed: deleting it only
+                // forgets its check.
+                let r = self.director.del_server(key, *addr);
+                let removed_by_health = self.health_forget(Some(key), Some(*addr));
+                if removed_by_health && r == Err(ConfigError::NoSuchServer) {
+                    return Ok(());
+                }
+                r
+            }
             Command::Clear => {
                 self.director.clear();
+                self.health_forget(None, None);
                 Ok(())
             }
             Command::Zero(key) => {

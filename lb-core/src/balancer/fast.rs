@@ -164,6 +164,10 @@ impl<'a> Balancer<'a> {
         f: &Flow,
         h: Handle,
     ) -> Option<Verdict> {
+        if self.health.passive_on && f.tcp_flags & tcp::flags::SYN != 0 {
+            // A server's SYN-ACK is a passive health signal: the general path counts it.
+            return None;
+        }
         let e = self.conns.get(h)?;
         if e.flags.contains(ConnFlags::NOOUTPUT) || e.control().is_some() {
             return None;

@@ -45,7 +45,13 @@ impl Balancer<'_> {
             if let Some(e) = self.conns.get(h) {
                 let server = self.director.server(e.server);
                 let quiescent = server.is_some_and(|s| s.available && s.weight() == 0);
-                if self.settings.expire_nodest_conn && quiescent {
+                if server.is_some_and(|s| s.health_down) {
+                    // A retransmitted SYN to a server the health checker took DOWN: to a
+                    // live one, so the client sees one retransmission, not a failure.
+                    self.remove_entry(h);
+                    self.counters.health_reschedules += 1;
+                    found = None;
+                } else if self.settings.expire_nodest_conn && quiescent {
                     self.remove_entry(h);
                     self.counters.quiescent_reschedules += 1;
                     found = None;
@@ -247,6 +253,9 @@ impl Balancer<'_> {
         }
         self.director.bind_conn(server);
         self.counters.conns_created += 1;
+        if self.health.passive_on && proto == Protocol::Tcp {
+            self.passive_syn(now, server);
+        }
         Ok(NewConn::Entry(h))
     }
 

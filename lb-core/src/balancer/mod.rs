@@ -65,6 +65,8 @@
 //! | `entries.rs` | inserting, transitioning and removing entries |
 //! | `answer.rs` | pass, drop and generated answers (RST, ICMP) |
 //! | `ratelimit.rs` | the limit on generated answers (global and per destination prefix) |
+//! | `health.rs` | health checks: configuration, probes, events, operator commands on checked servers |
+//! | `health_apply.rs` | what a health transition does: weight 0 or deletion, restore, slow start, quorum and sorry server, passive triggers |
 
 mod answer;
 mod control;
@@ -75,6 +77,10 @@ mod fast;
 #[cfg(test)]
 mod fragment_tests;
 mod fragments;
+mod health;
+mod health_apply;
+#[cfg(test)]
+mod health_tests;
 mod icmp;
 #[cfg(test)]
 mod icmp_tests;
@@ -107,6 +113,7 @@ use crate::conn::{ConnStorage, ConnTable};
 use crate::director::Limits;
 use crate::director::{Director, DirectorStorage};
 use crate::hash::SipKey;
+use crate::health::{Health, HealthState, Reason};
 use crate::nat;
 use crate::tcp::{self, TcpState};
 use crate::time::{Duration, Instant};
@@ -114,6 +121,7 @@ use crate::verdict::DropReason;
 
 pub use control::ApplyError;
 pub use defence::DEFENCE_PERIOD;
+pub use health::HealthCounters;
 pub use settings::{ConnReuseMode, DefenceMode, Settings};
 pub use state::ImportReport;
 pub use sync::{SyncReceipt, SyncStats, SYNC_FLUSH, SYNC_QUEUE};
@@ -138,6 +146,9 @@ pub struct Counters {
     /// SYNs whose entry pointed at a weight-0 server and were rescheduled
     /// (`expire_nodest_conn`).
     pub quiescent_reschedules: u64,
+    /// SYNs whose entry pointed at a server the health checker holds DOWN, rescheduled to a
+    /// live one (whatever `expire_nodest_conn` says).
+    pub health_reschedules: u64,
     /// Packets of a removed server's flow that were rescheduled (SYN, UDP).
     pub nodest_reschedules: u64,
     /// Packets of a removed server's flow answered with a RST.
@@ -187,6 +198,26 @@ pub enum Event {
         /// The server.
         server: SocketAddr,
     },
+    /// The health checker changed a real server's state (and applied it: weight 0 or
+    /// removal on DOWN, the weight back on UP).
+    Health {
+        /// Its service.
+        service: ServiceKey,
+        /// The server.
+        server: SocketAddr,
+        /// The new state.
+        state: HealthState,
+        /// Why ("connect refused", "timeout after 1 s", "HTTP 503", …).
+        reason: Reason,
+    },
+    /// A service lost (`up == false`) or regained its quorum (keepalived's `quorum_down` /
+    /// `quorum_up`); with a sorry server, the sorry server came in or left.
+    Quorum {
+        /// The service.
+        service: ServiceKey,
+        /// Whether the quorum is there now.
+        up: bool,
+    },
 }
 
 /// A live connection, as `ipvsadm -L -c` shows it.
@@ -213,6 +244,9 @@ pub struct ConnInfo {
 /// for every packet, [`handle_timeout`](Balancer::handle_timeout) when
 /// [`poll_timeout`](Balancer::poll_timeout) has passed, and [`apply`](Balancer::apply) for
 /// configuration between packets.
+// Declaration order (the hot fields first: the director at offset 0, then the table), so
+// fields only the control plane reads, such as the health checker, do not move them.
+#[repr(C)]
 pub struct Balancer<'a> {
     director: Director<'a>,
     conns: ConnTable<'a>,
@@ -234,6 +268,8 @@ pub struct Balancer<'a> {
     svc_cache: fast::SvcCache,
     /// The limit on generated replies (`ratelimit.rs`).
     limiter: ratelimit::ReplyLimiter,
+    /// The health checker (empty storage: nothing checked, nothing costs).
+    health: Health<'a>,
     scratch: [u8; REPLY_MAX],
     /// The sync daemons (`sync.rs`).
     sync: sync::SyncEngine,
@@ -342,6 +378,7 @@ impl<'a> Balancer<'a> {
             generation: 0,
             svc_cache: fast::SvcCache::EMPTY,
             limiter,
+            health: Health::none(),
             scratch: [0; REPLY_MAX],
             sync: sync::SyncEngine::new(),
         };
@@ -482,10 +519,13 @@ impl<'a> Balancer<'a> {
         self.director.drained_events_lost()
     }
 
-    /// The next event for a controller (drained servers), oldest first. Poll after
-    /// `process`/`handle_timeout`/`apply`.
+    /// The next event for a controller: drained servers (oldest first), then health
+    /// transitions and quorum changes. Poll after `process`/`handle_timeout`/`apply`/
+    /// `probe_result`. A server's health transitions not polled yet collapse into its latest.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let d = self.director.poll_drained()?;
+        let Some(d) = self.director.poll_drained() else {
+            return self.poll_health_event();
+        };
         let service = self.director.service(d.service)?.config.key;
         Some(Event::Drained {
             service,

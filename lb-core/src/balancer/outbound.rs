@@ -1,10 +1,11 @@
 //! Real server → client (docs/ipvs-semantics.md §6.1 `handle_response`): a reply of a tracked flow, run
 //! through the state machine and rewritten to come from the virtual address.
 
+use crate::addr::Protocol;
 use crate::conn::Handle;
 use crate::nat;
 use crate::packet::Parsed;
-use crate::tcp::Direction;
+use crate::tcp::{Direction, TcpState};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
@@ -24,10 +25,17 @@ impl Balancer<'_> {
             return self.pass(&buf[..len]);
         };
         let (server, svc) = (e.server, e.service);
+        // The server's answer to a forwarded SYN (passive health signals).
+        let answering = self.health.passive_on
+            && e.proto() == Protocol::Tcp
+            && e.state == TcpState::SynRecv as u8;
         let Some(vip) = self.vip_of(e) else {
             return self.pass(&buf[..len]);
         };
         self.transition(now, h, Direction::Output, p.tcp_flags);
+        if answering {
+            self.passive_reply(now, server, p.tcp_flags);
+        }
         if nat::rewrite_src(&mut buf[..len], p, vip).is_err() {
             return self.drop(DropReason::Malformed, false);
         }

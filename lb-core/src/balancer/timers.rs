@@ -14,8 +14,9 @@ impl Balancer<'_> {
     /// When [`handle_timeout`](Balancer::handle_timeout) must next be called: the earliest of
     /// the connection table's next expiry, the rate estimator's next run, lblc/lblcr garbage
     /// collection, (with secure_tcp or drop_entry in an automatic mode) the defences'
-    /// 1 s re-evaluation, and the sync master's next message
-    /// ([`poll_sync`](Balancer::poll_sync)). A time already passed means "now".
+    /// 1 s re-evaluation, the sync master's next message ([`poll_sync`](Balancer::poll_sync)),
+    /// and the health checker's next probe, probe deadline, passive deadline or slow-start
+    /// step. A time already passed means "now".
     ///
     /// Call it after every [`process`](Balancer::process) /
     /// [`process_burst`](Balancer::process_burst), [`handle_timeout`](Balancer::handle_timeout)
@@ -37,6 +38,9 @@ impl Balancer<'_> {
     /// one immediate call to resume on its 2 s grid.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let mut t = self.director.poll_timeout();
+        if let Some(h) = self.health.next {
+            t = Some(t.map_or(h, |t| t.min(h)));
+        }
         if self.settings.defence_timer() {
             t = Some(t.map_or(self.next_defence, |t| t.min(self.next_defence)));
         }
@@ -56,6 +60,9 @@ impl Balancer<'_> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
         self.director.handle_timeout(now);
+        if self.health.next.is_some_and(|t| t <= now) {
+            self.health_timeout(now);
+        }
         if now >= self.next_defence {
             self.next_defence = now + DEFENCE_PERIOD;
             self.update_defence();

@@ -179,6 +179,23 @@ impl Director<'_> {
         self.used(id).map(|i| self.service_of(i) as ServiceId)
     }
 
+    /// Marks server `id` as the health checker's `member` (`NO_MEMBER`: unchecked), DOWN or
+    /// not (a server not in use is left alone).
+    pub(crate) fn set_health_mark(&mut self, id: ServerId, member: u16, down: bool) {
+        if let Some(i) = self.used(id) {
+            self.servers[i].health = member.wrapping_add(1);
+            self.servers[i].health_down = down;
+        }
+    }
+
+    /// Clears every server's health mark (a new checker starts).
+    pub(crate) fn clear_health_marks(&mut self) {
+        for s in self.servers.iter_mut() {
+            s.health = 0;
+            s.health_down = false;
+        }
+    }
+
     /// The listed server of service `svc` at `addr`.
     pub fn find_server(&self, svc: ServiceId, addr: SocketAddr) -> Option<ServerId> {
         let s = usize::from(svc);
