@@ -78,6 +78,8 @@ mod ratelimit;
 mod ratelimit_tests;
 mod settings;
 #[cfg(test)]
+mod synflood_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
