@@ -96,6 +96,7 @@ impl<'a> Balancer<'a> {
                     Setting::ReplyRate(n) => self.settings.reply_rate_per_sec = n,
                     Setting::ReplyBurst(n) => self.settings.reply_burst = n,
                     Setting::ReplyPeerInterval(n) => self.settings.reply_peer_interval_ms = n,
+                    Setting::EmbryonicPrefixShare(n) => self.settings.embryonic_prefix_share = n,
                 }
                 self.update_defence();
                 Ok(())

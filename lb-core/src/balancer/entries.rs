@@ -1,19 +1,23 @@
-//! The life of an entry: insertion (evicting a TIME_WAIT/CLOSE entry when the table is full),
-//! the protocol state machine each packet runs on it, and removal, which releases its
-//! counters and its template.
+//! The life of an entry: insertion (evicting a TIME_WAIT, CLOSE or half-open entry when the
+//! table is full), the protocol state machine each packet runs on it, and removal, which
+//! releases its counters, its template and its per-prefix half-open count.
 
 use crate::addr::Protocol;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::tcp::{self, Direction, TcpState};
 use crate::time::Instant;
 
+use super::embryonic::{half_open_state, is_half_open, COUNTED};
 use super::inbound::NewConnError;
 use super::Balancer;
 
 impl Balancer<'_> {
     /// Inserts `e` (its timeout set; `hash` = `ConnTable::hash_of(&e)`, which the caller
-    /// usually has from its lookup), evicting the oldest TIME_WAIT/CLOSE entry if the table is
-    /// full (reference-free: IPVS's table has unbounded chains).
+    /// usually has from its lookup). If the table is full it evicts the entry idle longest
+    /// among the TCP connections in TIME_WAIT, CLOSE or a half-open state (SYN_RECV, SYNACK:
+    /// the client never completed its handshake; `embryonic.rs`), never any other (IPVS's
+    /// table has unbounded chains and never evicts; docs/ipvs-semantics.md §4.6, "A full
+    /// table").
     pub(super) fn insert(
         &mut self,
         now: Instant,
@@ -25,19 +29,33 @@ impl Balancer<'_> {
             self.generation += 1;
             return Ok(h);
         }
-        let victim = self.conns.evict_candidate(now, |v| {
+        let t = &self.settings.timeouts;
+        let max_timeout = [
+            TcpState::TimeWait,
+            TcpState::Close,
+            TcpState::SynRecv,
+            TcpState::SynAck,
+        ]
+        .map(|s| t.timeout(s))
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+        let victim = self.conns.evict_candidate(now, max_timeout, |v| {
             !v.is_template()
                 && v.proto() == Protocol::Tcp
-                && matches!(
-                    TcpState::from_u8(v.state),
-                    Some(TcpState::TimeWait | TcpState::Close)
-                )
+                && (half_open_state(v.state)
+                    || v.state == TcpState::TimeWait as u8
+                    || v.state == TcpState::Close as u8)
         });
         let Some(v) = victim else {
             return Err(NewConnError::TableFull);
         };
+        let half_open = self.conns.get(v).is_some_and(is_half_open);
         self.remove_entry(v);
         self.counters.evictions += 1;
+        if half_open {
+            self.counters.embryonic_evictions += 1;
+        }
         let h = self
             .conns
             .insert_hashed(e, deadline, hash)
@@ -52,9 +70,11 @@ impl Balancer<'_> {
     pub(super) fn transition(&mut self, now: Instant, h: Handle, dir: Direction, tcp_flags: u8) {
         let dos = self.dos;
         let timeouts = &self.settings.timeouts;
+        let counting = self.settings.embryonic_prefix_share != 0;
         let r = self.conns.update(h, |e| {
             let mut assure = false;
             let mut active_change = None;
+            let mut half_open_change = None;
             let timeout = match e.proto() {
                 Protocol::Udp => {
                     assure = dir == Direction::Output;
@@ -76,6 +96,12 @@ impl Balancer<'_> {
                         }
                         e.state = new as u8;
                         assure = new == TcpState::Established;
+                        let counted = e.flags.contains(COUNTED);
+                        if counted != (counting && is_half_open(e)) {
+                            e.flags.set(COUNTED, !counted);
+                            half_open_change =
+                                Some((!counted, e.is_ipv6(), *e.client_addr_bytes()));
+                        }
                     }
                     timeouts.timeout(new)
                 }
@@ -85,11 +111,22 @@ impl Balancer<'_> {
                 e.count_in_pkt();
             }
             let control = if assure { e.control() } else { None };
-            (now + timeout, (e.server, active_change, control))
+            (
+                now + timeout,
+                (e.server, active_change, control, half_open_change),
+            )
         });
-        let Some((server, active_change, control)) = r else {
+        let Some((server, active_change, control, half_open_change)) = r else {
             return;
         };
+        if let Some((counted, v6, addr)) = half_open_change {
+            let s = self.embryonic.slots(v6, &addr);
+            if counted {
+                self.embryonic.add(s);
+            } else {
+                self.embryonic.sub(s);
+            }
+        }
         if let Some(a) = active_change {
             self.director.set_active(server, a);
         }
@@ -106,6 +143,10 @@ impl Balancer<'_> {
             return;
         };
         self.generation += 1;
+        if e.flags.contains(COUNTED) {
+            let s = self.embryonic.slots_of(&e);
+            self.embryonic.sub(s);
+        }
         if e.is_template() {
             self.director.unbind_template(e.server);
             return;

@@ -2,7 +2,7 @@
 //! reuse, quiescent server), a removed server's flow, the scheduling of a new connection
 //! (persistence templates first, see `persist.rs`) and one-packet scheduling.
 
-use crate::addr::Protocol;
+use crate::addr::{addr_bytes, Protocol};
 use crate::config::ForwardMethod;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::director::SchedInput;
@@ -14,6 +14,7 @@ use crate::tcp::{self, Direction, TcpState};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
+use super::embryonic::{self, COUNTED};
 use super::matching::server_endpoint;
 use super::Balancer;
 
@@ -117,6 +118,9 @@ impl Balancer<'_> {
                         };
                     }
                     Err(NewConnError::TableFull) => return self.drop(DropReason::TableFull, syn),
+                    Err(NewConnError::PrefixLimit) => {
+                        return self.drop(DropReason::EmbryonicPrefixLimit, syn)
+                    }
                 }
             }
         };
@@ -185,6 +189,8 @@ impl Balancer<'_> {
 
     /// Creates the entry for a new connection: persistence template first (docs/ipvs-semantics.md §4.3),
     /// else the scheduler. A one-packet UDP service keeps no entry: only the server is chosen.
+    /// A SYN makes a half-open entry: refused, before anything is scheduled, when its client's
+    /// prefix holds its share already, else counted there (`embryonic.rs`).
     fn new_conn(
         &mut self,
         now: Instant,
@@ -198,6 +204,19 @@ impl Balancer<'_> {
         };
         let one_packet = service.config.one_packet && proto == Protocol::Udp;
         let persistent = service.config.persistence.is_some();
+        let mut half_open = None;
+        if proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0 {
+            let share = self.settings.embryonic_prefix_share;
+            if let Some(limit) = embryonic::prefix_limit(self.conns.capacity(), share) {
+                let s = self
+                    .embryonic
+                    .slots(p.src.is_ipv6(), &addr_bytes(p.src.ip()));
+                if self.embryonic.estimate(s) >= limit {
+                    return Err(NewConnError::PrefixLimit);
+                }
+                half_open = Some(s);
+            }
+        }
         if one_packet {
             let server = if persistent {
                 // The template is still created and used.
@@ -236,7 +255,13 @@ impl Balancer<'_> {
         }
         e.set_control(template);
         e.set_timeout(tcp::INITIAL_TIMEOUT);
+        // Counted now (one hash of the prefix per SYN); `transition` takes the count off if
+        // the SYN does not leave the entry half-open.
+        e.flags.set(COUNTED, half_open.is_some());
         let h = self.insert(now, e, hash)?;
+        if let Some(s) = half_open {
+            self.embryonic.add(s);
+        }
         if let Some(t) = template {
             if let Some(tpl) = self.conns.get_mut(t) {
                 let n = tpl.n_control();
@@ -275,4 +300,6 @@ enum NewConn {
 pub(super) enum NewConnError {
     NoServer,
     TableFull,
+    /// The client's prefix holds its share of half-open entries.
+    PrefixLimit,
 }

@@ -49,6 +49,7 @@
 //! | `control.rs` | [`Balancer::apply`] and [`Balancer::set_settings`] |
 //! | `timers.rs` | [`Balancer::poll_timeout`], [`Balancer::handle_timeout`], expiry |
 //! | `defence.rs` | the `secure_tcp` and `drop_entry` defences |
+//! | `embryonic.rs` | half-open entries: what is evictable on a full table, per-prefix counts |
 //! | `datapath.rs` | [`Balancer::process`], [`Balancer::process_burst`], `process_general` and the general path's dispatch |
 //! | `fast.rs` | the established-flow fast path and its service cache |
 //! | `matching.rs` | finding a packet's entry (both paths), an entry's addresses |
@@ -64,6 +65,7 @@ mod answer;
 mod control;
 mod datapath;
 mod defence;
+mod embryonic;
 mod entries;
 mod fast;
 mod icmp;
@@ -131,8 +133,12 @@ pub struct Counters {
     pub no_server: u64,
     /// Entries created (templates not included).
     pub conns_created: u64,
-    /// TIME_WAIT/CLOSE entries evicted to make room for a new connection.
+    /// Entries evicted to make room for a new connection on a full table: TIME_WAIT, CLOSE
+    /// and half-open ones (docs/ipvs-semantics.md §4.6, "A full table").
     pub evictions: u64,
+    /// Half-open entries (SYN_RECV, SYNACK: the client never completed its handshake) among
+    /// `evictions`.
+    pub embryonic_evictions: u64,
     /// Packets passed through untouched.
     pub passed: u64,
     /// Replies generated (RST, ICMP errors, echo replies).
@@ -214,6 +220,8 @@ pub struct Balancer<'a> {
     svc_cache: fast::SvcCache,
     /// The limit on generated replies (`ratelimit.rs`).
     limiter: ratelimit::ReplyLimiter,
+    /// Half-open entries per client prefix (`embryonic.rs`).
+    embryonic: embryonic::PrefixCounts,
     scratch: [u8; REPLY_MAX],
 }
 
@@ -307,6 +315,7 @@ impl<'a> Balancer<'a> {
 
     fn from_parts(director: Director<'a>, conns: ConnTable<'a>, settings: Settings) -> Self {
         let limiter = ratelimit::ReplyLimiter::new(conns.secret());
+        let embryonic = embryonic::PrefixCounts::new(conns.secret());
         let mut b = Balancer {
             director,
             conns,
@@ -320,6 +329,7 @@ impl<'a> Balancer<'a> {
             generation: 0,
             svc_cache: fast::SvcCache::EMPTY,
             limiter,
+            embryonic,
             scratch: [0; REPLY_MAX],
         };
         b.update_defence();

@@ -44,6 +44,13 @@ pub struct Settings {
     /// with a burst of 6: Linux's `icmp_ratelimit` (default 1000) and `XRLIM_BURST_FACTOR`;
     /// 0 = no per-prefix limit. `--reply-peer-interval MS`.
     pub reply_peer_interval_ms: u32,
+    /// The most half-open TCP entries (SYN_RECV or SYNACK: the client's handshake not
+    /// completed) one client /24 (IPv4) or /64 (IPv6) may hold, in percent of the table's
+    /// capacity (at least one entry); a new connection over it is a counted drop
+    /// ([`DropReason::EmbryonicPrefixLimit`](crate::DropReason::EmbryonicPrefixLimit)).
+    /// Default 10; 0 = no limit (and nothing counted), 100 = counted, never binding.
+    /// `--embryonic-prefix-share PERCENT` (docs/ipvs-semantics.md §4.6, "A full table").
+    pub embryonic_prefix_share: u8,
 }
 
 impl Default for Settings {
@@ -60,6 +67,7 @@ impl Default for Settings {
             reply_rate_per_sec: 1000,
             reply_burst: 50,
             reply_peer_interval_ms: 1000,
+            embryonic_prefix_share: 10,
         }
     }
 }

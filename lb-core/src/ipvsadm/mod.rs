@@ -121,6 +121,10 @@ pub enum Setting {
     /// (`icmp_ratelimit`; 0 = no limit).
     /// [`Settings::reply_peer_interval_ms`](crate::Settings::reply_peer_interval_ms).
     ReplyPeerInterval(u32),
+    /// `--embryonic-prefix-share 0..=100`: the most half-open TCP entries one /24 or /64 may
+    /// hold, in percent of the table's capacity (0 = no limit).
+    /// [`Settings::embryonic_prefix_share`](crate::Settings::embryonic_prefix_share).
+    EmbryonicPrefixShare(u8),
 }
 
 impl Setting {
@@ -136,13 +140,17 @@ impl Setting {
             Setting::ReplyRate(_) => "--reply-rate",
             Setting::ReplyBurst(_) => "--reply-burst",
             Setting::ReplyPeerInterval(_) => "--reply-peer-interval",
+            Setting::EmbryonicPrefixShare(_) => "--embryonic-prefix-share",
         }
     }
 
     /// The setting's value as a number (booleans are 0 or 1).
     pub const fn value(&self) -> u32 {
         match *self {
-            Setting::ConnReuseMode(v) | Setting::SecureTcp(v) | Setting::DropEntry(v) => v as u32,
+            Setting::ConnReuseMode(v)
+            | Setting::SecureTcp(v)
+            | Setting::DropEntry(v)
+            | Setting::EmbryonicPrefixShare(v) => v as u32,
             Setting::ExpireNodestConn(b)
             | Setting::ExpireQuiescentTemplate(b)
             | Setting::SloppyTcp(b) => b as u32,

@@ -25,6 +25,7 @@ pub(super) enum Flag {
     ReplyRate,
     ReplyBurst,
     ReplyPeerInterval,
+    EmbryonicPrefixShare,
     Tcp,
     Udp,
     Fwmark,
@@ -133,7 +134,8 @@ impl Flag {
             | F::SloppyTcp
             | F::ReplyRate
             | F::ReplyBurst
-            | F::ReplyPeerInterval => Slot::Command,
+            | F::ReplyPeerInterval
+            | F::EmbryonicPrefixShare => Slot::Command,
             F::Tcp | F::Udp | F::Fwmark => Slot::Service,
             F::Ipv6 => Slot::Ipv6,
             F::Scheduler => Slot::Scheduler,
@@ -184,6 +186,7 @@ impl Flag {
             F::ReplyRate => "--reply-rate",
             F::ReplyBurst => "--reply-burst",
             F::ReplyPeerInterval => "--reply-peer-interval",
+            F::EmbryonicPrefixShare => "--embryonic-prefix-share",
             _ => "this command",
         }
     }
@@ -297,6 +300,12 @@ pub(super) const SPECS: &[Spec] = &[
         0,
         "reply-peer-interval",
         Flag::ReplyPeerInterval,
+        Arg::Required,
+    ),
+    spec(
+        0,
+        "embryonic-prefix-share",
+        Flag::EmbryonicPrefixShare,
         Arg::Required,
     ),
     spec(b't', "tcp-service", Flag::Tcp, Arg::Required),
