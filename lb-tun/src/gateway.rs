@@ -372,6 +372,7 @@ impl Gateway {
         kv("no_server", c.no_server);
         kv("syn_drops", c.syn_drops);
         kv("evictions", c.evictions);
+        kv("embryonic_evictions", c.embryonic_evictions);
         kv("passed", c.passed);
         kv("replies", c.replies);
         kv("defence_drops", c.defence_drops);
@@ -456,8 +457,8 @@ impl Gateway {
     }
 }
 
-/// The nine settings, in a fixed order.
-fn settings_list(s: &Settings) -> [Setting; 9] {
+/// The ten settings, in a fixed order.
+fn settings_list(s: &Settings) -> [Setting; 10] {
     [
         Setting::ConnReuseMode(s.conn_reuse_mode.value()),
         Setting::ExpireNodestConn(s.expire_nodest_conn),
@@ -468,6 +469,7 @@ fn settings_list(s: &Settings) -> [Setting; 9] {
         Setting::ReplyRate(s.reply_rate_per_sec),
         Setting::ReplyBurst(s.reply_burst),
         Setting::ReplyPeerInterval(s.reply_peer_interval_ms),
+        Setting::EmbryonicPrefixShare(s.embryonic_prefix_share),
     ]
 }
 
@@ -506,9 +508,12 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
         | --reply-rate N | --reply-burst N | --reply-peer-interval MS
                            limit on generated replies (RST, ICMP): global per second and
                            burst, per /24 or /64 interval; 0 = unlimited  (lb-tun extension)
+        | --embryonic-prefix-share PERCENT
+                           most half-open (SYN_RECV) entries one /24 or /64 may hold, in
+                           percent of the table (default 10; 0 = no limit) (lb-tun extension)
   lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
-  lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, drops by reason,
-                           drained servers                            (lb-tun extension)
+  lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, evictions,
+                           drops by reason, drained servers           (lb-tun extension)
   --control PATH           the gateway's socket (default /run/lb-tun.sock)
 
 Only NAT (-m) is supported; -g and -i are refused. Firewall-mark services (-f) are refused:

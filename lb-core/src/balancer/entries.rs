@@ -40,13 +40,12 @@ impl Balancer<'_> {
         .into_iter()
         .max()
         .unwrap_or_default();
-        let victim = self.conns.evict_candidate(now, max_timeout, |v| {
-            !v.is_template()
-                && v.proto() == Protocol::Tcp
-                && (half_open_state(v.state)
-                    || v.state == TcpState::TimeWait as u8
-                    || v.state == TcpState::Close as u8)
-        });
+        let mut victim = self.conns.evict_candidate(now, max_timeout, evictable);
+        if victim.is_none() {
+            let (v, next) = self.conns.evict_scan(self.evict_cursor, evictable);
+            self.evict_cursor = next;
+            victim = v;
+        }
         let Some(v) = victim else {
             return Err(NewConnError::TableFull);
         };
@@ -165,6 +164,16 @@ impl Balancer<'_> {
             tpl.set_n_control(n.saturating_sub(1));
         }
     }
+}
+
+/// Whether a full table may evict `e` for a new entry: a TCP connection (not a template) in
+/// TIME_WAIT, CLOSE or a half-open state.
+fn evictable(e: &Entry) -> bool {
+    !e.is_template()
+        && e.proto() == Protocol::Tcp
+        && (half_open_state(e.state)
+            || e.state == TcpState::TimeWait as u8
+            || e.state == TcpState::Close as u8)
 }
 
 /// The transition sub-table for a packet travelling in `dir` (`Input` from the client, `Output`

@@ -210,6 +210,8 @@ pub struct Balancer<'a> {
     dropping: bool,
     /// Slab position where the next drop_entry scan starts.
     drop_cursor: usize,
+    /// Slab position where the next eviction scan starts (`ConnTable::evict_scan`).
+    evict_cursor: usize,
     /// drop_entry's rate-rule counters, by `in_pkts` (IPVS's `todrop_counter`).
     todrop_counter: [i8; 9],
     next_defence: Instant,
@@ -324,6 +326,7 @@ impl<'a> Balancer<'a> {
             dos: false,
             dropping: false,
             drop_cursor: 0,
+            evict_cursor: 0,
             todrop_counter: [0; 9],
             next_defence: Instant::ZERO,
             generation: 0,

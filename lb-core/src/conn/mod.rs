@@ -82,7 +82,7 @@ use crate::time::Instant;
 pub use entry::{ConnFlags, ConnSlot, Entry, Handle};
 pub use index::IndexSlot;
 pub use wheel::{
-    Expire, WheelBucket, EVICT_MAX_BUCKETS, EVICT_MAX_ENTRIES, MAX_TIMEOUT, TICKS_PER_SEC,
+    Expire, WheelBucket, EVICT_MAX_BUCKETS, EVICT_MAX_ENTRIES, EVICT_SCAN_SLOTS, MAX_TIMEOUT, TICKS_PER_SEC,
 };
 
 use wheel::{ms_to_tick_floor, BUCKET, FREE, MAX_BUCKETS};

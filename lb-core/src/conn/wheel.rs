@@ -44,6 +44,9 @@ pub const EVICT_MAX_BUCKETS: u64 = 2048;
 /// How many entries [`ConnTable::evict_candidate`] examines, at most.
 pub const EVICT_MAX_ENTRIES: u32 = 128;
 
+/// How many slab slots [`ConnTable::evict_scan`] examines, at most.
+pub const EVICT_SCAN_SLOTS: usize = 256;
+
 /// How many entries of the wheel's farthest bucket [`ConnTable::next_deadline`] examines, at
 /// most, for the earliest deadline beyond the wheel's span.
 const FAR_SCAN_ENTRIES: u32 = 32;
@@ -517,6 +520,41 @@ impl<'a> ConnTable<'a> {
             }
         }
         best.and_then(|(_, _, raw)| Handle::from_raw(raw))
+    }
+
+    /// [`evict_candidate`](Self::evict_candidate)'s fallback, for when its walk finds nothing:
+    /// the entry idle longest among those `accept` takes in at most [`EVICT_SCAN_SLOTS`] slab
+    /// slots from slot `start` on (wrapping), and the slot the next scan should start at.
+    ///
+    /// The wheel walk misses candidates when they share buckets with many entries it may not
+    /// take: on a wheel shorter than the candidates' timeouts (a small table: buckets / 16 s)
+    /// everything beyond its span sits in the farthest bucket, half-open and ESTABLISHED
+    /// entries alike, in no order. Slots are read in order (cheap, sequential memory), and
+    /// a caller that passes the returned position next time visits the whole slab in turn.
+    pub fn evict_scan(
+        &self,
+        start: usize,
+        mut accept: impl FnMut(&Entry) -> bool,
+    ) -> (Option<Handle>, usize) {
+        let high = self.high as usize;
+        if high == 0 {
+            return (None, 0);
+        }
+        let mut i = start % high;
+        let mut best: Option<(u64, usize)> = None;
+        for _ in 0..EVICT_SCAN_SLOTS.min(high) {
+            if let Some(n) = self.slots.get(i) {
+                if n.prev != FREE && accept(&n.entry) {
+                    let d = self.deadline_abs(n.entry.deadline);
+                    let last = d.saturating_sub(u64::from(n.entry.timeout_ticks()));
+                    if best.is_none_or(|(bl, _)| last < bl) {
+                        best = Some((last, i));
+                    }
+                }
+            }
+            i = if i + 1 == high { 0 } else { i + 1 };
+        }
+        (best.and_then(|(_, i)| Handle::from_index(i)), i)
     }
 }
 
