@@ -15,6 +15,7 @@ impl<'a> Balancer<'a> {
     pub fn set_settings(&mut self, settings: Settings) {
         self.settings = settings;
         self.update_defence();
+        self.update_embryonic_limit();
     }
 
     /// Applies one ipvsadm command line, as `ipvsadm` takes it (without the program name) or as
@@ -99,6 +100,7 @@ impl<'a> Balancer<'a> {
                     Setting::EmbryonicPrefixShare(n) => self.settings.embryonic_prefix_share = n,
                 }
                 self.update_defence();
+                self.update_embryonic_limit();
                 Ok(())
             }
             Command::List(_) | Command::Save { .. } | Command::Restore => Err(

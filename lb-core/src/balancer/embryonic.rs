@@ -40,8 +40,12 @@
 
 use crate::addr::Protocol;
 use crate::conn::{ConnFlags, Entry};
-use crate::hash::{siphash13, SipKey};
+use core::net::IpAddr;
+
+use crate::hash::{prefix_hash, prefix_hash_v4, SipKey};
 use crate::tcp::TcpState;
+
+use super::Balancer;
 
 #[cfg(doc)]
 use super::Settings;
@@ -53,6 +57,9 @@ pub const ROWS: usize = 2;
 
 /// Counters per row (a power of two: a row's index is bits of the hash).
 pub const WIDTH: usize = 128;
+
+/// A row index's bits.
+const MASK: usize = WIDTH - 1;
 
 /// Flag of an entry counted in [`PrefixCounts`] (a spare bit of [`ConnFlags`]).
 pub(super) const COUNTED: ConnFlags = ConnFlags(0x10);
@@ -92,49 +99,45 @@ impl PrefixCounts {
     /// entries store it (IPv4 in the first four bytes).
     #[inline]
     pub(super) fn slots(&self, v6: bool, addr: &[u8; 16]) -> Slots {
-        let mut data = [0u8; 9];
-        let n = if v6 {
-            data[0] = 6;
-            data[1..9].copy_from_slice(&addr[..8]);
-            9
-        } else {
-            data[0] = 4;
-            data[1..4].copy_from_slice(&addr[..3]);
-            4
+        let h = prefix_hash(self.key, v6, addr);
+        [h as usize & MASK, (h >> 32) as usize & MASK]
+    }
+
+    /// [`slots`](Self::slots) of a packet's address.
+    #[inline]
+    pub(super) fn slots_ip(&self, addr: IpAddr) -> Slots {
+        let h = match addr {
+            IpAddr::V4(a) => prefix_hash_v4(self.key, a.octets()),
+            IpAddr::V6(a) => prefix_hash(self.key, true, &a.octets()),
         };
-        let h = siphash13(self.key, &data[..n]);
-        let mask = WIDTH as u64 - 1;
-        [(h & mask) as usize, ((h >> 32) & mask) as usize]
+        [h as usize & MASK, (h >> 32) as usize & MASK]
     }
 
     /// The half-open entries counted for the prefix with counters `s` (never fewer than it has).
     #[inline]
     pub(super) fn estimate(&self, s: Slots) -> u32 {
-        let mut est = u32::MAX;
-        for (row, &i) in self.rows.iter().zip(&s) {
-            est = est.min(row.get(i).copied().unwrap_or(0));
-        }
-        est
+        let [a, b] = s;
+        self.rows[0][a & MASK].min(self.rows[1][b & MASK])
     }
 
     /// Counts one half-open entry of the prefix with counters `s`.
     #[inline]
     pub(super) fn add(&mut self, s: Slots) {
-        for (row, &i) in self.rows.iter_mut().zip(&s) {
-            if let Some(c) = row.get_mut(i) {
-                *c = c.saturating_add(1);
-            }
-        }
+        let [a, b] = s;
+        let c = &mut self.rows[0][a & MASK];
+        *c = c.saturating_add(1);
+        let c = &mut self.rows[1][b & MASK];
+        *c = c.saturating_add(1);
     }
 
     /// Takes one half-open entry of the prefix with counters `s` off.
     #[inline]
     pub(super) fn sub(&mut self, s: Slots) {
-        for (row, &i) in self.rows.iter_mut().zip(&s) {
-            if let Some(c) = row.get_mut(i) {
-                *c = c.saturating_sub(1);
-            }
-        }
+        let [a, b] = s;
+        let c = &mut self.rows[0][a & MASK];
+        *c = c.saturating_sub(1);
+        let c = &mut self.rows[1][b & MASK];
+        *c = c.saturating_sub(1);
     }
 
     /// The counters of entry `e`'s client prefix.
@@ -150,10 +153,17 @@ impl PrefixCounts {
     }
 }
 
+impl Balancer<'_> {
+    /// Recomputes the per-prefix limit after a change of the settings.
+    pub(super) fn update_embryonic_limit(&mut self) {
+        self.embryonic_limit =
+            prefix_limit(self.conns.capacity(), self.settings.embryonic_prefix_share);
+    }
+}
+
 /// The most half-open entries one prefix may hold: `share` percent of `capacity`, at least 1;
 /// `None` when the share is 0 (off).
-#[inline]
-pub(super) fn prefix_limit(capacity: usize, share: u8) -> Option<u32> {
+fn prefix_limit(capacity: usize, share: u8) -> Option<u32> {
     if share == 0 {
         return None;
     }

@@ -29,6 +29,20 @@ impl Balancer<'_> {
             self.generation += 1;
             return Ok(h);
         }
+        self.evict(now)?;
+        let h = self
+            .conns
+            .insert_hashed(e, deadline, hash)
+            .map_err(|_| NewConnError::TableFull)?;
+        self.generation += 1;
+        Ok(h)
+    }
+
+    /// The full table's slow path of [`insert`](Self::insert): evicts one entry, or says
+    /// `TableFull`. Out of line, so the usual insert stays small.
+    #[cold]
+    #[inline(never)]
+    fn evict(&mut self, now: Instant) -> Result<(), NewConnError> {
         let t = &self.settings.timeouts;
         let max_timeout = [
             TcpState::TimeWait,
@@ -55,12 +69,7 @@ impl Balancer<'_> {
         if half_open {
             self.counters.embryonic_evictions += 1;
         }
-        let h = self
-            .conns
-            .insert_hashed(e, deadline, hash)
-            .map_err(|_| NewConnError::TableFull)?;
-        self.generation += 1;
-        Ok(h)
+        Ok(())
     }
 
     /// Applies the protocol state machine to entry `h` for a packet in direction `dir`, re-arms
@@ -69,7 +78,7 @@ impl Balancer<'_> {
     pub(super) fn transition(&mut self, now: Instant, h: Handle, dir: Direction, tcp_flags: u8) {
         let dos = self.dos;
         let timeouts = &self.settings.timeouts;
-        let counting = self.settings.embryonic_prefix_share != 0;
+        let counting = self.embryonic_limit.is_some();
         let r = self.conns.update(h, |e| {
             let mut assure = false;
             let mut active_change = None;
@@ -96,10 +105,10 @@ impl Balancer<'_> {
                         e.state = new as u8;
                         assure = new == TcpState::Established;
                         let counted = e.flags.contains(COUNTED);
-                        if counted != (counting && is_half_open(e)) {
+                        let half_open = half_open_state(e.state) && !e.is_template();
+                        if counted != (counting && half_open) {
                             e.flags.set(COUNTED, !counted);
-                            half_open_change =
-                                Some((!counted, e.is_ipv6(), *e.client_addr_bytes()));
+                            half_open_change = Some(!counted);
                         }
                     }
                     timeouts.timeout(new)
@@ -118,12 +127,14 @@ impl Balancer<'_> {
         let Some((server, active_change, control, half_open_change)) = r else {
             return;
         };
-        if let Some((counted, v6, addr)) = half_open_change {
-            let s = self.embryonic.slots(v6, &addr);
-            if counted {
-                self.embryonic.add(s);
-            } else {
-                self.embryonic.sub(s);
+        if let Some(counted) = half_open_change {
+            if let Some(e) = self.conns.get(h) {
+                let s = self.embryonic.slots_of(e);
+                if counted {
+                    self.embryonic.add(s);
+                } else {
+                    self.embryonic.sub(s);
+                }
             }
         }
         if let Some(a) = active_change {

@@ -2,7 +2,7 @@
 //! reuse, quiescent server), a removed server's flow, the scheduling of a new connection
 //! (persistence templates first, see `persist.rs`) and one-packet scheduling.
 
-use crate::addr::{addr_bytes, Protocol};
+use crate::addr::Protocol;
 use crate::config::ForwardMethod;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::director::SchedInput;
@@ -14,7 +14,7 @@ use crate::tcp::{self, Direction, TcpState};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
-use super::embryonic::{self, COUNTED};
+use super::embryonic::COUNTED;
 use super::matching::server_endpoint;
 use super::Balancer;
 
@@ -205,17 +205,15 @@ impl Balancer<'_> {
         let one_packet = service.config.one_packet && proto == Protocol::Udp;
         let persistent = service.config.persistence.is_some();
         let mut half_open = None;
-        if proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0 {
-            let share = self.settings.embryonic_prefix_share;
-            if let Some(limit) = embryonic::prefix_limit(self.conns.capacity(), share) {
-                let s = self
-                    .embryonic
-                    .slots(p.src.is_ipv6(), &addr_bytes(p.src.ip()));
-                if self.embryonic.estimate(s) >= limit {
-                    return Err(NewConnError::PrefixLimit);
-                }
-                half_open = Some(s);
+        if let (Some(limit), true) = (
+            self.embryonic_limit,
+            proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0,
+        ) {
+            let s = self.embryonic.slots_ip(p.src.ip());
+            if self.embryonic.estimate(s) >= limit {
+                return Err(NewConnError::PrefixLimit);
             }
+            half_open = Some(s);
         }
         if one_packet {
             let server = if persistent {

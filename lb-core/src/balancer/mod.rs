@@ -41,6 +41,12 @@
 //!   token bucket (`icmp_msgs_per_sec` 1000, `icmp_msgs_burst` 50) and one per destination
 //!   /24 or /64 (`icmp_ratelimit` 1000 ms, burst 6), so the balancer is no reflector for
 //!   spoofed sources; over the limit, a counted drop (`reply_rate_limited`).
+//! - **A full table evicts.** IPVS's table grows; ours has a fixed capacity, so a new
+//!   connection on a full table evicts the entry idle longest among TIME_WAIT, CLOSE and
+//!   half-open (SYN_RECV/SYNACK) TCP entries, never ESTABLISHED; and one client /24 or /64 may
+//!   hold at most [`Settings::embryonic_prefix_share`] percent of the table in half-open
+//!   entries (over it, a counted drop, `embryonic_prefix_limit`). `embryonic.rs` and
+//!   docs/ipvs-semantics.md §4.6, "A full table".
 //!
 //! # Files
 //! | file | holds |
@@ -224,6 +230,9 @@ pub struct Balancer<'a> {
     limiter: ratelimit::ReplyLimiter,
     /// Half-open entries per client prefix (`embryonic.rs`).
     embryonic: embryonic::PrefixCounts,
+    /// The most half-open entries one prefix may hold (from the settings and the capacity);
+    /// `None`: no limit, nothing counted.
+    embryonic_limit: Option<u32>,
     scratch: [u8; REPLY_MAX],
 }
 
@@ -333,9 +342,11 @@ impl<'a> Balancer<'a> {
             svc_cache: fast::SvcCache::EMPTY,
             limiter,
             embryonic,
+            embryonic_limit: None,
             scratch: [0; REPLY_MAX],
         };
         b.update_defence();
+        b.update_embryonic_limit();
         b
     }
 

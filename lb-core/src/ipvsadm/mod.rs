@@ -39,7 +39,10 @@
 //! * Settings, each a command of its own that sets what IPVS keeps in sysctls (docs/ipvs-semantics.md
 //!   §3, §4): `--conn-reuse-mode 0..3`, `--expire-nodest-conn 0|1`,
 //!   `--expire-quiescent-template 0|1`, `--secure-tcp 0..3`, `--drop-entry 0..3`,
-//!   `--sloppy-tcp 0|1`.
+//!   `--sloppy-tcp 0|1`; and settings IPVS has no sysctl for: the reply rate limit
+//!   (`--reply-rate N`, `--reply-burst N`, `--reply-peer-interval MS`) and the per-prefix share
+//!   of half-open entries (`--embryonic-prefix-share 0..100`, docs/ipvs-semantics.md §4.6, "A
+//!   full table").
 #![warn(missing_docs)]
 
 use core::fmt;

@@ -191,10 +191,7 @@ mod tests {
 
     #[test]
     fn prefixes_are_checked() {
-        assert_eq!(
-            prefix("10.99.1.2/16").unwrap(),
-            (0x0a63_0000, 0x0000_ffff)
-        );
+        assert_eq!(prefix("10.99.1.2/16").unwrap(), (0x0a63_0000, 0x0000_ffff));
         assert!(prefix("10.99.0.0").is_err());
         assert!(prefix("10.99.0.0/4").is_err());
         assert!(prefix("10.99.0.0/31").is_err());
