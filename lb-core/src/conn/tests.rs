@@ -455,7 +455,7 @@ fn eviction_picks_the_entry_idle_longest_across_timeouts() {
     const TIME_WAIT: u8 = 5;
     let now = 1_000_000;
     let mut t = table(64, 11);
-    let mut put = |t: &mut ConnTable<'_>, i: u32, state: u8, timeout: u64, idle: u64| {
+    let put = |t: &mut ConnTable<'_>, i: u32, state: u8, timeout: u64, idle: u64| {
         let mut e = conn(i, i);
         e.state = state;
         e.set_timeout(Duration::from_secs(timeout));
