@@ -17,7 +17,8 @@
 #            8,000/s for 12 s) fills a 20,000-entry table while hey runs, default settings:
 #            the keep-alive connections (opened before) see no error, >= 95 % of new
 #            connections during the flood and all after it succeed; half-open entries
-#            evicted, counted (needs hey)
+#            evicted, counted; then a flood from one /24 is held to its share (10 % of the
+#            table), its other SYNs refused, counted (needs hey)
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -307,6 +308,7 @@ CONF
 	# client namespace, which does not forward: they are dropped, as for hosts that never sent
 	# the SYN. No reverse-path filter on the way in.
 	ip -n "${LBT}-gw" route add 10.99.0.0/16 via "$LBT_CLIENT4" dev gc
+	ip -n "${LBT}-gw" route add 10.98.7.0/24 via "$LBT_CLIENT4" dev gc
 	nsx gw sysctl -qw net.ipv4.conf.gc.rp_filter=0
 	flood="$(lbt_bin lb-demo-synflood)" || fail "lb-demo-synflood not built"
 
@@ -349,6 +351,23 @@ CONF
 	echo "after the flood: $good of $n new connections got 200, $bad failed; table $(gwstat connections)/$cap"
 	[ "$good" -eq "$n" ] || fail "$((n - good)) of $n new connections failed after the flood"
 	ok "$n/$n new connections after the flood"
+
+	# A flood from one /24: it may hold 10 % of the table (2,000) in half-open entries; the
+	# rest of its SYNs are refused (drops.embryonic_prefix_limit), new connections still work.
+	nsx client "$flood" --target "$LBT_VIP4:80" --sources 10.98.7.0/24 --rate 4000 \
+		--seconds 3 >"$tmp/flood24.txt" 2>&1 &
+	flood_pid=$!
+	sleep 1
+	nsx client hey -n 500 -c 10 -disable-keepalive -t 5 "http://$LBT_VIP4/" >"$tmp/during24.txt" 2>&1
+	wait "$flood_pid" || fail "lb-demo-synflood failed: $(cat "$tmp/flood24.txt")"
+	sent=$(awk '$1 == "sent" { print $2 }' "$tmp/flood24.txt")
+	read -r good bad < <(hey_count "$tmp/during24.txt")
+	local refused
+	refused=$(gwstat drops.embryonic_prefix_limit)
+	echo "one /24: $sent SYNs, $refused refused over its share; $good of 500 new connections got 200, $bad failed"
+	[ "$((refused * 2))" -ge "${sent:-0}" ] || fail "only $refused of ${sent:-0} SYNs from one /24 refused"
+	[ "$((good * 100))" -ge "$((500 * 95))" ] || fail "only $good of 500 new connections succeeded during the /24 flood"
+	ok "one /24 held to its share ($refused SYNs refused), new connections unaffected"
 
 	wait "$ka_pid"
 	read -r good bad < <(hey_count "$tmp/keepalive.txt")
