@@ -335,7 +335,8 @@ CONF
 	# New connections during the flood.
 	nsx client hey -n "$n" -c 10 -disable-keepalive -t 5 "http://$LBT_VIP4/" >"$tmp/during.txt" 2>&1
 	read -r good bad < <(hey_count "$tmp/during.txt")
-	echo "during the flood: $good of $n new connections got 200, $bad failed; table $(gwstat connections)/$cap"
+	echo "during the flood: $good of $n new connections got 200, $bad failed; table $(gwstat connections)/$cap;" \
+		"$(awk '$1 == "Average:" || $1 == "Slowest:" { printf "%s %.1f ms  ", $1, $2 * 1000 }' "$tmp/during.txt")"
 	[ "$((good * 100))" -ge "$((n * 95))" ] || fail "only $good of $n new connections succeeded during the flood"
 	kill -0 "$flood_pid" 2>/dev/null || fail "the flood ended before the run of new connections did (raise LBT_FLOOD_SECS)"
 	ok "$good/$n new connections during the flood (>= 95 %)"

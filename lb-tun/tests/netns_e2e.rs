@@ -83,7 +83,8 @@ fn e2e_save_restore_same_decisions() {
 }
 
 /// (f) a spoofed SYN flood fills the table (default settings): the keep-alive connections see
-/// no error, >= 95 % of new connections during the flood and all after it succeed.
+/// no error, >= 95 % of new connections during the flood and all after it succeed; a flood from
+/// one /24 is held to its share of half-open entries.
 #[test]
 fn e2e_synflood_new_connections_still_succeed() {
     run("synflood");
