@@ -93,4 +93,4 @@ impl Balancer<'_> {
 
 /// A spare connection-flag bit: the template may no longer be used (IPVS rehashes such a
 /// template so it never matches again).
-const INVALID: ConnFlags = ConnFlags(0x10);
+pub(super) const INVALID: ConnFlags = ConnFlags(0x10);

@@ -397,3 +397,43 @@ fn every_removal_takes_the_count_off() {
     assert!(b.counters().defence_drops >= 40);
     assert!(b.embryonic.is_empty(), "drop_entry");
 }
+
+/// The half-open flag is a bit of its own: a persistence template marked invalid (a flag bit of
+/// templates) whose removal took a count off its client's prefix would let that prefix past
+/// its share.
+#[test]
+fn removing_an_invalid_template_leaves_the_counts_alone() {
+    let mut b = balancer_with(200, Settings::default());
+    b.apply_line(ms(0), "-A -t 10.0.0.101:80 -s rr -p 300")
+        .unwrap();
+    b.apply_line(ms(0), "-a -t 10.0.0.101:80 -r 10.1.0.2:80 -m")
+        .unwrap();
+    let client = in_v4_net([203, 0, 113], 200);
+    let v = run(
+        &mut b,
+        ms(0),
+        pkt::segment(client, sa("10.0.0.101:80"), SYN, 1, 0, b""),
+    );
+    assert!(matches!(v, Verdict::ToServer(_)));
+    let (t, _) = b
+        .conns
+        .iter()
+        .find(|(_, e)| e.is_template())
+        .expect("a template");
+    // The connection goes; its template is left, then marked invalid.
+    let (c, _) = b.conns.iter().find(|(_, e)| !e.is_template()).unwrap();
+    b.remove_entry(c);
+    b.conns
+        .get_mut(t)
+        .unwrap()
+        .flags
+        .set(super::persist::INVALID, true);
+    // The /24 at its share (20 of 200).
+    for host in 0..20 {
+        let v = flood_syn(&mut b, ms(1), in_v4_net([203, 0, 113], host), VIP);
+        assert!(matches!(v, Verdict::ToServer(_)));
+    }
+    b.remove_entry(t);
+    let v = flood_syn(&mut b, ms(2), in_v4_net([203, 0, 113], 21), VIP);
+    assert_eq!(v, Verdict::Drop(DropReason::EmbryonicPrefixLimit));
+}
