@@ -61,8 +61,9 @@ pub const WIDTH: usize = 128;
 /// A row index's bits.
 const MASK: usize = WIDTH - 1;
 
-/// Flag of an entry counted in [`PrefixCounts`] (a spare bit of [`ConnFlags`]).
-pub(super) const COUNTED: ConnFlags = ConnFlags(0x10);
+/// Flag of a connection counted in [`PrefixCounts`] (a spare bit of [`ConnFlags`]; 0x10 is
+/// `persist.rs`'s `INVALID`, a template's flag).
+pub(super) const COUNTED: ConnFlags = ConnFlags(0x20);
 
 /// Whether TCP state `state` is half-open: SYN_RECV or SYNACK (the client's SYN seen, its
 /// handshake not completed).
