@@ -437,3 +437,51 @@ fn removing_an_invalid_template_leaves_the_counts_alone() {
     let v = flood_syn(&mut b, ms(2), in_v4_net([203, 0, 113], 21), VIP);
     assert_eq!(v, Verdict::Drop(DropReason::EmbryonicPrefixLimit));
 }
+
+/// A flood at a persistent service: each spoofed SYN also creates a persistence template
+/// (300 s here). Once its connection is evicted a template controls nothing and was never
+/// assured (no connection of it reached ESTABLISHED): it may go too, else the flood would fill
+/// the table with templates and lock it for the persistence timeout.
+#[test]
+fn a_flood_at_a_persistent_service_does_not_lock_the_table() {
+    let mut b = balancer_with(64, Settings::default());
+    b.apply_line(ms(0), "-A -t 10.0.0.101:80 -s rr -p 300")
+        .unwrap();
+    b.apply_line(ms(0), "-a -t 10.0.0.101:80 -r 10.1.0.2:80 -m")
+        .unwrap();
+    let vip = "10.0.0.101:80";
+    // An established client of the service, with its (assured) template.
+    let kept = sa("192.0.2.1:40000");
+    let v = run(&mut b, ms(0), pkt::segment(kept, sa(vip), SYN, 1, 0, b""));
+    assert!(matches!(v, Verdict::ToServer(_)));
+    run(
+        &mut b,
+        ms(0),
+        pkt::segment(sa("10.1.0.2:80"), kept, SYN | ACK, 1, 2, b""),
+    );
+    run(&mut b, ms(0), pkt::segment(kept, sa(vip), ACK, 2, 2, b""));
+    assert_eq!(state_of(&b, kept), Some("ESTABLISHED"));
+    for i in 0..5 * b.capacity() as u32 {
+        let src = spoofed(i);
+        let v = run(
+            &mut b,
+            ms(100 + u64::from(i) * 100),
+            pkt::segment(src, sa(vip), SYN, 7, 0, b""),
+        );
+        assert!(matches!(v, Verdict::ToServer(_)), "flood SYN {i}: {v:?}");
+    }
+    let t = ms(100 + 5 * b.capacity() as u64 * 100);
+    let client = sa("192.0.2.7:40000");
+    let v = run(&mut b, t, pkt::segment(client, sa(vip), SYN, 1, 0, b""));
+    assert!(matches!(v, Verdict::ToServer(_)), "legit SYN: {v:?}");
+    run(
+        &mut b,
+        t,
+        pkt::segment(sa("10.1.0.2:80"), client, SYN | ACK, 1, 2, b""),
+    );
+    run(&mut b, t, pkt::segment(client, sa(vip), ACK, 2, 2, b""));
+    assert_eq!(state_of(&b, client), Some("ESTABLISHED"));
+    assert_eq!(state_of(&b, kept), Some("ESTABLISHED"));
+    let templates = b.connections(t).filter(|c| c.template).count();
+    assert!(templates <= b.capacity() / 2 + 2, "{templates} templates");
+}
