@@ -196,7 +196,7 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
         ),
         (
             "lbtun_evictions_total",
-            "Entries evicted to make room for a new connection on a full table (TIME_WAIT, CLOSE, half-open).",
+            "Entries evicted to make room for a new connection on a full table (TIME_WAIT, CLOSE, half-open, idle templates).",
             c.evictions,
         ),
         (

@@ -12,7 +12,8 @@
 //!
 //! Two rules use it:
 //! - **Eviction** (`entries.rs`): a new entry on a full table may evict the entry idle longest
-//!   among the TIME_WAIT, CLOSE and half-open ones (never ESTABLISHED or any other state).
+//!   among the TIME_WAIT, CLOSE and half-open ones, and templates that control nothing and
+//!   were never assured (never ESTABLISHED or any other state).
 //! - **Per-prefix share** ([`Settings::embryonic_prefix_share`]): a new TCP connection whose
 //!   client's /24 (IPv4) or /64 (IPv6) already holds that percentage of the table's capacity
 //!   in half-open entries is refused (a counted drop, [`DropReason::EmbryonicPrefixLimit`]),

@@ -15,7 +15,8 @@ impl Balancer<'_> {
     /// Inserts `e` (its timeout set; `hash` = `ConnTable::hash_of(&e)`, which the caller
     /// usually has from its lookup). If the table is full it evicts the entry idle longest
     /// among the TCP connections in TIME_WAIT, CLOSE or a half-open state (SYN_RECV, SYNACK:
-    /// the client never completed its handshake; `embryonic.rs`), never any other (IPVS's
+    /// the client never completed its handshake; `embryonic.rs`) and the TCP templates that
+    /// control nothing and were never assured ([`evictable`]), never any other (IPVS's
     /// table has unbounded chains and never evicts; docs/ipvs-semantics.md §4.6, "A full
     /// table").
     pub(super) fn insert(
@@ -169,7 +170,7 @@ impl Balancer<'_> {
     }
 
     /// A controlled connection of template `t` is gone.
-    fn release_control(&mut self, t: Handle) {
+    pub(super) fn release_control(&mut self, t: Handle) {
         if let Some(tpl) = self.conns.get_mut(t) {
             let n = tpl.n_control();
             tpl.set_n_control(n.saturating_sub(1));
@@ -177,14 +178,21 @@ impl Balancer<'_> {
     }
 }
 
-/// Whether a full table may evict `e` for a new entry: a TCP connection (not a template) in
-/// TIME_WAIT, CLOSE or a half-open state.
+/// Whether a full table may evict `e` for a new entry: a TCP connection in TIME_WAIT, CLOSE
+/// or a half-open state, or a TCP persistence template that controls no connection and was
+/// never assured (none of its connections reached ESTABLISHED: what a flood at a persistent
+/// service leaves once its half-open connections are gone; IPVS's `drop_entry` drops these
+/// too, §4.6).
 fn evictable(e: &Entry) -> bool {
-    !e.is_template()
-        && e.proto() == Protocol::Tcp
-        && (half_open_state(e.state)
-            || e.state == TcpState::TimeWait as u8
-            || e.state == TcpState::Close as u8)
+    if e.proto() != Protocol::Tcp {
+        return false;
+    }
+    if e.is_template() {
+        return e.n_control() == 0 && !e.flags.contains(ConnFlags::ASSURED);
+    }
+    half_open_state(e.state)
+        || e.state == TcpState::TimeWait as u8
+        || e.state == TcpState::Close as u8
 }
 
 /// The transition sub-table for a packet travelling in `dir` (`Input` from the client, `Output`

@@ -256,14 +256,28 @@ impl Balancer<'_> {
         // Counted now (one hash of the prefix per SYN); `transition` takes the count off if
         // the SYN does not leave the entry half-open.
         e.flags.set(COUNTED, half_open.is_some());
-        let h = self.insert(now, e, hash)?;
+        // The template controls the connection before it is inserted, so the eviction a full
+        // table makes for it cannot take the template (one that controls nothing may go).
+        if let Some(t) = template {
+            if let Some(tpl) = self.conns.get_mut(t) {
+                let n = tpl.n_control();
+                tpl.set_n_control(n.saturating_add(1));
+            }
+        }
+        let h = match self.insert(now, e, hash) {
+            Ok(h) => h,
+            Err(err) => {
+                if let Some(t) = template {
+                    self.release_control(t);
+                }
+                return Err(err);
+            }
+        };
         if let Some(s) = half_open {
             self.embryonic.add(s);
         }
         if let Some(t) = template {
-            if let Some(tpl) = self.conns.get_mut(t) {
-                let n = tpl.n_control();
-                tpl.set_n_control(n + 1);
+            if let Some(tpl) = self.conns.get(t) {
                 let timeout = tpl.timeout();
                 self.conns.touch(t, now + timeout);
             }

@@ -43,7 +43,8 @@
 //!   spoofed sources; over the limit, a counted drop (`reply_rate_limited`).
 //! - **A full table evicts.** IPVS's table grows; ours has a fixed capacity, so a new
 //!   connection on a full table evicts the entry idle longest among TIME_WAIT, CLOSE and
-//!   half-open (SYN_RECV/SYNACK) TCP entries, never ESTABLISHED; and one client /24 or /64 may
+//!   half-open (SYN_RECV/SYNACK) TCP entries and never-assured TCP templates that control
+//!   nothing, never ESTABLISHED; and one client /24 or /64 may
 //!   hold at most [`Settings::embryonic_prefix_share`] percent of the table in half-open
 //!   entries (over it, a counted drop, `embryonic_prefix_limit`). `embryonic.rs` and
 //!   docs/ipvs-semantics.md §4.6, "A full table".
@@ -140,7 +141,8 @@ pub struct Counters {
     /// Entries created (templates not included).
     pub conns_created: u64,
     /// Entries evicted to make room for a new connection on a full table: TIME_WAIT, CLOSE
-    /// and half-open ones (docs/ipvs-semantics.md §4.6, "A full table").
+    /// and half-open connections, templates that control nothing and were never assured
+    /// (docs/ipvs-semantics.md §4.6, "A full table").
     pub evictions: u64,
     /// Half-open entries (SYN_RECV, SYNACK: the client never completed its handshake) among
     /// `evictions`.
