@@ -42,8 +42,8 @@ mod measured {
     pub const RANDOM_1M_V4_TCP_BURST: u64 = 25_337;
     pub const RANDOM_1M_DLMR: u64 = 65;
     pub const RANDOM_1M_BURST_DLMR: u64 = 66;
-    pub const NEW_CONN_WRR: u64 = 54_005;
-    pub const NEW_CONN_MH: u64 = 55_562;
+    pub const NEW_CONN_WRR: u64 = 54_069;
+    pub const NEW_CONN_MH: u64 = 55_626;
 }
 
 const fn limit(measured: u64) -> u64 {
