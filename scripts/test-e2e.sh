@@ -25,9 +25,16 @@
 #   frag     a UDP service answering 4,000-byte datagrams (fragmented both ways at MTU 1500)
 #            works through the VIP over IPv4 and IPv6, on both servers; an IPv6 client sending
 #            with a Hop-by-Hop header is served (python3 echo server and client)
+#   synflood a spoofed SYN flood (lb-demo-synflood: random sources in 10.99.0.0/16, default
+#            8,000/s for 12 s) fills a 20,000-entry table while hey runs, default settings:
+#            the keep-alive connections (opened before) see no error, >= 95 % of new
+#            connections during the flood and all after it succeed; half-open entries
+#            evicted, counted; then a flood from one /24 is held to its share (10 % of the
+#            table), its other SYNs refused, counted (needs hey)
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
-# lb-demo-http), LBT_SEED_N (seed scenario connections, default 6000).
+# lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
+# LBT_FLOOD_RATE / LBT_FLOOD_SECS (synflood: SYNs a second, seconds; default 8000, 12).
 set -u
 . "$(dirname "$0")/netns-lib.sh"
 trap topo_down EXIT
@@ -553,8 +560,112 @@ CONF
 	[ "$(gwstat drops.ipv6_extension_headers)" = 0 ] || fail "extension headers dropped"
 }
 
+# hey_count FILE — "OK ERRORS" from hey's summary: 200 responses, and errors (the requests
+# hey reports under "Error distribution", plus any other status).
+hey_count() {
+	awk '
+		/^Status code distribution:/ { s = 1; e = 0; next }
+		/^Error distribution:/ { e = 1; s = 0; next }
+		s && $1 ~ /^\[[0-9]+\]$/ { if ($1 == "[200]") ok += $2; else bad += $2; next }
+		e && $1 ~ /^\[[0-9]+\]$/ { n = $1; gsub(/[][]/, "", n); bad += n; next }
+		END { print ok + 0, bad + 0 }' "$1"
+}
+
+scenario_synflood() {
+	LBT_NSERVERS=2
+	have_hey || { echo "SKIP synflood: needs hey (apt-get install hey)"; echo PASS; exit 0; }
+	local cap=20000 rate="${LBT_FLOOD_RATE:-8000}" secs="${LBT_FLOOD_SECS:-12}"
+	local flood flood_pid ka_pid t0 full_at i conns good bad n=2000 sent
+	topo_up || fail topo_up
+	start_servers || fail "servers did not start"
+	cat >"$tmp/lb.conf" <<CONF
+-A -t $LBT_VIP4:80 -s rr
+-a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 1
+-a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
+CONF
+	# Default settings: only the table is small, so the flood fills it.
+	start_gateway "$tmp/lb.conf" --conns "$cap" || fail "gateway did not start"
+	# The spoofed sources' replies (the servers' SYN+ACKs, through the gateway) go to the
+	# client namespace, which does not forward: they are dropped, as for hosts that never sent
+	# the SYN. No reverse-path filter on the way in.
+	ip -n "${LBT}-gw" route add 10.99.0.0/16 via "$LBT_CLIENT4" dev gc
+	ip -n "${LBT}-gw" route add 10.98.7.0/24 via "$LBT_CLIENT4" dev gc
+	nsx gw sysctl -qw net.ipv4.conf.gc.rp_filter=0
+	flood="$(lbt_bin lb-demo-synflood)" || fail "lb-demo-synflood not built"
+
+	# Keep-alive connections, opened before the flood and used all through it.
+	nsx client hey -z "$((secs + 6))s" -c 4 -q 50 -t 5 "http://$LBT_VIP4/" >"$tmp/keepalive.txt" 2>&1 &
+	ka_pid=$!
+	sleep 1
+	t0=$(date +%s.%N)
+	nsx client "$flood" --target "$LBT_VIP4:80" --sources 10.99.0.0/16 --rate "$rate" \
+		--seconds "$secs" >"$tmp/flood.txt" 2>&1 &
+	flood_pid=$!
+	full_at=""
+	for i in $(seq 1 100); do
+		conns=$(gwstat connections)
+		if [ "${conns:-0}" -ge "$cap" ]; then
+			full_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+			break
+		fi
+		sleep 0.1
+	done
+	[ -n "$full_at" ] || fail "the flood did not fill the table in 10 s (connections ${conns:-?} of $cap)"
+	ok "the flood filled the table ($cap entries) after ${full_at} s"
+
+	# New connections during the flood.
+	nsx client hey -n "$n" -c 10 -disable-keepalive -t 5 "http://$LBT_VIP4/" >"$tmp/during.txt" 2>&1
+	read -r good bad < <(hey_count "$tmp/during.txt")
+	echo "during the flood: $good of $n new connections got 200, $bad failed; table $(gwstat connections)/$cap;" \
+		"$(awk '$1 == "Average:" || $1 == "Slowest:" { printf "%s %.1f ms  ", $1, $2 * 1000 }' "$tmp/during.txt")"
+	[ "$((good * 100))" -ge "$((n * 95))" ] || fail "only $good of $n new connections succeeded during the flood"
+	kill -0 "$flood_pid" 2>/dev/null || fail "the flood ended before the run of new connections did (raise LBT_FLOOD_SECS)"
+	ok "$good/$n new connections during the flood (>= 95 %)"
+
+	wait "$flood_pid" || fail "lb-demo-synflood failed: $(cat "$tmp/flood.txt")"
+	sent=$(awk '$1 == "sent" { print $2 }' "$tmp/flood.txt")
+	echo "flood: $sent spoofed SYNs in ${secs} s"
+	[ "${sent:-0}" -ge "$((rate * secs * 9 / 10))" ] || fail "the flood sent only ${sent:-0} SYNs"
+
+	# New connections after it (the table is still full of its half-open entries).
+	nsx client hey -n "$n" -c 10 -disable-keepalive -t 5 "http://$LBT_VIP4/" >"$tmp/after.txt" 2>&1
+	read -r good bad < <(hey_count "$tmp/after.txt")
+	echo "after the flood: $good of $n new connections got 200, $bad failed; table $(gwstat connections)/$cap"
+	[ "$good" -eq "$n" ] || fail "$((n - good)) of $n new connections failed after the flood"
+	ok "$n/$n new connections after the flood"
+
+	# A flood from one /24: it may hold 10 % of the table (2,000) in half-open entries; the
+	# rest of its SYNs are refused (drops.embryonic_prefix_limit), new connections still work.
+	nsx client "$flood" --target "$LBT_VIP4:80" --sources 10.98.7.0/24 --rate 4000 \
+		--seconds 3 >"$tmp/flood24.txt" 2>&1 &
+	flood_pid=$!
+	sleep 1
+	nsx client hey -n 500 -c 10 -disable-keepalive -t 5 "http://$LBT_VIP4/" >"$tmp/during24.txt" 2>&1
+	wait "$flood_pid" || fail "lb-demo-synflood failed: $(cat "$tmp/flood24.txt")"
+	sent=$(awk '$1 == "sent" { print $2 }' "$tmp/flood24.txt")
+	read -r good bad < <(hey_count "$tmp/during24.txt")
+	local refused
+	refused=$(gwstat drops.embryonic_prefix_limit)
+	echo "one /24: $sent SYNs, $refused refused over its share; $good of 500 new connections got 200, $bad failed"
+	[ "$((refused * 2))" -ge "${sent:-0}" ] || fail "only $refused of ${sent:-0} SYNs from one /24 refused"
+	[ "$((good * 100))" -ge "$((500 * 95))" ] || fail "only $good of 500 new connections succeeded during the /24 flood"
+	ok "one /24 held to its share ($refused SYNs refused), new connections unaffected"
+
+	wait "$ka_pid"
+	read -r good bad < <(hey_count "$tmp/keepalive.txt")
+	echo "keep-alive: $good requests got 200 on 4 connections, $bad failed"
+	[ "$good" -gt 0 ] && [ "$bad" -eq 0 ] || fail "keep-alive run: $good ok, $bad failed: $(cat "$tmp/keepalive.txt")"
+	ok "the keep-alive connections saw no error through the flood"
+
+	echo "--- gateway counters"
+	lbadm --stats-gateway | grep -E '^(connections|conns_created|evictions|embryonic_evictions|syn_drops|drops\.(table_full|embryonic_prefix_limit)) '
+	[ "$(gwstat embryonic_evictions)" -gt 0 ] || fail "no half-open entry was evicted"
+	[ "$(gwstat drops.table_full)" -eq 0 ] || fail "$(gwstat drops.table_full) table_full drops"
+	ok "half-open entries evicted ($(gwstat embryonic_evictions)), no table_full drop"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood" >&2; exit 2 ;;
 esac
 echo PASS

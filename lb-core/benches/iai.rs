@@ -42,8 +42,8 @@ mod measured {
     pub const RANDOM_1M_V4_TCP_BURST: u64 = 25_337;
     pub const RANDOM_1M_DLMR: u64 = 65;
     pub const RANDOM_1M_BURST_DLMR: u64 = 66;
-    pub const NEW_CONN_WRR: u64 = 49_018;
-    pub const NEW_CONN_MH: u64 = 50_575;
+    pub const NEW_CONN_WRR: u64 = 54_069;
+    pub const NEW_CONN_MH: u64 = 55_626;
     pub const FIRST_FRAGMENT_V4_UDP: u64 = 69_427;
     pub const LATER_FRAGMENT_V4_UDP: u64 = 34_010;
     pub const LATER_FRAGMENT_V6_UDP: u64 = 38_138;

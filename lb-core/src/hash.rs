@@ -157,9 +157,50 @@ pub fn flow_hash_bytes(key: SipKey, proto: Protocol, v6: bool, addr: &[u8; 16], 
     s.finish()
 }
 
+/// The keyed hash of a client's network, its /24 (IPv4, `v6` false) or /64 (IPv6), from the
+/// address as a connection entry stores it (16 bytes, IPv4 in the first four): SipHash-1-3 of
+/// the message (4, three bytes) or (6, eight bytes), a family tag and the prefix, built in
+/// words (one compression for IPv4, two for IPv6); equal to [`siphash13`] of those bytes.
+#[inline(always)]
+pub fn prefix_hash(key: SipKey, v6: bool, addr: &[u8; 16]) -> u64 {
+    let mut s = Sip::new(key);
+    if v6 {
+        let q = u64::from_le_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ]);
+        // Little-endian words of 06 a0 .. a7: the tag and seven bytes, then the last byte.
+        s.compress(6 | (q << 8));
+        s.compress((9u64 << 56) | (q >> 56));
+    } else {
+        return prefix_hash_v4(key, [addr[0], addr[1], addr[2], addr[3]]);
+    }
+    s.finish()
+}
+
+/// [`prefix_hash`] of an IPv4 address's /24.
+#[inline(always)]
+pub fn prefix_hash_v4(key: SipKey, addr: [u8; 4]) -> u64 {
+    let mut s = Sip::new(key);
+    let w = u64::from(u32::from_le_bytes([4, addr[0], addr[1], addr[2]]));
+    s.compress((4u64 << 56) | w);
+    s.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_hash_is_siphash_of_the_tagged_prefix() {
+        let key = SipKey([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&[192, 0, 2, 77]);
+        assert_eq!(prefix_hash(key, false, &v4), siphash13(key, &[4, 192, 0, 2]));
+        let v6: [u8; 16] = core::array::from_fn(|i| 0x20 + i as u8);
+        let mut msg = [6u8; 9];
+        msg[1..].copy_from_slice(&v6[..8]);
+        assert_eq!(prefix_hash(key, true, &v6), siphash13(key, &msg));
+    }
 
     /// `test_key_hsiphash` of Linux `lib/siphash_kunit.c`, `BITS_PER_LONG == 64` branch.
     const KUNIT_KEY: SipKey = SipKey([0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908]);

@@ -138,11 +138,15 @@ pub enum DropReason {
     /// [`reply_burst`](crate::Settings::reply_burst)) or per destination /24 or /64
     /// ([`reply_peer_interval_ms`](crate::Settings::reply_peer_interval_ms)).
     ReplyRateLimited,
+    /// A new TCP connection from a /24 (IPv4) or /64 (IPv6) that already holds its share of
+    /// half-open entries
+    /// ([`Settings::embryonic_prefix_share`](crate::Settings::embryonic_prefix_share)).
+    EmbryonicPrefixLimit,
 }
 
 impl DropReason {
     /// Every reason, for counters and metrics.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::BadIpChecksum,
         DropReason::Fragment,
@@ -156,6 +160,7 @@ impl DropReason {
         DropReason::Defence,
         DropReason::IcmpMismatch,
         DropReason::ReplyRateLimited,
+        DropReason::EmbryonicPrefixLimit,
     ];
 
     /// A short snake_case name, used as the metrics label.
@@ -174,6 +179,7 @@ impl DropReason {
             DropReason::Defence => "defence",
             DropReason::IcmpMismatch => "icmp_mismatch",
             DropReason::ReplyRateLimited => "reply_rate_limited",
+            DropReason::EmbryonicPrefixLimit => "embryonic_prefix_limit",
         }
     }
 

@@ -1,4 +1,5 @@
-//! Adversarial inputs through the public API: a SYN flood that fills the table, flows crafted
+//! Adversarial inputs through the public API: a SYN flood that fills the table (and evicts
+//! its own half-open entries, never an established flow), flows crafted
 //! to collide under one hash key, and malformed packets of every kind (issue 6, item 4).
 
 mod harness;
@@ -86,7 +87,9 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
         .collect();
     assert_eq!(b.conns().len(), ESTABLISHED);
 
-    // The flood: SYNs from random sources, never answered.
+    // The flood: SYNs from random sources, never answered. Once the table is full each one
+    // evicts the half-open entry idle longest (an earlier flood SYN): every one is forwarded,
+    // none is a table_full drop, and no established flow goes.
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut forwarded = 0;
     let before = *b.counters();
@@ -99,7 +102,6 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
         let (v, _) = run(&mut b, now, &pkt::tcp(src, vip, SYN, r as u32, b"", 0));
         match v {
             Verdict::ToServer(_) => forwarded += 1,
-            Verdict::Drop(DropReason::TableFull) => {}
             other => panic!("flood SYN {i}: {other:?}"),
         }
         if i % 500 == 0 {
@@ -108,22 +110,18 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
         }
     }
     assert_eq!(b.conns().len(), CAP, "the flood fills the table");
-    assert_eq!(
-        forwarded,
-        CAP - ESTABLISHED,
-        "SYNs forwarded until the table was full"
-    );
-    let dropped = (FLOOD - forwarded) as u64;
+    assert_eq!(forwarded, FLOOD, "every flood SYN forwarded");
     let c = b.counters();
+    let evicted = (FLOOD - (CAP - ESTABLISHED)) as u64;
+    assert_eq!(c.evictions - before.evictions, evicted);
+    assert_eq!(c.embryonic_evictions - before.embryonic_evictions, evicted);
     assert_eq!(
-        c.drops(DropReason::TableFull) - before.drops(DropReason::TableFull),
-        dropped
+        c.drops(DropReason::TableFull),
+        before.drops(DropReason::TableFull)
     );
-    assert_eq!(
-        c.syn_drops - before.syn_drops,
-        dropped,
-        "each a counted SYN drop"
-    );
+    // A legitimate client still gets in, and its connection establishes.
+    let legit = sa("198.51.100.7:40000");
+    establish(&mut b, now, legit);
 
     // Every established flow still forwards, to its own server, both ways.
     for (client, server) in &flows {
@@ -143,7 +141,11 @@ fn syn_flood_that_fills_the_table_costs_no_established_flow() {
     // The flood's half-open entries go after SYN_RECV's 60 s; the established flows stay.
     now += lb_core::Duration::from_secs(61);
     b.handle_timeout(now);
-    assert_eq!(b.conns().len(), ESTABLISHED);
+    assert_eq!(
+        b.conns().len(),
+        ESTABLISHED + 1,
+        "the established flows and the legitimate one"
+    );
     harness::inv::check_table(&b, now);
 }
 
@@ -188,7 +190,12 @@ fn flows_crafted_to_collide_under_one_key_cost_no_more_probes_under_another() {
         let director =
             lb_core::Director::new(lb_core::DirectorStorage::alloc(harness::setup::limits()), 1);
         let conns = lb_core::conn::ConnTable::new(ConnStorage::alloc(CAP), key, Instant::ZERO);
-        let mut b = Balancer::new(director, conns, Settings::default());
+        // The flows are SYNs from a few /24s: no per-prefix share of half-open entries here.
+        let settings = Settings {
+            embryonic_prefix_share: 0,
+            ..Settings::default()
+        };
+        let mut b = Balancer::new(director, conns, settings);
         configure(&mut b, CONFIG);
         let vip = sa(VIP);
         for c in flows {

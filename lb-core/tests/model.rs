@@ -6,8 +6,9 @@
 //! * every packet of a known flow goes to that flow's server (a SYN only moves a flow whose
 //!   entry is in TIME_WAIT/CLOSE, the port-reuse rule), and every reply goes back to the client
 //!   from the VIP: established flows never change server;
-//! * an established flow is never evicted; only TIME_WAIT/CLOSE entries are, and each
-//!   eviction is counted;
+//! * an established flow is never evicted; only TIME_WAIT/CLOSE and half-open
+//!   (SYN_RECV/SYNACK) entries are, and each eviction is counted (the half-open ones also as
+//!   embryonic evictions);
 //! * entries never exceed the capacity;
 //! * the counters equal the model's counts: `conns_created`, `TableFull` drops, and per server
 //!   `active`/`inactive` (from the model's flows and their states).
@@ -115,6 +116,7 @@ fn run(capacity: usize, ops: &[Op]) {
     let mut now = Instant::ZERO;
     for (step, &op) in ops.iter().enumerate() {
         let evictions = b.counters().evictions;
+        let embryonic_evictions = b.counters().embryonic_evictions;
         let mut subject = None;
         match op {
             Op::Tcp(c, flags) => {
@@ -213,7 +215,9 @@ fn run(capacity: usize, ops: &[Op]) {
         // Sync the model with the table and check what may and may not have changed.
         let table = live(&b, now);
         let evicted = b.counters().evictions - evictions;
+        let evicted_half_open = b.counters().embryonic_evictions - embryonic_evictions;
         let mut gone = 0;
+        let mut gone_half_open = 0;
         for (client, f) in &m.flows {
             match table.get(client) {
                 Some((server, _)) => {
@@ -226,15 +230,20 @@ fn run(capacity: usize, ops: &[Op]) {
                 None if Some(*client) == subject => {}
                 None => {
                     assert!(
-                        matches!(f.state, "TIME_WAIT" | "CLOSE"),
+                        matches!(f.state, "TIME_WAIT" | "CLOSE" | "SYN_RECV" | "SYNACK"),
                         "step {step}: {client} in {} vanished",
                         f.state
                     );
                     gone += 1;
+                    gone_half_open += u64::from(matches!(f.state, "SYN_RECV" | "SYNACK"));
                 }
             }
         }
         assert_eq!(gone, evicted, "step {step}: evictions counted");
+        assert_eq!(
+            gone_half_open, evicted_half_open,
+            "step {step}: half-open evictions counted"
+        );
         m.flows = table
             .iter()
             .map(|(c, (server, state))| {

@@ -429,6 +429,7 @@ impl Gateway {
         kv("no_server", c.no_server);
         kv("syn_drops", c.syn_drops);
         kv("evictions", c.evictions);
+        kv("embryonic_evictions", c.embryonic_evictions);
         kv("passed", c.passed);
         kv("replies", c.replies);
         kv("defence_drops", c.defence_drops);
@@ -604,8 +605,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
-/// The twelve settings, in a fixed order.
-fn settings_list(s: &Settings) -> [Setting; 12] {
+/// The thirteen settings, in a fixed order.
+fn settings_list(s: &Settings) -> [Setting; 13] {
     [
         Setting::ConnReuseMode(s.conn_reuse_mode.value()),
         Setting::ExpireNodestConn(s.expire_nodest_conn),
@@ -616,6 +617,7 @@ fn settings_list(s: &Settings) -> [Setting; 12] {
         Setting::ReplyRate(s.reply_rate_per_sec),
         Setting::ReplyBurst(s.reply_burst),
         Setting::ReplyPeerInterval(s.reply_peer_interval_ms),
+        Setting::EmbryonicPrefixShare(s.embryonic_prefix_share),
         Setting::SyncThreshold(s.sync_threshold),
         Setting::SyncPeriod(s.sync_period),
         Setting::SyncVersion(s.sync_version),
@@ -657,9 +659,12 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
         | --reply-rate N | --reply-burst N | --reply-peer-interval MS
                            limit on generated replies (RST, ICMP): global per second and
                            burst, per /24 or /64 interval; 0 = unlimited  (lb-tun extension)
+        | --embryonic-prefix-share PERCENT
+                           most half-open (SYN_RECV) entries one /24 or /64 may hold, in
+                           percent of the table (default 10; 0 = no limit) (lb-tun extension)
   lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
-  lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, drops by reason,
-                           drained servers                            (lb-tun extension)
+  lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, evictions,
+                           drops by reason, drained servers           (lb-tun extension)
   lbadm --start-daemon master|backup --mcast-interface IF [--syncid N] [--mcast-group ADDR]
         [--mcast-port N] [--mcast-ttl N] [--sync-maxlen N]
   lbadm --stop-daemon master|backup

@@ -158,7 +158,7 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             c.drops(r)
         );
     }
-    let ours: [(&str, &str, u64); 16] = [
+    let ours: [(&str, &str, u64); 17] = [
         (
             "lbtun_syn_drops_total",
             "Dropped packets that carried a SYN (included in lbtun_drops_total).",
@@ -196,8 +196,13 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
         ),
         (
             "lbtun_evictions_total",
-            "TIME_WAIT/CLOSE entries evicted to make room for a new connection.",
+            "Entries evicted to make room for a new connection on a full table (TIME_WAIT, CLOSE, half-open, idle templates).",
             c.evictions,
+        ),
+        (
+            "lbtun_embryonic_evictions_total",
+            "Half-open entries (SYN_RECV, SYNACK) among the evictions.",
+            c.embryonic_evictions,
         ),
         (
             "lbtun_passed_packets_total",

@@ -290,7 +290,14 @@ pub fn balancer(
 ) -> Balancer<'static> {
     let director = Director::new(DirectorStorage::alloc(limits()), DIRECTOR_SEED);
     let conns = ConnTable::new(ConnStorage::alloc(capacity), SECRET, T0);
-    let mut lb = Balancer::new(director, conns, Settings::default());
+    // The benches' new connections are SYNs alone (their handshakes never complete) from a few
+    // /24s (16,384 client ports each): the per-prefix share of half-open entries is 100 %, so
+    // they are still counted (its cost is measured) but never refused.
+    let settings = Settings {
+        embryonic_prefix_share: 100,
+        ..Settings::default()
+    };
+    let mut lb = Balancer::new(director, conns, settings);
     let mut cfg = ServiceConfig::new(kind.service_key());
     cfg.scheduler = sched;
     lb.apply(T0, &Command::AddService(cfg))

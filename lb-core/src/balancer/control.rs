@@ -15,6 +15,7 @@ impl<'a> Balancer<'a> {
     pub fn set_settings(&mut self, settings: Settings) {
         self.settings = settings;
         self.update_defence();
+        self.update_embryonic_limit();
     }
 
     /// Applies one ipvsadm command line, as `ipvsadm` takes it (without the program name) or as
@@ -132,8 +133,10 @@ impl<'a> Balancer<'a> {
                     Setting::SyncThreshold(n) => self.settings.sync_threshold = n,
                     Setting::SyncPeriod(n) => self.settings.sync_period = n,
                     Setting::SyncVersion(n) => self.settings.sync_version = n.min(1),
+                    Setting::EmbryonicPrefixShare(n) => self.settings.embryonic_prefix_share = n,
                 }
                 self.update_defence();
+                self.update_embryonic_limit();
                 Ok(())
             }
             Command::StartDaemon(d) => {

@@ -1,19 +1,24 @@
-//! The life of an entry: insertion (evicting a TIME_WAIT/CLOSE entry when the table is full),
-//! the protocol state machine each packet runs on it, and removal, which releases its
-//! counters and its template.
+//! The life of an entry: insertion (evicting a TIME_WAIT, CLOSE or half-open entry when the
+//! table is full), the protocol state machine each packet runs on it, and removal, which
+//! releases its counters, its template and its per-prefix half-open count.
 
 use crate::addr::Protocol;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::tcp::{self, Direction, TcpState};
 use crate::time::Instant;
 
+use super::embryonic::{half_open_state, is_half_open, COUNTED};
 use super::inbound::NewConnError;
 use super::Balancer;
 
 impl Balancer<'_> {
     /// Inserts `e` (its timeout set; `hash` = `ConnTable::hash_of(&e)`, which the caller
-    /// usually has from its lookup), evicting the oldest TIME_WAIT/CLOSE entry if the table is
-    /// full (reference-free: IPVS's table has unbounded chains).
+    /// usually has from its lookup). If the table is full it evicts the entry idle longest
+    /// among the TCP connections in TIME_WAIT, CLOSE or a half-open state (SYN_RECV, SYNACK:
+    /// the client never completed its handshake; `embryonic.rs`) and the TCP templates that
+    /// control nothing and were never assured ([`evictable`]), never any other (IPVS's
+    /// table has unbounded chains and never evicts; docs/ipvs-semantics.md §4.6, "A full
+    /// table").
     pub(super) fn insert(
         &mut self,
         now: Instant,
@@ -25,19 +30,7 @@ impl Balancer<'_> {
             self.generation += 1;
             return Ok(h);
         }
-        let victim = self.conns.evict_candidate(now, |v| {
-            !v.is_template()
-                && v.proto() == Protocol::Tcp
-                && matches!(
-                    TcpState::from_u8(v.state),
-                    Some(TcpState::TimeWait | TcpState::Close)
-                )
-        });
-        let Some(v) = victim else {
-            return Err(NewConnError::TableFull);
-        };
-        self.remove_entry(v);
-        self.counters.evictions += 1;
+        self.evict(now)?;
         let h = self
             .conns
             .insert_hashed(e, deadline, hash)
@@ -46,16 +39,52 @@ impl Balancer<'_> {
         Ok(h)
     }
 
+    /// The full table's slow path of [`insert`](Self::insert): evicts one entry, or says
+    /// `TableFull`. Out of line, so the usual insert stays small.
+    #[cold]
+    #[inline(never)]
+    fn evict(&mut self, now: Instant) -> Result<(), NewConnError> {
+        let t = &self.settings.timeouts;
+        let max_timeout = [
+            TcpState::TimeWait,
+            TcpState::Close,
+            TcpState::SynRecv,
+            TcpState::SynAck,
+        ]
+        .map(|s| t.timeout(s))
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+        let mut victim = self.conns.evict_candidate(now, max_timeout, evictable);
+        if victim.is_none() {
+            let (v, next) = self.conns.evict_scan(self.evict_cursor, evictable);
+            self.evict_cursor = next;
+            victim = v;
+        }
+        let Some(v) = victim else {
+            return Err(NewConnError::TableFull);
+        };
+        let half_open = self.conns.get(v).is_some_and(is_half_open);
+        self.remove_entry(v);
+        self.counters.evictions += 1;
+        if half_open {
+            self.counters.embryonic_evictions += 1;
+        }
+        Ok(())
+    }
+
     /// Applies the protocol state machine to entry `h` for a packet in direction `dir`, re-arms
     /// its idle timer and, for a forward packet (`Direction::Input`), counts it in the entry's `in_pkts`
     /// (docs/ipvs-semantics.md §2.3–2.8). One pass over the entry.
     pub(super) fn transition(&mut self, now: Instant, h: Handle, dir: Direction, tcp_flags: u8) {
         let dos = self.dos;
         let timeouts = &self.settings.timeouts;
+        let counting = self.embryonic_limit.is_some();
         let r = self.conns.update(h, |e| {
             let old_state = e.state;
             let mut assure = false;
             let mut active_change = None;
+            let mut half_open_change = None;
             let timeout = match e.proto() {
                 Protocol::Udp => {
                     assure = dir == Direction::Output;
@@ -77,6 +106,12 @@ impl Balancer<'_> {
                         }
                         e.state = new as u8;
                         assure = new == TcpState::Established;
+                        let counted = e.flags.contains(COUNTED);
+                        let half_open = half_open_state(e.state) && !e.is_template();
+                        if counted != (counting && half_open) {
+                            e.flags.set(COUNTED, !counted);
+                            half_open_change = Some(!counted);
+                        }
                     }
                     timeouts.timeout(new)
                 }
@@ -86,11 +121,30 @@ impl Balancer<'_> {
                 e.count_in_pkt();
             }
             let control = if assure { e.control() } else { None };
-            (now + timeout, (e.server, active_change, control, old_state))
+            (
+                now + timeout,
+                (
+                    e.server,
+                    active_change,
+                    control,
+                    half_open_change,
+                    old_state,
+                ),
+            )
         });
-        let Some((server, active_change, control, old_state)) = r else {
+        let Some((server, active_change, control, half_open_change, old_state)) = r else {
             return;
         };
+        if let Some(counted) = half_open_change {
+            if let Some(e) = self.conns.get(h) {
+                let s = self.embryonic.slots_of(e);
+                if counted {
+                    self.embryonic.add(s);
+                } else {
+                    self.embryonic.sub(s);
+                }
+            }
+        }
         if dir != Direction::Output && self.sync.master_on() {
             self.sync_after_input(now, h, old_state);
         }
@@ -110,6 +164,10 @@ impl Balancer<'_> {
             return;
         };
         self.generation += 1;
+        if e.flags.contains(COUNTED) {
+            let s = self.embryonic.slots_of(&e);
+            self.embryonic.sub(s);
+        }
         if e.is_template() {
             self.director.unbind_template(e.server);
             return;
@@ -122,12 +180,29 @@ impl Balancer<'_> {
     }
 
     /// A controlled connection of template `t` is gone.
-    fn release_control(&mut self, t: Handle) {
+    pub(super) fn release_control(&mut self, t: Handle) {
         if let Some(tpl) = self.conns.get_mut(t) {
             let n = tpl.n_control();
             tpl.set_n_control(n.saturating_sub(1));
         }
     }
+}
+
+/// Whether a full table may evict `e` for a new entry: a TCP connection in TIME_WAIT, CLOSE
+/// or a half-open state, or a TCP persistence template that controls no connection and was
+/// never assured (none of its connections reached ESTABLISHED: what a flood at a persistent
+/// service leaves once its half-open connections are gone; IPVS's `drop_entry` drops these
+/// too, §4.6).
+fn evictable(e: &Entry) -> bool {
+    if e.proto() != Protocol::Tcp {
+        return false;
+    }
+    if e.is_template() {
+        return e.n_control() == 0 && !e.flags.contains(ConnFlags::ASSURED);
+    }
+    half_open_state(e.state)
+        || e.state == TcpState::TimeWait as u8
+        || e.state == TcpState::Close as u8
 }
 
 /// The transition sub-table for a packet travelling in `dir` (`Input` from the client, `Output`

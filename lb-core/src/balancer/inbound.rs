@@ -14,6 +14,7 @@ use crate::tcp::{self, Direction, TcpState};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
+use super::embryonic::COUNTED;
 use super::matching::server_endpoint;
 use super::Balancer;
 
@@ -123,6 +124,9 @@ impl Balancer<'_> {
                         };
                     }
                     Err(NewConnError::TableFull) => return self.drop(DropReason::TableFull, syn),
+                    Err(NewConnError::PrefixLimit) => {
+                        return self.drop(DropReason::EmbryonicPrefixLimit, syn)
+                    }
                 }
             }
         };
@@ -191,6 +195,8 @@ impl Balancer<'_> {
 
     /// Creates the entry for a new connection: persistence template first (docs/ipvs-semantics.md §4.3),
     /// else the scheduler. A one-packet UDP service keeps no entry: only the server is chosen.
+    /// A SYN makes a half-open entry: refused, before anything is scheduled, when its client's
+    /// prefix holds its share already, else counted there (`embryonic.rs`).
     fn new_conn(
         &mut self,
         now: Instant,
@@ -204,6 +210,17 @@ impl Balancer<'_> {
         };
         let one_packet = service.config.one_packet && proto == Protocol::Udp;
         let persistent = service.config.persistence.is_some();
+        let mut half_open = None;
+        if let (Some(limit), true) = (
+            self.embryonic_limit,
+            proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0,
+        ) {
+            let s = self.embryonic.slots_ip(p.src.ip());
+            if self.embryonic.estimate(s) >= limit {
+                return Err(NewConnError::PrefixLimit);
+            }
+            half_open = Some(s);
+        }
         if one_packet {
             let server = if persistent {
                 // The template is still created and used.
@@ -242,11 +259,31 @@ impl Balancer<'_> {
         }
         e.set_control(template);
         e.set_timeout(tcp::INITIAL_TIMEOUT);
-        let h = self.insert(now, e, hash)?;
+        // Counted now (one hash of the prefix per SYN); `transition` takes the count off if
+        // the SYN does not leave the entry half-open.
+        e.flags.set(COUNTED, half_open.is_some());
+        // The template controls the connection before it is inserted, so the eviction a full
+        // table makes for it cannot take the template (one that controls nothing may go).
         if let Some(t) = template {
             if let Some(tpl) = self.conns.get_mut(t) {
                 let n = tpl.n_control();
-                tpl.set_n_control(n + 1);
+                tpl.set_n_control(n.saturating_add(1));
+            }
+        }
+        let h = match self.insert(now, e, hash) {
+            Ok(h) => h,
+            Err(err) => {
+                if let Some(t) = template {
+                    self.release_control(t);
+                }
+                return Err(err);
+            }
+        };
+        if let Some(s) = half_open {
+            self.embryonic.add(s);
+        }
+        if let Some(t) = template {
+            if let Some(tpl) = self.conns.get(t) {
                 let timeout = tpl.timeout();
                 self.conns.touch(t, now + timeout);
             }
@@ -284,4 +321,6 @@ enum NewConn {
 pub(super) enum NewConnError {
     NoServer,
     TableFull,
+    /// The client's prefix holds its share of half-open entries.
+    PrefixLimit,
 }

@@ -46,6 +46,13 @@
 //!   token bucket (`icmp_msgs_per_sec` 1000, `icmp_msgs_burst` 50) and one per destination
 //!   /24 or /64 (`icmp_ratelimit` 1000 ms, burst 6), so the balancer is no reflector for
 //!   spoofed sources; over the limit, a counted drop (`reply_rate_limited`).
+//! - **A full table evicts.** IPVS's table grows; ours has a fixed capacity, so a new
+//!   connection on a full table evicts the entry idle longest among TIME_WAIT, CLOSE and
+//!   half-open (SYN_RECV/SYNACK) TCP entries and never-assured TCP templates that control
+//!   nothing, never ESTABLISHED; and one client /24 or /64 may
+//!   hold at most [`Settings::embryonic_prefix_share`] percent of the table in half-open
+//!   entries (over it, a counted drop, `embryonic_prefix_limit`). `embryonic.rs` and
+//!   docs/ipvs-semantics.md §4.6, "A full table".
 //!
 //! # Files
 //! | file | holds |
@@ -54,6 +61,7 @@
 //! | `control.rs` | [`Balancer::apply`] and [`Balancer::set_settings`] |
 //! | `timers.rs` | [`Balancer::poll_timeout`], [`Balancer::handle_timeout`], expiry |
 //! | `defence.rs` | the `secure_tcp` and `drop_entry` defences |
+//! | `embryonic.rs` | half-open entries: what is evictable on a full table, per-prefix counts |
 //! | `datapath.rs` | [`Balancer::process`], [`Balancer::process_burst`], `process_general` and the general path's dispatch |
 //! | `fast.rs` | the established-flow fast path and its service cache |
 //! | `matching.rs` | finding a packet's entry (both paths), an entry's addresses |
@@ -72,6 +80,7 @@ mod answer;
 mod control;
 mod datapath;
 mod defence;
+mod embryonic;
 mod entries;
 mod fast;
 #[cfg(test)]
@@ -98,6 +107,8 @@ mod state_tests;
 mod sync;
 #[cfg(test)]
 mod sync_tests;
+#[cfg(test)]
+mod synflood_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
@@ -157,8 +168,13 @@ pub struct Counters {
     pub no_server: u64,
     /// Entries created (templates not included).
     pub conns_created: u64,
-    /// TIME_WAIT/CLOSE entries evicted to make room for a new connection.
+    /// Entries evicted to make room for a new connection on a full table: TIME_WAIT, CLOSE
+    /// and half-open connections, templates that control nothing and were never assured
+    /// (docs/ipvs-semantics.md §4.6, "A full table").
     pub evictions: u64,
+    /// Half-open entries (SYN_RECV, SYNACK: the client never completed its handshake) among
+    /// `evictions`.
+    pub embryonic_evictions: u64,
     /// Packets passed through untouched.
     pub passed: u64,
     /// Replies generated (RST, ICMP errors, echo replies).
@@ -258,6 +274,8 @@ pub struct Balancer<'a> {
     dropping: bool,
     /// Slab position where the next drop_entry scan starts.
     drop_cursor: usize,
+    /// Slab position where the next eviction scan starts (`ConnTable::evict_scan`).
+    evict_cursor: usize,
     /// drop_entry's rate-rule counters, by `in_pkts` (IPVS's `todrop_counter`).
     todrop_counter: [i8; 9],
     next_defence: Instant,
@@ -270,6 +288,11 @@ pub struct Balancer<'a> {
     limiter: ratelimit::ReplyLimiter,
     /// The health checker (empty storage: nothing checked, nothing costs).
     health: Health<'a>,
+    /// Half-open entries per client prefix (`embryonic.rs`).
+    embryonic: embryonic::PrefixCounts,
+    /// The most half-open entries one prefix may hold (from the settings and the capacity);
+    /// `None`: no limit, nothing counted.
+    embryonic_limit: Option<u32>,
     scratch: [u8; REPLY_MAX],
     /// The sync daemons (`sync.rs`).
     sync: sync::SyncEngine,
@@ -365,6 +388,7 @@ impl<'a> Balancer<'a> {
 
     fn from_parts(director: Director<'a>, conns: ConnTable<'a>, settings: Settings) -> Self {
         let limiter = ratelimit::ReplyLimiter::new(conns.secret());
+        let embryonic = embryonic::PrefixCounts::new(conns.secret());
         let mut b = Balancer {
             director,
             conns,
@@ -373,16 +397,20 @@ impl<'a> Balancer<'a> {
             dos: false,
             dropping: false,
             drop_cursor: 0,
+            evict_cursor: 0,
             todrop_counter: [0; 9],
             next_defence: Instant::ZERO,
             generation: 0,
             svc_cache: fast::SvcCache::EMPTY,
             limiter,
             health: Health::none(),
+            embryonic,
+            embryonic_limit: None,
             scratch: [0; REPLY_MAX],
             sync: sync::SyncEngine::new(),
         };
         b.update_defence();
+        b.update_embryonic_limit();
         b
     }
 

@@ -92,5 +92,5 @@ impl Balancer<'_> {
 }
 
 /// A spare connection-flag bit: the template may no longer be used (IPVS rehashes such a
-/// template so it never matches again).
+/// template so it never matches again). 0x20 is `embryonic.rs`'s `COUNTED`.
 pub(super) const INVALID: ConnFlags = ConnFlags(0x10);

@@ -46,13 +46,22 @@ pub struct Settings {
     pub reply_peer_interval_ms: u32,
     /// The sync master sends an entry at its `sync_threshold`th incoming packet and every
     /// `sync_period` packets after (IPVS's `sync_threshold` sysctl, default 3 and 50; period 0
-    /// = once). `--sync-threshold N`, `--sync-period N`.
+    /// = once). `--sync-threshold N`, `--sync-period N`. IPVS refuses a threshold at or above
+    /// a non-zero period; lb takes it (then the packet rule never fires and only state changes
+    /// are sent), so the two lines apply in either order.
     pub sync_threshold: u8,
     /// See [`sync_threshold`](Self::sync_threshold).
     pub sync_period: u8,
     /// The message format the sync master sends: 1 (default) or 0 (`sync_version`).
     /// `--sync-version 0|1`.
     pub sync_version: u8,
+    /// The most half-open TCP entries (SYN_RECV or SYNACK: the client's handshake not
+    /// completed) one client /24 (IPv4) or /64 (IPv6) may hold, in percent of the table's
+    /// capacity (at least one entry); a new connection over it is a counted drop
+    /// ([`DropReason::EmbryonicPrefixLimit`](crate::DropReason::EmbryonicPrefixLimit)).
+    /// Default 10; 0 = no limit (and nothing counted), 100 = counted, never binding.
+    /// `--embryonic-prefix-share PERCENT` (docs/ipvs-semantics.md §4.6, "A full table").
+    pub embryonic_prefix_share: u8,
 }
 
 impl Default for Settings {
@@ -72,6 +81,7 @@ impl Default for Settings {
             sync_threshold: 3,
             sync_period: 50,
             sync_version: 1,
+            embryonic_prefix_share: 10,
         }
     }
 }

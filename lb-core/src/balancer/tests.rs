@@ -817,7 +817,8 @@ fn secure_tcp_switches_on_at_the_fill_threshold_and_uses_the_dos_table() {
         syn(
             &mut b,
             Instant::ZERO,
-            sa(&std::format!("192.0.2.2:{}", 1000 + i)),
+            // One /24 each, so the per-prefix share of half-open entries does not bind.
+            sa(&std::format!("198.18.{i}.2:{}", 1000 + i)),
         );
     }
     b.handle_timeout(Instant::from_secs(1));
@@ -874,7 +875,8 @@ fn drop_entry_removes_half_open_entries_but_not_established_ones() {
         syn(
             &mut b,
             Instant::ZERO,
-            sa(&std::format!("192.0.2.2:{}", 1000 + i)),
+            // One /24 each, so the per-prefix share of half-open entries does not bind.
+            sa(&std::format!("198.18.{i}.2:{}", 1000 + i)),
         );
     }
     // One pass covers 1/32 of the table; 32 passes cover it all.

@@ -288,6 +288,11 @@ impl Entry {
         ticks_to_duration(self.timeout)
     }
 
+    /// The timeout to re-arm with, in ticks as stored.
+    pub(super) const fn timeout_ticks(&self) -> u32 {
+        self.timeout
+    }
+
     /// Sets the timeout to re-arm with; rounded up to a whole tick, capped at
     /// [`MAX_TIMEOUT`](super::MAX_TIMEOUT).
     pub fn set_timeout(&mut self, timeout: Duration) {

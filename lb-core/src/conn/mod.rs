@@ -92,7 +92,7 @@ pub use fragments::{FragSlot, FRAG_TIMEOUT};
 use fragments::FragTable;
 pub use index::IndexSlot;
 pub use wheel::{
-    Expire, WheelBucket, EVICT_MAX_BUCKETS, EVICT_MAX_ENTRIES, MAX_TIMEOUT, TICKS_PER_SEC,
+    Expire, WheelBucket, EVICT_MAX_BUCKETS, EVICT_MAX_ENTRIES, EVICT_SCAN_SLOTS, MAX_TIMEOUT, TICKS_PER_SEC,
 };
 
 use wheel::{ms_to_tick_floor, BUCKET, FREE, MAX_BUCKETS};

@@ -160,7 +160,7 @@ fn odd_storage_is_clamped_not_a_panic() {
     assert_eq!(t.insert(conn(0, 0), ms(1)), Err(Full));
     assert_eq!(t.poll_expired(ms(10_000)), None);
     assert_eq!(t.next_deadline(), None);
-    assert_eq!(t.evict_candidate(ms(0), |_| true), None);
+    assert_eq!(t.evict_candidate(ms(0), Duration::from_secs(120), |_| true), None);
 }
 
 #[test]
@@ -434,7 +434,7 @@ fn eviction_picks_the_oldest_accepted_entry_and_never_another() {
     assert_eq!(t.insert(conn(999, 999), ms(now)), Err(Full));
     let oldest = tw.iter().min().unwrap().1;
     let h = t
-        .evict_candidate(ms(now), |e| e.state == TIME_WAIT)
+        .evict_candidate(ms(now), Duration::from_secs(120), |e| e.state == TIME_WAIT)
         .unwrap();
     assert_eq!(id_of(t.get(h).unwrap()), oldest);
     t.remove(h);
@@ -446,7 +446,36 @@ fn eviction_picks_the_oldest_accepted_entry_and_never_another() {
         e.state = ESTABLISHED;
         t2.insert(e, ms(now + 900_000)).unwrap();
     }
-    assert_eq!(t2.evict_candidate(ms(now), |e| e.state == TIME_WAIT), None);
+    assert_eq!(t2.evict_candidate(ms(now), Duration::from_secs(120), |e| {
+        e.state == TIME_WAIT
+    }), None);
+}
+
+/// Across timeouts the entry idle longest goes first, not the one due first: a TIME_WAIT
+/// entry (120 s) whose last packet was 50 s ago before a SYN_RECV entry (60 s) 1 s idle, though
+/// the SYN_RECV entry is due 11 s earlier; and a SYN_RECV entry 55 s idle before both.
+#[test]
+fn eviction_picks_the_entry_idle_longest_across_timeouts() {
+    const SYN_RECV: u8 = 3;
+    const TIME_WAIT: u8 = 5;
+    let now = 1_000_000;
+    let mut t = table(64, 11);
+    let put = |t: &mut ConnTable<'_>, i: u32, state: u8, timeout: u64, idle: u64| {
+        let mut e = conn(i, i);
+        e.state = state;
+        e.set_timeout(Duration::from_secs(timeout));
+        t.insert(e, ms(now - idle * 1000 + timeout * 1000)).unwrap();
+    };
+    put(&mut t, 1, SYN_RECV, 60, 1);
+    put(&mut t, 2, TIME_WAIT, 120, 50);
+    let any = |e: &Entry| e.state == SYN_RECV || e.state == TIME_WAIT;
+    let pick = |t: &ConnTable<'_>| {
+        let h = t.evict_candidate(ms(now), Duration::from_secs(120), any);
+        id_of(t.get(h.unwrap()).unwrap())
+    };
+    assert_eq!(pick(&t), 2);
+    put(&mut t, 3, SYN_RECV, 60, 55);
+    assert_eq!(pick(&t), 3);
 }
 
 #[test]

@@ -44,6 +44,9 @@ pub const EVICT_MAX_BUCKETS: u64 = 2048;
 /// How many entries [`ConnTable::evict_candidate`] examines, at most.
 pub const EVICT_MAX_ENTRIES: u32 = 128;
 
+/// How many slab slots [`ConnTable::evict_scan`] examines, at most.
+pub const EVICT_SCAN_SLOTS: usize = 256;
+
 /// How many entries of the wheel's farthest bucket [`ConnTable::next_deadline`] examines, at
 /// most, for the earliest deadline beyond the wheel's span.
 const FAR_SCAN_ENTRIES: u32 = 32;
@@ -458,35 +461,51 @@ impl<'a> ConnTable<'a> {
         (best < end).then(|| Instant::from_millis(tick_to_ms_ceil(best)))
     }
 
-    /// For a full table: the entry with the earliest deadline among those `accept` takes (the
-    /// balancer passes "TCP in TIME_WAIT or CLOSE"), so a new connection can evict it instead of
-    /// being dropped; never an entry `accept` rejects.
+    /// For a full table: the entry idle longest (the earliest last packet: deadline minus its
+    /// re-arm timeout) among those `accept` takes (the balancer passes "TCP in TIME_WAIT, CLOSE
+    /// or half-open"), so a new connection can evict it instead of being dropped; never an
+    /// entry `accept` rejects. `max_timeout` is the longest re-arm timeout an accepted entry
+    /// has: entries filed beyond the best candidate's last packet plus it cannot have been idle
+    /// longer, so the walk stops there.
     ///
     /// Bounded: it walks the wheel from the cursor through at most [`EVICT_MAX_BUCKETS`] buckets
     /// (128 s of deadlines) and examines at most [`EVICT_MAX_ENTRIES`] entries, stopping early
-    /// once the buckets ahead cannot hold an earlier deadline, or at an accepted entry already
-    /// due by `now`. It may therefore miss a candidate in a table crowded with other entries;
-    /// it then returns `None` and the caller drops the packet as IPVS would.
+    /// once the buckets ahead cannot hold an entry idle longer, or at an accepted entry already
+    /// due by `now` (it goes anyway). It may therefore miss a candidate in a table crowded with
+    /// other entries; it then returns `None` and the caller drops the packet as IPVS would.
     pub fn evict_candidate(
         &self,
         now: Instant,
+        max_timeout: Duration,
         mut accept: impl FnMut(&Entry) -> bool,
     ) -> Option<Handle> {
         let now_tick = ms_to_tick_floor(now.millis().max(self.clock_ms));
+        let horizon = u64::from(ticks_from_duration(max_timeout));
         let mut budget = EVICT_MAX_ENTRIES;
-        let mut best: Option<(u64, u32)> = None;
+        // (last packet, deadline, raw) of the best candidate so far.
+        let mut best: Option<(u64, u64, u32)> = None;
+        let mut consider = |raw: u32, n: &ConnSlot, best: &mut Option<(u64, u64, u32)>| {
+            if accept(&n.entry) {
+                let d = self.deadline_abs(n.entry.deadline);
+                let last = d.saturating_sub(u64::from(n.entry.timeout_ticks()));
+                // Ties (one tick): the later in a chain was filed earlier.
+                if best.is_none_or(|(bl, _, _)| last <= bl) {
+                    *best = Some((last, d, raw));
+                }
+            }
+        };
         if self.detached != 0 {
             if let Some(n) = self.slot(self.detached) {
                 budget -= 1;
-                if accept(&n.entry) {
-                    best = Some((self.deadline_abs(n.entry.deadline), self.detached));
-                }
+                consider(self.detached, n, &mut best);
             }
         }
         let span = self.buckets().min(EVICT_MAX_BUCKETS);
         'walk: for pos in self.cursor..self.cursor + span {
             match best {
-                Some((d, _)) if d < pos || d <= now_tick => break,
+                Some((last, d, _)) if d <= now_tick || last.saturating_add(horizon) < pos => {
+                    break
+                }
                 _ => {}
             }
             let mut raw = self.head(pos);
@@ -496,16 +515,46 @@ impl<'a> ConnTable<'a> {
                 }
                 budget -= 1;
                 let Some(n) = self.slot(raw) else { break };
-                if accept(&n.entry) {
-                    let d = self.deadline_abs(n.entry.deadline);
-                    if best.is_none_or(|(bd, _)| d < bd) {
-                        best = Some((d, raw));
-                    }
-                }
+                consider(raw, n, &mut best);
                 raw = n.next;
             }
         }
-        best.and_then(|(_, raw)| Handle::from_raw(raw))
+        best.and_then(|(_, _, raw)| Handle::from_raw(raw))
+    }
+
+    /// [`evict_candidate`](Self::evict_candidate)'s fallback, for when its walk finds nothing:
+    /// the entry idle longest among those `accept` takes in at most [`EVICT_SCAN_SLOTS`] slab
+    /// slots from slot `start` on (wrapping), and the slot the next scan should start at.
+    ///
+    /// The wheel walk misses candidates when they share buckets with many entries it may not
+    /// take: on a wheel shorter than the candidates' timeouts (a small table: buckets / 16 s)
+    /// everything beyond its span sits in the farthest bucket, half-open and ESTABLISHED
+    /// entries alike, in no order. Slots are read in order (cheap, sequential memory), and
+    /// a caller that passes the returned position next time visits the whole slab in turn.
+    pub fn evict_scan(
+        &self,
+        start: usize,
+        mut accept: impl FnMut(&Entry) -> bool,
+    ) -> (Option<Handle>, usize) {
+        let high = self.high as usize;
+        if high == 0 {
+            return (None, 0);
+        }
+        let mut i = start % high;
+        let mut best: Option<(u64, usize)> = None;
+        for _ in 0..EVICT_SCAN_SLOTS.min(high) {
+            if let Some(n) = self.slots.get(i) {
+                if n.prev != FREE && accept(&n.entry) {
+                    let d = self.deadline_abs(n.entry.deadline);
+                    let last = d.saturating_sub(u64::from(n.entry.timeout_ticks()));
+                    if best.is_none_or(|(bl, _)| last < bl) {
+                        best = Some((last, i));
+                    }
+                }
+            }
+            i = if i + 1 == high { 0 } else { i + 1 };
+        }
+        (best.and_then(|(_, i)| Handle::from_index(i)), i)
     }
 }
 

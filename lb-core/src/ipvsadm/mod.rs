@@ -39,7 +39,10 @@
 //! * Settings, each a command of its own that sets what IPVS keeps in sysctls (docs/ipvs-semantics.md
 //!   §3, §4): `--conn-reuse-mode 0..3`, `--expire-nodest-conn 0|1`,
 //!   `--expire-quiescent-template 0|1`, `--secure-tcp 0..3`, `--drop-entry 0..3`,
-//!   `--sloppy-tcp 0|1`.
+//!   `--sloppy-tcp 0|1`; and settings IPVS has no sysctl for: the reply rate limit
+//!   (`--reply-rate N`, `--reply-burst N`, `--reply-peer-interval MS`) and the per-prefix share
+//!   of half-open entries (`--embryonic-prefix-share 0..100`, docs/ipvs-semantics.md §4.6, "A
+//!   full table").
 #![warn(missing_docs)]
 
 use core::fmt;
@@ -134,6 +137,10 @@ pub enum Setting {
     SyncPeriod(u8),
     /// `--sync-version 0|1` (default 1): the message format the master sends.
     SyncVersion(u8),
+    /// `--embryonic-prefix-share 0..=100`: the most half-open TCP entries one /24 or /64 may
+    /// hold, in percent of the table's capacity (0 = no limit).
+    /// [`Settings::embryonic_prefix_share`](crate::Settings::embryonic_prefix_share).
+    EmbryonicPrefixShare(u8),
 }
 
 impl Setting {
@@ -152,6 +159,7 @@ impl Setting {
             Setting::SyncThreshold(_) => "--sync-threshold",
             Setting::SyncPeriod(_) => "--sync-period",
             Setting::SyncVersion(_) => "--sync-version",
+            Setting::EmbryonicPrefixShare(_) => "--embryonic-prefix-share",
         }
     }
 
@@ -163,7 +171,8 @@ impl Setting {
             | Setting::DropEntry(v)
             | Setting::SyncThreshold(v)
             | Setting::SyncPeriod(v)
-            | Setting::SyncVersion(v) => v as u32,
+            | Setting::SyncVersion(v)
+            | Setting::EmbryonicPrefixShare(v) => v as u32,
             Setting::ExpireNodestConn(b)
             | Setting::ExpireQuiescentTemplate(b)
             | Setting::SloppyTcp(b) => b as u32,

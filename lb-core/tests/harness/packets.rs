@@ -558,7 +558,7 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
         Ctl::Restore => restore_commands(b),
         Ctl::Clear => vec![Command::Clear],
         Ctl::Set { which, value } => {
-            let s = match which % 9 {
+            let s = match which % 10 {
                 0 => Setting::ConnReuseMode(value % 4),
                 1 => Setting::ExpireNodestConn(value & 1 != 0),
                 2 => Setting::ExpireQuiescentTemplate(value & 1 != 0),
@@ -568,7 +568,9 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
                 // The reply limit: off, slow enough to bind in a short run, or the default.
                 6 => Setting::ReplyRate(u32::from(value % 4) * 500),
                 7 => Setting::ReplyBurst(u32::from(value % 64)),
-                _ => Setting::ReplyPeerInterval(u32::from(value % 3) * 500),
+                8 => Setting::ReplyPeerInterval(u32::from(value % 3) * 500),
+                // The per-prefix share of half-open entries: off, tight enough to bind, default.
+                _ => Setting::EmbryonicPrefixShare([0, 1, 10][usize::from(value % 3)]),
             };
             vec![Command::Set(s)]
         }

@@ -119,6 +119,13 @@ pub(super) fn parse_tokens<'a, I: Iterator<Item = Tok<'a>>>(
             };
             Command::Set(make(number(&v, 0, u32::MAX, what)?))
         }
+        Flag::EmbryonicPrefixShare => {
+            let v = cmd.value.ok_or_else(|| cmd.opt.err(K::MissingValue))?;
+            // At most 100, so the value fits a u8.
+            Command::Set(Setting::EmbryonicPrefixShare(
+                number(&v, 0, 100, "embryonic_prefix_share")? as u8,
+            ))
+        }
         setting => {
             let v = cmd.value.ok_or_else(|| cmd.opt.err(K::MissingValue))?;
             let (what, max, make): (_, _, fn(u8) -> Setting) = match setting {

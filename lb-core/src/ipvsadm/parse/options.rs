@@ -37,6 +37,7 @@ pub(super) enum Flag {
     McastTtl,
     SyncMaxlen,
     Daemon,
+    EmbryonicPrefixShare,
     Tcp,
     Udp,
     Fwmark,
@@ -164,7 +165,8 @@ impl Flag {
             | F::SyncPeriod
             | F::SyncVersion
             | F::StartDaemon
-            | F::StopDaemon => Slot::Command,
+            | F::StopDaemon
+            | F::EmbryonicPrefixShare => Slot::Command,
             F::McastInterface => Slot::McastInterface,
             F::SyncId => Slot::SyncId,
             F::McastGroup => Slot::McastGroup,
@@ -227,6 +229,7 @@ impl Flag {
             F::SyncVersion => "--sync-version",
             F::StartDaemon => "--start-daemon",
             F::StopDaemon => "--stop-daemon",
+            F::EmbryonicPrefixShare => "--embryonic-prefix-share",
             _ => "this command",
         }
     }
@@ -364,6 +367,12 @@ pub(super) const SPECS: &[Spec] = &[
     spec(0, "mcast-ttl", Flag::McastTtl, Arg::Required),
     spec(0, "sync-maxlen", Flag::SyncMaxlen, Arg::Required),
     spec(0, "daemon", Flag::Daemon, Arg::No),
+    spec(
+        0,
+        "embryonic-prefix-share",
+        Flag::EmbryonicPrefixShare,
+        Arg::Required,
+    ),
     spec(b't', "tcp-service", Flag::Tcp, Arg::Required),
     spec(b'u', "udp-service", Flag::Udp, Arg::Required),
     spec(b'f', "fwmark-service", Flag::Fwmark, Arg::Required),

@@ -305,6 +305,14 @@ fn settings() {
     assert_eq!(s("--secure-tcp 2"), Setting::SecureTcp(2));
     assert_eq!(s("--drop-entry 3"), Setting::DropEntry(3));
     assert_eq!(s("--sloppy-tcp 1"), Setting::SloppyTcp(true));
+    assert_eq!(
+        s("--embryonic-prefix-share 25"),
+        Setting::EmbryonicPrefixShare(25)
+    );
+    assert_eq!(
+        s("--embryonic-prefix-share 25").to_string(),
+        "--embryonic-prefix-share 25"
+    );
 }
 
 #[test]
@@ -459,6 +467,11 @@ fn every_error_kind_at_its_token() {
         ),
         ("--conn-reuse-mode 4", 1, range("conn_reuse_mode", 0, 3)),
         ("--sloppy-tcp 2", 1, range("sloppy_tcp", 0, 1)),
+        (
+            "--embryonic-prefix-share 101",
+            1,
+            range("embryonic_prefix_share", 0, 100),
+        ),
         ("--expire-nodest-conn", 0, K::MissingValue),
         ("-A -t [::1]:80 -p -M 0", 5, range("netmask prefix", 1, 128)),
         (
