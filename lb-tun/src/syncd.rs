@@ -5,7 +5,9 @@
 //! * Master: bound to the interface (`SO_BINDTODEVICE`), multicast TTL as configured, loopback
 //!   off (a host does not hear itself), connected to group:port.
 //! * Backup: address reuse on, bound to the interface and to group:port, member of the group on
-//!   that interface. Like the kernel it does not check the sender: anyone on that link who
+//!   that interface.
+//! * A unicast "group" (our extension): the master sends to that address (TTL as configured),
+//!   the backup binds to it, its own address, and joins nothing. Like the kernel it does not check the sender: anyone on that link who
 //!   knows the syncid can create entries (docs/sync.md §5).
 
 use std::io::{self, Read};
@@ -54,28 +56,40 @@ fn open(d: &DaemonConfig) -> io::Result<Socket> {
     let group = SocketAddr::new(d.group, d.port);
     match d.role {
         SyncRole::Master => {
-            if v6 {
-                s.set_multicast_if_v6(index)?;
-                s.set_multicast_hops_v6(u32::from(d.ttl))?;
-                s.set_multicast_loop_v6(false)?;
-            } else {
+            match (v6, d.group.is_multicast()) {
+                (true, true) => {
+                    s.set_multicast_if_v6(index)?;
+                    s.set_multicast_hops_v6(u32::from(d.ttl))?;
+                    s.set_multicast_loop_v6(false)?;
+                }
                 // The interface is SO_BINDTODEVICE's: multicast goes out the bound device.
-                s.set_multicast_ttl_v4(u32::from(d.ttl))?;
-                s.set_multicast_loop_v4(false)?;
+                (false, true) => {
+                    s.set_multicast_ttl_v4(u32::from(d.ttl))?;
+                    s.set_multicast_loop_v4(false)?;
+                }
+                (true, false) => s.set_unicast_hops_v6(u32::from(d.ttl))?,
+                (false, false) => s.set_ttl_v4(u32::from(d.ttl))?,
             }
             s.connect(&group.into())?;
         }
         SyncRole::Backup => {
             s.set_reuse_address(true)?;
             match d.group {
-                IpAddr::V4(g) => {
+                IpAddr::V4(g) if g.is_multicast() => {
                     s.bind(&group.into())?;
                     s.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(index))?;
                 }
-                IpAddr::V6(g) => {
+                IpAddr::V6(g) if g.is_multicast() => {
                     s.set_only_v6(true)?;
                     s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), d.port).into())?;
                     s.join_multicast_v6(&g, index)?;
+                }
+                // Unicast (our extension): the backup's own address.
+                _ => {
+                    if v6 {
+                        s.set_only_v6(true)?;
+                    }
+                    s.bind(&group.into())?;
                 }
             }
         }
@@ -147,5 +161,54 @@ impl SyncIo {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::sync::daemon::IfName;
+
+    fn can_bind_device() -> Option<&'static str> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).ok()?;
+        match s.bind_device(Some(b"lo")) {
+            Ok(()) => None,
+            Err(_) => Some("SO_BINDTODEVICE needs CAP_NET_RAW (run as root)"),
+        }
+    }
+
+    /// A master and a backup on the loopback, with a unicast "group": the backup's socket
+    /// receives what the master's sends (the kernel's sockets, not a mock).
+    #[test]
+    fn unicast_master_reaches_its_backup_on_loopback() {
+        if let Some(why) = can_bind_device() {
+            println!("SKIPPED: {why}");
+            return;
+        }
+        let mut d = DaemonConfig::new(SyncRole::Backup, IfName::new("lo").unwrap());
+        d.group = "127.0.0.1".parse().unwrap();
+        d.port = 18848 + (std::process::id() % 1000) as u16;
+        let backup = open(&d).expect("backup socket");
+        d.role = SyncRole::Master;
+        let master = open(&d).expect("master socket");
+        master
+            .send(b"\x00\x07\x00\x08\x00\x01\x00\x00")
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let mut got = None;
+        for _ in 0..100 {
+            match (&backup).read(&mut buf) {
+                Ok(n) => {
+                    got = Some(n);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, Some(8));
+        assert_eq!(&buf[..2], &[0, 7]);
     }
 }

@@ -353,7 +353,7 @@ pub enum ParseErrorKind {
     BadSyncRole,
     /// Not an interface name (1–15 bytes, no `/` or whitespace).
     BadInterface,
-    /// `--mcast-group` is not a multicast address (or has a port).
+    /// `--mcast-group` is not a multicast or unicast host address (or has a port).
     NotMulticast,
 }
 
@@ -405,7 +405,7 @@ impl fmt::Display for ParseErrorKind {
             K::UnknownTunnelType => "unknown tunnel type (ipip)",
             K::BadSyncRole => "not a sync daemon role (master or backup)",
             K::BadInterface => "not an interface name (1 to 15 bytes, no '/' or spaces)",
-            K::NotMulticast => "not a multicast group address (no port)",
+            K::NotMulticast => "not a multicast group or unicast host address (no port)",
         };
         f.write_str(s)
     }

@@ -49,7 +49,9 @@ pub struct DaemonConfig {
     pub interface: IfName,
     /// `--syncid` (0–255): the master writes it; a backup with 0 accepts every syncid.
     pub syncid: u8,
-    /// `--mcast-group` (default 224.0.0.81; an IPv6 group must be given).
+    /// `--mcast-group` (default 224.0.0.81; an IPv6 group must be given). A unicast address is
+    /// our extension: the master sends to it and the backup listens on it (the backup's own
+    /// address), so both ends are configured with the same line.
     pub group: IpAddr,
     /// `--mcast-port` (default 8848).
     pub port: u16,

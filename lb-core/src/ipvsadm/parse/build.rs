@@ -170,7 +170,9 @@ fn daemon_config(hits: &Hits<'_>, cmd: &Hit<'_>) -> Result<DaemonConfig, ParseEr
     }
     if let Some(v) = hits.value(Slot::McastGroup) {
         let (ip, port) = endpoint(&v)?;
-        if port.is_some() || !ip.is_multicast() {
+        // A unicast address is our extension (ipvsadm wants a multicast group): the master
+        // sends to it, the backup listens on it (its own address).
+        if port.is_some() || ip.is_unspecified() || ip_is_broadcast(ip) {
             return Err(v.err(K::NotMulticast));
         }
         d.group = ip;
@@ -185,6 +187,10 @@ fn daemon_config(hits: &Hits<'_>, cmd: &Hit<'_>) -> Result<DaemonConfig, ParseEr
         d.maxlen = Some(number(&v, 1, 65507, "sync maxlen")? as u16);
     }
     Ok(d)
+}
+
+fn ip_is_broadcast(ip: core::net::IpAddr) -> bool {
+    matches!(ip, core::net::IpAddr::V4(a) if a.is_broadcast())
 }
 
 /// The service port (0 for fwmark services).

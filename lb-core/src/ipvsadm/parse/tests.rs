@@ -406,6 +406,41 @@ fn every_error_kind_at_its_token() {
         ("-A -t", 1, K::MissingValue),
         ("-A -t 10.0.0.1:80 --ops=1", 3, K::UnexpectedValue),
         ("-C extra", 1, K::UnexpectedArgument),
+        ("--start-daemon primary", 1, K::BadSyncRole),
+        ("--stop-daemon", 0, K::MissingValue),
+        (
+            "--start-daemon master --mcast-interface abcdefghijklmnop",
+            3,
+            K::BadInterface,
+        ),
+        (
+            "--start-daemon master --mcast-group 224.0.0.81:8848",
+            3,
+            K::NotMulticast,
+        ),
+        (
+            "--start-daemon master --mcast-group 0.0.0.0",
+            3,
+            K::NotMulticast,
+        ),
+        (
+            "--start-daemon backup --syncid 256",
+            3,
+            range("syncid", 0, 255),
+        ),
+        (
+            "--start-daemon backup -t 10.0.0.1:80",
+            2,
+            K::NotValidFor("--start-daemon"),
+        ),
+        ("--sync-version 2", 1, range("sync_version", 0, 1)),
+        (
+            "--sync-refresh-period 10",
+            0,
+            K::Unsupported(
+                "sync_refresh_period (entries are sent by the packet and state rules only)",
+            ),
+        ),
         ("--set 1 2 3 4", 4, K::UnexpectedArgument),
         ("-A -t 10.0.0.1:80 -w 3", 3, K::NotValidFor("-A")),
         ("-d -t 10.0.0.1:80 -r 10.0.0.2 -m", 5, K::NotValidFor("-d")),
@@ -689,5 +724,53 @@ fn check_no_panic(line: &str) {
                 assert!(text.starts_with(e.text.as_str()));
             }
         }
+    }
+}
+
+#[test]
+fn sync_daemon_lines_parse_with_ipvsadm_defaults_and_print_back() {
+    use crate::sync::daemon::{DaemonConfig, IfName, SyncRole};
+    let d = |line: &str| match parse_line(line) {
+        Ok(Some(Command::StartDaemon(d))) => d,
+        other => panic!("{line}: {other:?}"),
+    };
+    let plain = d("--start-daemon master --mcast-interface sy0 --syncid 7");
+    let mut want = DaemonConfig::new(SyncRole::Master, IfName::new("sy0").unwrap());
+    want.syncid = 7;
+    assert_eq!(plain, want);
+    assert_eq!(plain.effective_maxlen(), 1472);
+    assert_eq!(
+        plain.to_string(),
+        "master sync daemon (mcast=sy0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+    );
+    // ipvsadm fills in eth0 when no interface is given.
+    assert_eq!(d("--start-daemon backup").interface.as_str(), "eth0");
+    let full = d("--start-daemon backup --mcast-interface eth1 --syncid 3 --mcast-group ff02::81 --mcast-port 9000 --mcast-ttl 4 --sync-maxlen 9000");
+    assert_eq!(full.effective_maxlen(), 9000);
+    assert_eq!((full.port, full.ttl), (9000, 4));
+    assert!(full.group.is_ipv6());
+    let v6 = d("--start-daemon master --mcast-group ff02::81");
+    assert_eq!(
+        v6.effective_maxlen(),
+        1452,
+        "1500 - 40 - 8 with an IPv6 group"
+    );
+    // A unicast address (our extension).
+    assert_eq!(
+        d("--start-daemon backup --mcast-group 10.50.0.2")
+            .group
+            .to_string(),
+        "10.50.0.2"
+    );
+    // Every form prints as a line that parses back to it.
+    for line in [
+        "--start-daemon master --mcast-interface sy0 --syncid 7",
+        "--start-daemon backup --mcast-interface eth1 --syncid 3 --mcast-group ff02::81 --mcast-port 9000 --mcast-ttl 4 --sync-maxlen 9000",
+        "--stop-daemon backup",
+        "-L --daemon",
+    ] {
+        let cmd = parse_line(line).unwrap().unwrap();
+        assert_eq!(cmd.to_string(), line);
+        assert_eq!(parse_line(&cmd.to_string()).unwrap(), Some(cmd));
     }
 }
