@@ -291,6 +291,25 @@ CONF
 	cat "$tmp/saved.conf"
 }
 
+# carried_over H1_PID HEY_PID N EVENT WHO — after EVENT (a restart, a failover): the held
+# connection (lb-demo-load --hold, output $tmp/h1.out) answered all N requests on one server,
+# hey ($tmp/hey.txt) had no failed or non-200 request, and WHO (the gateway $sock names now)
+# created no connection: the flows were carried over, not opened again.
+carried_over() {
+	local h1="$1" hey_pid="$2" n="$3" event="$4" who="$5" st created
+	wait "$hey_pid"
+	wait "$h1" || fail "held connection failed across $event: $(cat "$tmp/h1.out")"
+	st=$(awk '$3 == 200 { print $4 }' "$tmp/h1.out" | sort | uniq -c | xargs)
+	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq "$n" ] || fail "held connection: $(cat "$tmp/h1.out")"
+	[ "$(awk '{ print $4 }' "$tmp/h1.out" | sort -u | wc -l)" -eq 1 ] || fail "held connection changed server: $st"
+	ok "the held keep-alive connection answered $n/$n requests across $event, all on one server ($st)"
+	grep -q "Error distribution" "$tmp/hey.txt" && fail "requests failed: $(cat "$tmp/hey.txt")"
+	grep -E '^\s+\[[0-9]+\]\s+[0-9]+ responses' "$tmp/hey.txt" | grep -qv '\[200\]' && fail "non-200 answers: $(cat "$tmp/hey.txt")"
+	created=$(gwstat conns_created)
+	[ "$created" -eq 0 ] || fail "$who created $created connections: the old ones were not carried over"
+	ok "no failed request ($(grep -E '\[200\]' "$tmp/hey.txt" | xargs)); $who created no connection"
+}
+
 # gateway_restart ARGS... — SIGTERM the gateway, wait until it has exited (it writes --state
 # then), and start it again with ARGS (start_gateway's). Sets STOP_MS (signal → state written,
 # control socket gone) and
@@ -321,7 +340,7 @@ scenario_restart() {
 -a -t $LBT_VIP4:80 -r $(server_addr4 1):80 -m -w 2
 -a -t $LBT_VIP4:80 -r $(server_addr4 2):80 -m -w 1
 CONF
-	local load="$(lbt_bin lb-demo-load)" h1 hey_pid st created before after restored
+	local load="$(lbt_bin lb-demo-load)" h1 hey_pid before after restored
 	start_gateway "$tmp/lb.conf" --state "$tmp/table.state" || fail "gateway did not start"
 	# One held keep-alive connection (a request every 0.2 s for 8 s), and keep-alive load.
 	nsx client "$load" --hold --interval 0.2 --count 40 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
@@ -337,17 +356,7 @@ CONF
 	restored=$(grep -o "[0-9]* entries restored" "$tmp/lb-tun.log" | awk '{ print $1 }')
 	[ "${restored:-0}" -ge 7 ] || fail "restored ${restored:-no} entries: $(cat "$tmp/lb-tun.log")"
 	ok "restart: SIGTERM to exit ${STOP_MS} ms, to the new gateway's control socket ${GAP_MS} ms; $restored of $before entries restored"
-	wait "$hey_pid"
-	wait "$h1" || fail "held connection failed across the restart: $(cat "$tmp/h1.out")"
-	st=$(awk '$3 == 200 { print $4 }' "$tmp/h1.out" | sort | uniq -c | xargs)
-	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 40 ] || fail "held connection: $(cat "$tmp/h1.out")"
-	[ "$(awk '{ print $4 }' "$tmp/h1.out" | sort -u | wc -l)" -eq 1 ] || fail "held connection changed server: $st"
-	ok "the held keep-alive connection answered 40/40 requests, all on one server ($st)"
-	grep -q "Error distribution" "$tmp/hey.txt" && fail "requests failed: $(cat "$tmp/hey.txt")"
-	grep -E '^\s+\[[0-9]+\]\s+[0-9]+ responses' "$tmp/hey.txt" | grep -qv '\[200\]' && fail "non-200 answers: $(cat "$tmp/hey.txt")"
-	created=$(gwstat conns_created)
-	[ "$created" -eq 0 ] || fail "the new gateway created $created connections: the old ones were not carried over"
-	ok "no failed request ($(grep -E '\[200\]' "$tmp/hey.txt" | xargs)); the new gateway created no connection"
+	carried_over "$h1" "$hey_pid" 40 "the restart" "the new gateway"
 	after=$(grep -E "Slowest:" "$tmp/hey.txt" | awk '{ printf "%.0f", $2 * 1000 }')
 	ok "packets went unanswered for about ${GAP_MS} ms; hey's slowest request ${after} ms"
 }
@@ -448,7 +457,7 @@ scenario_failover() {
 	sock="$tmp/gwa.sock"
 	lbadm -L --daemon | grep -q "^master sync daemon (mcast=sy0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)$" ||
 		fail "master -L --daemon: $(lbadm -L --daemon)"
-	local load="$(lbt_bin lb-demo-load)" h1 hey_pid st listed created n_a
+	local load="$(lbt_bin lb-demo-load)" h1 hey_pid listed n_a
 	nsx client "$load" --hold --interval 0.2 --count 50 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
 	h1=$!
 	nsx client hey -z 10s -q 20 -c 6 -t 5 "http://$LBT_VIP4/" >"$tmp/hey.txt" 2>&1 &
@@ -466,18 +475,9 @@ scenario_failover() {
 	ip -n "${LBT}-client" route replace "$LBT_VIP4/32" via 10.41.0.1
 	for i in 1 2; do ip -n "${LBT}-s$i" route replace default via 10.20.1.254; done
 	ok "VIP and return route moved to the backup"
-	wait "$hey_pid"
-	wait "$h1" || fail "held connection failed across the failover: $(cat "$tmp/h1.out")"
-	st=$(awk '$3 == 200 { print $4 }' "$tmp/h1.out" | sort | uniq -c | xargs)
-	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 50 ] || fail "held connection: $(cat "$tmp/h1.out")"
-	[ "$(awk '{ print $4 }' "$tmp/h1.out" | sort -u | wc -l)" -eq 1 ] || fail "held connection changed server: $st"
-	ok "the held keep-alive connection answered 50/50 requests across the failover, all on one server ($st)"
-	grep -q "Error distribution" "$tmp/hey.txt" && fail "requests failed: $(cat "$tmp/hey.txt")"
-	grep -E '^\s+\[[0-9]+\]\s+[0-9]+ responses' "$tmp/hey.txt" | grep -qv '\[200\]' && fail "non-200 answers: $(cat "$tmp/hey.txt")"
-	created=$(gwstat conns_created)
-	[ "$created" -eq 0 ] || fail "the backup created $created connections: the synced entries were not used"
+	carried_over "$h1" "$hey_pid" 50 "the failover" "the backup"
 	[ "$(gwstat tun.rx_packets)" -gt 100 ] || fail "the backup carried no traffic after the move"
-	ok "no failed request ($(grep -E '\[200\]' "$tmp/hey.txt" | xargs)); the backup carried $(gwstat tun.rx_packets) packets and created no connection"
+	ok "the backup carried $(gwstat tun.rx_packets) packets"
 	ok "sync: $(lbadm --stats-gateway | grep '^sync\.' | xargs)"
 }
 

@@ -49,6 +49,17 @@ const RECORD_IN_PKTS: u8 = 3;
 /// Timeout of a template whose record has none (a version-0 record): IPVS's 180 s.
 const TEMPLATE_DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Where a record lands: its protocol, service and real server found in this balancer's
+/// configuration, and its timer.
+#[derive(Clone, Copy)]
+struct Bound {
+    proto: Protocol,
+    svc: ServiceId,
+    server: ServerId,
+    timeout: Duration,
+    left: Duration,
+}
+
 /// What applying one record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Applied {
@@ -186,10 +197,17 @@ impl Balancer<'_> {
         if left == Duration::ZERO {
             return Applied::Ignored;
         }
+        let at = Bound {
+            proto,
+            svc,
+            server,
+            timeout,
+            left,
+        };
         if r.is_template() {
-            self.apply_template(now, r, proto, svc, server, timeout, left)
+            self.apply_template(now, r, at)
         } else {
-            self.apply_conn(now, r, proto, svc, server, timeout, left)
+            self.apply_conn(now, r, at)
         }
     }
 
@@ -229,17 +247,14 @@ impl Balancer<'_> {
         (timeout, timeout)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn apply_template(
-        &mut self,
-        now: Instant,
-        r: &Record,
-        proto: Protocol,
-        svc: ServiceId,
-        server: ServerId,
-        timeout: Duration,
-        left: Duration,
-    ) -> Applied {
+    fn apply_template(&mut self, now: Instant, r: &Record, at: Bound) -> Applied {
+        let Bound {
+            proto,
+            svc,
+            server,
+            timeout,
+            left,
+        } = at;
         let caddr = r.client.ip();
         let vport = r.vaddr.port();
         let hash = self.conns.hash(proto, caddr, r.client.port());
@@ -279,17 +294,14 @@ impl Balancer<'_> {
         Applied::Created
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn apply_conn(
-        &mut self,
-        now: Instant,
-        r: &Record,
-        proto: Protocol,
-        svc: ServiceId,
-        server: ServerId,
-        timeout: Duration,
-        left: Duration,
-    ) -> Applied {
+    fn apply_conn(&mut self, now: Instant, r: &Record, at: Bound) -> Applied {
+        let Bound {
+            proto,
+            svc,
+            server,
+            timeout,
+            left,
+        } = at;
         let v6 = r.is_ipv6();
         let caddr = addr_bytes(r.client.ip());
         let (cport, vport) = (r.client.port(), r.vaddr.port());
@@ -383,7 +395,7 @@ impl Balancer<'_> {
 }
 
 impl ImportReport {
-    fn count(&mut self, a: Applied) {
+    pub(super) fn count(&mut self, a: Applied) {
         let c = match a {
             Applied::Created => &mut self.created,
             Applied::Updated => &mut self.updated,

@@ -9,7 +9,7 @@ use crate::sync::wire::{Message, MessageWriter, RecordError, WireError};
 use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
 
-use super::state::Applied;
+use super::state::{Applied, ImportReport};
 use super::Balancer;
 
 /// Entries the master holds between two messages; more are dropped and counted
@@ -216,6 +216,7 @@ impl Balancer<'_> {
             }
         };
         let mut receipt = SyncReceipt::default();
+        let mut report = ImportReport::default();
         for r in m.records() {
             let rec = match r {
                 Ok(mut rec) => {
@@ -230,21 +231,23 @@ impl Balancer<'_> {
                 }
             };
             let applied = self.apply_record(now, &rec);
-            let s = &mut self.sync.stats;
-            let counter = match applied {
-                Applied::Created => &mut s.created,
-                Applied::Updated => &mut s.updated,
-                Applied::Ignored => &mut s.ignored,
-                Applied::NoService => &mut s.no_service,
-                Applied::NoServer => &mut s.no_server,
-                Applied::TableFull => &mut s.table_full,
-            };
-            *counter += 1;
+            report.count(applied);
             if matches!(applied, Applied::Created | Applied::Updated) {
                 receipt.applied += 1;
             } else {
                 receipt.dropped += 1;
             }
+        }
+        let s = &mut self.sync.stats;
+        for (total, n) in [
+            (&mut s.created, report.created),
+            (&mut s.updated, report.updated),
+            (&mut s.ignored, report.ignored),
+            (&mut s.no_service, report.no_service),
+            (&mut s.no_server, report.no_server),
+            (&mut s.table_full, report.table_full),
+        ] {
+            *total += u64::from(n);
         }
         Ok(receipt)
     }
