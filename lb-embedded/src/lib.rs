@@ -13,6 +13,7 @@ mod phy;
 pub mod route;
 
 pub use gateway::{Gateway, GatewayConfig, GatewayCounters, GatewayError, LineError};
+pub use gateway::{SyncResources, SYNC_BUFFER};
 pub use route::Route;
 
 /// lb-core, re-exported so users (and [`gateway_resources!`]) need one dependency.

@@ -101,6 +101,7 @@ impl<'a> Gateway<'a> {
             self.counters.own_dropped += 1;
         } else {
             self.counters.rx_own += 1;
+            self.sync_receive(now);
         }
     }
 
