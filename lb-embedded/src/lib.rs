@@ -13,6 +13,7 @@ mod phy;
 pub mod route;
 
 pub use gateway::{Gateway, GatewayConfig, GatewayCounters, GatewayError, LineError};
+#[cfg(feature = "sync")]
 pub use gateway::{SyncResources, SYNC_BUFFER};
 pub use route::Route;
 

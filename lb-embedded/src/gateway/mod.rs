@@ -34,9 +34,11 @@ use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER};
 
 mod nd;
 mod rx;
+#[cfg(feature = "sync")]
 mod sync;
 mod tx;
 
+#[cfg(feature = "sync")]
 pub use sync::{SyncResources, SYNC_BUFFER};
 
 #[cfg(test)]
@@ -194,6 +196,7 @@ pub struct Gateway<'a> {
     iface: Interface,
     /// Empty, or the sync socket once [`attach_sync`](Self::attach_sync) gave it storage.
     sockets: SocketSet<'a>,
+    #[cfg(feature = "sync")]
     sync: Option<sync::SyncSocket>,
     neighbours: Neighbours<'a>,
     hold: Hold<'a>,
@@ -266,6 +269,7 @@ impl<'a> Gateway<'a> {
             lb,
             iface,
             sockets: SocketSet::new(sockets),
+            #[cfg(feature = "sync")]
             sync: None,
             neighbours: Neighbours::new(&mut neighbours[..]),
             hold: Hold::new(&mut hold[..]),
@@ -334,8 +338,16 @@ impl<'a> Gateway<'a> {
     /// own address of the group's family for a master, no room for a backup's group) is
     /// refused with [`ConfigError::Unsupported`] saying why.
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), ConfigError> {
+        #[cfg(feature = "sync")]
         self.sync_check(cmd)?;
+        #[cfg(not(feature = "sync"))]
+        if matches!(cmd, Command::StartDaemon(_)) {
+            return Err(ConfigError::Unsupported(
+                "the sync daemons need lb-embedded's `sync` feature",
+            ));
+        }
         let r = self.lb.apply(now, cmd);
+        #[cfg(feature = "sync")]
         self.sync_update();
         r
     }
@@ -418,6 +430,7 @@ impl<'a> Gateway<'a> {
     /// interface send what it has. Returns whether anything was done.
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
         // Daemons started or stopped on the balancer directly (`balancer_mut`) too.
+        #[cfg(feature = "sync")]
         self.sync_update();
         let mut did = self.run_timers(now, device);
         let off = if self.ethernet { 0 } else { LINK_HEADER };
@@ -443,6 +456,7 @@ impl<'a> Gateway<'a> {
                 None => self.counters.oversize += 1,
             }
         }
+        #[cfg(feature = "sync")]
         self.sync_send(now, device);
         let mut tx = TxOnly { inner: device };
         if self.iface.poll(smol(now), &mut tx, &mut self.sockets) != PollResult::None {
@@ -544,6 +558,20 @@ mod tests {
             gw.apply_line(T0, "-A -t 10.0.0.100:80 -s rr"),
             Err(LineError::Config(ConfigError::ServiceExists))
         );
+    }
+
+    /// Without the `sync` feature a daemon cannot run, so the balancer does not start one.
+    #[cfg(not(feature = "sync"))]
+    #[test]
+    fn without_the_sync_feature_a_daemon_is_refused() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        assert!(matches!(
+            gw.apply_line(T0, "--start-daemon master"),
+            Err(LineError::Config(ConfigError::Unsupported(_)))
+        ));
+        let role = lb_core::sync::daemon::SyncRole::Master;
+        assert!(gw.balancer().sync_daemon(role).is_none());
     }
 
     /// A keepalived.conf embedded as a string, in fixed storage and without files, configures
