@@ -94,8 +94,6 @@ impl<'a> Gateway<'a> {
         if let Some(group) = self.sync.take().and_then(|s| s.joined) {
             let _ = self.iface.leave_multicast_group(group);
         }
-        // Storage that served another gateway before may still hold its socket.
-        socket[0] = SocketStorage::EMPTY;
         self.sockets = SocketSet::new(&mut socket[..]);
         let udp = udp::Socket::new(
             PacketBuffer::new(&mut rx_meta[..], &mut rx[..]),
@@ -111,9 +109,9 @@ impl<'a> Gateway<'a> {
         self.sync_update();
     }
 
-    /// Whether a daemon `d` can run here, before the balancer takes it: the socket exists, the
-    /// port and TTL can be used, a master has a source address of its group's family, and a
-    /// backup's group is joined.
+    /// Whether the daemon a `--start-daemon` command starts can run here, checked before the
+    /// balancer takes it: the socket exists, the port and TTL can be used, a master has a
+    /// source address of its group's family, and a backup's group is joined.
     pub(super) fn sync_check(&mut self, cmd: &Command) -> Result<(), ConfigError> {
         let Command::StartDaemon(d) = cmd else {
             return Ok(());
@@ -307,7 +305,8 @@ mod tests {
         };
         let config = GatewayConfig::from_seed(mac, 7);
         let mut gw = Gateway::new(res, DirectorStorage::alloc(limits), dev, config, T0).unwrap();
-        gw.add_address(IpCidr::new(IpAddress::Ipv4(ip), 24)).unwrap();
+        gw.add_address(IpCidr::new(IpAddress::Ipv4(ip), 24))
+            .unwrap();
         gw.add_address(IpCidr::new(IpAddress::Ipv6(ip6), 64))
             .unwrap();
         gw.attach_sync(Box::leak(Box::new(SyncResources::new())));
@@ -328,7 +327,13 @@ mod tests {
         ip: Ipv4Addr,
         mac: EthernetAddress,
     ) {
-        let who = arp(ArpOperation::Request, mac, ip, own, EthernetAddress::BROADCAST);
+        let who = arp(
+            ArpOperation::Request,
+            mac,
+            ip,
+            own,
+            EthernetAddress::BROADCAST,
+        );
         exchange(gw, dev, T0, &[who]);
         assert!(gw.neighbours().any(|n| n == (IpAddr::V4(ip), mac)));
     }
@@ -363,7 +368,11 @@ mod tests {
     fn from_server(server: Ipv4Addr, i: u8, to: EthernetAddress, flags: u8) -> Vec<u8> {
         let s = SocketAddr::from((server, 80));
         let p = pkt::Tcp::new(s, client(i), flags).seq(6).ack(2).build();
-        let mac = if server == SERVER { SERVER_MAC } else { SERVER2_MAC };
+        let mac = if server == SERVER {
+            SERVER_MAC
+        } else {
+            SERVER2_MAC
+        };
         eth(mac, to, EthernetProtocol::Ipv4, &p)
     }
 
@@ -447,7 +456,13 @@ mod tests {
         let mut mdev = FakeDevice::new(Medium::Ethernet);
         let mut master = gateway_at(&mut mdev, GW_MAC, GW_IP, GW_IP6, [SERVER, SERVER2]);
         let mut bdev = FakeDevice::new(Medium::Ethernet);
-        let mut backup = gateway_at(&mut bdev, BACKUP_MAC, BACKUP_IP, BACKUP_IP6, [SERVER2, SERVER]);
+        let mut backup = gateway_at(
+            &mut bdev,
+            BACKUP_MAC,
+            BACKUP_IP,
+            BACKUP_IP6,
+            [SERVER2, SERVER],
+        );
         // The interface names mean nothing on a one-link device: any is taken.
         master
             .apply_line(
@@ -464,9 +479,11 @@ mod tests {
         // The backup reports its membership (IGMPv2 to the group; MLDv2 to ff02::16).
         let joined = exchange(&mut backup, &mut bdev, T0, &[]);
         let report = joined.iter().any(|f| match group {
-            IpAddr::V4(g) => ipv4_of(f, true).is_some_and(|ip| {
-                ip.dst_addr() == g && ip.next_header() == IpProtocol::Igmp
-            }) && eth_header(f).0 == group_mac(group),
+            IpAddr::V4(g) => {
+                ipv4_of(f, true)
+                    .is_some_and(|ip| ip.dst_addr() == g && ip.next_header() == IpProtocol::Igmp)
+                    && eth_header(f).0 == group_mac(group)
+            }
             IpAddr::V6(_) => mld_report_of(f) == Some(MLDV2_ROUTERS),
         });
         assert!(report, "{joined:?}");
@@ -491,11 +508,28 @@ mod tests {
         // client packet in ESTABLISHED queues the entry for sync).
         let mut server_of = Vec::new();
         for i in 0..5 {
-            let out = exchange(&mut master, &mut mdev, T0, &[from_client(i, GW_MAC, pkt::SYN, 1, &[])]);
+            let out = exchange(
+                &mut master,
+                &mut mdev,
+                T0,
+                &[from_client(i, GW_MAC, pkt::SYN, 1, &[])],
+            );
             let (mac, server) = one_ipv4(&out);
-            assert_eq!(mac, if server == SERVER { SERVER_MAC } else { SERVER2_MAC });
+            assert_eq!(
+                mac,
+                if server == SERVER {
+                    SERVER_MAC
+                } else {
+                    SERVER2_MAC
+                }
+            );
             server_of.push(server);
-            let out = exchange(&mut master, &mut mdev, T0, &[from_server(server, i, GW_MAC, pkt::SYN | pkt::ACK)]);
+            let out = exchange(
+                &mut master,
+                &mut mdev,
+                T0,
+                &[from_server(server, i, GW_MAC, pkt::SYN | pkt::ACK)],
+            );
             assert_eq!(one_ipv4(&out), (client_mac(i), client_ip(i)));
             let ack = from_client(i, GW_MAC, pkt::ACK, 2, &[]);
             let get = from_client(i, GW_MAC, pkt::ACK | pkt::PSH, 2, b"GET /");
@@ -520,7 +554,11 @@ mod tests {
         assert_eq!(msgs.len(), 1, "{out:?}");
         let (mac, dst, hop, payload) = &msgs[0];
         assert_eq!((*mac, *dst, *hop), (group_mac(group), group, 2));
-        assert_eq!(payload.len(), 8 + 5 * 36, "a version-1 header and five IPv4 records");
+        assert_eq!(
+            payload.len(),
+            8 + 5 * 36,
+            "a version-1 header and five IPv4 records"
+        );
         assert_eq!(master.counters().sync_sent, 1);
         assert_eq!(master.balancer().sync_stats().records_sent, 5);
 
@@ -535,7 +573,13 @@ mod tests {
             .collect();
         listed.sort();
         let mut want: Vec<_> = (0..5u8)
-            .map(|i| (client(i), SocketAddr::from((server_of[usize::from(i)], 80)), "ESTABLISHED"))
+            .map(|i| {
+                (
+                    client(i),
+                    SocketAddr::from((server_of[usize::from(i)], 80)),
+                    "ESTABLISHED",
+                )
+            })
             .collect();
         want.sort();
         assert_eq!(listed, want);
@@ -545,10 +589,24 @@ mod tests {
         let t3 = Instant::from_millis(3_000);
         for i in 0..5u8 {
             let server = server_of[usize::from(i)];
-            let out = exchange(&mut backup, &mut bdev, t3, &[from_client(i, BACKUP_MAC, pkt::ACK | pkt::PSH, 7, b"more")]);
-            let mac = if server == SERVER { SERVER_MAC } else { SERVER2_MAC };
+            let out = exchange(
+                &mut backup,
+                &mut bdev,
+                t3,
+                &[from_client(i, BACKUP_MAC, pkt::ACK | pkt::PSH, 7, b"more")],
+            );
+            let mac = if server == SERVER {
+                SERVER_MAC
+            } else {
+                SERVER2_MAC
+            };
             assert_eq!(one_ipv4(&out), (mac, server), "client {i}");
-            let out = exchange(&mut backup, &mut bdev, t3, &[from_server(server, i, BACKUP_MAC, pkt::ACK)]);
+            let out = exchange(
+                &mut backup,
+                &mut bdev,
+                t3,
+                &[from_server(server, i, BACKUP_MAC, pkt::ACK)],
+            );
             assert_eq!(one_ipv4(&out), (client_mac(i), client_ip(i)));
             let ip = ipv4_of(&out[0], true).unwrap();
             assert_eq!(ip.src_addr(), VIP);
@@ -584,10 +642,16 @@ mod tests {
         // each client's request: its third packet, which queues the entry.
         let mut conns = Vec::new();
         for i in 0..7 {
-            let out = exchange(&mut gw, &mut dev, T0, &[from_client(i, GW_MAC, pkt::SYN, 1, &[])]);
+            let out = exchange(
+                &mut gw,
+                &mut dev,
+                T0,
+                &[from_client(i, GW_MAC, pkt::SYN, 1, &[])],
+            );
             let (_, server) = one_ipv4(&out);
             conns.push((i, server));
-            dev.rx.push_back(from_server(server, i, GW_MAC, pkt::SYN | pkt::ACK));
+            dev.rx
+                .push_back(from_server(server, i, GW_MAC, pkt::SYN | pkt::ACK));
             dev.rx.push_back(from_client(i, GW_MAC, pkt::ACK, 2, &[]));
             gw.poll(T0, &mut dev);
             dev.tx.clear();
@@ -602,14 +666,24 @@ mod tests {
         let first = udp_to(&out, 8848);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].3.len(), 80, "two records");
-        assert_eq!(gw.balancer().sync_stats().records_sent, 4, "two messages built");
+        assert_eq!(
+            gw.balancer().sync_stats().records_sent,
+            4,
+            "two messages built"
+        );
         // The device has room again: the second and third messages go; the seventh entry
         // waits for the flush.
         dev.tx_room = usize::MAX;
-        let out = udp_to(&exchange(&mut gw, &mut dev, Instant::from_millis(10), &[]), 8848);
+        let out = udp_to(
+            &exchange(&mut gw, &mut dev, Instant::from_millis(10), &[]),
+            8848,
+        );
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|m| m.3.len() == 80));
-        let out = udp_to(&exchange(&mut gw, &mut dev, Instant::from_millis(2_000), &[]), 8848);
+        let out = udp_to(
+            &exchange(&mut gw, &mut dev, Instant::from_millis(2_000), &[]),
+            8848,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].3.len(), 8 + 36);
         let s = gw.balancer().sync_stats();
@@ -681,17 +755,68 @@ mod tests {
             (c, SocketAddr::from((SERVER2, 80)), "ESTABLISHED")
         );
         assert_eq!(conns[0].expires_in.secs(), 900);
-        let out = exchange(&mut backup, &mut bdev, T0, &[from_client(3, BACKUP_MAC, pkt::ACK, 9, b"x")]);
+        let out = exchange(
+            &mut backup,
+            &mut bdev,
+            T0,
+            &[from_client(3, BACKUP_MAC, pkt::ACK, 9, b"x")],
+        );
         assert_eq!(one_ipv4(&out), (SERVER2_MAC, SERVER2));
+    }
+
+    /// A master started on the balancer behind the gateway's back, with no socket to send
+    /// from: its messages are dropped and counted at the flush instead of staying due (which
+    /// would keep `poll_at` in the past).
+    #[test]
+    fn a_master_without_a_socket_drops_its_messages_and_counts_them() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let d = lb_core::sync::daemon::DaemonConfig::new(
+            lb_core::sync::daemon::SyncRole::Master,
+            lb_core::sync::daemon::IfName::new("eth0").unwrap(),
+        );
+        let start = lb_core::ipvsadm::Command::StartDaemon(d);
+        gw.balancer_mut().apply(T0, &start).unwrap();
+        let ip = |f: Vec<u8>| f[LINK_HEADER..].to_vec();
+        let syn = ip(from_client(0, GW_MAC, pkt::SYN, 1, &[]));
+        let synack = ip(from_server(SERVER, 0, GW_MAC, pkt::SYN | pkt::ACK));
+        let ack = ip(from_client(0, GW_MAC, pkt::ACK, 2, &[]));
+        let get = ip(from_client(0, GW_MAC, pkt::ACK | pkt::PSH, 2, b"GET /"));
+        exchange(&mut gw, &mut dev, T0, &[syn, synack, ack, get]);
+        assert_eq!(gw.balancer().sync_stats().queued, 1);
+        // Run whatever is due earlier (the new connection's timers), up to the flush.
+        let flush = Instant::from_millis(2_000);
+        let mut now = T0;
+        let at = loop {
+            let at = gw.poll_at(now).expect("the flush is due");
+            if at >= flush {
+                break at;
+            }
+            now = at;
+            gw.poll(now, &mut dev);
+        };
+        assert_eq!(at, flush);
+        assert_eq!(gw.counters().sync_unsent, 0);
+        gw.poll(flush, &mut dev);
+        assert_eq!(gw.counters().sync_unsent, 1);
+        assert!(gw.poll_at(flush).is_none_or(|t| t > flush));
     }
 
     #[test]
     fn a_daemon_needs_the_socket_an_own_address_and_leaves_its_group_when_stopped() {
         let mut dev = FakeDevice::new(Medium::Ethernet);
         let mut gw = gateway(&mut dev);
-        let refused = |e| matches!(e, Err(lb_core::LineError::Config(ConfigError::Unsupported(_))));
+        let refused = |e| {
+            matches!(
+                e,
+                Err(lb_core::LineError::Config(ConfigError::Unsupported(_)))
+            )
+        };
         assert!(refused(gw.apply_line(T0, "--start-daemon backup")));
-        assert!(gw.balancer().sync_daemon(lb_core::sync::daemon::SyncRole::Backup).is_none());
+        assert!(gw
+            .balancer()
+            .sync_daemon(lb_core::sync::daemon::SyncRole::Backup)
+            .is_none());
 
         // A master needs a source address of its group's family.
         let mut dev = FakeDevice::new(Medium::Ip);
@@ -703,10 +828,14 @@ mod tests {
             lblc_entries_per_service: 0,
         };
         let config = GatewayConfig::from_seed(GW_MAC, 1);
-        let mut gw = Gateway::new(res, DirectorStorage::alloc(limits), &mut dev, config, T0).unwrap();
+        let mut gw =
+            Gateway::new(res, DirectorStorage::alloc(limits), &mut dev, config, T0).unwrap();
         gw.attach_sync(Box::leak(Box::new(SyncResources::new())));
-        gw.add_address(IpCidr::new(IpAddress::Ipv4(GW_IP), 24)).unwrap();
-        assert!(refused(gw.apply_line(T0, "--start-daemon master --mcast-group ff02::81")));
+        gw.add_address(IpCidr::new(IpAddress::Ipv4(GW_IP), 24))
+            .unwrap();
+        assert!(refused(
+            gw.apply_line(T0, "--start-daemon master --mcast-group ff02::81")
+        ));
         gw.apply_line(T0, "--start-daemon master").unwrap();
 
         // A backup's group is joined while it runs and left when it stops.
@@ -716,11 +845,21 @@ mod tests {
         let msg = [0, 0, 0, 8, 0, 1, 0, 0]; // an empty version-1 message
         let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
         let ip = |f: Vec<u8>| f[LINK_HEADER..].to_vec();
-        exchange(&mut gw, &mut dev, T0, &[ip(sync_frame(peer, g, 8848, &msg))]);
+        exchange(
+            &mut gw,
+            &mut dev,
+            T0,
+            &[ip(sync_frame(peer, g, 8848, &msg))],
+        );
         assert_eq!(gw.counters().sync_received, 1);
         gw.apply_line(T0, "--stop-daemon backup").unwrap();
         assert!(!gw.interface().has_multicast_group(GROUP4));
-        exchange(&mut gw, &mut dev, T0, &[ip(sync_frame(peer, g, 8848, &msg))]);
+        exchange(
+            &mut gw,
+            &mut dev,
+            T0,
+            &[ip(sync_frame(peer, g, 8848, &msg))],
+        );
         assert_eq!(gw.counters().sync_received, 1, "not a member any more");
         assert_eq!(gw.balancer().sync_stats().messages_received, 1);
     }
