@@ -13,6 +13,8 @@ mod phy;
 pub mod route;
 
 pub use gateway::{Gateway, GatewayConfig, GatewayCounters, GatewayError, LineError};
+#[cfg(feature = "sync")]
+pub use gateway::{SyncResources, SYNC_BUFFER};
 pub use route::Route;
 
 /// lb-core, re-exported so users (and [`gateway_resources!`]) need one dependency.

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use lb_embedded::lb_core::{DirectorResources, Instant};
 use lb_embedded::smoltcp::wire::EthernetAddress;
-use lb_embedded::{gateway_resources, Gateway, GatewayConfig};
+use lb_embedded::{gateway_resources, Gateway, GatewayConfig, SyncResources};
 
 type Res = gateway_resources!(conns: 1024, neighbours: 16, routes: 4, hold: 4);
 type Dir = DirectorResources<4, 32, 0, 0>;
@@ -22,7 +22,9 @@ fn firmware_loop_balances_and_expires() {
     let mut lab = Box::new(lab::Lab::new());
     let config = GatewayConfig::from_seed(EthernetAddress([0x02, 0, 0, 0, 0, 1]), 0x5eed_0001);
     let now = Instant::ZERO;
+    let mut sync = Box::new(SyncResources::new());
     let mut gw = Gateway::new(&mut res, dir.storage(), &mut *lab, config, now).unwrap();
+    gw.attach_sync(&mut sync);
     lab::configure(&mut gw, now).unwrap();
     // 60 s of firmware loop, one iteration a millisecond.
     for ms in 0..60_000u64 {
@@ -38,6 +40,16 @@ fn firmware_loop_balances_and_expires() {
     assert_eq!(b.evictions, 0);
     assert_eq!(g.balancer_drops + g.no_route + g.tx_full + g.oversize, 0);
     assert_eq!(g.forwarded, 4 * clients);
+    // Both daemons run; the master sent each connection once, when the client's RST closed it
+    // (a change into CLOSE goes at once), 40 records a message, and nothing was lost.
+    let s = *gw.balancer().sync_stats();
+    let sent = s.messages_sent;
+    assert_eq!(s.queued, clients);
+    assert_eq!(s.queue_drops, 0);
+    assert!(clients - s.records_sent < 40, "{s:?}");
+    assert_eq!(s.records_sent.div_ceil(40), sent, "{s:?}");
+    assert_eq!((g.sync_sent, g.sync_unsent), (sent, 0));
+    assert_eq!(u64::from(lab.dev.sync_messages), sent);
     let live = gw.balancer().connection_count() as u64;
     assert!(live > 500 && live < 700, "live entries {live}");
     // wrr 3:2:1 over the TCP service.

@@ -7,6 +7,10 @@
 //! come from the VIP), the client answers with an ACK and a RST, which the gateway forwards
 //! and which close the entry. So the gateway runs its whole path: schedule, NAT both ways, the TCP state
 //! machine and the timers.
+//!
+//! The gateway also runs both sync daemons, as each of a keepalived pair does
+//! (docs/sync.md §4.1): the master sends every connection's close to 224.0.0.81:8848, which the
+//! device counts ([`LabDevice::sync_messages`]); no peer master sends anything to the backup.
 
 use core::net::{IpAddr, Ipv4Addr};
 
@@ -16,7 +20,7 @@ use lb_embedded::smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabi
 use lb_embedded::smoltcp::time::Instant as SmolInstant;
 use lb_embedded::smoltcp::wire::{
     IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
-    TcpSeqNumber,
+    TcpSeqNumber, UdpPacket,
 };
 use lb_embedded::{Gateway, LineError};
 
@@ -31,6 +35,9 @@ pub const CONFIG: &[&str] = &[
     "-a -t 192.0.2.10:80 -r 10.1.0.13:8080 -m -w 1",
     "-A -u 192.0.2.10:53 -s rr",
     "-a -u 192.0.2.10:53 -r 10.1.0.11:53 -m",
+    // One link: the interface name is not used.
+    "--start-daemon master --mcast-interface lab0 --syncid 1",
+    "--start-daemon backup --mcast-interface lab0 --syncid 1",
 ];
 
 const SLOTS: usize = 8;
@@ -47,6 +54,8 @@ pub struct LabDevice {
     next_client: u32,
     /// SYN-ACKs delivered to clients through the gateway.
     pub handshakes: u32,
+    /// Sync messages the gateway's master sent (UDP to the sync group's port).
+    pub sync_messages: u32,
     last_client_ms: i64,
 }
 
@@ -61,6 +70,7 @@ impl LabDevice {
             tx: [0; MTU],
             next_client: 0,
             handshakes: 0,
+            sync_messages: 0,
             last_client_ms: i64::MIN,
         }
     }
@@ -118,6 +128,12 @@ impl LabDevice {
         let Ok(ip) = Ipv4Packet::new_checked(&self.tx[..len]) else {
             return;
         };
+        if ip.next_header() == IpProtocol::Udp
+            && UdpPacket::new_checked(ip.payload()).is_ok_and(|u| u.dst_port() == 8848)
+        {
+            self.sync_messages = self.sync_messages.wrapping_add(1);
+            return;
+        }
         if ip.next_header() != IpProtocol::Tcp {
             return;
         }
@@ -226,7 +242,8 @@ impl Device for Lab {
     }
 }
 
-/// Gives the gateway its address, route and services.
+/// Gives the gateway its address, route, services and sync daemons (the sync socket must be
+/// attached: `Gateway::attach_sync`).
 pub fn configure(gw: &mut Gateway<'_>, now: Instant) -> Result<(), LineError> {
     let _ = gw.add_address(IpCidr::new(IpAddress::Ipv4(Ipv4Addr::new(10, 1, 0, 1)), 24));
     let _ = gw.add_route(Route::default_via(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 254))));

@@ -7,7 +7,8 @@
 //!
 //! Memory: the gateway's resources (1,024 connections) are a `ConstStaticCell` that is all
 //! zero (`.bss`); the director's storage (4 services × 8 servers) is another, also all zero
-//! (`build.sh` fails if either leaves `.bss`). Time: one loop iteration is one millisecond of
+//! (`build.sh` fails if either leaves `.bss`); the sync socket's storage is a `StaticCell`
+//! written at boot (`.bss` too). Time: one loop iteration is one millisecond of
 //! gateway time (a board would read SysTick or an RTC instead).
 #![no_std]
 #![no_main]
@@ -19,9 +20,9 @@ use cortex_m_rt::entry;
 use lab::Lab;
 use lb_embedded::lb_core::{DirectorResources, Instant};
 use lb_embedded::smoltcp::wire::EthernetAddress;
-use lb_embedded::{gateway_resources, Gateway, GatewayConfig};
+use lb_embedded::{gateway_resources, Gateway, GatewayConfig, SyncResources};
 use panic_halt as _;
-use static_cell::ConstStaticCell;
+use static_cell::{ConstStaticCell, StaticCell};
 
 /// Room for 1,024 connections, 16 neighbours, 4 routes, 4 held frames.
 type Res = gateway_resources!(conns: 1024, neighbours: 16, routes: 4, hold: 4);
@@ -30,6 +31,9 @@ type Dir = DirectorResources<4, 32, 0, 0>;
 
 static RES: ConstStaticCell<Res> = ConstStaticCell::new(Res::new());
 static DIR: ConstStaticCell<Dir> = ConstStaticCell::new(Dir::new());
+/// The sync socket's storage: a `StaticCell` written at boot, not a `ConstStaticCell`, because
+/// smoltcp's empty socket slot is not all zero bits (a const initialiser would put it in .data).
+static SYNC: StaticCell<SyncResources<'static>> = StaticCell::new();
 
 #[entry]
 fn main() -> ! {
@@ -40,6 +44,7 @@ fn main() -> ! {
     let Ok(mut gw) = Gateway::new(RES.take(), DIR.take().storage(), &mut lab, config, now) else {
         panic!("gateway");
     };
+    gw.attach_sync(SYNC.init(SyncResources::new()));
     if lab::configure(&mut gw, now).is_err() {
         panic!("config");
     }
@@ -50,5 +55,6 @@ fn main() -> ! {
         ms += 1;
         // Keep the results observable (a board would export them).
         core::hint::black_box((gw.counters(), gw.balancer().counters(), lab.dev.handshakes));
+        core::hint::black_box((gw.balancer().sync_stats(), lab.dev.sync_messages));
     }
 }

@@ -13,6 +13,7 @@
 //!   addresses, learning neighbours, resolving next hops.
 //! * `tx.rs`: a packet's way out — route, next hop's hardware address (or the hold queue while
 //!   it resolves), the device.
+//! * `sync.rs`: the connection-sync daemons' UDP socket (docs/sync.md).
 
 use core::fmt;
 use core::net::IpAddr;
@@ -33,7 +34,12 @@ use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER};
 
 mod nd;
 mod rx;
+#[cfg(feature = "sync")]
+mod sync;
 mod tx;
+
+#[cfg(feature = "sync")]
+pub use sync::{SyncResources, SYNC_BUFFER};
 
 #[cfg(test)]
 mod testkit;
@@ -173,13 +179,25 @@ pub struct GatewayCounters {
     pub oversize: u64,
     /// Frames dropped because the device had no transmit buffer.
     pub tx_full: u64,
+    /// Sync messages the master handed to the sync socket.
+    pub sync_sent: u64,
+    /// Sync messages the master built that no socket could take (dropped).
+    pub sync_unsent: u64,
+    /// Datagrams to the backup daemon's group and port, handed to the balancer (what it made
+    /// of them: [`Balancer::sync_stats`]).
+    pub sync_received: u64,
+    /// Datagrams on the sync port not sent to a running backup daemon's group (dropped).
+    pub sync_ignored: u64,
 }
 
 /// The gateway. One owner: it is polled from one loop (or one interrupt priority).
 pub struct Gateway<'a> {
     lb: Balancer<'a>,
     iface: Interface,
-    sockets: SocketSet<'static>,
+    /// Empty, or the sync socket once [`attach_sync`](Self::attach_sync) gave it storage.
+    sockets: SocketSet<'a>,
+    #[cfg(feature = "sync")]
+    sync: Option<sync::SyncSocket>,
     neighbours: Neighbours<'a>,
     hold: Hold<'a>,
     routes: Routes<'a>,
@@ -246,11 +264,13 @@ impl<'a> Gateway<'a> {
         } = res;
         let mut lb = Balancer::from_storage(director, conns.storage(), &config.secrets, now);
         lb.set_settings(config.settings);
-        let sockets: &'static mut [SocketStorage<'static>] = &mut [];
+        let sockets: &'a mut [SocketStorage<'a>] = &mut [];
         Ok(Gateway {
             lb,
             iface,
             sockets: SocketSet::new(sockets),
+            #[cfg(feature = "sync")]
+            sync: None,
             neighbours: Neighbours::new(&mut neighbours[..]),
             hold: Hold::new(&mut hold[..]),
             routes: Routes::new(&mut routes[..]),
@@ -312,16 +332,31 @@ impl<'a> Gateway<'a> {
         self.routes.iter()
     }
 
-    /// Applies one ipvsadm command (see [`Balancer::apply`]).
+    /// Applies one ipvsadm command (see [`Balancer::apply`]). `--start-daemon` and
+    /// `--stop-daemon` also open, set up and close the sync socket (see
+    /// [`attach_sync`](Self::attach_sync)); a daemon that cannot run here (no sync socket, no
+    /// own address of the group's family for a master, no room for a backup's group) is
+    /// refused with [`ConfigError::Unsupported`] saying why.
     pub fn apply(&mut self, now: Instant, cmd: &Command) -> Result<(), ConfigError> {
-        self.lb.apply(now, cmd)
+        #[cfg(feature = "sync")]
+        self.sync_check(cmd)?;
+        #[cfg(not(feature = "sync"))]
+        if matches!(cmd, Command::StartDaemon(_)) {
+            return Err(ConfigError::Unsupported(
+                "the sync daemons need lb-embedded's `sync` feature",
+            ));
+        }
+        let r = self.lb.apply(now, cmd);
+        #[cfg(feature = "sync")]
+        self.sync_update();
+        r
     }
 
     /// Parses and applies one ipvsadm command line (`-A -t 10.0.0.1:80 -s wrr`,
     /// `-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 3`, …); empty lines and `#` comments do nothing.
     pub fn apply_line(&mut self, now: Instant, line: &str) -> Result<(), LineError> {
         match ipvsadm::parse_line(line) {
-            Ok(Some(cmd)) => self.lb.apply(now, &cmd).map_err(LineError::Config),
+            Ok(Some(cmd)) => self.apply(now, &cmd).map_err(LineError::Config),
             Ok(None) => Ok(()),
             Err(e) => Err(LineError::Parse(e)),
         }
@@ -394,6 +429,9 @@ impl<'a> Gateway<'a> {
     /// handles each (balance and forward, answer, or hand to the interface), then lets the
     /// interface send what it has. Returns whether anything was done.
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
+        // Daemons started or stopped on the balancer directly (`balancer_mut`) too.
+        #[cfg(feature = "sync")]
+        self.sync_update();
         let mut did = self.run_timers(now, device);
         let off = if self.ethernet { 0 } else { LINK_HEADER };
         for _ in 0..RX_BURST {
@@ -418,6 +456,8 @@ impl<'a> Gateway<'a> {
                 None => self.counters.oversize += 1,
             }
         }
+        #[cfg(feature = "sync")]
+        self.sync_send(now, device);
         let mut tx = TxOnly { inner: device };
         if self.iface.poll(smol(now), &mut tx, &mut self.sockets) != PollResult::None {
             did = true;
@@ -518,6 +558,20 @@ mod tests {
             gw.apply_line(T0, "-A -t 10.0.0.100:80 -s rr"),
             Err(LineError::Config(ConfigError::ServiceExists))
         );
+    }
+
+    /// Without the `sync` feature a daemon cannot run, so the balancer does not start one.
+    #[cfg(not(feature = "sync"))]
+    #[test]
+    fn without_the_sync_feature_a_daemon_is_refused() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        assert!(matches!(
+            gw.apply_line(T0, "--start-daemon master"),
+            Err(LineError::Config(ConfigError::Unsupported(_)))
+        ));
+        let role = lb_core::sync::daemon::SyncRole::Master;
+        assert!(gw.balancer().sync_daemon(role).is_none());
     }
 
     /// A keepalived.conf embedded as a string, in fixed storage and without files, configures

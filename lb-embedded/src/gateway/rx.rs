@@ -101,6 +101,8 @@ impl<'a> Gateway<'a> {
             self.counters.own_dropped += 1;
         } else {
             self.counters.rx_own += 1;
+            #[cfg(feature = "sync")]
+            self.sync_receive(now);
         }
     }
 
