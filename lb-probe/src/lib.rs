@@ -215,7 +215,11 @@ impl<'a> Prober<'a> {
 
     /// When [`poll`](Self::poll) is due next: the interface's next transmission
     /// (retransmitted SYNs) or a probe's deadline. `None`: nothing is running.
-    pub fn poll_at(&self, now: lb_core::Instant, iface: &mut Interface) -> Option<lb_core::Instant> {
+    pub fn poll_at(
+        &self,
+        now: lb_core::Instant,
+        iface: &mut Interface,
+    ) -> Option<lb_core::Instant> {
         let ts = smoltcp::time::Instant::from_millis(now.millis() as i64);
         let mut next = iface
             .poll_at(ts, &self.sockets)
@@ -308,7 +312,12 @@ impl<'a> Prober<'a> {
     fn reclaim(&mut self) {
         for slot in self.slots.iter_mut() {
             if let (Some(h), Job::Closing) = (slot.handle, &slot.job) {
-                if self.sockets.get::<tcp::Socket>(h).remote_endpoint().is_none() {
+                if self
+                    .sockets
+                    .get::<tcp::Socket>(h)
+                    .remote_endpoint()
+                    .is_none()
+                {
                     slot.job = Job::Free;
                 }
             }

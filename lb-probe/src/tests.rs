@@ -70,12 +70,7 @@ impl Net {
         let mut dev = QueueDevice::new(1500, 64);
         let iface = probe_interface(&mut dev, &[src], t0).unwrap();
         let mut s_dev = QueueDevice::new(1500, 64);
-        let s_iface = probe_interface(
-            &mut s_dev,
-            &[SERVER.parse().unwrap()],
-            t0,
-        )
-        .unwrap();
+        let s_iface = probe_interface(&mut s_dev, &[SERVER.parse().unwrap()], t0).unwrap();
         let mut net = Net {
             lb,
             prober,
@@ -201,10 +196,7 @@ fn handshake_passes_and_leaves_no_connection_behind() {
     assert_eq!(net.state("10.0.0.2:81"), HealthState::Up);
     // The probe's RST closed the server's socket at once (no TIME_WAIT, no FIN exchange):
     // every listener is listening again.
-    assert!(net
-        .server_states()
-        .iter()
-        .all(|s| *s == tcp::State::Listen));
+    assert!(net.server_states().iter().all(|s| *s == tcp::State::Listen));
     assert_eq!(net.prober.busy(), 0);
     // The next round, one delay_loop later.
     net.run(1000);
@@ -229,16 +221,16 @@ fn http_status_decides() {
     assert_eq!(net.done, [(sa("10.0.0.2:80"), ProbeOutcome::Ok)]);
     net.answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
     net.run(1000);
-    assert_eq!(net.done[1], (sa("10.0.0.2:80"), ProbeOutcome::HttpStatus(404)));
+    assert_eq!(
+        net.done[1],
+        (sa("10.0.0.2:80"), ProbeOutcome::HttpStatus(404))
+    );
     // One retry (delay_before_retry later), then DOWN.
     assert_eq!(net.state("10.0.0.2:80"), HealthState::Up);
     net.run(250);
     assert_eq!(net.done.len(), 3);
     assert_eq!(net.state("10.0.0.2:80"), HealthState::Down);
-    assert!(net
-        .server_states()
-        .iter()
-        .all(|s| *s == tcp::State::Listen));
+    assert!(net.server_states().iter().all(|s| *s == tcp::State::Listen));
 }
 
 #[test]
@@ -282,8 +274,9 @@ fn silent_server_times_out_and_frees_the_socket() {
 
 #[test]
 fn pool_bounds_the_probes_in_flight() {
-    let servers: Vec<std::string::String> =
-        (0..10).map(|i| std::format!("10.0.0.3:{}", 1000 + i)).collect();
+    let servers: Vec<std::string::String> = (0..10)
+        .map(|i| std::format!("10.0.0.3:{}", 1000 + i))
+        .collect();
     let refs: Vec<&str> = servers.iter().map(|s| s.as_str()).collect();
     let mut net = Net::new(&refs, &tcp_check(), 3);
     net.run(3000);

@@ -29,6 +29,8 @@ pub struct FrontendStats {
     pub loop_drops: u64,
     /// Drained-server events seen.
     pub drained_events: u64,
+    /// Health transitions seen (`Event::Health`).
+    pub health_events: u64,
     /// Control requests answered, and how many of them failed.
     pub control_requests: u64,
     /// Control requests that failed.

@@ -6,8 +6,8 @@ use core::net::SocketAddr;
 
 use crate::config::{ConfigError, ServerConfig, ServiceKey};
 use crate::health::{
-    Health, HealthCheck, HealthError, HealthState, HealthStorage, Member, Probe, ProbeId,
-    ProbeOutcome, Reason, SvcHealth, VirtualServerHealth, NO_MEMBER,
+    Health, HealthCheck, HealthError, HealthState, HealthStatus, HealthStorage, Member, Probe,
+    ProbeId, ProbeOutcome, Reason, SvcHealth, VirtualServerHealth, NO_MEMBER,
 };
 use crate::server::{ServerId, NO_SERVER};
 use crate::time::Instant;
@@ -227,6 +227,17 @@ impl<'a> Balancer<'a> {
         } else {
             HealthState::Down
         })
+    }
+
+    /// Every checked real server with its state, counts, last result and last change, in
+    /// configuration order (servers the checker removed included). For an operator's
+    /// listing; not for the packet path.
+    pub fn health_statuses(&self) -> impl Iterator<Item = HealthStatus<'_>> + '_ {
+        self.health
+            .members
+            .iter()
+            .filter(|m| m.used)
+            .filter_map(|m| self.health.status(m))
     }
 
     /// Whether `service` has its quorum (keepalived's `quorum`/`hysteresis`), if it has a

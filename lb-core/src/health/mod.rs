@@ -94,6 +94,30 @@ pub struct Probe {
     pub deadline: Instant,
 }
 
+/// What the checker knows of one checked real server, for an operator
+/// ([`Balancer::health_statuses`](crate::Balancer::health_statuses)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthStatus<'h> {
+    /// The virtual service.
+    pub service: ServiceKey,
+    /// The real server.
+    pub server: SocketAddr,
+    /// Its check.
+    pub check: &'h HealthCheck,
+    /// Its state.
+    pub state: HealthState,
+    /// Probes in a row that passed (0 after a failure).
+    pub passes: u16,
+    /// Probes in a row that failed (0 after a pass).
+    pub failures: u16,
+    /// The last probe's end and outcome (`None`: not probed yet).
+    pub last: Option<(Instant, ProbeOutcome)>,
+    /// The last change of state (or the configuration of the check).
+    pub since: Instant,
+    /// Why it last changed (`None`: it has not changed since it was configured).
+    pub reason: Option<Reason>,
+}
+
 /// Where a target's probe stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -117,6 +141,14 @@ pub(crate) struct Target {
     seq: u16,
     /// A transition not yet applied to the members.
     pub(crate) changed: Option<Reason>,
+    /// The last probe's end and outcome.
+    last: Option<(Instant, ProbeOutcome)>,
+    /// Results in a row: passes, failures (one of them is 0).
+    passes: u16,
+    failures: u16,
+    /// The last transition (or the configuration) and its reason.
+    since: Instant,
+    reason: Option<Reason>,
 }
 
 impl Target {
@@ -129,6 +161,11 @@ impl Target {
         url: 0,
         seq: 0,
         changed: None,
+        last: None,
+        passes: 0,
+        failures: 0,
+        since: Instant::ZERO,
+        reason: None,
     };
 
     fn probe_addr(&self) -> SocketAddr {
@@ -296,6 +333,8 @@ impl<'a> Health<'a> {
                     machine: Machine::new(check.alpha),
                     phase: Phase::Idle(due),
                     seq,
+                    since: now,
+                    reason: check.alpha.then_some(Reason::Alpha),
                     ..Target::EMPTY
                 };
                 i
@@ -389,6 +428,14 @@ impl<'a> Health<'a> {
         self.in_flight -= 1;
         let t = &mut self.targets[i];
         let ok = outcome == ProbeOutcome::Ok;
+        t.last = Some((now, outcome));
+        if ok {
+            t.passes = t.passes.saturating_add(1);
+            t.failures = 0;
+        } else {
+            t.failures = t.failures.saturating_add(1);
+            t.passes = 0;
+        }
         let urls = match &t.check.kind {
             CheckKind::HttpGet { urls } => urls.len(),
             CheckKind::TcpConnect => 1,
@@ -402,11 +449,14 @@ impl<'a> Health<'a> {
         t.url = 0;
         let (change, next) = t.machine.on_result(ok, &t.check);
         if let Some(up) = change {
-            t.changed = Some(if up {
+            let reason = if up {
                 Reason::Passed
             } else {
                 Reason::of_failure(outcome, t.check.connect_timeout)
-            });
+            };
+            t.changed = Some(reason);
+            t.reason = Some(reason);
+            t.since = now;
         }
         let delay = match next {
             Next::Retry => t.check.delay_before_retry,
@@ -455,6 +505,8 @@ impl<'a> Health<'a> {
         }
         tg.machine.force_down();
         tg.changed = Some(reason);
+        tg.reason = Some(reason);
+        tg.since = now;
         if let Phase::Idle(_) = tg.phase {
             tg.phase = Phase::Idle(now + tg.check.delay_loop);
         }
@@ -511,6 +563,26 @@ impl<'a> Health<'a> {
             .iter()
             .find(|s| s.key == Some(*key))
             .map_or(SvcHealth::EMPTY.cfg, |s| s.cfg)
+    }
+
+    /// The operator's view of member `m`.
+    pub(crate) fn status(&self, m: &Member) -> Option<HealthStatus<'_>> {
+        let t = self.targets.get(usize::from(m.target))?;
+        Some(HealthStatus {
+            service: m.service,
+            server: m.cfg.addr,
+            check: &t.check,
+            state: if t.machine.up {
+                HealthState::Up
+            } else {
+                HealthState::Down
+            },
+            passes: t.passes,
+            failures: t.failures,
+            last: t.last,
+            since: t.since,
+            reason: t.reason,
+        })
     }
 
     /// Whether target `t` is UP.
