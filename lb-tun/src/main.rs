@@ -130,12 +130,15 @@ impl Loop {
     }
 
     fn publish(&mut self) {
-        let text = lb_tun::prom::format(
+        let mut text = lb_tun::prom::format(
             self.gw.balancer(),
             self.ring.stats(),
             self.gw.stats(),
             self.clock.0.elapsed().as_secs(),
         );
+        if let Some(p) = self.gw.probes() {
+            text.push_str(&lb_tun::prom::format_health(self.gw.balancer(), p));
+        }
         self.snapshot.publish(text);
         self.last_publish = Instant::now();
     }
