@@ -272,7 +272,8 @@ impl<'a> Balancer<'a> {
     /// [`Event::Health`] queued). A report after the probe's deadline is ignored (counted in
     /// [`HealthCounters::stale_results`]): the balancer counted a timeout then.
     pub fn probe_result(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
-        if self.health.probe_result(now, id, outcome) {
+        // The checker recomputed its timer; only a transition has more to do.
+        if self.health.probe_result(now, id, outcome) && self.health.changed_any {
             self.sync_health(now);
         }
     }

@@ -248,6 +248,10 @@ pub(crate) struct Health<'a> {
     /// Passive triggers that would have exceeded a service's share and probed instead.
     pub(crate) passive_capped: u64,
     pub(crate) event_cursor: usize,
+    /// Some target has a `changed` not yet applied (spares `sync_health` its scans).
+    pub(crate) changed_any: bool,
+    /// Whether some service ramps recovered servers (slow start): members have timers.
+    pub(crate) slow_on: bool,
 }
 
 impl<'a> Health<'a> {
@@ -280,6 +284,8 @@ impl<'a> Health<'a> {
             stale_results: 0,
             passive_capped: 0,
             event_cursor: 0,
+            changed_any: false,
+            slow_on: false,
         }
     }
 
@@ -365,19 +371,30 @@ impl<'a> Health<'a> {
 
     /// Hands out the probe due first, if the pool has room.
     pub(crate) fn poll_probe(&mut self, now: Instant) -> Option<Probe> {
-        if self.in_flight >= self.max_in_flight {
+        // `next` is never later than a due probe while the pool has room.
+        if self.in_flight >= self.max_in_flight || self.next.is_none_or(|n| n > now) {
             return None;
         }
-        let (i, _) = self
-            .targets
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.refs > 0)
-            .filter_map(|(i, t)| match t.phase {
-                Phase::Idle(due) if due <= now => Some((i, due)),
-                _ => None,
-            })
-            .min_by_key(|&(_, due)| due)?;
+        // One scan finds the probe due first and the earliest timer of the others, which is
+        // the next deadline once it is out (unless members have timers of their own).
+        let room_after = self.in_flight + 1 < self.max_in_flight;
+        let mut best: Option<(usize, Instant)> = None;
+        let mut rest: Option<Instant> = None;
+        let lower = |a: &mut Option<Instant>, t: Instant| *a = Some(a.map_or(t, |n| n.min(t)));
+        for (i, t) in self.targets.iter().enumerate().filter(|(_, t)| t.refs > 0) {
+            match t.phase {
+                Phase::InFlight(d) => lower(&mut rest, d),
+                Phase::Idle(due) if due <= now && best.is_none_or(|(_, b)| due < b) => {
+                    if let (Some((_, b)), true) = (best, room_after) {
+                        lower(&mut rest, b);
+                    }
+                    best = Some((i, due));
+                }
+                Phase::Idle(due) if room_after => lower(&mut rest, due),
+                Phase::Idle(_) => {}
+            }
+        }
+        let (i, _) = best?;
         let t = &mut self.targets[i];
         t.seq = t.seq.wrapping_add(1);
         let deadline = now + t.check.connect_timeout;
@@ -399,7 +416,12 @@ impl<'a> Health<'a> {
             deadline,
         };
         self.in_flight += 1;
-        self.recompute_next();
+        if self.passive_on || self.slow_on {
+            self.recompute_next();
+        } else {
+            lower(&mut rest, deadline);
+            self.next = rest;
+        }
         Some(probe)
     }
 
@@ -418,8 +440,16 @@ impl<'a> Health<'a> {
             self.stale_results += 1;
             return false;
         }
+        let was_full = self.in_flight >= self.max_in_flight;
+        let old = due_of(&self.targets[i]);
         self.finish(now, i, outcome);
-        self.recompute_next();
+        if was_full || self.next == old {
+            // Idle targets count again, or the probe's deadline was the earliest timer.
+            self.recompute_next();
+        } else {
+            let due = due_of(&self.targets[i]);
+            self.schedule_at(due);
+        }
         true
     }
 
@@ -457,6 +487,7 @@ impl<'a> Health<'a> {
             t.changed = Some(reason);
             t.reason = Some(reason);
             t.since = now;
+            self.changed_any = true;
         }
         let delay = match next {
             Next::Retry => t.check.delay_before_retry,
@@ -507,6 +538,7 @@ impl<'a> Health<'a> {
         tg.changed = Some(reason);
         tg.reason = Some(reason);
         tg.since = now;
+        self.changed_any = true;
         if let Phase::Idle(_) = tg.phase {
             tg.phase = Phase::Idle(now + tg.check.delay_loop);
         }
@@ -533,11 +565,7 @@ impl<'a> Health<'a> {
             }
         }
         // Members only matter with passive signals or slow start somewhere.
-        let ramps = self
-            .services
-            .iter()
-            .any(|s| s.key.is_some() && s.cfg.slowstart.millis() > 0);
-        if !self.passive_on && !ramps {
+        if !self.passive_on && !self.slow_on {
             self.next = next;
             return;
         }
