@@ -54,22 +54,41 @@ fn syn_ack(syn: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn main() {
-    let n: usize = std::env::var("LB_PROBE_SERVERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let secs: u64 = std::env::var("LB_PROBE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let n: usize = std::env::var("LB_PROBE_SERVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let secs: u64 = std::env::var("LB_PROBE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let t0 = Instant::ZERO;
-    let mut lb = Balancer::alloc(Limits::new(1, n), 1 << 16, &Secrets::from_bytes([9; 24]), t0);
+    let mut lb = Balancer::alloc(
+        Limits::new(1, n),
+        1 << 16,
+        &Secrets::from_bytes([9; 24]),
+        t0,
+    );
     lb.apply_line(t0, "-A -t 192.0.2.1:80 -s rr").unwrap();
     let server = |i: usize| -> std::net::SocketAddr {
-        format!("10.{}.{}.{}:80", 1 + i / 65536, (i / 256) % 256, i % 256).parse().unwrap()
+        format!("10.{}.{}.{}:80", 1 + i / 65536, (i / 256) % 256, i % 256)
+            .parse()
+            .unwrap()
     };
     for i in 0..n {
-        lb.apply_line(t0, &format!("-a -t 192.0.2.1:80 -r {} -m", server(i))).unwrap();
+        lb.apply_line(t0, &format!("-a -t 192.0.2.1:80 -r {} -m", server(i)))
+            .unwrap();
     }
     let pool = 64;
     let mut prober = Prober::alloc(pool, 4096, 1);
     let src = "10.0.0.1".parse().unwrap();
     prober.set_source(src);
-    let limits = HealthLimits { targets: n, members: n, services: 1, max_in_flight: pool };
+    let limits = HealthLimits {
+        targets: n,
+        members: n,
+        services: 1,
+        max_in_flight: pool,
+    };
     lb.set_health_storage(HealthStorage::alloc(limits), 5);
     let check = HealthCheck {
         delay_loop: Duration::from_secs(1),
@@ -108,7 +127,10 @@ fn main() {
         }
         dev.rx.extend(replies);
     }
-    let up = lb.health_statuses().filter(|s| s.state == HealthState::Up).count();
+    let up = lb
+        .health_statuses()
+        .filter(|s| s.state == HealthState::Up)
+        .count();
     let span = counted as f64 / 1000.0;
     println!(
         "{n} servers, delay_loop 1 s, pool {pool}: {done} probes in {span:.0} s ({:.0}/s), {up} UP; \
