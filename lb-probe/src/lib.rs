@@ -18,7 +18,7 @@ use smoltcp::socket::tcp;
 pub use lb_core;
 pub use smoltcp;
 
-/// The largest HTTP request a probe writes (a path of [`lb_core::PATH_MAX`] bytes and the
+/// The largest HTTP request a probe writes (a path of [`lb_core::health::PATH_MAX`] bytes and the
 /// fixed headers fit with room to spare); a socket's transmit buffer must hold it.
 pub const REQUEST_MAX: usize = 256;
 

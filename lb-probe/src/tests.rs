@@ -305,3 +305,44 @@ fn interface_refuses_two_sources_of_a_family() {
         Some(SourceError)
     );
 }
+
+#[test]
+fn borrowed_storage_without_alloc() {
+    let mut storage = [SocketStorage::EMPTY, SocketStorage::EMPTY];
+    let mut slots = [Slot::EMPTY, Slot::EMPTY];
+    let (mut rx1, mut tx1, mut rx2, mut tx2, mut rx3, mut tx3) = (
+        [0u8; 512],
+        [0u8; REQUEST_MAX],
+        [0u8; 512],
+        [0u8; REQUEST_MAX],
+        [0u8; 512],
+        [0u8; REQUEST_MAX],
+    );
+    let mut p = Prober::new(
+        ManagedSlice::Borrowed(&mut storage[..]),
+        ManagedSlice::Borrowed(&mut slots[..]),
+        9,
+    );
+    assert_eq!(
+        p.add_socket(tcp::Socket::new(
+            tcp::SocketBuffer::new(&mut rx1[..]),
+            tcp::SocketBuffer::new(&mut tx1[..])
+        )),
+        Ok(())
+    );
+    assert_eq!(
+        p.add_socket(tcp::Socket::new(
+            tcp::SocketBuffer::new(&mut rx2[..]),
+            tcp::SocketBuffer::new(&mut tx2[..])
+        )),
+        Ok(())
+    );
+    assert_eq!(
+        p.add_socket(tcp::Socket::new(
+            tcp::SocketBuffer::new(&mut rx3[..]),
+            tcp::SocketBuffer::new(&mut tx3[..])
+        )),
+        Err(PoolFull)
+    );
+    assert_eq!((p.capacity(), p.busy()), (2, 0));
+}
