@@ -37,7 +37,9 @@
 #            stops leaves scheduling within the bound computed from the knobs and requests
 #            after that all succeed; it comes back (rise) while the other's /health turns 404
 #            and is removed (reason HTTP 404 in lbadm --health, lbtun_real_server_up 0); with
-#            both down the sorry server serves
+#            both down the sorry server serves; a server dropping SYNs (iptables) is taken out
+#            by the passive signal (--passive) before the active checker could, and its clients
+#            are answered after one SYN retransmission
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -758,8 +760,10 @@ virtual_server $LBT_VIP6 80 {
 }
 CONF
 	: >"$tmp/lb.conf"
+	# Passive signals: 2 unanswered SYNs in a row, 0.5 s after the second, take a server DOWN.
 	start_gateway "$tmp/lb.conf" --keepalived "$tmp/keepalived.conf" \
-		--probe-source 10.20.9.1 --probe-source fd00:99::1 || fail "gateway did not start"
+		--probe-source 10.20.9.1 --probe-source fd00:99::1 \
+		--passive unanswered=2,syn-deadline=0.5,action=down || fail "gateway did not start"
 	local down_max=5000 up_max=2000 i t0 ms
 	for i in $(seq 60); do
 		[ "$(lbadm --health | awk '$5 == "UP" && $7 == "ok"' | wc -l)" -eq 4 ] && break
@@ -783,7 +787,9 @@ CONF
 	ok "$s1 left scheduling ${ms} ms after its nginx stopped (bound 4 s + 1 s)"
 	ms=$(wait_listed "$s1v6" no "$t0" "$down_max") || fail "$s1v6 still listed ${ms} ms after its nginx stopped"
 	ok "$s1v6 (TCP_CHECK) left scheduling ${ms} ms after"
-	lbadm --health | grep "$s1 " | grep -q "DOWN.*connect refused" || fail "--health: $(lbadm --health)"
+	# Refused: by the active probe, or by the passive signal (3 refused SYNs) if the load got
+	# there first.
+	lbadm --health | grep "$s1 " | grep -Eq "DOWN.*(connect refused|passive: [0-9]+ SYNs refused)" || fail "--health: $(lbadm --health)"
 	load_run "http://$LBT_VIP4/" 200 4 "$tmp/after1.csv" || fail "load after s1 down"
 	all_ok "$tmp/after1.csv" 200
 	ok "200/200 requests started after the detection got 200"
@@ -832,6 +838,41 @@ CONF
 	ok "100/100 requests served by the sorry server"
 	kill "$hey_pid" 2>/dev/null
 	wait "$hey_pid" 2>/dev/null
+
+	# 4. A server that drops SYNs silently is caught by the passive signal before the active
+	# checker could (its fastest: 2 connect_timeouts + delay_before_retry = 3 s), and clients
+	# whose SYN it dropped are answered after one retransmission (rescheduled to s1).
+	start_nginx s1 "$(server_addr4 1)" s1 "$(server_addr6 1)"
+	wait_http s1 "http://$(server_addr4 1)/" || fail "s1 did not restart"
+	health_loc s2 200
+	nginx_signal s2 reload
+	t0=$(date +%s%N)
+	wait_listed "$s1" yes "$t0" 4000 >/dev/null || fail "$s1 not back: $(lbadm --health)"
+	wait_listed "$s2" yes "$t0" 4000 >/dev/null || fail "$s2 not back: $(lbadm --health)"
+	wait_listed "$sorry" no "$t0" 4000 >/dev/null || fail "the sorry server is still listed"
+	ok "both servers back, the sorry server gone"
+	if ! command -v iptables >/dev/null 2>&1; then
+		echo "skip: the silent-server case needs iptables (apt-get install iptables)"
+		return
+	fi
+	nsx s2 iptables -A INPUT -p tcp --dport 80 -j DROP || fail "iptables in s2"
+	t0=$(date +%s%N)
+	load_run "http://$LBT_VIP4/" 60 3 "$tmp/silent.csv" &
+	local load_pid=$!
+	ms=$(wait_listed "$s2" no "$t0" 2900) || fail "$s2 (dropping SYNs) still listed ${ms} ms later: $(lbadm --health)"
+	wait "$load_pid" || fail "load during the silent server"
+	lbadm --health | grep "$s2 " | grep -q "DOWN.*passive: [0-9]* SYNs unanswered" || fail "--health: $(lbadm --health)"
+	ok "$s2 dropping SYNs left scheduling ${ms} ms after, by the passive signal ($(lbadm --health | grep "$s2 " | sed 's/.*  //'))"
+	all_ok "$tmp/silent.csv" 60
+	local slowest retried
+	slowest=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } { if ($c["response-time"] > m) m = $c["response-time"] } END { printf "%.2f", m }' "$tmp/silent.csv")
+	retried=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } $c["response-time"] >= 0.9' "$tmp/silent.csv" | wc -l)
+	awk -v m="$slowest" 'BEGIN { exit !(m < 2.5) }' || fail "the slowest request took ${slowest} s: more than one SYN retransmission"
+	ok "60/60 requests got 200; $retried waited for one SYN retransmission, the slowest ${slowest} s"
+	nsx s2 iptables -D INPUT -p tcp --dport 80 -j DROP
+	t0=$(date +%s%N)
+	ms=$(wait_listed "$s2" yes "$t0" 3000) || fail "$s2 not back ${ms} ms after it answered again"
+	ok "$s2 back ${ms} ms after it answered again (the active checker brings it back)"
 	grep -q "health checkers parsed but not run" "$tmp/lb-tun.log" && fail "the not-run warning is still logged"
 	grep -E "is (UP|DOWN)|quorum" "$tmp/lb-tun.log" | sed 's/^/  log: /'
 }

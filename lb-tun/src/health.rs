@@ -148,6 +148,48 @@ impl Probes {
     }
 }
 
+/// `--passive SPEC`: lb-core's passive signals (docs/health-checks.md §3) for every virtual
+/// server with a checked real server. SPEC is `key=value` pairs separated by commas, each
+/// optional: `refused=N` (3), `unanswered=N` (10), `syn-deadline=SECONDS` (3), `action=probe|down`
+/// (probe), `max-down=PERCENT` (50). Error: an unknown key or a bad value, named.
+pub fn parse_passive(spec: &str) -> Result<lb_core::PassiveConfig, String> {
+    let mut p = lb_core::PassiveConfig::default();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("--passive: {item:?} is not key=value"))?;
+        let bad = || format!("--passive: bad value {v:?} for {k}");
+        match k {
+            "refused" => p.refused_limit = v.parse().map_err(|_| bad())?,
+            "unanswered" => p.unanswered_limit = v.parse().map_err(|_| bad())?,
+            "syn-deadline" => {
+                let s: f64 = v.parse().map_err(|_| bad())?;
+                if !(0.001..=3600.0).contains(&s) {
+                    return Err(bad());
+                }
+                p.syn_deadline = lb_core::Duration::from_millis((s * 1000.0).round() as u64);
+            }
+            "action" => {
+                p.action = match v {
+                    "probe" => lb_core::PassiveAction::Probe,
+                    "down" => lb_core::PassiveAction::MarkDown,
+                    _ => return Err(bad()),
+                }
+            }
+            "max-down" => p.max_down_percent = v.parse().map_err(|_| bad())?,
+            _ => {
+                return Err(format!(
+                    "--passive: unknown key {k:?} (refused, unanswered, syn-deadline, action, max-down)"
+                ))
+            }
+        }
+    }
+    if p.refused_limit == 0 || p.unanswered_limit == 0 || p.max_down_percent > 100 {
+        return Err("--passive: limits must be > 0 and max-down at most 100".into());
+    }
+    Ok(p)
+}
+
 /// `lbadm --health`: one line per checked real server: service, server, check kind, state,
 /// results in a row, the last result, time since the last change and its reason.
 pub fn listing(lb: &Balancer<'_>, now: Instant) -> String {
@@ -233,6 +275,25 @@ mod tests {
         assert!(p.is_for_us(&v6));
         assert!(!p.is_for_us(&v6[..30]));
         assert!(!p.is_for_us(&[]));
+    }
+
+    #[test]
+    fn passive_spec() {
+        let p = parse_passive("").unwrap();
+        assert_eq!(p, lb_core::PassiveConfig::default());
+        let p = parse_passive("unanswered=2, syn-deadline=0.5,action=down,max-down=100").unwrap();
+        assert_eq!(p.unanswered_limit, 2);
+        assert_eq!(p.syn_deadline, lb_core::Duration::from_millis(500));
+        assert_eq!(p.action, lb_core::PassiveAction::MarkDown);
+        assert_eq!(p.max_down_percent, 100);
+        assert!(parse_passive("action=maybe")
+            .unwrap_err()
+            .contains("bad value"));
+        assert!(parse_passive("refused=0").unwrap_err().contains("> 0"));
+        assert!(parse_passive("speed=3")
+            .unwrap_err()
+            .contains("unknown key"));
+        assert!(parse_passive("refused").unwrap_err().contains("key=value"));
     }
 
     #[test]

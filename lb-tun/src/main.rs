@@ -46,6 +46,12 @@ struct Args {
     /// the replies to the probes are read from the TUN device.
     #[arg(long = "probe-source", value_name = "ADDR")]
     probe_source: Vec<std::net::IpAddr>,
+    /// Passive health signals (beyond keepalived) on every virtual server with a checked real
+    /// server: forwarded SYNs refused or unanswered trigger a probe or take the server DOWN.
+    /// SPEC: refused=N,unanswered=N,syn-deadline=SECONDS,action=probe|down,max-down=PERCENT,
+    /// each optional (defaults 3, 10, 3, probe, 50).
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "")]
+    passive: Option<String>,
     /// Unix socket for lbadm.
     #[arg(long, default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
@@ -168,6 +174,16 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
         }
         items.extend(loaded.items);
         health = loaded.health;
+        if let Some(spec) = &args.passive {
+            let p = lb_tun::health::parse_passive(spec)?;
+            let checked: Vec<lb_core::ServiceKey> =
+                health.checks.iter().map(|c| c.service).collect();
+            for (_, key, policy) in health.services.iter_mut() {
+                if checked.contains(key) {
+                    policy.passive = Some(p);
+                }
+            }
+        }
         sources.push(path.display().to_string());
     }
     if !args.probe_source.is_empty() {
