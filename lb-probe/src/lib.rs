@@ -242,41 +242,38 @@ impl<'a> Prober<'a> {
         let mut active = false;
         for slot in self.slots.iter_mut() {
             let Some(h) = slot.handle else { continue };
+            let (p, mut receiving) = match core::mem::replace(&mut slot.job, Job::Free) {
+                Job::Connecting(p) => (p, false),
+                Job::Receiving(p) => (p, true),
+                idle => {
+                    slot.job = idle;
+                    continue;
+                }
+            };
             let s = self.sockets.get_mut::<tcp::Socket>(h);
-            let outcome = match &slot.job {
-                Job::Free | Job::Closing => continue,
-                Job::Connecting(p) => match s.state() {
-                    tcp::State::SynSent | tcp::State::SynReceived => None,
-                    // A RST (or the socket gave up): refused.
-                    tcp::State::Closed | tcp::State::TimeWait => Some(ProbeOutcome::Refused),
-                    // The handshake completed.
-                    _ => match &p.kind {
-                        ProbeKind::TcpConnect { .. } => Some(ProbeOutcome::Ok),
-                        ProbeKind::HttpGet { addr, url } => {
-                            let mut req = [0u8; REQUEST_MAX];
-                            match write_request(url, *addr, &mut req) {
-                                Some(n) if s.send_slice(&req[..n]) == Ok(n) => {
-                                    let Job::Connecting(p) =
-                                        core::mem::replace(&mut slot.job, Job::Free)
-                                    else {
-                                        unreachable!("matched above")
-                                    };
-                                    slot.job = Job::Receiving(p);
-                                    None
-                                }
-                                // The request does not fit the socket: a transport limit,
-                                // told as a bad response rather than hidden.
-                                _ => Some(ProbeOutcome::BadResponse),
-                            }
+            let outcome = match (&p.kind, receiving, s.state()) {
+                (_, false, tcp::State::SynSent | tcp::State::SynReceived) => None,
+                // A RST (or the socket gave up): refused.
+                (_, false, tcp::State::Closed | tcp::State::TimeWait) => {
+                    Some(ProbeOutcome::Refused)
+                }
+                // The handshake completed.
+                (ProbeKind::TcpConnect { .. }, _, _) => Some(ProbeOutcome::Ok),
+                (ProbeKind::HttpGet { addr, url }, false, _) => {
+                    let mut req = [0u8; REQUEST_MAX];
+                    match write_request(url, *addr, &mut req) {
+                        Some(n) if s.send_slice(&req[..n]) == Ok(n) => {
+                            receiving = true;
+                            None
                         }
-                    },
-                },
-                Job::Receiving(p) => {
-                    let ProbeKind::HttpGet { url, .. } = &p.kind else {
-                        unreachable!("only HTTP probes receive")
-                    };
+                        // The request does not fit the socket: a transport limit, told as a
+                        // bad response rather than hidden.
+                        _ => Some(ProbeOutcome::BadResponse),
+                    }
+                }
+                (ProbeKind::HttpGet { url, .. }, true, state) => {
                     // The server's FIN (or a RST) ends the stream; we never close first.
-                    let closed = s.state() != tcp::State::Established;
+                    let closed = state != tcp::State::Established;
                     let full = s.recv_queue() >= s.recv_capacity();
                     let data = s.peek(usize::MAX).unwrap_or(&[]);
                     let o = evaluate_response(url, data);
@@ -286,14 +283,14 @@ impl<'a> Prober<'a> {
                     (closed || full || decided).then_some(o)
                 }
             };
-            let expired = now >= deadline_of(&slot.job);
+            let expired = now >= p.deadline;
             let Some(outcome) = outcome.or(expired.then_some(ProbeOutcome::Timeout)) else {
+                slot.job = if receiving {
+                    Job::Receiving(p)
+                } else {
+                    Job::Connecting(p)
+                };
                 continue;
-            };
-            let (Job::Connecting(p) | Job::Receiving(p)) =
-                core::mem::replace(&mut slot.job, Job::Closing)
-            else {
-                unreachable!("running jobs only")
             };
             if outcome == ProbeOutcome::Timeout {
                 // The balancer counts it itself at the deadline.
@@ -303,6 +300,7 @@ impl<'a> Prober<'a> {
             }
             done(&p, outcome);
             s.abort();
+            slot.job = Job::Closing;
             active = true;
         }
         active
@@ -377,8 +375,10 @@ impl<'a> Prober<'a> {
 
     /// The next local port not used by a running probe.
     fn free_port(&mut self) -> u16 {
-        loop {
-            let p = self.next_port;
+        let mut p = self.next_port;
+        // A pool never holds all 16,384 ports: the bound only keeps the loop finite.
+        for _ in 0..=(u16::MAX - PORT_BASE) {
+            p = self.next_port;
             self.next_port = if p == u16::MAX { PORT_BASE } else { p + 1 };
             if !self
                 .slots
@@ -388,6 +388,7 @@ impl<'a> Prober<'a> {
                 return p;
             }
         }
+        p
     }
 }
 
@@ -435,13 +436,6 @@ impl core::fmt::Display for SourceError {
 }
 
 impl core::error::Error for SourceError {}
-
-fn deadline_of(job: &Job) -> lb_core::Instant {
-    match job {
-        Job::Connecting(p) | Job::Receiving(p) => p.deadline,
-        Job::Free | Job::Closing => lb_core::Instant::from_millis(u64::MAX),
-    }
-}
 
 #[cfg(feature = "alloc")]
 mod queue;
