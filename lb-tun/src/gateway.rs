@@ -206,11 +206,7 @@ impl Gateway {
             ));
         };
         for c in &plan.checks {
-            let addr = match &c.check.kind {
-                lb_core::CheckKind::TcpConnect | lb_core::CheckKind::HttpGet { .. } => {
-                    c.check.connect_to.unwrap_or(c.server)
-                }
-            };
+            let addr = c.check.connect_to.unwrap_or(c.server);
             let family_ok = p.sources().iter().any(|s| s.is_ipv4() == addr.is_ipv4());
             if !family_ok {
                 return Err(format!(
