@@ -190,7 +190,8 @@ listen_spec() {
 
 # start_nginx ROLE ADDR [NAME [ADDR...]] — an nginx in ROLE on ADDR:80 (and each further ADDR)
 # answering 200 "NAME\n" (NAME defaults to ROLE), with keep-alive, logging
-# "$remote_addr $remote_port $status" per request to $LBT_TMP/NAME.access.log.
+# "$remote_addr $remote_port $status" per request to $LBT_TMP/NAME.access.log. Files
+# $LBT_TMP/nginx-NAME/extra-*.conf, if any, are included in its server block (more locations).
 # Falls back to the project's lb-demo-http when nginx is not installed (or LBT_NO_NGINX=1).
 start_nginx() {
 	local role="$1" addr="$2" name="${3:-$1}" dir a listens=""
@@ -226,7 +227,8 @@ http {
     keepalive_requests 100000;
     default_type text/plain;
     server {
-$listens        location / { return 200 "$name\n"; }
+$listens        include $dir/extra-*.conf;
+        location / { return 200 "$name\n"; }
     }
 }
 EOF

@@ -31,6 +31,15 @@
 #            connections during the flood and all after it succeed; half-open entries
 #            evicted, counted; then a flood from one /24 is held to its share (10 % of the
 #            table), its other SYNs refused, counted (needs hey)
+#   health   keepalived.conf checkers (HTTP_GET on the IPv4 service, TCP_CHECK on the IPv6 one,
+#            delay_loop 1, connect_timeout 1, retry 1, delay_before_retry 1) from
+#            --probe-source addresses routed into the TUN, under load: a server whose nginx
+#            stops leaves scheduling within the bound computed from the knobs and requests
+#            after that all succeed; it comes back (rise) while the other's /health turns 404
+#            and is removed (reason HTTP 404 in lbadm --health, lbtun_real_server_up 0); with
+#            both down the sorry server serves; a server dropping SYNs (iptables) is taken out
+#            by the passive signal (--passive) before the active checker could, and its clients
+#            are answered after one SYN retransmission
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -664,8 +673,212 @@ CONF
 	ok "half-open entries evicted ($(gwstat embryonic_evictions)), no table_full drop"
 }
 
+# health_loc NAME CODE — nginx NAME answers CODE on /health (from its next start or reload).
+health_loc() {
+	mkdir -p "$tmp/nginx-$1"
+	echo "location = /health { return $2 \"health $2\\n\"; }" >"$tmp/nginx-$1/extra-health.conf"
+}
+nginx_signal() { nsx "$1" nginx -p "$tmp/nginx-$1" -c "$tmp/nginx-$1/nginx.conf" -s "$2" 2>/dev/null; }
+
+# listed ADDR — whether -L -n lists real server ADDR.
+listed() { lbadm -L -n | awk -v a="$1" '$1 == "->" && $2 == a { f = 1 } END { exit !f }'; }
+
+# wait_listed ADDR yes|no T0_NS MAX_MS — wait until ADDR is (not) listed; echoes the ms since
+# T0_NS (date +%s%N); fails after MAX_MS.
+wait_listed() {
+	local addr="$1" want="$2" t0="$3" max="$4" got ms
+	while :; do
+		if listed "$addr"; then got=yes; else got=no; fi
+		ms=$((($(date +%s%N) - t0) / 1000000))
+		[ "$got" = "$want" ] && { echo "$ms"; return 0; }
+		[ "$ms" -gt "$max" ] && { echo "$ms"; return 1; }
+		sleep 0.05
+	done
+}
+
+# client_requests NAME — requests from the client that nginx NAME logged.
+client_requests() { awk '$1 == "10.40.0.2"' "$tmp/$1.access.log" | wc -l; }
+
+scenario_health() {
+	LBT_NSERVERS=3
+	topo_up || fail topo_up
+	# The probe sources are routed into the TUN: the servers' answers to them come back there
+	# (here the policy rule of the servers' replies already does; the routes say it for any
+	# topology).
+	ip -n "${LBT}-gw" route add 10.20.9.1/32 dev "$LBT_TUN"
+	ip -n "${LBT}-gw" -6 route add fd00:99::1/128 dev "$LBT_TUN"
+	health_loc s1 200
+	health_loc s2 200
+	start_servers || fail "servers did not start"
+	local s1 s2 s1v6 sorry
+	s1="$(server_addr4 1):80"
+	s2="$(server_addr4 2):80"
+	s1v6="[$(server_addr6 1)]:80"
+	sorry="$(server_addr4 3):80"
+	# delay_loop 1, connect_timeout 1, retry 1, delay_before_retry 1: a server that dies is
+	# DOWN within delay_loop + (retry + 1) * connect_timeout + retry * delay_before_retry = 4 s
+	# (docs/health-checks.md §2; a refused port takes about 2 s); a server back is UP within
+	# delay_loop + (rise - 1) * delay_before_retry = 1 s. Slack for the loop and this polling: 1 s.
+	local knobs="connect_timeout 1
+            retry 1
+            delay_before_retry 1"
+	cat >"$tmp/keepalived.conf" <<CONF
+virtual_server $LBT_VIP4 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    sorry_server $(server_addr4 3) 80
+    real_server $(server_addr4 1) 80 {
+        HTTP_GET {
+            url { path /health }
+            $knobs
+        }
+    }
+    real_server $(server_addr4 2) 80 {
+        HTTP_GET {
+            url { path /health }
+            $knobs
+        }
+    }
+}
+virtual_server $LBT_VIP6 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server $(server_addr6 1) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+    real_server $(server_addr6 2) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+}
+CONF
+	: >"$tmp/lb.conf"
+	# Passive signals: 2 unanswered SYNs in a row, 0.5 s after the second, take a server DOWN.
+	start_gateway "$tmp/lb.conf" --keepalived "$tmp/keepalived.conf" \
+		--probe-source 10.20.9.1 --probe-source fd00:99::1 \
+		--passive unanswered=2,syn-deadline=0.5,action=down || fail "gateway did not start"
+	local down_max=5000 up_max=2000 i t0 ms
+	for i in $(seq 60); do
+		[ "$(lbadm --health | awk '$5 == "UP" && $7 == "ok"' | wc -l)" -eq 4 ] && break
+		sleep 0.1
+	done
+	[ "$(lbadm --health | awk '$5 == "UP" && $7 == "ok"' | wc -l)" -eq 4 ] || fail "want 4 checks UP with a passed probe: $(lbadm --health)"
+	grep -q '^10.20.9.1 [0-9]* 200$' "$tmp/s1.access.log" || fail "no probe from 10.20.9.1 in s1's log"
+	ok "4 checks UP after the warm-up (HTTP_GET from 10.20.9.1, TCP_CHECK from fd00:99::1)"
+	lbadm --health
+
+	# Continuous load through the whole scenario (requests to a server between its death and
+	# its detection may fail; the checks below run their own load after each detection).
+	nsx client hey -z 30s -q 20 -c 4 -disable-keepalive -t 3 "http://$LBT_VIP4/" >"$tmp/hey.txt" 2>&1 &
+	local hey_pid=$!
+	sleep 1
+
+	# 1. s1's nginx stops: the port refuses; s1 leaves both services within the bound.
+	t0=$(date +%s%N)
+	nginx_signal s1 stop
+	ms=$(wait_listed "$s1" no "$t0" "$down_max") || fail "$s1 still listed ${ms} ms after its nginx stopped: $(lbadm --health)"
+	ok "$s1 left scheduling ${ms} ms after its nginx stopped (bound 4 s + 1 s)"
+	ms=$(wait_listed "$s1v6" no "$t0" "$down_max") || fail "$s1v6 still listed ${ms} ms after its nginx stopped"
+	ok "$s1v6 (TCP_CHECK) left scheduling ${ms} ms after"
+	# Refused: by the active probe, or by the passive signal (3 refused SYNs) if the load got
+	# there first.
+	lbadm --health | grep "$s1 " | grep -Eq "DOWN.*(connect refused|passive: [0-9]+ SYNs refused)" || fail "--health: $(lbadm --health)"
+	load_run "http://$LBT_VIP4/" 200 4 "$tmp/after1.csv" || fail "load after s1 down"
+	all_ok "$tmp/after1.csv" 200
+	ok "200/200 requests started after the detection got 200"
+
+	# 2. s1 comes back (rise), s2's health URL answers 404 (removed with reason HTTP 404).
+	start_nginx s1 "$(server_addr4 1)" s1 "$(server_addr6 1)"
+	wait_http s1 "http://$(server_addr4 1)/" || fail "s1 did not restart"
+	t0=$(date +%s%N)
+	health_loc s2 404
+	nginx_signal s2 reload
+	ms=$(wait_listed "$s1" yes "$t0" "$up_max") || fail "$s1 not back ${ms} ms after its nginx answered: $(lbadm --health)"
+	ok "$s1 back in scheduling ${ms} ms after its nginx answered (bound 1 s + 1 s)"
+	ms=$(wait_listed "$s2" no "$t0" "$down_max") || fail "$s2 still listed ${ms} ms after /health turned 404: $(lbadm --health)"
+	ok "$s2 left scheduling ${ms} ms after its /health turned 404"
+	lbadm --health | grep "$s2 " | grep -q "DOWN.*HTTP 404" || fail "--health: $(lbadm --health)"
+	lbadm --health | grep "$s1 " | grep -q "UP.*check passed" || fail "--health: $(lbadm --health)"
+	listed "$s1v6" || fail "$s1v6 not back (TCP_CHECK)"
+	local before
+	before=$(client_requests s2)
+	load_run "http://$LBT_VIP4/" 200 4 "$tmp/after2.csv" || fail "load after s2 down"
+	all_ok "$tmp/after2.csv" 200
+	[ "$(client_requests s2)" -eq "$before" ] || fail "requests reached $s2 after it was removed"
+	ok "200/200 requests got 200, none reached $s2"
+	lbadm --health
+	sleep 1.1
+	metrics >"$tmp/metrics.txt"
+	grep -q "^lbtun_real_server_up{local_address=\"$LBT_VIP4\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"$(server_addr4 2)\",remote_port=\"80\"} 0$" "$tmp/metrics.txt" ||
+		fail "lbtun_real_server_up of s2: $(grep real_server_up "$tmp/metrics.txt")"
+	grep -q "^lbtun_health_checks_total{.*remote_address=\"$(server_addr4 2)\",remote_port=\"80\",result=\"http_status\"} [1-9]" "$tmp/metrics.txt" ||
+		fail "lbtun_health_checks_total of s2: $(grep checks_total "$tmp/metrics.txt")"
+	if command -v promtool >/dev/null 2>&1; then
+		promtool check metrics <"$tmp/metrics.txt" || fail "promtool check metrics"
+	fi
+	ok "metrics: s2 down (lbtun_real_server_up 0, http_status results counted)"
+
+	# 3. Both down: the quorum is lost and the sorry server serves.
+	t0=$(date +%s%N)
+	nginx_signal s1 stop
+	ms=$(wait_listed "$sorry" yes "$t0" "$down_max") || fail "sorry server not listed ${ms} ms after s1 stopped: $(lbadm -L -n)"
+	ok "sorry server $sorry in ${ms} ms once both were down"
+	before=$(client_requests s3)
+	load_run "http://$LBT_VIP4/" 100 4 "$tmp/sorry.csv" || fail "load to the sorry server"
+	all_ok "$tmp/sorry.csv" 100
+	# (the background load reaches it too)
+	[ "$(client_requests s3)" -ge $((before + 100)) ] || fail "the sorry server did not serve the 100 requests"
+	ok "100/100 requests served by the sorry server"
+	kill "$hey_pid" 2>/dev/null
+	wait "$hey_pid" 2>/dev/null
+
+	# 4. A server that drops SYNs silently is caught by the passive signal before the active
+	# checker could (its fastest: 2 connect_timeouts + delay_before_retry = 3 s), and clients
+	# whose SYN it dropped are answered after one retransmission (rescheduled to s1).
+	start_nginx s1 "$(server_addr4 1)" s1 "$(server_addr6 1)"
+	wait_http s1 "http://$(server_addr4 1)/" || fail "s1 did not restart"
+	health_loc s2 200
+	nginx_signal s2 reload
+	t0=$(date +%s%N)
+	wait_listed "$s1" yes "$t0" 4000 >/dev/null || fail "$s1 not back: $(lbadm --health)"
+	wait_listed "$s2" yes "$t0" 4000 >/dev/null || fail "$s2 not back: $(lbadm --health)"
+	wait_listed "$sorry" no "$t0" 4000 >/dev/null || fail "the sorry server is still listed"
+	ok "both servers back, the sorry server gone"
+	if ! command -v iptables >/dev/null 2>&1; then
+		echo "skip: the silent-server case needs iptables (apt-get install iptables)"
+		return
+	fi
+	nsx s2 iptables -A INPUT -p tcp --dport 80 -j DROP || fail "iptables in s2"
+	t0=$(date +%s%N)
+	load_run "http://$LBT_VIP4/" 60 3 "$tmp/silent.csv" &
+	local load_pid=$!
+	ms=$(wait_listed "$s2" no "$t0" 2900) || fail "$s2 (dropping SYNs) still listed ${ms} ms later: $(lbadm --health)"
+	wait "$load_pid" || fail "load during the silent server"
+	lbadm --health | grep "$s2 " | grep -q "DOWN.*passive: [0-9]* SYNs unanswered" || fail "--health: $(lbadm --health)"
+	ok "$s2 dropping SYNs left scheduling ${ms} ms after, by the passive signal ($(lbadm --health | grep "$s2 " | sed 's/.*  //'))"
+	all_ok "$tmp/silent.csv" 60
+	local slowest retried
+	slowest=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } { if ($c["response-time"] > m) m = $c["response-time"] } END { printf "%.2f", m }' "$tmp/silent.csv")
+	retried=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } $c["response-time"] >= 0.9' "$tmp/silent.csv" | wc -l)
+	awk -v m="$slowest" 'BEGIN { exit !(m < 2.5) }' || fail "the slowest request took ${slowest} s: more than one SYN retransmission"
+	ok "60/60 requests got 200; $retried waited for one SYN retransmission, the slowest ${slowest} s"
+	nsx s2 iptables -D INPUT -p tcp --dport 80 -j DROP
+	t0=$(date +%s%N)
+	ms=$(wait_listed "$s2" yes "$t0" 3000) || fail "$s2 not back ${ms} ms after it answered again"
+	ok "$s2 back ${ms} ms after it answered again (the active checker brings it back)"
+	grep -q "health checkers parsed but not run" "$tmp/lb-tun.log" && fail "the not-run warning is still logged"
+	grep -E "is (UP|DOWN)|quorum" "$tmp/lb-tun.log" | sed 's/^/  log: /'
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag | synflood) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood | health) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health" >&2; exit 2 ;;
 esac
 echo PASS

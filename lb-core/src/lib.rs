@@ -61,9 +61,9 @@ pub use config::{
 pub use conn::{ConnResources, ConnSizes, ConnStorage};
 pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};
 pub use health::{
-    CheckKind, HealthCheck, HealthError, HealthLimits, HealthResources, HealthState, HealthStorage,
-    HttpUrl, PassiveAction, PassiveConfig, Probe, ProbeId, ProbeKind, ProbeOutcome, Reason,
-    VirtualServerHealth,
+    CheckKind, HealthCheck, HealthError, HealthLimits, HealthResources, HealthState, HealthStatus,
+    HealthStorage, HttpUrl, PassiveAction, PassiveConfig, Probe, ProbeId, ProbeKind, ProbeOutcome,
+    Reason, VirtualServerHealth,
 };
 pub use ipvsadm::LineError;
 pub use server::{RealServer, ServerId};

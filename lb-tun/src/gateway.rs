@@ -46,6 +46,8 @@ pub struct Gateway {
     state_path: Option<PathBuf>,
     /// The sync daemons' sockets.
     sync_io: crate::syncd::SyncIo,
+    /// The health probes (`--probe-source`), if any.
+    probes: Option<crate::health::Probes>,
 }
 
 /// A batch of commands refused: the message names the source, the line and what is wrong.
@@ -167,7 +169,88 @@ impl Gateway {
             recent_drained: Vec::new(),
             state_path: None,
             sync_io: crate::syncd::SyncIo::default(),
+            probes: None,
         }
+    }
+
+    /// Gives the gateway its probe source addresses (`--probe-source`, one IPv4 and/or one
+    /// IPv6) and health-check storage: packets to them go to the probes' interface from now
+    /// on. Call before [`apply_health`](Self::apply_health).
+    pub fn enable_probes(&mut self, now: Instant, sources: &[IpAddr]) -> Result<(), String> {
+        let p = crate::health::Probes::new(&mut self.lb, sources, self.seed, now)?;
+        self.probes = Some(p);
+        Ok(())
+    }
+
+    /// The probe side, if `--probe-source` was given.
+    pub fn probes(&self) -> Option<&crate::health::Probes> {
+        self.probes.as_ref()
+    }
+
+    /// Applies a health plan (the keepalived.conf's checkers and virtual-server policies)
+    /// after its commands were applied. Error: no probe source, a `bindto` that is not one, or
+    /// what lb-core refuses, naming the checker's `FILE:LINE`.
+    pub fn apply_health(
+        &mut self,
+        now: Instant,
+        plan: &crate::keepalived::HealthPlan,
+    ) -> Result<(), String> {
+        if plan.checks.is_empty() && plan.services.is_empty() {
+            return Ok(());
+        }
+        let Some(p) = &self.probes else {
+            return Err(format!(
+                "{} health checkers are configured but no --probe-source is given: the probes \
+                 need a source address the kernel routes into the TUN device (see lb-tun/README.md)",
+                plan.checks.len()
+            ));
+        };
+        for c in &plan.checks {
+            let addr = c.check.connect_to.unwrap_or(c.server);
+            let family_ok = p.sources().iter().any(|s| s.is_ipv4() == addr.is_ipv4());
+            if !family_ok {
+                return Err(format!(
+                    "{}: the check of {} needs an {} --probe-source",
+                    c.at,
+                    c.server,
+                    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+                ));
+            }
+            if let Some(b) = c.check.bind_to {
+                if !p.sources().contains(&b.ip()) {
+                    return Err(format!(
+                        "{}: bindto {} is not a --probe-source ({})",
+                        c.at,
+                        b.ip(),
+                        p.sources()
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        for (at, key, vsh) in &plan.services {
+            self.lb
+                .set_virtual_server_health(now, key, vsh)
+                .map_err(|e| format!("{at}: {e}"))?;
+        }
+        for c in &plan.checks {
+            self.lb
+                .set_health_check(now, &c.service, c.server, &c.check)
+                .map_err(|e| format!("{}: {e}", c.at))?;
+        }
+        self.drain_events();
+        Ok(())
+    }
+
+    /// The packets the probes sent, to be written to the TUN device.
+    pub fn take_probe_packets(&mut self) -> Vec<Vec<u8>> {
+        self.probes
+            .as_mut()
+            .map(|p| p.take_tx().collect())
+            .unwrap_or_default()
     }
 
     /// The balancer (read-only).
@@ -194,12 +277,22 @@ impl Gateway {
         let mut pkts = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
         for slot in ring.slots_mut() {
+            if let Some(p) = self.probes.as_mut() {
+                // Replies to the probes never reach the balancer.
+                let pkt = &slot.buf[..*slot.len];
+                if p.is_for_us(pkt) {
+                    p.divert(pkt);
+                    *slot.action = Action::Drop;
+                    continue;
+                }
+            }
             pkts.push(Packet {
                 buf: slot.buf,
                 len: *slot.len,
             });
             metas.push((slot.len, slot.action));
         }
+        let n = pkts.len();
         self.lb
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
         drop(pkts);
@@ -225,7 +318,12 @@ impl Gateway {
 
     /// How long the loop may sleep before [`Gateway::run_timers`] is due.
     pub fn timer_budget(&mut self, now: Instant) -> std::time::Duration {
-        match self.lb.poll_timeout() {
+        let probes = self.probes.as_mut().and_then(|p| p.poll_at(now));
+        let next = match (self.lb.poll_timeout(), probes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             Some(t) => std::time::Duration::from_millis(t.saturating_since(now).millis()),
             None => std::time::Duration::from_secs(3600),
         }
@@ -234,21 +332,49 @@ impl Gateway {
     /// Runs the balancer's timers if due (expiry, rate estimator, defences), logs drained
     /// servers, and moves the sync daemons' messages.
     pub fn run_timers(&mut self, now: Instant) {
-        if self.lb.poll_timeout().is_some_and(|t| t <= now) {
+        let due = self.lb.poll_timeout().is_some_and(|t| t <= now);
+        if due {
             self.lb.handle_timeout(now);
+        }
+        if let Some(p) = self.probes.as_mut() {
+            if due || p.due(now) {
+                p.poll(now, &mut self.lb);
+            }
         }
         self.sync_io.run(&mut self.lb, now);
         self.drain_events();
     }
 
+    /// Logs every event the balancer queued (drained servers, health transitions, quorum
+    /// changes): all of them, whatever their order.
     fn drain_events(&mut self) {
-        while let Some(Event::Drained { service, server }) = self.lb.poll_event() {
-            self.stats.drained_events += 1;
-            log::info!("{service}: real server {server} is drained (weight 0, no connections): it can be deleted");
-            if self.recent_drained.len() == RECENT_DRAINED {
-                self.recent_drained.remove(0);
+        while let Some(ev) = self.lb.poll_event() {
+            match ev {
+                Event::Drained { service, server } => {
+                    self.stats.drained_events += 1;
+                    log::info!("{service}: real server {server} is drained (weight 0, no connections): it can be deleted");
+                    if self.recent_drained.len() == RECENT_DRAINED {
+                        self.recent_drained.remove(0);
+                    }
+                    self.recent_drained.push((service, server));
+                }
+                Event::Health {
+                    service,
+                    server,
+                    state,
+                    reason,
+                } => {
+                    self.stats.health_events += 1;
+                    let state = match state {
+                        lb_core::HealthState::Up => "UP",
+                        lb_core::HealthState::Down => "DOWN",
+                    };
+                    log::info!("{service}: real server {server} is {state}: {reason}");
+                }
+                Event::Quorum { service, up } => {
+                    log::info!("{service}: quorum {}", if up { "regained" } else { "lost" });
+                }
             }
-            self.recent_drained.push((service, server));
         }
         if self.lb.drained_events_lost() {
             log::warn!(
@@ -538,6 +664,7 @@ impl Gateway {
         let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
         match args.as_slice() {
             ["--show-settings"] => return Reply::ok(self.show_settings()),
+            ["--health"] => return Reply::ok(crate::health::listing(&self.lb, now)),
             ["--stats-gateway"] => return Reply::ok(self.stats_gateway(ring)),
             ["--save-state"] => {
                 return match self.save_state(now) {
@@ -663,6 +790,8 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
                            most half-open (SYN_RECV) entries one /24 or /64 may hold, in
                            percent of the table (default 10; 0 = no limit) (lb-tun extension)
   lbadm --show-settings    the settings, as lines -R accepts        (lb-tun extension)
+  lbadm --health           each checked real server: check, state, results in a row, last
+                           result, time since the last change and why (lb-tun extension)
   lbadm --stats-gateway    gateway counters: reuse reschedules, SYN drops, evictions,
                            drops by reason, drained servers           (lb-tun extension)
   lbadm --start-daemon master|backup --mcast-interface IF [--syncid N] [--mcast-group ADDR]

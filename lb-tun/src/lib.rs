@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod gateway;
+pub mod health;
 pub mod keepalived;
 pub mod listing;
 pub mod metrics;

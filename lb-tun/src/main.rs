@@ -37,9 +37,21 @@ struct Args {
     config: Option<PathBuf>,
     /// keepalived.conf whose virtual_server sections are applied at start (with its includes;
     /// global_defs and vrrp_* blocks are skipped). May be combined with --config; the gateway
-    /// refuses to start if either is wrong. Health checkers are parsed but not run yet.
+    /// refuses to start if either is wrong. Its TCP_CHECK and HTTP_GET checkers run from
+    /// --probe-source.
     #[arg(long, value_name = "FILE")]
     keepalived: Option<PathBuf>,
+    /// Source address of the health probes (repeatable: one IPv4 and/or one IPv6); required
+    /// when a checker is configured. Route it into the TUN device (README "Host routing"):
+    /// the replies to the probes are read from the TUN device.
+    #[arg(long = "probe-source", value_name = "ADDR")]
+    probe_source: Vec<std::net::IpAddr>,
+    /// Passive health signals (beyond keepalived) on every virtual server with a checked real
+    /// server: forwarded SYNs refused or unanswered trigger a probe or take the server DOWN.
+    /// SPEC: refused=N,unanswered=N,syn-deadline=SECONDS,action=probe|down,max-down=PERCENT,
+    /// each optional (defaults 3, 10, 3, probe, 50).
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "")]
+    passive: Option<String>,
     /// Unix socket for lbadm.
     #[arg(long, default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
@@ -102,6 +114,11 @@ impl Loop {
             }
             let now = self.clock.now();
             self.gw.run_timers(now);
+            for p in self.gw.take_probe_packets() {
+                if let Err(e) = lb_tun::tun::PacketIo::send(&self.dev, &p) {
+                    log::debug!("probe packet not written: {e}");
+                }
+            }
             while let Ok(pending) = self.control.try_recv() {
                 let reply = self.gw.control(now, &pending.request, self.ring.stats());
                 log::debug!(
@@ -119,12 +136,15 @@ impl Loop {
     }
 
     fn publish(&mut self) {
-        let text = lb_tun::prom::format(
+        let mut text = lb_tun::prom::format(
             self.gw.balancer(),
             self.ring.stats(),
             self.gw.stats(),
             self.clock.0.elapsed().as_secs(),
         );
+        if let Some(p) = self.gw.probes() {
+            text.push_str(&lb_tun::prom::format_health(self.gw.balancer(), p));
+        }
         self.snapshot.publish(text);
         self.last_publish = Instant::now();
     }
@@ -136,6 +156,7 @@ impl Loop {
 fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(), String> {
     let mut items = Vec::new();
     let mut sources = Vec::new();
+    let mut health = lb_tun::keepalived::HealthPlan::default();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
@@ -152,7 +173,21 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
             log::warn!("{}: {w}", path.display());
         }
         items.extend(loaded.items);
+        health = loaded.health;
+        if let Some(spec) = &args.passive {
+            let p = lb_tun::health::parse_passive(spec)?;
+            let checked: Vec<lb_core::ServiceKey> =
+                health.checks.iter().map(|c| c.service).collect();
+            for (_, key, policy) in health.services.iter_mut() {
+                if checked.contains(key) {
+                    policy.passive = Some(p);
+                }
+            }
+        }
         sources.push(path.display().to_string());
+    }
+    if !args.probe_source.is_empty() {
+        gw.enable_probes(now, &args.probe_source)?;
     }
     if sources.is_empty() {
         return Ok(());
@@ -160,6 +195,18 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
     let source = sources.join(" and ");
     let n = gw.apply_items(now, &source, &items).map_err(|e| e.0)?;
     log::info!("config {source}: {n} commands applied");
+    gw.apply_health(now, &health)?;
+    if !health.checks.is_empty() {
+        log::info!(
+            "health: {} real servers checked from {}",
+            health.checks.len(),
+            args.probe_source
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        );
+    }
     Ok(())
 }
 

@@ -29,6 +29,8 @@ pub struct FrontendStats {
     pub loop_drops: u64,
     /// Drained-server events seen.
     pub drained_events: u64,
+    /// Health transitions seen (`Event::Health`).
+    pub health_events: u64,
     /// Control requests answered, and how many of them failed.
     pub control_requests: u64,
     /// Control requests that failed.
@@ -310,6 +312,77 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
         "gauge",
         "Seconds since the gateway started.",
         uptime_secs,
+    );
+    out
+}
+
+/// node_exporter's ipvs labels of real server `server` in `service`.
+fn ipvs_labels(service: &ServiceKey, server: std::net::SocketAddr) -> String {
+    let (local_address, local_port, proto, mark) = match *service {
+        ServiceKey::Addr { proto, vip } => (
+            vip.ip().to_string(),
+            vip.port(),
+            match proto {
+                Protocol::Tcp => "TCP",
+                Protocol::Udp => "UDP",
+            },
+            String::new(),
+        ),
+        ServiceKey::Fwmark { mark, .. } => (String::new(), 0, "FWM", mark.to_string()),
+    };
+    format!(
+        "local_address=\"{}\",local_mark=\"{}\",local_port=\"{}\",proto=\"{}\",remote_address=\"{}\",remote_port=\"{}\"",
+        esc(&local_address),
+        esc(&mark),
+        local_port,
+        proto,
+        esc(&server.ip().to_string()),
+        server.port()
+    )
+}
+
+/// The health metrics, when probes run: `lbtun_real_server_up` (1 UP, 0 DOWN) per checked
+/// real server and `lbtun_health_checks_total` per checked real server and result, with the
+/// ipvs labels (a server the checker removed keeps its series).
+pub fn format_health(lb: &Balancer<'_>, probes: &crate::health::Probes) -> String {
+    let mut out = String::new();
+    let statuses: Vec<_> = lb.health_statuses().collect();
+    family(
+        &mut out,
+        "lbtun_real_server_up",
+        "gauge",
+        "Whether the health checker holds the real server UP (1) or DOWN (0).",
+    );
+    for s in &statuses {
+        let up = u8::from(s.state == lb_core::HealthState::Up);
+        let _ = writeln!(
+            out,
+            "lbtun_real_server_up{{{}}} {up}",
+            ipvs_labels(&s.service, s.server)
+        );
+    }
+    family(
+        &mut out,
+        "lbtun_health_checks_total",
+        "counter",
+        "Health probes of the real server that ended, by result.",
+    );
+    for s in &statuses {
+        let counts = probes.results(s.server);
+        for (name, n) in crate::health::RESULTS.iter().zip(counts) {
+            let _ = writeln!(
+                out,
+                "lbtun_health_checks_total{{{},result=\"{name}\"}} {n}",
+                ipvs_labels(&s.service, s.server)
+            );
+        }
+    }
+    single(
+        &mut out,
+        "lbtun_health_probes_in_flight",
+        "gauge",
+        "Health probes running now.",
+        probes.busy() as u64,
     );
     out
 }

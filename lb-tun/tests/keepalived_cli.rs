@@ -38,7 +38,7 @@ virtual_server 10.30.0.10 80 {
 ";
 
 #[test]
-fn check_prints_the_same_save_as_the_equivalent_config_and_warns_checkers_do_not_run() {
+fn check_prints_the_same_save_as_the_equivalent_config_and_needs_a_probe_source() {
     let d = dir("same");
     let ka = d.join("keepalived.conf");
     std::fs::write(&ka, KEEPALIVED).unwrap();
@@ -48,7 +48,17 @@ fn check_prints_the_same_save_as_the_equivalent_config_and_warns_checkers_do_not
         "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2:80 -m -w 2\n",
     )
     .unwrap();
-    let a = lb_tun(&["--keepalived", ka.to_str().unwrap()]);
+    // A checker needs a probe source.
+    let none = lb_tun(&["--keepalived", ka.to_str().unwrap()]);
+    assert!(!none.status.success());
+    let log = String::from_utf8_lossy(&none.stderr);
+    assert!(log.contains("no --probe-source"), "{log}");
+    let a = lb_tun(&[
+        "--keepalived",
+        ka.to_str().unwrap(),
+        "--probe-source",
+        "10.30.0.250",
+    ]);
     let b = lb_tun(&["--config", conf.to_str().unwrap()]);
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert_eq!(
@@ -59,7 +69,7 @@ fn check_prints_the_same_save_as_the_equivalent_config_and_warns_checkers_do_not
     let log = String::from_utf8_lossy(&a.stderr);
     assert!(log.contains(":1: global_defs block skipped"), "{log}");
     assert!(
-        log.contains("1 health checkers parsed but not run yet"),
+        log.contains("health: 1 real servers checked from 10.30.0.250"),
         "{log}"
     );
 
@@ -70,6 +80,8 @@ fn check_prints_the_same_save_as_the_equivalent_config_and_warns_checkers_do_not
         conf.to_str().unwrap(),
         "--keepalived",
         ka.to_str().unwrap(),
+        "--probe-source",
+        "10.30.0.250",
     ]);
     let out = String::from_utf8_lossy(&c.stdout);
     assert!(c.status.success());

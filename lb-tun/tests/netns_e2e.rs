@@ -111,3 +111,11 @@ fn e2e_fragments_both_ways_and_hop_by_hop() {
 fn e2e_synflood_new_connections_still_succeed() {
     run("synflood");
 }
+
+/// Health checks from a keepalived.conf (HTTP_GET and TCP_CHECK, delay_loop 1): a stopped
+/// server leaves within the bound its knobs give, a restarted one comes back, a 404 on the
+/// health URL removes a server, the sorry server serves while both are down.
+#[test]
+fn e2e_health_checks_remove_and_restore_servers() {
+    run("health");
+}

@@ -6,8 +6,8 @@ use core::net::SocketAddr;
 
 use crate::config::{ConfigError, ServerConfig, ServiceKey};
 use crate::health::{
-    Health, HealthCheck, HealthError, HealthState, HealthStorage, Member, Probe, ProbeId,
-    ProbeOutcome, Reason, SvcHealth, VirtualServerHealth, NO_MEMBER,
+    Health, HealthCheck, HealthError, HealthState, HealthStatus, HealthStorage, Member, Probe,
+    ProbeId, ProbeOutcome, Reason, SvcHealth, VirtualServerHealth, NO_MEMBER,
 };
 use crate::server::{ServerId, NO_SERVER};
 use crate::time::Instant;
@@ -229,6 +229,17 @@ impl<'a> Balancer<'a> {
         })
     }
 
+    /// Every checked real server with its state, counts, last result and last change, in
+    /// configuration order (servers the checker removed included). For an operator's
+    /// listing; not for the packet path.
+    pub fn health_statuses(&self) -> impl Iterator<Item = HealthStatus<'_>> + '_ {
+        self.health
+            .members
+            .iter()
+            .filter(|m| m.used)
+            .filter_map(|m| self.health.status(m))
+    }
+
     /// Whether `service` has its quorum (keepalived's `quorum`/`hysteresis`), if it has a
     /// health policy.
     pub fn quorum_up(&self, service: &ServiceKey) -> Option<bool> {
@@ -261,7 +272,8 @@ impl<'a> Balancer<'a> {
     /// [`Event::Health`] queued). A report after the probe's deadline is ignored (counted in
     /// [`HealthCounters::stale_results`]): the balancer counted a timeout then.
     pub fn probe_result(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
-        if self.health.probe_result(now, id, outcome) {
+        // The checker recomputed its timer; only a transition has more to do.
+        if self.health.probe_result(now, id, outcome) && self.health.changed_any {
             self.sync_health(now);
         }
     }

@@ -16,7 +16,13 @@ impl Balancer<'_> {
     /// steps.
     pub(super) fn health_timeout(&mut self, now: Instant) {
         self.health.expire_probes(now);
-        for m in 0..self.health.members.len() {
+        // Members have timers only with passive signals or slow start somewhere.
+        let members = if self.health.passive_on || self.health.slow_on {
+            self.health.members.len()
+        } else {
+            0
+        };
+        for m in 0..members {
             let member = self.health.members[m];
             if !member.used {
                 continue;
@@ -109,6 +115,11 @@ impl Balancer<'_> {
     /// Applies the targets' transitions to their members, the quorum, and the director; then
     /// the next deadline.
     pub(super) fn sync_health(&mut self, now: Instant) {
+        if !self.health.changed_any {
+            self.health.recompute_next();
+            return;
+        }
+        self.health.changed_any = false;
         let mut any = false;
         for m in 0..self.health.members.len() {
             let member = self.health.members[m];
@@ -162,6 +173,11 @@ impl Balancer<'_> {
                     .iter()
                     .any(|m| m.used && Some(m.service) == s.key)
         });
+        self.health.slow_on = self
+            .health
+            .services
+            .iter()
+            .any(|s| s.key.is_some() && s.cfg.slowstart.millis() > 0);
         self.health.recompute_next();
     }
 

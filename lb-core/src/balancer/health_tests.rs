@@ -856,3 +856,49 @@ fn health_resources_lend_their_arrays() {
     b.probe_result(ms(5), p.id, ProbeOutcome::Ok);
     assert!(b.poll_probe(ms(5)).is_some());
 }
+
+#[test]
+fn statuses_show_runs_last_result_and_last_change() {
+    let mut b = balancer(
+        SchedulerKind::Rr,
+        &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
+        4,
+    );
+    let check = HealthCheck {
+        delay_loop: secs(2.0),
+        connect_timeout: secs(1.0),
+        warmup: Some(secs(0.0)),
+        ..HealthCheck::tcp()
+    };
+    for s in ["10.1.0.1:80", "10.1.0.2:80"] {
+        b.set_health_check(Instant::ZERO, &key(), sa(s), &check)
+            .unwrap();
+    }
+    let fresh: Vec<_> = b.health_statuses().collect();
+    assert_eq!(fresh.len(), 2);
+    assert!(fresh
+        .iter()
+        .all(|s| s.last.is_none() && s.reason.is_none() && s.state == HealthState::Up));
+    b.handle_timeout(Instant::ZERO);
+    let t = ms(5);
+    while let Some(p) = b.poll_probe(Instant::ZERO) {
+        let o = if p.server == sa("10.1.0.1:80") {
+            ProbeOutcome::Ok
+        } else {
+            ProbeOutcome::Refused
+        };
+        b.probe_result(t, p.id, o);
+    }
+    let st: Vec<_> = b.health_statuses().collect();
+    let one = st.iter().find(|s| s.server == sa("10.1.0.1:80")).unwrap();
+    assert_eq!((one.passes, one.failures), (1, 0));
+    assert_eq!(one.last, Some((t, ProbeOutcome::Ok)));
+    assert_eq!(one.reason, None);
+    let two = st.iter().find(|s| s.server == sa("10.1.0.2:80")).unwrap();
+    assert_eq!(two.state, HealthState::Down);
+    assert_eq!((two.passes, two.failures), (0, 1));
+    assert_eq!((two.since, two.reason), (t, Some(Reason::Refused)));
+    // A removed server is still listed (the director no longer has it).
+    assert_eq!(weight(&b, "10.1.0.2:80"), None);
+    assert_eq!(two.service, key());
+}

@@ -94,6 +94,30 @@ pub struct Probe {
     pub deadline: Instant,
 }
 
+/// What the checker knows of one checked real server, for an operator
+/// ([`Balancer::health_statuses`](crate::Balancer::health_statuses)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthStatus<'h> {
+    /// The virtual service.
+    pub service: ServiceKey,
+    /// The real server.
+    pub server: SocketAddr,
+    /// Its check.
+    pub check: &'h HealthCheck,
+    /// Its state.
+    pub state: HealthState,
+    /// Probes in a row that passed (0 after a failure).
+    pub passes: u16,
+    /// Probes in a row that failed (0 after a pass).
+    pub failures: u16,
+    /// The last probe's end and outcome (`None`: not probed yet).
+    pub last: Option<(Instant, ProbeOutcome)>,
+    /// The last change of state (or the configuration of the check).
+    pub since: Instant,
+    /// Why it last changed (`None`: it has not changed since it was configured).
+    pub reason: Option<Reason>,
+}
+
 /// Where a target's probe stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -117,6 +141,14 @@ pub(crate) struct Target {
     seq: u16,
     /// A transition not yet applied to the members.
     pub(crate) changed: Option<Reason>,
+    /// The last probe's end and outcome.
+    last: Option<(Instant, ProbeOutcome)>,
+    /// Results in a row: passes, failures (one of them is 0).
+    passes: u16,
+    failures: u16,
+    /// The last transition (or the configuration) and its reason.
+    since: Instant,
+    reason: Option<Reason>,
 }
 
 impl Target {
@@ -129,6 +161,11 @@ impl Target {
         url: 0,
         seq: 0,
         changed: None,
+        last: None,
+        passes: 0,
+        failures: 0,
+        since: Instant::ZERO,
+        reason: None,
     };
 
     fn probe_addr(&self) -> SocketAddr {
@@ -211,6 +248,10 @@ pub(crate) struct Health<'a> {
     /// Passive triggers that would have exceeded a service's share and probed instead.
     pub(crate) passive_capped: u64,
     pub(crate) event_cursor: usize,
+    /// Some target has a `changed` not yet applied (spares `sync_health` its scans).
+    pub(crate) changed_any: bool,
+    /// Whether some service ramps recovered servers (slow start): members have timers.
+    pub(crate) slow_on: bool,
 }
 
 impl<'a> Health<'a> {
@@ -243,6 +284,8 @@ impl<'a> Health<'a> {
             stale_results: 0,
             passive_capped: 0,
             event_cursor: 0,
+            changed_any: false,
+            slow_on: false,
         }
     }
 
@@ -296,6 +339,8 @@ impl<'a> Health<'a> {
                     machine: Machine::new(check.alpha),
                     phase: Phase::Idle(due),
                     seq,
+                    since: now,
+                    reason: check.alpha.then_some(Reason::Alpha),
                     ..Target::EMPTY
                 };
                 i
@@ -326,19 +371,30 @@ impl<'a> Health<'a> {
 
     /// Hands out the probe due first, if the pool has room.
     pub(crate) fn poll_probe(&mut self, now: Instant) -> Option<Probe> {
-        if self.in_flight >= self.max_in_flight {
+        // `next` is never later than a due probe while the pool has room.
+        if self.in_flight >= self.max_in_flight || self.next.is_none_or(|n| n > now) {
             return None;
         }
-        let (i, _) = self
-            .targets
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.refs > 0)
-            .filter_map(|(i, t)| match t.phase {
-                Phase::Idle(due) if due <= now => Some((i, due)),
-                _ => None,
-            })
-            .min_by_key(|&(_, due)| due)?;
+        // One scan finds the probe due first and the earliest timer of the others, which is
+        // the next deadline once it is out (unless members have timers of their own).
+        let room_after = self.in_flight + 1 < self.max_in_flight;
+        let mut best: Option<(usize, Instant)> = None;
+        let mut rest: Option<Instant> = None;
+        let lower = |a: &mut Option<Instant>, t: Instant| *a = Some(a.map_or(t, |n| n.min(t)));
+        for (i, t) in self.targets.iter().enumerate().filter(|(_, t)| t.refs > 0) {
+            match t.phase {
+                Phase::InFlight(d) => lower(&mut rest, d),
+                Phase::Idle(due) if due <= now && best.is_none_or(|(_, b)| due < b) => {
+                    if let (Some((_, b)), true) = (best, room_after) {
+                        lower(&mut rest, b);
+                    }
+                    best = Some((i, due));
+                }
+                Phase::Idle(due) if room_after => lower(&mut rest, due),
+                Phase::Idle(_) => {}
+            }
+        }
+        let (i, _) = best?;
         let t = &mut self.targets[i];
         t.seq = t.seq.wrapping_add(1);
         let deadline = now + t.check.connect_timeout;
@@ -360,7 +416,12 @@ impl<'a> Health<'a> {
             deadline,
         };
         self.in_flight += 1;
-        self.recompute_next();
+        if self.passive_on || self.slow_on {
+            self.recompute_next();
+        } else {
+            lower(&mut rest, deadline);
+            self.next = rest;
+        }
         Some(probe)
     }
 
@@ -379,8 +440,16 @@ impl<'a> Health<'a> {
             self.stale_results += 1;
             return false;
         }
+        let was_full = self.in_flight >= self.max_in_flight;
+        let old = due_of(&self.targets[i]);
         self.finish(now, i, outcome);
-        self.recompute_next();
+        if was_full || self.next == old {
+            // Idle targets count again, or the probe's deadline was the earliest timer.
+            self.recompute_next();
+        } else {
+            let due = due_of(&self.targets[i]);
+            self.schedule_at(due);
+        }
         true
     }
 
@@ -389,6 +458,14 @@ impl<'a> Health<'a> {
         self.in_flight -= 1;
         let t = &mut self.targets[i];
         let ok = outcome == ProbeOutcome::Ok;
+        t.last = Some((now, outcome));
+        if ok {
+            t.passes = t.passes.saturating_add(1);
+            t.failures = 0;
+        } else {
+            t.failures = t.failures.saturating_add(1);
+            t.passes = 0;
+        }
         let urls = match &t.check.kind {
             CheckKind::HttpGet { urls } => urls.len(),
             CheckKind::TcpConnect => 1,
@@ -402,11 +479,15 @@ impl<'a> Health<'a> {
         t.url = 0;
         let (change, next) = t.machine.on_result(ok, &t.check);
         if let Some(up) = change {
-            t.changed = Some(if up {
+            let reason = if up {
                 Reason::Passed
             } else {
                 Reason::of_failure(outcome, t.check.connect_timeout)
-            });
+            };
+            t.changed = Some(reason);
+            t.reason = Some(reason);
+            t.since = now;
+            self.changed_any = true;
         }
         let delay = match next {
             Next::Retry => t.check.delay_before_retry,
@@ -455,6 +536,9 @@ impl<'a> Health<'a> {
         }
         tg.machine.force_down();
         tg.changed = Some(reason);
+        tg.reason = Some(reason);
+        tg.since = now;
+        self.changed_any = true;
         if let Phase::Idle(_) = tg.phase {
             tg.phase = Phase::Idle(now + tg.check.delay_loop);
         }
@@ -481,11 +565,7 @@ impl<'a> Health<'a> {
             }
         }
         // Members only matter with passive signals or slow start somewhere.
-        let ramps = self
-            .services
-            .iter()
-            .any(|s| s.key.is_some() && s.cfg.slowstart.millis() > 0);
-        if !self.passive_on && !ramps {
+        if !self.passive_on && !self.slow_on {
             self.next = next;
             return;
         }
@@ -511,6 +591,26 @@ impl<'a> Health<'a> {
             .iter()
             .find(|s| s.key == Some(*key))
             .map_or(SvcHealth::EMPTY.cfg, |s| s.cfg)
+    }
+
+    /// The operator's view of member `m`.
+    pub(crate) fn status(&self, m: &Member) -> Option<HealthStatus<'_>> {
+        let t = self.targets.get(usize::from(m.target))?;
+        Some(HealthStatus {
+            service: m.service,
+            server: m.cfg.addr,
+            check: &t.check,
+            state: if t.machine.up {
+                HealthState::Up
+            } else {
+                HealthState::Down
+            },
+            passes: t.passes,
+            failures: t.failures,
+            last: t.last,
+            since: t.since,
+            reason: t.reason,
+        })
     }
 
     /// Whether target `t` is UP.

@@ -348,8 +348,27 @@ fn metrics_use_node_exporter_names_and_pass_promtool() {
             vip,
         );
     }
-    let text = crate::prom::format(g.balancer(), &RingStats::default(), g.stats(), 5);
+    g.enable_probes(T0, &["10.99.0.1".parse().unwrap()])
+        .unwrap();
+    let plan = crate::keepalived::HealthPlan {
+        services: vec![],
+        checks: vec![crate::keepalived::PlannedCheck {
+            at: "k:1".into(),
+            service: lb_core::ServiceKey::tcp("10.30.0.10:80".parse().unwrap()),
+            server: "10.20.1.2:80".parse().unwrap(),
+            check: lb_core::HealthCheck::tcp(),
+        }],
+    };
+    g.apply_health(T0, &plan).unwrap();
+    let mut text = crate::prom::format(g.balancer(), &RingStats::default(), g.stats(), 5);
+    text.push_str(&crate::prom::format_health(
+        g.balancer(),
+        g.probes().unwrap(),
+    ));
     for want in [
+        "lbtun_real_server_up{local_address=\"10.30.0.10\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"10.20.1.2\",remote_port=\"80\"} 1\n",
+        "lbtun_health_checks_total{local_address=\"10.30.0.10\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"10.20.1.2\",remote_port=\"80\",result=\"refused\"} 0\n",
+        "# TYPE lbtun_health_checks_total counter\n",
         "# TYPE node_ipvs_connections_total counter\nnode_ipvs_connections_total 4\n",
         "# HELP node_ipvs_incoming_packets_total The total number of incoming packets.\n",
         "node_ipvs_backend_connections_active{local_address=\"10.30.0.10\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"10.20.1.2\",remote_port=\"80\"} 3\n",

@@ -158,12 +158,9 @@ fn a_keepalived_conf_lists_like_the_equivalent_config() {
             format!("{name}:5: vrrp_instance block skipped (VRRP and global settings stay keepalived's job)"),
         ]
     );
-    assert_eq!((loaded.checkers, loaded.quorum_settings), (3, 1));
-    let warning = loaded.not_run().unwrap();
-    assert!(
-        warning.starts_with("3 health checkers parsed but not run yet"),
-        "{warning}"
-    );
+    assert_eq!(loaded.health.checks.len(), 3);
+    assert_eq!(loaded.health.services.len(), 3);
+    assert_eq!(loaded.not_run(), None);
     assert_eq!(loaded.items.len(), 8);
     assert!(
         loaded.items[1].at.ends_with("reals/web-1.conf:1"),
@@ -264,4 +261,83 @@ fn storage_grows_for_large_configurations() {
     let main = dir.write("k.conf", &text);
     let loaded = load(&main).unwrap();
     assert_eq!(loaded.items.len(), 3 + 2100);
+}
+
+#[test]
+fn checkers_become_health_checks_with_keepalived_knobs() {
+    let (_dir, main) = tree("health");
+    let loaded = load(&main).unwrap();
+    let http = &loaded.health.checks[0];
+    assert!(http.at.ends_with("reals/web-1.conf:3"), "{}", http.at);
+    assert_eq!(http.server, "10.20.1.2:80".parse().unwrap());
+    let lb_core::CheckKind::HttpGet { urls } = &http.check.kind else {
+        panic!("{:?}", http.check.kind)
+    };
+    assert_eq!(urls[0].path.as_str(), "/healthz");
+    assert!(urls[0].status.accepts(204) && !urls[0].status.accepts(301));
+    // delay_loop inherited from the virtual server; HTTP_GET's delay_before_retry default.
+    assert_eq!(http.check.delay_loop, lb_core::Duration::from_secs(6));
+    assert_eq!(
+        http.check.delay_before_retry,
+        lb_core::Duration::from_secs(3)
+    );
+    assert_eq!(http.check.warmup, Some(lb_core::Duration::from_secs(6)));
+    let tcp = &loaded.health.checks[1];
+    assert_eq!(tcp.check.connect_timeout, lb_core::Duration::from_secs(3));
+    assert_eq!(tcp.check.kind, lb_core::CheckKind::TcpConnect);
+    let (_, key, sorry) = &loaded.health.services[2];
+    assert_eq!(key.to_string(), "-t 10.30.0.9:443");
+    assert_eq!(sorry.sorry_server, Some("10.20.1.9:443".parse().unwrap()));
+
+    // Without a probe source the gateway refuses the checks; with one it runs them.
+    let mut g = gw();
+    g.apply_items(T0, "k", &loaded.items).unwrap();
+    let err = g.apply_health(T0, &loaded.health).unwrap_err();
+    assert!(err.contains("no --probe-source"), "{err}");
+    let mut g = gw();
+    g.apply_items(T0, "k", &loaded.items).unwrap();
+    g.enable_probes(T0, &["10.99.0.1".parse().unwrap()])
+        .unwrap();
+    let err = g.apply_health(T0, &loaded.health).unwrap_err();
+    assert!(err.contains("needs an IPv6 --probe-source"), "{err}");
+    let mut g = gw();
+    g.apply_items(T0, "k", &loaded.items).unwrap();
+    g.enable_probes(
+        T0,
+        &["10.99.0.1".parse().unwrap(), "fd00:99::1".parse().unwrap()],
+    )
+    .unwrap();
+    g.apply_health(T0, &loaded.health).unwrap();
+    assert_eq!(g.balancer().health_statuses().count(), 3);
+    let req = Request {
+        args: vec!["--health".into()],
+        stdin: None,
+    };
+    let r = g.control(T0, &req, &RingStats::default());
+    assert_eq!(r.status, 0);
+    assert!(
+        r.text.contains("10.20.1.2:80") && r.text.contains("HTTP_GET"),
+        "{}",
+        r.text
+    );
+    // The sorry server of 10.30.0.9:443 serves: its only real server has weight 0, so the
+    // quorum (1) is lost at once.
+    assert!(list(&mut g).contains("10.20.1.9:443"), "{}", list(&mut g));
+}
+
+#[test]
+fn what_is_not_acted_upon_is_listed() {
+    let dir = TempDir::new("ignored");
+    let main = dir.write(
+        "keepalived.conf",
+        "virtual_server 10.30.0.10 80 {\n  lb_algo rr\n  lb_kind NAT\n  omega\n  real_server 10.20.1.2 80 {\n    TCP_CHECK {\n    }\n    TCP_CHECK {\n      connect_port 81\n    }\n  }\n}\n",
+    );
+    let loaded = load(&main).unwrap();
+    let w = loaded.not_run().unwrap();
+    assert!(w.contains("omega"), "{w}");
+    assert!(
+        w.contains(":8: a second checker of real server 10.20.1.2:80"),
+        "{w}"
+    );
+    assert_eq!(loaded.health.checks.len(), 1);
 }
