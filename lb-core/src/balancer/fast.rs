@@ -127,13 +127,14 @@ impl<'a> Balancer<'a> {
         let (server, svc) = (e.server, e.service);
         let dest = server_endpoint(s.addr(), e.vport);
         let timeout = self.steady_timeout(e, f, Direction::Input)?;
-        let state = self.conns.update(h, |e| {
+        self.conns.update(h, |e| {
             e.set_timeout(timeout);
             e.count_in_pkt();
-            (now + timeout, e.state)
+            (now + timeout, ())
         })?;
         if self.sync.master_on() {
-            self.sync_after_input(now, h, state);
+            // The state did not change (`steady_timeout`): the entry's own is the old one.
+            self.sync_after_steady(now, h);
         }
         if nat::rewrite_flow(
             &mut buf[..len],

@@ -252,6 +252,15 @@ impl Balancer<'_> {
         Ok(receipt)
     }
 
+    /// [`sync_after_input`](Self::sync_after_input) for a packet that left the entry's state
+    /// as it was (the fast path's).
+    #[cold]
+    pub(super) fn sync_after_steady(&mut self, now: Instant, h: Handle) {
+        if let Some(state) = self.conns.get(h).map(|e| e.state) {
+            self.sync_after_input(now, h, state);
+        }
+    }
+
     /// The master's rules after a client packet on entry `h` (`old`: its state before the
     /// packet): the entry when `ip_vs_sync_conn_needed` says so, then its template, which
     /// counts the packet and (with a non-zero period) is sent every time.
