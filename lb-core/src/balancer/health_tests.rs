@@ -273,25 +273,33 @@ fn detection_and_recovery_times_for_every_knob_combination() {
     }
 }
 
+/// A wrr balancer over `servers` whose first, 10.1.0.1:80, is checked every 2 s (timeout 1 s,
+/// no retry, rise 1), inhibited or removed when DOWN.
+fn first_checked(servers: &[(&str, u32)], inhibit: bool) -> Balancer<'static> {
+    let mut b = balancer(SchedulerKind::Wrr, servers, 4);
+    let mut chk = check(2.0, 1.0, 0, 1.0, 1);
+    chk.inhibit_on_failure = inhibit;
+    b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
+        .unwrap();
+    b
+}
+
+/// A server model that refuses connections before `until` and accepts them after.
+fn refused_until(until: Instant) -> impl Fn(SocketAddr, Instant) -> Answer {
+    move |_, t| {
+        if t < until {
+            Answer::Refused
+        } else {
+            Answer::Ok
+        }
+    }
+}
+
 #[test]
 fn inhibit_quiesces_and_remove_deletes_then_recovery_restores_the_weight() {
     for inhibit in [true, false] {
-        let mut b = balancer(
-            SchedulerKind::Wrr,
-            &[("10.1.0.1:80", 7), ("10.1.0.2:80", 3)],
-            4,
-        );
-        let mut chk = check(2.0, 1.0, 0, 1.0, 1);
-        chk.inhibit_on_failure = inhibit;
-        b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
-            .unwrap();
-        let model = |_: SocketAddr, t: Instant| {
-            if t < ms(5_000) {
-                Answer::Refused
-            } else {
-                Answer::Ok
-            }
-        };
+        let mut b = first_checked(&[("10.1.0.1:80", 7), ("10.1.0.2:80", 3)], inhibit);
+        let model = refused_until(ms(5_000));
         let mut sim = Sim::new(&model);
         sim.run(&mut b, ms(100));
         // The first probe (t = 0) is refused: non-alpha servers go DOWN on their first failure.
@@ -717,22 +725,8 @@ fn deleting_a_removed_server_and_stale_results() {
 #[test]
 fn an_edit_while_down_is_what_recovery_restores() {
     for inhibit in [true, false] {
-        let mut b = balancer(
-            SchedulerKind::Wrr,
-            &[("10.1.0.1:80", 2), ("10.1.0.2:80", 1)],
-            4,
-        );
-        let mut chk = check(2.0, 1.0, 0, 1.0, 1);
-        chk.inhibit_on_failure = inhibit;
-        b.set_health_check(Instant::ZERO, &key(), sa("10.1.0.1:80"), &chk)
-            .unwrap();
-        let model = |_: SocketAddr, t: Instant| {
-            if t < ms(1_000) {
-                Answer::Refused
-            } else {
-                Answer::Ok
-            }
-        };
+        let mut b = first_checked(&[("10.1.0.1:80", 2), ("10.1.0.2:80", 1)], inhibit);
+        let model = refused_until(ms(1_000));
         let mut sim = Sim::new(&model);
         sim.run(&mut b, ms(100));
         b.apply_line(ms(200), "-e -t 10.0.0.100:80 -r 10.1.0.1:80 -m -w 9")
