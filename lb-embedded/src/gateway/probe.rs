@@ -23,7 +23,7 @@ use crate::phy::TxOnly;
 /// `RESPONSE` bytes to receive (an HTTP response is judged on at most this many bytes; a TCP
 /// check needs none) and [`REQUEST_MAX`] to send. Given to [`Gateway::attach_probes`].
 ///
-/// As with [`SyncResources`](super::SyncResources), smoltcp's empty socket slot is not all zero
+/// As with the sync socket's `SyncResources`, smoltcp's empty socket slot is not all zero
 /// bits, so keep a `static` of it in `.bss` with `static_cell::StaticCell` and
 /// `init(ProbeResources::new())` at boot, not a `const` initialiser (which would put it in
 /// `.data`, in flash as well as RAM).
@@ -55,17 +55,19 @@ impl<const POOL: usize, const RESPONSE: usize> Default for ProbeResources<'_, PO
 /// The prober and when it wants to run next.
 pub(super) struct Probes<'a> {
     prober: Prober<'a>,
-    /// A TCP segment for the prober's sockets arrived since its last poll.
+    /// A frame for the interface arrived since the prober's last poll.
     wake: bool,
     /// The prober's [`poll_at`](Prober::poll_at) after its last poll.
     at: Option<Instant>,
 }
 
 impl<'a> Probes<'a> {
-    /// The prober's sockets, for a received segment: the prober runs at the end of the poll.
-    pub(super) fn receiving(&mut self) -> &mut SocketSet<'a> {
+    /// Something arrived for the interface: the prober runs at the end of the poll (an ARP
+    /// reply or neighbour advertisement may let a probe's SYN go, a segment may end a probe).
+    /// The prober's sockets if it is a TCP segment (`tcp`).
+    pub(super) fn receiving(&mut self, tcp: bool) -> Option<&mut SocketSet<'a>> {
         self.wake = true;
-        self.prober.sockets_mut()
+        tcp.then(|| self.prober.sockets_mut())
     }
 }
 
@@ -160,5 +162,132 @@ impl<'a> Gateway<'a> {
     /// When the prober wants to run next.
     pub(super) fn probe_at(&self) -> Option<Instant> {
         self.probes.as_ref().and_then(|p| p.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::net::SocketAddr;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    use lb_core::{
+        Duration, HealthCheck, HealthResources, HealthState, Instant, ProbeOutcome, ServiceKey,
+    };
+    use lb_testkit::pkt;
+    use smoltcp::phy::Medium;
+    use smoltcp::wire::{ArpOperation, EthernetAddress, EthernetProtocol, TcpPacket};
+
+    use super::super::testkit::*;
+    use super::ProbeResources;
+
+    fn check() -> HealthCheck {
+        HealthCheck {
+            delay_loop: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            warmup: Some(Duration::from_millis(0)),
+            ..HealthCheck::tcp()
+        }
+    }
+
+    /// The TCP segments in `out` from GW_IP to SERVER: (destination MAC, flags SYN, ACK, RST,
+    /// source port, sequence number).
+    fn probe_segments(out: &[Vec<u8>]) -> Vec<(EthernetAddress, [bool; 3], u16, u32)> {
+        out.iter()
+            .filter_map(|f| {
+                let ip = ipv4_of(f, true)?;
+                if (ip.src_addr(), ip.dst_addr()) != (GW_IP, SERVER) {
+                    return None;
+                }
+                let t = TcpPacket::new_checked(ip.payload()).ok()?;
+                let flags = [t.syn(), t.ack(), t.rst()];
+                Some((
+                    eth_header(f).0,
+                    flags,
+                    t.src_port(),
+                    t.seq_number().0 as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// On Ethernet the probes' interface resolves the server itself (an ARP request from the
+    /// gateway's own address), sends the SYN to the server's MAC as soon as the reply is in (the
+    /// reply wakes the prober, though it is no TCP segment), takes
+    /// the SYN-ACK (a TCP segment for an own address) into the prober's socket, and the check
+    /// passes: the ACK and the RST that end the probe go out at once.
+    #[test]
+    fn a_probe_on_ethernet_resolves_the_server_connects_and_passes() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        gw.attach_probes(
+            Box::leak(Box::new(ProbeResources::<'static, 1, 64>::new())),
+            Box::leak(Box::new(HealthResources::<1, 1, 1>::new())),
+            3,
+        );
+        let service = ServiceKey::tcp(SocketAddr::from((VIP, 80)));
+        let server = SocketAddr::from((SERVER, 80));
+        gw.balancer_mut()
+            .set_health_check(T0, &service, server, &check())
+            .unwrap();
+        let out = exchange(&mut gw, &mut dev, T0, &[]);
+        let who = out.iter().filter_map(|f| arp_of(f)).collect::<Vec<_>>();
+        assert_eq!(who.len(), 1, "{out:?}");
+        assert!(
+            probe_segments(&out).is_empty(),
+            "no SYN before the MAC is known"
+        );
+        let t1 = Instant::from_millis(1);
+        let is_at = arp(ArpOperation::Reply, SERVER_MAC, SERVER, GW_IP, GW_MAC);
+        let out = exchange(&mut gw, &mut dev, t1, &[is_at]);
+        let segs = probe_segments(&out);
+        assert_eq!(segs.len(), 1, "{out:?}");
+        let (mac, flags, port, seq) = segs[0];
+        assert_eq!((mac, flags), (SERVER_MAC, [true, false, false]));
+        assert!(port >= lb_probe::PORT_BASE);
+
+        let t2 = Instant::from_millis(2);
+        let from = SocketAddr::from((SERVER, 80));
+        let to = SocketAddr::from((GW_IP, port));
+        let syn_ack = pkt::Tcp::new(from, to, pkt::SYN | pkt::ACK)
+            .seq(7)
+            .ack(seq.wrapping_add(1))
+            .build();
+        let frame = eth(SERVER_MAC, GW_MAC, EthernetProtocol::Ipv4, &syn_ack);
+        let out = exchange(&mut gw, &mut dev, t2, &[frame]);
+        let flags: Vec<[bool; 3]> = probe_segments(&out).iter().map(|s| s.1).collect();
+        assert_eq!(
+            flags,
+            [[false, true, false], [false, true, true]],
+            "ACK, then RST"
+        );
+        assert_eq!(gw.counters().rx_own, 2, "the ARP reply and the SYN-ACK");
+        let status = gw.balancer().health_statuses().next().unwrap();
+        assert_eq!(status.state, HealthState::Up);
+        assert_eq!(status.last, Some((t2, ProbeOutcome::Ok)));
+        assert_eq!(gw.probe_stats().unwrap().started, 1);
+        // The next probe: a delay_loop after this one's end, and poll_at says so.
+        assert_eq!(gw.poll_at(t2), Some(Instant::from_millis(2_002)));
+    }
+
+    /// Without probes attached, a TCP segment for an own address is answered by smoltcp with
+    /// a RST, as before; the sockets of the prober only take segments once attached.
+    #[test]
+    fn without_probes_a_segment_for_an_own_address_is_reset() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let syn = pkt::Tcp::new(
+            SocketAddr::from((CLIENT, 40000)),
+            SocketAddr::from((GW_IP, 22)),
+            pkt::SYN,
+        )
+        .build();
+        let out = exchange(&mut gw, &mut dev, T0, &[syn]);
+        assert_eq!(out.len(), 1);
+        let ip = ipv4_of(&out[0], false).unwrap();
+        assert_eq!(ip.dst_addr(), CLIENT);
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(t.rst());
+        assert!(gw.probe_stats().is_none());
     }
 }

@@ -102,9 +102,9 @@ impl<'a> Gateway<'a> {
             inner: device,
         };
         #[cfg(feature = "health")]
-        let sockets = match self.probes.as_mut() {
-            Some(p) if tcp => p.receiving(),
-            _ => &mut self.sockets,
+        let sockets = match self.probes.as_mut().and_then(|p| p.receiving(tcp)) {
+            Some(probe_sockets) => probe_sockets,
+            None => &mut self.sockets,
         };
         #[cfg(not(feature = "health"))]
         let sockets = {
