@@ -441,8 +441,9 @@ impl<'a> Gateway<'a> {
     }
 
     /// Runs the timers that are due, then reads up to [`RX_BURST`] frames from `device` and
-    /// handles each (balance and forward, answer, or hand to the interface), then lets the
-    /// interface send what it has. Returns whether anything was done.
+    /// handles each (balance and forward, answer, or hand to the interface), then runs the
+    /// sync master's sends and the health probes (when attached and something is due for
+    /// them), then lets the interface send what it has. Returns whether anything was done.
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
         // Daemons started or stopped on the balancer directly (`balancer_mut`) too.
         #[cfg(feature = "sync")]
