@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the lb-embedded firmware example for thumbv7em-none-eabihf (release) and prints its
 # flash and RAM use, measured from the linked ELF. Fails if the gateway's resources are not in
-# .bss (i.e. if GatewayResources::new() stopped being all zero bits, or the sync socket's
-# storage stopped being a StaticCell).
+# .bss (i.e. if GatewayResources::new() stopped being all zero bits, or the sync socket's, the
+# health probes' or the health checker's storage stopped being a StaticCell).
 #
 # Usage: lb-embedded/firmware/build.sh   (from anywhere)
 set -euo pipefail
@@ -34,7 +34,7 @@ ram=$((data + bss + uninit))
 
 echo "firmware: $elf"
 echo "target: thumbv7em-none-eabihf, memory.x: nRF52840 (1024 KiB flash, 256 KiB RAM)"
-echo "gateway: 1,024 connections, 16 neighbours, 4 routes, 4 held frames; director 4 services x 8 servers; sync master and backup"
+echo "gateway: 1,024 connections, 16 neighbours, 4 routes, 4 held frames; director 4 services x 8 servers; sync master and backup; one health check (2 probe sockets)"
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
 printf 'flash %7d B (%s KiB)  = vector table %d + .text %d + .rodata %d + .data image %d\n' \
 	"$flash" "$(kib "$flash")" "$vt" "$text" "$rodata" "$data"
@@ -43,7 +43,7 @@ printf 'RAM   %7d B (%s KiB)  = .data %d + .bss %d (+ stack)\n' \
 
 # The statics: where each landed (b/B = .bss, d/D = .data).
 if command -v nm >/dev/null 2>&1; then
-	nm -S -C "$elf" | grep -E 'lb_embedded_firmware::(RES|DIR|SYNC)$' | while read -r _ size kind name; do
+	nm -S -C "$elf" | grep -E 'lb_embedded_firmware::(RES|DIR|SYNC|PROBES|HEALTH)$' | while read -r _ size kind name; do
 		case $kind in [bB]) where=.bss ;; *) where=.data ;; esac
 		printf '  static %-28s %6d B in %s\n' "$name" "$((16#$size))" "$where"
 	done
@@ -51,8 +51,10 @@ if command -v nm >/dev/null 2>&1; then
 	symbols=$(nm -C "$elf")
 	if ! grep -Eq ' [bB] lb_embedded_firmware::RES$' <<<"$symbols" ||
 		! grep -Eq ' [bB] lb_embedded_firmware::DIR$' <<<"$symbols" ||
-		! grep -Eq ' [bB] lb_embedded_firmware::SYNC$' <<<"$symbols"; then
-		echo "error: the gateway, director or sync resources are not in .bss" >&2
+		! grep -Eq ' [bB] lb_embedded_firmware::SYNC$' <<<"$symbols" ||
+		! grep -Eq ' [bB] lb_embedded_firmware::PROBES$' <<<"$symbols" ||
+		! grep -Eq ' [bB] lb_embedded_firmware::HEALTH$' <<<"$symbols"; then
+		echo "error: the gateway, director, sync, probe or health resources are not in .bss" >&2
 		exit 1
 	fi
 fi

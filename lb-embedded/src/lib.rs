@@ -12,9 +12,15 @@ pub mod neighbour;
 mod phy;
 pub mod route;
 
+#[cfg(feature = "health")]
+pub use gateway::ProbeResources;
 pub use gateway::{Gateway, GatewayConfig, GatewayCounters, GatewayError, LineError};
 #[cfg(feature = "sync")]
 pub use gateway::{SyncResources, SYNC_BUFFER};
+/// lb-probe (feature `health`), re-exported for its [`ProberStats`](lb_probe::ProberStats) and
+/// [`REQUEST_MAX`](lb_probe::REQUEST_MAX).
+#[cfg(feature = "health")]
+pub use lb_probe;
 pub use route::Route;
 
 /// lb-core, re-exported so users (and [`gateway_resources!`]) need one dependency.

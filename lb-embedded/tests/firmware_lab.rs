@@ -1,14 +1,15 @@
 //! Runs the firmware example's network and configuration (`firmware/src/lab.rs`) on the host,
 //! with the firmware's resource sizes, so what the firmware loop does is checked by `cargo test`.
+//! (The health check's probes need the `health` feature, the daemons `sync`: see Cargo.toml.)
 
 #[path = "../firmware/src/lab.rs"]
 mod lab;
 
 use std::sync::Mutex;
 
-use lb_embedded::lb_core::{DirectorResources, Instant};
+use lb_embedded::lb_core::{DirectorResources, HealthResources, HealthState, Instant, ServiceKey};
 use lb_embedded::smoltcp::wire::EthernetAddress;
-use lb_embedded::{gateway_resources, Gateway, GatewayConfig, SyncResources};
+use lb_embedded::{gateway_resources, Gateway, GatewayConfig, ProbeResources, SyncResources};
 
 type Res = gateway_resources!(conns: 1024, neighbours: 16, routes: 4, hold: 4);
 type Dir = DirectorResources<4, 32, 0, 0>;
@@ -25,7 +26,11 @@ fn firmware_loop_balances_and_expires() {
     let mut sync = Box::new(SyncResources::new());
     let mut gw = Gateway::new(&mut res, dir.storage(), &mut *lab, config, now).unwrap();
     gw.attach_sync(&mut sync);
+    let mut probes = Box::new(ProbeResources::<'_, 2, 64>::new());
+    let mut health = Box::new(HealthResources::<4, 4, 1>::new());
+    gw.attach_probes(&mut probes, &mut health, 0x5eed_0002);
     lab::configure(&mut gw, now).unwrap();
+    lab::configure_health(&mut gw, now).unwrap();
     // 60 s of firmware loop, one iteration a millisecond.
     for ms in 0..60_000u64 {
         gw.poll(Instant::from_millis(ms), &mut *lab);
@@ -50,6 +55,27 @@ fn firmware_loop_balances_and_expires() {
     assert_eq!(s.records_sent.div_ceil(40), sent, "{s:?}");
     assert_eq!((g.sync_sent, g.sync_unsent), (sent, 0));
     assert_eq!(u64::from(lab.dev.sync_messages), sent);
+    // The checked server was probed at 0 and then a delay_loop (1 s) after each probe's end:
+    // its SYN-ACK comes back at the next poll, 1 ms later, so at 0, 1,001, 2,002, …, 59,059:
+    // 60 probes, all passed (no timeout, no event), the server UP.
+    let p = gw.probe_stats().unwrap();
+    assert_eq!((p.started, p.timeouts, p.no_source), (60, 0, 0));
+    let service = ServiceKey::tcp(std::net::SocketAddr::new(lab::VIP.into(), 80));
+    assert_eq!(
+        gw.balancer().health_state(&service, lab::CHECKED),
+        Some(HealthState::Up)
+    );
+    let status = gw.balancer().health_statuses().next().unwrap();
+    assert_eq!(status.server, lab::CHECKED);
+    assert_eq!(status.passes, 60);
+    assert_eq!(
+        status.last,
+        Some((
+            Instant::from_millis(59_060),
+            lb_embedded::lb_core::ProbeOutcome::Ok
+        ))
+    );
+    assert_eq!(gw.poll_event(), None);
     let live = gw.balancer().connection_count() as u64;
     assert!(live > 500 && live < 700, "live entries {live}");
     // wrr 3:2:1 over the TCP service.

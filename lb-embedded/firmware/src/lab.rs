@@ -11,10 +11,13 @@
 //! The gateway also runs both sync daemons, as each of a keepalived pair does
 //! (docs/sync.md §4.1): the master sends every connection's close to 224.0.0.81:8848, which the
 //! device counts ([`LabDevice::sync_messages`]); no peer master sends anything to the backup.
+//!
+//! And it checks one real server's health ([`configure_health`]): a TCP probe every second
+//! from the gateway's own address, which the device's server answers like any SYN.
 
-use core::net::{IpAddr, Ipv4Addr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use lb_embedded::lb_core::Instant;
+use lb_embedded::lb_core::{Duration, HealthCheck, HealthError, Instant, ServiceKey};
 use lb_embedded::route::Route;
 use lb_embedded::smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use lb_embedded::smoltcp::time::Instant as SmolInstant;
@@ -251,4 +254,27 @@ pub fn configure(gw: &mut Gateway<'_>, now: Instant) -> Result<(), LineError> {
         gw.apply_line(now, line)?;
     }
     Ok(())
+}
+
+/// The real server the firmware checks (its TCP service's first).
+pub const CHECKED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)), 8080);
+
+/// The check: keepalived's `TCP_CHECK` with `delay_loop 1`, `connect_timeout 1`, the first
+/// probe at once. The lab's servers answer every SYN, so each probe passes one poll (1 ms)
+/// after its SYN and the server stays UP; the probes come from the gateway's own address.
+pub fn check() -> HealthCheck {
+    HealthCheck {
+        delay_loop: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        warmup: Some(Duration::from_millis(0)),
+        ..HealthCheck::tcp()
+    }
+}
+
+/// Checks [`CHECKED`] with [`check`] (the probes must be attached: `Gateway::attach_probes`,
+/// and the services configured: [`configure`]).
+pub fn configure_health(gw: &mut Gateway<'_>, now: Instant) -> Result<(), HealthError> {
+    let service = ServiceKey::tcp(SocketAddr::new(IpAddr::V4(VIP), 80));
+    gw.balancer_mut()
+        .set_health_check(now, &service, CHECKED, &check())
 }

@@ -8,7 +8,8 @@
 //! Memory: the gateway's resources (1,024 connections) are a `ConstStaticCell` that is all
 //! zero (`.bss`); the director's storage (4 services × 8 servers) is another, also all zero
 //! (`build.sh` fails if either leaves `.bss`); the sync socket's storage is a `StaticCell`
-//! written at boot (`.bss` too). Time: one loop iteration is one millisecond of
+//! written at boot (`.bss` too), as are the health probes' (2 TCP sockets) and the health
+//! checker's (its empty entries are not all zero bits either). Time: one loop iteration is one millisecond of
 //! gateway time (a board would read SysTick or an RTC instead).
 #![no_std]
 #![no_main]
@@ -18,9 +19,9 @@ mod lab;
 
 use cortex_m_rt::entry;
 use lab::Lab;
-use lb_embedded::lb_core::{DirectorResources, Instant};
+use lb_embedded::lb_core::{DirectorResources, HealthResources, Instant};
 use lb_embedded::smoltcp::wire::EthernetAddress;
-use lb_embedded::{gateway_resources, Gateway, GatewayConfig, SyncResources};
+use lb_embedded::{gateway_resources, Gateway, GatewayConfig, ProbeResources, SyncResources};
 use panic_halt as _;
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -34,6 +35,14 @@ static DIR: ConstStaticCell<Dir> = ConstStaticCell::new(Dir::new());
 /// The sync socket's storage: a `StaticCell` written at boot, not a `ConstStaticCell`, because
 /// smoltcp's empty socket slot is not all zero bits (a const initialiser would put it in .data).
 static SYNC: StaticCell<SyncResources<'static>> = StaticCell::new();
+/// The health probes: 2 TCP sockets (probes in flight at once), 64 bytes to receive each (a
+/// TCP check reads nothing). A `StaticCell` for the same reason as `SYNC`.
+type Probes = ProbeResources<'static, 2, 64>;
+static PROBES: StaticCell<Probes> = StaticCell::new();
+/// The health checker: 4 probes, 4 checked servers, 1 virtual-server policy. A `StaticCell`
+/// too: a const initialiser would put its 2.6 KB in .data.
+type Health = HealthResources<4, 4, 1>;
+static HEALTH: StaticCell<Health> = StaticCell::new();
 
 #[entry]
 fn main() -> ! {
@@ -45,7 +54,13 @@ fn main() -> ! {
         panic!("gateway");
     };
     gw.attach_sync(SYNC.init(SyncResources::new()));
-    if lab::configure(&mut gw, now).is_err() {
+    // A board seeds this from its RNG too.
+    gw.attach_probes(
+        PROBES.init(Probes::new()),
+        HEALTH.init(Health::new()),
+        0x5eed_0002,
+    );
+    if lab::configure(&mut gw, now).is_err() || lab::configure_health(&mut gw, now).is_err() {
         panic!("config");
     }
     let mut ms: u64 = 0;
@@ -56,5 +71,6 @@ fn main() -> ! {
         // Keep the results observable (a board would export them).
         core::hint::black_box((gw.counters(), gw.balancer().counters(), lab.dev.handshakes));
         core::hint::black_box((gw.balancer().sync_stats(), lab.dev.sync_messages));
+        core::hint::black_box((gw.probe_stats(), gw.balancer().health_counters()));
     }
 }

@@ -14,6 +14,8 @@
 //! * `tx.rs`: a packet's way out — route, next hop's hardware address (or the hold queue while
 //!   it resolves), the device.
 //! * `sync.rs`: the connection-sync daemons' UDP socket (docs/sync.md).
+//! * `probe.rs`: the health checker's probes, lb-probe's TCP sockets on the interface
+//!   (docs/health-checks.md).
 
 use core::fmt;
 use core::net::IpAddr;
@@ -33,11 +35,15 @@ use crate::route::{Route, Routes};
 use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER};
 
 mod nd;
+#[cfg(feature = "health")]
+mod probe;
 mod rx;
 #[cfg(feature = "sync")]
 mod sync;
 mod tx;
 
+#[cfg(feature = "health")]
+pub use probe::ProbeResources;
 #[cfg(feature = "sync")]
 pub use sync::{SyncResources, SYNC_BUFFER};
 
@@ -198,6 +204,9 @@ pub struct Gateway<'a> {
     sockets: SocketSet<'a>,
     #[cfg(feature = "sync")]
     sync: Option<sync::SyncSocket>,
+    /// The health probes once [`attach_probes`](Self::attach_probes) gave them storage.
+    #[cfg(feature = "health")]
+    probes: Option<probe::Probes<'a>>,
     neighbours: Neighbours<'a>,
     hold: Hold<'a>,
     routes: Routes<'a>,
@@ -271,6 +280,8 @@ impl<'a> Gateway<'a> {
             sockets: SocketSet::new(sockets),
             #[cfg(feature = "sync")]
             sync: None,
+            #[cfg(feature = "health")]
+            probes: None,
             neighbours: Neighbours::new(&mut neighbours[..]),
             hold: Hold::new(&mut hold[..]),
             routes: Routes::new(&mut routes[..]),
@@ -417,6 +428,10 @@ impl<'a> Gateway<'a> {
             let i = from_smol(i);
             t = Some(t.map_or(i, |t| t.min(i)));
         }
+        #[cfg(feature = "health")]
+        if let Some(p) = self.probe_at() {
+            t = Some(t.map_or(p, |t| t.min(p)));
+        }
         t
     }
 
@@ -426,13 +441,16 @@ impl<'a> Gateway<'a> {
     }
 
     /// Runs the timers that are due, then reads up to [`RX_BURST`] frames from `device` and
-    /// handles each (balance and forward, answer, or hand to the interface), then lets the
-    /// interface send what it has. Returns whether anything was done.
+    /// handles each (balance and forward, answer, or hand to the interface), then runs the
+    /// sync master's sends and the health probes (when attached and something is due for
+    /// them), then lets the interface send what it has. Returns whether anything was done.
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
         // Daemons started or stopped on the balancer directly (`balancer_mut`) too.
         #[cfg(feature = "sync")]
         self.sync_update();
         let mut did = self.run_timers(now, device);
+        #[cfg(feature = "health")]
+        let timers_ran = did;
         let off = if self.ethernet { 0 } else { LINK_HEADER };
         for _ in 0..RX_BURST {
             let Some((rx, tx)) = device.receive(smol(now)) else {
@@ -458,6 +476,10 @@ impl<'a> Gateway<'a> {
         }
         #[cfg(feature = "sync")]
         self.sync_send(now, device);
+        #[cfg(feature = "health")]
+        if self.probe_poll(now, device, timers_ran) {
+            did = true;
+        }
         let mut tx = TxOnly { inner: device };
         if self.iface.poll(smol(now), &mut tx, &mut self.sockets) != PollResult::None {
             did = true;

@@ -101,7 +101,7 @@ impl<'a> Gateway<'a> {
             return;
         }
         if own {
-            self.give_interface(now, device, len);
+            self.give_interface(now, device, len, false);
         } else {
             self.counters.rx_ignored += 1;
         }

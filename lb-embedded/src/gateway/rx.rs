@@ -23,6 +23,8 @@ pub(super) struct IpInfo {
     /// An ICMPv6 neighbour-discovery message (router/neighbour solicitation/advertisement,
     /// redirect).
     pub(super) ndp: bool,
+    /// A TCP segment (no IPv6 extension header before it).
+    pub(super) tcp: bool,
 }
 
 pub(super) fn ip_info(buf: &[u8]) -> Option<IpInfo> {
@@ -33,6 +35,7 @@ pub(super) fn ip_info(buf: &[u8]) -> Option<IpInfo> {
                 dst: IpAddr::V4(p.dst_addr()),
                 len: usize::from(p.total_len()),
                 ndp: false,
+                tcp: p.next_header() == IpProtocol::Tcp,
             })
         }
         6 => {
@@ -43,6 +46,7 @@ pub(super) fn ip_info(buf: &[u8]) -> Option<IpInfo> {
                 dst: IpAddr::V6(p.dst_addr()),
                 len: p.total_len(),
                 ndp,
+                tcp: p.next_header() == IpProtocol::Tcp,
             })
         }
         _ => None,
@@ -84,19 +88,30 @@ impl<'a> Gateway<'a> {
     }
 
     /// Hands `frame[off..off + len]` (`off` = 0 on Ethernet, [`LINK_HEADER`] on IP) to the
-    /// interface.
+    /// interface; a TCP segment (`tcp`) to the health probes' sockets when they are attached.
     pub(super) fn give_interface<D: Device + ?Sized>(
         &mut self,
         now: Instant,
         device: &mut D,
         len: usize,
+        tcp: bool,
     ) {
         let off = if self.ethernet { 0 } else { LINK_HEADER };
         let mut one = OneFrame {
             frame: Some(&self.frame[off..off + len]),
             inner: device,
         };
-        self.iface.poll(smol(now), &mut one, &mut self.sockets);
+        #[cfg(feature = "health")]
+        let sockets = match self.probes.as_mut().and_then(|p| p.receiving(tcp)) {
+            Some(probe_sockets) => probe_sockets,
+            None => &mut self.sockets,
+        };
+        #[cfg(not(feature = "health"))]
+        let sockets = {
+            let _ = tcp; // without probes smoltcp answers a TCP segment with a RST
+            &mut self.sockets
+        };
+        self.iface.poll(smol(now), &mut one, sockets);
         if one.frame.is_some() {
             self.counters.own_dropped += 1;
         } else {
@@ -128,7 +143,7 @@ impl<'a> Gateway<'a> {
                 } else {
                     len
                 };
-                self.give_interface(now, device, frame_len);
+                self.give_interface(now, device, frame_len, info.tcp);
                 return;
             }
         }
