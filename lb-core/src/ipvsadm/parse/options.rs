@@ -56,6 +56,10 @@ pub(super) enum Flag {
     UThreshold,
     LThreshold,
     TunType,
+    TunPort,
+    TunNocsum,
+    TunCsum,
+    TunRemcsum,
     Numeric,
     Connection,
     Stats,
@@ -84,6 +88,8 @@ pub(super) enum Slot {
     UThreshold,
     LThreshold,
     TunType,
+    TunPort,
+    TunCsum,
     Numeric,
     Connection,
     Stats,
@@ -119,6 +125,8 @@ pub(super) const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::UThreshold,
     Slot::LThreshold,
     Slot::TunType,
+    Slot::TunPort,
+    Slot::TunCsum,
     Slot::Numeric,
     Slot::Connection,
     Slot::Stats,
@@ -188,6 +196,8 @@ impl Flag {
             F::UThreshold => Slot::UThreshold,
             F::LThreshold => Slot::LThreshold,
             F::TunType => Slot::TunType,
+            F::TunPort => Slot::TunPort,
+            F::TunNocsum | F::TunCsum | F::TunRemcsum => Slot::TunCsum,
             F::Numeric => Slot::Numeric,
             F::Connection => Slot::Connection,
             F::Stats => Slot::Stats,
@@ -262,6 +272,8 @@ impl Flag {
                     | S::UThreshold
                     | S::LThreshold
                     | S::TunType
+                    | S::TunPort
+                    | S::TunCsum
             ),
             F::DelServer => matches!(slot, S::Service | S::Ipv6 | S::RealServer),
             F::List => matches!(
@@ -391,6 +403,10 @@ pub(super) const SPECS: &[Spec] = &[
     spec(b'x', "u-threshold", Flag::UThreshold, Arg::Required),
     spec(b'y', "l-threshold", Flag::LThreshold, Arg::Required),
     spec(0, "tun-type", Flag::TunType, Arg::Required),
+    spec(0, "tun-port", Flag::TunPort, Arg::Required),
+    spec(0, "tun-nocsum", Flag::TunNocsum, Arg::No),
+    spec(0, "tun-csum", Flag::TunCsum, Arg::No),
+    spec(0, "tun-remcsum", Flag::TunRemcsum, Arg::No),
     spec(b'n', "numeric", Flag::Numeric, Arg::No),
     spec(b'c', "connection", Flag::Connection, Arg::No),
     spec(0, "stats", Flag::Stats, Arg::No),
@@ -413,10 +429,6 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
         "sync-retries",
         "sync_retries (entries are sent by the packet and state rules only)",
     ),
-    ("tun-port", "GUE tunnels"),
-    ("tun-nocsum", "GUE tunnels"),
-    ("tun-csum", "GUE tunnels"),
-    ("tun-remcsum", "GUE tunnels"),
     ("tun-info", "the --tun-info listing"),
     ("persistent-conn", "the --persistent-conn listing"),
     ("nosort", "unsorted listing (--nosort)"),
