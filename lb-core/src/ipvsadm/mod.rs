@@ -206,6 +206,9 @@ pub enum ListView {
     Rate,
     /// `--thresholds`: upper and lower thresholds.
     Thresholds,
+    /// `--tun-info`: each real server's forwarding method and tunnel (`ipip`, `gue:6080:-c`,
+    /// `gre:+c`; `n/a` when it is not a tunnel).
+    TunInfo,
     /// `--timeout`: the `--set` timeouts.
     Timeouts,
     /// `-c`: the connection entries.

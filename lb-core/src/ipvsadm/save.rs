@@ -203,6 +203,7 @@ impl fmt::Display for Command {
                     ListView::Stats => " --stats",
                     ListView::Rate => " --rate",
                     ListView::Thresholds => " --thresholds",
+                    ListView::TunInfo => " --tun-info",
                     ListView::Timeouts => " --timeout",
                     ListView::Connections => " -c",
                     ListView::Daemon => " --daemon",

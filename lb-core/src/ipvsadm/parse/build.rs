@@ -410,6 +410,7 @@ fn list_options(hits: &Hits<'_>) -> Result<ListOptions, ParseError> {
         (Slot::Stats, ListView::Stats),
         (Slot::Rate, ListView::Rate),
         (Slot::Thresholds, ListView::Thresholds),
+        (Slot::TunInfo, ListView::TunInfo),
         (Slot::Timeout, ListView::Timeouts),
         (Slot::Connection, ListView::Connections),
         (Slot::Daemon, ListView::Daemon),

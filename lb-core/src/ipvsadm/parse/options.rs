@@ -65,6 +65,7 @@ pub(super) enum Flag {
     Stats,
     Rate,
     Thresholds,
+    TunInfo,
     Timeout,
     Exact,
     Sort,
@@ -95,6 +96,7 @@ pub(super) enum Slot {
     Stats,
     Rate,
     Thresholds,
+    TunInfo,
     Timeout,
     Exact,
     Sort,
@@ -132,6 +134,7 @@ pub(super) const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::Stats,
     Slot::Rate,
     Slot::Thresholds,
+    Slot::TunInfo,
     Slot::Timeout,
     Slot::Exact,
     Slot::Sort,
@@ -203,6 +206,7 @@ impl Flag {
             F::Stats => Slot::Stats,
             F::Rate => Slot::Rate,
             F::Thresholds => Slot::Thresholds,
+            F::TunInfo => Slot::TunInfo,
             F::Timeout => Slot::Timeout,
             F::Exact => Slot::Exact,
             F::Sort => Slot::Sort,
@@ -285,6 +289,7 @@ impl Flag {
                     | S::Stats
                     | S::Rate
                     | S::Thresholds
+                    | S::TunInfo
                     | S::Timeout
                     | S::Exact
                     | S::Sort
@@ -412,6 +417,7 @@ pub(super) const SPECS: &[Spec] = &[
     spec(0, "stats", Flag::Stats, Arg::No),
     spec(0, "rate", Flag::Rate, Arg::No),
     spec(0, "thresholds", Flag::Thresholds, Arg::No),
+    spec(0, "tun-info", Flag::TunInfo, Arg::No),
     spec(0, "timeout", Flag::Timeout, Arg::No),
     spec(b'X', "exact", Flag::Exact, Arg::No),
     spec(0, "sort", Flag::Sort, Arg::No),
@@ -429,7 +435,6 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
         "sync-retries",
         "sync_retries (entries are sent by the packet and state rules only)",
     ),
-    ("tun-info", "the --tun-info listing"),
     ("persistent-conn", "the --persistent-conn listing"),
     ("nosort", "unsorted listing (--nosort)"),
 ];

@@ -385,6 +385,7 @@ fn list() {
     assert!(l("-L --rate --exact").exact);
     assert!(l("-L -X").exact);
     assert_eq!(l("-L --thresholds").view, ListView::Thresholds);
+    assert_eq!(l("-L -n --tun-info").view, ListView::TunInfo);
     assert_eq!(l("-L --timeout").view, ListView::Timeouts);
     assert_eq!(l("-L -c -n").view, ListView::Connections);
     assert_eq!(l("-Lnc").view, ListView::Connections);
@@ -499,6 +500,7 @@ fn every_error_kind_at_its_token() {
         ("--set 1 2", 0, K::MissingTimeouts),
         ("-L --stats --rate", 2, K::ConflictingOptions),
         ("-L --rate -n --stats", 3, K::ConflictingOptions),
+        ("-L --tun-info --thresholds", 2, K::ConflictingOptions),
         ("-L -c -t 10.0.0.1:80", 2, K::ConflictingOptions),
         ("-L -t 10.0.0.1:80 --timeout", 3, K::ConflictingOptions),
         ("-A -t 10.0.0:80", 2, K::BadAddress),
