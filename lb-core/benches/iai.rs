@@ -47,6 +47,8 @@ mod measured {
     pub const FIRST_FRAGMENT_V4_UDP: u64 = 69_427;
     pub const LATER_FRAGMENT_V4_UDP: u64 = 34_010;
     pub const LATER_FRAGMENT_V6_UDP: u64 = 38_138;
+    pub const HOT_DR_V4_TCP: u64 = 30_874;
+    pub const HOT_DR_V6_TCP: u64 = 31_290;
 }
 
 const fn limit(measured: u64) -> u64 {
@@ -345,6 +347,64 @@ fn later_fragment(c: Case) -> Case {
     black_box(black_box(c).single())
 }
 
+/// 32 packets of one established flow (TCP: after SYN and ACK) to a direct-routing server, in
+/// a table of 1,000 flows: the general path (a DR entry leaves the fast path), no rewrite.
+fn hot_dr_case(kind: Kind) -> Case {
+    let mut lb = balancer(kind, 1_000, SchedulerKind::Wrr, 0);
+    let mut settings = *lb.settings();
+    settings.direct_routing = true;
+    lb.set_settings(settings);
+    let vip = kind.vip();
+    for k in 0..WORLD_SERVERS {
+        let rip = std::net::SocketAddr::new(kind.server(k).ip(), vip.port());
+        lb.apply(
+            T0,
+            &lb_core::ipvsadm::Command::AddServer(
+                kind.service_key(),
+                ServerConfig::new(rip, ForwardMethod::Route),
+            ),
+        )
+        .expect("add DR server");
+    }
+    let proto = kind.proto();
+    let syn = Template::new(kind.client(0), vip, proto, SYN);
+    let fwd = Template::new(kind.client(0), vip, proto, ACK);
+    let mut buf = [0u8; BUF];
+    for i in 0..1_000 {
+        let c = kind.client(i);
+        if proto == lb_core::Protocol::Tcp {
+            let len = syn.restore_with(&mut buf, c, true);
+            assert!(same_kind(&lb.process(T0, &mut buf, len), &TO_SERVER));
+        }
+        let len = fwd.restore_with(&mut buf, c, true);
+        assert!(same_kind(&lb.process(T0, &mut buf, len), &TO_SERVER));
+    }
+    let mut warm = BurstBufs::new();
+    for k in 0..N {
+        warm.lens[k] = fwd.restore_with(&mut warm.bufs[k], kind.client(0), true);
+    }
+    assert_eq!(warm.run(&mut lb, T0, TO_SERVER), N);
+    let mut bufs = BurstBufs::new();
+    for k in 0..N {
+        bufs.lens[k] = fwd.restore_with(&mut bufs.bufs[k], kind.client(0), true);
+    }
+    Case {
+        lb,
+        bufs,
+        now: T0,
+        want: TO_SERVER,
+    }
+}
+
+#[library_benchmark]
+#[bench::v4_tcp(args = (Kind::V4Tcp), setup = hot_dr_case, config = ir_limit(measured::HOT_DR_V4_TCP))]
+#[bench::v6_tcp(args = (Kind::V6Tcp), setup = hot_dr_case, config = ir_limit(measured::HOT_DR_V6_TCP))]
+fn hot_dr(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+library_benchmark_group!(name = direct_routing, benchmarks = [hot_dr]);
+
 library_benchmark_group!(
     name = fragments,
     benchmarks = [first_fragment, later_fragment]
@@ -360,5 +420,6 @@ library_benchmark_group!(name = new_connection, benchmarks = [new_conn]);
 main!(
     library_benchmark_groups = established_flow,
     new_connection,
-    fragments
+    fragments,
+    direct_routing
 );

@@ -7,8 +7,8 @@
 //! [`fast_reply`](Balancer::fast_reply); each checks every condition first and returns `None`,
 //! having changed nothing, when the packet needs more than "re-arm the timer, count, rewrite":
 //! a SYN (port reuse, §3.2 step 1), a state change (counters, templates), a removed server
-//! (expire_nodest_conn), a reply that is the first of its flow (NOOUTPUT) or of a DR or tunnel
-//! connection, a tunnelled packet, a UDP reply that
+//! (expire_nodest_conn), a reply that is the first of its flow (NOOUTPUT), any packet of a DR or
+//! tunnel connection (NAT's path pays one test of the entry's flags for it), a UDP reply that
 //! assures a template. The general path ([`Balancer::process_parsed`]) then takes the packet
 //! with the look-ups already made. The two paths give the same verdicts, packets and counters:
 //! the tests and the fuzz target run every packet through both orders of the same balancer
@@ -122,9 +122,8 @@ impl<'a> Balancer<'a> {
             return None;
         }
         let e = self.conns.get(h)?;
-        let nat = method::is_nat(e.flags);
-        if !nat && !e.flags.contains(method::ROUTE) {
-            // A tunnel: the general path counts the drop.
+        if !method::is_nat(e.flags) {
+            // Direct routing or a tunnel: the general path.
             return None;
         }
         let s = self.director.server(e.server)?;
@@ -142,15 +141,14 @@ impl<'a> Balancer<'a> {
         if self.sync.master_on() {
             self.sync_after_input(now, h, state);
         }
-        if nat
-            && nat::rewrite_flow(
-                &mut buf[..len],
-                f,
-                &addr_bytes(dest.ip()),
-                dest.port(),
-                false,
-            )
-            .is_err()
+        if nat::rewrite_flow(
+            &mut buf[..len],
+            f,
+            &addr_bytes(dest.ip()),
+            dest.port(),
+            false,
+        )
+        .is_err()
         {
             return Some(self.drop(DropReason::Malformed, false));
         }

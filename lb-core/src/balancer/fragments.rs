@@ -21,6 +21,7 @@ use crate::nat;
 use crate::packet::{Fragment, Kind, Parsed};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
+use core::net::IpAddr;
 
 use super::datapath::Hint;
 use super::Balancer;
@@ -51,7 +52,7 @@ impl Balancer<'_> {
                     Verdict::ToServer(t) => {
                         // Direct routing left the destination as it was: the real server is
                         // the next hop only.
-                        let route = Transmit::of(&buf[..len]).dst != t.dst;
+                        let route = !holds_dst(buf, t.dst);
                         self.file(now, p, &key, false, route, addr_bytes(t.dst));
                     }
                     Verdict::ToClient(_) => {
@@ -151,5 +152,13 @@ impl Balancer<'_> {
                 len: p.total_len as usize,
             })
         }
+    }
+}
+
+/// Whether the IP header at the start of `pkt` has destination `dst`.
+fn holds_dst(pkt: &[u8], dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => pkt.get(16..20) == Some(&a.octets()[..]),
+        IpAddr::V6(a) => pkt.get(24..40) == Some(&a.octets()[..]),
     }
 }
