@@ -519,3 +519,38 @@ impl fmt::Display for ConfigError {
 }
 
 impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    /// ipvsadm's `-L` Forward column and `--tun-info` column (`fwd_name`, `fwd_tun_info`).
+    #[test]
+    fn methods_and_tunnels_print_as_ipvsadm_lists_them() {
+        let gue = |port, csum| TunnelKind::Gue { port, csum };
+        let cases = [
+            (TunnelKind::Ipip, "ipip", "ipip"),
+            (gue(6080, GueCsum::None), "gue", "gue:6080:-c"),
+            (gue(1, GueCsum::Csum), "gue", "gue:1:+c"),
+            (gue(65535, GueCsum::RemCsum), "gue", "gue:65535:r+c"),
+            (TunnelKind::Gre { csum: false }, "gre", "gre:-c"),
+            (TunnelKind::Gre { csum: true }, "gre", "gre:+c"),
+        ];
+        for (kind, ty, info) in cases {
+            assert_eq!((kind.type_name(), kind.to_string().as_str()), (ty, info));
+            let m = ForwardMethod::Tunnel(kind);
+            assert_eq!((m.flag(), m.name(), m.is_tunnel()), ("-i", "Tunnel", true));
+        }
+        assert_eq!(
+            (ForwardMethod::Route.flag(), ForwardMethod::Route.name()),
+            ("-g", "Route")
+        );
+        assert_eq!(
+            (ForwardMethod::Masq.flag(), ForwardMethod::Masq.name()),
+            ("-m", "Masq")
+        );
+        assert_eq!(ForwardMethod::default(), ForwardMethod::Route);
+        assert_eq!(TunnelKind::default(), TunnelKind::Ipip);
+    }
+}
