@@ -305,3 +305,67 @@ fn sync_records_carry_the_entry_method() {
     assert_ne!(r.flags & flags::NOOUTPUT, 0);
     assert_eq!(r.daddr, sa("10.1.0.1:80"));
 }
+
+/// A persistent service's template for a DR server is bound to DR too: its sync record says
+/// DROUTE (with TEMPLATE), as the kernel's does.
+#[test]
+fn a_dr_servers_template_syncs_as_droute() {
+    let mut b = balancer_with(&[], false, false);
+    let key = ServiceKey::tcp(sa("10.0.0.101:443"));
+    let mut cfg = ServiceConfig::new(key);
+    cfg.persistence = Some(crate::config::Persistence {
+        timeout_secs: 300,
+        prefix: 32,
+    });
+    b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
+    let s = ServerConfig::new(sa("10.1.0.1:443"), ForwardMethod::Route);
+    b.apply(Instant::ZERO, &Command::AddServer(key, s)).unwrap();
+    let syn = pkt::segment(sa(CLIENT), sa("10.0.0.101:443"), SYN, 1, 0, b"");
+    let (verdict, out) = run(&mut b, Instant::ZERO, &syn);
+    assert_eq!(verdict, to_server("10.1.0.1:443", syn.len()));
+    assert_eq!(out, syn);
+    use crate::sync::wire::flags;
+    let records: Vec<_> = b
+        .conns
+        .iter()
+        .map(|(_, e)| *e)
+        .filter_map(|e| b.entry_record(&e, Duration::from_secs(60)))
+        .collect();
+    assert_eq!(records.len(), 2, "the connection and its template");
+    for r in records {
+        assert_eq!(r.flags & flags::FWD_MASK, flags::DROUTE, "{:#x}", r.flags);
+    }
+}
+
+/// conn_reuse_mode's FIN_WAIT bit is for DR and tunnel connections, the only ones that end in
+/// FIN_WAIT (docs/ipvs-semantics.md §3.1): with mode 2 a SYN that reuses the client port of a
+/// DR connection in FIN_WAIT is scheduled afresh; with the default mode 1 it follows the old
+/// entry, which INPUT_ONLY takes back to SYN_RECV.
+#[test]
+fn a_syn_reusing_a_dr_connection_in_fin_wait_is_rescheduled_in_mode_2() {
+    for (mode, rescheduled) in [(1u8, 0u64), (2, 1)] {
+        let mut b = balancer_with(&[("10.1.0.1:80", ForwardMethod::Route)], false, false);
+        let mut settings = *b.settings();
+        settings.conn_reuse_mode = ConnReuseMode::new(mode).unwrap();
+        b.set_settings(settings);
+        let (c, v) = (sa(CLIENT), sa(VIP));
+        for (i, flags) in [SYN, ACK, FIN | ACK].into_iter().enumerate() {
+            run(
+                &mut b,
+                Instant::from_secs(i as u64),
+                &pkt::segment(c, v, flags, 1, 1, b""),
+            );
+        }
+        assert_eq!(state(&b, Instant::from_secs(2)).0, "FIN_WAIT");
+        let syn = pkt::segment(c, v, SYN, 7, 0, b"");
+        let (verdict, out) = run(&mut b, Instant::from_secs(3), &syn);
+        assert_eq!(verdict, to_server("10.1.0.1:80", syn.len()), "mode {mode}");
+        assert_eq!(out, syn);
+        assert_eq!(b.counters().reuse_reschedules, rescheduled, "mode {mode}");
+        assert_eq!(
+            state(&b, Instant::from_secs(3)),
+            ("SYN_RECV", 60),
+            "mode {mode}"
+        );
+    }
+}
