@@ -3,6 +3,7 @@
 //! (persistence templates first, see `persist.rs`) and one-packet scheduling.
 
 use crate::addr::Protocol;
+use crate::config::ForwardMethod;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::director::SchedInput;
 use crate::nat;
@@ -298,7 +299,8 @@ impl Balancer<'_> {
         }
         self.director.bind_conn(server);
         self.counters.conns_created += 1;
-        if self.health.passive_on && proto == Protocol::Tcp {
+        // Passive signals wait for the server's answer, which only a NAT connection sees.
+        if self.health.passive_on && proto == Protocol::Tcp && method == ForwardMethod::Masq {
             self.passive_syn(now, server);
         }
         Ok(NewConn::Entry(h))
