@@ -237,16 +237,20 @@ impl ServiceConfig {
     }
 }
 
-/// How packets reach a real server.
+/// How packets reach a real server (IPVS's three forwarding methods), chosen per real server:
+/// one service may mix them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ForwardMethod {
-    /// `-m`: NAT (masquerading). The only method lb-core's datapath rewrites.
+    /// `-m`: NAT (masquerading): the destination becomes the real server's address and port,
+    /// and its replies come back through the balancer.
     Masq,
-    /// `-g`: direct routing (gatewaying), ipvsadm's default.
+    /// `-g`: direct routing (gatewaying), ipvsadm's default: the packet is sent unchanged with
+    /// the real server as next hop; replies go straight to the client.
     #[default]
     Route,
-    /// `-i`: IP-in-IP tunnelling.
-    Tunnel,
+    /// `-i`: tunnelling (IP-in-IP, GUE or GRE): the packet is encapsulated toward the real
+    /// server; replies go straight to the client.
+    Tunnel(TunnelKind),
 }
 
 impl ForwardMethod {
@@ -255,7 +259,7 @@ impl ForwardMethod {
         match self {
             ForwardMethod::Masq => "-m",
             ForwardMethod::Route => "-g",
-            ForwardMethod::Tunnel => "-i",
+            ForwardMethod::Tunnel(_) => "-i",
         }
     }
 
@@ -264,7 +268,76 @@ impl ForwardMethod {
         match self {
             ForwardMethod::Masq => "Masq",
             ForwardMethod::Route => "Route",
-            ForwardMethod::Tunnel => "Tunnel",
+            ForwardMethod::Tunnel(_) => "Tunnel",
+        }
+    }
+
+    /// Whether the method is tunnelling, of any kind.
+    pub const fn is_tunnel(self) -> bool {
+        matches!(self, ForwardMethod::Tunnel(_))
+    }
+}
+
+/// A tunnel's encapsulation (`--tun-type`, `--tun-port`, `--tun-nocsum|--tun-csum|--tun-remcsum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunnelKind {
+    /// `--tun-type ipip`, the default: IPv4 or IPv6 in IP (protocol 4 or 41).
+    #[default]
+    Ipip,
+    /// `--tun-type gue --tun-port PORT`: Generic UDP Encapsulation to UDP port `port` (never 0).
+    Gue {
+        /// The real server's GUE port (`--tun-port`).
+        port: u16,
+        /// The outer UDP checksum.
+        csum: GueCsum,
+    },
+    /// `--tun-type gre`: GRE without key or sequence number.
+    Gre {
+        /// `--tun-csum`: the GRE header carries a checksum (`--tun-nocsum`: not).
+        csum: bool,
+    },
+}
+
+/// GUE's checksum option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GueCsum {
+    /// `--tun-nocsum`, the default: outer UDP checksum 0.
+    #[default]
+    None,
+    /// `--tun-csum`: a full outer UDP checksum.
+    Csum,
+    /// `--tun-remcsum`: remote checksum offload for packets whose inner checksum is not yet
+    /// computed; for a packet whose checksum is complete (every packet a frontend hands over)
+    /// it is exactly `--tun-csum` on the wire, as in the kernel.
+    RemCsum,
+}
+
+impl TunnelKind {
+    /// `--tun-type`'s value.
+    pub const fn type_name(self) -> &'static str {
+        match self {
+            TunnelKind::Ipip => "ipip",
+            TunnelKind::Gue { .. } => "gue",
+            TunnelKind::Gre { .. } => "gre",
+        }
+    }
+}
+
+/// Prints as ipvsadm `-L --tun-info`'s column: `ipip`, `gue:6080:-c` (`+c`, `r+c`), `gre:-c`
+/// (`+c`).
+impl fmt::Display for TunnelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TunnelKind::Ipip => f.write_str("ipip"),
+            TunnelKind::Gue { port, csum } => {
+                let c = match csum {
+                    GueCsum::None => "-c",
+                    GueCsum::Csum => "+c",
+                    GueCsum::RemCsum => "r+c",
+                };
+                write!(f, "gue:{port}:{c}")
+            }
+            TunnelKind::Gre { csum } => f.write_str(if *csum { "gre:+c" } else { "gre:-c" }),
         }
     }
 }
@@ -446,3 +519,38 @@ impl fmt::Display for ConfigError {
 }
 
 impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    /// ipvsadm's `-L` Forward column and `--tun-info` column (`fwd_name`, `fwd_tun_info`).
+    #[test]
+    fn methods_and_tunnels_print_as_ipvsadm_lists_them() {
+        let gue = |port, csum| TunnelKind::Gue { port, csum };
+        let cases = [
+            (TunnelKind::Ipip, "ipip", "ipip"),
+            (gue(6080, GueCsum::None), "gue", "gue:6080:-c"),
+            (gue(1, GueCsum::Csum), "gue", "gue:1:+c"),
+            (gue(65535, GueCsum::RemCsum), "gue", "gue:65535:r+c"),
+            (TunnelKind::Gre { csum: false }, "gre", "gre:-c"),
+            (TunnelKind::Gre { csum: true }, "gre", "gre:+c"),
+        ];
+        for (kind, ty, info) in cases {
+            assert_eq!((kind.type_name(), kind.to_string().as_str()), (ty, info));
+            let m = ForwardMethod::Tunnel(kind);
+            assert_eq!((m.flag(), m.name(), m.is_tunnel()), ("-i", "Tunnel", true));
+        }
+        assert_eq!(
+            (ForwardMethod::Route.flag(), ForwardMethod::Route.name()),
+            ("-g", "Route")
+        );
+        assert_eq!(
+            (ForwardMethod::Masq.flag(), ForwardMethod::Masq.name()),
+            ("-m", "Masq")
+        );
+        assert_eq!(ForwardMethod::default(), ForwardMethod::Route);
+        assert_eq!(TunnelKind::default(), TunnelKind::Ipip);
+    }
+}

@@ -55,8 +55,8 @@ pub use balancer::{
     Settings, REPLY_MAX,
 };
 pub use config::{
-    ConfigError, ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig,
-    ServiceConfig, ServiceKey, Timeouts,
+    ConfigError, ForwardMethod, GueCsum, Persistence, SchedFlags, SchedulerKind, ServerConfig,
+    ServiceConfig, ServiceKey, Timeouts, TunnelKind,
 };
 pub use conn::{ConnResources, ConnSizes, ConnStorage};
 pub use director::{Director, DirectorResources, DirectorStorage, Limits, SchedInput};

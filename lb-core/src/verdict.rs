@@ -7,9 +7,14 @@ use core::net::{IpAddr, Ipv4Addr};
 /// frontend routes by `dst` and sends `buf[..len]`, without parsing the packet again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Transmit {
-    /// The packet's destination address as it now stands (a real server after
-    /// [`Verdict::ToServer`], the client after [`Verdict::ToClient`] and [`Verdict::Reply`]):
-    /// look the next hop up for this address.
+    /// Where the packet goes: look the next hop up for this address. It is the packet's
+    /// destination as it now stands (a real server after a NAT [`Verdict::ToServer`], the
+    /// client after [`Verdict::ToClient`] and [`Verdict::Reply`]), except for direct routing
+    /// (`-g`): then the packet still goes to the VIP, unchanged, and `dst` is the real server,
+    /// the **next hop** — send the frame to its link-layer address (a frontend that can only
+    /// route on the packet's destination leaves
+    /// [`Settings::direct_routing`](crate::Settings::direct_routing) off and gets no `-g`
+    /// servers).
     pub dst: IpAddr,
     /// The IP packet's length, from its header: send `buf[..len]`. Never more than the `len`
     /// handed to `process` (link-layer padding after the packet is not counted).
@@ -58,7 +63,8 @@ impl Transmit {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The packet was rewritten for a real server (NAT, destination changed): send it on.
+    /// The packet is for a real server: rewritten by NAT (destination changed), or, by direct
+    /// routing, unchanged with the real server as next hop ([`Transmit::dst`]). Send it on.
     ToServer(Transmit),
     /// The packet was a real server's reply, rewritten to come from the virtual service: send it
     /// on toward the client.

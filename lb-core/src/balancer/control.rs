@@ -79,13 +79,13 @@ impl<'a> Balancer<'a> {
                 Ok(())
             }
             Command::AddServer(key, cfg) => {
-                check_method(cfg.method)?;
+                check_method(cfg.method, self.settings.direct_routing)?;
                 let id = self.director.add_server(key, cfg)?;
                 self.health_readd(key, cfg, id);
                 Ok(())
             }
             Command::EditServer(key, cfg) => {
-                check_method(cfg.method)?;
+                check_method(cfg.method, self.settings.direct_routing)?;
                 if let Some(r) = self.health_edit(key, cfg) {
                     return r;
                 }
@@ -154,14 +154,20 @@ impl<'a> Balancer<'a> {
     }
 }
 
-fn check_method(m: ForwardMethod) -> Result<(), ConfigError> {
+/// Refuses the forwarding methods the datapath cannot carry here: tunnelling (no
+/// encapsulation yet), and direct routing unless the frontend said it sends by next hop
+/// ([`Settings::direct_routing`](crate::Settings::direct_routing)).
+fn check_method(m: ForwardMethod, direct_routing: bool) -> Result<(), ConfigError> {
     match m {
         ForwardMethod::Masq => Ok(()),
+        ForwardMethod::Route if direct_routing => Ok(()),
         ForwardMethod::Route => Err(ConfigError::Unsupported(
-            "direct routing (-g): lb-core forwards by NAT only; use -m",
+            "direct routing (-g): this frontend routes by the packet's destination and cannot \
+             send to a real server as next hop; use -m",
         )),
-        ForwardMethod::Tunnel => Err(ConfigError::Unsupported(
-            "tunnelling (-i): lb-core forwards by NAT only; use -m",
+        ForwardMethod::Tunnel(_) => Err(ConfigError::Unsupported(
+            "tunnelling (-i): lb-core does not encapsulate; use -m (or -g where the frontend \
+             supports direct routing)",
         )),
     }
 }

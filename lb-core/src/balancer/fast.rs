@@ -7,7 +7,8 @@
 //! [`fast_reply`](Balancer::fast_reply); each checks every condition first and returns `None`,
 //! having changed nothing, when the packet needs more than "re-arm the timer, count, rewrite":
 //! a SYN (port reuse, §3.2 step 1), a state change (counters, templates), a removed server
-//! (expire_nodest_conn), a reply that is the first of its flow (NOOUTPUT), a UDP reply that
+//! (expire_nodest_conn), a reply that is the first of its flow (NOOUTPUT), any packet of a DR or
+//! tunnel connection (NAT's path pays one test of the entry's flags for it), a UDP reply that
 //! assures a template. The general path ([`Balancer::process_parsed`]) then takes the packet
 //! with the look-ups already made. The two paths give the same verdicts, packets and counters:
 //! the tests and the fuzz target run every packet through both orders of the same balancer
@@ -26,6 +27,7 @@ use crate::verdict::{DropReason, Transmit, Verdict};
 use super::datapath::Hint;
 use super::entries::table_direction;
 use super::matching::{server_endpoint, FlowKey};
+use super::method;
 use super::Balancer;
 
 /// The datapath's last service look-up: destination (protocol, family, address, port) → the
@@ -120,6 +122,10 @@ impl<'a> Balancer<'a> {
             return None;
         }
         let e = self.conns.get(h)?;
+        if !method::is_nat(e.flags) {
+            // Direct routing or a tunnel: the general path.
+            return None;
+        }
         let s = self.director.server(e.server)?;
         if !s.available {
             return None;
@@ -170,7 +176,10 @@ impl<'a> Balancer<'a> {
             return None;
         }
         let e = self.conns.get(h)?;
-        if e.flags.contains(ConnFlags::NOOUTPUT) || e.control().is_some() {
+        if e.flags.contains(ConnFlags::NOOUTPUT)
+            || !method::is_nat(e.flags)
+            || e.control().is_some()
+        {
             return None;
         }
         let ServiceKey::Addr { vip, .. } = self.director.service(e.service)?.config.key else {

@@ -21,6 +21,7 @@ use crate::nat;
 use crate::packet::{Fragment, Kind, Parsed};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
+use core::net::IpAddr;
 
 use super::datapath::Hint;
 use super::Balancer;
@@ -48,7 +49,12 @@ impl Balancer<'_> {
             Kind::Transport => {
                 let v = self.process_parsed(now, buf, len, p, Hint::None);
                 match v {
-                    Verdict::ToServer(t) => self.file(now, p, &key, false, addr_bytes(t.dst)),
+                    Verdict::ToServer(t) => {
+                        // Direct routing left the destination as it was: the real server is
+                        // the next hop only.
+                        let route = !holds_dst(buf, t.dst);
+                        self.file(now, p, &key, false, route, addr_bytes(t.dst));
+                    }
                     Verdict::ToClient(_) => {
                         // The source the reply now comes from: the virtual address.
                         let at = if p.v6 { 8 } else { 12 };
@@ -57,7 +63,7 @@ impl Balancer<'_> {
                         if let Some(b) = buf.get(at..at + n) {
                             vip[..n].copy_from_slice(b);
                         }
-                        self.file(now, p, &key, true, vip);
+                        self.file(now, p, &key, true, false, vip);
                     }
                     _ => {}
                 }
@@ -74,9 +80,19 @@ impl Balancer<'_> {
         }
     }
 
-    /// Files where a first fragment went (`to_client`: its source became `addr`; else its
-    /// destination), with the connection its bytes count on.
-    fn file(&mut self, now: Instant, p: &Parsed, key: &FragKey, to_client: bool, addr: [u8; 16]) {
+    /// Files where a first fragment went (`to_client`: its source became `addr`; `route`: it
+    /// went unchanged to next hop `addr`; else its destination became `addr`), with the
+    /// connection its bytes count on.
+    #[allow(clippy::too_many_arguments)]
+    fn file(
+        &mut self,
+        now: Instant,
+        p: &Parsed,
+        key: &FragKey,
+        to_client: bool,
+        route: bool,
+        addr: [u8; 16],
+    ) {
         let conn = p.transport().and_then(|proto| {
             let h = if to_client {
                 self.find_reply(proto, p.src, p.dst)
@@ -90,6 +106,7 @@ impl Balancer<'_> {
             to_client,
             addr,
             conn,
+            route,
         };
         match self.conns.fragments.insert(key, &d, now) {
             Filed::Free => {}
@@ -99,7 +116,8 @@ impl Balancer<'_> {
         }
     }
 
-    /// A later fragment: rewritten as its first fragment was, if that decision is live.
+    /// A later fragment: rewritten (or, for direct routing, sent to the same next hop) as its
+    /// first fragment was, if that decision is live.
     fn later_fragment(
         &mut self,
         now: Instant,
@@ -115,7 +133,7 @@ impl Balancer<'_> {
             return self.pass(&buf[..len]);
         };
         let addr = ip_of(p.v6, &d.addr);
-        if nat::rewrite_fragment(&mut buf[..len], p, addr, d.to_client).is_err() {
+        if !d.route && nat::rewrite_fragment(&mut buf[..len], p, addr, d.to_client).is_err() {
             return self.drop(DropReason::Malformed, false);
         }
         if let Some((server, svc)) = d.conn {
@@ -134,5 +152,13 @@ impl Balancer<'_> {
                 len: p.total_len as usize,
             })
         }
+    }
+}
+
+/// Whether the IP header at the start of `pkt` has destination `dst`.
+fn holds_dst(pkt: &[u8], dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => pkt.get(16..20) == Some(&a.octets()[..]),
+        IpAddr::V6(a) => pkt.get(24..40) == Some(&a.octets()[..]),
     }
 }

@@ -174,6 +174,37 @@ fn unanswered_syns_mark_down_within_the_share() {
 
 /// A client's retransmitted SYN on an entry whose server went DOWN goes to a live server,
 /// even with expire_nodest_conn off.
+/// A direct-routing server's answers never pass the balancer, so its SYNs are no passive
+/// signal: unanswered here, they take nobody DOWN.
+#[test]
+fn dr_servers_syns_are_no_passive_signal() {
+    let reals = [("10.1.0.1:80", 1), ("10.1.0.2:80", 1)];
+    let mut b = passive_balancer(PassiveAction::MarkDown, &reals);
+    let mut settings = *b.settings();
+    settings.direct_routing = true;
+    b.set_settings(settings);
+    for (r, _) in reals {
+        let s = ServerConfig::new(sa(r), ForwardMethod::Route);
+        b.apply(Instant::ZERO, &Command::EditServer(key(), s))
+            .unwrap();
+    }
+    pass_probes(&mut b, ms(0));
+    for i in 0..8u16 {
+        let c = SocketAddr::new(sa("192.0.2.1:0").ip(), 4000 + i);
+        let (v, _) = send(
+            &mut b,
+            ms(1_000 + u64::from(i)),
+            pkt::segment(c, sa(VIP), SYN, 1000, 0, b""),
+        );
+        assert!(matches!(v, Verdict::ToServer(_)), "{v:?}");
+    }
+    b.handle_timeout(ms(10_000));
+    for (r, _) in reals {
+        assert_eq!(b.health_state(&key(), sa(r)), Some(HealthState::Up), "{r}");
+    }
+    assert!(b.poll_event().is_none());
+}
+
 #[test]
 fn retransmitted_syn_to_a_down_server_is_rescheduled() {
     for inhibit in [true, false] {

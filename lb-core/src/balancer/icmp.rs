@@ -1,5 +1,6 @@
 //! ICMP: errors about a tracked flow, rewritten in both directions (docs/ipvs-semantics.md §6.1), and echo
-//! requests to a virtual address, answered.
+//! requests to a virtual address, answered. (An error from the client side about a direct-routing
+//! connection goes to its real server unchanged, as its packets do.)
 //!
 //! An error is about a tracked flow when the packet it quotes is one the balancer sent: a reply
 //! VIP:vport → client (the error comes from the client side) or a packet forwarded client →
@@ -23,6 +24,7 @@ use crate::packet::{IcmpError, Parsed};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
+use super::method;
 use super::Balancer;
 
 impl Balancer<'_> {
@@ -39,13 +41,25 @@ impl Balancer<'_> {
         if let Some(svc) = self.director.lookup(ie.proto, ie.src, None) {
             // The flow it quotes, forward: client → VIP:vport.
             let (_, found) = self.find_addrs(ie.proto, ie.dst, ie.src, Some(svc));
-            if let Some(dest) = found
+            if let Some((dest, flags)) = found
                 .and_then(|h| self.conns.get(h))
-                .and_then(|e| self.endpoint_of(e))
+                .and_then(|e| Some((self.endpoint_of(e)?, e.flags)))
             {
                 // Only an error sent to the VIP the reply came from.
                 if p.dst.ip() != ie.src.ip() {
                     return self.drop(DropReason::IcmpMismatch, false);
+                }
+                if !method::is_nat(flags) {
+                    // The connection's transmitter carries the error (`ip_vs_icmp_xmit`): by
+                    // direct routing, unchanged to the real server.
+                    if !flags.contains(method::ROUTE) {
+                        return self.drop(DropReason::UnsupportedMethod, false);
+                    }
+                    let t = Transmit::of(&buf[..len]);
+                    return Verdict::ToServer(Transmit {
+                        dst: dest.ip(),
+                        len: t.len,
+                    });
                 }
                 return match nat::rewrite_icmp_to_server(&mut buf[..len], p, dest) {
                     Ok(()) => Verdict::ToServer(Transmit::of(&buf[..len])),
@@ -55,8 +69,15 @@ impl Balancer<'_> {
             return self.drop(DropReason::NoConnection, false);
         }
         // From the server side, about a packet we forwarded (client → RIP:rport).
+        // (A DR or tunnel connection sends nothing with the real server's address: such a
+        // quote is not about it.)
         if let Some(h) = self.find_reply(ie.proto, ie.dst, ie.src) {
-            if let Some(vip) = self.conns.get(h).and_then(|e| self.vip_of(e)) {
+            if let Some(vip) = self
+                .conns
+                .get(h)
+                .filter(|e| method::is_nat(e.flags))
+                .and_then(|e| self.vip_of(e))
+            {
                 // Only an error sent to the client the packet came from.
                 if p.dst.ip() != ie.src.ip() {
                     return self.drop(DropReason::IcmpMismatch, false);

@@ -16,6 +16,7 @@ use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::embryonic::COUNTED;
 use super::matching::server_endpoint;
+use super::method;
 use super::Balancer;
 
 impl Balancer<'_> {
@@ -72,7 +73,12 @@ impl Balancer<'_> {
             if let Some(e) = self.conns.get(h) {
                 if let Some(s) = self.director.server(e.server) {
                     available = s.available;
-                    target = Some((e.server, e.service, server_endpoint(s.addr(), e.vport)));
+                    target = Some((
+                        e.server,
+                        e.service,
+                        server_endpoint(s.addr(), e.vport),
+                        e.flags,
+                    ));
                 }
             }
             if !available {
@@ -132,22 +138,22 @@ impl Balancer<'_> {
         };
 
         // Step 4: state transition, rewrite, statistics.
-        let (server_id, svc_id, dest) = match (found, target) {
+        let (server_id, svc_id, dest, flags) = match (found, target) {
             (Some(_), Some(t)) => t,
             _ => {
                 let Some(e) = self.conns.get(h) else {
                     return self.drop(DropReason::NoConnection, syn);
                 };
-                let (server_id, svc_id) = (e.server, e.service);
+                let (server_id, svc_id, flags) = (e.server, e.service, e.flags);
                 let Some(dest) = self.endpoint_of(e) else {
                     return self.drop(DropReason::NoDest, syn);
                 };
-                (server_id, svc_id, dest)
+                (server_id, svc_id, dest, flags)
             }
         };
         self.transition(now, h, Direction::Input, p.tcp_flags);
-        if nat::rewrite_dst(&mut buf[..len], p, dest).is_err() {
-            return self.drop(DropReason::Malformed, syn);
+        if let Err(reason) = to_server(&mut buf[..len], p, dest, flags) {
+            return self.drop(reason, syn);
         }
         self.director.count_conn(server_id, svc_id, len, false);
         Verdict::ToServer(Transmit {
@@ -159,20 +165,25 @@ impl Balancer<'_> {
     /// One-packet scheduling (UDP, `-o`): forward to `server`, keeping no entry (IPVS creates
     /// one and frees it at once: counters go up and down).
     fn forward_ops(&mut self, buf: &mut [u8], len: usize, p: &Parsed, server: ServerId) -> Verdict {
-        let Some(addr) = self.director.server(server).map(|s| s.addr()) else {
+        let Some((addr, method)) = self
+            .director
+            .server(server)
+            .map(|s| (s.addr(), s.config.method))
+        else {
             return self.drop(DropReason::NoDest, false);
         };
         self.director.bind_conn(server);
         self.counters.conns_created += 1;
         let dest = server_endpoint(addr, p.dst.port());
-        let verdict = if nat::rewrite_dst(&mut buf[..len], p, dest).is_ok() {
-            self.director.count_in(server, len);
-            Verdict::ToServer(Transmit {
-                dst: dest.ip(),
-                len: p.total_len as usize,
-            })
-        } else {
-            self.drop(DropReason::Malformed, false)
+        let verdict = match to_server(&mut buf[..len], p, dest, method::flags(method)) {
+            Ok(()) => {
+                self.director.count_in(server, len);
+                Verdict::ToServer(Transmit {
+                    dst: dest.ip(),
+                    len: p.total_len as usize,
+                })
+            }
+            Err(reason) => self.drop(reason, false),
         };
         self.director.unbind_conn(server, false);
         verdict
@@ -254,9 +265,7 @@ impl Balancer<'_> {
         e.service = svc;
         e.server = server;
         e.state = TcpState::None as u8;
-        if method != ForwardMethod::Masq {
-            e.flags.set(ConnFlags::NOOUTPUT, true);
-        }
+        method::bind(&mut e, method);
         e.set_control(template);
         e.set_timeout(tcp::INITIAL_TIMEOUT);
         // Counted now (one hash of the prefix per SYN); `transition` takes the count off if
@@ -290,7 +299,8 @@ impl Balancer<'_> {
         }
         self.director.bind_conn(server);
         self.counters.conns_created += 1;
-        if self.health.passive_on && proto == Protocol::Tcp {
+        // Passive signals wait for the server's answer, which only a NAT connection sees.
+        if self.health.passive_on && proto == Protocol::Tcp && method == ForwardMethod::Masq {
             self.passive_syn(now, server);
         }
         Ok(NewConn::Entry(h))
@@ -310,6 +320,24 @@ impl Balancer<'_> {
             dst: p.dst,
         };
         self.director.schedule(svc, &input, now)
+    }
+}
+
+/// Makes a client's packet (`pkt`, parsed as `p`) one for real server `dest`, by the method of
+/// an entry with `flags`: NAT rewrites the destination, direct routing leaves the packet as it
+/// is (the verdict names the real server as next hop), tunnelling is not implemented.
+fn to_server(
+    pkt: &mut [u8],
+    p: &Parsed,
+    dest: core::net::SocketAddr,
+    flags: ConnFlags,
+) -> Result<(), DropReason> {
+    if method::is_nat(flags) {
+        nat::rewrite_dst(pkt, p, dest).map_err(|_| DropReason::Malformed)
+    } else if flags.contains(method::ROUTE) {
+        Ok(())
+    } else {
+        Err(DropReason::UnsupportedMethod)
     }
 }
 

@@ -95,11 +95,14 @@ mod icmp;
 mod icmp_tests;
 mod inbound;
 mod matching;
+mod method;
 mod outbound;
 mod persist;
 mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;
+#[cfg(test)]
+mod route_tests;
 mod settings;
 mod state;
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::tcp::{Direction, TcpState};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
+use super::method;
 use super::Balancer;
 
 impl Balancer<'_> {
@@ -24,6 +25,11 @@ impl Balancer<'_> {
         let Some(e) = self.conns.get(h) else {
             return self.pass(&buf[..len]);
         };
+        if !method::is_nat(e.flags) {
+            // Replies of DR and tunnel connections never pass the director; IPVS ignores what
+            // looks like one (`ip_vs_out_hook`), and so do we: no state change, no rewrite.
+            return self.pass(&buf[..len]);
+        }
         let (server, svc) = (e.server, e.service);
         // The server's answer to a forwarded SYN (passive health signals).
         let answering = self.health.passive_on

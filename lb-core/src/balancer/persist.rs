@@ -83,6 +83,11 @@ impl Balancer<'_> {
         tpl.vport = vport;
         tpl.service = svc;
         tpl.server = server;
+        // Bound like the connections it controls (IPVS gives a template its destination's
+        // flags too): a sync record of it names the method.
+        if let Some(s) = self.director.server(server) {
+            super::method::bind(&mut tpl, s.config.method);
+        }
         tpl.set_timeout(Duration::from_secs(u64::from(pers.timeout_secs)));
         let hash = self.conns.hash_of(&tpl);
         let t = self.insert(now, tpl, hash)?;

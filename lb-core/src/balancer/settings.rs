@@ -62,6 +62,13 @@ pub struct Settings {
     /// Default 10; 0 = no limit (and nothing counted), 100 = counted, never binding.
     /// `--embryonic-prefix-share PERCENT` (docs/ipvs-semantics.md §4.6, "A full table").
     pub embryonic_prefix_share: u8,
+    /// Whether the frontend carries direct routing (`-g`): it sends a
+    /// [`Verdict::ToServer`](crate::Verdict::ToServer) packet to the link-layer address of
+    /// [`Transmit::dst`](crate::Transmit::dst) as next hop, whatever the packet's own
+    /// destination (a DR packet still goes to the VIP). A frontend that routes on the packet's
+    /// destination (a TUN device) cannot, and leaves it off: then
+    /// [`Balancer::apply`](crate::Balancer::apply) refuses `-g` real servers. Default false.
+    pub direct_routing: bool,
 }
 
 impl Default for Settings {
@@ -82,6 +89,7 @@ impl Default for Settings {
             sync_period: 50,
             sync_version: 1,
             embryonic_prefix_share: 10,
+            direct_routing: false,
         }
     }
 }

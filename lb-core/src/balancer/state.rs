@@ -5,7 +5,7 @@
 use core::net::{IpAddr, SocketAddr};
 
 use crate::addr::{addr_bytes, mask, Protocol};
-use crate::config::{ForwardMethod, ServiceKey};
+use crate::config::ServiceKey;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::server::ServerId;
 use crate::service::ServiceId;
@@ -15,6 +15,7 @@ use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
 
 use super::matching::server_endpoint;
+use super::method;
 use super::Balancer;
 
 /// What [`Balancer::import_state`] did with the records of a snapshot.
@@ -139,10 +140,12 @@ impl Balancer<'_> {
             ServiceKey::Addr { vip, .. } => (vip.ip(), 0),
             ServiceKey::Fwmark { mark, v6 } => (unspecified(v6), mark),
         };
-        let mut f = match server.config.method {
-            ForwardMethod::Masq => flags::MASQ,
-            ForwardMethod::Tunnel => flags::TUNNEL,
-            ForwardMethod::Route => flags::DROUTE,
+        let mut f = if e.flags.contains(method::ROUTE) {
+            flags::DROUTE
+        } else if e.flags.contains(method::TUNNEL) {
+            flags::TUNNEL
+        } else {
+            flags::MASQ
         };
         let state = if e.is_template() {
             f |= flags::TEMPLATE | flags::INACTIVE;
@@ -342,8 +345,11 @@ impl Balancer<'_> {
         e.server = server;
         e.state = r.state as u8;
         e.in_pkts = RECORD_IN_PKTS;
-        let nooutput = method != Some(ForwardMethod::Masq) && r.flags & flags::NOOUTPUT != 0;
-        e.flags.set(ConnFlags::NOOUTPUT, nooutput);
+        // A synced connection takes its local real server's method and that method's
+        // NOOUTPUT, whatever the record says (`ip_vs_bind_dest`).
+        if let Some(m) = method {
+            method::bind(&mut e, m);
+        }
         let template = self.record_template(proto, svc, server, r.client.ip());
         e.set_control(template);
         e.set_timeout(timeout);

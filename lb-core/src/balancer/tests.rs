@@ -914,7 +914,7 @@ fn settings_and_timeouts_through_commands() {
         .unwrap()
         .unwrap();
     let err = b.apply(Instant::ZERO, &cmd).unwrap_err();
-    assert!(std::format!("{err}").contains("NAT"));
+    assert!(std::format!("{err}").contains("direct routing (-g)"));
 }
 
 #[test]

@@ -55,6 +55,9 @@ pub(crate) struct FragDecision {
     pub(crate) addr: [u8; 16],
     /// The server and service the datagram's bytes count on, if it belongs to a connection.
     pub(crate) conn: Option<(ServerId, ServiceId)>,
+    /// The first fragment went by direct routing: unchanged, with `addr` (the real server) as
+    /// next hop; the later ones go the same way.
+    pub(crate) route: bool,
 }
 
 /// One slot of the fragment table: a key and its decision, 64 bytes. All zero is free.
@@ -69,7 +72,7 @@ pub struct FragSlot {
     server: ServerId,
     service: ServiceId,
     proto: u8,
-    /// `USED`, `V6`, `TO_CLIENT`, `CONN`.
+    /// `USED`, `V6`, `TO_CLIENT`, `CONN`, `ROUTE`.
     flags: u8,
 }
 
@@ -77,6 +80,7 @@ const USED: u8 = 1;
 const V6: u8 = 2;
 const TO_CLIENT: u8 = 4;
 const CONN: u8 = 8;
+const ROUTE: u8 = 16;
 
 impl FragSlot {
     /// A free slot.
@@ -177,6 +181,7 @@ impl<'a> FragTable<'a> {
                 to_client: s.flags & TO_CLIENT != 0,
                 addr: s.addr,
                 conn: (s.flags & CONN != 0).then_some((s.server, s.service)),
+                route: s.flags & ROUTE != 0,
             })
     }
 
@@ -216,6 +221,7 @@ impl<'a> FragTable<'a> {
             flags: USED
                 | if k.v6 { V6 } else { 0 }
                 | if d.to_client { TO_CLIENT } else { 0 }
+                | if d.route { ROUTE } else { 0 }
                 | if d.conn.is_some() { CONN } else { 0 },
         };
         filed
@@ -242,6 +248,7 @@ mod tests {
             to_client: false,
             addr: [10, 1, 0, a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             conn: Some((u16::from(a), 0)),
+            route: a % 2 == 0,
         }
     }
 

@@ -206,6 +206,9 @@ pub enum ListView {
     Rate,
     /// `--thresholds`: upper and lower thresholds.
     Thresholds,
+    /// `--tun-info`: each real server's forwarding method and tunnel (`ipip`, `gue:6080:-c`,
+    /// `gre:+c`; `n/a` when it is not a tunnel).
+    TunInfo,
     /// `--timeout`: the `--set` timeouts.
     Timeouts,
     /// `-c`: the connection entries.
@@ -345,10 +348,15 @@ pub enum ParseErrorKind {
     ThresholdOrder,
     /// The real server's address family differs from the service's, without `-i`.
     FamilyMismatch,
-    /// `--tun-type` without `-i`.
+    /// `--tun-type`, `--tun-port` or a checksum option without `-i`.
     TunnelTypeNeedsTunnel,
-    /// Not a tunnel type (`ipip`; `gue` and `gre` are unsupported).
+    /// Not a tunnel type (`ipip`, `gue`, `gre`).
     UnknownTunnelType,
+    /// `--tun-type gue` without `--tun-port` (or with port 0).
+    GueNeedsPort,
+    /// A tunnel option the tunnel type does not take: `--tun-port` without GUE, a checksum
+    /// option with IPIP, `--tun-remcsum` with GRE.
+    TunnelOptionMismatch,
     /// A sync daemon role other than `master` or `backup`.
     BadSyncRole,
     /// Not an interface name (1–15 bytes, no `/` or whitespace).
@@ -401,8 +409,13 @@ impl fmt::Display for ParseErrorKind {
             K::FamilyMismatch => {
                 "real server and service address families differ (allowed with -i only)"
             }
-            K::TunnelTypeNeedsTunnel => "--tun-type needs -i",
-            K::UnknownTunnelType => "unknown tunnel type (ipip)",
+            K::TunnelTypeNeedsTunnel => "tunnel options (--tun-*) need -i",
+            K::UnknownTunnelType => "unknown tunnel type (ipip, gue, gre)",
+            K::GueNeedsPort => "--tun-type gue needs --tun-port (1..=65535)",
+            K::TunnelOptionMismatch => {
+                "option does not apply to this tunnel type (--tun-port: gue only; \
+                 --tun-csum, --tun-nocsum: gue and gre; --tun-remcsum: gue only)"
+            }
             K::BadSyncRole => "not a sync daemon role (master or backup)",
             K::BadInterface => "not an interface name (1 to 15 bytes, no '/' or spaces)",
             K::NotMulticast => "not a multicast group or unicast host address (no port)",

@@ -7,7 +7,9 @@ use core::net::{IpAddr, SocketAddr};
 
 use super::{Command, ListView, Setting};
 use crate::addr::{prefix_netmask, Protocol};
-use crate::config::{SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
+use crate::config::{
+    ForwardMethod, GueCsum, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey, TunnelKind,
+};
 
 /// Writes `-A <service> -s SCHED [-p T [-M MASK]] [-o] [-b FLAGS] [--table-size M]`, without
 /// a newline, as `ipvsadm-save -n` prints a service (`--table-size` is our extension).
@@ -95,6 +97,24 @@ fn write_server_as<W: Write>(
     w.write_str(" -r ")?;
     write_addr(w, s.addr)?;
     write!(w, " {} -w {}", s.method.flag(), s.weight)?;
+    if let ForwardMethod::Tunnel(kind) = s.method {
+        // ipvsadm's `print_tunnel_rule`: the type, GUE's port, the checksum option.
+        write!(w, " --tun-type {}", kind.type_name())?;
+        match kind {
+            TunnelKind::Ipip => {}
+            TunnelKind::Gue { port, csum } => {
+                let opt = match csum {
+                    GueCsum::None => "--tun-nocsum",
+                    GueCsum::Csum => "--tun-csum",
+                    GueCsum::RemCsum => "--tun-remcsum",
+                };
+                write!(w, " --tun-port {port} {opt}")?;
+            }
+            TunnelKind::Gre { csum } => {
+                w.write_str(if csum { " --tun-csum" } else { " --tun-nocsum" })?;
+            }
+        }
+    }
     if s.u_threshold != 0 {
         write!(w, " -x {}", s.u_threshold)?;
     }
@@ -183,6 +203,7 @@ impl fmt::Display for Command {
                     ListView::Stats => " --stats",
                     ListView::Rate => " --rate",
                     ListView::Thresholds => " --thresholds",
+                    ListView::TunInfo => " --tun-info",
                     ListView::Timeouts => " --timeout",
                     ListView::Connections => " -c",
                     ListView::Daemon => " --daemon",
@@ -225,7 +246,7 @@ impl fmt::Display for Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ForwardMethod, Persistence, SchedFlags, Timeouts};
+    use crate::config::{Persistence, SchedFlags, Timeouts};
     use crate::ipvsadm::{parse_line, ListOptions};
     use core::net::{Ipv4Addr, Ipv6Addr};
     use proptest::prelude::*;
@@ -235,7 +256,8 @@ mod tests {
     /// `ipvsadm-save -n` output in ipvsadm v1.31's format (`print_service_entry` with
     /// `FMT_RULE`): IPv4 and IPv6 services, fwmark with and without `-6`, `-p` with a
     /// timeout, `-M` as a dotted mask and as an IPv6 prefix, `-o`, `-b` in its three
-    /// spellings, all three forwarding methods, weight 0, port 0.
+    /// spellings, all three forwarding methods (every tunnel type and checksum option, one
+    /// service mixing methods, an IPv6 server in an IPv4 service by tunnel), weight 0, port 0.
     const SAVED: &str = "\
 -A -t 10.30.0.10:80 -s wrr -p 300
 -a -t 10.30.0.10:80 -r 10.20.1.2:80 -m -w 3
@@ -251,6 +273,15 @@ mod tests {
 -A -f 8 -6 -s dh -p 300
 -a -f 8 -6 -r [2001:db8::3]:0 -g -w 1
 -A -u 10.30.0.13:53 -s wrr -o -b flag-1,flag-2
+-A -t 10.30.0.14:80 -s rr
+-a -t 10.30.0.14:80 -r 10.20.1.6:80 -i -w 1 --tun-type ipip
+-a -t 10.30.0.14:80 -r 10.20.1.7:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-nocsum
+-a -t 10.30.0.14:80 -r 10.20.1.8:80 -i -w 2 --tun-type gue --tun-port 6081 --tun-csum
+-a -t 10.30.0.14:80 -r 10.20.1.9:80 -i -w 1 --tun-type gue --tun-port 6082 --tun-remcsum
+-a -t 10.30.0.14:80 -r [2001:db8::4]:80 -i -w 1 --tun-type gre --tun-nocsum
+-a -t 10.30.0.14:80 -r 10.20.1.10:80 -i -w 1 --tun-type gre --tun-csum
+-a -t 10.30.0.14:80 -r 10.20.1.11:80 -g -w 1
+-a -t 10.30.0.14:80 -r 10.20.1.12:80 -m -w 1
 ";
 
     #[test]
@@ -321,8 +352,10 @@ mod tests {
             Ok(Some(Command::AddServer(
                 ServiceKey::Fwmark { mark: 7, v6: false },
                 {
-                    let mut r =
-                        ServerConfig::new("10.20.1.6:0".parse().unwrap(), ForwardMethod::Tunnel);
+                    let mut r = ServerConfig::new(
+                        "10.20.1.6:0".parse().unwrap(),
+                        ForwardMethod::Tunnel(TunnelKind::Ipip),
+                    );
                     r.weight = 2;
                     r
                 }
@@ -488,7 +521,21 @@ mod tests {
                 &[
                     ForwardMethod::Masq,
                     ForwardMethod::Route,
-                    ForwardMethod::Tunnel,
+                    ForwardMethod::Tunnel(TunnelKind::Ipip),
+                    ForwardMethod::Tunnel(TunnelKind::Gue {
+                        port: 6080,
+                        csum: GueCsum::None,
+                    }),
+                    ForwardMethod::Tunnel(TunnelKind::Gue {
+                        port: 1,
+                        csum: GueCsum::Csum,
+                    }),
+                    ForwardMethod::Tunnel(TunnelKind::Gue {
+                        port: 65535,
+                        csum: GueCsum::RemCsum,
+                    }),
+                    ForwardMethod::Tunnel(TunnelKind::Gre { csum: false }),
+                    ForwardMethod::Tunnel(TunnelKind::Gre { csum: true }),
                 ][..],
             ),
             any::<bool>(),
@@ -498,7 +545,7 @@ mod tests {
             any::<u32>(),
         )
             .prop_flat_map(move |(method, cross, port, weight, u, l)| {
-                let v6 = key.is_ipv6() != (cross && method == ForwardMethod::Tunnel);
+                let v6 = key.is_ipv6() != (cross && method.is_tunnel());
                 arb_ip(v6).prop_map(move |ip| {
                     let port = match key {
                         ServiceKey::Addr { vip, .. } if method != ForwardMethod::Masq => vip.port(),

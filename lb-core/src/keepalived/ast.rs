@@ -5,7 +5,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
-use crate::config::{ServerConfig, ServiceConfig};
+use crate::config::{ForwardMethod, ServerConfig, ServiceConfig};
 use crate::time::Duration;
 
 /// The longest URL path, `virtualhost` or other text value kept, in bytes.
@@ -72,6 +72,8 @@ pub(crate) struct Written {
     pub(crate) alpha: Option<bool>,
     pub(crate) inhibit_on_failure: Option<bool>,
     pub(crate) weight: Option<u32>,
+    /// `lb_kind`/`lvs_method`, on the virtual server (for its real servers) or a real server.
+    pub(crate) method: Option<ForwardMethod>,
 }
 
 impl Written {
@@ -86,6 +88,7 @@ impl Written {
             alpha: self.alpha.or(outer.alpha),
             inhibit_on_failure: self.inhibit_on_failure.or(outer.inhibit_on_failure),
             weight: self.weight.or(outer.weight),
+            method: self.method.or(outer.method),
         }
     }
 }
@@ -246,6 +249,7 @@ impl Written {
         alpha: None,
         inhibit_on_failure: None,
         weight: None,
+        method: None,
     };
 }
 

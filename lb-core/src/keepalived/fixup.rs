@@ -6,7 +6,7 @@ use super::error::ErrorKind as K;
 use super::parse::Parser;
 use super::{Fault, Files};
 use crate::addr::Protocol;
-use crate::config::{Persistence, ServiceKey};
+use crate::config::{ForwardMethod, Persistence, ServiceKey};
 use crate::time::Duration;
 
 impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
@@ -163,6 +163,8 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
         for rs in &mut cfg.rs[vs.reals.range()] {
             let rw = rs.written.or(vs.written);
             rs.server.weight = rw.weight.unwrap_or(1);
+            // keepalived's default method is NAT.
+            rs.server.method = rw.method.unwrap_or(ForwardMethod::Masq);
             rs.inhibit_on_failure = rw.inhibit_on_failure.unwrap_or(false);
             let rs_host = rs.virtualhost.as_ref().or(vs.virtualhost.as_ref());
             for ck in &mut cfg.ck[rs.checkers.range()] {

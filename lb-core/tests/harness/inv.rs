@@ -174,12 +174,14 @@ pub fn check_verdict(
     let after = b.counters();
     let valid_in = pkt::checksums_ok(input) && lb_core::checksum::verify_checksums(input);
     if let Some(t) = v.transmit() {
-        // The verdict says where and how much: the packet's own destination and length.
+        // The verdict says where and how much: the packet's own destination and length, or,
+        // for direct routing, the real server as next hop of an unchanged packet to a VIP.
         assert!(t.len <= len.max(buf.len()), "{v:?} longer than the buffer");
         if let Some((_, _, _, dst)) = pkt::split(&buf[..t.len]) {
-            assert_eq!(
-                t.dst, dst,
-                "{v:?}: transmit dst is not the packet's destination"
+            let routed = matches!(v, Verdict::ToServer(_)) && b.is_vip(dst) && &buf[..len] == input;
+            assert!(
+                t.dst == dst || routed,
+                "{v:?}: transmit dst is neither the packet's destination nor a DR next hop"
             );
         }
         let header_len = match buf.first().map(|b| b >> 4) {
@@ -238,8 +240,14 @@ pub fn check_verdict(
                         "{v:?}: an ICMP error not sent to the quoted source was translated"
                     );
                 }
-                if matches!(v, Verdict::ToServer(_)) {
+                if let Verdict::ToServer(t) = v {
                     assert_eq!(pin.src, pout.src, "ToServer changed the source");
+                    // NAT wrote the real server as destination; direct routing left the
+                    // packet as it was, the real server its next hop.
+                    assert!(
+                        pout.dst.ip() == t.dst || out == input,
+                        "{v:?}: neither rewritten to the next hop nor left unchanged"
+                    );
                 } else {
                     assert_eq!(pin.dst, pout.dst, "ToClient changed the destination");
                     assert!(b.is_vip(pout.src.ip()), "ToClient source is not a VIP");

@@ -48,6 +48,8 @@ impl SettingsIn {
             drop_entry: DefenceMode::new(self.drop_entry % 4).unwrap(),
             sloppy_tcp: self.sloppy_tcp,
             defence_fill_percent: self.defence_fill_percent % 101,
+            // The setup has direct-routing servers.
+            direct_routing: true,
             ..Settings::default()
         }
     }
@@ -499,8 +501,13 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
                 _ => 0,
             };
             let port = [0, vport, 8080, 53][usize::from(port % 4)];
-            let mut s =
-                ServerConfig::new(server_addr(key.is_ipv6(), addr, port), ForwardMethod::Masq);
+            // Mostly NAT; direct routing when the weight's high bit is set.
+            let method = if weight & 0x80 != 0 {
+                ForwardMethod::Route
+            } else {
+                ForwardMethod::Masq
+            };
+            let mut s = ServerConfig::new(server_addr(key.is_ipv6(), addr, port), method);
             s.weight = u32::from(weight % 4);
             s.u_threshold = u32::from(threshold % 4);
             s.l_threshold = u32::from(threshold / 4 % 4).min(s.u_threshold);
@@ -519,6 +526,14 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
             s.weight = u32::from(weight % 4);
             s.u_threshold = u32::from(threshold % 4);
             s.l_threshold = u32::from(threshold / 4 % 4).min(s.u_threshold);
+            // The weight's high bit switches NAT and direct routing: open connections keep
+            // the method they were created with.
+            if weight & 0x80 != 0 {
+                s.method = match s.method {
+                    ForwardMethod::Masq => ForwardMethod::Route,
+                    _ => ForwardMethod::Masq,
+                };
+            }
             vec![Command::EditServer(key, s)]
         }
         Ctl::DelServer { service, index } => {

@@ -1,6 +1,7 @@
 //! The balancer every packet target starts from: a few services with different schedulers,
-//! persistence, one-packet scheduling and a port-0 service, configured through the ipvsadm
-//! grammar.
+//! persistence, one-packet scheduling, a port-0 service and direct-routing servers among NAT
+//! ones, configured through the ipvsadm grammar (the balancer's settings must have
+//! [`Settings::direct_routing`] on).
 
 use std::net::SocketAddr;
 
@@ -16,12 +17,15 @@ pub const CONFIG: &str = "\
 -a -t 10.0.0.100:80 -r 10.1.0.1:8080 -m -w 1
 -a -t 10.0.0.100:80 -r 10.1.0.2:8080 -m -w 2
 -a -t 10.0.0.100:80 -r 10.1.0.3 -m -w 1
+-a -t 10.0.0.100:80 -r 10.1.0.7 -g -w 1
 -A -u 10.0.0.100:53 -s rr -o
 -a -u 10.0.0.100:53 -r 10.1.0.1:53 -m
 -a -u 10.0.0.100:53 -r 10.1.0.2:5353 -m
+-a -u 10.0.0.100:53 -r 10.1.0.7 -g
 -A -t [2001:db8::100]:443 -s sh -p 300 -M 64
 -a -t [2001:db8::100]:443 -r [2001:db8:1::1]:443 -m
 -a -t [2001:db8::100]:443 -r [2001:db8:1::2]:8443 -m -x 3 -y 1
+-a -t [2001:db8::100]:443 -r [2001:db8:1::4] -g
 -A -t 10.0.0.101:0 -s lc -p 60
 -a -t 10.0.0.101:0 -r 10.1.0.4 -m
 -a -t 10.0.0.101:0 -r 10.1.0.5 -m

@@ -27,7 +27,11 @@ use super::setup::{configure, empty, CONFIG};
 const CAPACITY: usize = 64;
 
 fn backup() -> Balancer<'static> {
-    let mut b = empty(CAPACITY, Settings::default(), 7);
+    let settings = Settings {
+        direct_routing: true,
+        ..Settings::default()
+    };
+    let mut b = empty(CAPACITY, settings, 7);
     configure(&mut b, CONFIG);
     let d = DaemonConfig::new(SyncRole::Backup, IfName::new("sync0").unwrap());
     b.apply(Instant::ZERO, &Command::StartDaemon(d)).unwrap();

@@ -64,7 +64,10 @@ pub struct GatewayConfig {
     pub secrets: Secrets,
     /// smoltcp's interface seed (the gateway's own traffic), apart from the secrets.
     pub seed: u64,
-    /// The balancer's settings (IPVS's sysctls).
+    /// The balancer's settings (IPVS's sysctls). The gateway sets
+    /// [`Settings::direct_routing`] itself: on for an Ethernet device, which sends every
+    /// packet to its next hop's hardware address (a DR packet, still addressed to the VIP, to
+    /// the real server's), off for an IP-medium device, which cannot.
     pub settings: Settings,
     /// Whether packets the balancer does not own (`Verdict::Pass`) are routed on, as a router
     /// would (TTL / hop limit decremented). Default `true`; `false` drops them (counted).
@@ -272,7 +275,10 @@ impl<'a> Gateway<'a> {
             frame,
         } = res;
         let mut lb = Balancer::from_storage(director, conns.storage(), &config.secrets, now);
-        lb.set_settings(config.settings);
+        lb.set_settings(Settings {
+            direct_routing: ethernet,
+            ..config.settings
+        });
         let sockets: &'a mut [SocketStorage<'a>] = &mut [];
         Ok(Gateway {
             lb,

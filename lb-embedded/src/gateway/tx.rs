@@ -158,6 +158,50 @@ mod tests {
         assert_eq!(gw.held(), 0);
     }
 
+    /// Direct routing (`-g`) on Ethernet: the SYN goes to the real server's MAC still addressed
+    /// to the VIP, only its TTL decremented (as IPVS's DR transmitter does); on an IP-medium
+    /// device, which can only route on the packet's destination, `-g` is refused.
+    #[test]
+    fn a_direct_routing_packet_goes_to_the_servers_mac_still_to_the_vip() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        gw.apply_line(T0, "-d -t 10.0.0.100:80 -r 10.0.0.2:80")
+            .unwrap();
+        gw.apply_line(T0, "-a -t 10.0.0.100:80 -r 10.0.0.2 -g")
+            .unwrap();
+        teach(&mut gw, &mut dev, SERVER, SERVER_MAC);
+        let sent = syn(CLIENT, VIP, 64);
+        let out = exchange(&mut gw, &mut dev, T0, &[eth4(&sent)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            eth_header(&out[0]),
+            (SERVER_MAC, GW_MAC, EthernetProtocol::Ipv4)
+        );
+        let ip = ipv4_of(&out[0], true).unwrap();
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr(), ip.hop_limit()),
+            (CLIENT, VIP, 63)
+        );
+        assert!(ip.verify_checksum());
+        // Past the TTL and its checksum (bytes 8 and 10–11), the packet is as it came.
+        let (a, b) = (&sent[..], ip.into_inner());
+        assert_eq!(
+            (&a[..8], &a[9..10], &a[12..]),
+            (&b[..8], &b[9..10], &b[12..])
+        );
+        assert_eq!(gw.counters().forwarded, 1);
+
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        let err = gw
+            .apply_line(T0, "-a -t 10.0.0.100:80 -r 10.0.0.3 -g")
+            .unwrap_err();
+        assert!(
+            std::format!("{err}").contains("direct routing (-g)"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_fragmented_segment_follows_its_first_fragment_to_the_server() {
         use lb_testkit::pkt;

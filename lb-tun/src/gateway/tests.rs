@@ -136,7 +136,10 @@ fn a_bad_line_names_file_and_line_and_nothing_is_applied() {
             "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2:80 -g\n",
         )
         .unwrap_err();
-    assert!(e.0.contains("g.conf:2:") && e.0.contains("NAT only"), "{e}");
+    assert!(
+        e.0.contains("g.conf:2:") && e.0.contains("direct routing (-g)"),
+        "{e}"
+    );
     assert_eq!(g.balancer().director().services().count(), 0);
 }
 
@@ -176,7 +179,7 @@ fn control_errors_are_clear_and_non_zero() {
     ok(&mut g, "-A -t 10.30.0.10:80 -s rr");
     let r = ctl(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.2:80 -i");
     assert_eq!(r.status, 1);
-    assert!(r.text.contains("NAT only"), "{}", r.text);
+    assert!(r.text.contains("tunnelling (-i)"), "{}", r.text);
     let r = ctl(&mut g, "-A -f 1 -s rr");
     assert_eq!(r.status, 1);
     assert!(r.text.contains("carries no firewall mark"), "{}", r.text);

@@ -13,7 +13,8 @@ use super::options::{Flag, Slot, ALL_SLOTS};
 use super::values::{endpoint, netmask, number, sched_flags};
 use crate::addr::Protocol;
 use crate::config::{
-    ForwardMethod, Persistence, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey, Timeouts,
+    ForwardMethod, GueCsum, Persistence, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey,
+    Timeouts, TunnelKind,
 };
 use crate::sync::daemon::{DaemonConfig, IfName, SyncRole};
 
@@ -307,9 +308,20 @@ fn server_config(
         .ok_or_else(|| cmd.opt.err(K::MissingRealServer))?;
     let (ip, port) = endpoint(&r)?;
     let method = match hits.get(Slot::Method).map(|h| h.flag) {
-        Some(Flag::Masq) => ForwardMethod::Masq,
-        Some(Flag::Tunnel) => ForwardMethod::Tunnel,
-        _ => ForwardMethod::Route,
+        Some(Flag::Tunnel) => ForwardMethod::Tunnel(tunnel_kind(hits)?),
+        flag => {
+            if let Some(t) = [Slot::TunType, Slot::TunPort, Slot::TunCsum]
+                .into_iter()
+                .find_map(|s| hits.get(s))
+            {
+                return Err(t.opt.err(K::TunnelTypeNeedsTunnel));
+            }
+            if flag == Some(Flag::Masq) {
+                ForwardMethod::Masq
+            } else {
+                ForwardMethod::Route
+            }
+        }
     };
     let svc_port = key_port(&key);
     let fwmark = matches!(key, ServiceKey::Fwmark { .. });
@@ -319,7 +331,7 @@ fn server_config(
     } else {
         port.unwrap_or(svc_port)
     };
-    if ip.is_ipv6() != key.is_ipv6() && method != ForwardMethod::Tunnel {
+    if ip.is_ipv6() != key.is_ipv6() && !method.is_tunnel() {
         return Err(r.err(K::FamilyMismatch));
     }
     let mut cfg = ServerConfig::new(SocketAddr::new(ip, port), method);
@@ -335,19 +347,55 @@ fn server_config(
             return Err(v.err(K::ThresholdOrder));
         }
     }
-    if let Some(t) = hits.get(Slot::TunType) {
-        if method != ForwardMethod::Tunnel {
-            return Err(t.opt.err(K::TunnelTypeNeedsTunnel));
+    Ok(cfg)
+}
+
+/// `-i`'s encapsulation: `--tun-type` (ipip by default), `--tun-port` (GUE, required),
+/// `--tun-nocsum|--tun-csum|--tun-remcsum` (GUE; GRE without remcsum), as ipvsadm takes them.
+fn tunnel_kind(hits: &Hits<'_>) -> Result<TunnelKind, ParseError> {
+    let port = hits.get(Slot::TunPort);
+    let csum = hits.get(Slot::TunCsum);
+    // Pass 1 guarantees `--tun-type` its value.
+    let ty = hits.value(Slot::TunType);
+    let kind = match ty {
+        Some(v) if v.text == "gue" => {
+            let Some(p) = port.and_then(|p| p.value) else {
+                return Err(v.err(K::GueNeedsPort));
+            };
+            let n = number(&p, 0, u32::from(u16::MAX), "tunnel port")?;
+            let Ok(port @ 1..) = u16::try_from(n) else {
+                return Err(p.err(K::GueNeedsPort));
+            };
+            let csum = match csum.map(|h| h.flag) {
+                Some(Flag::TunCsum) => GueCsum::Csum,
+                Some(Flag::TunRemcsum) => GueCsum::RemCsum,
+                _ => GueCsum::None,
+            };
+            TunnelKind::Gue { port, csum }
         }
-        if let Some(v) = t.value {
-            match v.text {
-                "ipip" => {}
-                "gue" | "gre" => return Err(v.err(K::Unsupported("GUE and GRE tunnels"))),
-                _ => return Err(v.err(K::UnknownTunnelType)),
+        Some(v) if v.text == "gre" => {
+            if let Some(p) = port {
+                return Err(p.opt.err(K::TunnelOptionMismatch));
+            }
+            match csum {
+                Some(h) if h.flag == Flag::TunRemcsum => {
+                    return Err(h.opt.err(K::TunnelOptionMismatch))
+                }
+                Some(h) => TunnelKind::Gre {
+                    csum: h.flag == Flag::TunCsum,
+                },
+                None => TunnelKind::Gre { csum: false },
             }
         }
-    }
-    Ok(cfg)
+        Some(v) if v.text != "ipip" => return Err(v.err(K::UnknownTunnelType)),
+        _ => {
+            if let Some(h) = port.or(csum) {
+                return Err(h.opt.err(K::TunnelOptionMismatch));
+            }
+            TunnelKind::Ipip
+        }
+    };
+    Ok(kind)
 }
 
 /// `-L`'s options; ipvsadm's exclusions between the views and a service.
@@ -362,6 +410,7 @@ fn list_options(hits: &Hits<'_>) -> Result<ListOptions, ParseError> {
         (Slot::Stats, ListView::Stats),
         (Slot::Rate, ListView::Rate),
         (Slot::Thresholds, ListView::Thresholds),
+        (Slot::TunInfo, ListView::TunInfo),
         (Slot::Timeout, ListView::Timeouts),
         (Slot::Connection, ListView::Connections),
         (Slot::Daemon, ListView::Daemon),

@@ -56,11 +56,16 @@ pub(super) enum Flag {
     UThreshold,
     LThreshold,
     TunType,
+    TunPort,
+    TunNocsum,
+    TunCsum,
+    TunRemcsum,
     Numeric,
     Connection,
     Stats,
     Rate,
     Thresholds,
+    TunInfo,
     Timeout,
     Exact,
     Sort,
@@ -84,11 +89,14 @@ pub(super) enum Slot {
     UThreshold,
     LThreshold,
     TunType,
+    TunPort,
+    TunCsum,
     Numeric,
     Connection,
     Stats,
     Rate,
     Thresholds,
+    TunInfo,
     Timeout,
     Exact,
     Sort,
@@ -119,11 +127,14 @@ pub(super) const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::UThreshold,
     Slot::LThreshold,
     Slot::TunType,
+    Slot::TunPort,
+    Slot::TunCsum,
     Slot::Numeric,
     Slot::Connection,
     Slot::Stats,
     Slot::Rate,
     Slot::Thresholds,
+    Slot::TunInfo,
     Slot::Timeout,
     Slot::Exact,
     Slot::Sort,
@@ -188,11 +199,14 @@ impl Flag {
             F::UThreshold => Slot::UThreshold,
             F::LThreshold => Slot::LThreshold,
             F::TunType => Slot::TunType,
+            F::TunPort => Slot::TunPort,
+            F::TunNocsum | F::TunCsum | F::TunRemcsum => Slot::TunCsum,
             F::Numeric => Slot::Numeric,
             F::Connection => Slot::Connection,
             F::Stats => Slot::Stats,
             F::Rate => Slot::Rate,
             F::Thresholds => Slot::Thresholds,
+            F::TunInfo => Slot::TunInfo,
             F::Timeout => Slot::Timeout,
             F::Exact => Slot::Exact,
             F::Sort => Slot::Sort,
@@ -262,6 +276,8 @@ impl Flag {
                     | S::UThreshold
                     | S::LThreshold
                     | S::TunType
+                    | S::TunPort
+                    | S::TunCsum
             ),
             F::DelServer => matches!(slot, S::Service | S::Ipv6 | S::RealServer),
             F::List => matches!(
@@ -273,6 +289,7 @@ impl Flag {
                     | S::Stats
                     | S::Rate
                     | S::Thresholds
+                    | S::TunInfo
                     | S::Timeout
                     | S::Exact
                     | S::Sort
@@ -391,11 +408,16 @@ pub(super) const SPECS: &[Spec] = &[
     spec(b'x', "u-threshold", Flag::UThreshold, Arg::Required),
     spec(b'y', "l-threshold", Flag::LThreshold, Arg::Required),
     spec(0, "tun-type", Flag::TunType, Arg::Required),
+    spec(0, "tun-port", Flag::TunPort, Arg::Required),
+    spec(0, "tun-nocsum", Flag::TunNocsum, Arg::No),
+    spec(0, "tun-csum", Flag::TunCsum, Arg::No),
+    spec(0, "tun-remcsum", Flag::TunRemcsum, Arg::No),
     spec(b'n', "numeric", Flag::Numeric, Arg::No),
     spec(b'c', "connection", Flag::Connection, Arg::No),
     spec(0, "stats", Flag::Stats, Arg::No),
     spec(0, "rate", Flag::Rate, Arg::No),
     spec(0, "thresholds", Flag::Thresholds, Arg::No),
+    spec(0, "tun-info", Flag::TunInfo, Arg::No),
     spec(0, "timeout", Flag::Timeout, Arg::No),
     spec(b'X', "exact", Flag::Exact, Arg::No),
     spec(0, "sort", Flag::Sort, Arg::No),
@@ -413,11 +435,6 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
         "sync-retries",
         "sync_retries (entries are sent by the packet and state rules only)",
     ),
-    ("tun-port", "GUE tunnels"),
-    ("tun-nocsum", "GUE tunnels"),
-    ("tun-csum", "GUE tunnels"),
-    ("tun-remcsum", "GUE tunnels"),
-    ("tun-info", "the --tun-info listing"),
     ("persistent-conn", "the --persistent-conn listing"),
     ("nosort", "unsorted listing (--nosort)"),
 ];

@@ -3,8 +3,8 @@
 use core::net::SocketAddr;
 
 use crate::config::{
-    ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey,
-    Timeouts,
+    ForwardMethod, GueCsum, Persistence, SchedFlags, SchedulerKind, ServerConfig, ServiceConfig,
+    ServiceKey, Timeouts, TunnelKind,
 };
 use crate::ipvsadm::{
     parse_args, parse_line, Command, ListOptions, ListView, ParseError, ParseErrorKind, Setting,
@@ -192,7 +192,7 @@ fn add_and_edit_server() {
         cmd("-a -t 10.0.0.1:80 -r 10.0.1.2:8080 --ipip --tun-type ipip"),
         Command::AddServer(
             key,
-            ServerConfig::new(sa("10.0.1.2:80"), ForwardMethod::Tunnel)
+            ServerConfig::new(sa("10.0.1.2:80"), ForwardMethod::Tunnel(TunnelKind::Ipip))
         )
     );
     // ... but not on a fwmark service, whose port is 0.
@@ -228,9 +228,51 @@ fn add_and_edit_server() {
         cmd("-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -i"),
         Command::AddServer(
             key,
-            ServerConfig::new(sa("[2001:db8::2]:80"), ForwardMethod::Tunnel)
+            ServerConfig::new(
+                sa("[2001:db8::2]:80"),
+                ForwardMethod::Tunnel(TunnelKind::Ipip)
+            )
         )
     );
+    // Every tunnel type and checksum option, as ipvsadm takes them (its
+    // `tunnel_types_v_options`: GUE needs a port, one checksum option at most).
+    let tun = |line: &str| match cmd(line) {
+        Command::AddServer(_, s) => s.method,
+        other => panic!("{line}: {other:?}"),
+    };
+    let base = "-a -t 10.0.0.1:80 -r 10.0.1.2 -i";
+    let gue = |port, csum| ForwardMethod::Tunnel(TunnelKind::Gue { port, csum });
+    for (opts, want) in [
+        ("", ForwardMethod::Tunnel(TunnelKind::Ipip)),
+        ("--tun-type=ipip", ForwardMethod::Tunnel(TunnelKind::Ipip)),
+        ("--tun-type gue --tun-port 6080", gue(6080, GueCsum::None)),
+        (
+            "--tun-port=1 --tun-nocsum --tun-type gue",
+            gue(1, GueCsum::None),
+        ),
+        (
+            "--tun-type gue --tun-port 65535 --tun-csum",
+            gue(65535, GueCsum::Csum),
+        ),
+        (
+            "--tun-type gue --tun-remcsum --tun-port 6080",
+            gue(6080, GueCsum::RemCsum),
+        ),
+        (
+            "--tun-type gre",
+            ForwardMethod::Tunnel(TunnelKind::Gre { csum: false }),
+        ),
+        (
+            "--tun-type gre --tun-nocsum",
+            ForwardMethod::Tunnel(TunnelKind::Gre { csum: false }),
+        ),
+        (
+            "--tun-type gre --tun-csum",
+            ForwardMethod::Tunnel(TunnelKind::Gre { csum: true }),
+        ),
+    ] {
+        assert_eq!(tun(&format!("{base} {opts}")), want, "{opts}");
+    }
     // Weight and thresholds at their limits; -y equal to -x is fine.
     match cmd("-a -t 10.0.0.1:80 -r 10.0.1.2 -w 65535 -x 2147483647 -y 2147483647") {
         Command::AddServer(_, s) => {
@@ -343,6 +385,7 @@ fn list() {
     assert!(l("-L --rate --exact").exact);
     assert!(l("-L -X").exact);
     assert_eq!(l("-L --thresholds").view, ListView::Thresholds);
+    assert_eq!(l("-L -n --tun-info").view, ListView::TunInfo);
     assert_eq!(l("-L --timeout").view, ListView::Timeouts);
     assert_eq!(l("-L -c -n").view, ListView::Connections);
     assert_eq!(l("-Lnc").view, ListView::Connections);
@@ -457,6 +500,7 @@ fn every_error_kind_at_its_token() {
         ("--set 1 2", 0, K::MissingTimeouts),
         ("-L --stats --rate", 2, K::ConflictingOptions),
         ("-L --rate -n --stats", 3, K::ConflictingOptions),
+        ("-L --tun-info --thresholds", 2, K::ConflictingOptions),
         ("-L -c -t 10.0.0.1:80", 2, K::ConflictingOptions),
         ("-L -t 10.0.0.1:80 --timeout", 3, K::ConflictingOptions),
         ("-A -t 10.0.0:80", 2, K::BadAddress),
@@ -577,7 +621,61 @@ fn every_error_kind_at_its_token() {
         (
             "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue",
             7,
-            K::Unsupported("GUE and GRE tunnels"),
+            K::GueNeedsPort,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue --tun-port 0",
+            9,
+            K::GueNeedsPort,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue --tun-port 65536",
+            9,
+            K::OutOfRange {
+                what: "tunnel port",
+                min: 0,
+                max: 65535,
+            },
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue --tun-port 1 --tun-csum --tun-nocsum",
+            11,
+            K::DuplicateOption,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-port 6080",
+            6,
+            K::TunnelOptionMismatch,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type ipip --tun-csum",
+            8,
+            K::TunnelOptionMismatch,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gre --tun-port 1",
+            8,
+            K::TunnelOptionMismatch,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gre --tun-remcsum",
+            8,
+            K::TunnelOptionMismatch,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -g --tun-csum",
+            6,
+            K::TunnelTypeNeedsTunnel,
+        ),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 --tun-port 6080",
+            5,
+            K::TunnelTypeNeedsTunnel,
+        ),
+        (
+            "-d -t 10.0.0.1:80 -r 10.0.0.2 --tun-csum",
+            5,
+            K::NotValidFor("-d"),
         ),
     ];
     for &(line, token, kind) in cases {
@@ -654,6 +752,13 @@ const VOCAB: &[&str] = &[
     "--exact",
     "--table-size",
     "--tun-type",
+    "--tun-port",
+    "--tun-csum",
+    "--tun-nocsum",
+    "--tun-remcsum",
+    "gue",
+    "gre",
+    "ipip",
     "--conn-reuse-mode",
     "--sloppy-tcp",
     "10.0.0.1:80",

@@ -10,7 +10,7 @@ use super::lex::Stmt;
 use super::parse::{Next, Parser};
 use super::values::{self, count, flag, timer};
 use super::{Fault, Files};
-use crate::config::ServiceKey;
+use crate::config::{ForwardMethod, ServiceKey};
 
 mod checker;
 mod real_server;
@@ -19,19 +19,26 @@ mod virtual_server;
 pub use virtual_server::DEFAULT_PERSISTENCE_SECS;
 
 pub(super) const SCRIPTS: &str = "lb runs no scripts (notify_*, quorum_up, quorum_down)";
-pub(super) const METHODS: &str = "only NAT (lb_kind NAT) is supported yet; DR and TUN are not";
+pub(super) const TUNNELS: &str =
+    "tunnelling (lb_kind TUN) is not supported: lb-core does not encapsulate; use NAT or DR";
+pub(super) const SORRY_NAT: &str =
+    "the sorry server forwards by NAT only (sorry_server_lvs_method NAT)";
 pub(super) const OTHER_CHECKS: &str = "only TCP_CHECK and HTTP_GET are supported";
 
-/// `lb_kind`/`lvs_method`: NAT, or a refusal naming the method.
-pub(super) fn method<'a>(s: &Stmt<'a>) -> Result<(), Fault<'a>> {
+/// `lb_kind`/`lvs_method`: NAT or DR (direct routing, which the frontend must carry:
+/// `Balancer::apply` says when it cannot), or a refusal of TUN.
+pub(super) fn method<'a>(s: &Stmt<'a>) -> Result<ForwardMethod, Fault<'a>> {
     let Some(&m) = s.args().first() else {
         return Err(s.fault(s.keyword(), K::MissingValue("NAT")));
     };
-    match m {
-        "NAT" => none_after(s, 1),
-        "DR" | "TUN" => Err(s.fault(m, K::Unsupported(METHODS))),
-        _ => Err(s.fault(m, K::BadValue("NAT, DR or TUN"))),
-    }
+    let method = match m {
+        "NAT" => ForwardMethod::Masq,
+        "DR" => ForwardMethod::Route,
+        "TUN" => return Err(s.fault(m, K::Unsupported(TUNNELS))),
+        _ => return Err(s.fault(m, K::BadValue("NAT, DR or TUN"))),
+    };
+    none_after(s, 1)?;
+    Ok(method)
 }
 
 /// Nothing after the first `n` arguments.

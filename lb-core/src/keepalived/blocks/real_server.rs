@@ -58,7 +58,7 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
                 self.cur_rs().written.weight = Some(count(s, 0, max, "weight")?);
             }
             "inhibit_on_failure" => self.cur_rs().written.inhibit_on_failure = Some(flag(s)?),
-            "lb_kind" | "lvs_method" => method(s)?,
+            "lb_kind" | "lvs_method" => self.cur_rs().written.method = Some(method(s)?),
             "uthreshold" => {
                 self.cur_rs().server.u_threshold = count(s, 0, i32::MAX as u32, "uthreshold")?
             }

@@ -6,7 +6,7 @@ use super::super::lex::Stmt;
 use super::super::parse::{Block, Next, Parser, VsDraft};
 use super::super::values::{self, count, flag, none, one, optional, uint};
 use super::super::{Fault, Files};
-use super::{endpoint, key_port, method, none_after, SCRIPTS};
+use super::{endpoint, key_port, method, none_after, SCRIPTS, SORRY_NAT};
 use crate::addr::Protocol;
 use crate::config::{ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
 use crate::ipvsadm::MAX_TIMEOUT_SECS;
@@ -118,7 +118,7 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
                     )
                 })?;
             }
-            "lb_kind" | "lvs_method" => method(s)?,
+            "lb_kind" | "lvs_method" => self.cur_vs().written.method = Some(method(s)?),
             "protocol" => {
                 let v = one(s, "TCP or UDP")?;
                 let proto = match v {
@@ -212,7 +212,12 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
                 self.vs.sorry = s.line;
             }
             "sorry_server_inhibit" => self.cur_vs().sorry_server_inhibit = flag(s)?,
-            "sorry_server_lvs_method" => method(s)?,
+            "sorry_server_lvs_method" => {
+                if method(s)? != ForwardMethod::Masq {
+                    let m = s.args().first().copied().unwrap_or_default();
+                    return Err(s.fault(m, K::Unsupported(SORRY_NAT)));
+                }
+            }
             "omega" => self.cur_vs().omega = flag(s)?,
             "virtualhost" => self.cur_vs().virtualhost = Some(values::text(s, "a host name")?),
             "ip_family" => {

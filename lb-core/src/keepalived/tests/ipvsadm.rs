@@ -49,6 +49,14 @@ virtual_server 192.0.2.20 {
     real_server 10.0.1.30 {
     }
 }
+virtual_server 192.0.2.30 80 {
+    real_server 10.0.1.41 80 {
+    }
+    lb_kind DR
+    real_server 10.0.1.42 8080 {
+        lvs_method NAT
+    }
+}
 "#;
     let ipvsadm_save = "\
 -A -t 192.0.2.10:80 -s wrr
@@ -60,6 +68,9 @@ virtual_server 192.0.2.20 {
 -a -u [2001:db8::53]:53 -r [2001:db8:1::a]:5353 -m -w 2
 -A -t 192.0.2.20:0 -s lc -p 300
 -a -t 192.0.2.20:0 -r 10.0.1.30:0 -m -w 1
+-A -t 192.0.2.30:80 -s wlc
+-a -t 192.0.2.30:80 -r 10.0.1.41:80 -g -w 1
+-a -t 192.0.2.30:80 -r 10.0.1.42:8080 -m -w 1
 ";
     let want: Vec<_> = ipvsadm_save
         .lines()
