@@ -239,7 +239,12 @@ impl ServiceConfig {
 
 /// How packets reach a real server (IPVS's three forwarding methods), chosen per real server:
 /// one service may mix them.
+///
+/// `repr(u8)` with `Masq` as tag 0: an unused server slot (`RealServer::EMPTY`, NAT) is then all
+/// zero bits, so the director's storage can live in `.bss` (without it the tag would sit in a
+/// niche of `TunnelKind`, non-zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
 pub enum ForwardMethod {
     /// `-m`: NAT (masquerading): the destination becomes the real server's address and port,
     /// and its replies come back through the balancer.

@@ -33,7 +33,7 @@
 //! Storage is partitioned evenly per service slot: slot `s` owns servers
 //! `s·P .. (s+1)·P` (`P` = [`Limits::servers_per_service`]; a [`ServerId`] is the global index),
 //! order entries likewise, `T` table slots and `L` lblc and `L` lblcr entries. Bytes per item
-//! (64-bit targets): [`ServiceSlot`] 240, [`RealServer`] 112, [`RateEstimator`] 80, order entry 2,
+//! (64-bit targets): [`ServiceSlot`] 240, [`RealServer`] 120, [`RateEstimator`] 80, order entry 2,
 //! `MhScratch` and lblc/lblcr entries: see their modules; [`Limits::storage_bytes`] computes the
 //! exact total. With [`Limits::default`] (64 services × 1023 servers, 65536 table slots, 1024
 //! lblc entries) the services take 15 KiB, servers + rates + order 12.1 MiB (194 B per server

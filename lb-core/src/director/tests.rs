@@ -788,7 +788,7 @@ proptest! {
 #[test]
 fn documented_sizes() {
     assert_eq!(size_of::<ServiceSlot>(), 240);
-    assert_eq!(size_of::<RealServer>(), 112);
+    assert_eq!(size_of::<RealServer>(), 120);
     assert_eq!(size_of::<RateEstimator>(), 80);
     assert_eq!(size_of::<Stats>(), 40);
     assert_eq!(size_of::<Rates>(), 40);
