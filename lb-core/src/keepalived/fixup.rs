@@ -151,6 +151,23 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
             });
         }
         self.inherit(n);
+        // ipvsadm gives a direct-routing real server of an address service the service's
+        // port (it cannot change the port of a packet it does not rewrite): refuse another
+        // rather than apply what was not written.
+        if let ServiceKey::Addr { vip, .. } = self.cfg.vs[n].service.key {
+            let reals = self.cfg.vs[n].reals.range();
+            for rs in &self.cfg.rs[reals] {
+                if rs.server.method != ForwardMethod::Masq && rs.server.addr.port() != vip.port() {
+                    return Err(Fault {
+                        line,
+                        text: "virtual_server",
+                        kind: K::Invalid(
+                            "with lb_kind DR every real server's port must be the virtual server's",
+                        ),
+                    });
+                }
+            }
+        }
         self.cfg.n.vs += 1;
         Ok(())
     }
