@@ -98,18 +98,7 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
 
     let mut rows = Vec::new();
     for (id, s) in crate::listing::sorted_services(lb) {
-        let (local_address, local_port, proto, mark) = match s.config.key {
-            ServiceKey::Addr { proto, vip } => (
-                vip.ip().to_string(),
-                vip.port(),
-                match proto {
-                    Protocol::Tcp => "TCP",
-                    Protocol::Udp => "UDP",
-                },
-                String::new(),
-            ),
-            ServiceKey::Fwmark { mark, .. } => (String::new(), 0, "FWM", mark.to_string()),
-        };
+        let (local_address, local_port, proto, mark) = service_label_values(&s.config.key);
         for srv in crate::listing::sorted_servers(lb, id) {
             let labels = format!(
                 "local_address=\"{}\",local_mark=\"{}\",local_port=\"{}\",proto=\"{}\",remote_address=\"{}\",remote_port=\"{}\"",
@@ -316,9 +305,10 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
     out
 }
 
-/// node_exporter's ipvs labels of real server `server` in `service`.
-fn ipvs_labels(service: &ServiceKey, server: std::net::SocketAddr) -> String {
-    let (local_address, local_port, proto, mark) = match *service {
+/// The service's values of node_exporter's `local_address`, `local_port`, `proto` and
+/// `local_mark` labels.
+fn service_label_values(key: &ServiceKey) -> (String, u16, &'static str, String) {
+    match *key {
         ServiceKey::Addr { proto, vip } => (
             vip.ip().to_string(),
             vip.port(),
@@ -329,7 +319,12 @@ fn ipvs_labels(service: &ServiceKey, server: std::net::SocketAddr) -> String {
             String::new(),
         ),
         ServiceKey::Fwmark { mark, .. } => (String::new(), 0, "FWM", mark.to_string()),
-    };
+    }
+}
+
+/// node_exporter's ipvs labels of real server `server` in `service`.
+fn ipvs_labels(service: &ServiceKey, server: std::net::SocketAddr) -> String {
+    let (local_address, local_port, proto, mark) = service_label_values(service);
     format!(
         "local_address=\"{}\",local_mark=\"{}\",local_port=\"{}\",proto=\"{}\",remote_address=\"{}\",remote_port=\"{}\"",
         esc(&local_address),
