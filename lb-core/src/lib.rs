@@ -35,6 +35,7 @@ pub mod server;
 pub mod service;
 pub mod stats;
 pub mod sync;
+pub mod tunnel;
 
 internal! {
     mod addr;
