@@ -1,5 +1,6 @@
-//! `lb-tun`: the Linux demo gateway. It owns a TUN device, the control socket and the metrics
-//! endpoint, and moves packets between the TUN device and lb-core's balancer a burst at a time:
+//! `lb-tun`: the Linux demo gateway. It owns a TUN device (or a TAP device, `--tap`: see
+//! [`lb_tun::tap`]), the control socket and the metrics endpoint, and moves packets between the
+//! device and lb-core's balancer a burst at a time:
 //! read a burst into the ring, run `Balancer::process_burst` over it, write back what the
 //! verdicts say (see [`lb_tun::gateway`]). Control requests and timers are handled between
 //! bursts by this one owner of the balancer (see `docs/architecture.md`).
