@@ -767,8 +767,8 @@ fn settings_list(s: &Settings) -> [Setting; 13] {
 }
 
 /// What lb-tun adds to lb-core's refusal of a `-g` real server on a TUN device.
-pub const DR_NEEDS_TAP: &str = "lb-tun carries direct routing on a TAP device only: \
-     run it with --tap NAME --address ADDR/PREFIX instead of --tun (lb-tun/README.md, \"Direct routing\")";
+pub const DR_NEEDS_TAP: &str = "or run lb-tun with --tap NAME --address ADDR/PREFIX instead \
+     of --tun: a TAP device carries direct routing (lb-tun/README.md, \"Direct routing\")";
 
 /// Whether `cmd` adds or edits a real server with direct routing (`-g`).
 fn is_direct_routing_server(cmd: &Command) -> bool {

@@ -715,7 +715,7 @@ impl Device {
     }
 
     /// The Ethernet side's timers (TAP): requests repeated, unresolved next hops given up.
-    /// Cheap to call every loop turn: it does something every [`TIMER_EVERY_MS`] at most.
+    /// Cheap to call every loop turn: it does something every 100 ms at most.
     pub fn run_timers(&self) {
         if let Device::Tap(d) = self {
             let now = d.now();

@@ -468,8 +468,9 @@ fn direct_routing_is_refused_on_tun_with_the_way_to_get_it_and_accepted_on_tap()
     assert_eq!(r.status, 1);
     assert!(r.text.contains("direct routing (-g)"), "{}", r.text);
     assert!(
-        r.text
-            .contains("run it with --tap NAME --address ADDR/PREFIX"),
+        r.text.contains(
+            "use -m; or run lb-tun with --tap NAME --address ADDR/PREFIX instead of --tun"
+        ),
         "{}",
         r.text
     );
