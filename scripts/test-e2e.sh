@@ -46,7 +46,8 @@
 #            the VIP comes back with the same sha256 both ways; hey over wrr 3:1 -g servers:
 #            every request 200, the split 3:1, and the director saw only client->server (its
 #            servers' OutPkts 0, no server->client packet on the TAP); IPv6 DR (NDP) too; a NAT
-#            service on the same TAP gateway works, its replies through the director
+#            service on the same TAP gateway works, its replies through the director; TCP_CHECK
+#            probes over the TAP (keepalived.conf, lb_kind DR) take a stopped server out
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -963,7 +964,7 @@ scenario_dr() {
 		# nginx on every address (the VIP on lo included), IPv4 and IPv6.
 		start_nginx "s$i" 0.0.0.0 "s$i" "::"
 		if command -v socat >/dev/null 2>&1; then
-			start_in_ns "s$i" "socat-s$i" socat TCP-LISTEN:5001,reuseaddr,fork EXEC:cat >/dev/null
+			eval "socat_s$i=\$(start_in_ns s$i socat-s$i socat TCP-LISTEN:5001,reuseaddr,fork EXEC:cat)"
 		fi
 	done
 	for i in 1 2; do wait_http "s$i" "http://$(dr_server4 "$i")/" || fail "s$i did not start"; done
@@ -976,8 +977,6 @@ scenario_dr() {
 -A -t $DR_VIP4:80 -s wrr
 -a -t $DR_VIP4:80 -r $(dr_server4 1):80 -g -w 3
 -a -t $DR_VIP4:80 -r $(dr_server4 2):80 -g -w 1
--A -t $DR_VIP4:5001 -s rr
--a -t $DR_VIP4:5001 -r $(dr_server4 1):5001 -g
 -A -t [$DR_VIP6]:80 -s rr
 -a -t [$DR_VIP6]:80 -r [$(dr_server6 1)]:80 -g -w 1
 -a -t [$DR_VIP6]:80 -r [$(dr_server6 2)]:80 -g -w 1
@@ -985,8 +984,33 @@ scenario_dr() {
 -a -t $DR_VIP4:8080 -r $(dr_nat4 1):80 -m -w 1
 -a -t $DR_VIP4:8080 -r $(dr_nat4 2):80 -m -w 1
 CONF
+	# The echo service (5001) from a keepalived.conf, TCP_CHECK on both DR servers from the
+	# probe source 10.50.0.3, which lb-tun answers ARP for on the segment.
+	cat >"$tmp/keepalived.conf" <<CONF
+virtual_server $DR_VIP4 5001 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server $(dr_server4 1) 5001 {
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+    real_server $(dr_server4 2) 5001 {
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+}
+CONF
 	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tap lt0 --address 10.50.0.2/24 \
-		--address 10.51.0.2/24 --address fd00:50::2/64 --config "$tmp/lb.conf" --control "$sock")
+		--address 10.51.0.2/24 --address fd00:50::2/64 --config "$tmp/lb.conf" \
+		--keepalived "$tmp/keepalived.conf" --probe-source 10.50.0.3 --control "$sock")
 	for _ in $(seq 1 250); do
 		[ -S "$sock" ] && break
 		kill -0 "$LBT_GW_PID" 2>/dev/null || break
@@ -1008,7 +1032,7 @@ CONF
 		want=$(sha256sum <"$tmp/blob" | cut -c1-64)
 		got=$(sha256sum <"$tmp/echo" | cut -c1-64)
 		[ "$want" = "$got" ] || fail "socat echo: sent $want, got back $got ($(wc -c <"$tmp/echo") bytes)"
-		ok "socat: 4194304 bytes to $DR_VIP4:5001 and back from s1, sha256 $want both ways"
+		ok "socat: 4194304 bytes to $DR_VIP4:5001 and back from a real server, sha256 $want both ways"
 	else
 		echo "skip: the socat transfer needs socat (apt-get install socat)"
 	fi
@@ -1065,6 +1089,23 @@ CONF
 	[ "$to" -gt 0 ] && [ "$nat_back" -gt 0 ] || fail "tcpdump on lt0 is blind: to DR $to, NAT replies $nat_back"
 	[ "$from" -eq 0 ] || fail "$from server->client DR packets reached the TAP: $(tcpdump -nn -r "$tmp/lt0.pcap" "src port 80 or src port 5001" 2>/dev/null | head -3)"
 	ok "tcpdump on lt0: DR (socat, hey v4 and v6) $to client->server packets, 0 server->client; NAT $nat_back replies through lb-tun"
+
+	# 6. Health checks over the TAP: both echo servers UP by TCP_CHECK from the probe source;
+	# one whose socat stops leaves the service (DOWN within 4 s, as in the health scenario).
+	if command -v socat >/dev/null 2>&1; then
+		local e1 e2 t0 ms
+		e1="$(dr_server4 1):5001" e2="$(dr_server4 2):5001"
+		# "UP  nP ok": the last n probes passed, so the probes and their answers crossed the TAP.
+		lbadm --health | grep "$e1 " | grep -Eq 'UP +[1-9][0-9]*P ok' || fail "--health: $(lbadm --health)"
+		lbadm --health | grep "$e2 " | grep -Eq 'UP +[1-9][0-9]*P ok' || fail "--health: $(lbadm --health)"
+		# shellcheck disable=SC2154
+		kill "$socat_s2"
+		t0=$(date +%s%N)
+		ms=$(wait_listed "$e2" no "$t0" 5000) || fail "$e2 still listed ${ms} ms after its socat stopped: $(lbadm --health)"
+		lbadm --health | grep "$e2 " | grep -q DOWN || fail "--health: $(lbadm --health)"
+		listed "$e1" || fail "$e1 left the service too"
+		ok "health over the TAP: TCP_CHECK from 10.50.0.3 had both echo servers UP; $e2 left ${ms} ms after its socat stopped"
+	fi
 
 	lbadm --stats-gateway | grep -E '^tap\.(arp_answers|ndp_answers|requests_sent|held|rx_ignored|tx_errors|no_route|loop_drops) ' | xargs echo "  "
 	[ "$(gwstat tap.tx_errors)" = 0 ] || fail "tap.tx_errors $(gwstat tap.tx_errors)"
