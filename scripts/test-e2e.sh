@@ -1010,7 +1010,8 @@ virtual_server $DR_VIP4 5001 {
 CONF
 	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tap lt0 --address 10.50.0.2/24 \
 		--address 10.51.0.2/24 --address fd00:50::2/64 --config "$tmp/lb.conf" \
-		--keepalived "$tmp/keepalived.conf" --probe-source 10.50.0.3 --control "$sock")
+		--keepalived "$tmp/keepalived.conf" --probe-source 10.50.0.3 --control "$sock" \
+		--metrics 127.0.0.1:9100)
 	for _ in $(seq 1 250); do
 		[ -S "$sock" ] && break
 		kill -0 "$LBT_GW_PID" 2>/dev/null || break
@@ -1042,6 +1043,7 @@ CONF
 	load_run "http://$DR_VIP4/" "$n" 20 "$tmp/v4.csv" || fail "load v4"
 	all_ok "$tmp/v4.csv" "$n"
 	ok "$n/$n requests to $DR_VIP4 got 200 (hey, no keep-alive)"
+	csv_summary "$tmp/v4.csv" "$n" | sed 's/^/   /'
 	s1=$(awk '$1 == "10.50.0.1"' "$tmp/s1.access.log" | wc -l)
 	s2=$(awk '$1 == "10.50.0.1"' "$tmp/s2.access.log" | wc -l)
 	[ "$s1" -eq 3000 ] && [ "$s2" -eq 1000 ] || fail "split s1 $s1 s2 $s2, want 3000 and 1000 (wrr 3:1)"
@@ -1106,6 +1108,20 @@ CONF
 		listed "$e1" || fail "$e1 left the service too"
 		ok "health over the TAP: TCP_CHECK from 10.50.0.3 had both echo servers UP; $e2 left ${ms} ms after its socat stopped"
 	fi
+
+	# 7. The metrics, as on a TUN device.
+	sleep 1.1
+	nsx gw bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' |
+		tr -d '\r' | awk 'body { print } /^$/ { body = 1 }' >"$tmp/metrics.txt"
+	local conns=4600 out nat_out
+	command -v socat >/dev/null 2>&1 && conns=4601
+	grep -q "^node_ipvs_connections_total $conns$" "$tmp/metrics.txt" ||
+		fail "metrics: $(grep '^node_ipvs_connections_total' "$tmp/metrics.txt"), want $conns"
+	# Outgoing packets (server -> client through the director): the NAT service's only.
+	out=$(awk '$1 == "node_ipvs_outgoing_packets_total" { print $2 }' "$tmp/metrics.txt")
+	nat_out=$(($(dr_stats "$(dr_nat4 1):80" | cut -d' ' -f3) + $(dr_stats "$(dr_nat4 2):80" | cut -d' ' -f3)))
+	[ "${out:-x}" = "$nat_out" ] || fail "node_ipvs_outgoing_packets_total ${out:-missing}, the NAT servers' OutPkts $nat_out"
+	ok "metrics on the TAP gateway: node_ipvs_connections_total $conns, outgoing packets $out (all NAT)"
 
 	lbadm --stats-gateway | grep -E '^tap\.(arp_answers|ndp_answers|requests_sent|held|rx_ignored|tx_errors|no_route|loop_drops) ' | xargs echo "  "
 	[ "$(gwstat tap.tx_errors)" = 0 ] || fail "tap.tx_errors $(gwstat tap.tx_errors)"
