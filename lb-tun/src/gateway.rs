@@ -36,8 +36,8 @@ pub struct Gateway {
     lb: Balancer<'static>,
     limits: Limits,
     seed: u64,
-    /// Every address that was ever a virtual address: a passed packet to one of them is dropped
-    /// (the kernel routes it back into the TUN, where it would loop).
+    /// Every address that was ever a virtual address, and the tunnel sources: a passed packet
+    /// to one of them is dropped (the kernel routes it back into the TUN, where it would loop).
     ever_vips: HashSet<IpAddr>,
     verdicts: Vec<Verdict>,
     stats: FrontendStats,
@@ -182,6 +182,32 @@ impl Gateway {
         Ok(())
     }
 
+    /// Lets the balancer tunnel (`-i`): `sources` are the outer source addresses
+    /// (`--tunnel-source`, one IPv4 and/or one IPv6; the host routes them into the TUN device,
+    /// as the probe sources, so nothing the path sends back to them loops), `path_mtu` the MTU
+    /// toward the real servers (`--path-mtu`). Call before the configuration is applied.
+    pub fn set_tunnel(&mut self, sources: &[IpAddr], path_mtu: u16) -> Result<(), String> {
+        let mut settings = *self.lb.settings();
+        for &a in sources {
+            let taken = match a {
+                IpAddr::V4(v4) => settings.tunnel_source_v4.replace(v4).is_some(),
+                IpAddr::V6(v6) => settings.tunnel_source_v6.replace(v6).is_some(),
+            };
+            if taken {
+                return Err(format!(
+                    "--tunnel-source {a}: one address per family (one IPv4, one IPv6)"
+                ));
+            }
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(format!("--tunnel-source {a}: not a unicast address"));
+            }
+            self.ever_vips.insert(a);
+        }
+        settings.path_mtu = path_mtu;
+        self.lb.set_settings(settings);
+        Ok(())
+    }
+
     /// The probe side, if `--probe-source` was given.
     pub fn probes(&self) -> Option<&crate::health::Probes> {
         self.probes.as_ref()
@@ -298,8 +324,11 @@ impl Gateway {
                     continue;
                 }
             }
+            // No headroom: a tunnelled packet is moved back in its (large) buffer by the
+            // balancer, a copy that costs far less than the write(2) that follows.
             pkts.push(Packet {
                 buf: slot.buf,
+                start: 0,
                 len: *slot.len,
             });
             metas.push((slot.len, slot.action, slot.next_hop));
@@ -766,16 +795,6 @@ fn settings_list(s: &Settings) -> [Setting; 13] {
     ]
 }
 
-/// What lb-tun adds to lb-core's refusal of a `-g` real server on a TUN device.
-pub const DR_NEEDS_TAP: &str = "or run lb-tun with --tap NAME --address ADDR/PREFIX instead \
-     of --tun: a TAP device carries direct routing (lb-tun/README.md, \"Direct routing\")";
-
-/// Whether `cmd` adds or edits a real server with direct routing (`-g`).
-fn is_direct_routing_server(cmd: &Command) -> bool {
-    matches!(cmd, Command::AddServer(_, c) | Command::EditServer(_, c)
-        if c.method == lb_core::ForwardMethod::Route)
-}
-
 /// `ConfigError` in ipvsadm's words where it has them, naming the command.
 fn describe(cmd: &Command, e: ConfigError) -> String {
     let what = match e {
@@ -788,9 +807,6 @@ fn describe(cmd: &Command, e: ConfigError) -> String {
         },
         ConfigError::ServerExists => "Destination already exists".to_string(),
         ConfigError::NoSuchServer => "No such destination".to_string(),
-        ConfigError::Unsupported(why) if is_direct_routing_server(cmd) => {
-            format!("{why}; {DR_NEEDS_TAP}")
-        }
         other => other.to_string(),
     };
     format!("{what} ({cmd})")

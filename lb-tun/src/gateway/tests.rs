@@ -467,18 +467,12 @@ fn direct_routing_is_refused_on_tun_with_the_way_to_get_it_and_accepted_on_tap()
     let r = ctl(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.2 -g");
     assert_eq!(r.status, 1);
     assert!(r.text.contains("direct routing (-g)"), "{}", r.text);
-    assert!(
-        r.text.contains(
-            "use -m; or run lb-tun with --tap NAME --address ADDR/PREFIX instead of --tun"
-        ),
-        "{}",
-        r.text
-    );
+    assert!(r.text.contains("(lb-tun: run it with --tap)"), "{}", r.text);
     let e = g
         .apply_batch(T0, "lb.conf", "-a -t 10.30.0.10:80 -r 10.20.1.3 -g -w 1\n")
         .unwrap_err();
     assert!(
-        e.0.starts_with("lb.conf:1: ") && e.0.contains("--tap NAME"),
+        e.0.starts_with("lb.conf:1: ") && e.0.contains("(lb-tun: run it with --tap)"),
         "{e}"
     );
     // Other refusals do not mention --tap.
