@@ -527,3 +527,60 @@ fn a_burst_gives_each_forwarded_packet_its_next_hop() {
     let want: Vec<IpAddr> = vec!["10.20.1.2".parse().unwrap(), "10.20.1.3".parse().unwrap()];
     assert_eq!(*hops, want);
 }
+
+/// A tunnel (`-i`) server on a TAP gateway: the packet leaves encapsulated, from the tunnel
+/// source to the real server, which is also its next hop (as for DR), beside a DR server.
+#[test]
+fn a_tunnelled_packet_goes_to_its_server_as_next_hop_beside_direct_routing() {
+    let mut g = gw();
+    g.set_tunnel(&["10.20.9.9".parse().unwrap()], 1500).unwrap();
+    g.enable_direct_routing();
+    g.apply_batch(
+        T0,
+        "c",
+        "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2 -i\n\
+         -a -t 10.30.0.10:80 -r 10.20.1.3 -g\n",
+    )
+    .unwrap();
+    let vip: SocketAddrV4 = "10.30.0.10:80".parse().unwrap();
+    let pkts: Vec<Vec<u8>> = (0..2u16)
+        .map(|i| {
+            syn(
+                SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), 40000 + i),
+                vip,
+            )
+        })
+        .collect();
+    let io = FakeIo::with(&pkts);
+    let mut ring = PacketRing::new(4, 2048);
+    ring.fill(&io).unwrap();
+    g.process_ring(T0, &mut ring);
+    assert_eq!(ring.flush(&io), 2);
+    let out = io.outbox.borrow();
+    let hops = io.hops.borrow();
+    let mut seen = Vec::new();
+    for (p, hop) in out.iter().zip(hops.iter()) {
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        match u8::from(ip.next_header()) {
+            4 => {
+                assert_eq!(ip.src_addr(), Ipv4Address::new(10, 20, 9, 9));
+                assert_eq!(ip.dst_addr(), Ipv4Address::new(10, 20, 1, 2));
+                assert_eq!(*hop, "10.20.1.2".parse::<IpAddr>().unwrap());
+                assert_eq!(
+                    &p[20..],
+                    &pkts[seen.len()][..],
+                    "the inner packet as it came"
+                );
+                seen.push("tunnel");
+            }
+            6 => {
+                assert_eq!(ip.dst_addr(), Ipv4Address::new(10, 30, 0, 10));
+                assert_eq!(*hop, "10.20.1.3".parse::<IpAddr>().unwrap());
+                seen.push("dr");
+            }
+            other => panic!("protocol {other}"),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["dr", "tunnel"]);
+}
