@@ -40,6 +40,14 @@
 #            both down the sorry server serves; a server dropping SYNs (iptables) is taken out
 #            by the passive signal (--passive) before the active checker could, and its clients
 #            are answered after one SYN retransmission
+#   dr       direct routing on a TAP device (lb-tun --tap): client, lb-tun and two nginx real
+#            servers on one Ethernet segment, the servers set up as for kernel IPVS DR (the VIP
+#            on lo, arp_ignore=1, arp_announce=2, rp_filter 0): a socat echo of 4 MB through
+#            the VIP comes back with the same sha256 both ways; hey over wrr 3:1 -g servers:
+#            every request 200, the split 3:1, and the director saw only client->server (its
+#            servers' OutPkts 0, no server->client packet on the TAP); IPv6 DR (NDP) too; a NAT
+#            service on the same TAP gateway works, its replies through the director; TCP_CHECK
+#            probes over the TAP (keepalived.conf, lb_kind DR) take a stopped server out
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -877,8 +885,250 @@ CONF
 	grep -E "is (UP|DOWN)|quorum" "$tmp/lb-tun.log" | sed 's/^/  log: /'
 }
 
+# The dr scenario's segment: everything on one bridge in the gw namespace, whose kernel only
+# bridges (br0 and the TAP carry no address of the host; lb-tun is the director on the TAP).
+#
+#   client c0 10.50.0.1/24 fd00:50::1/64 ──┐
+#   s1 eth0 10.50.0.11/24 fd00:50::11/64 ──┤ br0 (gw ns) ── lt0 (TAP) ── lb-tun 10.50.0.2/24,
+#           10.51.0.11/24 (NAT)            │                            10.51.0.2/24, fd00:50::2/64
+#   s2 eth0 10.50.0.12/24 fd00:50::12/64 ──┘
+#           10.51.0.12/24 (NAT)
+#
+# The client is on the segment, not routed: DR replies go from the real server to the client
+# by the server's own on-link route, which no router in between could divert through the
+# director. The NAT addresses (10.51.0.0/24) answer through lb-tun by policy routing (from
+# 10.51.0.X, default via 10.51.0.2), as a real server in both methods is set up.
+DR_VIP4=10.50.0.100
+DR_VIP6=fd00:50::100
+dr_server4() { echo "10.50.0.$((10 + $1))"; }
+dr_server6() { echo "fd00:50::$((10 + $1))"; }
+dr_nat4() { echo "10.51.0.$((10 + $1))"; }
+
+topo_dr_up() {
+	local ns i s
+	lbt_tmpdir >/dev/null
+	for ns in client gw s1 s2; do
+		ip netns add "${LBT}-$ns" || return 1
+		ip -n "${LBT}-$ns" link set lo up
+	done
+	nsx gw sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+	nsx gw sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+	# No multicast snooping: lb-tun joins no group, and neighbour solicitations for the VIP
+	# go to a solicited-node group.
+	ip -n "${LBT}-gw" link add br0 type bridge mcast_snooping 0 || return 1
+	ip -n "${LBT}-gw" link set br0 up
+	ip -n "${LBT}-gw" tuntap add dev lt0 mode tap || return 1
+	ip -n "${LBT}-gw" link set lt0 master br0
+	ip -n "${LBT}-gw" link set lt0 up
+	ip -n "${LBT}-client" link add c0 type veth peer name gc netns "${LBT}-gw" || return 1
+	ip -n "${LBT}-client" addr add 10.50.0.1/24 dev c0
+	ip -n "${LBT}-client" addr add fd00:50::1/64 dev c0 nodad
+	ip -n "${LBT}-client" link set c0 up
+	ip -n "${LBT}-gw" link set gc master br0
+	ip -n "${LBT}-gw" link set gc up
+	for i in 1 2; do
+		s="${LBT}-s$i"
+		ip -n "$s" link add eth0 type veth peer name "gs$i" netns "${LBT}-gw" || return 1
+		ip -n "${LBT}-gw" link set "gs$i" master br0
+		ip -n "${LBT}-gw" link set "gs$i" up
+		ip -n "$s" addr add "$(dr_server4 "$i")/24" dev eth0
+		ip -n "$s" addr add "$(dr_nat4 "$i")/24" dev eth0
+		ip -n "$s" addr add "$(dr_server6 "$i")/64" dev eth0 nodad
+		ip -n "$s" link set eth0 up
+		# The real server as the kernel's IPVS selftests and the ipvsadm documentation set it
+		# up for DR: the VIP on lo, never answered or announced on eth0, no reverse-path filter.
+		ip -n "$s" addr add "$DR_VIP4/32" dev lo
+		ip -n "$s" addr add "$DR_VIP6/128" dev lo nodad
+		nsx "s$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1
+		nsx "s$i" sysctl -qw net.ipv4.conf.all.arp_announce=2
+		nsx "s$i" sysctl -qw net.ipv4.conf.eth0.arp_ignore=1
+		nsx "s$i" sysctl -qw net.ipv4.conf.eth0.arp_announce=2
+		nsx "s$i" sysctl -qw net.ipv4.conf.all.rp_filter=0
+		nsx "s$i" sysctl -qw net.ipv4.conf.default.rp_filter=0
+		nsx "s$i" sysctl -qw net.ipv4.conf.eth0.rp_filter=0
+		nsx "s$i" sysctl -qw net.ipv4.conf.lo.rp_filter=0
+		# NAT replies (from the NAT address) go back through the director.
+		ip -n "$s" route add default via 10.51.0.2 table 51
+		ip -n "$s" rule add from "$(dr_nat4 "$i")" lookup 51 pref 51
+	done
+	lbt_log "topology up: client, s1, s2 and TAP lt0 on br0 in ${LBT}-gw"
+}
+
+# dr_stats ADDR:PORT — Conns InPkts OutPkts of that real server (lbadm -L -n --stats --exact).
+dr_stats() { lbadm -L -n --stats --exact | awk -v a="$1" '$1 == "->" && $2 == a { print $3, $4, $5 }'; }
+
+scenario_dr() {
+	topo_dr_up || fail topo_dr_up
+	local i
+	for i in 1 2; do
+		# nginx on every address (the VIP on lo included), IPv4 and IPv6.
+		start_nginx "s$i" 0.0.0.0 "s$i" "::"
+		if command -v socat >/dev/null 2>&1; then
+			eval "socat_s$i=\$(start_in_ns s$i socat-s$i socat TCP-LISTEN:5001,reuseaddr,fork EXEC:cat)"
+		fi
+	done
+	for i in 1 2; do wait_http "s$i" "http://$(dr_server4 "$i")/" || fail "s$i did not start"; done
+	# conn_reuse_mode 2: a SYN that reuses the port of a connection whose FIN the director saw
+	# (FIN_WAIT: it never sees the server's) is scheduled afresh, as the sysctl's documentation
+	# advises for DR; with the default 1 it would stick to its former server (some hundred of
+	# 4,000 random client ports repeat) and the split would be off by those.
+	cat >"$tmp/lb.conf" <<CONF
+--conn-reuse-mode 2
+-A -t $DR_VIP4:80 -s wrr
+-a -t $DR_VIP4:80 -r $(dr_server4 1):80 -g -w 3
+-a -t $DR_VIP4:80 -r $(dr_server4 2):80 -g -w 1
+-A -t [$DR_VIP6]:80 -s rr
+-a -t [$DR_VIP6]:80 -r [$(dr_server6 1)]:80 -g -w 1
+-a -t [$DR_VIP6]:80 -r [$(dr_server6 2)]:80 -g -w 1
+-A -t $DR_VIP4:8080 -s rr
+-a -t $DR_VIP4:8080 -r $(dr_nat4 1):80 -m -w 1
+-a -t $DR_VIP4:8080 -r $(dr_nat4 2):80 -m -w 1
+CONF
+	# The echo service (5001) from a keepalived.conf, TCP_CHECK on both DR servers from the
+	# probe source 10.50.0.3, which lb-tun answers ARP for on the segment.
+	cat >"$tmp/keepalived.conf" <<CONF
+virtual_server $DR_VIP4 5001 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server $(dr_server4 1) 5001 {
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+    real_server $(dr_server4 2) 5001 {
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+}
+CONF
+	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tap lt0 --address 10.50.0.2/24 \
+		--address 10.51.0.2/24 --address fd00:50::2/64 --config "$tmp/lb.conf" \
+		--keepalived "$tmp/keepalived.conf" --probe-source 10.50.0.3 --control "$sock" \
+		--metrics 127.0.0.1:9100)
+	for _ in $(seq 1 250); do
+		[ -S "$sock" ] && break
+		kill -0 "$LBT_GW_PID" 2>/dev/null || break
+		sleep 0.02
+	done
+	[ -S "$sock" ] || fail "lb-tun did not start: $(cat "$tmp/lb-tun.log")"
+	ok "lb-tun on TAP lt0: $(grep -o 'hardware address [^,]*' "$tmp/lb-tun.log")"
+	nsx gw tcpdump -i lt0 -nn -U -w "$tmp/lt0.pcap" "tcp and (host $DR_VIP4 or host $DR_VIP6)" \
+		>"$tmp/tcpdump.log" 2>&1 &
+	local tcpdump_pid=$!
+	sleep 0.5
+
+	# 1. socat: 4 MB echoed by a real server through the VIP, the same bytes both ways.
+	if command -v socat >/dev/null 2>&1; then
+		head -c 4194304 /dev/urandom >"$tmp/blob"
+		nsx client socat -t 10 -T 20 "TCP:$DR_VIP4:5001" "OPEN:$tmp/blob,rdonly!!CREATE:$tmp/echo" ||
+			fail "socat through $DR_VIP4:5001"
+		local want got
+		want=$(sha256sum <"$tmp/blob" | cut -c1-64)
+		got=$(sha256sum <"$tmp/echo" | cut -c1-64)
+		[ "$want" = "$got" ] || fail "socat echo: sent $want, got back $got ($(wc -c <"$tmp/echo") bytes)"
+		ok "socat: 4194304 bytes to $DR_VIP4:5001 and back from a real server, sha256 $want both ways"
+	else
+		echo "skip: the socat transfer needs socat (apt-get install socat)"
+	fi
+
+	# 2. hey over wrr 3:1: every request 200, the split 3:1, replies straight to the client.
+	local n=4000 s1 s2
+	load_run "http://$DR_VIP4/" "$n" 20 "$tmp/v4.csv" || fail "load v4"
+	all_ok "$tmp/v4.csv" "$n"
+	ok "$n/$n requests to $DR_VIP4 got 200 (hey, no keep-alive)"
+	csv_summary "$tmp/v4.csv" "$n" | sed 's/^/   /'
+	s1=$(awk '$1 == "10.50.0.1"' "$tmp/s1.access.log" | wc -l)
+	s2=$(awk '$1 == "10.50.0.1"' "$tmp/s2.access.log" | wc -l)
+	[ "$s1" -eq 3000 ] && [ "$s2" -eq 1000 ] || fail "split s1 $s1 s2 $s2, want 3000 and 1000 (wrr 3:1)"
+	ok "split s1 $s1 s2 $s2 (wrr 3:1), each logged with the client's own address"
+	local st1 st2
+	st1=$(dr_stats "$(dr_server4 1):80")
+	st2=$(dr_stats "$(dr_server4 2):80")
+	set -- $st1
+	[ "$1" -eq 3000 ] && [ "$2" -gt 0 ] && [ "$3" -eq 0 ] || fail "s1 Conns InPkts OutPkts: $st1"
+	set -- $st2
+	[ "$1" -eq 1000 ] && [ "$2" -gt 0 ] && [ "$3" -eq 0 ] || fail "s2 Conns InPkts OutPkts: $st2"
+	ok "lbadm -L --stats: s1 Conns InPkts OutPkts $st1, s2 $st2: no reply passed the director"
+
+	# 3. IPv6: neighbour discovery for the VIP answered by lb-tun, DR to the servers' MACs.
+	load_run "http://[$DR_VIP6]/" 200 10 "$tmp/v6.csv" || fail "load v6"
+	all_ok "$tmp/v6.csv" 200
+	s1=$(awk '$1 == "fd00:50::1"' "$tmp/s1.access.log" | wc -l)
+	s2=$(awk '$1 == "fd00:50::1"' "$tmp/s2.access.log" | wc -l)
+	[ "$s1" -eq 100 ] && [ "$s2" -eq 100 ] || fail "IPv6 split s1 $s1 s2 $s2, want 100 each (rr)"
+	set -- $(dr_stats "[$(dr_server6 1)]:80")
+	[ "${3:-x}" = 0 ] || fail "IPv6 s1 OutPkts ${3:-missing}"
+	ok "200/200 requests to [$DR_VIP6] got 200, 100 on each server, OutPkts 0"
+
+	# 4. NAT on the same TAP gateway: the servers' NAT addresses, replies through lb-tun.
+	load_run "http://$DR_VIP4:8080/" 400 10 "$tmp/nat.csv" || fail "load NAT"
+	all_ok "$tmp/nat.csv" 400
+	set -- $(dr_stats "$(dr_nat4 1):80")
+	[ "${1:-0}" -eq 200 ] && [ "${3:-0}" -gt 0 ] || fail "NAT s1 Conns InPkts OutPkts: $*"
+	ok "NAT: 400/400 requests to $DR_VIP4:8080 got 200; s1 Conns InPkts OutPkts $* (replies through lb-tun)"
+
+	# 5. What crossed the TAP, by port: the DR services (5001, 80) one way, NAT (8080) both.
+	sleep 0.5
+	kill "$tcpdump_pid" 2>/dev/null
+	wait "$tcpdump_pid" 2>/dev/null
+	grep -q "listening on lt0" "$tmp/tcpdump.log" || fail "tcpdump on lt0 did not run: $(cat "$tmp/tcpdump.log")"
+	local to from nat_back
+	pcap_count() { tcpdump -nn -r "$tmp/lt0.pcap" "$1" 2>/dev/null | wc -l; }
+	# A DR reply comes from the VIP's port (the server answers as the VIP). The client's
+	# packets to the VIP cross lt0 twice (to lb-tun, then from it to the server's MAC).
+	to=$(pcap_count "dst port 80 or dst port 5001")
+	from=$(pcap_count "src port 80 or src port 5001")
+	nat_back=$(pcap_count "src port 8080")
+	# The NAT replies (from the VIP's 8080 after lb-tun's rewrite) show the capture sees
+	# that direction when it happens.
+	[ "$to" -gt 0 ] && [ "$nat_back" -gt 0 ] || fail "tcpdump on lt0 is blind: to DR $to, NAT replies $nat_back"
+	[ "$from" -eq 0 ] || fail "$from server->client DR packets reached the TAP: $(tcpdump -nn -r "$tmp/lt0.pcap" "src port 80 or src port 5001" 2>/dev/null | head -3)"
+	ok "tcpdump on lt0: DR (socat, hey v4 and v6) $to client->server packets, 0 server->client; NAT $nat_back replies through lb-tun"
+
+	# 6. Health checks over the TAP: both echo servers UP by TCP_CHECK from the probe source;
+	# one whose socat stops leaves the service (DOWN within 4 s, as in the health scenario).
+	if command -v socat >/dev/null 2>&1; then
+		local e1 e2 t0 ms
+		e1="$(dr_server4 1):5001" e2="$(dr_server4 2):5001"
+		# "UP  nP ok": the last n probes passed, so the probes and their answers crossed the TAP.
+		lbadm --health | grep "$e1 " | grep -Eq 'UP +[1-9][0-9]*P ok' || fail "--health: $(lbadm --health)"
+		lbadm --health | grep "$e2 " | grep -Eq 'UP +[1-9][0-9]*P ok' || fail "--health: $(lbadm --health)"
+		# shellcheck disable=SC2154
+		kill "$socat_s2"
+		t0=$(date +%s%N)
+		ms=$(wait_listed "$e2" no "$t0" 5000) || fail "$e2 still listed ${ms} ms after its socat stopped: $(lbadm --health)"
+		lbadm --health | grep "$e2 " | grep -q DOWN || fail "--health: $(lbadm --health)"
+		listed "$e1" || fail "$e1 left the service too"
+		ok "health over the TAP: TCP_CHECK from 10.50.0.3 had both echo servers UP; $e2 left ${ms} ms after its socat stopped"
+	fi
+
+	# 7. The metrics, as on a TUN device.
+	sleep 1.1
+	nsx gw bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' |
+		tr -d '\r' | awk 'body { print } /^$/ { body = 1 }' >"$tmp/metrics.txt"
+	local conns=4600 out nat_out
+	command -v socat >/dev/null 2>&1 && conns=4601
+	grep -q "^node_ipvs_connections_total $conns$" "$tmp/metrics.txt" ||
+		fail "metrics: $(grep '^node_ipvs_connections_total' "$tmp/metrics.txt"), want $conns"
+	# Outgoing packets (server -> client through the director): the NAT service's only.
+	out=$(awk '$1 == "node_ipvs_outgoing_packets_total" { print $2 }' "$tmp/metrics.txt")
+	nat_out=$(($(dr_stats "$(dr_nat4 1):80" | cut -d' ' -f3) + $(dr_stats "$(dr_nat4 2):80" | cut -d' ' -f3)))
+	[ "${out:-x}" = "$nat_out" ] || fail "node_ipvs_outgoing_packets_total ${out:-missing}, the NAT servers' OutPkts $nat_out"
+	ok "metrics on the TAP gateway: node_ipvs_connections_total $conns, outgoing packets $out (all NAT)"
+
+	lbadm --stats-gateway | grep -E '^tap\.(arp_answers|ndp_answers|requests_sent|held|rx_ignored|tx_errors|no_route|loop_drops) ' | xargs echo "  "
+	[ "$(gwstat tap.tx_errors)" = 0 ] || fail "tap.tx_errors $(gwstat tap.tx_errors)"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag | synflood | health) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood | health | dr) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|dr" >&2; exit 2 ;;
 esac
 echo PASS

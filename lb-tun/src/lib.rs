@@ -9,6 +9,7 @@ pub mod listing;
 pub mod metrics;
 pub mod prom;
 pub mod syncd;
+pub mod tap;
 pub mod tun;
 
 #[cfg(test)]

@@ -119,3 +119,13 @@ fn e2e_synflood_new_connections_still_succeed() {
 fn e2e_health_checks_remove_and_restore_servers() {
     run("health");
 }
+
+/// Direct routing on a TAP device (`--tap`): a socat echo of 4 MB compares bytes both ways;
+/// hey over wrr 3:1 `-g` servers set up as for kernel IPVS DR (VIP on lo, arp_ignore=1,
+/// arp_announce=2, rp_filter 0): every request 200, split 3:1, the servers' replies never
+/// pass the director (OutPkts 0, none on the TAP); IPv6 DR; NAT on the same TAP gateway; TCP_CHECK
+/// probes over the TAP take a stopped server out.
+#[test]
+fn e2e_direct_routing_on_tap() {
+    run("dr");
+}

@@ -7,7 +7,7 @@ use core::net::IpAddr;
 
 use lb_core::Instant;
 use smoltcp::phy::{Device, TxToken};
-use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, Ipv6Packet};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol};
 
 use super::{smol, Gateway};
 use crate::neighbour::Lookup;
@@ -28,27 +28,7 @@ pub(super) fn transmit<D: Device + ?Sized>(device: &mut D, now: Instant, bytes: 
 impl<'a> Gateway<'a> {
     /// Decrements the TTL / hop limit of the packet in the frame buffer; `false` if it ran out.
     pub(super) fn decrement_ttl(&mut self, len: usize) -> bool {
-        let buf = &mut self.frame[LINK_HEADER..LINK_HEADER + len];
-        match buf.first().map(|b| b >> 4) {
-            Some(4) => match Ipv4Packet::new_checked(buf) {
-                Ok(mut p) if p.hop_limit() > 1 => {
-                    let h = p.hop_limit();
-                    p.set_hop_limit(h - 1);
-                    p.fill_checksum();
-                    true
-                }
-                _ => false,
-            },
-            Some(6) => match Ipv6Packet::new_checked(buf) {
-                Ok(mut p) if p.hop_limit() > 1 => {
-                    let h = p.hop_limit();
-                    p.set_hop_limit(h - 1);
-                    true
-                }
-                _ => false,
-            },
-            _ => false,
-        }
+        crate::link::decrement_ttl(&mut self.frame[LINK_HEADER..LINK_HEADER + len])
     }
 
     /// Routes the IP packet in `frame[LINK_HEADER..LINK_HEADER + len]` and sends it (or holds
