@@ -40,6 +40,13 @@
 #            both down the sorry server serves; a server dropping SYNs (iptables) is taken out
 #            by the passive signal (--passive) before the active checker could, and its clients
 #            are answered after one SYN retransmission
+#   decap    lb-decap on a real server whose kernel has no tunnel module: a director
+#            (scripts/tun-encap.py in gw, reading the VIP traffic from lb0, written apart from
+#            lb-core) sends IPIP, GRE (with and without checksum) and GUE (no checksum,
+#            checksum, remote checksum offload) over IPv4 and IPv6 to s1, where the VIPs are on
+#            lo: HTTP (nginx) and UDP to both VIPs are answered, the replies leave s1 plain,
+#            straight to the client; without lb-decap the kernel answers protocol unreachable,
+#            with it not; damaged packets are counted per reason
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -877,8 +884,140 @@ CONF
 	grep -E "is (UP|DOWN)|quorum" "$tmp/lb-tun.log" | sed 's/^/  log: /'
 }
 
+# http_body VIP — the body of GET / from the client (one connection, 5 s at most).
+http_body() {
+	local host="$1"
+	nsx client timeout 5 bash -c "exec 3<>/dev/tcp/$host/80 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null |
+		tr -d '\r' | tail -n 1
+}
+
+# decap_stat NAME — a counter lb-decap printed on exit (the last block of its log).
+decap_stat() { awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }' "$tmp/lb-decap.log"; }
+
+# send_damaged SERVER — from gw: an IPIP packet whose inner packet is cut (20 bytes announcing
+# 40) and a GRE packet with a wrong checksum. Not a valid tunnel packet either way.
+send_damaged() {
+	nsx gw python3 -c '
+import socket, struct, sys
+ipip = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+ipip.sendto(bytes([0x45, 0, 0, 40]) + bytes(16), (sys.argv[1], 0))
+gre = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+gre.sendto(struct.pack("!HHHH", 0x8000, 0x0800, 0x1234, 0) + bytes([0x45, 0, 0, 20]) + bytes(16), (sys.argv[1], 0))
+' "$1"
+}
+
+# proto_unreachables SERVER — send_damaged to SERVER; how many ICMP "protocol unreachable"
+# came back to gw within a second.
+proto_unreachables() {
+	nsx gw timeout 1.5 tcpdump -lni br0 'icmp[0] == 3 and icmp[1] == 2' >"$tmp/icmp.txt" 2>/dev/null &
+	local pid=$!
+	sleep 0.5
+	send_damaged "$1"
+	wait "$pid"
+	grep -c 'protocol [0-9]* unreachable' "$tmp/icmp.txt"
+}
+
+scenario_decap() {
+	LBT_NSERVERS=1
+	topo_up || fail topo_up
+	command -v python3 >/dev/null || fail "python3 not found"
+	command -v tcpdump >/dev/null || fail "tcpdump not found"
+	write_udp_tools
+	local s1 s16 decap n
+	s1=$(server_addr4 1)
+	s16=$(server_addr6 1)
+	decap="$(lbt_bin lb-decap)" || fail "lb-decap not built"
+	# The real server: the VIPs on lo, no reverse-path filter (the inner packets arrive on
+	# the TUN device from clients routed via eth0), ARP answered for its own addresses only.
+	nsx s1 ip addr add "$LBT_VIP4/32" dev lo
+	nsx s1 ip -6 addr add "$LBT_VIP6/128" dev lo
+	nsx s1 sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+	n=$(proto_unreachables "$s1")
+	[ "$n" = 2 ] || fail "without lb-decap: $n ICMP protocol unreachable for IPIP and GRE, want 2"
+	ok "without lb-decap s1's kernel answers IPIP and GRE with protocol unreachable (no tunnel module)"
+
+	local cap
+	cap=$(start_in_ns s1 tcpdump-s1 tcpdump --immediate-mode -Uni eth0 -w "$tmp/s1.pcap")
+	local dpid
+	dpid=$(start_in_ns s1 lb-decap "$decap" --tun dc0 --gue-port 6080 --ipip --gre)
+	for _ in $(seq 1 50); do
+		nsx s1 ip link show dc0 2>/dev/null | grep -q ',UP' && break
+		sleep 0.1
+	done
+	nsx s1 ip link show dc0 | grep -q ',UP' || fail "lb-decap did not bring dc0 up: $(cat "$tmp/lb-decap.log")"
+	start_nginx s1 "$LBT_VIP4" s1 "$LBT_VIP6"
+	cat >"$tmp/vip_echo.py" <<'PY'
+import socket, sys, threading
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((addr, 53))
+    while True:
+        d, a = s.recvfrom(65535)
+        s.sendto(b"s1" + d[2:], a)
+threading.Thread(target=serve, args=(socket.AF_INET6, sys.argv[2]), daemon=True).start()
+serve(socket.AF_INET, sys.argv[1])
+PY
+	start_in_ns s1 vip-echo python3 "$tmp/vip_echo.py" "$LBT_VIP4" "$LBT_VIP6" >/dev/null
+	wait_http s1 "http://$LBT_VIP4/" || fail "nginx on the VIP did not start"
+	n=$(proto_unreachables "$s1")
+	[ "$n" = 0 ] || fail "with lb-decap: $n ICMP protocol unreachable, want 0"
+	ok "with lb-decap's raw sockets bound, no protocol unreachable"
+
+	local cfg kind outer pid body vip got
+	for cfg in "ipip $s1" "ipip $s16" "gre $s1" "gre-csum $s1" "gre-csum $s16" \
+		"gue $s1" "gue-csum $s1" "gue-csum $s16" "gue-remcsum $s1" "gue-remcsum $s16"; do
+		read -r kind outer <<<"$cfg"
+		pid=$(start_in_ns gw "encap-$kind-$outer" python3 "$LBT_REPO/scripts/tun-encap.py" \
+			"$LBT_TUN" "$kind" "$outer" "$LBT_VIP4" "$LBT_VIP6")
+		sleep 0.3
+		for vip in "$LBT_VIP4" "$LBT_VIP6"; do
+			body=$(http_body "$vip")
+			[ "$body" = s1 ] || fail "$kind to $outer: GET http://$vip/ gave '$body', want s1 ($(tail -n 3 "$tmp/encap-$kind-$outer.log"))"
+			got=$(nsx client python3 "$tmp/udp_ask.py" "$vip" 5 300 plain) || fail "UDP client failed"
+			[ "$got" = "5 1" ] || fail "$kind to $outer: UDP to $vip answered/servers $got, want 5 1"
+		done
+		kill "$pid" 2>/dev/null
+		ok "$kind over IPv$(case $outer in *:*) echo 6 ;; *) echo 4 ;; esac): HTTP and UDP to both VIPs answered"
+	done
+	kill "$dpid" "$cap" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$dpid" 2>/dev/null || kill -0 "$cap" 2>/dev/null || break
+		sleep 0.1
+	done
+	sed 's/^/  lb-decap: /' "$tmp/lb-decap.log" | grep -v ' 0$'
+
+	# The replies left s1 on eth0 unencapsulated, from the VIP to the client: every UDP answer
+	# (10 tunnels x 5 per VIP) and the TCP segments.
+	local udp4 udp6 tcp4 tcp6 tunnelled
+	pcap_count() { tcpdump -nr "$tmp/s1.pcap" "$1" 2>/dev/null | wc -l; }
+	udp4=$(pcap_count "udp and src host $LBT_VIP4 and dst host $LBT_CLIENT4")
+	udp6=$(pcap_count "udp and src host $LBT_VIP6 and dst host $LBT_CLIENT6")
+	tcp4=$(pcap_count "tcp and src host $LBT_VIP4 and dst host $LBT_CLIENT4")
+	tcp6=$(pcap_count "tcp and src host $LBT_VIP6 and dst host $LBT_CLIENT6")
+	tunnelled=$(pcap_count "(src host $s1 or src host $s16) and (ip proto 4 or ip proto 47 or ip6 proto 4 or ip6 proto 41 or ip6 proto 47 or udp port 6080)")
+	[ "$udp4" = 50 ] && [ "$udp6" = 50 ] || fail "UDP answers from the VIPs on s1's eth0: $udp4 IPv4, $udp6 IPv6, want 50 each"
+	[ "$tcp4" -ge 30 ] && [ "$tcp6" -ge 30 ] || fail "TCP segments from the VIPs on s1's eth0: $tcp4 IPv4, $tcp6 IPv6, want >= 30 each"
+	[ "$tunnelled" = 0 ] || fail "$tunnelled tunnelled packets sent by s1"
+	ok "replies straight from s1 to the client: $udp4 + $tcp4 IPv4 and $udp6 + $tcp6 IPv6 packets from the VIPs, none tunnelled"
+
+	local k
+	for k in decoded_ipip decoded_gre decoded_gue remcsum; do
+		[ "$(decap_stat "$k")" -gt 0 ] || fail "lb-decap counted no $k"
+	done
+	[ "$(decap_stat drop_inner_length)" = 1 ] || fail "drop_inner_length $(decap_stat drop_inner_length), want 1 (the cut IPIP packet)"
+	[ "$(decap_stat drop_gre_checksum)" = 1 ] || fail "drop_gre_checksum $(decap_stat drop_gre_checksum), want 1"
+	local dropped decoded
+	dropped=$(awk '$1 ~ /^drop_/ { t += $2 } END { print t + 0 }' "$tmp/lb-decap.log")
+	decoded=$(($(decap_stat decoded_ipip) + $(decap_stat decoded_gre) + $(decap_stat decoded_gue)))
+	[ "$dropped" = 2 ] || fail "lb-decap dropped $dropped packets, want the 2 damaged ones"
+	[ "$(decap_stat tx)" = "$decoded" ] && [ "$(decap_stat tx_errors)" = 0 ] ||
+		fail "tx $(decap_stat tx) tx_errors $(decap_stat tx_errors) for $decoded decoded"
+	ok "lb-decap: $decoded packets decoded and written to the TUN device, the 2 damaged ones counted by reason"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag | synflood | health) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood | health | decap) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|decap" >&2; exit 2 ;;
 esac
 echo PASS
