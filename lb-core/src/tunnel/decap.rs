@@ -150,8 +150,8 @@ pub enum DecapError {
     GueHlen,
     /// GUE's protocol is neither 4 nor 41.
     GueProtocol,
-    /// Remote checksum offload's csum_start/csum_offset point outside the inner packet, or
-    /// at an odd offset.
+    /// Remote checksum offload's csum_start/csum_offset point outside the inner packet's
+    /// payload (into its IP header or past its end), or at an odd offset.
     Remcsum,
     /// GRE version other than 0.
     GreVersion,
@@ -436,6 +436,14 @@ pub fn decap_gue(payload: &mut [u8]) -> Result<Inner, DecapError> {
     let len = inner_len(rest, kind)?;
     if let Some((csum_start, csum_offset)) = remcsum {
         let inner = rest.get_mut(..len).ok_or(DecapError::InnerLength)?;
+        // The L4 header starts after the inner IP header, never inside it.
+        let ip_header = match kind {
+            InnerKind::Ipv4 => inner.first().map_or(20, |b| usize::from(b & 0x0f) * 4),
+            InnerKind::Ipv6 => 40,
+        };
+        if csum_start < ip_header {
+            return Err(DecapError::Remcsum);
+        }
         complete_checksum(inner, csum_start, csum_offset)?;
     }
     Ok(Inner {
@@ -1141,6 +1149,11 @@ mod tests {
         bad(20, 58);
         bad(60, 60);
         bad(0xfffe, 0xfffe);
+        // Inside the inner IP header: completing would overwrite it (found by the fuzzer:
+        // start 0, offset 0 rewrote the version).
+        bad(0, 0);
+        bad(0, 36);
+        bad(18, 36);
     }
 
     /// Arbitrary bytes through every entry point: no panic, any accepted range within the input.
