@@ -826,6 +826,7 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                     .zip(&built)
                     .map(|(buf, p)| Packet {
                         buf: buf.as_mut_slice(),
+                        start: 0,
                         len: p.len(),
                     })
                     .collect();
