@@ -81,7 +81,12 @@ impl Balancer<'_> {
     /// the reference the differential tests and the fuzz target hold the fast path to.
     #[cfg(feature = "internals")]
     pub fn process_general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
-        self.general(now, buf, len)
+        let v = self.general(now, buf, len);
+        if self.outer.is_empty() {
+            v
+        } else {
+            self.encapsulate(buf, 0, v)
+        }
     }
 
     /// The general path (see `process_general`).
@@ -148,7 +153,9 @@ impl Balancer<'_> {
                 let at = pkt.start.min(pkt.buf.len());
                 let buf = &mut pkt.buf[at..];
                 let len = pkt.len.min(buf.len());
-                self.headroom = at;
+                if at != 0 {
+                    self.headroom = at;
+                }
                 let v = match staged[i] {
                     // Not of the common shape (parse_flow refused it in stage 1).
                     Staged::No => self.general(now, buf, len),
@@ -162,11 +169,14 @@ impl Balancer<'_> {
                         self.process_flow(now, buf, len, f, svc, hashes[i], h)
                     }
                 };
-                self.headroom = 0;
-                verdicts[start + i] = if self.outer.is_empty() {
+                verdicts[start + i] = if !self.outer.is_empty() {
+                    self.headroom = 0;
+                    self.encapsulate(pkt.buf, at, v)
+                } else if at != 0 {
+                    self.headroom = 0;
                     shifted(v, at)
                 } else {
-                    self.encapsulate(pkt.buf, at, v)
+                    v
                 };
             }
             start = end;
@@ -294,10 +304,8 @@ fn malformed_reason(m: Malformed) -> DropReason {
 /// Verdict `v` of a packet processed at `buf[start..]`, its transmit range made absolute.
 #[inline(always)]
 fn shifted(v: Verdict, start: usize) -> Verdict {
-    let at = |t: Transmit| Transmit {
-        start: t.start + start,
-        ..t
-    };
+    // The verdict's own start is 0.
+    let at = |t: Transmit| Transmit { start, ..t };
     match v {
         Verdict::ToServer(t) => Verdict::ToServer(at(t)),
         Verdict::ToClient(t) => Verdict::ToClient(at(t)),
