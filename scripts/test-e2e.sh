@@ -48,6 +48,19 @@
 #            servers' OutPkts 0, no server->client packet on the TAP); IPv6 DR (NDP) too; a NAT
 #            service on the same TAP gateway works, its replies through the director; TCP_CHECK
 #            probes over the TAP (keepalived.conf, lb_kind DR) take a stopped server out
+#   decap    lb-decap on a real server whose kernel has no tunnel module: a director
+#            (scripts/tun-encap.py in gw, reading the VIP traffic from lb0, written apart from
+#            lb-core) sends IPIP, GRE (with and without checksum) and GUE (no checksum,
+#            checksum, remote checksum offload) over IPv4 and IPv6 to s1, where the VIPs are on
+#            lo: HTTP (nginx) and UDP to both VIPs are answered, the replies leave s1 plain,
+#            straight to the client; without lb-decap the kernel answers protocol unreachable,
+#            with it not; damaged packets are counted per reason
+#   tunnel   lb-tun forwarding by tunnel (-i) to two real servers running lb-decap and nginx,
+#            for each of ipip, gue and gre (checksum on over one family, off over the other):
+#            hey with no failure and the wrr 3:1 split within 2 % (IPv4), IPv6 requests, a
+#            1 MB socat echo compared byte for byte (the path MTU answers resize the client's
+#            segments), replies straight from the servers to the client, and the outer headers
+#            captured on s1's link checked field by field (scripts/check-tunnel-pcap.py)
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -1127,8 +1140,247 @@ CONF
 	[ "$(gwstat tap.tx_errors)" = 0 ] || fail "tap.tx_errors $(gwstat tap.tx_errors)"
 }
 
+# http_body VIP — the body of GET / from the client (one connection, 5 s at most).
+http_body() {
+	local host="$1"
+	nsx client timeout 5 bash -c "exec 3<>/dev/tcp/$host/80 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null |
+		tr -d '\r' | tail -n 1
+}
+
+# decap_stat NAME — a counter lb-decap printed on exit (the last block of its log).
+decap_stat() { awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }' "$tmp/lb-decap.log"; }
+
+# send_damaged SERVER — from gw: an IPIP packet whose inner packet is cut (20 bytes announcing
+# 40) and a GRE packet with a wrong checksum. Not a valid tunnel packet either way.
+send_damaged() {
+	nsx gw python3 -c '
+import socket, struct, sys
+ipip = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+ipip.sendto(bytes([0x45, 0, 0, 40]) + bytes(16), (sys.argv[1], 0))
+gre = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+gre.sendto(struct.pack("!HHHH", 0x8000, 0x0800, 0x1234, 0) + bytes([0x45, 0, 0, 20]) + bytes(16), (sys.argv[1], 0))
+' "$1"
+}
+
+# proto_unreachables SERVER — send_damaged to SERVER; how many ICMP "protocol unreachable"
+# came back to gw within a second.
+proto_unreachables() {
+	nsx gw timeout 1.5 tcpdump -lni br0 'icmp[0] == 3 and icmp[1] == 2' >"$tmp/icmp.txt" 2>/dev/null &
+	local pid=$!
+	sleep 0.5
+	send_damaged "$1"
+	wait "$pid"
+	grep -c 'protocol [0-9]* unreachable' "$tmp/icmp.txt"
+}
+
+scenario_decap() {
+	LBT_NSERVERS=1
+	topo_up || fail topo_up
+	command -v python3 >/dev/null || fail "python3 not found"
+	command -v tcpdump >/dev/null || fail "tcpdump not found"
+	write_udp_tools
+	local s1 s16 decap n
+	s1=$(server_addr4 1)
+	s16=$(server_addr6 1)
+	decap="$(lbt_bin lb-decap)" || fail "lb-decap not built"
+	# The real server: the VIPs on lo, no reverse-path filter (the inner packets arrive on
+	# the TUN device from clients routed via eth0), ARP answered for its own addresses only.
+	nsx s1 ip addr add "$LBT_VIP4/32" dev lo
+	nsx s1 ip -6 addr add "$LBT_VIP6/128" dev lo
+	nsx s1 sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+	n=$(proto_unreachables "$s1")
+	[ "$n" = 2 ] || fail "without lb-decap: $n ICMP protocol unreachable for IPIP and GRE, want 2"
+	ok "without lb-decap s1's kernel answers IPIP and GRE with protocol unreachable (no tunnel module)"
+
+	local cap
+	cap=$(start_in_ns s1 tcpdump-s1 tcpdump --immediate-mode -Uni eth0 -w "$tmp/s1.pcap")
+	local dpid
+	dpid=$(start_in_ns s1 lb-decap "$decap" --tun dc0 --gue-port 6080 --ipip --gre)
+	for _ in $(seq 1 50); do
+		nsx s1 ip link show dc0 2>/dev/null | grep -q ',UP' && break
+		sleep 0.1
+	done
+	nsx s1 ip link show dc0 | grep -q ',UP' || fail "lb-decap did not bring dc0 up: $(cat "$tmp/lb-decap.log")"
+	start_nginx s1 "$LBT_VIP4" s1 "$LBT_VIP6"
+	cat >"$tmp/vip_echo.py" <<'PY'
+import socket, sys, threading
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((addr, 53))
+    while True:
+        d, a = s.recvfrom(65535)
+        s.sendto(b"s1" + d[2:], a)
+threading.Thread(target=serve, args=(socket.AF_INET6, sys.argv[2]), daemon=True).start()
+serve(socket.AF_INET, sys.argv[1])
+PY
+	start_in_ns s1 vip-echo python3 "$tmp/vip_echo.py" "$LBT_VIP4" "$LBT_VIP6" >/dev/null
+	wait_http s1 "http://$LBT_VIP4/" || fail "nginx on the VIP did not start"
+	n=$(proto_unreachables "$s1")
+	[ "$n" = 0 ] || fail "with lb-decap: $n ICMP protocol unreachable, want 0"
+	ok "with lb-decap's raw sockets bound, no protocol unreachable"
+
+	local cfg kind outer pid body vip got
+	for cfg in "ipip $s1" "ipip $s16" "gre $s1" "gre-csum $s1" "gre-csum $s16" \
+		"gue $s1" "gue-csum $s1" "gue-csum $s16" "gue-remcsum $s1" "gue-remcsum $s16"; do
+		read -r kind outer <<<"$cfg"
+		pid=$(start_in_ns gw "encap-$kind-$outer" python3 "$LBT_REPO/scripts/tun-encap.py" \
+			"$LBT_TUN" "$kind" "$outer" "$LBT_VIP4" "$LBT_VIP6")
+		sleep 0.3
+		for vip in "$LBT_VIP4" "$LBT_VIP6"; do
+			body=$(http_body "$vip")
+			[ "$body" = s1 ] || fail "$kind to $outer: GET http://$vip/ gave '$body', want s1 ($(tail -n 3 "$tmp/encap-$kind-$outer.log"))"
+			got=$(nsx client python3 "$tmp/udp_ask.py" "$vip" 5 300 plain) || fail "UDP client failed"
+			[ "$got" = "5 1" ] || fail "$kind to $outer: UDP to $vip answered/servers $got, want 5 1"
+		done
+		kill "$pid" 2>/dev/null
+		ok "$kind over IPv$(case $outer in *:*) echo 6 ;; *) echo 4 ;; esac): HTTP and UDP to both VIPs answered"
+	done
+	kill "$dpid" "$cap" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$dpid" 2>/dev/null || kill -0 "$cap" 2>/dev/null || break
+		sleep 0.1
+	done
+	sed 's/^/  lb-decap: /' "$tmp/lb-decap.log" | grep -v ' 0$'
+
+	# The replies left s1 on eth0 unencapsulated, from the VIP to the client: every UDP answer
+	# (10 tunnels x 5 per VIP) and the TCP segments.
+	local udp4 udp6 tcp4 tcp6 tunnelled
+	pcap_count() { tcpdump -nr "$tmp/s1.pcap" "$1" 2>/dev/null | wc -l; }
+	udp4=$(pcap_count "udp and src host $LBT_VIP4 and dst host $LBT_CLIENT4")
+	udp6=$(pcap_count "udp and src host $LBT_VIP6 and dst host $LBT_CLIENT6")
+	tcp4=$(pcap_count "tcp and src host $LBT_VIP4 and dst host $LBT_CLIENT4")
+	tcp6=$(pcap_count "tcp and src host $LBT_VIP6 and dst host $LBT_CLIENT6")
+	tunnelled=$(pcap_count "(src host $s1 or src host $s16) and (ip proto 4 or ip proto 47 or ip6 proto 4 or ip6 proto 41 or ip6 proto 47 or udp port 6080)")
+	[ "$udp4" = 50 ] && [ "$udp6" = 50 ] || fail "UDP answers from the VIPs on s1's eth0: $udp4 IPv4, $udp6 IPv6, want 50 each"
+	[ "$tcp4" -ge 30 ] && [ "$tcp6" -ge 30 ] || fail "TCP segments from the VIPs on s1's eth0: $tcp4 IPv4, $tcp6 IPv6, want >= 30 each"
+	[ "$tunnelled" = 0 ] || fail "$tunnelled tunnelled packets sent by s1"
+	ok "replies straight from s1 to the client: $udp4 + $tcp4 IPv4 and $udp6 + $tcp6 IPv6 packets from the VIPs, none tunnelled"
+
+	local k
+	for k in decoded_ipip decoded_gre decoded_gue remcsum; do
+		[ "$(decap_stat "$k")" -gt 0 ] || fail "lb-decap counted no $k"
+	done
+	[ "$(decap_stat drop_inner_length)" = 1 ] || fail "drop_inner_length $(decap_stat drop_inner_length), want 1 (the cut IPIP packet)"
+	[ "$(decap_stat drop_gre_checksum)" = 1 ] || fail "drop_gre_checksum $(decap_stat drop_gre_checksum), want 1"
+	local dropped decoded
+	dropped=$(awk '$1 ~ /^drop_/ { t += $2 } END { print t + 0 }' "$tmp/lb-decap.log")
+	decoded=$(($(decap_stat decoded_ipip) + $(decap_stat decoded_gre) + $(decap_stat decoded_gue)))
+	[ "$dropped" = 2 ] || fail "lb-decap dropped $dropped packets, want the 2 damaged ones"
+	[ "$(decap_stat tx)" = "$decoded" ] && [ "$(decap_stat tx_errors)" = 0 ] ||
+		fail "tx $(decap_stat tx) tx_errors $(decap_stat tx_errors) for $decoded decoded"
+	ok "lb-decap: $decoded packets decoded and written to the TUN device, the 2 damaged ones counted by reason"
+}
+
+# decap_server I — real server I for tunnels: the VIPs on lo, no reverse-path filter, ARP for
+# its own addresses only, lb-decap on dc0 (every tunnel), nginx on the VIPs, a socat echo on
+# VIP4:9000.
+decap_server() {
+	local i="$1" role="s$1"
+	nsx "$role" ip addr add "$LBT_VIP4/32" dev lo
+	nsx "$role" ip -6 addr add "$LBT_VIP6/128" dev lo
+	nsx "$role" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+	LBT_DECAP_PIDS="${LBT_DECAP_PIDS:-} $(start_in_ns "$role" "lb-decap-$role" "$(lbt_bin lb-decap)" \
+		--tun dc0 --gue-port 6080 --ipip --gre)"
+	start_nginx "$role" "$LBT_VIP4" "$role" "$LBT_VIP6"
+	start_in_ns "$role" "socat-$role" socat -T 10 "TCP4-LISTEN:9000,bind=$LBT_VIP4,reuseaddr,fork" PIPE >/dev/null
+	wait_http "$role" "http://$LBT_VIP4/" || return 1
+}
+
+scenario_tunnel() {
+	LBT_NSERVERS=2
+	topo_up || fail topo_up
+	command -v socat >/dev/null || fail "socat not found"
+	command -v tcpdump >/dev/null || fail "tcpdump not found"
+	# The tunnel sources are routed into the TUN: lb-tun writes the tunnelled packets there and
+	# the kernel forwards them to the servers; anything sent back to them returns to lb-tun.
+	ip -n "${LBT}-gw" route add 10.20.9.1/32 dev "$LBT_TUN"
+	ip -n "${LBT}-gw" -6 route add fd00:99::1/128 dev "$LBT_TUN"
+	decap_server 1 || fail "s1 did not start"
+	decap_server 2 || fail "s2 did not start"
+	local a1 a2 b1 b2
+	a1=$(server_addr4 1)
+	a2=$(server_addr4 2)
+	b1=$(server_addr6 1)
+	b2=$(server_addr6 2)
+	head -c 1000000 /dev/urandom >"$tmp/payload"
+	local kind opts4 opts6 csum4 csum6 n=2000 c1 c2 d1 d2 cap got
+	for kind in ipip gue gre; do
+		case $kind in
+		ipip) opts4="--tun-type ipip" opts6="--tun-type ipip" csum4=0 csum6=0 ;;
+		# IPv6 GUE needs a UDP checksum (a socket takes no zero checksum over IPv6).
+		gue) opts4="--tun-type gue --tun-port 6080 --tun-nocsum" opts6="--tun-type gue --tun-port 6080 --tun-csum" csum4=0 csum6=1 ;;
+		gre) opts4="--tun-type gre --tun-csum" opts6="--tun-type gre --tun-nocsum" csum4=1 csum6=0 ;;
+		esac
+		cat >"$tmp/lb-$kind.conf" <<CONF
+-A -t $LBT_VIP4:80 -s wrr
+-a -t $LBT_VIP4:80 -r $a1:80 -i -w 3 $opts4
+-a -t $LBT_VIP4:80 -r $a2:80 -i -w 1 $opts4
+-A -t [$LBT_VIP6]:80 -s rr
+-a -t [$LBT_VIP6]:80 -r [$b1]:80 -i -w 1 $opts6
+-a -t [$LBT_VIP6]:80 -r [$b2]:80 -i -w 1 $opts6
+-A -t $LBT_VIP4:9000 -s rr
+-a -t $LBT_VIP4:9000 -r $a1:9000 -i -w 1 $opts4
+CONF
+		cap=$(start_in_ns s1 "tcpdump-$kind" tcpdump --immediate-mode -Uni eth0 -w "$tmp/s1-$kind.pcap" \
+			"src host 10.20.9.1 or src host fd00:99::1 or src host $LBT_VIP4 or src host $LBT_VIP6")
+		start_gateway "$tmp/lb-$kind.conf" --tunnel-source 10.20.9.1 --tunnel-source fd00:99::1 ||
+			fail "$kind: gateway did not start"
+		sleep 0.5 # tcpdump attaches
+		c1=$(wc -l <"$tmp/s1.access.log")
+		c2=$(wc -l <"$tmp/s2.access.log")
+		load_run "http://$LBT_VIP4/" "$n" 20 "$tmp/$kind-v4.csv" || fail "$kind: load v4"
+		all_ok "$tmp/$kind-v4.csv" "$n"
+		d1=$(($(wc -l <"$tmp/s1.access.log") - c1))
+		d2=$(($(wc -l <"$tmp/s2.access.log") - c2))
+		awk -v a="$d1" -v b="$d2" 'BEGIN { if (a + b == 0) exit 1; f = a / (a + b); d = f - 0.75; if (d < 0) d = -d; exit !(d <= 0.02 * 0.75) }' ||
+			fail "$kind: split s1 $d1 s2 $d2 is not 3:1 within 2 %"
+		ok "$kind: $n/$n requests to $LBT_VIP4 got 200, split s1 $d1 s2 $d2 (wrr 3:1)"
+		load_run "http://[$LBT_VIP6]/" 200 10 "$tmp/$kind-v6.csv" || fail "$kind: load v6"
+		all_ok "$tmp/$kind-v6.csv" 200
+		ok "$kind: 200/200 requests to [$LBT_VIP6] got 200"
+		nsx client timeout 30 socat -T 10 -t 10 - "TCP4:$LBT_VIP4:9000" <"$tmp/payload" >"$tmp/echoed" ||
+			fail "$kind: socat transfer failed"
+		cmp -s "$tmp/payload" "$tmp/echoed" || fail "$kind: the echoed 1 MB differs ($(wc -c <"$tmp/echoed") bytes back)"
+		ok "$kind: 1,000,000 bytes echoed through $LBT_VIP4:9000, identical"
+		kill "$LBT_GW_PID" "$cap" 2>/dev/null
+		for _ in $(seq 1 50); do
+			kill -0 "$LBT_GW_PID" 2>/dev/null || kill -0 "$cap" 2>/dev/null || break
+			sleep 0.1
+		done
+		got=$(python3 "$LBT_REPO/scripts/check-tunnel-pcap.py" "$tmp/s1-$kind.pcap" "$kind" \
+			src4=10.20.9.1 src6=fd00:99::1 server4="$a1" server6="$b1" vip4="$LBT_VIP4" \
+			vip6="$LBT_VIP6" client4="$LBT_CLIENT4" client6="$LBT_CLIENT6" \
+			csum4=$csum4 csum6=$csum6 port=6080) || fail "$kind: outer headers on s1's link"
+		read -r _ outer _ v4 _ v6 _ replies <<<"${got//[(),]/ }"
+		[ "$v4" -gt 1000 ] && [ "$v6" -gt 100 ] && [ "$replies" -gt 1000 ] ||
+			fail "$kind: too few packets on s1's link to judge: $got"
+		ok "$kind: s1's link: $got, every field as IPVS writes it; replies plain, from the VIPs"
+	done
+	local i pid k
+	# shellcheck disable=SC2086
+	kill $LBT_DECAP_PIDS 2>/dev/null
+	for pid in $LBT_DECAP_PIDS; do
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+	done
+	for i in 1 2; do
+		grep -v ' 0$' "$tmp/lb-decap-s$i.log" | grep -v INFO | sed "s/^/  lb-decap s$i: /"
+		for k in decoded_ipip decoded_gue decoded_gre; do
+			awk -v k="$k" '$1 == k && $2 > 0 { n++ } END { exit n != 1 }' "$tmp/lb-decap-s$i.log" ||
+				fail "lb-decap on s$i: no $k counted"
+		done
+		awk '$1 ~ /^drop_/ && $2 != 0 { bad = 1 } END { exit bad }' "$tmp/lb-decap-s$i.log" ||
+			fail "lb-decap on s$i refused packets"
+	done
+	ok "lb-decap on both servers decoded every tunnel and refused nothing"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag | synflood | health | dr) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|dr" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood | health | dr | decap | tunnel) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|dr|decap|tunnel" >&2; exit 2 ;;
 esac
 echo PASS

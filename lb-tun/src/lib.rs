@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod decap;
 pub mod gateway;
 pub mod health;
 pub mod keepalived;

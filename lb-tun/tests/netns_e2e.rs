@@ -129,3 +129,21 @@ fn e2e_health_checks_remove_and_restore_servers() {
 fn e2e_direct_routing_on_tap() {
     run("dr");
 }
+
+/// lb-decap on a real server whose kernel has no tunnel module: IPIP, GRE and GUE (every
+/// checksum option, remote checksum offload) over IPv4 and IPv6 from a director written apart
+/// from lb-core; HTTP and UDP to both VIPs answered straight to the client; no protocol
+/// unreachable once its raw sockets are bound; damaged packets counted per reason.
+#[test]
+fn e2e_decap_userspace_tunnel_endpoint() {
+    run("decap");
+}
+
+/// Tunnel forwarding (-i) end to end: lb-tun to two real servers running lb-decap and nginx,
+/// by ipip, gue and gre: hey with no failure and the wrr split, IPv6, a 1 MB socat echo byte
+/// for byte, replies straight to the client, the outer headers on s1's link checked field by
+/// field.
+#[test]
+fn e2e_tunnel_ipip_gue_gre_to_lb_decap_servers() {
+    run("tunnel");
+}
