@@ -147,12 +147,17 @@ impl<'a> Gateway<'a> {
                 return;
             }
         }
+        // A tunnelled packet (`-i`) gets its outer headers in front of it: lb-core moves it
+        // back in the buffer by their length (at most 52 bytes; the packet came in at most
+        // 1,500 bytes of the buffer's `IP_BUFFER`, so they fit). `process_at` with headroom
+        // in front would spare that move but let every frame start at a different place.
         let verdict = self.lb.process(now, &mut self.frame[LINK_HEADER..], len);
         match verdict {
             // Forwarded as IPVS forwards NAT traffic: with the TTL / hop limit decremented
-            // (the kernel's decrement_ttl in ip_vs_xmit.c), and dropped when it runs out.
+            // (the kernel's decrement_ttl in ip_vs_xmit.c; a tunnelled packet's outer one),
+            // and dropped when it runs out.
             Verdict::ToServer(t) | Verdict::ToClient(t) => {
-                if self.decrement_ttl(t.len) {
+                if self.decrement_ttl(&t) {
                     self.counters.forwarded += 1;
                     self.send_ip(now, device, t);
                 } else {
@@ -166,7 +171,7 @@ impl<'a> Gateway<'a> {
             Verdict::Pass(t) => {
                 if !self.forward_other {
                     self.counters.not_forwarded += 1;
-                } else if !self.decrement_ttl(t.len) {
+                } else if !self.decrement_ttl(&t) {
                     self.counters.ttl_expired += 1;
                 } else {
                     self.counters.passed += 1;
