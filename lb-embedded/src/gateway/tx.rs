@@ -253,7 +253,12 @@ mod tests {
         );
         let ip = ipv4_of(&out[0], true).unwrap();
         assert_eq!(
-            (ip.src_addr(), ip.dst_addr(), ip.hop_limit(), ip.next_header()),
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.hop_limit(),
+                ip.next_header()
+            ),
             (GW_IP, SERVER, 63, IpProtocol::Udp)
         );
         assert!(ip.verify_checksum());
