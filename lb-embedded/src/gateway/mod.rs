@@ -32,7 +32,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use crate::neighbour::{Due, Hold, Neighbours};
 use crate::phy::TxOnly;
 use crate::route::{Route, Routes};
-use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER, MAX_FRAME};
+use crate::{GatewayResources, FRAME_BUFFER, HEADROOM, LINK_HEADER, MAX_FRAME};
 
 mod nd;
 #[cfg(feature = "health")]
@@ -52,6 +52,14 @@ mod testkit;
 
 /// Frames read from the device per [`Gateway::poll`], at most.
 pub const RX_BURST: usize = 32;
+
+/// Where a received frame starts in the frame buffer (its link header; an IP-medium frame
+/// starts `LINK_HEADER` later, where an Ethernet frame's IP packet does): behind the
+/// [`HEADROOM`] a tunnel's outer headers take.
+const RX_AT: usize = HEADROOM;
+
+/// Where a received IP packet starts in the frame buffer, on every medium.
+const IP_AT: usize = RX_AT + LINK_HEADER;
 
 /// How a gateway starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,7 +496,7 @@ impl<'a> Gateway<'a> {
             drop(tx);
             let frame = &mut *self.frame;
             let len = smoltcp::phy::RxToken::consume(rx, |b| {
-                let room = &mut frame[off..];
+                let room = &mut frame[RX_AT + off..];
                 let n = b.len();
                 room.get_mut(..n).map(|dst| {
                     dst.copy_from_slice(b);

@@ -15,7 +15,7 @@ use smoltcp::wire::{
 };
 
 use super::tx::transmit;
-use super::Gateway;
+use super::{Gateway, IP_AT, RX_AT};
 use crate::LINK_HEADER;
 
 /// The solicited-node multicast address of `a` (RFC 4291 §2.7.1).
@@ -47,7 +47,7 @@ fn raw_mac(raw: RawHardwareAddress) -> Option<EthernetAddress> {
 }
 
 impl<'a> Gateway<'a> {
-    /// An ARP packet in the Ethernet frame `frame[..len]`: learns the sender, answers a
+    /// An ARP packet in the Ethernet frame `frame[RX_AT..RX_AT + len]`: learns the sender, answers a
     /// request for a virtual address, hands one for an own address to the interface.
     pub(super) fn handle_arp<D: Device + ?Sized>(
         &mut self,
@@ -55,8 +55,8 @@ impl<'a> Gateway<'a> {
         device: &mut D,
         len: usize,
     ) {
-        let parsed =
-            ArpPacket::new_checked(&self.frame[LINK_HEADER..len]).and_then(|p| ArpRepr::parse(&p));
+        let parsed = ArpPacket::new_checked(&self.frame[IP_AT..RX_AT + len])
+            .and_then(|p| ArpRepr::parse(&p));
         let Ok(ArpRepr::EthernetIpv4 {
             operation,
             source_hardware_addr: smac,
@@ -116,7 +116,7 @@ impl<'a> Gateway<'a> {
         len: usize,
         link_src: Option<EthernetAddress>,
     ) -> bool {
-        let Ok(ip) = Ipv6Packet::new_checked(&self.frame[LINK_HEADER..LINK_HEADER + len]) else {
+        let Ok(ip) = Ipv6Packet::new_checked(&self.frame[IP_AT..IP_AT + len]) else {
             return false;
         };
         if ip.hop_limit() != 255 {
