@@ -268,6 +268,11 @@ mod tests {
         assert_eq!(&out[0][crate::LINK_HEADER + 32..], &sent[..]);
         assert_eq!(gw.counters().forwarded, 1);
         assert_eq!(gw.balancer().counters().tunnelled, 1);
+        // Sent from where it was received: the packet was not moved, its outer headers and
+        // link header went into the headroom in front of it.
+        let at = super::super::IP_AT;
+        assert_eq!(&gw.frame[at..at + sent.len()], &sent[..]);
+        assert_eq!(&gw.frame[at - 32 - crate::LINK_HEADER..at + sent.len()], &out[0][..]);
     }
 
     /// The largest packet a tunnel carries fills the largest frame: 1,500 bytes less the
