@@ -66,8 +66,8 @@ pub const MAX_FRAME: usize = 1514;
 /// Spell the type with [`gateway_resources!`], which computes `INDEX`, `WHEEL` and `FRAGS`. Its
 /// [`new`](Self::new) is a `const fn` giving all zero bits, so a `static` of it lands in `.bss`
 /// (no flash). Size: `64 × CONNS` (for `CONNS ≥ 17`) + the fragment table (`4 × CONNS`, at
-/// least 1 KiB) + `48 × NEIGHBOURS` + `37 × ROUTES` + `1540 × HOLD` + 1614 bytes, rounded up
-/// for alignment (78,336 bytes on Cortex-M for 1,024 connections, 16 neighbours, 4 routes,
+/// least 1 KiB) + `48 × NEIGHBOURS` + `37 × ROUTES` + `1540 × HOLD` + 1666 bytes, rounded up
+/// for alignment (78,384 bytes on Cortex-M for 1,024 connections, 16 neighbours, 4 routes,
 /// 4 held frames).
 pub struct GatewayResources<
     const CONNS: usize,

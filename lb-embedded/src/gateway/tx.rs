@@ -272,7 +272,10 @@ mod tests {
         // link header went into the headroom in front of it.
         let at = super::super::IP_AT;
         assert_eq!(&gw.frame[at..at + sent.len()], &sent[..]);
-        assert_eq!(&gw.frame[at - 32 - crate::LINK_HEADER..at + sent.len()], &out[0][..]);
+        assert_eq!(
+            &gw.frame[at - 32 - crate::LINK_HEADER..at + sent.len()],
+            &out[0][..]
+        );
     }
 
     /// The largest packet a tunnel carries fills the largest frame: 1,500 bytes less the
