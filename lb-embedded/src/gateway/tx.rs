@@ -278,6 +278,98 @@ mod tests {
         );
     }
 
+    /// GUE over IPv6 takes the whole headroom (40 + 8 + 4 bytes): the frame starts at the
+    /// buffer's first byte. It waits in the hold queue while the real server is solicited and
+    /// leaves whole when it answers, from the gateway's IPv6 address.
+    #[test]
+    fn an_ipv6_gue_packet_fills_the_headroom_and_waits_for_its_next_hop_whole() {
+        use lb_testkit::pkt;
+        use smoltcp::wire::{Ipv6Packet, NdiscNeighborFlags, NdiscRepr};
+        let server6 = core::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        gw.apply_line(T0, "-A -t [fd00::100]:80 -s rr").unwrap();
+        gw.apply_line(
+            T0,
+            "-a -t [fd00::100]:80 -r [fd00::2] -i --tun-type gue --tun-port 6080",
+        )
+        .unwrap();
+        let (c, v) = (
+            core::net::SocketAddr::from((CLIENT6, 40000)),
+            core::net::SocketAddr::from((VIP6, 80)),
+        );
+        let sent = pkt::segment(c, v, pkt::SYN, 1, 0, &[]);
+        let frame = eth(CLIENT_MAC, GW_MAC, EthernetProtocol::Ipv6, &sent);
+        let out = exchange(&mut gw, &mut dev, T0, &[frame]);
+        assert_eq!(out.len(), 1, "a neighbour solicitation for the real server");
+        assert!(matches!(
+            ndisc_of(&out[0]),
+            Some((_, _, 255, NdiscRepr::NeighborSolicit { target_addr, .. })) if target_addr == server6
+        ));
+        assert_eq!(gw.held(), 1);
+
+        let na = NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+            target_addr: server6,
+            lladdr: Some(SERVER_MAC.into()),
+        };
+        let answer = ndisc(server6, GW_IP6, GW_MAC, 255, na);
+        let out = exchange(&mut gw, &mut dev, T0, &[answer]);
+        assert_eq!(gw.held(), 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].len(),
+            crate::LINK_HEADER + crate::HEADROOM + sent.len()
+        );
+        assert_eq!(
+            eth_header(&out[0]),
+            (SERVER_MAC, GW_MAC, EthernetProtocol::Ipv6)
+        );
+        let ip = Ipv6Packet::new_checked(&out[0][crate::LINK_HEADER..]).unwrap();
+        assert_eq!(
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.hop_limit(),
+                ip.next_header()
+            ),
+            (GW_IP6, server6, 63, IpProtocol::Udp)
+        );
+        assert_eq!(usize::from(ip.payload_len()), 8 + 4 + sent.len());
+        let udp = ip.payload();
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 6080);
+        assert_eq!(&udp[8..12], &[0, 41, 0, 0], "GUE: IPv6 inside");
+        assert_eq!(&udp[12..], &sent[..]);
+        assert_eq!((gw.counters().forwarded, gw.counters().held), (1, 1));
+    }
+
+    /// On an IP-medium device a tunnelled packet leaves as the outer packet alone.
+    #[test]
+    fn on_medium_ip_a_tunnelled_packet_leaves_without_a_link_header() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        gw.apply_line(T0, "-d -t 10.0.0.100:80 -r 10.0.0.2:80")
+            .unwrap();
+        gw.apply_line(T0, "-a -t 10.0.0.100:80 -r 10.0.0.2 -i")
+            .unwrap();
+        let sent = syn(CLIENT, VIP, 64);
+        let out = exchange(&mut gw, &mut dev, T0, core::slice::from_ref(&sent));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 20 + sent.len());
+        let ip = ipv4_of(&out[0], false).unwrap();
+        assert_eq!(
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.hop_limit(),
+                ip.next_header()
+            ),
+            (GW_IP, SERVER, 63, IpProtocol::Unknown(4))
+        );
+        assert!(ip.verify_checksum());
+        assert_eq!(&out[0][20..], &sent[..]);
+    }
+
     /// The largest packet a tunnel carries fills the largest frame: 1,500 bytes less the
     /// tunnel's headers inside, 1,514 out. One byte more with DF is answered with ICMP
     /// "fragmentation needed" naming that size; without DF it would need the outer packet
