@@ -8,6 +8,7 @@
 extern crate std;
 
 pub mod gateway;
+pub mod link;
 pub mod neighbour;
 mod phy;
 pub mod route;

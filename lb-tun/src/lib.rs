@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod decap;
 pub mod gateway;
 pub mod health;
 pub mod keepalived;
@@ -9,6 +10,7 @@ pub mod listing;
 pub mod metrics;
 pub mod prom;
 pub mod syncd;
+pub mod tap;
 pub mod tun;
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use core::net::IpAddr;
 
 use lb_core::Instant;
 use smoltcp::phy::{Device, TxToken};
-use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, Ipv6Packet};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol};
 
 use super::{smol, Gateway};
 use crate::neighbour::Lookup;
@@ -30,27 +30,7 @@ impl<'a> Gateway<'a> {
     /// a tunnelled one); `false` if it ran out.
     pub(super) fn decrement_ttl(&mut self, t: &Transmit) -> bool {
         let at = LINK_HEADER + t.start;
-        let buf = &mut self.frame[at..at + t.len];
-        match buf.first().map(|b| b >> 4) {
-            Some(4) => match Ipv4Packet::new_checked(buf) {
-                Ok(mut p) if p.hop_limit() > 1 => {
-                    let h = p.hop_limit();
-                    p.set_hop_limit(h - 1);
-                    p.fill_checksum();
-                    true
-                }
-                _ => false,
-            },
-            Some(6) => match Ipv6Packet::new_checked(buf) {
-                Ok(mut p) if p.hop_limit() > 1 => {
-                    let h = p.hop_limit();
-                    p.set_hop_limit(h - 1);
-                    true
-                }
-                _ => false,
-            },
-            _ => false,
-        }
+        crate::link::decrement_ttl(&mut self.frame[at..at + t.len])
     }
 
     /// Routes the IP packet `t` (in `frame[LINK_HEADER..]` at `t.range()`, a tunnelled one
