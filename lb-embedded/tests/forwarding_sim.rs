@@ -14,13 +14,15 @@
 //! changed; a tunnelled packet's outer headers are checked field by field against the layout
 //! `lb-core/src/tunnel/mod.rs` documents (written out again here, not lb-core's code), then
 //! taken off, and the inner packet — byte for byte the client's — is what the real server's
-//! interface receives.
+//! interface receives. lb-core's own decoder (`tunnel::decap`, lb-decap's) must find the same
+//! inner packet.
 
 mod sim;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 
+use lb_embedded::lb_core::tunnel::decap::{self, TunnelType};
 use lb_embedded::lb_core::{DirectorStorage, Instant, Limits, ServiceKey};
 use lb_embedded::smoltcp;
 use lb_embedded::{Gateway, GatewayConfig};
@@ -236,6 +238,15 @@ impl Switch {
             return ip.to_vec();
         }
         let inner = decapsulate(k, ip);
+        // lb-core's decoder (what lb-decap runs on a real server) agrees.
+        let mut copy = ip.to_vec();
+        let d = decap::decap_packet(&mut copy, Some(GUE_PORT)).expect("lb-core's decoder");
+        assert_eq!(
+            &copy[d.range()],
+            inner,
+            "lb-core's decoder finds the same inner packet"
+        );
+        assert_eq!(d.tunnel, [TunnelType::Gue, TunnelType::Gre][k]);
         assert!(
             self.log.client_packets.contains(inner),
             "the packet inside the tunnel to server {k} is the client's, unchanged"
