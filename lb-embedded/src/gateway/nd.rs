@@ -14,15 +14,14 @@ use smoltcp::wire::{
 };
 
 use super::tx::transmit;
-use super::Gateway;
+use super::{Gateway, IP_AT, RX_AT};
 use crate::link::{
     arp_reply, arp_request, icmpv6_frame, multicast_mac, parse_ndisc, raw_mac, solicited_node,
     NDISC_FRAME,
 };
-use crate::LINK_HEADER;
 
 impl<'a> Gateway<'a> {
-    /// An ARP packet in the Ethernet frame `frame[..len]`: learns the sender, answers a
+    /// An ARP packet in the Ethernet frame `frame[RX_AT..RX_AT + len]`: learns the sender, answers a
     /// request for a virtual address, hands one for an own address to the interface.
     pub(super) fn handle_arp<D: Device + ?Sized>(
         &mut self,
@@ -30,8 +29,8 @@ impl<'a> Gateway<'a> {
         device: &mut D,
         len: usize,
     ) {
-        let parsed =
-            ArpPacket::new_checked(&self.frame[LINK_HEADER..len]).and_then(|p| ArpRepr::parse(&p));
+        let parsed = ArpPacket::new_checked(&self.frame[IP_AT..RX_AT + len])
+            .and_then(|p| ArpRepr::parse(&p));
         let Ok(ArpRepr::EthernetIpv4 {
             operation,
             source_hardware_addr: smac,
@@ -77,7 +76,7 @@ impl<'a> Gateway<'a> {
         len: usize,
         link_src: Option<EthernetAddress>,
     ) -> bool {
-        let Some((src, _, nd)) = parse_ndisc(&self.frame[LINK_HEADER..LINK_HEADER + len]) else {
+        let Some((src, _, nd)) = parse_ndisc(&self.frame[IP_AT..IP_AT + len]) else {
             return false;
         };
         match nd {
