@@ -667,3 +667,107 @@ fn connections_to_a_real_server_of_the_other_family_are_not_synced() {
     assert_eq!(r.daddr, sa("10.1.0.1:80"));
     assert!(b.export_record(&ex, next).is_none(), "the other is not");
 }
+
+/// A router on a tunnel's path answers "fragmentation needed" about a tunnelled packet, to the
+/// tunnel source: relayed to the client from the VIP, with the MTU left once the tunnel
+/// headers are off, quoting the client's packet (the kernel's `ip_vs_in_icmp`), for every
+/// kind and both families; about a packet without DF nothing is relayed; an error that quotes
+/// no tunnelled connection is a counted drop.
+#[test]
+fn the_paths_too_big_about_a_tunnelled_packet_reaches_the_client() {
+    let router4 = IpAddr::V4(Ipv4Addr::new(10, 1, 9, 1));
+    for kind in KINDS {
+        let mut b = balancer_with(VIP, false, &[("10.1.0.1:80", tunnel(kind))]);
+        let (c, v) = (sa(CLIENT), sa(VIP));
+        run(&mut b, Instant::ZERO, &pkt::segment(c, v, SYN, 1, 0, b""));
+        let data = pkt::segment(c, v, ACK, 2, 1, &[5; 1000]);
+        let (_, outer) = run(&mut b, Instant::ZERO, &data);
+        let hl = tunnel::overhead(kind, false);
+        // The router's MTU is 1,200: it quotes the outer packet (576 bytes at most).
+        let err = pkt::icmp_rest(
+            router4,
+            IpAddr::V4(SRC4),
+            3,
+            4,
+            [0, 0, 0x04, 0xb0],
+            &outer[..548],
+        );
+        let (verdict, out) = run(&mut b, Instant::ZERO, &err);
+        assert!(
+            matches!(verdict, Verdict::Reply(t) if t.dst == c.ip()),
+            "{kind:?}: {verdict:?}"
+        );
+        assert_eq!(&out[12..16], &[10, 0, 0, 100], "{kind:?}: from the VIP");
+        assert_eq!(&out[16..20], &[192, 0, 2, 1], "{kind:?}: to the client");
+        assert_eq!((out[20], out[21]), (3, 4));
+        assert_eq!(
+            usize::from(u16::from_be_bytes([out[26], out[27]])),
+            1200 - hl,
+            "{kind:?}"
+        );
+        assert_eq!(
+            &out[28..28 + 40],
+            &data[..40],
+            "{kind:?}: the client's packet quoted"
+        );
+        assert!(pkt::checksums_ok(&out), "{kind:?}");
+        assert_eq!(b.counters().tunnel_icmp_relayed, 1);
+
+        // The client's packet without DF: nothing to say to it.
+        let mut no_df = data.clone();
+        no_df[6] = 0;
+        pkt::refresh_ipv4_checksum(&mut no_df);
+        let (_, outer) = run(&mut b, Instant::ZERO, &no_df);
+        let err = pkt::icmp_rest(
+            router4,
+            IpAddr::V4(SRC4),
+            3,
+            4,
+            [0, 0, 0x04, 0xb0],
+            &outer[..548],
+        );
+        let (verdict, _) = run(&mut b, Instant::ZERO, &err);
+        assert_eq!(verdict, Verdict::Drop(DropReason::IcmpMismatch), "{kind:?}");
+    }
+
+    // IPv6 (packet too big), and an unreachable relayed with its type and code.
+    let mut b = balancer_with(
+        VIP6,
+        false,
+        &[("[2001:db8:1::1]:80", tunnel(TunnelKind::Ipip))],
+    );
+    let (c, v) = (sa(CLIENT6), sa(VIP6));
+    run(&mut b, Instant::ZERO, &pkt::segment(c, v, SYN, 1, 0, b""));
+    let data = pkt::segment(c, v, ACK, 2, 1, &[5; 1300]);
+    let (_, outer) = run(&mut b, Instant::ZERO, &data);
+    let router6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 9, 1));
+    let m = 1400u32.to_be_bytes();
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 2, 0, m, &outer[..1232]);
+    let (verdict, out) = run(&mut b, Instant::ZERO, &err);
+    assert!(
+        matches!(verdict, Verdict::Reply(t) if t.dst == c.ip()),
+        "{verdict:?}"
+    );
+    assert_eq!((out[6], out[40], out[41]), (58, 2, 0));
+    assert_eq!(
+        u32::from_be_bytes([out[44], out[45], out[46], out[47]]),
+        1400 - 40
+    );
+    assert!(pkt::checksums_ok(&out));
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 1, 3, [0; 4], &outer[..200]);
+    let (verdict, out) = run(&mut b, Instant::ZERO, &err);
+    assert!(matches!(verdict, Verdict::Reply(_)), "{verdict:?}");
+    assert_eq!(
+        (out[40], out[41]),
+        (1, 3),
+        "address unreachable, relayed as is"
+    );
+
+    // Quoting no tunnelled connection (another client): dropped, counted.
+    let mut other = outer.clone();
+    other[40 + 8 + 15] ^= 1; // the inner source address
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 2, 0, m, &other[..1232]);
+    let (verdict, _) = run(&mut b, Instant::ZERO, &err);
+    assert_eq!(verdict, Verdict::Drop(DropReason::IcmpMismatch));
+    assert_eq!(b.counters().tunnel_icmp_relayed, 2);
+}
