@@ -1477,6 +1477,11 @@ CONF
 	nsx client ip -6 route flush cache
 	nsx client ip -6 route show cache | grep -q . && fail "$what: the client's IPv6 route cache survived the flush: $(nsx client ip -6 route show cache)"
 	big0=$(gwstat too_big_replies)
+	local rep0 rep1
+	rep0=$(gwstat replies)
+	local gcap
+	gcap=$(start_in_ns gw "tcpdump-gw-$decap-$kind" tcpdump --immediate-mode -Uni "$LBT_TUN" \
+		-w "$tmp/gw-icmp-$decap-$kind.pcap" "icmp or icmp6")
 	ccap=$(start_in_ns client "tcpdump-client-$decap-$kind" tcpdump --immediate-mode -Uni c0 \
 		-w "$tmp/client-$decap-$kind.pcap" "icmp or icmp6")
 	sleep 0.5 # tcpdump attaches
@@ -1488,8 +1493,9 @@ CONF
 	cmp -s "$tmp/payload" "$tmp/echoed" || fail "$what: the echoed 1 MB differs over IPv6 ($(wc -c <"$tmp/echoed") bytes back)"
 	ok "$what: 1,000,000 bytes echoed through $LBT_VIP4:9000 and [$LBT_VIP6]:9000, identical"
 	sleep 0.3
-	kill "$ccap" 2>/dev/null
-	wait "$ccap" 2>/dev/null
+	kill "$ccap" "$gcap" 2>/dev/null
+	wait "$ccap" "$gcap" 2>/dev/null
+	tcpdump -nr "$tmp/gw-icmp-$decap-$kind.pcap" 2>/dev/null | awk '{ $1 = ""; print }' | sort | uniq -c | sort -rn | head -8 | sed 's/^/  lb0 icmp: /'
 	icmp=$(python3 "$LBT_REPO/scripts/check-tunnel-pcap.py" too-big "$tmp/client-$decap-$kind.pcap" \
 		vip4="$LBT_VIP4" vip6="$LBT_VIP6" client4="$LBT_CLIENT4" client6="$LBT_CLIENT6" \
 		mtu4="$mtu4" mtu6="$mtu6" port=9000) || fail "$what: path MTU answers on the client's link"
@@ -1501,11 +1507,13 @@ CONF
 		fail "$what: the client's route to $LBT_VIP4 learnt no MTU $mtu4: $(nsx client ip route get "$LBT_VIP4")"
 	nsx client ip -6 route get "$LBT_VIP6" | grep -Eq " mtu $mtu6( |\$)" ||
 		fail "$what: the client's route to $LBT_VIP6 learnt no MTU $mtu6: $(nsx client ip -6 route get "$LBT_VIP6")"
-	# Every answer counted and not held back by the reply rate limit reached the client.
+	# Every answer sent reached the client, and it got nothing else (above): the replies
+	# lb-tun counted are the client's ICMPs.
 	big1=$(gwstat too_big_replies)
 	limited=$(gwstat drops.reply_rate_limited)
-	[ "$((big1 - big0 - limited))" = "$((v4 + v6))" ] ||
-		fail "$what: too_big_replies went from $big0 to $big1 ($limited rate-limited), the client got $((v4 + v6)) answers"
+	rep1=$(gwstat replies)
+	[ "$big1" -gt "$big0" ] && [ "$((rep1 - rep0))" = "$((v4 + v6))" ] ||
+		fail "$what: too_big_replies went from $big0 to $big1, replies from $rep0 to $rep1 ($limited rate-limited), the client got $((v4 + v6)) answers"
 	sleep 1.2 # the metrics are published once a second
 	metrics >"$tmp/metrics-$kind.txt"
 	mbig=$(awk '$1 == "lbtun_too_big_replies_total" { print $2 }' "$tmp/metrics-$kind.txt")
@@ -1530,6 +1538,50 @@ CONF
 	ok "$what: s1's link: $got, every field as IPVS writes it; replies plain, from the VIPs"
 }
 
+# tunnel_narrow_path — a link on the path narrower than lb-tun's --path-mtu: the gateway's own
+# kernel, forwarding the outer packets to s1, answers "fragmentation needed" / "packet too big"
+# to the tunnel source (routed into the TUN); lb-tun relays it to the client from the VIP with
+# the MTU less the tunnel headers (IPIP: 1,400 - 20 and - 40), and the transfers complete.
+tunnel_narrow_path() {
+	local a1 b1 opts4 opts6 csum4 csum6 mtu4 mtu6 r0 r1 m4 m6
+	a1=$(server_addr4 1)
+	b1=$(server_addr6 1)
+	tunnel_opts ipip
+	cat >"$tmp/lb-narrow.conf" <<CONF
+-A -t $LBT_VIP4:9000 -s rr
+-a -t $LBT_VIP4:9000 -r $a1:9000 -i $opts4
+-A -t [$LBT_VIP6]:9000 -s rr
+-a -t [$LBT_VIP6]:9000 -r [$b1]:9000 -i $opts6
+CONF
+	start_gateway "$tmp/lb-narrow.conf" --tunnel-source 10.20.9.1 --tunnel-source fd00:99::1 ||
+		fail "narrow path: gateway did not start"
+	ip -n "${LBT}-gw" route add "$a1/32" dev br0 mtu lock 1400
+	ip -n "${LBT}-gw" -6 route add "$b1/128" dev br0 mtu 1400
+	nsx client ip route flush cache
+	nsx client ip -6 route flush cache
+	r0=$(gwstat tunnel_icmp_relayed)
+	nsx client timeout 30 socat -T 10 -t 10 - "TCP4:$LBT_VIP4:9000" <"$tmp/payload" >"$tmp/echoed" ||
+		fail "narrow path: socat transfer over IPv4 failed"
+	cmp -s "$tmp/payload" "$tmp/echoed" || fail "narrow path: the echoed 1 MB differs over IPv4"
+	nsx client timeout 30 socat -T 10 -t 10 - "TCP6:[$LBT_VIP6]:9000" <"$tmp/payload" >"$tmp/echoed" ||
+		fail "narrow path: socat transfer over IPv6 failed"
+	cmp -s "$tmp/payload" "$tmp/echoed" || fail "narrow path: the echoed 1 MB differs over IPv6"
+	r1=$(gwstat tunnel_icmp_relayed)
+	m4=$(nsx client ip route get "$LBT_VIP4" | grep -Eo ' mtu [0-9]+' | awk '{ print $2 }')
+	m6=$(nsx client ip -6 route get "$LBT_VIP6" | grep -Eo ' mtu [0-9]+' | awk '{ print $2 }')
+	[ "$((r1 - r0))" -ge 2 ] || fail "narrow path: tunnel_icmp_relayed went from $r0 to $r1"
+	[ "${m4:-}" = 1380 ] && [ "${m6:-}" = 1360 ] ||
+		fail "narrow path: the client learnt mtu ${m4:-none} / ${m6:-none}, want 1380 / 1360"
+	ip -n "${LBT}-gw" route del "$a1/32" dev br0
+	ip -n "${LBT}-gw" -6 route del "$b1/128" dev br0
+	kill "$LBT_GW_PID" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$LBT_GW_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	ok "narrow path (1,400 bytes to s1): the path's $((r1 - r0)) ICMP errors relayed to the client, which learnt mtu $m4 / $m6; 1 MB echoed both families, identical"
+}
+
 scenario_tunnel() {
 	LBT_NSERVERS=2
 	topo_up || fail topo_up
@@ -1552,6 +1604,7 @@ scenario_tunnel() {
 	head -c 1000000 /dev/urandom >"$tmp/payload"
 
 	tunnel_suite lbdecap ipip gue gre
+	tunnel_narrow_path
 	local i pid k
 	# shellcheck disable=SC2086
 	kill $LBT_DECAP_PIDS 2>/dev/null

@@ -607,6 +607,7 @@ impl Gateway {
         kv("fragment_evictions", c.fragment_evictions);
         kv("tunnelled", c.tunnelled);
         kv("too_big_replies", c.too_big_replies);
+        kv("tunnel_icmp_relayed", c.tunnel_icmp_relayed);
         kv("loop_drops", self.stats.loop_drops);
         for r in DropReason::ALL {
             kv(&format!("drops.{}", r.name()), c.drops(r));

@@ -150,7 +150,7 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             c.drops(r)
         );
     }
-    let ours: [(&str, &str, u64); 19] = [
+    let ours: [(&str, &str, u64); 20] = [
         (
             "lbtun_syn_drops_total",
             "Dropped packets that carried a SYN (included in lbtun_drops_total).",
@@ -230,6 +230,11 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             "lbtun_too_big_replies_total",
             "ICMP fragmentation needed / packet too big answers to DR and tunnel packets over --path-mtu (in lbtun_replies_total when sent).",
             c.too_big_replies,
+        ),
+        (
+            "lbtun_tunnel_icmp_relayed_total",
+            "ICMP errors from a tunnel's path about a tunnelled packet, relayed to its client (in lbtun_replies_total).",
+            c.tunnel_icmp_relayed,
         ),
         (
             "lbtun_loop_drops_total",

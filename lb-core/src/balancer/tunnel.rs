@@ -317,11 +317,24 @@ impl Balancer<'_> {
         let icmp_at = usize::from(p.l4_offset);
         let relay = buf.get(icmp_at..len).and_then(|icmp| {
             let (ty, code) = (*icmp.first()?, *icmp.get(1)?);
-            let error = if p.v6 {
-                (1..=127).contains(&ty)
+            // As the kernel's ICMP relay: unreachable (with "too big"), source quench and time
+            // exceeded. A parameter problem points into the outer headers: nothing the client
+            // could act on.
+            // An unreachable *protocol* or *port* is the outer packet's (IPIP or GRE not taken,
+            // the GUE port closed): told to the client it would read as its own TCP or UDP
+            // being refused and drop the connection, so it is not relayed (the kernel relays
+            // it as it came).
+            let outer_refused = if p.v6 {
+                ty == 1 && code == 4
             } else {
-                matches!(ty, 3 | 4 | 11)
+                ty == 3 && matches!(code, 2 | 3)
             };
+            let error = !outer_refused
+                && if p.v6 {
+                    matches!(ty, 1..=3)
+                } else {
+                    matches!(ty, 3 | 4 | 11)
+                };
             let too_big = if p.v6 { ty == 2 } else { ty == 3 && code == 4 };
             if p.proto != if p.v6 { 58 } else { 1 } || !error {
                 return None;

@@ -713,6 +713,11 @@ fn the_paths_too_big_about_a_tunnelled_packet_reaches_the_client() {
         assert!(pkt::checksums_ok(&out), "{kind:?}");
         assert_eq!(b.counters().tunnel_icmp_relayed, 1);
 
+        // "Protocol unreachable" is about the outer protocol (IPIP, GRE): not relayed.
+        let err = pkt::icmp_rest(router4, IpAddr::V4(SRC4), 3, 2, [0; 4], &outer[..548]);
+        let (verdict, _) = run(&mut b, Instant::ZERO, &err);
+        assert_eq!(verdict, Verdict::Drop(DropReason::IcmpMismatch), "{kind:?}");
+
         // The client's packet without DF: nothing to say to it.
         let mut no_df = data.clone();
         no_df[6] = 0;
@@ -762,6 +767,15 @@ fn the_paths_too_big_about_a_tunnelled_packet_reaches_the_client() {
         (1, 3),
         "address unreachable, relayed as is"
     );
+
+    // A port unreachable is about the outer packet (a GUE port), not the client's port.
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 1, 4, [0; 4], &outer[..200]);
+    let (verdict, _) = run(&mut b, Instant::ZERO, &err);
+    assert_eq!(verdict, Verdict::Drop(DropReason::IcmpMismatch));
+    // A parameter problem points into the outer headers: not the client's business.
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 4, 1, [0, 0, 0, 6], &outer[..200]);
+    let (verdict, _) = run(&mut b, Instant::ZERO, &err);
+    assert_eq!(verdict, Verdict::Drop(DropReason::IcmpMismatch));
 
     // Quoting no tunnelled connection (another client): dropped, counted.
     let mut other = outer.clone();
