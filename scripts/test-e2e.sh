@@ -40,6 +40,12 @@
 #            both down the sorry server serves; a server dropping SYNs (iptables) is taken out
 #            by the passive signal (--passive) before the active checker could, and its clients
 #            are answered after one SYN retransmission
+#   announce --announce without BGP: lb-tun creates its TUN device, and its VIP host routes
+#            (proto 76) appear once the TCP_CHECKs pass; both IPv4 servers failing their checks
+#            withdraw the IPv4 VIP only, their return brings it back; NAT is warned about;
+#            lbadm --drain-gateway withdraws the routes at once while a held keep-alive
+#            connection keeps being served (through the held routes, proto 77), and the gateway
+#            exits when it has ended; SIGKILL takes the routes away with the TUN device
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -747,6 +753,7 @@ virtual_server $LBT_VIP6 80 {
     lb_algo rr
     lb_kind NAT
     protocol TCP
+    alpha
     real_server $(server_addr6 1) 80 {
         TCP_CHECK {
             $knobs
@@ -877,8 +884,141 @@ CONF
 	grep -E "is (UP|DOWN)|quorum" "$tmp/lb-tun.log" | sed 's/^/  log: /'
 }
 
+# gw_routes PROTO — destinations of the gw's routes with that protocol number (IPv4, then
+# IPv6), on one line.
+gw_routes() {
+	{
+		ip -n "${LBT}-gw" route show proto "$1"
+		ip -n "${LBT}-gw" -6 route show proto "$1"
+	} | awk '{ print $1 }' | xargs
+}
+
+# wait_routes PROTO "WANT" MS — wait until gw_routes PROTO is WANT; echoes the milliseconds
+# it took (or what it is after MS, failing).
+wait_routes() {
+	local t0 now
+	t0=$(date +%s%N)
+	while :; do
+		now=$(date +%s%N)
+		if [ "$(gw_routes "$1")" = "$2" ]; then
+			echo $(((now - t0) / 1000000))
+			return 0
+		fi
+		[ $(((now - t0) / 1000000)) -ge "$3" ] && break
+		sleep 0.05
+	done
+	echo "'$(gw_routes "$1")' after $3 ms"
+	return 1
+}
+
+# announce_gateway — start lb-tun with --announce (it creates the TUN device), then steer the
+# servers' replies into that device (table 100 of topo_up's rules).
+announce_gateway() {
+	start_gateway "$tmp/lb.conf" --keepalived "$tmp/keepalived.conf" \
+		--probe-source 10.20.9.1 --probe-source fd00:99::1 --announce || return 1
+	ip -n "${LBT}-gw" -d link show "$LBT_TUN" | grep -q "persist off" ||
+		{ lbt_log "$LBT_TUN is not lb-tun's own: $(ip -n "${LBT}-gw" -d link show "$LBT_TUN")"; return 1; }
+	ip -n "${LBT}-gw" route add default dev "$LBT_TUN" table 100
+	ip -n "${LBT}-gw" -6 route add default dev "$LBT_TUN" table 100
+}
+
+scenario_announce() {
+	LBT_NSERVERS=2
+	topo_up || fail topo_up
+	# With --announce lb-tun creates its own device: drop topo_up's persistent one (its VIP
+	# and table-100 routes go with it).
+	ip -n "${LBT}-gw" link del "$LBT_TUN" || fail "cannot delete the persistent $LBT_TUN"
+	start_servers || fail "servers did not start"
+	local knobs="connect_timeout 1
+            retry 1
+            delay_before_retry 1"
+	cat >"$tmp/keepalived.conf" <<CONF
+virtual_server $LBT_VIP4 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    alpha
+    real_server $(server_addr4 1) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+    real_server $(server_addr4 2) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+}
+virtual_server $LBT_VIP6 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server $(server_addr6 1) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+}
+CONF
+	: >"$tmp/lb.conf"
+	local both="$LBT_VIP4 $LBT_VIP6" ms i h1 load
+	announce_gateway || fail "gateway did not start"
+	# alpha: the servers start DOWN, so the IPv4 VIP is announced only after a check passed.
+	ms=$(wait_routes 76 "$both" 6000) || fail "announced routes: $ms"
+	awk -v vip="$LBT_VIP4" '
+		index($0, "-t " vip ":80: real server") && /is UP: check passed/ { up = 1 }
+		index($0, "announce: " vip " announced") { exit !up }' "$tmp/lb-tun.log" ||
+		fail "$LBT_VIP4 announced before a check passed: $(cat "$tmp/lb-tun.log")"
+	ok "announced once the checks passed, $ms ms after the control socket: $(ip -n "${LBT}-gw" route show proto 76) / $(ip -n "${LBT}-gw" -6 route show proto 76)"
+	[ "$(gw_routes 77)" = "$both" ] || fail "held routes: '$(gw_routes 77)'"
+	grep -q "announce: 3 real servers use NAT" "$tmp/lb-tun.log" || fail "no NAT warning: $(cat "$tmp/lb-tun.log")"
+	ok "NAT with --announce is warned about: $(grep -o 'announce: [0-9]* real servers use NAT[^(]*' "$tmp/lb-tun.log")"
+	load_run "http://$LBT_VIP4/" 20 2 "$tmp/a.csv" || fail "load"
+	all_ok "$tmp/a.csv" 20
+	ok "20/20 requests through the announced VIP"
+
+	# Both IPv4 servers fail their checks: the IPv4 VIP is withdrawn, the IPv6 one stays.
+	for i in 1 2; do nsx "s$i" iptables -I INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset; done
+	ms=$(wait_routes 76 "$LBT_VIP6" 8000) || fail "after both IPv4 servers failed: $ms"
+	ok "both IPv4 servers DOWN: $LBT_VIP4 withdrawn within $ms ms, $LBT_VIP6 still announced"
+	[ "$(gw_routes 77)" = "$both" ] || fail "held routes changed: '$(gw_routes 77)'"
+	for i in 1 2; do nsx "s$i" iptables -D INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset; done
+	ms=$(wait_routes 76 "$both" 5000) || fail "after the servers came back: $ms"
+	ok "servers UP again: $LBT_VIP4 announced again within $ms ms"
+
+	# Graceful leave: routes withdrawn at once, the held connection still served, then exit.
+	load="$(lbt_bin lb-demo-load)"
+	nsx client "$load" --hold --interval 0.2 --count 25 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
+	h1=$!
+	sleep 1
+	lbadm --drain-gateway --timeout 30 >"$tmp/drain.out" || fail "--drain-gateway: $(cat "$tmp/drain.out")"
+	[ "$(gw_routes 76)" = "" ] || fail "announced routes left after --drain-gateway: '$(gw_routes 76)'"
+	grep -q "draining: 1 flows" "$tmp/drain.out" || fail "drain reply: $(cat "$tmp/drain.out")"
+	ok "--drain-gateway: $(head -1 "$tmp/drain.out"); held routes kept: $(gw_routes 77)"
+	wait "$h1" || fail "the held connection failed during the drain: $(cat "$tmp/h1.out")"
+	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 25 ] || fail "held connection: $(cat "$tmp/h1.out")"
+	ok "the held keep-alive connection got 25/25 answers while draining"
+	for _ in $(seq 100); do [ -S "$sock" ] || break; sleep 0.05; done
+	[ -S "$sock" ] && fail "the gateway did not exit after its last flow: $(tail -3 "$tmp/lb-tun.log")"
+	grep -q "drain: no flow left, exiting" "$tmp/lb-tun.log" || fail "no drain exit logged: $(tail -5 "$tmp/lb-tun.log")"
+	[ "$(gw_routes 76) $(gw_routes 77)" = " " ] || fail "routes left after the exit: $(gw_routes 76) / $(gw_routes 77)"
+	ok "the gateway exited once its last flow ended, its routes removed"
+
+	# A gateway killed outright: its routes go with its TUN device.
+	cp "$tmp/lb-tun.log" "$tmp/lb-tun-a.log"
+	announce_gateway || fail "gateway did not start again"
+	ms=$(wait_routes 76 "$both" 6000) || fail "announced routes after the restart: $ms"
+	kill -9 "$LBT_GW_PID"
+	for _ in $(seq 100); do ip -n "${LBT}-gw" link show "$LBT_TUN" >/dev/null 2>&1 || break; sleep 0.05; done
+	ip -n "${LBT}-gw" link show "$LBT_TUN" >/dev/null 2>&1 && fail "$LBT_TUN still there after SIGKILL"
+	[ "$(gw_routes 76) $(gw_routes 77)" = " " ] || fail "routes left after SIGKILL: $(gw_routes 76) / $(gw_routes 77)"
+	ok "SIGKILL: the TUN device and every route through it are gone"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag | synflood | health) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood | health | announce) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|announce" >&2; exit 2 ;;
 esac
 echo PASS

@@ -801,6 +801,10 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
   lbadm --sync-threshold N | --sync-period N | --sync-version 0|1
   lbadm --save-state       write the connection table to the gateway's --state file now
                                                                       (lb-tun extension)
+  lbadm --drain-gateway [--timeout SECONDS]
+                           withdraw the --announce routes, keep forwarding the flows that
+                           still arrive, exit when they end or after SECONDS (default 300)
+                                                                      (lb-tun extension)
   --control PATH           the gateway's socket (default /run/lb-tun.sock)
 
 Only NAT (-m) is supported; -g and -i are refused. Firewall-mark services (-f) are refused:

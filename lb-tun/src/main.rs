@@ -12,7 +12,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lb_tun::control::{ControlServer, Pending, DEFAULT_CONTROL_PATH};
+use lb_tun::announce::{self, Announcer};
+use lb_tun::control::{ControlServer, Pending, Reply, DEFAULT_CONTROL_PATH};
 use lb_tun::gateway::{os_random, parse_batch, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
 use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
@@ -22,6 +23,11 @@ use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// How often the loop republishes the metrics snapshot.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// How often `--announce` compares the routes with what the gateway can serve, when no
+/// control request changed the configuration (health checks change it between).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
+/// How often a drain counts the flows left.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// The userspace IPVS gateway on a TUN device (NAT, ipvsadm's configuration language).
 #[derive(Parser, Debug)]
@@ -68,6 +74,16 @@ struct Args {
     /// it on SIGTERM/SIGINT and on `lbadm --save-state` (to FILE.tmp, then renamed).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Own a host route for each VIP on the TUN device, present while the gateway can serve
+    /// it (a real server with weight above 0, after its health checks if any): a routing
+    /// daemon (BIRD, FRR) exports those routes by their protocol number (README "Several
+    /// gateways"). Brings the device up. Let lb-tun create the device, so the routes go with
+    /// it if the process dies.
+    #[arg(long)]
+    announce: bool,
+    /// Protocol number of the announced routes (--announce); 77 is the held routes'.
+    #[arg(long, value_name = "N", default_value_t = announce::DEFAULT_PROTO, requires = "announce")]
+    announce_proto: u8,
     /// Check the --config and --keepalived files, print the result as -S would, and exit (no
     /// TUN device needed).
     #[arg(long)]
@@ -97,12 +113,19 @@ struct Loop {
     control: mpsc::Receiver<Pending>,
     snapshot: MetricsSnapshot,
     last_publish: Instant,
+    /// `--announce`'s routes.
+    announcer: Option<Announcer>,
+    last_announce: Instant,
+    /// Set by `lbadm --drain-gateway`: when the drain gives up waiting for the flows.
+    drain_until: Option<Instant>,
+    last_drain_check: Instant,
 }
 
 impl Loop {
-    /// Runs until `stop` is set (SIGINT/SIGTERM) or the device fails.
+    /// Runs until `stop` is set (SIGINT/SIGTERM), a drain ends or the device fails.
     fn run(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
         self.publish();
+        self.announce();
         while !stop.load(Ordering::Relaxed) {
             let n = self.ring.fill(&self.dev)?;
             if n == 0 {
@@ -119,8 +142,15 @@ impl Loop {
                     log::debug!("probe packet not written: {e}");
                 }
             }
+            let mut changed = false;
             while let Ok(pending) = self.control.try_recv() {
-                let reply = self.gw.control(now, &pending.request, self.ring.stats());
+                let reply = match lb_tun::drain::parse(&pending.request.args) {
+                    Some(req) => self.start_drain(req),
+                    None => {
+                        changed = true;
+                        self.gw.control(now, &pending.request, self.ring.stats())
+                    }
+                };
                 log::debug!(
                     "control {:?}: status {}",
                     pending.request.args,
@@ -128,11 +158,90 @@ impl Loop {
                 );
                 pending.respond(reply);
             }
+            if changed || self.last_announce.elapsed() >= ANNOUNCE_EVERY {
+                self.announce();
+            }
+            if self.drain_over(now) {
+                break;
+            }
             if self.last_publish.elapsed() >= METRICS_EVERY {
                 self.publish();
             }
         }
         Ok(())
+    }
+
+    /// `--announce`: routes for what the gateway can serve now (none while draining), held
+    /// routes for every VIP configured.
+    fn announce(&mut self) {
+        self.last_announce = Instant::now();
+        let Some(a) = &mut self.announcer else {
+            return;
+        };
+        let lb = self.gw.balancer();
+        let want = if self.drain_until.is_some() {
+            Default::default()
+        } else {
+            announce::served_vips(lb)
+        };
+        match a.sync(&want, &announce::configured_vips(lb)) {
+            Ok(c) => {
+                for vip in c.added {
+                    log::info!("announce: {vip} announced");
+                }
+                for vip in c.removed {
+                    log::info!("announce: {vip} withdrawn");
+                }
+            }
+            Err(e) => log::error!("announce: routes not all changed (tried again): {e}"),
+        }
+    }
+
+    /// `lbadm --drain-gateway`: withdraw the routes, keep forwarding, exit once the flows end.
+    fn start_drain(&mut self, req: Result<lb_tun::drain::DrainRequest, String>) -> Reply {
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => return Reply::error(2, e),
+        };
+        self.drain_until = Some(Instant::now() + req.timeout);
+        let mut text = String::new();
+        if let Some(a) = &mut self.announcer {
+            let was: Vec<_> = a.announced().iter().copied().collect();
+            match a.withdraw() {
+                Ok(_) => text.push_str(&format!("routes withdrawn: {}\n", join(&was))),
+                Err(e) => return Reply::error(1, format!("lbadm: routes not withdrawn: {e}\n")),
+            }
+        } else {
+            text.push_str("no routes to withdraw (the gateway runs without --announce)\n");
+        }
+        let flows = lb_tun::drain::live_flows(self.gw.balancer(), self.clock.now());
+        text.push_str(&format!(
+            "draining: {flows} flows; the gateway exits when they end or in {} s\n",
+            req.timeout.as_secs()
+        ));
+        log::info!("{}", text.trim_end().replace('\n', "; "));
+        Reply::ok(text)
+    }
+
+    /// Whether a drain is over: no flow left, or its timeout passed.
+    fn drain_over(&mut self, now: lb_core::Instant) -> bool {
+        let Some(until) = self.drain_until else {
+            return false;
+        };
+        if self.last_drain_check.elapsed() < DRAIN_CHECK_EVERY {
+            return false;
+        }
+        self.last_drain_check = Instant::now();
+        let flows = lb_tun::drain::live_flows(self.gw.balancer(), now);
+        if flows == 0 {
+            log::info!("drain: no flow left, exiting");
+            return true;
+        }
+        if Instant::now() >= until {
+            log::info!("drain: timeout with {flows} flows left, exiting");
+            return true;
+        }
+        false
     }
 
     fn publish(&mut self) {
@@ -150,10 +259,21 @@ impl Loop {
     }
 }
 
+/// Addresses, comma-separated ("none" for none).
+fn join(vips: &[std::net::IpAddr]) -> String {
+    if vips.is_empty() {
+        return "none".into();
+    }
+    vips.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Applies `--config` and `--keepalived`, all or nothing: both are read and parsed, then
 /// applied together through one dry run. Notices are logged at info, what is parsed but not
-/// acted upon at warn.
-fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(), String> {
+/// acted upon at warn. Returns how many real servers use NAT (for `--announce`'s warning).
+fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<usize, String> {
     let mut items = Vec::new();
     let mut sources = Vec::new();
     let mut health = lb_tun::keepalived::HealthPlan::default();
@@ -190,7 +310,7 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
         gw.enable_probes(now, &args.probe_source)?;
     }
     if sources.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let source = sources.join(" and ");
     let n = gw.apply_items(now, &source, &items).map_err(|e| e.0)?;
@@ -207,7 +327,7 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
                 .join(" and ")
         );
     }
-    Ok(())
+    Ok(announce::nat_servers(items.iter().map(|i| &i.cmd)))
 }
 
 /// Loads the `--state` snapshot, if the file exists. A damaged or foreign file is kept aside
@@ -277,10 +397,13 @@ fn main() -> ExitCode {
     };
     let clock = Clock(Instant::now());
     let mut gw = Gateway::new(args.conns, seed, secret, clock.now());
-    if let Err(e) = load_config(&mut gw, clock.now(), &args) {
-        log::error!("config not applied: {e}");
-        return ExitCode::FAILURE;
-    }
+    let nat = match load_config(&mut gw, clock.now(), &args) {
+        Ok(nat) => nat,
+        Err(e) => {
+            log::error!("config not applied: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if args.check {
         print!("{}", gw.save());
         return ExitCode::SUCCESS;
@@ -289,12 +412,47 @@ fn main() -> ExitCode {
         load_state(&mut gw, clock.now(), path);
         gw.set_state_path(path.clone());
     }
+    let existed = std::path::Path::new("/sys/class/net")
+        .join(&args.tun)
+        .exists();
     let dev = match TunDevice::open(&args.tun) {
         Ok(d) => d,
         Err(e) => {
             log::error!("cannot open TUN device {}: {e}", args.tun);
             return ExitCode::FAILURE;
         }
+    };
+    let announcer = if args.announce {
+        if args.announce_proto == announce::HELD_PROTO {
+            log::error!(
+                "--announce-proto {} is the held routes' protocol number",
+                announce::HELD_PROTO
+            );
+            return ExitCode::FAILURE;
+        }
+        if existed {
+            log::warn!(
+                "announce: {} existed before lb-tun (a persistent device?): if lb-tun dies, the \
+                 device and its routes stay; let lb-tun create it",
+                dev.name()
+            );
+        }
+        if nat > 0 {
+            log::warn!(
+                "announce: {nat} real servers use NAT (-m): their replies must come back \
+                 through the gateway that holds the connection, which ECMP over several \
+                 gateways does not ensure (README \"NAT in a cluster\")"
+            );
+        }
+        match Announcer::open(dev.name(), args.announce_proto) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log::error!("announce: cannot manage routes on {}: {e}", dev.name());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
     };
     let (control, control_rx) = match ControlServer::start(&args.control) {
         Ok(x) => x,
@@ -331,8 +489,17 @@ fn main() -> ExitCode {
         control: control_rx,
         snapshot,
         last_publish: Instant::now(),
+        announcer,
+        last_announce: Instant::now(),
+        drain_until: None,
+        last_drain_check: Instant::now(),
     };
     let result = lp.run(&stop);
+    // The routes go first: the routers stop sending here before anything else stops.
+    if let Some(a) = lp.announcer.take() {
+        drop(a);
+        log::info!("announce: routes removed");
+    }
     let s = lp.ring.stats();
     let c = lp.gw.balancer().counters();
     log::info!(

@@ -119,3 +119,11 @@ fn e2e_synflood_new_connections_still_succeed() {
 fn e2e_health_checks_remove_and_restore_servers() {
     run("health");
 }
+
+/// `--announce` without BGP: the VIP routes appear once the checks pass, go when a VIP's
+/// servers fail and come back, `--drain-gateway` withdraws them while a held connection is
+/// still served and the gateway exits after it, SIGKILL takes them with the TUN device.
+#[test]
+fn e2e_announce_routes_follow_readiness_drain_and_kill() {
+    run("announce");
+}

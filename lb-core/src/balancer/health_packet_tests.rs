@@ -211,8 +211,11 @@ fn dr_servers_syns_are_no_passive_signal() {
 fn picked_up_segments_are_no_passive_signal() {
     let reals = [("10.1.0.1:80", 1), ("10.1.0.2:80", 1)];
     let mut b = passive_balancer(PassiveAction::MarkDown, &reals);
-    b.apply(Instant::ZERO, &Command::Set(crate::ipvsadm::Setting::SloppyTcp(true)))
-        .unwrap();
+    b.apply(
+        Instant::ZERO,
+        &Command::Set(crate::ipvsadm::Setting::SloppyTcp(true)),
+    )
+    .unwrap();
     pass_probes(&mut b, ms(0));
     for i in 0..8u16 {
         let c = SocketAddr::new(sa("192.0.2.1:0").ip(), 4000 + i);

@@ -127,7 +127,10 @@ fn with_mh_and_sh_the_second_gateway_picks_up_on_the_first_ones_server() {
         let (moved, states) = hand_over(sched);
         assert_eq!(moved, 0, "{sched:?}");
         // NONE + ack -> ESTABLISHED (INPUT table), with its 900 s timeout.
-        assert!(states.iter().all(|&s| s == ("ESTABLISHED", 900)), "{states:?}");
+        assert!(
+            states.iter().all(|&s| s == ("ESTABLISHED", 900)),
+            "{states:?}"
+        );
     }
 }
 
@@ -139,7 +142,10 @@ fn with_rr_and_wrr_the_second_gateway_may_choose_another_server() {
     for sched in [SchedulerKind::Rr, SchedulerKind::Wrr, SchedulerKind::Wlc] {
         let (moved, states) = hand_over(sched);
         assert!(moved > 0, "{sched:?}");
-        assert!(states.iter().all(|&(s, _)| s == "ESTABLISHED"), "{states:?}");
+        assert!(
+            states.iter().all(|&(s, _)| s == "ESTABLISHED"),
+            "{states:?}"
+        );
     }
 }
 
@@ -149,7 +155,11 @@ fn with_rr_and_wrr_the_second_gateway_may_choose_another_server() {
 fn without_pickup_an_unknown_flows_ack_creates_nothing() {
     let mut b = gateway(2, SchedulerKind::Mh, ForwardMethod::Masq, false);
     let c = client(1);
-    let (v, out) = run(&mut b, Instant::ZERO, &pkt::segment(c, sa(VIP), ACK, 8, 1, b""));
+    let (v, out) = run(
+        &mut b,
+        Instant::ZERO,
+        &pkt::segment(c, sa(VIP), ACK, 8, 1, b""),
+    );
     assert!(matches!(v, Verdict::Reply(_)), "{v:?}");
     assert_eq!(pkt::split(&out).map(|(_, l4, ..)| l4[13] & RST), Some(RST));
     assert_eq!(b.connection_count(), 0);
@@ -191,7 +201,11 @@ fn a_dr_entry_picked_up_runs_on_input_only_and_a_nat_one_on_input() {
         let mut a = gateway(1, SchedulerKind::Mh, method, true);
         let mut b = gateway(5, SchedulerKind::Mh, method, true);
         let c = client(9);
-        let (va, outa) = run(&mut a, Instant::ZERO, &pkt::segment(c, sa(VIP), SYN, 7, 0, b""));
+        let (va, outa) = run(
+            &mut a,
+            Instant::ZERO,
+            &pkt::segment(c, sa(VIP), SYN, 7, 0, b""),
+        );
         let ack = pkt::segment(c, sa(VIP), ACK, 8, 1, b"");
         let (vb, outb) = run(&mut b, Instant::ZERO, &ack);
         assert_eq!(server_of(&vb, &outb), server_of(&va, &outa), "{method:?}");

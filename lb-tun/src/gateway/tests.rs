@@ -118,7 +118,10 @@ fn sloppy_services_list_and_save_back() {
         "{l}"
     );
     let s = ok(&mut g, "-S -n");
-    assert!(s.contains("-A -t 10.30.0.10:80 -s mh -p 60 --sloppy\n"), "{s}");
+    assert!(
+        s.contains("-A -t 10.30.0.10:80 -s mh -p 60 --sloppy\n"),
+        "{s}"
+    );
     ok(&mut g, "-E -t 10.30.0.10:80 -s mh");
     assert!(!ok(&mut g, "-S -n").contains("--sloppy"));
 }

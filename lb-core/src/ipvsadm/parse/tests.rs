@@ -471,7 +471,11 @@ fn every_error_kind_at_its_token() {
         ("-A -t 10.0.0.1:80 --ops=1", 3, K::UnexpectedValue),
         ("-A -u 10.0.0.1:53 -s mh --sloppy", 5, K::SloppyNeedsTcp),
         ("-A -t 10.0.0.1:80 --sloppy 1", 4, K::UnexpectedArgument),
-        ("-a -t 10.0.0.1:80 -r 10.0.0.2 --sloppy", 5, K::NotValidFor("-a")),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 --sloppy",
+            5,
+            K::NotValidFor("-a"),
+        ),
         ("-C extra", 1, K::UnexpectedArgument),
         ("--start-daemon primary", 1, K::BadSyncRole),
         ("--stop-daemon", 0, K::MissingValue),
