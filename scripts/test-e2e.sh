@@ -45,7 +45,8 @@
 #            withdraw the IPv4 VIP only, their return brings it back; NAT is warned about;
 #            lbadm --drain-gateway withdraws the routes at once while a held keep-alive
 #            connection keeps being served (through the held routes, proto 77), and the gateway
-#            exits when it has ended; SIGKILL takes the routes away with the TUN device
+#            exits when it has ended (or at --timeout with a flow left); SIGKILL takes the
+#            routes away with the TUN device
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -1006,9 +1007,27 @@ CONF
 	[ "$(gw_routes 76) $(gw_routes 77)" = " " ] || fail "routes left after the exit: $(gw_routes 76) / $(gw_routes 77)"
 	ok "the gateway exited once its last flow ended, its routes removed"
 
-	# A gateway killed outright: its routes go with its TUN device.
+	# A drain that times out: a connection held longer than the timeout; the gateway exits.
 	cp "$tmp/lb-tun.log" "$tmp/lb-tun-a.log"
 	announce_gateway || fail "gateway did not start again"
+	ms=$(wait_routes 76 "$both" 6000) || fail "announced routes after the restart: $ms"
+	nsx client "$load" --hold --interval 0.5 --count 20 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h2.out" &
+	h1=$!
+	sleep 1
+	t0=$(date +%s%N)
+	lbadm --drain-gateway --timeout 2 >"$tmp/drain.out" || fail "--drain-gateway: $(cat "$tmp/drain.out")"
+	for _ in $(seq 100); do [ -S "$sock" ] || break; sleep 0.05; done
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ -S "$sock" ] && fail "the gateway did not exit at the drain's timeout: $(tail -3 "$tmp/lb-tun.log")"
+	grep -q "drain: timeout with 1 flows left, exiting" "$tmp/lb-tun.log" || fail "no timeout logged: $(tail -5 "$tmp/lb-tun.log")"
+	[ "$ms" -ge 2000 ] && [ "$ms" -lt 3500 ] || fail "exited $ms ms after a 2 s drain"
+	ok "a drain with --timeout 2 and a flow left: exited after $ms ms"
+	kill "$h1" 2>/dev/null
+	wait "$h1" 2>/dev/null
+
+	# A gateway killed outright: its routes go with its TUN device.
+	cp "$tmp/lb-tun.log" "$tmp/lb-tun-b.log"
+	announce_gateway || fail "gateway did not start a third time"
 	ms=$(wait_routes 76 "$both" 6000) || fail "announced routes after the restart: $ms"
 	kill -9 "$LBT_GW_PID"
 	for _ in $(seq 100); do ip -n "${LBT}-gw" link show "$LBT_TUN" >/dev/null 2>&1 || break; sleep 0.05; done
