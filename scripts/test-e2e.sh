@@ -46,7 +46,9 @@
 #            lbadm --drain-gateway withdraws the routes at once while a held keep-alive
 #            connection keeps being served (through the held routes, proto 77), and the gateway
 #            exits when it has ended (or at --timeout with a flow left); SIGKILL takes the
-#            routes away with the TUN device
+#            routes away with the TUN device. When BIRD 2 is installed, it runs in the gateway's
+#            namespace with lb-tun/README.md's bird.conf and must hold exactly the announced
+#            routes at each step (no BGP session: what it learns from the kernel)
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -912,6 +914,41 @@ wait_routes() {
 	return 1
 }
 
+# bird_start — when BIRD 2 is installed, run it in gw with the bird.conf of lb-tun/README.md
+# (its BGP neighbour does not exist: only what BIRD learns from the kernel is checked). Sets
+# BIRD to its control socket ("" without BIRD).
+BIRD=""
+bird_start() {
+	command -v bird >/dev/null 2>&1 && command -v birdc >/dev/null 2>&1 || {
+		echo "skipped: BIRD 2 is not installed (apt-get install bird2), its part is not run"
+		return 0
+	}
+	awk '/^# \/etc\/bird\/bird.conf/,/^```$/' "$LBT_REPO/lb-tun/README.md" | grep -v '^```' >"$tmp/bird.conf"
+	grep -q "krt_source = 76" "$tmp/bird.conf" || fail "no bird.conf in lb-tun/README.md"
+	BIRD="$tmp/bird.ctl"
+	start_in_ns gw bird bird -f -c "$tmp/bird.conf" -s "$BIRD" >/dev/null
+	for _ in $(seq 50); do [ -S "$BIRD" ] && return 0; sleep 0.1; done
+	fail "bird did not start: $(cat "$tmp/bird.log")"
+}
+
+# bird_routes_now — the prefixes BIRD's lbtun4 and lbtun6 protocols hold, addresses only.
+bird_routes_now() {
+	local p
+	for p in lbtun4 lbtun6; do
+		birdc -s "$BIRD" show route protocol "$p" | awk '$1 ~ /\/(32|128)$/ { sub(/\/.*/, "", $1); print $1 }'
+	done | xargs
+}
+
+# bird_routes "WANT" — wait (2 s at most) until BIRD holds WANT; true without BIRD.
+bird_routes() {
+	[ -z "$BIRD" ] && return 0
+	for _ in $(seq 40); do
+		[ "$(bird_routes_now)" = "$1" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
 # announce_gateway — start lb-tun with --announce (it creates the TUN device), then steer the
 # servers' replies into that device (table 100 of topo_up's rules).
 announce_gateway() {
@@ -974,6 +1011,9 @@ CONF
 		fail "$LBT_VIP4 announced before a check passed: $(cat "$tmp/lb-tun.log")"
 	ok "announced once the checks passed, $ms ms after the control socket: $(ip -n "${LBT}-gw" route show proto 76) / $(ip -n "${LBT}-gw" -6 route show proto 76)"
 	[ "$(gw_routes 77)" = "$both" ] || fail "held routes: '$(gw_routes 77)'"
+	bird_start
+	bird_routes "$both" || fail "BIRD learned '$(bird_routes_now)', want '$both'"
+	[ -n "$BIRD" ] && ok "BIRD 2 (lb-tun/README.md's bird.conf) learned exactly the announced routes: $(bird_routes_now)"
 	grep -q "announce: 3 real servers use NAT" "$tmp/lb-tun.log" || fail "no NAT warning: $(cat "$tmp/lb-tun.log")"
 	ok "NAT with --announce is warned about: $(grep -o 'announce: [0-9]* real servers use NAT[^(]*' "$tmp/lb-tun.log")"
 	load_run "http://$LBT_VIP4/" 20 2 "$tmp/a.csv" || fail "load"
@@ -984,10 +1024,12 @@ CONF
 	for i in 1 2; do nsx "s$i" iptables -I INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset; done
 	ms=$(wait_routes 76 "$LBT_VIP6" 8000) || fail "after both IPv4 servers failed: $ms"
 	ok "both IPv4 servers DOWN: $LBT_VIP4 withdrawn within $ms ms, $LBT_VIP6 still announced"
+	bird_routes "$LBT_VIP6" || fail "BIRD still has '$(bird_routes_now)' after the withdrawal"
 	[ "$(gw_routes 77)" = "$both" ] || fail "held routes changed: '$(gw_routes 77)'"
 	for i in 1 2; do nsx "s$i" iptables -D INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset; done
 	ms=$(wait_routes 76 "$both" 5000) || fail "after the servers came back: $ms"
 	ok "servers UP again: $LBT_VIP4 announced again within $ms ms"
+	bird_routes "$both" || fail "BIRD has '$(bird_routes_now)' after the servers came back"
 
 	# Graceful leave: routes withdrawn at once, the held connection still served, then exit.
 	load="$(lbt_bin lb-demo-load)"
@@ -998,6 +1040,8 @@ CONF
 	[ "$(gw_routes 76)" = "" ] || fail "announced routes left after --drain-gateway: '$(gw_routes 76)'"
 	grep -q "draining: 1 flows" "$tmp/drain.out" || fail "drain reply: $(cat "$tmp/drain.out")"
 	ok "--drain-gateway: $(head -1 "$tmp/drain.out"); held routes kept: $(gw_routes 77)"
+	bird_routes "" || fail "BIRD still has '$(bird_routes_now)' after the drain"
+	[ -n "$BIRD" ] && ok "BIRD dropped them too"
 	wait "$h1" || fail "the held connection failed during the drain: $(cat "$tmp/h1.out")"
 	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 25 ] || fail "held connection: $(cat "$tmp/h1.out")"
 	ok "the held keep-alive connection got 25/25 answers while draining"
@@ -1033,7 +1077,8 @@ CONF
 	for _ in $(seq 100); do ip -n "${LBT}-gw" link show "$LBT_TUN" >/dev/null 2>&1 || break; sleep 0.05; done
 	ip -n "${LBT}-gw" link show "$LBT_TUN" >/dev/null 2>&1 && fail "$LBT_TUN still there after SIGKILL"
 	[ "$(gw_routes 76) $(gw_routes 77)" = " " ] || fail "routes left after SIGKILL: $(gw_routes 76) / $(gw_routes 77)"
-	ok "SIGKILL: the TUN device and every route through it are gone"
+	bird_routes "" || fail "BIRD still has '$(bird_routes_now)' after SIGKILL"
+	ok "SIGKILL: the TUN device and every route through it are gone${BIRD:+, from BIRD too}"
 }
 
 case "$SCENARIO" in
