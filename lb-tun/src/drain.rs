@@ -47,11 +47,10 @@ pub fn parse(args: &[String]) -> Option<Result<DrainRequest, String>> {
 /// Flows that may still send packets: every entry but persistence templates and TCP entries
 /// in TIME_WAIT or CLOSE (the connection is over; only its entry waits out its timer).
 pub fn live_flows(lb: &Balancer<'_>, now: Instant) -> usize {
-    lb.connections(now)
-        .filter(|c| {
-            !c.template && !(c.proto == Protocol::Tcp && matches!(c.state, "TIME_WAIT" | "CLOSE"))
-        })
-        .count()
+    let over = |c: &lb_core::ConnInfo| {
+        c.template || (c.proto == Protocol::Tcp && matches!(c.state, "TIME_WAIT" | "CLOSE"))
+    };
+    lb.connections(now).filter(|c| !over(c)).count()
 }
 
 #[cfg(test)]
