@@ -203,7 +203,6 @@ impl Loop {
             Ok(r) => r,
             Err(e) => return Reply::error(2, e),
         };
-        self.drain_until = Some(Instant::now() + req.timeout);
         let mut text = String::new();
         if let Some(a) = &mut self.announcer {
             let was: Vec<_> = a.announced().iter().copied().collect();
@@ -214,6 +213,7 @@ impl Loop {
         } else {
             text.push_str("no routes to withdraw (the gateway runs without --announce)\n");
         }
+        self.drain_until = Some(Instant::now() + req.timeout);
         let flows = lb_tun::drain::live_flows(self.gw.balancer(), self.clock.now());
         text.push_str(&format!(
             "draining: {flows} flows; the gateway exits when they end or in {} s\n",
