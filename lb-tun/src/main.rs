@@ -76,7 +76,7 @@ struct Args {
     state: Option<PathBuf>,
     /// Own a host route for each VIP on the TUN device, present while the gateway can serve
     /// it (a real server with weight above 0, after its health checks if any): a routing
-    /// daemon (BIRD, FRR) exports those routes by their protocol number (README "Several
+    /// daemon (BIRD) exports those routes by their protocol number (README "Several
     /// gateways"). Brings the device up. Let lb-tun create the device, so the routes go with
     /// it if the process dies.
     #[arg(long)]
@@ -116,6 +116,8 @@ struct Loop {
     /// `--announce`'s routes.
     announcer: Option<Announcer>,
     last_announce: Instant,
+    /// The last error changing the routes, logged once (they are retried every 100 ms).
+    announce_error: Option<String>,
     /// Set by `lbadm --drain-gateway`: when the drain gives up waiting for the flows.
     drain_until: Option<Instant>,
     last_drain_check: Instant,
@@ -192,8 +194,17 @@ impl Loop {
                 for vip in c.removed {
                     log::info!("announce: {vip} withdrawn");
                 }
+                if self.announce_error.take().is_some() {
+                    log::info!("announce: routes as wanted again");
+                }
             }
-            Err(e) => log::error!("announce: routes not all changed (tried again): {e}"),
+            Err(e) => {
+                let e = e.to_string();
+                if self.announce_error.as_ref() != Some(&e) {
+                    log::error!("announce: routes not all changed (retried every 100 ms): {e}");
+                    self.announce_error = Some(e);
+                }
+            }
         }
     }
 
@@ -491,6 +502,7 @@ fn main() -> ExitCode {
         last_publish: Instant::now(),
         announcer,
         last_announce: Instant::now(),
+        announce_error: None,
         drain_until: None,
         last_drain_check: Instant::now(),
     };
