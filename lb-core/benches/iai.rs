@@ -22,8 +22,8 @@ use gungraun::{
 use lb_core::conn::{ConnFlags, ConnStorage, ConnTable, Entry};
 use lb_core::director::{Director, DirectorStorage};
 use lb_core::{
-    Balancer, Duration, ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, Settings,
-    TcpState, Verdict,
+    Balancer, Duration, ForwardMethod, GueCsum, SchedulerKind, ServerConfig, ServiceConfig,
+    Settings, TcpState, TunnelKind, Verdict,
 };
 
 /// Margin over the measured counts, in percent (documented in BENCHMARKS.md).
@@ -49,6 +49,11 @@ mod measured {
     pub const LATER_FRAGMENT_V6_UDP: u64 = 34_525;
     pub const HOT_DR_V4_TCP: u64 = 29_335;
     pub const HOT_DR_V6_TCP: u64 = 29_751;
+    pub const HOT_IPIP_V4_TCP: u64 = 40_000;
+    pub const HOT_IPIP_V6_TCP: u64 = 40_000;
+    pub const HOT_GUE_V4_TCP: u64 = 40_000;
+    pub const HOT_GUE_CSUM_V4_TCP: u64 = 40_000;
+    pub const HOT_GRE_CSUM_V4_TCP: u64 = 40_000;
 }
 
 const fn limit(measured: u64) -> u64 {
@@ -352,9 +357,21 @@ fn later_fragment(c: Case) -> Case {
 /// 32 packets of one established flow (TCP: after SYN and ACK) to a direct-routing server, in
 /// a table of 1,000 flows: the general path (a DR entry leaves the fast path), no rewrite.
 fn hot_dr_case(kind: Kind) -> Case {
+    hot_method_case(kind, ForwardMethod::Route)
+}
+
+/// As [`hot_dr_case`], to servers reached by tunnel `t`: the general path, then the outer
+/// headers built and the packet moved behind them (`process`, as lb-tun calls it).
+fn hot_tunnel_case(kind: Kind, t: TunnelKind) -> Case {
+    hot_method_case(kind, ForwardMethod::Tunnel(t))
+}
+
+fn hot_method_case(kind: Kind, method: ForwardMethod) -> Case {
     let mut lb = balancer(kind, 1_000, SchedulerKind::Wrr, 0);
     let mut settings = *lb.settings();
     settings.direct_routing = true;
+    settings.tunnel_source_v4 = Some(std::net::Ipv4Addr::new(10, 9, 9, 9));
+    settings.tunnel_source_v6 = Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 9));
     lb.set_settings(settings);
     let vip = kind.vip();
     for k in 0..WORLD_SERVERS {
@@ -363,10 +380,10 @@ fn hot_dr_case(kind: Kind) -> Case {
             T0,
             &lb_core::ipvsadm::Command::AddServer(
                 kind.service_key(),
-                ServerConfig::new(rip, ForwardMethod::Route),
+                ServerConfig::new(rip, method),
             ),
         )
-        .expect("add DR server");
+        .expect("add DR or tunnel server");
     }
     let proto = kind.proto();
     let syn = Template::new(kind.client(0), vip, proto, SYN);
@@ -405,7 +422,27 @@ fn hot_dr(c: Case) -> Case {
     black_box(black_box(c).single())
 }
 
-library_benchmark_group!(name = direct_routing, benchmarks = [hot_dr]);
+const GUE: TunnelKind = TunnelKind::Gue {
+    port: 6080,
+    csum: GueCsum::None,
+};
+const GUE_CSUM: TunnelKind = TunnelKind::Gue {
+    port: 6080,
+    csum: GueCsum::Csum,
+};
+const GRE_CSUM: TunnelKind = TunnelKind::Gre { csum: true };
+
+#[library_benchmark]
+#[bench::ipip_v4_tcp(args = (Kind::V4Tcp, TunnelKind::Ipip), setup = hot_tunnel_case, config = ir_limit(measured::HOT_IPIP_V4_TCP))]
+#[bench::ipip_v6_tcp(args = (Kind::V6Tcp, TunnelKind::Ipip), setup = hot_tunnel_case, config = ir_limit(measured::HOT_IPIP_V6_TCP))]
+#[bench::gue_v4_tcp(args = (Kind::V4Tcp, GUE), setup = hot_tunnel_case, config = ir_limit(measured::HOT_GUE_V4_TCP))]
+#[bench::gue_csum_v4_tcp(args = (Kind::V4Tcp, GUE_CSUM), setup = hot_tunnel_case, config = ir_limit(measured::HOT_GUE_CSUM_V4_TCP))]
+#[bench::gre_csum_v4_tcp(args = (Kind::V4Tcp, GRE_CSUM), setup = hot_tunnel_case, config = ir_limit(measured::HOT_GRE_CSUM_V4_TCP))]
+fn hot_tunnel(c: Case) -> Case {
+    black_box(black_box(c).single())
+}
+
+library_benchmark_group!(name = direct_routing, benchmarks = [hot_dr, hot_tunnel]);
 
 library_benchmark_group!(
     name = fragments,

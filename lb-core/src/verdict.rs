@@ -3,8 +3,12 @@
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr};
 
-/// Where to send a packet and how much of the buffer it is (quinn-proto's `Transmit`): the
-/// frontend routes by `dst` and sends `buf[..len]`, without parsing the packet again.
+/// Where to send a packet and which part of the buffer it is (quinn-proto's `Transmit`): the
+/// frontend routes by `dst` and sends `buf[start..start + len]` ([`Transmit::range`]), without
+/// parsing the packet again. `start` is 0 for every packet
+/// [`Balancer::process`](crate::Balancer::process) hands back; only
+/// [`Balancer::process_at`](crate::Balancer::process_at) moves it, into the headroom, when it
+/// puts tunnel headers in front of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Transmit {
     /// Where the packet goes: look the next hop up for this address. It is the packet's
@@ -16,8 +20,11 @@ pub struct Transmit {
     /// [`Settings::direct_routing`](crate::Settings::direct_routing) off and gets no `-g`
     /// servers).
     pub dst: IpAddr,
-    /// The IP packet's length, from its header: send `buf[..len]`. Never more than the `len`
-    /// handed to `process` (link-layer padding after the packet is not counted).
+    /// Where the packet starts in the buffer.
+    pub start: usize,
+    /// The IP packet's length, from its header (with the tunnel headers lb-core put in front of
+    /// it, if any). Never more than the `len` handed to `process` (link-layer padding after the
+    /// packet is not counted) plus those headers.
     pub len: usize,
 }
 
@@ -42,13 +49,19 @@ impl Transmit {
         };
         Transmit {
             dst,
+            start: 0,
             len: len.min(pkt.len()),
         }
+    }
+
+    /// The packet's bytes in the buffer: `buf[start..start + len]`.
+    pub const fn range(&self) -> core::ops::Range<usize> {
+        self.start..self.start + self.len
     }
 }
 
 /// The outcome of [`Balancer::process`](crate::Balancer::process) for one packet. Every variant
-/// but `Drop` means "send `buf[..t.len]` toward `t.dst`"; the variant says why.
+/// but `Drop` means "send `buf[t.range()]` toward `t.dst`"; the variant says why.
 ///
 /// ```
 /// use lb_core::{Transmit, Verdict};
@@ -56,15 +69,16 @@ impl Transmit {
 /// /// What a frontend does with a verdict: route by `dst`, send `len` bytes.
 /// fn send(verdict: Verdict, buf: &[u8], out: &mut Vec<(std::net::IpAddr, Vec<u8>)>) {
 ///     match verdict.transmit() {
-///         Some(Transmit { dst, len }) => out.push((dst, buf[..len].to_vec())),
+///         Some(t) => out.push((t.dst, buf[t.range()].to_vec())),
 ///         None => {} // Drop: already counted under its reason
 ///     }
 /// }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The packet is for a real server: rewritten by NAT (destination changed), or, by direct
-    /// routing, unchanged with the real server as next hop ([`Transmit::dst`]). Send it on.
+    /// The packet is for a real server: rewritten by NAT (destination changed); by direct
+    /// routing, unchanged with the real server as next hop ([`Transmit::dst`]); or by a
+    /// tunnel, unchanged behind outer headers addressed to the real server. Send it on.
     ToServer(Transmit),
     /// The packet was a real server's reply, rewritten to come from the virtual service: send it
     /// on toward the client.
@@ -148,11 +162,20 @@ pub enum DropReason {
     /// half-open entries
     /// ([`Settings::embryonic_prefix_share`](crate::Settings::embryonic_prefix_share)).
     EmbryonicPrefixLimit,
+    /// A packet for a tunnel (`-i`) real server, and the buffer had room for the outer headers
+    /// neither in front of the packet nor after it
+    /// ([`tunnel::MAX_OVERHEAD`](crate::tunnel::MAX_OVERHEAD) bytes are always enough).
+    NoHeadroom,
+    /// A packet for a DR or tunnel real server larger than the path MTU
+    /// ([`Settings::path_mtu`](crate::Settings::path_mtu)) that may not be fragmented and may
+    /// not be answered with an ICMP "too big" (it is itself an ICMP error, or the MTU left
+    /// would be below IPv4's minimum of 68).
+    TooBig,
 }
 
 impl DropReason {
     /// Every reason, for counters and metrics.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::BadIpChecksum,
         DropReason::Fragment,
@@ -167,6 +190,8 @@ impl DropReason {
         DropReason::IcmpMismatch,
         DropReason::ReplyRateLimited,
         DropReason::EmbryonicPrefixLimit,
+        DropReason::NoHeadroom,
+        DropReason::TooBig,
     ];
 
     /// A short snake_case name, used as the metrics label.
@@ -186,6 +211,8 @@ impl DropReason {
             DropReason::IcmpMismatch => "icmp_mismatch",
             DropReason::ReplyRateLimited => "reply_rate_limited",
             DropReason::EmbryonicPrefixLimit => "embryonic_prefix_limit",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::TooBig => "too_big",
         }
     }
 

@@ -36,8 +36,8 @@ pub struct Gateway {
     lb: Balancer<'static>,
     limits: Limits,
     seed: u64,
-    /// Every address that was ever a virtual address: a passed packet to one of them is dropped
-    /// (the kernel routes it back into the TUN, where it would loop).
+    /// Every address that was ever a virtual address, and the tunnel sources: a passed packet
+    /// to one of them is dropped (the kernel routes it back into the TUN, where it would loop).
     ever_vips: HashSet<IpAddr>,
     verdicts: Vec<Verdict>,
     stats: FrontendStats,
@@ -182,6 +182,32 @@ impl Gateway {
         Ok(())
     }
 
+    /// Lets the balancer tunnel (`-i`): `sources` are the outer source addresses
+    /// (`--tunnel-source`, one IPv4 and/or one IPv6; the host routes them into the TUN device,
+    /// as the probe sources, so nothing the path sends back to them loops), `path_mtu` the MTU
+    /// toward the real servers (`--path-mtu`). Call before the configuration is applied.
+    pub fn set_tunnel(&mut self, sources: &[IpAddr], path_mtu: u16) -> Result<(), String> {
+        let mut settings = *self.lb.settings();
+        for &a in sources {
+            let taken = match a {
+                IpAddr::V4(v4) => settings.tunnel_source_v4.replace(v4).is_some(),
+                IpAddr::V6(v6) => settings.tunnel_source_v6.replace(v6).is_some(),
+            };
+            if taken {
+                return Err(format!(
+                    "--tunnel-source {a}: one address per family (one IPv4, one IPv6)"
+                ));
+            }
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(format!("--tunnel-source {a}: not a unicast address"));
+            }
+            self.ever_vips.insert(a);
+        }
+        settings.path_mtu = path_mtu;
+        self.lb.set_settings(settings);
+        Ok(())
+    }
+
     /// The probe side, if `--probe-source` was given.
     pub fn probes(&self) -> Option<&crate::health::Probes> {
         self.probes.as_ref()
@@ -286,8 +312,11 @@ impl Gateway {
                     continue;
                 }
             }
+            // No headroom: a tunnelled packet is moved back in its (large) buffer by the
+            // balancer, a copy that costs far less than the write(2) that follows.
             pkts.push(Packet {
                 buf: slot.buf,
+                start: 0,
                 len: *slot.len,
             });
             metas.push((slot.len, slot.action));

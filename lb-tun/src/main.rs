@@ -58,6 +58,17 @@ struct Args {
     /// each optional (defaults 3, 10, 3, probe, 50).
     #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "")]
     passive: Option<String>,
+    /// Outer source address of tunnelled packets (`-i` real servers; repeatable: one IPv4
+    /// and/or one IPv6). Route it into the TUN device, as --probe-source: the kernel forwards
+    /// the tunnelled packets lb-tun writes, so the address must not be one of the host's own
+    /// (it would be a martian), and what the path sends back to it comes back to lb-tun.
+    #[arg(long = "tunnel-source", value_name = "ADDR")]
+    tunnel_source: Vec<std::net::IpAddr>,
+    /// MTU of the path to the real servers for DR and tunnels: a packet with DF that does not
+    /// fit once encapsulated is answered with ICMP "fragmentation needed" (IPv6: "packet too
+    /// big") carrying the MTU left, as the kernel does; 0 = no check.
+    #[arg(long = "path-mtu", value_name = "BYTES", default_value_t = 1500)]
+    path_mtu: u16,
     /// Unix socket for lbadm.
     #[arg(long, default_value = DEFAULT_CONTROL_PATH)]
     control: PathBuf,
@@ -408,6 +419,10 @@ fn main() -> ExitCode {
     };
     let clock = Clock(Instant::now());
     let mut gw = Gateway::new(args.conns, seed, secret, clock.now());
+    if let Err(e) = gw.set_tunnel(&args.tunnel_source, args.path_mtu) {
+        log::error!("{e}");
+        return ExitCode::FAILURE;
+    }
     let nat = match load_config(&mut gw, clock.now(), &args) {
         Ok(nat) => nat,
         Err(e) => {

@@ -21,6 +21,7 @@ use lb_testkit::pkt;
 /// Verdicts the benches expect, compared by kind only ([`same_kind`]): a bench checks that a
 /// packet was forwarded, not where to.
 const ANY: Transmit = Transmit {
+    start: 0,
     dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     len: 0,
 };
@@ -431,6 +432,7 @@ impl BurstBufs {
                 let (buf, len) = it.next().expect("BURST buffers");
                 Packet {
                     buf: &mut buf[..],
+                    start: 0,
                     len,
                 }
             })

@@ -1,7 +1,7 @@
 //! Configuration between packets: [`Balancer::apply`] runs one ipvsadm command against the
 //! director and the [`Settings`]; [`Balancer::set_settings`] replaces the settings.
 
-use crate::config::{ConfigError, ForwardMethod};
+use crate::config::{ConfigError, ForwardMethod, ServerConfig};
 use crate::ipvsadm::{Command, LineError, Setting};
 use crate::time::Instant;
 
@@ -79,13 +79,13 @@ impl<'a> Balancer<'a> {
                 Ok(())
             }
             Command::AddServer(key, cfg) => {
-                check_method(cfg.method, self.settings.direct_routing)?;
+                check_method(cfg, &self.settings)?;
                 let id = self.director.add_server(key, cfg)?;
                 self.health_readd(key, cfg, id);
                 Ok(())
             }
             Command::EditServer(key, cfg) => {
-                check_method(cfg.method, self.settings.direct_routing)?;
+                check_method(cfg, &self.settings)?;
                 if let Some(r) = self.health_edit(key, cfg) {
                     return r;
                 }
@@ -154,21 +154,38 @@ impl<'a> Balancer<'a> {
     }
 }
 
-/// Refuses the forwarding methods the datapath cannot carry here: tunnelling (no
-/// encapsulation yet), and direct routing unless the frontend said it sends by next hop
-/// ([`Settings::direct_routing`](crate::Settings::direct_routing)).
-fn check_method(m: ForwardMethod, direct_routing: bool) -> Result<(), ConfigError> {
-    match m {
+/// Refuses the forwarding methods the frontend cannot carry: direct routing unless it sends by
+/// next hop ([`Settings::direct_routing`](crate::Settings::direct_routing)), and a tunnel to a
+/// real server of a family it has no outer source address for
+/// ([`Settings::tunnel_source_v4`](crate::Settings::tunnel_source_v4), `_v6`).
+fn check_method(cfg: &ServerConfig, settings: &Settings) -> Result<(), ConfigError> {
+    match cfg.method {
         ForwardMethod::Masq => Ok(()),
-        ForwardMethod::Route if direct_routing => Ok(()),
+        ForwardMethod::Route if settings.direct_routing => Ok(()),
         ForwardMethod::Route => Err(ConfigError::Unsupported(
             "direct routing (-g): this frontend routes by the packet's destination and cannot \
-             send to a real server as next hop; use -m",
+             send to a real server as next hop (lb-tun: run it with --tap); use -m or -i",
         )),
-        ForwardMethod::Tunnel(_) => Err(ConfigError::Unsupported(
-            "tunnelling (-i): lb-core does not encapsulate; use -m (or -g where the frontend \
-             supports direct routing)",
-        )),
+        ForwardMethod::Tunnel(_) => {
+            let has_source = if cfg.addr.is_ipv6() {
+                settings.tunnel_source_v6.is_some()
+            } else {
+                settings.tunnel_source_v4.is_some()
+            };
+            if has_source {
+                Ok(())
+            } else if cfg.addr.is_ipv6() {
+                Err(ConfigError::Unsupported(
+                    "tunnelling (-i) to an IPv6 real server: no IPv6 outer source address \
+                     (lb-tun: --tunnel-source ADDR)",
+                ))
+            } else {
+                Err(ConfigError::Unsupported(
+                    "tunnelling (-i) to an IPv4 real server: no IPv4 outer source address \
+                     (lb-tun: --tunnel-source ADDR)",
+                ))
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use crate::director::Unmatched;
 use crate::packet::{self, Flow, Kind, Malformed, Parsed};
 use crate::service::ServiceId;
 use crate::time::Instant;
-use crate::verdict::{DropReason, Verdict};
+use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::matching::FlowKey;
 use super::{Balancer, Packet};
@@ -17,14 +17,55 @@ use super::{Balancer, Packet};
 impl Balancer<'_> {
     /// Processes one IP packet (no link-layer header) held in `buf[..len]`, rewriting it in
     /// place; call for every packet the frontend receives, in arrival order, with the current
-    /// time. The [`Verdict`] says what to do next: send `buf[..t.len]` toward `t.dst`, or drop.
+    /// time. The [`Verdict`] says what to do next: send `buf[t.range()]` toward `t.dst`, or
+    /// drop. Here `t.start` is always 0.
     ///
     /// `buf` may be longer than the packet: its capacity bounds a generated reply (a TCP RST,
     /// an ICMP error quoting the packet, an echo reply). Give it at least
     /// [`REPLY_MAX`](crate::REPLY_MAX) bytes (1,280) and every reply fits; with less, a reply
-    /// that does not fit is a counted drop ([`DropReason::NoRoomForReply`]). Forwarded packets
-    /// never grow.
+    /// that does not fit is a counted drop ([`DropReason::NoRoomForReply`]). NAT and direct
+    /// routing never grow a packet; a tunnel (`-i`) puts up to
+    /// [`tunnel::MAX_OVERHEAD`](crate::tunnel::MAX_OVERHEAD) bytes of headers in front of it,
+    /// moving the packet back to make room, so for tunnel services leave that much after the
+    /// packet (else [`DropReason::NoHeadroom`]), or leave it in front and call
+    /// [`process_at`](Balancer::process_at), which moves nothing.
     pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
+        let v = self.process_here(now, buf, len);
+        if self.outer.is_empty() {
+            v
+        } else {
+            self.encapsulate(buf, 0, v)
+        }
+    }
+
+    /// [`process`](Balancer::process) for a packet held in `buf[start..start + len]`, with
+    /// `start` bytes of headroom in front of it: the outer headers of a tunnelled packet go
+    /// into the headroom (when it holds them: [`tunnel::MAX_OVERHEAD`](crate::tunnel::MAX_OVERHEAD)
+    /// bytes always do), so the packet is never moved. The verdict's
+    /// [`Transmit::range`](crate::Transmit::range) says where the packet to send now starts:
+    /// `start`, or before it for a tunnelled packet.
+    pub fn process_at(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+    ) -> Verdict {
+        let start = start.min(buf.len());
+        self.headroom = start;
+        let v = self.process_here(now, &mut buf[start..], len);
+        self.headroom = 0;
+        if self.outer.is_empty() {
+            shifted(v, start)
+        } else {
+            self.encapsulate(buf, start, v)
+        }
+    }
+
+    /// `process` up to the verdict, the packet in `buf[..len]`; tunnel headers, if any, left in
+    /// `self.outer`.
+    #[inline(always)]
+    fn process_here(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
         if let Some(f) = packet::parse_flow(&buf[..len]) {
             let (svc, hash) = self.look(&f);
@@ -40,7 +81,12 @@ impl Balancer<'_> {
     /// the reference the differential tests and the fuzz target hold the fast path to.
     #[cfg(feature = "internals")]
     pub fn process_general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
-        self.general(now, buf, len)
+        let v = self.general(now, buf, len);
+        if self.outer.is_empty() {
+            v
+        } else {
+            self.encapsulate(buf, 0, v)
+        }
     }
 
     /// The general path (see `process_general`).
@@ -56,7 +102,7 @@ impl Balancer<'_> {
     }
 
     /// Processes a burst of packets; `verdicts[i]` is the verdict for `pkts[i]`. Equivalent to
-    /// calling [`process`](Balancer::process) on each in order, but the table lookups of the
+    /// calling [`process_at`](Balancer::process_at) on each in order, but the table lookups of the
     /// whole burst are issued together first, so their cache misses overlap.
     pub fn process_burst(
         &mut self,
@@ -79,8 +125,9 @@ impl Balancer<'_> {
             // a burst) and hash their client side: the source of a forward packet, the
             // destination of a reply. Other packets take the full path in stage 3.
             for (i, pkt) in pkts[start..end].iter().enumerate() {
-                let len = pkt.len.min(pkt.buf.len());
-                if let Some(f) = packet::parse_flow(&pkt.buf[..len]) {
+                let at = pkt.start.min(pkt.buf.len());
+                let len = pkt.len.min(pkt.buf.len() - at);
+                if let Some(f) = packet::parse_flow(&pkt.buf[at..at + len]) {
                     let (svc, hash) = self.look(&f);
                     flows[i] = f;
                     hashes[i] = hash;
@@ -103,10 +150,15 @@ impl Balancer<'_> {
             // entry was inserted or removed.
             for i in 0..count {
                 let pkt = &mut pkts[start + i];
-                let len = pkt.len.min(pkt.buf.len());
-                verdicts[start + i] = match staged[i] {
+                let at = pkt.start.min(pkt.buf.len());
+                let buf = &mut pkt.buf[at..];
+                let len = pkt.len.min(buf.len());
+                if at != 0 {
+                    self.headroom = at;
+                }
+                let v = match staged[i] {
                     // Not of the common shape (parse_flow refused it in stage 1).
-                    Staged::No => self.general(now, pkt.buf, len),
+                    Staged::No => self.general(now, buf, len),
                     Staged::Flow(svc) => {
                         let f = &flows[i];
                         let h = if self.generation == gen {
@@ -114,8 +166,17 @@ impl Balancer<'_> {
                         } else {
                             self.find_flow(hashes[i], &FlowKey::of(f), svc)
                         };
-                        self.process_flow(now, pkt.buf, len, f, svc, hashes[i], h)
+                        self.process_flow(now, buf, len, f, svc, hashes[i], h)
                     }
+                };
+                verdicts[start + i] = if !self.outer.is_empty() {
+                    self.headroom = 0;
+                    self.encapsulate(pkt.buf, at, v)
+                } else if at != 0 {
+                    self.headroom = 0;
+                    shifted(v, at)
+                } else {
+                    v
                 };
             }
             start = end;
@@ -179,7 +240,7 @@ impl Balancer<'_> {
                     Unmatched::Other => self.pass(&buf[..len]),
                 }
             }
-            Kind::IcmpError(ie) => self.icmp_error(buf, len, p, &ie),
+            Kind::IcmpError(ie) => self.icmp_error(now, buf, len, p, &ie),
             Kind::EchoRequest => self.echo_request(now, buf, len, p),
             // Later fragments never come here (`fragmented` takes them): not ours.
             Kind::Other | Kind::Fragment => self.not_ours(now, buf, len, p),
@@ -237,5 +298,19 @@ fn malformed_reason(m: Malformed) -> DropReason {
         Malformed::TinyFragment => DropReason::Fragment,
         Malformed::Ipv6ExtensionHeaders => DropReason::Ipv6ExtensionHeaders,
         _ => DropReason::Malformed,
+    }
+}
+
+/// Verdict `v` of a packet processed at `buf[start..]`, its transmit range made absolute.
+#[inline(always)]
+fn shifted(v: Verdict, start: usize) -> Verdict {
+    // The verdict's own start is 0.
+    let at = |t: Transmit| Transmit { start, ..t };
+    match v {
+        Verdict::ToServer(t) => Verdict::ToServer(at(t)),
+        Verdict::ToClient(t) => Verdict::ToClient(at(t)),
+        Verdict::Pass(t) => Verdict::Pass(at(t)),
+        Verdict::Reply(t) => Verdict::Reply(at(t)),
+        Verdict::Drop(r) => Verdict::Drop(r),
     }
 }

@@ -155,6 +155,7 @@ impl<'a> Balancer<'a> {
         }
         self.director.count_conn(server, svc, len, false);
         Some(Verdict::ToServer(Transmit {
+            start: 0,
             dst: dest.ip(),
             len: f.total_len as usize,
         }))
@@ -196,6 +197,7 @@ impl<'a> Balancer<'a> {
         }
         self.director.count_conn(server, svc, len, true);
         Some(Verdict::ToClient(Transmit {
+            start: 0,
             dst: ip_of(f.v6, &f.dst),
             len: f.total_len as usize,
         }))

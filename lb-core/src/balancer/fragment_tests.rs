@@ -113,6 +113,7 @@ fn datagram_both_ways(vip: &str, client: &str, rips: [&str; 2]) {
         assert_eq!(
             v,
             Verdict::ToClient(Transmit {
+                start: 0,
                 dst: client.ip(),
                 len: f.len()
             }),

@@ -16,6 +16,7 @@
 //! virtual address are counted drops as before; elsewhere they pass.
 
 use crate::addr::{addr_bytes, ip_of};
+use crate::config::{ForwardMethod, TunnelKind};
 use crate::conn::fragments::{Filed, FragDecision, FragKey};
 use crate::nat;
 use crate::packet::{Fragment, Kind, Parsed};
@@ -50,10 +51,16 @@ impl Balancer<'_> {
                 let v = self.process_parsed(now, buf, len, p, Hint::None);
                 match v {
                     Verdict::ToServer(t) => {
-                        // Direct routing left the destination as it was: the real server is
-                        // the next hop only.
-                        let route = !holds_dst(buf, t.dst);
-                        self.file(now, p, &key, false, route, addr_bytes(t.dst));
+                        // Direct routing and tunnels left the destination as it was: the real
+                        // server is the next hop, or the tunnel's end.
+                        let how = if !self.outer.is_empty() {
+                            Via::Tunnel
+                        } else if holds_dst(buf, t.dst) {
+                            Via::Nat
+                        } else {
+                            Via::Route
+                        };
+                        self.file(now, p, &key, false, how, addr_bytes(t.dst));
                     }
                     Verdict::ToClient(_) => {
                         // The source the reply now comes from: the virtual address.
@@ -63,7 +70,7 @@ impl Balancer<'_> {
                         if let Some(b) = buf.get(at..at + n) {
                             vip[..n].copy_from_slice(b);
                         }
-                        self.file(now, p, &key, true, false, vip);
+                        self.file(now, p, &key, true, Via::Nat, vip);
                     }
                     _ => {}
                 }
@@ -80,17 +87,15 @@ impl Balancer<'_> {
         }
     }
 
-    /// Files where a first fragment went (`to_client`: its source became `addr`; `route`: it
-    /// went unchanged to next hop `addr`; else its destination became `addr`), with the
-    /// connection its bytes count on.
-    #[allow(clippy::too_many_arguments)]
+    /// Files where a first fragment went (`to_client`: its source became `addr`; else `how`
+    /// it went to `addr`), with the connection its bytes count on.
     fn file(
         &mut self,
         now: Instant,
         p: &Parsed,
         key: &FragKey,
         to_client: bool,
-        route: bool,
+        how: Via,
         addr: [u8; 16],
     ) {
         let conn = p.transport().and_then(|proto| {
@@ -106,7 +111,8 @@ impl Balancer<'_> {
             to_client,
             addr,
             conn,
-            route,
+            route: how == Via::Route,
+            tunnel: how == Via::Tunnel,
         };
         match self.conns.fragments.insert(key, &d, now) {
             Filed::Free => {}
@@ -133,7 +139,22 @@ impl Balancer<'_> {
             return self.pass(&buf[..len]);
         };
         let addr = ip_of(p.v6, &d.addr);
-        if !d.route && nat::rewrite_fragment(&mut buf[..len], p, addr, d.to_client).is_err() {
+        if d.tunnel {
+            // Its server's tunnel, as the first fragment's; a datagram of no connection (one-packet
+            // scheduling) has no server to ask, and goes by IPIP.
+            let kind = match d.conn.and_then(|(s, _)| self.director.server(s)) {
+                Some(s) => match s.config.method {
+                    ForwardMethod::Tunnel(kind) => kind,
+                    _ => TunnelKind::Ipip,
+                },
+                None => TunnelKind::Ipip,
+            };
+            // (A real server is of its service's family: the packet's.)
+            if let Err(v) = self.tunnel_out(now, buf, len, p, addr, kind, false) {
+                return v;
+            }
+        } else if !d.route && nat::rewrite_fragment(&mut buf[..len], p, addr, d.to_client).is_err()
+        {
             return self.drop(DropReason::Malformed, false);
         }
         if let Some((server, svc)) = d.conn {
@@ -143,16 +164,26 @@ impl Balancer<'_> {
         self.counters.fragments_forwarded += 1;
         if d.to_client {
             Verdict::ToClient(Transmit {
+                start: 0,
                 dst: p.dst.ip(),
                 len: p.total_len as usize,
             })
         } else {
             Verdict::ToServer(Transmit {
+                start: 0,
                 dst: addr,
                 len: p.total_len as usize,
             })
         }
     }
+}
+
+/// How a first fragment went to its real server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Nat,
+    Route,
+    Tunnel,
 }
 
 /// Whether the IP header at the start of `pkt` has destination `dst`.

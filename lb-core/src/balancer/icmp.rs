@@ -32,6 +32,7 @@ impl Balancer<'_> {
     /// if the outer destination is the quoted packet's source (else [`DropReason::IcmpMismatch`]).
     pub(super) fn icmp_error(
         &mut self,
+        now: Instant,
         buf: &mut [u8],
         len: usize,
         p: &Parsed,
@@ -41,23 +42,26 @@ impl Balancer<'_> {
         if let Some(svc) = self.director.lookup(ie.proto, ie.src, None) {
             // The flow it quotes, forward: client → VIP:vport.
             let (_, found) = self.find_addrs(ie.proto, ie.dst, ie.src, Some(svc));
-            if let Some((dest, flags)) = found
+            if let Some((dest, flags, server)) = found
                 .and_then(|h| self.conns.get(h))
-                .and_then(|e| Some((self.endpoint_of(e)?, e.flags)))
+                .and_then(|e| Some((self.endpoint_of(e)?, e.flags, e.server)))
             {
                 // Only an error sent to the VIP the reply came from.
                 if p.dst.ip() != ie.src.ip() {
                     return self.drop(DropReason::IcmpMismatch, false);
                 }
                 if !method::is_nat(flags) {
-                    // The connection's transmitter carries the error (`ip_vs_icmp_xmit`): by
-                    // direct routing, unchanged to the real server.
-                    if !flags.contains(method::ROUTE) {
-                        return self.drop(DropReason::UnsupportedMethod, false);
+                    // The connection's transmitter carries the error (`ip_vs_icmp_xmit`):
+                    // unchanged to the real server, by direct routing or in its tunnel.
+                    if let Err(v) =
+                        self.send_to_server(now, buf, len, p, dest, flags, server, false)
+                    {
+                        return v;
                     }
                     let t = Transmit::of(&buf[..len]);
                     return Verdict::ToServer(Transmit {
                         dst: dest.ip(),
+                        start: 0,
                         len: t.len,
                     });
                 }

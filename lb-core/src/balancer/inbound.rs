@@ -6,7 +6,6 @@ use crate::addr::Protocol;
 use crate::config::ForwardMethod;
 use crate::conn::{ConnFlags, Entry, Handle};
 use crate::director::SchedInput;
-use crate::nat;
 use crate::packet::Parsed;
 use crate::server::ServerId;
 use crate::service::ServiceId;
@@ -117,7 +116,7 @@ impl Balancer<'_> {
                     Ok(NewConn::Entry(h)) => h,
                     Ok(NewConn::OnePacket(server)) => {
                         // One-packet scheduling: nothing to keep.
-                        return self.forward_ops(buf, len, p, server);
+                        return self.forward_ops(now, buf, len, p, server);
                     }
                     Err(NewConnError::NoServer) => {
                         self.counters.no_server += 1;
@@ -153,11 +152,12 @@ impl Balancer<'_> {
             }
         };
         self.transition(now, h, Direction::Input, p.tcp_flags);
-        if let Err(reason) = to_server(&mut buf[..len], p, dest, flags) {
-            return self.drop(reason, syn);
+        if let Err(v) = self.send_to_server(now, buf, len, p, dest, flags, server_id, syn) {
+            return v;
         }
         self.director.count_conn(server_id, svc_id, len, false);
         Verdict::ToServer(Transmit {
+            start: 0,
             dst: dest.ip(),
             len: p.total_len as usize,
         })
@@ -165,7 +165,14 @@ impl Balancer<'_> {
 
     /// One-packet scheduling (UDP, `-o`): forward to `server`, keeping no entry (IPVS creates
     /// one and frees it at once: counters go up and down).
-    fn forward_ops(&mut self, buf: &mut [u8], len: usize, p: &Parsed, server: ServerId) -> Verdict {
+    fn forward_ops(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        server: ServerId,
+    ) -> Verdict {
         let Some((addr, method)) = self
             .director
             .server(server)
@@ -176,15 +183,17 @@ impl Balancer<'_> {
         self.director.bind_conn(server);
         self.counters.conns_created += 1;
         let dest = server_endpoint(addr, p.dst.port());
-        let verdict = match to_server(&mut buf[..len], p, dest, method::flags(method)) {
+        let flags = method::flags(method);
+        let verdict = match self.send_to_server(now, buf, len, p, dest, flags, server, false) {
             Ok(()) => {
                 self.director.count_in(server, len);
                 Verdict::ToServer(Transmit {
+                    start: 0,
                     dst: dest.ip(),
                     len: p.total_len as usize,
                 })
             }
-            Err(reason) => self.drop(reason, false),
+            Err(v) => v,
         };
         self.director.unbind_conn(server, false);
         verdict
@@ -326,24 +335,6 @@ impl Balancer<'_> {
             dst: p.dst,
         };
         self.director.schedule(svc, &input, now)
-    }
-}
-
-/// Makes a client's packet (`pkt`, parsed as `p`) one for real server `dest`, by the method of
-/// an entry with `flags`: NAT rewrites the destination, direct routing leaves the packet as it
-/// is (the verdict names the real server as next hop), tunnelling is not implemented.
-fn to_server(
-    pkt: &mut [u8],
-    p: &Parsed,
-    dest: core::net::SocketAddr,
-    flags: ConnFlags,
-) -> Result<(), DropReason> {
-    if method::is_nat(flags) {
-        nat::rewrite_dst(pkt, p, dest).map_err(|_| DropReason::Malformed)
-    } else if flags.contains(method::ROUTE) {
-        Ok(())
-    } else {
-        Err(DropReason::UnsupportedMethod)
     }
 }
 

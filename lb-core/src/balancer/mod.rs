@@ -121,6 +121,9 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod tunnel;
+#[cfg(test)]
+mod tunnel_tests;
 
 use core::net::{IpAddr, SocketAddr};
 
@@ -193,6 +196,11 @@ pub struct Counters {
     /// First-fragment decisions replaced before their 30 s because the fragment table's
     /// slots for a new datagram were all live (its later fragments are then dropped).
     pub fragment_evictions: u64,
+    /// Packets put in a tunnel (`-i`) to their real server.
+    pub tunnelled: u64,
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" answers to DR and tunnel packets
+    /// over [`Settings::path_mtu`] (included in `replies` when sent).
+    pub too_big_replies: u64,
 }
 
 impl Counters {
@@ -203,10 +211,13 @@ impl Counters {
 }
 
 /// One packet of a burst: a buffer (its capacity bounds generated replies) holding an IP
-/// packet in `buf[..len]`.
+/// packet in `buf[start..start + len]`, with `start` bytes of headroom in front of it for
+/// tunnel headers (see [`Balancer::process_at`]).
 pub struct Packet<'p> {
     /// The buffer.
     pub buf: &'p mut [u8],
+    /// Where the packet starts: the headroom in front of it.
+    pub start: usize,
     /// The packet's length.
     pub len: usize,
 }
@@ -303,6 +314,13 @@ pub struct Balancer<'a> {
     scratch: [u8; REPLY_MAX],
     /// The sync daemons (`sync.rs`).
     sync: sync::SyncEngine,
+    /// Outer headers the forward step built for the current packet, for the entry point to
+    /// put in front of it (`tunnel.rs`); empty between packets.
+    outer: crate::tunnel::Outer,
+    /// The headroom in front of the current packet (`process_at`); 0 between packets.
+    headroom: usize,
+    /// The outer IPv4 identification of the last tunnelled packet without DF.
+    ip_id: u16,
 }
 
 /// The secrets a balancer keys its hashes with: the connection table's flow hash (SipHash-1-3,
@@ -415,6 +433,9 @@ impl<'a> Balancer<'a> {
             embryonic_limit: None,
             scratch: [0; REPLY_MAX],
             sync: sync::SyncEngine::new(),
+            outer: crate::tunnel::Outer::NONE,
+            headroom: 0,
+            ip_id: 0,
         };
         b.update_defence();
         b.update_embryonic_limit();

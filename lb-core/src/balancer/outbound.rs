@@ -47,6 +47,7 @@ impl Balancer<'_> {
         }
         self.director.count_conn(server, svc, len, true);
         Verdict::ToClient(Transmit {
+            start: 0,
             dst: p.dst.ip(),
             len: p.total_len as usize,
         })

@@ -59,6 +59,7 @@ fn run(b: &mut Balancer<'_>, now: Instant, pkt: &[u8]) -> (Verdict, Vec<u8>) {
 
 fn to_server(dst: &str, len: usize) -> Verdict {
     Verdict::ToServer(Transmit {
+        start: 0,
         dst: sa(dst).ip(),
         len,
     })
@@ -185,6 +186,7 @@ fn one_service_mixes_dr_and_nat_servers() {
     assert_eq!(
         r2,
         Verdict::Pass(Transmit {
+            start: 0,
             dst: c2.ip(),
             len: reply2.len()
         })

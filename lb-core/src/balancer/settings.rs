@@ -1,6 +1,7 @@
 //! [`Settings`]: IPVS's sysctls that apply to a userspace balancer, typed.
 
 use core::fmt;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::tcp::TcpTimeouts;
 
@@ -69,6 +70,21 @@ pub struct Settings {
     /// destination (a TUN device) cannot, and leaves it off: then
     /// [`Balancer::apply`](crate::Balancer::apply) refuses `-g` real servers. Default false.
     pub direct_routing: bool,
+    /// The outer source address of IPv4 tunnels (`-i` to an IPv4 real server): the frontend's
+    /// own address toward the real servers (lb-tun: `--tunnel-source`; lb-embedded: its
+    /// interface address). Without it [`Balancer::apply`](crate::Balancer::apply) refuses
+    /// IPv4 tunnel servers. Default none.
+    pub tunnel_source_v4: Option<Ipv4Addr>,
+    /// The same for IPv6 tunnels.
+    pub tunnel_source_v6: Option<Ipv6Addr>,
+    /// The path MTU toward the real servers, in bytes, for the methods whose packets grow or
+    /// must fit the real servers' link as they are (tunnels, direct routing; NAT packets are
+    /// the frontend's to fit, as a router's). A packet that would exceed it is answered as the
+    /// kernel answers it: an IPv4 packet with DF gets ICMP "fragmentation needed" with the MTU
+    /// left for it (this MTU minus the tunnel headers), an IPv6 packet ICMPv6 "packet too big"
+    /// (at least 1,280); an IPv4 packet without DF goes on, its outer header without DF too,
+    /// for the path to fragment. Default 1,500; 0 = no check.
+    pub path_mtu: u16,
 }
 
 impl Default for Settings {
@@ -90,6 +106,9 @@ impl Default for Settings {
             sync_version: 1,
             embryonic_prefix_share: 10,
             direct_routing: false,
+            tunnel_source_v4: None,
+            tunnel_source_v6: None,
+            path_mtu: 1500,
         }
     }
 }

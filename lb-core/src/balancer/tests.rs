@@ -647,7 +647,11 @@ fn burst_equals_one_at_a_time() {
     let mut batch: Vec<Packet<'_>> = bufs
         .iter_mut()
         .zip(&lens)
-        .map(|(b, &len)| Packet { buf: b, len })
+        .map(|(b, &len)| Packet {
+            buf: b,
+            start: 0,
+            len,
+        })
         .collect();
     let mut verdicts = std::vec![Verdict::default(); batch.len()];
     many.process_burst(Instant::ZERO, &mut batch, &mut verdicts);
@@ -1039,11 +1043,13 @@ fn ipv6_flow_label_and_scope_id_in_the_configuration_do_not_matter() {
             assert_eq!(va, vc, "{vip} / {server}, packet {i}");
             let want = if *to_server {
                 Verdict::ToServer(Transmit {
+                    start: 0,
                     dst: server.ip(),
                     len: pkt.len(),
                 })
             } else {
                 Verdict::ToClient(Transmit {
+                    start: 0,
                     dst: client.ip(),
                     len: pkt.len(),
                 })

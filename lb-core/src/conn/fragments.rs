@@ -58,6 +58,9 @@ pub(crate) struct FragDecision {
     /// The first fragment went by direct routing: unchanged, with `addr` (the real server) as
     /// next hop; the later ones go the same way.
     pub(crate) route: bool,
+    /// The first fragment went in a tunnel to `addr` (the real server): the later ones are
+    /// put in the same tunnel.
+    pub(crate) tunnel: bool,
 }
 
 /// One slot of the fragment table: a key and its decision, 64 bytes. All zero is free.
@@ -81,6 +84,7 @@ const V6: u8 = 2;
 const TO_CLIENT: u8 = 4;
 const CONN: u8 = 8;
 const ROUTE: u8 = 16;
+const TUNNEL: u8 = 32;
 
 impl FragSlot {
     /// A free slot.
@@ -182,6 +186,7 @@ impl<'a> FragTable<'a> {
                 addr: s.addr,
                 conn: (s.flags & CONN != 0).then_some((s.server, s.service)),
                 route: s.flags & ROUTE != 0,
+                tunnel: s.flags & TUNNEL != 0,
             })
     }
 
@@ -222,6 +227,7 @@ impl<'a> FragTable<'a> {
                 | if k.v6 { V6 } else { 0 }
                 | if d.to_client { TO_CLIENT } else { 0 }
                 | if d.route { ROUTE } else { 0 }
+                | if d.tunnel { TUNNEL } else { 0 }
                 | if d.conn.is_some() { CONN } else { 0 },
         };
         filed
@@ -249,6 +255,7 @@ mod tests {
             addr: [10, 1, 0, a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             conn: Some((u16::from(a), 0)),
             route: a % 2 == 0,
+            tunnel: a % 3 == 0,
         }
     }
 

@@ -44,7 +44,7 @@ mod reply;
 mod rewrite;
 
 pub use reply::{
-    write_echo_reply, write_icmp_port_unreachable, write_tcp_rst, ICMPV4_ERROR_MAX,
+    write_echo_reply, write_icmp_port_unreachable, write_icmp_too_big, write_tcp_rst, ICMPV4_ERROR_MAX,
     ICMPV6_ERROR_MAX,
 };
 pub use rewrite::{

@@ -133,14 +133,49 @@ pub fn write_icmp_port_unreachable(
     p: &Parsed,
     src: IpAddr,
 ) -> Option<usize> {
+    let (ty, code) = if p.v6 { (1, 4) } else { (3, 3) };
+    write_icmp_error(out, buf, p, src, [ty, code, 0, 0, 0, 0, 0, 0])
+}
+
+/// Writes into `out` the ICMP error that says the TCP/UDP packet `p` (parsed from `buf`) is
+/// too big for a link of `mtu` bytes: ICMPv4 "fragmentation needed" (type 3 code 4, the MTU in
+/// its next-hop MTU field, RFC 1191) or ICMPv6 "packet too big" (type 2, RFC 4443 §3.2), from
+/// `src` (the VIP) to `p`'s sender, quoting as [`write_icmp_port_unreachable`] does, with the
+/// same refusals.
+pub fn write_icmp_too_big(
+    out: &mut [u8],
+    buf: &[u8],
+    p: &Parsed,
+    src: IpAddr,
+    mtu: u32,
+) -> Option<usize> {
+    let m = mtu.to_be_bytes();
+    let head = if p.v6 {
+        [2, 0, 0, 0, m[0], m[1], m[2], m[3]]
+    } else {
+        let m = u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes();
+        [3, 4, 0, 0, 0, 0, m[0], m[1]]
+    };
+    write_icmp_error(out, buf, p, src, head)
+}
+
+/// An ICMP error whose first 8 bytes are `head` (type, code, checksum left 0, and the
+/// type's 4 bytes), quoting `p`: see [`write_icmp_port_unreachable`].
+fn write_icmp_error(
+    out: &mut [u8],
+    buf: &[u8],
+    p: &Parsed,
+    src: IpAddr,
+    head: [u8; 8],
+) -> Option<usize> {
     if p.kind != Kind::Transport || src.is_ipv6() != p.v6 || !may_answer(p) {
         return None;
     }
     let original = buf.get(..usize::try_from(p.total_len).ok()?)?;
-    let (hdr_len, max, proto, ty, code) = if p.v6 {
-        (40, ICMPV6_ERROR_MAX, PROTO_ICMPV6, 1, 4)
+    let (hdr_len, max, proto) = if p.v6 {
+        (40, ICMPV6_ERROR_MAX, PROTO_ICMPV6)
     } else {
-        (20, ICMPV4_ERROR_MAX, PROTO_ICMP, 3, 3)
+        (20, ICMPV4_ERROR_MAX, PROTO_ICMP)
     };
     let room = max.min(out.len()).checked_sub(hdr_len + 8)?;
     let quote = original.len().min(room);
@@ -152,7 +187,7 @@ pub fn write_icmp_port_unreachable(
     let icmp_len = 8 + quote;
     let hdr = write_ip_header(out, src, dst, proto, icmp_len)?;
     let icmp = out.get_mut(hdr..hdr + icmp_len)?;
-    icmp[..8].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+    icmp[..8].copy_from_slice(&head);
     icmp[8..].copy_from_slice(&original[..quote]);
     let start = if p.v6 {
         pseudo(src, dst, proto, icmp_len)

@@ -37,3 +37,6 @@ pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// The most bytes of outer headers any tunnel adds: IPv6 (40) + UDP (8) + GUE (4). A frontend
 /// that leaves this much headroom in front of every packet never has a packet moved.
 pub const MAX_OVERHEAD: usize = 40 + 8 + GUE_HEADER_LEN;
+
+mod encap;
+pub use encap::{build, gue_source_port, overhead, EncapError, Outer};

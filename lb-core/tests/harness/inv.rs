@@ -159,6 +159,108 @@ fn same_key(a: &lb_core::conn::Entry, b: &lb_core::conn::Entry) -> bool {
         && a.service == b.service
 }
 
+/// The bytes a verdict sends with tunnel headers taken off (a tunnelled packet grows: its
+/// transmit is longer than the packet that came in), else `buf[..len]`.
+pub fn inner_of(buf: &[u8], len: usize, v: Verdict) -> &[u8] {
+    match v {
+        Verdict::ToServer(t) if t.len > len => &buf[t.start + (t.len - len)..t.start + t.len],
+        _ => &buf[..len],
+    }
+}
+
+/// Checks the outer headers of tunnelled packet `out` (sent as `t`) field by field, as an
+/// independent decoder reads them, and returns the inner packet: outer version and (IPv4)
+/// header checksum, lengths, source the balancer's tunnel source, destination `t.dst`, TTL /
+/// hop limit the inner one's; IPIP's protocol, GUE's UDP port, header and checksum, GRE's
+/// flags, EtherType and checksum.
+fn tunnel_inner<'b>(b: &Balancer<'_>, out: &'b [u8], t: Transmit) -> &'b [u8] {
+    let settings = b.settings();
+    let (v6, ip_len, proto, total, src, dst, ttl) = match out[0] >> 4 {
+        4 => {
+            assert!(
+                lb_core::checksum::verify_checksums(&out[..20]) || {
+                    let mut s = 0u64;
+                    for w in out[..20].chunks(2) {
+                        s += u64::from(u16::from_be_bytes([w[0], w[1]]));
+                    }
+                    lb_core::checksum::fold(s) == 0xffff
+                },
+                "outer IPv4 header checksum"
+            );
+            assert_eq!(out[0], 0x45, "outer IPv4 without options");
+            let src = std::net::IpAddr::from([out[12], out[13], out[14], out[15]]);
+            let dst = std::net::IpAddr::from([out[16], out[17], out[18], out[19]]);
+            let total = usize::from(u16::from_be_bytes([out[2], out[3]]));
+            (false, 20, out[9], total, src, dst, out[8])
+        }
+        6 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&out[8..24]);
+            let src = std::net::IpAddr::from(a);
+            a.copy_from_slice(&out[24..40]);
+            let dst = std::net::IpAddr::from(a);
+            let total = 40 + usize::from(u16::from_be_bytes([out[4], out[5]]));
+            (true, 40, out[6], total, src, dst, out[7])
+        }
+        v => panic!("tunnel packet of IP version {v}"),
+    };
+    assert_eq!(total, out.len(), "outer length");
+    assert_eq!(dst, t.dst, "outer destination is not the transmit's");
+    let want_src = if v6 {
+        settings.tunnel_source_v6.map(std::net::IpAddr::V6)
+    } else {
+        settings.tunnel_source_v4.map(std::net::IpAddr::V4)
+    };
+    assert_eq!(Some(src), want_src, "outer source is not the tunnel source");
+    let inner = match proto {
+        4 | 41 => &out[ip_len..],
+        17 => {
+            let u = &out[ip_len..];
+            assert_eq!(
+                usize::from(u16::from_be_bytes([u[4], u[5]])),
+                u.len(),
+                "UDP length"
+            );
+            assert_eq!(u[8] & 0xe0, 0, "GUE version 0, data");
+            assert_eq!(u[8] & 0x1f, 0, "no GUE options");
+            assert_eq!((u[10], u[11]), (0, 0), "no GUE flags");
+            if u16::from_be_bytes([u[6], u[7]]) != 0 {
+                assert!(
+                    lb_core::checksum::verify_checksums(out),
+                    "outer UDP checksum"
+                );
+            }
+            assert!(matches!(u[9], 4 | 41));
+            &u[12..]
+        }
+        47 => {
+            let g = &out[ip_len..];
+            let flags = u16::from_be_bytes([g[0], g[1]]);
+            assert!(flags == 0 || flags == 0x8000, "GRE flags {flags:#x}");
+            let hl = if flags == 0 { 4 } else { 8 };
+            if flags != 0 {
+                let mut s = 0u64;
+                for w in g.chunks(2) {
+                    s += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+                }
+                assert_eq!(lb_core::checksum::fold(s), 0xffff, "GRE checksum");
+            }
+            let et = u16::from_be_bytes([g[2], g[3]]);
+            let want = if g[hl] >> 4 == 6 { 0x86dd } else { 0x0800 };
+            assert_eq!(et, want, "GRE EtherType");
+            &g[hl..]
+        }
+        p => panic!("tunnel packet of protocol {p}"),
+    };
+    let inner_ttl = if inner[0] >> 4 == 6 {
+        inner[7]
+    } else {
+        inner[8]
+    };
+    assert_eq!(ttl, inner_ttl, "outer TTL is the inner one");
+    inner
+}
+
 /// Checks what one packet's verdict says against the counters and the bytes that leave:
 /// drops are counted under their reason, passes are untouched and counted, replies are
 /// counted and well-formed; a forwarded or generated packet has valid checksums if the
@@ -172,6 +274,20 @@ pub fn check_verdict(
     v: Verdict,
 ) {
     let after = b.counters();
+    // A tunnelled packet: its outer headers checked here, the rest on the inner packet.
+    let (buf, len, v) = match v {
+        Verdict::ToServer(t) if t.len > len => {
+            let inner = tunnel_inner(b, &buf[t.range()], t);
+            let n = inner.len();
+            let inner_t = Transmit {
+                dst: t.dst,
+                start: 0,
+                len: n,
+            };
+            (inner, n, Verdict::ToServer(inner_t))
+        }
+        _ => (buf, len, v),
+    };
     let valid_in = pkt::checksums_ok(input) && lb_core::checksum::verify_checksums(input);
     if let Some(t) = v.transmit() {
         // The verdict says where and how much: the packet's own destination and length, or,

@@ -15,13 +15,13 @@ use arbitrary::{Arbitrary, Unstructured};
 use lb_core::config::{Persistence, SchedulerKind, ServerConfig, ServiceConfig, Timeouts};
 use lb_core::ipvsadm::{Command, Setting};
 use lb_core::{
-    Balancer, ConnReuseMode, DefenceMode, Duration, ForwardMethod, Instant, Packet, Settings,
-    Transmit, Verdict,
+    Balancer, ConnReuseMode, DefenceMode, Duration, ForwardMethod, GueCsum, Instant, Packet,
+    Settings, Transmit, TunnelKind, Verdict,
 };
 
 use std::collections::HashMap;
 
-use super::inv::{check_table, check_verdict, Deadlines};
+use super::inv::{self, check_table, check_verdict, Deadlines};
 use super::{pkt, setup};
 
 /// Buffer size handed to the balancer (room for any generated reply).
@@ -501,9 +501,12 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
                 _ => 0,
             };
             let port = [0, vport, 8080, 53][usize::from(port % 4)];
-            // Mostly NAT; direct routing when the weight's high bit is set.
+            // Mostly NAT; direct routing when the weight's high bit is set, a tunnel when the
+            // next one is (its kind from the threshold's high bits).
             let method = if weight & 0x80 != 0 {
                 ForwardMethod::Route
+            } else if weight & 0x40 != 0 {
+                ForwardMethod::Tunnel(tunnel_kind(threshold))
             } else {
                 ForwardMethod::Masq
             };
@@ -531,7 +534,8 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
             if weight & 0x80 != 0 {
                 s.method = match s.method {
                     ForwardMethod::Masq => ForwardMethod::Route,
-                    _ => ForwardMethod::Masq,
+                    ForwardMethod::Route => ForwardMethod::Tunnel(tunnel_kind(threshold)),
+                    ForwardMethod::Tunnel(_) => ForwardMethod::Masq,
                 };
             }
             vec![Command::EditServer(key, s)]
@@ -597,6 +601,23 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
             udp: u32::from(udp),
         })],
         Ctl::Zero => vec![Command::Zero(None)],
+    }
+}
+
+/// A tunnel kind from the high bits of `b`.
+fn tunnel_kind(b: u8) -> TunnelKind {
+    let csum = b & 0x10 != 0;
+    match b >> 5 {
+        0 | 1 => TunnelKind::Ipip,
+        2 | 3 => TunnelKind::Gre { csum },
+        k => TunnelKind::Gue {
+            port: 6080,
+            csum: match k {
+                4 => GueCsum::None,
+                5 => GueCsum::Csum,
+                _ => GueCsum::RemCsum,
+            },
+        },
     }
 }
 
@@ -796,14 +817,15 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                     let before = *a.counters();
                     let v = a.process(now, &mut buf, p.len());
                     check_verdict(&a, &before, p, &buf, p.len(), v);
-                    fragments.check(p, &buf[..p.len()], v, now);
+                    fragments.check(p, inv::inner_of(&buf, p.len(), v), v, now);
                     rate.check(&a, v, now);
                     let mut buf_c = p.clone();
                     buf_c.resize(BUF, 0);
                     let vc = c.process_general(now, &mut buf_c, p.len());
                     assert_eq!(v, vc, "process and the general path disagree on {p:02x?}");
                     let n = match v {
-                        Verdict::Reply(Transmit { len, .. }) => len,
+                        Verdict::Reply(Transmit { len, .. })
+                        | Verdict::ToServer(Transmit { len, .. }) => len,
                         _ => p.len(),
                     };
                     assert_eq!(
@@ -828,6 +850,7 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                     .zip(&built)
                     .map(|(buf, p)| Packet {
                         buf: buf.as_mut_slice(),
+                        start: 0,
                         len: p.len(),
                     })
                     .collect();
@@ -837,7 +860,8 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                 for (i, ((va, bufa), vb)) in outs_a.iter().zip(&verdicts).enumerate() {
                     assert_eq!(va, vb, "packet {i}: process and process_burst disagree");
                     let n = match va {
-                        Verdict::Reply(Transmit { len, .. }) => *len,
+                        Verdict::Reply(Transmit { len, .. })
+                        | Verdict::ToServer(Transmit { len, .. }) => *len,
                         _ => built[i].len(),
                     };
                     assert_eq!(

@@ -1,7 +1,7 @@
 //! The balancer every packet target starts from: a few services with different schedulers,
-//! persistence, one-packet scheduling, a port-0 service and direct-routing servers among NAT
-//! ones, configured through the ipvsadm grammar (the balancer's settings must have
-//! [`Settings::direct_routing`] on).
+//! persistence, one-packet scheduling, a port-0 service and direct-routing and tunnel servers
+//! among NAT ones, configured through the ipvsadm grammar (the balancer's settings must have
+//! [`Settings::direct_routing`] on; [`empty`] gives them tunnel sources).
 
 use std::net::SocketAddr;
 
@@ -18,14 +18,17 @@ pub const CONFIG: &str = "\
 -a -t 10.0.0.100:80 -r 10.1.0.2:8080 -m -w 2
 -a -t 10.0.0.100:80 -r 10.1.0.3 -m -w 1
 -a -t 10.0.0.100:80 -r 10.1.0.7 -g -w 1
+-a -t 10.0.0.100:80 -r 10.1.0.8 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum
 -A -u 10.0.0.100:53 -s rr -o
 -a -u 10.0.0.100:53 -r 10.1.0.1:53 -m
 -a -u 10.0.0.100:53 -r 10.1.0.2:5353 -m
 -a -u 10.0.0.100:53 -r 10.1.0.7 -g
+-a -u 10.0.0.100:53 -r 10.1.0.8 -i --tun-type gre --tun-csum
 -A -t [2001:db8::100]:443 -s sh -p 300 -M 64
 -a -t [2001:db8::100]:443 -r [2001:db8:1::1]:443 -m
 -a -t [2001:db8::100]:443 -r [2001:db8:1::2]:8443 -m -x 3 -y 1
 -a -t [2001:db8::100]:443 -r [2001:db8:1::4] -g
+-a -t [2001:db8::100]:443 -r [2001:db8:1::5] -i
 -A -t 10.0.0.101:0 -s lc -p 60
 -a -t 10.0.0.101:0 -r 10.1.0.4 -m
 -a -t 10.0.0.101:0 -r 10.1.0.5 -m
@@ -62,8 +65,17 @@ pub fn limits() -> Limits {
     }
 }
 
-/// A balancer with an empty table of `capacity` entries and no services.
-pub fn empty(capacity: usize, settings: Settings, seed: u64) -> Balancer<'static> {
+/// The outer source of IPv4 tunnels.
+pub const TUNNEL_SOURCE_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 1, 0, 254);
+/// The outer source of IPv6 tunnels.
+pub const TUNNEL_SOURCE_V6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xfe);
+
+/// A balancer with an empty table of `capacity` entries and no services; `settings` with the
+/// tunnel sources set where they are not.
+pub fn empty(capacity: usize, mut settings: Settings, seed: u64) -> Balancer<'static> {
+    settings.tunnel_source_v4.get_or_insert(TUNNEL_SOURCE_V4);
+    settings.tunnel_source_v6.get_or_insert(TUNNEL_SOURCE_V6);
     let director = Director::new(DirectorStorage::alloc(limits()), seed);
     let conns = ConnTable::new(
         ConnStorage::alloc(capacity),

@@ -32,7 +32,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use crate::neighbour::{Due, Hold, Neighbours};
 use crate::phy::TxOnly;
 use crate::route::{Route, Routes};
-use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER};
+use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER, MAX_FRAME};
 
 mod nd;
 #[cfg(feature = "health")]
@@ -275,8 +275,14 @@ impl<'a> Gateway<'a> {
             frame,
         } = res;
         let mut lb = Balancer::from_storage(director, conns.storage(), &config.secrets, now);
+        // A packet goes out whole or not at all (no fragmentation here): DR and tunnel packets
+        // over the device's MTU (at most 1,500) get the kernel's ICMP answer instead.
+        let ip_mtu =
+            caps.max_transmission_unit
+                .saturating_sub(if ethernet { LINK_HEADER } else { 0 });
         lb.set_settings(Settings {
             direct_routing: ethernet,
+            path_mtu: u16::try_from(ip_mtu.min(MAX_FRAME - LINK_HEADER)).unwrap_or(1500),
             ..config.settings
         });
         let sockets: &'a mut [SocketStorage<'a>] = &mut [];
@@ -305,6 +311,10 @@ impl<'a> Gateway<'a> {
     /// Gives the gateway an address of its own (answered by smoltcp: ARP/NDP, ping); its
     /// subnet becomes a connected route. At most `iface-max-addr-count-*` (smoltcp's default
     /// is 2: one IPv4 and one IPv6 address).
+    ///
+    /// The first address of each family is also the outer source of tunnels (`-i`) to real
+    /// servers of that family ([`Settings::tunnel_source_v4`], `_v6`), unless the settings
+    /// name one already.
     pub fn add_address(&mut self, cidr: IpCidr) -> Result<(), GatewayError> {
         let mut res = Ok(());
         self.iface.update_ip_addrs(|a| {
@@ -312,6 +322,19 @@ impl<'a> Gateway<'a> {
                 res = Err(GatewayError::AddressesFull);
             }
         });
+        if res.is_ok() {
+            let mut settings = *self.lb.settings();
+            match IpAddr::from(cidr.address()) {
+                IpAddr::V4(a) if settings.tunnel_source_v4.is_none() => {
+                    settings.tunnel_source_v4 = Some(a)
+                }
+                IpAddr::V6(a) if settings.tunnel_source_v6.is_none() => {
+                    settings.tunnel_source_v6 = Some(a)
+                }
+                _ => {}
+            }
+            self.lb.set_settings(settings);
+        }
         res
     }
 
