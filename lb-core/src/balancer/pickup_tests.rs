@@ -41,6 +41,7 @@ fn gateway(
     );
     let settings = Settings {
         direct_routing: method == ForwardMethod::Route,
+        tunnel_source_v4: Some(core::net::Ipv4Addr::new(10, 1, 0, 254)),
         ..Settings::default()
     };
     let mut b = Balancer::new(director, conns, settings);
@@ -51,7 +52,7 @@ fn gateway(
     b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
     for s in SERVERS {
         let mut addr = sa(s);
-        if method == ForwardMethod::Route {
+        if method != ForwardMethod::Masq {
             addr.set_port(80);
         }
         let server = ServerConfig::new(addr, method);
@@ -77,7 +78,8 @@ fn client(i: u16) -> core::net::SocketAddr {
     )
 }
 
-/// The server a packet went to: its rewritten destination (NAT) or its next hop (DR).
+/// The server a packet went to: its rewritten destination (NAT), its next hop (DR) or its
+/// tunnel's outer destination (port 0: the outer header has none).
 fn server_of(v: &Verdict, out: &[u8]) -> Option<core::net::SocketAddr> {
     match v {
         Verdict::ToServer(t) => {
@@ -192,12 +194,13 @@ fn the_service_flag_is_per_service_and_the_setting_global() {
     assert_eq!(entry_of(&b, client(3)).map(|e| e.0), Some("ESTABLISHED"));
 }
 
-/// A DR entry picked up mid-flow starts with NOOUTPUT, so it runs on INPUT_ONLY: a FIN after
-/// the ACK gives FIN_WAIT there (the INPUT table would say CLOSE_WAIT, as the NAT entry
-/// shows). The packet leaves unchanged toward A's server.
+/// A DR or tunnel entry picked up mid-flow starts with NOOUTPUT, so it runs on INPUT_ONLY: a
+/// FIN after the ACK gives FIN_WAIT there (the INPUT table would say CLOSE_WAIT, as the NAT
+/// entry shows). The packet goes toward A's server: unchanged (DR), encapsulated (IPIP).
 #[test]
-fn a_dr_entry_picked_up_runs_on_input_only_and_a_nat_one_on_input() {
-    for method in [ForwardMethod::Route, ForwardMethod::Masq] {
+fn dr_and_tunnel_entries_picked_up_run_on_input_only_and_a_nat_one_on_input() {
+    let ipip = ForwardMethod::Tunnel(crate::config::TunnelKind::Ipip);
+    for method in [ForwardMethod::Route, ipip, ForwardMethod::Masq] {
         let mut a = gateway(1, SchedulerKind::Mh, method, true);
         let mut b = gateway(5, SchedulerKind::Mh, method, true);
         let c = client(9);
@@ -215,7 +218,12 @@ fn a_dr_entry_picked_up_runs_on_input_only_and_a_nat_one_on_input() {
         let state = entry_of(&b, c).unwrap().0;
         if method == ForwardMethod::Route {
             assert_eq!(outb, ack, "DR forwards the packet as it came");
-            assert!(flags.contains(ConnFlags::NOOUTPUT) && !method::is_nat(flags));
+            assert!(flags.contains(ConnFlags::NOOUTPUT) && flags.contains(method::ROUTE));
+            assert_eq!(state, "FIN_WAIT");
+        } else if method == ipip {
+            assert_eq!(outb.len(), ack.len() + 20, "one outer IPv4 header");
+            assert_eq!(&outb[20..], &ack[..], "the client's packet inside");
+            assert!(flags.contains(ConnFlags::NOOUTPUT) && flags.contains(method::TUNNEL));
             assert_eq!(state, "FIN_WAIT");
         } else {
             assert!(!flags.contains(ConnFlags::NOOUTPUT) && method::is_nat(flags));
