@@ -40,6 +40,27 @@
 #            both down the sorry server serves; a server dropping SYNs (iptables) is taken out
 #            by the passive signal (--passive) before the active checker could, and its clients
 #            are answered after one SYN retransmission
+#   dr       direct routing on a TAP device (lb-tun --tap): client, lb-tun and two nginx real
+#            servers on one Ethernet segment, the servers set up as for kernel IPVS DR (the VIP
+#            on lo, arp_ignore=1, arp_announce=2, rp_filter 0): a socat echo of 4 MB through
+#            the VIP comes back with the same sha256 both ways; hey over wrr 3:1 -g servers:
+#            every request 200, the split 3:1, and the director saw only client->server (its
+#            servers' OutPkts 0, no server->client packet on the TAP); IPv6 DR (NDP) too; a NAT
+#            service on the same TAP gateway works, its replies through the director; TCP_CHECK
+#            probes over the TAP (keepalived.conf, lb_kind DR) take a stopped server out
+#   decap    lb-decap on a real server whose kernel has no tunnel module: a director
+#            (scripts/tun-encap.py in gw, reading the VIP traffic from lb0, written apart from
+#            lb-core) sends IPIP, GRE (with and without checksum) and GUE (no checksum,
+#            checksum, remote checksum offload) over IPv4 and IPv6 to s1, where the VIPs are on
+#            lo: HTTP (nginx) and UDP to both VIPs are answered, the replies leave s1 plain,
+#            straight to the client; without lb-decap the kernel answers protocol unreachable,
+#            with it not; damaged packets are counted per reason
+#   tunnel   lb-tun forwarding by tunnel (-i) to two real servers running lb-decap and nginx,
+#            for each of ipip, gue and gre (checksum on over one family, off over the other):
+#            hey with no failure and the wrr 3:1 split within 2 % (IPv4), IPv6 requests, a
+#            1 MB socat echo compared byte for byte (the path MTU answers resize the client's
+#            segments), replies straight from the servers to the client, and the outer headers
+#            captured on s1's link checked field by field (scripts/check-tunnel-pcap.py)
 #   announce --announce without BGP: lb-tun creates its TUN device, and its VIP host routes
 #            (proto 76) appear once the TCP_CHECKs pass; both IPv4 servers failing their checks
 #            withdraw the IPv4 VIP only, their return brings it back; NAT is warned about;
@@ -756,7 +777,6 @@ virtual_server $LBT_VIP6 80 {
     lb_algo rr
     lb_kind NAT
     protocol TCP
-    alpha
     real_server $(server_addr6 1) 80 {
         TCP_CHECK {
             $knobs
@@ -885,6 +905,487 @@ CONF
 	ok "$s2 back ${ms} ms after it answered again (the active checker brings it back)"
 	grep -q "health checkers parsed but not run" "$tmp/lb-tun.log" && fail "the not-run warning is still logged"
 	grep -E "is (UP|DOWN)|quorum" "$tmp/lb-tun.log" | sed 's/^/  log: /'
+}
+
+# The dr scenario's segment: everything on one bridge in the gw namespace, whose kernel only
+# bridges (br0 and the TAP carry no address of the host; lb-tun is the director on the TAP).
+#
+#   client c0 10.50.0.1/24 fd00:50::1/64 ──┐
+#   s1 eth0 10.50.0.11/24 fd00:50::11/64 ──┤ br0 (gw ns) ── lt0 (TAP) ── lb-tun 10.50.0.2/24,
+#           10.51.0.11/24 (NAT)            │                            10.51.0.2/24, fd00:50::2/64
+#   s2 eth0 10.50.0.12/24 fd00:50::12/64 ──┘
+#           10.51.0.12/24 (NAT)
+#
+# The client is on the segment, not routed: DR replies go from the real server to the client
+# by the server's own on-link route, which no router in between could divert through the
+# director. The NAT addresses (10.51.0.0/24) answer through lb-tun by policy routing (from
+# 10.51.0.X, default via 10.51.0.2), as a real server in both methods is set up.
+DR_VIP4=10.50.0.100
+DR_VIP6=fd00:50::100
+dr_server4() { echo "10.50.0.$((10 + $1))"; }
+dr_server6() { echo "fd00:50::$((10 + $1))"; }
+dr_nat4() { echo "10.51.0.$((10 + $1))"; }
+
+topo_dr_up() {
+	local ns i s
+	lbt_tmpdir >/dev/null
+	for ns in client gw s1 s2; do
+		ip netns add "${LBT}-$ns" || return 1
+		ip -n "${LBT}-$ns" link set lo up
+	done
+	nsx gw sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+	nsx gw sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+	# No multicast snooping: lb-tun joins no group, and neighbour solicitations for the VIP
+	# go to a solicited-node group.
+	ip -n "${LBT}-gw" link add br0 type bridge mcast_snooping 0 || return 1
+	ip -n "${LBT}-gw" link set br0 up
+	ip -n "${LBT}-gw" tuntap add dev lt0 mode tap || return 1
+	ip -n "${LBT}-gw" link set lt0 master br0
+	ip -n "${LBT}-gw" link set lt0 up
+	ip -n "${LBT}-client" link add c0 type veth peer name gc netns "${LBT}-gw" || return 1
+	ip -n "${LBT}-client" addr add 10.50.0.1/24 dev c0
+	ip -n "${LBT}-client" addr add fd00:50::1/64 dev c0 nodad
+	ip -n "${LBT}-client" link set c0 up
+	ip -n "${LBT}-gw" link set gc master br0
+	ip -n "${LBT}-gw" link set gc up
+	for i in 1 2; do
+		s="${LBT}-s$i"
+		ip -n "$s" link add eth0 type veth peer name "gs$i" netns "${LBT}-gw" || return 1
+		ip -n "${LBT}-gw" link set "gs$i" master br0
+		ip -n "${LBT}-gw" link set "gs$i" up
+		ip -n "$s" addr add "$(dr_server4 "$i")/24" dev eth0
+		ip -n "$s" addr add "$(dr_nat4 "$i")/24" dev eth0
+		ip -n "$s" addr add "$(dr_server6 "$i")/64" dev eth0 nodad
+		ip -n "$s" link set eth0 up
+		# The real server as the kernel's IPVS selftests and the ipvsadm documentation set it
+		# up for DR: the VIP on lo, never answered or announced on eth0, no reverse-path filter.
+		ip -n "$s" addr add "$DR_VIP4/32" dev lo
+		ip -n "$s" addr add "$DR_VIP6/128" dev lo nodad
+		nsx "s$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1
+		nsx "s$i" sysctl -qw net.ipv4.conf.all.arp_announce=2
+		nsx "s$i" sysctl -qw net.ipv4.conf.eth0.arp_ignore=1
+		nsx "s$i" sysctl -qw net.ipv4.conf.eth0.arp_announce=2
+		nsx "s$i" sysctl -qw net.ipv4.conf.all.rp_filter=0
+		nsx "s$i" sysctl -qw net.ipv4.conf.default.rp_filter=0
+		nsx "s$i" sysctl -qw net.ipv4.conf.eth0.rp_filter=0
+		nsx "s$i" sysctl -qw net.ipv4.conf.lo.rp_filter=0
+		# NAT replies (from the NAT address) go back through the director.
+		ip -n "$s" route add default via 10.51.0.2 table 51
+		ip -n "$s" rule add from "$(dr_nat4 "$i")" lookup 51 pref 51
+	done
+	lbt_log "topology up: client, s1, s2 and TAP lt0 on br0 in ${LBT}-gw"
+}
+
+# dr_stats ADDR:PORT — Conns InPkts OutPkts of that real server (lbadm -L -n --stats --exact).
+dr_stats() { lbadm -L -n --stats --exact | awk -v a="$1" '$1 == "->" && $2 == a { print $3, $4, $5 }'; }
+
+scenario_dr() {
+	topo_dr_up || fail topo_dr_up
+	local i
+	for i in 1 2; do
+		# nginx on every address (the VIP on lo included), IPv4 and IPv6.
+		start_nginx "s$i" 0.0.0.0 "s$i" "::"
+		if command -v socat >/dev/null 2>&1; then
+			eval "socat_s$i=\$(start_in_ns s$i socat-s$i socat TCP-LISTEN:5001,reuseaddr,fork EXEC:cat)"
+		fi
+	done
+	for i in 1 2; do wait_http "s$i" "http://$(dr_server4 "$i")/" || fail "s$i did not start"; done
+	# conn_reuse_mode 2: a SYN that reuses the port of a connection whose FIN the director saw
+	# (FIN_WAIT: it never sees the server's) is scheduled afresh, as the sysctl's documentation
+	# advises for DR; with the default 1 it would stick to its former server (some hundred of
+	# 4,000 random client ports repeat) and the split would be off by those.
+	cat >"$tmp/lb.conf" <<CONF
+--conn-reuse-mode 2
+-A -t $DR_VIP4:80 -s wrr
+-a -t $DR_VIP4:80 -r $(dr_server4 1):80 -g -w 3
+-a -t $DR_VIP4:80 -r $(dr_server4 2):80 -g -w 1
+-A -t [$DR_VIP6]:80 -s rr
+-a -t [$DR_VIP6]:80 -r [$(dr_server6 1)]:80 -g -w 1
+-a -t [$DR_VIP6]:80 -r [$(dr_server6 2)]:80 -g -w 1
+-A -t $DR_VIP4:8080 -s rr
+-a -t $DR_VIP4:8080 -r $(dr_nat4 1):80 -m -w 1
+-a -t $DR_VIP4:8080 -r $(dr_nat4 2):80 -m -w 1
+CONF
+	# The echo service (5001) from a keepalived.conf, TCP_CHECK on both DR servers from the
+	# probe source 10.50.0.3, which lb-tun answers ARP for on the segment.
+	cat >"$tmp/keepalived.conf" <<CONF
+virtual_server $DR_VIP4 5001 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server $(dr_server4 1) 5001 {
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+    real_server $(dr_server4 2) 5001 {
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+}
+CONF
+	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tap lt0 --address 10.50.0.2/24 \
+		--address 10.51.0.2/24 --address fd00:50::2/64 --config "$tmp/lb.conf" \
+		--keepalived "$tmp/keepalived.conf" --probe-source 10.50.0.3 --control "$sock" \
+		--metrics 127.0.0.1:9100)
+	for _ in $(seq 1 250); do
+		[ -S "$sock" ] && break
+		kill -0 "$LBT_GW_PID" 2>/dev/null || break
+		sleep 0.02
+	done
+	[ -S "$sock" ] || fail "lb-tun did not start: $(cat "$tmp/lb-tun.log")"
+	ok "lb-tun on TAP lt0: $(grep -o 'hardware address [^,]*' "$tmp/lb-tun.log")"
+	nsx gw tcpdump -i lt0 -nn -U -w "$tmp/lt0.pcap" "tcp and (host $DR_VIP4 or host $DR_VIP6)" \
+		>"$tmp/tcpdump.log" 2>&1 &
+	local tcpdump_pid=$!
+	sleep 0.5
+
+	# 1. socat: 4 MB echoed by a real server through the VIP, the same bytes both ways.
+	if command -v socat >/dev/null 2>&1; then
+		head -c 4194304 /dev/urandom >"$tmp/blob"
+		nsx client socat -t 10 -T 20 "TCP:$DR_VIP4:5001" "OPEN:$tmp/blob,rdonly!!CREATE:$tmp/echo" ||
+			fail "socat through $DR_VIP4:5001"
+		local want got
+		want=$(sha256sum <"$tmp/blob" | cut -c1-64)
+		got=$(sha256sum <"$tmp/echo" | cut -c1-64)
+		[ "$want" = "$got" ] || fail "socat echo: sent $want, got back $got ($(wc -c <"$tmp/echo") bytes)"
+		ok "socat: 4194304 bytes to $DR_VIP4:5001 and back from a real server, sha256 $want both ways"
+	else
+		echo "skip: the socat transfer needs socat (apt-get install socat)"
+	fi
+
+	# 2. hey over wrr 3:1: every request 200, the split 3:1, replies straight to the client.
+	local n=4000 s1 s2
+	load_run "http://$DR_VIP4/" "$n" 20 "$tmp/v4.csv" || fail "load v4"
+	all_ok "$tmp/v4.csv" "$n"
+	ok "$n/$n requests to $DR_VIP4 got 200 (hey, no keep-alive)"
+	csv_summary "$tmp/v4.csv" "$n" | sed 's/^/   /'
+	s1=$(awk '$1 == "10.50.0.1"' "$tmp/s1.access.log" | wc -l)
+	s2=$(awk '$1 == "10.50.0.1"' "$tmp/s2.access.log" | wc -l)
+	[ "$s1" -eq 3000 ] && [ "$s2" -eq 1000 ] || fail "split s1 $s1 s2 $s2, want 3000 and 1000 (wrr 3:1)"
+	ok "split s1 $s1 s2 $s2 (wrr 3:1), each logged with the client's own address"
+	local st1 st2
+	st1=$(dr_stats "$(dr_server4 1):80")
+	st2=$(dr_stats "$(dr_server4 2):80")
+	set -- $st1
+	[ "$1" -eq 3000 ] && [ "$2" -gt 0 ] && [ "$3" -eq 0 ] || fail "s1 Conns InPkts OutPkts: $st1"
+	set -- $st2
+	[ "$1" -eq 1000 ] && [ "$2" -gt 0 ] && [ "$3" -eq 0 ] || fail "s2 Conns InPkts OutPkts: $st2"
+	ok "lbadm -L --stats: s1 Conns InPkts OutPkts $st1, s2 $st2: no reply passed the director"
+
+	# 3. IPv6: neighbour discovery for the VIP answered by lb-tun, DR to the servers' MACs.
+	load_run "http://[$DR_VIP6]/" 200 10 "$tmp/v6.csv" || fail "load v6"
+	all_ok "$tmp/v6.csv" 200
+	s1=$(awk '$1 == "fd00:50::1"' "$tmp/s1.access.log" | wc -l)
+	s2=$(awk '$1 == "fd00:50::1"' "$tmp/s2.access.log" | wc -l)
+	[ "$s1" -eq 100 ] && [ "$s2" -eq 100 ] || fail "IPv6 split s1 $s1 s2 $s2, want 100 each (rr)"
+	set -- $(dr_stats "[$(dr_server6 1)]:80")
+	[ "${3:-x}" = 0 ] || fail "IPv6 s1 OutPkts ${3:-missing}"
+	ok "200/200 requests to [$DR_VIP6] got 200, 100 on each server, OutPkts 0"
+
+	# 4. NAT on the same TAP gateway: the servers' NAT addresses, replies through lb-tun.
+	load_run "http://$DR_VIP4:8080/" 400 10 "$tmp/nat.csv" || fail "load NAT"
+	all_ok "$tmp/nat.csv" 400
+	set -- $(dr_stats "$(dr_nat4 1):80")
+	[ "${1:-0}" -eq 200 ] && [ "${3:-0}" -gt 0 ] || fail "NAT s1 Conns InPkts OutPkts: $*"
+	ok "NAT: 400/400 requests to $DR_VIP4:8080 got 200; s1 Conns InPkts OutPkts $* (replies through lb-tun)"
+
+	# 5. What crossed the TAP, by port: the DR services (5001, 80) one way, NAT (8080) both.
+	sleep 0.5
+	kill "$tcpdump_pid" 2>/dev/null
+	wait "$tcpdump_pid" 2>/dev/null
+	grep -q "listening on lt0" "$tmp/tcpdump.log" || fail "tcpdump on lt0 did not run: $(cat "$tmp/tcpdump.log")"
+	local to from nat_back
+	pcap_count() { tcpdump -nn -r "$tmp/lt0.pcap" "$1" 2>/dev/null | wc -l; }
+	# A DR reply comes from the VIP's port (the server answers as the VIP). The client's
+	# packets to the VIP cross lt0 twice (to lb-tun, then from it to the server's MAC).
+	to=$(pcap_count "dst port 80 or dst port 5001")
+	from=$(pcap_count "src port 80 or src port 5001")
+	nat_back=$(pcap_count "src port 8080")
+	# The NAT replies (from the VIP's 8080 after lb-tun's rewrite) show the capture sees
+	# that direction when it happens.
+	[ "$to" -gt 0 ] && [ "$nat_back" -gt 0 ] || fail "tcpdump on lt0 is blind: to DR $to, NAT replies $nat_back"
+	[ "$from" -eq 0 ] || fail "$from server->client DR packets reached the TAP: $(tcpdump -nn -r "$tmp/lt0.pcap" "src port 80 or src port 5001" 2>/dev/null | head -3)"
+	ok "tcpdump on lt0: DR (socat, hey v4 and v6) $to client->server packets, 0 server->client; NAT $nat_back replies through lb-tun"
+
+	# 6. Health checks over the TAP: both echo servers UP by TCP_CHECK from the probe source;
+	# one whose socat stops leaves the service (DOWN within 4 s, as in the health scenario).
+	if command -v socat >/dev/null 2>&1; then
+		local e1 e2 t0 ms
+		e1="$(dr_server4 1):5001" e2="$(dr_server4 2):5001"
+		# "UP  nP ok": the last n probes passed, so the probes and their answers crossed the TAP.
+		lbadm --health | grep "$e1 " | grep -Eq 'UP +[1-9][0-9]*P ok' || fail "--health: $(lbadm --health)"
+		lbadm --health | grep "$e2 " | grep -Eq 'UP +[1-9][0-9]*P ok' || fail "--health: $(lbadm --health)"
+		# shellcheck disable=SC2154
+		kill "$socat_s2"
+		t0=$(date +%s%N)
+		ms=$(wait_listed "$e2" no "$t0" 5000) || fail "$e2 still listed ${ms} ms after its socat stopped: $(lbadm --health)"
+		lbadm --health | grep "$e2 " | grep -q DOWN || fail "--health: $(lbadm --health)"
+		listed "$e1" || fail "$e1 left the service too"
+		ok "health over the TAP: TCP_CHECK from 10.50.0.3 had both echo servers UP; $e2 left ${ms} ms after its socat stopped"
+	fi
+
+	# 7. The metrics, as on a TUN device.
+	sleep 1.1
+	nsx gw bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' |
+		tr -d '\r' | awk 'body { print } /^$/ { body = 1 }' >"$tmp/metrics.txt"
+	local conns=4600 out nat_out
+	command -v socat >/dev/null 2>&1 && conns=4601
+	grep -q "^node_ipvs_connections_total $conns$" "$tmp/metrics.txt" ||
+		fail "metrics: $(grep '^node_ipvs_connections_total' "$tmp/metrics.txt"), want $conns"
+	# Outgoing packets (server -> client through the director): the NAT service's only.
+	out=$(awk '$1 == "node_ipvs_outgoing_packets_total" { print $2 }' "$tmp/metrics.txt")
+	nat_out=$(($(dr_stats "$(dr_nat4 1):80" | cut -d' ' -f3) + $(dr_stats "$(dr_nat4 2):80" | cut -d' ' -f3)))
+	[ "${out:-x}" = "$nat_out" ] || fail "node_ipvs_outgoing_packets_total ${out:-missing}, the NAT servers' OutPkts $nat_out"
+	ok "metrics on the TAP gateway: node_ipvs_connections_total $conns, outgoing packets $out (all NAT)"
+
+	lbadm --stats-gateway | grep -E '^tap\.(arp_answers|ndp_answers|requests_sent|held|rx_ignored|tx_errors|no_route|loop_drops) ' | xargs echo "  "
+	[ "$(gwstat tap.tx_errors)" = 0 ] || fail "tap.tx_errors $(gwstat tap.tx_errors)"
+}
+
+# http_body VIP — the body of GET / from the client (one connection, 5 s at most).
+http_body() {
+	local host="$1"
+	nsx client timeout 5 bash -c "exec 3<>/dev/tcp/$host/80 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null |
+		tr -d '\r' | tail -n 1
+}
+
+# decap_stat NAME — a counter lb-decap printed on exit (the last block of its log).
+decap_stat() { awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }' "$tmp/lb-decap.log"; }
+
+# send_damaged SERVER — from gw: an IPIP packet whose inner packet is cut (20 bytes announcing
+# 40) and a GRE packet with a wrong checksum. Not a valid tunnel packet either way.
+send_damaged() {
+	nsx gw python3 -c '
+import socket, struct, sys
+ipip = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+ipip.sendto(bytes([0x45, 0, 0, 40]) + bytes(16), (sys.argv[1], 0))
+gre = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+gre.sendto(struct.pack("!HHHH", 0x8000, 0x0800, 0x1234, 0) + bytes([0x45, 0, 0, 20]) + bytes(16), (sys.argv[1], 0))
+' "$1"
+}
+
+# proto_unreachables SERVER — send_damaged to SERVER; how many ICMP "protocol unreachable"
+# came back to gw within a second.
+proto_unreachables() {
+	nsx gw timeout 1.5 tcpdump -lni br0 'icmp[0] == 3 and icmp[1] == 2' >"$tmp/icmp.txt" 2>/dev/null &
+	local pid=$!
+	sleep 0.5
+	send_damaged "$1"
+	wait "$pid"
+	grep -c 'protocol [0-9]* unreachable' "$tmp/icmp.txt"
+}
+
+scenario_decap() {
+	LBT_NSERVERS=1
+	topo_up || fail topo_up
+	command -v python3 >/dev/null || fail "python3 not found"
+	command -v tcpdump >/dev/null || fail "tcpdump not found"
+	write_udp_tools
+	local s1 s16 decap n
+	s1=$(server_addr4 1)
+	s16=$(server_addr6 1)
+	decap="$(lbt_bin lb-decap)" || fail "lb-decap not built"
+	# The real server: the VIPs on lo, no reverse-path filter (the inner packets arrive on
+	# the TUN device from clients routed via eth0), ARP answered for its own addresses only.
+	nsx s1 ip addr add "$LBT_VIP4/32" dev lo
+	nsx s1 ip -6 addr add "$LBT_VIP6/128" dev lo
+	nsx s1 sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+	n=$(proto_unreachables "$s1")
+	[ "$n" = 2 ] || fail "without lb-decap: $n ICMP protocol unreachable for IPIP and GRE, want 2"
+	ok "without lb-decap s1's kernel answers IPIP and GRE with protocol unreachable (no tunnel module)"
+
+	local cap
+	cap=$(start_in_ns s1 tcpdump-s1 tcpdump --immediate-mode -Uni eth0 -w "$tmp/s1.pcap")
+	local dpid
+	dpid=$(start_in_ns s1 lb-decap "$decap" --tun dc0 --gue-port 6080 --ipip --gre)
+	for _ in $(seq 1 50); do
+		nsx s1 ip link show dc0 2>/dev/null | grep -q ',UP' && break
+		sleep 0.1
+	done
+	nsx s1 ip link show dc0 | grep -q ',UP' || fail "lb-decap did not bring dc0 up: $(cat "$tmp/lb-decap.log")"
+	start_nginx s1 "$LBT_VIP4" s1 "$LBT_VIP6"
+	cat >"$tmp/vip_echo.py" <<'PY'
+import socket, sys, threading
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((addr, 53))
+    while True:
+        d, a = s.recvfrom(65535)
+        s.sendto(b"s1" + d[2:], a)
+threading.Thread(target=serve, args=(socket.AF_INET6, sys.argv[2]), daemon=True).start()
+serve(socket.AF_INET, sys.argv[1])
+PY
+	start_in_ns s1 vip-echo python3 "$tmp/vip_echo.py" "$LBT_VIP4" "$LBT_VIP6" >/dev/null
+	wait_http s1 "http://$LBT_VIP4/" || fail "nginx on the VIP did not start"
+	n=$(proto_unreachables "$s1")
+	[ "$n" = 0 ] || fail "with lb-decap: $n ICMP protocol unreachable, want 0"
+	ok "with lb-decap's raw sockets bound, no protocol unreachable"
+
+	local cfg kind outer pid body vip got
+	for cfg in "ipip $s1" "ipip $s16" "gre $s1" "gre-csum $s1" "gre-csum $s16" \
+		"gue $s1" "gue-csum $s1" "gue-csum $s16" "gue-remcsum $s1" "gue-remcsum $s16"; do
+		read -r kind outer <<<"$cfg"
+		pid=$(start_in_ns gw "encap-$kind-$outer" python3 "$LBT_REPO/scripts/tun-encap.py" \
+			"$LBT_TUN" "$kind" "$outer" "$LBT_VIP4" "$LBT_VIP6")
+		sleep 0.3
+		for vip in "$LBT_VIP4" "$LBT_VIP6"; do
+			body=$(http_body "$vip")
+			[ "$body" = s1 ] || fail "$kind to $outer: GET http://$vip/ gave '$body', want s1 ($(tail -n 3 "$tmp/encap-$kind-$outer.log"))"
+			got=$(nsx client python3 "$tmp/udp_ask.py" "$vip" 5 300 plain) || fail "UDP client failed"
+			[ "$got" = "5 1" ] || fail "$kind to $outer: UDP to $vip answered/servers $got, want 5 1"
+		done
+		kill "$pid" 2>/dev/null
+		ok "$kind over IPv$(case $outer in *:*) echo 6 ;; *) echo 4 ;; esac): HTTP and UDP to both VIPs answered"
+	done
+	kill "$dpid" "$cap" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$dpid" 2>/dev/null || kill -0 "$cap" 2>/dev/null || break
+		sleep 0.1
+	done
+	sed 's/^/  lb-decap: /' "$tmp/lb-decap.log" | grep -v ' 0$'
+
+	# The replies left s1 on eth0 unencapsulated, from the VIP to the client: every UDP answer
+	# (10 tunnels x 5 per VIP) and the TCP segments.
+	local udp4 udp6 tcp4 tcp6 tunnelled
+	pcap_count() { tcpdump -nr "$tmp/s1.pcap" "$1" 2>/dev/null | wc -l; }
+	udp4=$(pcap_count "udp and src host $LBT_VIP4 and dst host $LBT_CLIENT4")
+	udp6=$(pcap_count "udp and src host $LBT_VIP6 and dst host $LBT_CLIENT6")
+	tcp4=$(pcap_count "tcp and src host $LBT_VIP4 and dst host $LBT_CLIENT4")
+	tcp6=$(pcap_count "tcp and src host $LBT_VIP6 and dst host $LBT_CLIENT6")
+	tunnelled=$(pcap_count "(src host $s1 or src host $s16) and (ip proto 4 or ip proto 47 or ip6 proto 4 or ip6 proto 41 or ip6 proto 47 or udp port 6080)")
+	[ "$udp4" = 50 ] && [ "$udp6" = 50 ] || fail "UDP answers from the VIPs on s1's eth0: $udp4 IPv4, $udp6 IPv6, want 50 each"
+	[ "$tcp4" -ge 30 ] && [ "$tcp6" -ge 30 ] || fail "TCP segments from the VIPs on s1's eth0: $tcp4 IPv4, $tcp6 IPv6, want >= 30 each"
+	[ "$tunnelled" = 0 ] || fail "$tunnelled tunnelled packets sent by s1"
+	ok "replies straight from s1 to the client: $udp4 + $tcp4 IPv4 and $udp6 + $tcp6 IPv6 packets from the VIPs, none tunnelled"
+
+	local k
+	for k in decoded_ipip decoded_gre decoded_gue remcsum; do
+		[ "$(decap_stat "$k")" -gt 0 ] || fail "lb-decap counted no $k"
+	done
+	[ "$(decap_stat drop_inner_length)" = 1 ] || fail "drop_inner_length $(decap_stat drop_inner_length), want 1 (the cut IPIP packet)"
+	[ "$(decap_stat drop_gre_checksum)" = 1 ] || fail "drop_gre_checksum $(decap_stat drop_gre_checksum), want 1"
+	local dropped decoded
+	dropped=$(awk '$1 ~ /^drop_/ { t += $2 } END { print t + 0 }' "$tmp/lb-decap.log")
+	decoded=$(($(decap_stat decoded_ipip) + $(decap_stat decoded_gre) + $(decap_stat decoded_gue)))
+	[ "$dropped" = 2 ] || fail "lb-decap dropped $dropped packets, want the 2 damaged ones"
+	[ "$(decap_stat tx)" = "$decoded" ] && [ "$(decap_stat tx_errors)" = 0 ] ||
+		fail "tx $(decap_stat tx) tx_errors $(decap_stat tx_errors) for $decoded decoded"
+	ok "lb-decap: $decoded packets decoded and written to the TUN device, the 2 damaged ones counted by reason"
+}
+
+# decap_server I — real server I for tunnels: the VIPs on lo, no reverse-path filter, ARP for
+# its own addresses only, lb-decap on dc0 (every tunnel), nginx on the VIPs, a socat echo on
+# VIP4:9000.
+decap_server() {
+	local i="$1" role="s$1"
+	nsx "$role" ip addr add "$LBT_VIP4/32" dev lo
+	nsx "$role" ip -6 addr add "$LBT_VIP6/128" dev lo
+	nsx "$role" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+		net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+	LBT_DECAP_PIDS="${LBT_DECAP_PIDS:-} $(start_in_ns "$role" "lb-decap-$role" "$(lbt_bin lb-decap)" \
+		--tun dc0 --gue-port 6080 --ipip --gre)"
+	start_nginx "$role" "$LBT_VIP4" "$role" "$LBT_VIP6"
+	start_in_ns "$role" "socat-$role" socat -T 10 "TCP4-LISTEN:9000,bind=$LBT_VIP4,reuseaddr,fork" PIPE >/dev/null
+	wait_http "$role" "http://$LBT_VIP4/" || return 1
+}
+
+scenario_tunnel() {
+	LBT_NSERVERS=2
+	topo_up || fail topo_up
+	command -v socat >/dev/null || fail "socat not found"
+	command -v tcpdump >/dev/null || fail "tcpdump not found"
+	# The tunnel sources are routed into the TUN: lb-tun writes the tunnelled packets there and
+	# the kernel forwards them to the servers; anything sent back to them returns to lb-tun.
+	ip -n "${LBT}-gw" route add 10.20.9.1/32 dev "$LBT_TUN"
+	ip -n "${LBT}-gw" -6 route add fd00:99::1/128 dev "$LBT_TUN"
+	decap_server 1 || fail "s1 did not start"
+	decap_server 2 || fail "s2 did not start"
+	local a1 a2 b1 b2
+	a1=$(server_addr4 1)
+	a2=$(server_addr4 2)
+	b1=$(server_addr6 1)
+	b2=$(server_addr6 2)
+	head -c 1000000 /dev/urandom >"$tmp/payload"
+	local kind opts4 opts6 csum4 csum6 n=2000 c1 c2 d1 d2 cap got
+	for kind in ipip gue gre; do
+		case $kind in
+		ipip) opts4="--tun-type ipip" opts6="--tun-type ipip" csum4=0 csum6=0 ;;
+		# IPv6 GUE needs a UDP checksum (a socket takes no zero checksum over IPv6).
+		gue) opts4="--tun-type gue --tun-port 6080 --tun-nocsum" opts6="--tun-type gue --tun-port 6080 --tun-csum" csum4=0 csum6=1 ;;
+		gre) opts4="--tun-type gre --tun-csum" opts6="--tun-type gre --tun-nocsum" csum4=1 csum6=0 ;;
+		esac
+		cat >"$tmp/lb-$kind.conf" <<CONF
+-A -t $LBT_VIP4:80 -s wrr
+-a -t $LBT_VIP4:80 -r $a1:80 -i -w 3 $opts4
+-a -t $LBT_VIP4:80 -r $a2:80 -i -w 1 $opts4
+-A -t [$LBT_VIP6]:80 -s rr
+-a -t [$LBT_VIP6]:80 -r [$b1]:80 -i -w 1 $opts6
+-a -t [$LBT_VIP6]:80 -r [$b2]:80 -i -w 1 $opts6
+-A -t $LBT_VIP4:9000 -s rr
+-a -t $LBT_VIP4:9000 -r $a1:9000 -i -w 1 $opts4
+CONF
+		cap=$(start_in_ns s1 "tcpdump-$kind" tcpdump --immediate-mode -Uni eth0 -w "$tmp/s1-$kind.pcap" \
+			"src host 10.20.9.1 or src host fd00:99::1 or src host $LBT_VIP4 or src host $LBT_VIP6")
+		start_gateway "$tmp/lb-$kind.conf" --tunnel-source 10.20.9.1 --tunnel-source fd00:99::1 ||
+			fail "$kind: gateway did not start"
+		sleep 0.5 # tcpdump attaches
+		c1=$(wc -l <"$tmp/s1.access.log")
+		c2=$(wc -l <"$tmp/s2.access.log")
+		load_run "http://$LBT_VIP4/" "$n" 20 "$tmp/$kind-v4.csv" || fail "$kind: load v4"
+		all_ok "$tmp/$kind-v4.csv" "$n"
+		d1=$(($(wc -l <"$tmp/s1.access.log") - c1))
+		d2=$(($(wc -l <"$tmp/s2.access.log") - c2))
+		awk -v a="$d1" -v b="$d2" 'BEGIN { if (a + b == 0) exit 1; f = a / (a + b); d = f - 0.75; if (d < 0) d = -d; exit !(d <= 0.02 * 0.75) }' ||
+			fail "$kind: split s1 $d1 s2 $d2 is not 3:1 within 2 %"
+		ok "$kind: $n/$n requests to $LBT_VIP4 got 200, split s1 $d1 s2 $d2 (wrr 3:1)"
+		load_run "http://[$LBT_VIP6]/" 200 10 "$tmp/$kind-v6.csv" || fail "$kind: load v6"
+		all_ok "$tmp/$kind-v6.csv" 200
+		ok "$kind: 200/200 requests to [$LBT_VIP6] got 200"
+		nsx client timeout 30 socat -T 10 -t 10 - "TCP4:$LBT_VIP4:9000" <"$tmp/payload" >"$tmp/echoed" ||
+			fail "$kind: socat transfer failed"
+		cmp -s "$tmp/payload" "$tmp/echoed" || fail "$kind: the echoed 1 MB differs ($(wc -c <"$tmp/echoed") bytes back)"
+		ok "$kind: 1,000,000 bytes echoed through $LBT_VIP4:9000, identical"
+		kill "$LBT_GW_PID" "$cap" 2>/dev/null
+		for _ in $(seq 1 50); do
+			kill -0 "$LBT_GW_PID" 2>/dev/null || kill -0 "$cap" 2>/dev/null || break
+			sleep 0.1
+		done
+		got=$(python3 "$LBT_REPO/scripts/check-tunnel-pcap.py" "$tmp/s1-$kind.pcap" "$kind" \
+			src4=10.20.9.1 src6=fd00:99::1 server4="$a1" server6="$b1" vip4="$LBT_VIP4" \
+			vip6="$LBT_VIP6" client4="$LBT_CLIENT4" client6="$LBT_CLIENT6" \
+			csum4=$csum4 csum6=$csum6 port=6080) || fail "$kind: outer headers on s1's link"
+		read -r _ outer _ v4 _ v6 _ replies <<<"${got//[(),]/ }"
+		[ "$v4" -gt 1000 ] && [ "$v6" -gt 100 ] && [ "$replies" -gt 1000 ] ||
+			fail "$kind: too few packets on s1's link to judge: $got"
+		ok "$kind: s1's link: $got, every field as IPVS writes it; replies plain, from the VIPs"
+	done
+	local i pid k
+	# shellcheck disable=SC2086
+	kill $LBT_DECAP_PIDS 2>/dev/null
+	for pid in $LBT_DECAP_PIDS; do
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+	done
+	for i in 1 2; do
+		grep -v ' 0$' "$tmp/lb-decap-s$i.log" | grep -v INFO | sed "s/^/  lb-decap s$i: /"
+		for k in decoded_ipip decoded_gue decoded_gre; do
+			awk -v k="$k" '$1 == k && $2 > 0 { n++ } END { exit n != 1 }' "$tmp/lb-decap-s$i.log" ||
+				fail "lb-decap on s$i: no $k counted"
+		done
+		awk '$1 ~ /^drop_/ && $2 != 0 { bad = 1 } END { exit bad }' "$tmp/lb-decap-s$i.log" ||
+			fail "lb-decap on s$i refused packets"
+	done
+	ok "lb-decap on both servers decoded every tunnel and refused nothing"
 }
 
 # gw_routes PROTO — destinations of the gw's routes with that protocol number (IPv4, then
@@ -1082,7 +1583,7 @@ CONF
 }
 
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag | synflood | health | announce) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|announce" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood | health | dr | decap | tunnel | announce) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|dr|decap|tunnel|announce" >&2; exit 2 ;;
 esac
 echo PASS

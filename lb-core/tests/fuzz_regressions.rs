@@ -53,6 +53,11 @@ fn sync_regressions() {
 }
 
 #[test]
+fn decap_regressions() {
+    replay("decap", harness::decap::run);
+}
+
+#[test]
 fn ipvsadm_regressions() {
     replay("ipvsadm", harness::grammar::run_lines);
 }
@@ -95,6 +100,7 @@ fn replay_one() {
             harness::keepalived::run(&data);
         }
         "sync" => harness::sync::run(&data),
+        "decap" => harness::decap::run(&data),
         other => panic!("unknown target {other}"),
     }
 }

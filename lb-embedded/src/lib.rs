@@ -8,6 +8,7 @@
 extern crate std;
 
 pub mod gateway;
+pub mod link;
 pub mod neighbour;
 mod phy;
 pub mod route;
@@ -32,16 +33,25 @@ use lb_core::ConnResources;
 use neighbour::{HoldSlot, NeighbourSlot};
 use route::RouteSlot;
 
-/// Bytes of an Ethernet header; IP packets sit at this offset in the frame buffer on every
-/// medium, so the header can be written in front of a forwarded packet without moving it.
+/// Bytes of an Ethernet header. A received IP packet sits this far behind the frame's start on
+/// every medium ([`HEADROOM`] + `LINK_HEADER` into the frame buffer), so the header can be
+/// written in front of a forwarded packet without moving it.
 pub const LINK_HEADER: usize = 14;
+
+/// Bytes kept free in the frame buffer in front of every received frame: the most a tunnel
+/// (`-i`) puts in front of a packet ([`lb_core::tunnel::MAX_OVERHEAD`], IPv6 + UDP + GUE), so
+/// the balancer writes a tunnelled packet's outer headers there
+/// ([`Balancer::process_at`](lb_core::Balancer::process_at)) and never moves the packet; the
+/// link header then goes in front of the outer headers.
+pub const HEADROOM: usize = lb_core::tunnel::MAX_OVERHEAD;
 
 /// Room the balancer gets for one IP packet: lb-core wants at least 1600 bytes (or MTU + 100)
 /// so a generated reply (an ICMP error quoting the packet) always fits.
 pub const IP_BUFFER: usize = 1600;
 
-/// Bytes of the frame buffer: a link header and [`IP_BUFFER`].
-pub const FRAME_BUFFER: usize = LINK_HEADER + IP_BUFFER;
+/// Bytes of the frame buffer: [`HEADROOM`], a link header and [`IP_BUFFER`]. A received frame
+/// may be up to `LINK_HEADER + IP_BUFFER` bytes long (longer ones are dropped as oversize).
+pub const FRAME_BUFFER: usize = HEADROOM + LINK_HEADER + IP_BUFFER;
 
 /// The largest frame the gateway sends or holds: 1500-byte IP packets plus the Ethernet header.
 /// Packets longer than this or than the device's MTU are dropped and counted.
@@ -57,8 +67,8 @@ pub const MAX_FRAME: usize = 1514;
 /// Spell the type with [`gateway_resources!`], which computes `INDEX`, `WHEEL` and `FRAGS`. Its
 /// [`new`](Self::new) is a `const fn` giving all zero bits, so a `static` of it lands in `.bss`
 /// (no flash). Size: `64 × CONNS` (for `CONNS ≥ 17`) + the fragment table (`4 × CONNS`, at
-/// least 1 KiB) + `48 × NEIGHBOURS` + `37 × ROUTES` + `1540 × HOLD` + 1614 bytes, rounded up
-/// for alignment (78,336 bytes on Cortex-M for 1,024 connections, 16 neighbours, 4 routes,
+/// least 1 KiB) + `48 × NEIGHBOURS` + `37 × ROUTES` + `1540 × HOLD` + 1666 bytes, rounded up
+/// for alignment (78,384 bytes on Cortex-M for 1,024 connections, 16 neighbours, 4 routes,
 /// 4 held frames).
 pub struct GatewayResources<
     const CONNS: usize,

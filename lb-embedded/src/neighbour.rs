@@ -120,31 +120,40 @@ impl NeighbourSlot {
 
 /// What [`Neighbours::lookup`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lookup {
+pub enum Lookup {
     /// Known: send to this address; `refresh` asks for a request to be sent too.
-    Found { mac: EthernetAddress, refresh: bool },
+    Found {
+        /// The next hop's hardware address.
+        mac: EthernetAddress,
+        /// The entry is old: send a request too (it is still used meanwhile).
+        refresh: bool,
+    },
     /// Being resolved: hold the frame; `request` asks for the first request to be sent.
-    Resolving { request: bool },
+    Resolving {
+        /// This lookup started the resolution: send the first request.
+        request: bool,
+    },
     /// No slot to track it: drop the frame.
     NoRoom,
 }
 
 /// What a timer pass asks for, one address at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Due {
+pub enum Due {
     /// Send another request for this address.
     Request(IpAddr),
     /// Resolution failed: drop the frames held for it.
     GiveUp(IpAddr),
 }
 
-/// The cache over caller-owned slots.
-pub(crate) struct Neighbours<'a> {
+/// The cache over caller-owned slots (emptied by [`new`](Self::new)).
+pub struct Neighbours<'a> {
     slots: &'a mut [NeighbourSlot],
 }
 
 impl<'a> Neighbours<'a> {
-    pub(crate) fn new(slots: &'a mut [NeighbourSlot]) -> Self {
+    /// The cache over `slots`, all of them freed.
+    pub fn new(slots: &'a mut [NeighbourSlot]) -> Self {
         slots.fill(NeighbourSlot::EMPTY);
         Neighbours { slots }
     }
@@ -169,7 +178,7 @@ impl<'a> Neighbours<'a> {
     }
 
     /// The hardware address for `ip`, starting a resolution if it is unknown.
-    pub(crate) fn lookup(&mut self, ip: IpAddr, now: Instant) -> Lookup {
+    pub fn lookup(&mut self, ip: IpAddr, now: Instant) -> Lookup {
         let now = now.millis();
         let k = Key::of(ip);
         if let Some(i) = self.find(k) {
@@ -201,13 +210,7 @@ impl<'a> Neighbours<'a> {
 
     /// Records that `ip` is at `mac`. Creates an entry only if `create` (an answer to us);
     /// otherwise only updates a known one. Returns whether frames may be waiting for it.
-    pub(crate) fn learn(
-        &mut self,
-        ip: IpAddr,
-        mac: EthernetAddress,
-        now: Instant,
-        create: bool,
-    ) -> bool {
+    pub fn learn(&mut self, ip: IpAddr, mac: EthernetAddress, now: Instant, create: bool) -> bool {
         if !mac.is_unicast() {
             return false;
         }
@@ -235,7 +238,7 @@ impl<'a> Neighbours<'a> {
     }
 
     /// The next due request or give-up, if any (call until `None`).
-    pub(crate) fn due(&mut self, now: Instant) -> Option<Due> {
+    pub fn due(&mut self, now: Instant) -> Option<Due> {
         let now = now.millis();
         let s = self
             .slots
@@ -252,7 +255,7 @@ impl<'a> Neighbours<'a> {
     }
 
     /// When [`due`](Self::due) next has something to do.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Instant> {
         self.slots
             .iter()
             .filter(|s| s.state == INCOMPLETE)
@@ -262,7 +265,7 @@ impl<'a> Neighbours<'a> {
     }
 
     /// Complete entries, for diagnostics: `(address, hardware address)`.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (IpAddr, EthernetAddress)> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = (IpAddr, EthernetAddress)> + '_ {
         self.slots
             .iter()
             .filter(|s| s.state == COMPLETE)
@@ -294,14 +297,15 @@ impl HoldSlot {
     };
 }
 
-/// The hold queue over caller-owned slots.
-pub(crate) struct Hold<'a> {
+/// The hold queue over caller-owned slots (emptied by [`new`](Self::new)).
+pub struct Hold<'a> {
     slots: &'a mut [HoldSlot],
     seq: u32,
 }
 
 impl<'a> Hold<'a> {
-    pub(crate) fn new(slots: &'a mut [HoldSlot]) -> Self {
+    /// The queue over `slots`, all of them freed.
+    pub fn new(slots: &'a mut [HoldSlot]) -> Self {
         for s in slots.iter_mut() {
             s.used = false;
         }
@@ -310,7 +314,7 @@ impl<'a> Hold<'a> {
 
     /// Holds `frame` (a whole Ethernet frame) for `next_hop`; `false` if the queue is full or
     /// the frame too long.
-    pub(crate) fn push(&mut self, next_hop: IpAddr, frame: &[u8]) -> bool {
+    pub fn push(&mut self, next_hop: IpAddr, frame: &[u8]) -> bool {
         if frame.len() > crate::MAX_FRAME {
             return false;
         }
@@ -330,11 +334,7 @@ impl<'a> Hold<'a> {
 
     /// The oldest frame held for `next_hop`, removed from the queue: calls `f` with it (so the
     /// destination address can be written) and returns what `f` returns.
-    pub(crate) fn pop_for<R>(
-        &mut self,
-        next_hop: IpAddr,
-        f: impl FnOnce(&mut [u8]) -> R,
-    ) -> Option<R> {
+    pub fn pop_for<R>(&mut self, next_hop: IpAddr, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
         let k = Key::of(next_hop);
         let seq = self.seq;
         let s = self
@@ -348,7 +348,7 @@ impl<'a> Hold<'a> {
     }
 
     /// Drops every frame held for `next_hop`; returns how many.
-    pub(crate) fn drop_for(&mut self, next_hop: IpAddr) -> u64 {
+    pub fn drop_for(&mut self, next_hop: IpAddr) -> u64 {
         let k = Key::of(next_hop);
         let mut n = 0;
         for s in self.slots.iter_mut() {
@@ -361,7 +361,12 @@ impl<'a> Hold<'a> {
     }
 
     /// Frames held now.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.used).count()
+    }
+
+    /// True when no frame is held.
+    pub fn is_empty(&self) -> bool {
+        !self.slots.iter().any(|s| s.used)
     }
 }

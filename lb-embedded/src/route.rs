@@ -79,19 +79,20 @@ impl RouteSlot {
     }
 }
 
-/// The table over caller-owned slots.
-pub(crate) struct Routes<'a> {
+/// The table over caller-owned slots (emptied by [`new`](Self::new)).
+pub struct Routes<'a> {
     slots: &'a mut [RouteSlot],
 }
 
 impl<'a> Routes<'a> {
-    pub(crate) fn new(slots: &'a mut [RouteSlot]) -> Self {
+    /// The table over `slots`, all of them freed.
+    pub fn new(slots: &'a mut [RouteSlot]) -> Self {
         slots.fill(RouteSlot::EMPTY);
         Routes { slots }
     }
 
     /// Adds (or replaces the route for the same destination); `false` if the table is full.
-    pub(crate) fn add(&mut self, r: Route) -> bool {
+    pub fn add(&mut self, r: Route) -> bool {
         let dest = IpAddr::from(r.dest.address());
         let pk = Key::of(dest);
         let slot = match self.slots.iter().position(|s| {
@@ -122,7 +123,7 @@ impl<'a> Routes<'a> {
     }
 
     /// Removes the route for exactly `dest`; whether there was one.
-    pub(crate) fn remove(&mut self, dest: IpCidr) -> bool {
+    pub fn remove(&mut self, dest: IpCidr) -> bool {
         let mut found = false;
         for s in self.slots.iter_mut() {
             if s.route().is_some_and(|r| r.dest == dest) {
@@ -134,13 +135,13 @@ impl<'a> Routes<'a> {
     }
 
     /// The routes, in slot order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = Route> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Route> + '_ {
         self.slots.iter().filter_map(RouteSlot::route)
     }
 
     /// The next hop for `dst`: longest prefix among `connected` (on-link subnets) and the
     /// table.
-    pub(crate) fn next_hop(&self, dst: IpAddr, connected: &[IpCidr]) -> Option<IpAddr> {
+    pub fn next_hop(&self, dst: IpAddr, connected: &[IpCidr]) -> Option<IpAddr> {
         let d: IpAddress = dst.into();
         let mut best: Option<(u8, IpAddr)> = None;
         let mut consider = |len: u8, hop: IpAddr| {

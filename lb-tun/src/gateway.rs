@@ -279,6 +279,17 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// Lets real servers be added with direct routing (`-g`): for a device that sends each
+    /// packet to its next hop's hardware address (`--tap`), whatever the packet's own
+    /// destination. Without it `-g` is refused, with a message that says to run with `--tap`.
+    pub fn enable_direct_routing(&mut self) {
+        let settings = Settings {
+            direct_routing: true,
+            ..*self.lb.settings()
+        };
+        self.lb.set_settings(settings);
+    }
+
     /// The balancer (read-only).
     pub fn balancer(&self) -> &Balancer<'static> {
         &self.lb
@@ -292,9 +303,10 @@ impl Gateway {
     // ------------------------------------------------------------------ datapath
 
     /// Runs the balancer over the packets of `ring` (one burst) and sets each slot's action:
-    /// forwarded, passed and generated packets are written back to the TUN device, dropped
-    /// ones are not, and a passed packet to a current or former virtual address is dropped
-    /// (it would loop through the TUN device).
+    /// forwarded, passed and generated packets are written back to the device (the forwarded
+    /// and generated ones with the verdict's next hop), dropped ones are not, and a passed
+    /// packet to a current or former virtual address is dropped (it would loop through the
+    /// device).
     pub fn process_ring(&mut self, now: Instant, ring: &mut PacketRing) {
         let n = ring.len();
         if self.verdicts.len() < n {
@@ -319,16 +331,19 @@ impl Gateway {
                 start: 0,
                 len: *slot.len,
             });
-            metas.push((slot.len, slot.action));
+            metas.push((slot.len, slot.action, slot.next_hop));
         }
         let n = pkts.len();
         self.lb
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
         drop(pkts);
-        for ((len, action), v) in metas.into_iter().zip(&self.verdicts[..n]) {
+        for ((len, action, next_hop), v) in metas.into_iter().zip(&self.verdicts[..n]) {
             *action = match *v {
                 Verdict::ToServer(t) | Verdict::ToClient(t) | Verdict::Reply(t) => {
                     *len = t.len;
+                    // A direct-routing packet's next hop is its real server, not its own
+                    // destination (the VIP); only a TAP device can honour it.
+                    *next_hop = Some(t.dst);
                     Action::Send
                 }
                 Verdict::Drop(_) => Action::Drop,
@@ -803,7 +818,7 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
 
   lbadm -A|-E -t|-u VIP:PORT [-s SCHED] [-b FLAGS] [-p [TIMEOUT]] [-M MASK] [-o] [--table-size M]
   lbadm -D -t|-u VIP:PORT
-  lbadm -a|-e -t|-u VIP:PORT -r RIP[:PORT] -m [-w WEIGHT] [-x UPPER] [-y LOWER]
+  lbadm -a|-e -t|-u VIP:PORT -r RIP[:PORT] -m|-g [-w WEIGHT] [-x UPPER] [-y LOWER]
   lbadm -d -t|-u VIP:PORT -r RIP[:PORT]
   lbadm -C | -Z [-t|-u VIP:PORT]
   lbadm -L|-l [-n] [--exact] [--stats | --rate | --thresholds | --timeout | -c] [-t|-u VIP:PORT]
@@ -836,8 +851,8 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
                                                                       (lb-tun extension)
   --control PATH           the gateway's socket (default /run/lb-tun.sock)
 
-Only NAT (-m) is supported; -g and -i are refused. Firewall-mark services (-f) are refused:
-a TUN device carries no mark.
+NAT (-m) works on either device; direct routing (-g) only when lb-tun runs on a TAP device
+(--tap), and -i is refused. Firewall-mark services (-f) are refused: the device carries no mark.
 ";
 
 #[cfg(test)]

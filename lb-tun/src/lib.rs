@@ -3,6 +3,7 @@
 
 pub mod announce;
 pub mod control;
+pub mod decap;
 pub mod drain;
 pub mod gateway;
 pub mod health;
@@ -11,6 +12,7 @@ pub mod listing;
 pub mod metrics;
 pub mod prom;
 pub mod syncd;
+pub mod tap;
 pub mod tun;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! `lb-tun`: the Linux demo gateway. It owns a TUN device, the control socket and the metrics
-//! endpoint, and moves packets between the TUN device and lb-core's balancer a burst at a time:
+//! `lb-tun`: the Linux demo gateway. It owns a TUN device (or a TAP device, `--tap`: see
+//! [`lb_tun::tap`]), the control socket and the metrics endpoint, and moves packets between the
+//! device and lb-core's balancer a burst at a time:
 //! read a burst into the ring, run `Balancer::process_burst` over it, write back what the
 //! verdicts say (see [`lb_tun::gateway`]). Control requests and timers are handled between
 //! bursts by this one owner of the balancer (see `docs/architecture.md`).
@@ -16,6 +17,7 @@ use lb_tun::announce::{self, Announcer};
 use lb_tun::control::{ControlServer, Pending, Reply, DEFAULT_CONTROL_PATH};
 use lb_tun::gateway::{os_random, parse_batch, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
+use lb_tun::tap::{Device, TapConfig, TapDevice};
 use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 
 /// How long the loop waits for the TUN device at most when no packet waits: bounds the latency of
@@ -29,14 +31,31 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
 /// How often a drain counts the flows left.
 const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(200);
 
-/// The userspace IPVS gateway on a TUN device (NAT, ipvsadm's configuration language).
+/// The userspace IPVS gateway on a TUN device (NAT) or a TAP device (NAT and direct routing),
+/// configured in ipvsadm's language.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// TUN device to create or attach to (e.g. lb0); route the VIPs and the real servers'
-    /// replies into it (see README-routing.md).
-    #[arg(long)]
-    tun: String,
+    /// replies into it (see README-routing.md). NAT only: -g needs --tap.
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["tap", "check"])]
+    tun: Option<String>,
+    /// TAP device to create or attach to instead of a TUN device: lb-tun is then a host on
+    /// that Ethernet link (ARP/NDP answered for the VIPs and its --address, next hops resolved
+    /// by ARP/NDP) and carries direct routing (-g) as well as NAT (README "Direct routing").
+    #[arg(long, value_name = "NAME", conflicts_with = "tun")]
+    tap: Option<String>,
+    /// lb-tun's own address on the TAP link with its subnet (repeatable, e.g. one IPv4 and
+    /// one IPv6): answered to ARP/NDP, the source of its requests; the subnets are on the link.
+    #[arg(long, value_name = "ADDR/PREFIX", requires = "tap")]
+    address: Vec<String>,
+    /// Router for destinations in no --address subnet (repeatable: one per family).
+    #[arg(long, value_name = "ADDR", requires = "tap")]
+    gateway: Vec<std::net::IpAddr>,
+    /// lb-tun's hardware address on the TAP link (default: a random locally administered
+    /// one). Not the TAP interface's own address, which is the host's end of the wire.
+    #[arg(long, value_name = "MAC", requires = "tap")]
+    mac: Option<String>,
     /// File of ipvsadm commands (`ipvsadm-save -n` output, one per line) applied at start;
     /// the gateway refuses to start if any line is wrong.
     #[arg(long)]
@@ -89,8 +108,8 @@ struct Args {
     /// it (a real server with weight above 0, after its health checks if any): a routing
     /// daemon (BIRD) exports those routes by their protocol number (README "Several
     /// gateways"). Brings the device up. Let lb-tun create the device, so the routes go with
-    /// it if the process dies.
-    #[arg(long)]
+    /// it if the process dies. With --tun only.
+    #[arg(long, conflicts_with = "tap")]
     announce: bool,
     /// Protocol number of the announced routes (--announce); 77 is the held routes'.
     #[arg(long, value_name = "N", default_value_t = announce::DEFAULT_PROTO, requires = "announce")]
@@ -117,7 +136,7 @@ impl Clock {
 
 /// Everything the packet loop owns.
 struct Loop {
-    dev: TunDevice,
+    dev: Device,
     ring: PacketRing,
     gw: Gateway,
     clock: Clock,
@@ -150,6 +169,7 @@ impl Loop {
             }
             let now = self.clock.now();
             self.gw.run_timers(now);
+            self.dev.run_timers();
             for p in self.gw.take_probe_packets() {
                 if let Err(e) = lb_tun::tun::PacketIo::send(&self.dev, &p) {
                     log::debug!("probe packet not written: {e}");
@@ -157,19 +177,30 @@ impl Loop {
             }
             let mut changed = false;
             while let Ok(pending) = self.control.try_recv() {
-                let reply = match lb_tun::drain::parse(&pending.request.args) {
-                    Some(req) => self.start_drain(req),
-                    None => {
-                        changed = true;
-                        self.gw.control(now, &pending.request, self.ring.stats())
-                    }
-                };
+                if let Some(req) = lb_tun::drain::parse(&pending.request.args) {
+                    let reply = self.start_drain(req);
+                    log::debug!(
+                        "control {:?}: status {}",
+                        pending.request.args,
+                        reply.status
+                    );
+                    pending.respond(reply);
+                    continue;
+                }
+                let mut reply = self.gw.control(now, &pending.request, self.ring.stats());
+                if reply.status == 0 && pending.request.args == ["--stats-gateway"] {
+                    reply.text.push_str(&self.dev.stats_text());
+                }
+                changed = true;
                 log::debug!(
                     "control {:?}: status {}",
                     pending.request.args,
                     reply.status
                 );
                 pending.respond(reply);
+            }
+            if changed {
+                self.dev.set_answered(answered(&self.gw));
             }
             if changed || self.last_announce.elapsed() >= ANNOUNCE_EVERY {
                 self.announce();
@@ -279,6 +310,42 @@ impl Loop {
         self.snapshot.publish(text);
         self.last_publish = Instant::now();
     }
+}
+
+/// The addresses a TAP link answers besides lb-tun's own: the VIPs, the probe sources and the
+/// tunnel sources (the servers' ICMP errors about tunnelled packets come back to them).
+fn answered(gw: &Gateway) -> Vec<std::net::IpAddr> {
+    let mut v = lb_tun::tap::vips(gw.balancer());
+    if let Some(p) = gw.probes() {
+        v.extend_from_slice(p.sources());
+    }
+    let st = gw.balancer().settings();
+    v.extend(st.tunnel_source_v4.map(std::net::IpAddr::V4));
+    v.extend(st.tunnel_source_v6.map(std::net::IpAddr::V6));
+    v
+}
+
+/// The TAP link's configuration from `--mac`, `--address` and `--gateway`; `None` on a TUN
+/// device, which takes none of them (clap's `requires` does not see `--tap` missing once
+/// `--tun`, which conflicts with it, is given).
+fn tap_config(args: &Args) -> Result<Option<TapConfig>, String> {
+    if args.tap.is_none() {
+        if !args.address.is_empty() || !args.gateway.is_empty() || args.mac.is_some() {
+            return Err("--address, --gateway and --mac configure a TAP device: \
+                        give --tap NAME, or leave them out with --tun"
+                .into());
+        }
+        return Ok(None);
+    }
+    let mac = match &args.mac {
+        Some(m) => lb_tun::tap::parse_mac(m)?,
+        None => {
+            let mut b = [0u8; 6];
+            getrandom::fill(&mut b).map_err(|e| format!("no random bytes for a MAC: {e}"))?;
+            lb_tun::tap::local_mac(b)
+        }
+    };
+    TapConfig::new(mac, &args.address, &args.gateway).map(Some)
 }
 
 /// Addresses, comma-separated ("none" for none).
@@ -423,6 +490,16 @@ fn main() -> ExitCode {
         log::error!("{e}");
         return ExitCode::FAILURE;
     }
+    let tap = match tap_config(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if tap.is_some() {
+        gw.enable_direct_routing();
+    }
     let nat = match load_config(&mut gw, clock.now(), &args) {
         Ok(nat) => nat,
         Err(e) => {
@@ -438,16 +515,27 @@ fn main() -> ExitCode {
         load_state(&mut gw, clock.now(), path);
         gw.set_state_path(path.clone());
     }
-    let existed = std::path::Path::new("/sys/class/net")
-        .join(&args.tun)
-        .exists();
-    let dev = match TunDevice::open(&args.tun) {
+    let existed = args
+        .tun
+        .as_ref()
+        .is_some_and(|t| std::path::Path::new("/sys/class/net").join(t).exists());
+    let opened = match (&args.tap, &tap, &args.tun) {
+        (Some(name), Some(cfg), _) => TapDevice::open(name, cfg)
+            .map(|d| Device::Tap(Box::new(d)))
+            .map_err(|e| format!("cannot open TAP device {name}: {e}")),
+        (_, _, Some(name)) => TunDevice::open(name)
+            .map(Device::Tun)
+            .map_err(|e| format!("cannot open TUN device {name}: {e}")),
+        _ => Err("give --tun NAME or --tap NAME".to_string()),
+    };
+    let dev = match opened {
         Ok(d) => d,
         Err(e) => {
-            log::error!("cannot open TUN device {}: {e}", args.tun);
+            log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    dev.set_answered(answered(&gw));
     let announcer = if args.announce {
         if args.announce_proto == announce::HELD_PROTO {
             log::error!(
@@ -480,6 +568,21 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    if let Some(cfg) = &tap {
+        log::info!(
+            "TAP link: hardware address {}, addresses {}{}; direct routing (-g) on",
+            cfg.mac,
+            cfg.addresses
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            cfg.gateways
+                .iter()
+                .map(|g| format!(", gateway {g}"))
+                .collect::<String>()
+        );
+    }
     let (control, control_rx) = match ControlServer::start(&args.control) {
         Ok(x) => x,
         Err(e) => {
@@ -548,8 +651,86 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("TUN device failed: {e}");
+            log::error!(
+                "{} device failed: {e}",
+                if tap.is_some() { "TAP" } else { "TUN" }
+            );
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<Args, String> {
+        Args::try_parse_from(std::iter::once("lb-tun").chain(args.split_whitespace()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tun_or_tap_with_its_flags() {
+        let a = parse("--tun lb0").unwrap();
+        assert_eq!((a.tun.as_deref(), a.tap.as_deref()), (Some("lb0"), None));
+        let a = parse(
+            "--tap lt0 --address 10.0.0.2/24 --address fd00::2/64 --gateway 10.0.0.254 \
+             --mac 02:00:00:00:00:01",
+        )
+        .unwrap();
+        assert_eq!(a.tap.as_deref(), Some("lt0"));
+        let cfg = tap_config(&a).unwrap().unwrap();
+        assert_eq!(cfg.addresses.len(), 2);
+        assert_eq!(
+            cfg.gateways,
+            vec!["10.0.0.254".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(cfg.mac.0, [2, 0, 0, 0, 0, 1]);
+        // Without --mac, a random locally administered one.
+        let a = parse("--tap lt0 --address 10.0.0.2/24").unwrap();
+        let m = tap_config(&a).unwrap().unwrap().mac;
+        assert!(m.is_unicast() && m.0[0] & 2 == 2, "{m}");
+        assert!(
+            parse("--check --config x").is_ok(),
+            "--check needs no device"
+        );
+        assert_eq!(tap_config(&parse("--tun lb0").unwrap()), Ok(None));
+    }
+
+    #[test]
+    fn bad_device_flags_are_refused_clearly() {
+        for (args, says) in [
+            ("", "--tun <NAME>"),
+            (
+                "--tun lb0 --tap lt0 --address 10.0.0.2/24",
+                "cannot be used with",
+            ),
+            ("--address 10.0.0.2/24", "--tap <NAME>"),
+            (
+                "--tap lt0 --address 10.0.0.2/24 --gateway 10.0.0",
+                "invalid value",
+            ),
+        ] {
+            let e = parse(args).map(|_| ()).unwrap_err();
+            assert!(e.contains(says), "{args}: {e}");
+        }
+        for (args, says) in [
+            ("--tap lt0", "--tap needs --address ADDR/PREFIX"),
+            ("--tun lb0 --address 10.0.0.2/24", "give --tap NAME"),
+            ("--tun lb0 --gateway 10.0.0.1", "give --tap NAME"),
+            ("--tun lb0 --mac 02:00:00:00:00:01", "give --tap NAME"),
+            ("--tap lt0 --address 10.0.0.2", "want ADDR/PREFIX"),
+            (
+                "--tap lt0 --address 10.0.0.2/24 --gateway 10.1.0.1",
+                "not in the subnet",
+            ),
+            (
+                "--tap lt0 --address 10.0.0.2/24 --mac 01:00:00:00:00:01",
+                "not a unicast",
+            ),
+        ] {
+            let e = tap_config(&parse(args).unwrap()).unwrap_err();
+            assert!(e.contains(says), "{args}: {e}");
         }
     }
 }

@@ -14,6 +14,8 @@ use crate::tun::PacketIo;
 pub struct FakeIo {
     pub inbox: RefCell<VecDeque<Vec<u8>>>,
     pub outbox: RefCell<Vec<Vec<u8>>>,
+    /// The next hop of each packet in `outbox` that was sent with one (`send_to`).
+    pub hops: RefCell<Vec<std::net::IpAddr>>,
 }
 
 impl FakeIo {
@@ -38,6 +40,11 @@ impl PacketIo for FakeIo {
     fn send(&self, pkt: &[u8]) -> io::Result<bool> {
         self.outbox.borrow_mut().push(pkt.to_vec());
         Ok(true)
+    }
+
+    fn send_to(&self, pkt: &[u8], next_hop: std::net::IpAddr) -> io::Result<bool> {
+        self.hops.borrow_mut().push(next_hop);
+        self.send(pkt)
     }
 }
 

@@ -7,6 +7,7 @@
 //! the ring saves is allocation and a wait per packet.
 
 use std::io::{self, ErrorKind};
+use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
 use std::time::Duration;
 
@@ -27,6 +28,13 @@ pub trait PacketIo {
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
     /// Writes one packet; `Ok(false)` when the device would block and the packet was not sent.
     fn send(&self, pkt: &[u8]) -> io::Result<bool>;
+    /// Writes one packet towards `next_hop`, which may differ from the packet's destination (a
+    /// direct-routing packet still goes to the VIP, its next hop is the real server). A device
+    /// that routes on the packet's destination (TUN) ignores `next_hop`: the default.
+    fn send_to(&self, pkt: &[u8], next_hop: IpAddr) -> io::Result<bool> {
+        let _ = next_hop;
+        self.send(pkt)
+    }
 }
 
 /// A TUN device (IP packets, no packet-info header) in non-blocking mode, with the epoll
@@ -116,11 +124,13 @@ pub enum Action {
     Drop,
 }
 
-/// Per-slot bookkeeping: the packet's length and what to do with it.
+/// Per-slot bookkeeping: the packet's length, what to do with it and its next hop, if the
+/// balancer named one.
 #[derive(Debug, Clone, Copy)]
 struct SlotMeta {
     len: usize,
     action: Action,
+    next_hop: Option<IpAddr>,
 }
 
 /// Counters of the ring's I/O since it was created.
@@ -148,6 +158,9 @@ pub struct Slot<'a> {
     pub len: &'a mut usize,
     /// What [`PacketRing::flush`] will do with it.
     pub action: &'a mut Action,
+    /// Where [`PacketRing::flush`] sends it ([`PacketIo::send_to`]); `None` (the default after
+    /// a fill): to its own destination ([`PacketIo::send`]).
+    pub next_hop: &'a mut Option<IpAddr>,
 }
 
 /// A ring of `slots` preallocated packet buffers of `buf_size` bytes each, allocated once in
@@ -175,7 +188,8 @@ impl PacketRing {
             meta: vec![
                 SlotMeta {
                     len: 0,
-                    action: Action::Send
+                    action: Action::Send,
+                    next_hop: None,
                 };
                 slots
             ]
@@ -229,6 +243,7 @@ impl PacketRing {
             self.meta[i] = SlotMeta {
                 len: n,
                 action: Action::Send,
+                next_hop: None,
             };
             self.filled += 1;
         }
@@ -263,10 +278,12 @@ impl PacketRing {
                 buf,
                 len: &mut m.len,
                 action: &mut m.action,
+                next_hop: &mut m.next_hop,
             })
     }
 
-    /// Writes every [`Action::Send`] packet to `dev`, in order, and empties the ring; returns
+    /// Writes every [`Action::Send`] packet to `dev`, in order (to its next hop if it has one),
+    /// and empties the ring; returns
     /// how many were written.
     ///
     /// A packet the device refuses is counted in [`RingStats::tx_errors`] and dropped: a
@@ -279,7 +296,7 @@ impl PacketRing {
             }
             let len = m.len.min(self.buf_size);
             let pkt = &self.rx[i * self.buf_size..i * self.buf_size + len];
-            if Self::send_one(dev, pkt, &mut self.stats) {
+            if Self::send_one(dev, pkt, m.next_hop, &mut self.stats) {
                 sent += 1;
             }
         }
@@ -287,8 +304,17 @@ impl PacketRing {
         sent
     }
 
-    fn send_one<D: PacketIo + ?Sized>(dev: &D, pkt: &[u8], stats: &mut RingStats) -> bool {
-        match dev.send(pkt) {
+    fn send_one<D: PacketIo + ?Sized>(
+        dev: &D,
+        pkt: &[u8],
+        next_hop: Option<IpAddr>,
+        stats: &mut RingStats,
+    ) -> bool {
+        let sent = match next_hop {
+            Some(hop) => dev.send_to(pkt, hop),
+            None => dev.send(pkt),
+        };
+        match sent {
             Ok(true) => {
                 stats.tx_packets += 1;
                 true

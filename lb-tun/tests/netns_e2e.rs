@@ -120,6 +120,34 @@ fn e2e_health_checks_remove_and_restore_servers() {
     run("health");
 }
 
+/// Direct routing on a TAP device (`--tap`): a socat echo of 4 MB compares bytes both ways;
+/// hey over wrr 3:1 `-g` servers set up as for kernel IPVS DR (VIP on lo, arp_ignore=1,
+/// arp_announce=2, rp_filter 0): every request 200, split 3:1, the servers' replies never
+/// pass the director (OutPkts 0, none on the TAP); IPv6 DR; NAT on the same TAP gateway; TCP_CHECK
+/// probes over the TAP take a stopped server out.
+#[test]
+fn e2e_direct_routing_on_tap() {
+    run("dr");
+}
+
+/// lb-decap on a real server whose kernel has no tunnel module: IPIP, GRE and GUE (every
+/// checksum option, remote checksum offload) over IPv4 and IPv6 from a director written apart
+/// from lb-core; HTTP and UDP to both VIPs answered straight to the client; no protocol
+/// unreachable once its raw sockets are bound; damaged packets counted per reason.
+#[test]
+fn e2e_decap_userspace_tunnel_endpoint() {
+    run("decap");
+}
+
+/// Tunnel forwarding (-i) end to end: lb-tun to two real servers running lb-decap and nginx,
+/// by ipip, gue and gre: hey with no failure and the wrr split, IPv6, a 1 MB socat echo byte
+/// for byte, replies straight to the client, the outer headers on s1's link checked field by
+/// field.
+#[test]
+fn e2e_tunnel_ipip_gue_gre_to_lb_decap_servers() {
+    run("tunnel");
+}
+
 /// `--announce` without BGP: the VIP routes appear once the checks pass, go when a VIP's
 /// servers fail and come back, `--drain-gateway` withdraws them while a held connection is
 /// still served and the gateway exits after it, SIGKILL takes them with the TUN device.

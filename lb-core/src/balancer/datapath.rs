@@ -30,12 +30,8 @@ impl Balancer<'_> {
     /// packet (else [`DropReason::NoHeadroom`]), or leave it in front and call
     /// [`process_at`](Balancer::process_at), which moves nothing.
     pub fn process(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
-        let v = self.process_here(now, buf, len);
-        if self.outer.is_empty() {
-            v
-        } else {
-            self.encapsulate(buf, 0, v)
-        }
+        // No headroom: a tunnelled packet was moved and its headers written already.
+        self.process_here(now, buf, len)
     }
 
     /// [`process`](Balancer::process) for a packet held in `buf[start..start + len]`, with
@@ -62,8 +58,8 @@ impl Balancer<'_> {
         }
     }
 
-    /// `process` up to the verdict, the packet in `buf[..len]`; tunnel headers, if any, left in
-    /// `self.outer`.
+    /// `process` of the packet in `buf[..len]`; tunnel headers that fit the headroom
+    /// (`self.headroom`) are left in `self.outer` for the caller to place.
     #[inline(always)]
     fn process_here(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
@@ -81,12 +77,7 @@ impl Balancer<'_> {
     /// the reference the differential tests and the fuzz target hold the fast path to.
     #[cfg(feature = "internals")]
     pub fn process_general(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
-        let v = self.general(now, buf, len);
-        if self.outer.is_empty() {
-            v
-        } else {
-            self.encapsulate(buf, 0, v)
-        }
+        self.general(now, buf, len)
     }
 
     /// The general path (see `process_general`).
@@ -110,6 +101,23 @@ impl Balancer<'_> {
         pkts: &mut [Packet<'_>],
         verdicts: &mut [Verdict],
     ) {
+        // Two copies of the loop: the one for bursts without headroom is the loop as it was
+        // before there was any, instruction for instruction.
+        if pkts.iter().any(|p| p.start != 0) {
+            self.burst::<true>(now, pkts, verdicts);
+        } else {
+            self.burst::<false>(now, pkts, verdicts);
+        }
+    }
+
+    /// `process_burst`; `HEADROOM`: some packet has headroom (else every `start` is 0).
+    #[inline(always)]
+    fn burst<const HEADROOM: bool>(
+        &mut self,
+        now: Instant,
+        pkts: &mut [Packet<'_>],
+        verdicts: &mut [Verdict],
+    ) {
         const STAGE: usize = 32;
         let n = pkts.len().min(verdicts.len());
         let mut start = 0;
@@ -125,7 +133,11 @@ impl Balancer<'_> {
             // a burst) and hash their client side: the source of a forward packet, the
             // destination of a reply. Other packets take the full path in stage 3.
             for (i, pkt) in pkts[start..end].iter().enumerate() {
-                let at = pkt.start.min(pkt.buf.len());
+                let at = if HEADROOM {
+                    pkt.start.min(pkt.buf.len())
+                } else {
+                    0
+                };
                 let len = pkt.len.min(pkt.buf.len() - at);
                 if let Some(f) = packet::parse_flow(&pkt.buf[at..at + len]) {
                     let (svc, hash) = self.look(&f);
@@ -150,10 +162,15 @@ impl Balancer<'_> {
             // entry was inserted or removed.
             for i in 0..count {
                 let pkt = &mut pkts[start + i];
-                let at = pkt.start.min(pkt.buf.len());
+                let at = if HEADROOM {
+                    pkt.start.min(pkt.buf.len())
+                } else {
+                    0
+                };
                 let buf = &mut pkt.buf[at..];
                 let len = pkt.len.min(buf.len());
-                if at != 0 {
+                // Tunnel headers go into the headroom when it holds them (`tunnel.rs`).
+                if HEADROOM {
                     self.headroom = at;
                 }
                 let v = match staged[i] {
@@ -169,14 +186,15 @@ impl Balancer<'_> {
                         self.process_flow(now, buf, len, f, svc, hashes[i], h)
                     }
                 };
-                verdicts[start + i] = if !self.outer.is_empty() {
-                    self.headroom = 0;
-                    self.encapsulate(pkt.buf, at, v)
-                } else if at != 0 {
-                    self.headroom = 0;
-                    shifted(v, at)
-                } else {
+                verdicts[start + i] = if !HEADROOM || at == 0 {
                     v
+                } else {
+                    self.headroom = 0;
+                    if self.outer.is_empty() {
+                        shifted(v, at)
+                    } else {
+                        self.encapsulate(pkt.buf, at, v)
+                    }
                 };
             }
             start = end;

@@ -53,7 +53,8 @@ impl Balancer<'_> {
                     Verdict::ToServer(t) => {
                         // Direct routing and tunnels left the destination as it was: the real
                         // server is the next hop, or the tunnel's end.
-                        let how = if !self.outer.is_empty() {
+                        // (A tunnelled packet grew by its outer headers.)
+                        let how = if t.len > p.total_len as usize {
                             Via::Tunnel
                         } else if holds_dst(buf, t.dst) {
                             Via::Nat
@@ -139,6 +140,7 @@ impl Balancer<'_> {
             return self.pass(&buf[..len]);
         };
         let addr = ip_of(p.v6, &d.addr);
+        let mut outer = 0;
         if d.tunnel {
             // Its server's tunnel, as the first fragment's; a datagram of no connection (one-packet
             // scheduling) has no server to ask, and goes by IPIP.
@@ -150,8 +152,9 @@ impl Balancer<'_> {
                 None => TunnelKind::Ipip,
             };
             // (A real server is of its service's family: the packet's.)
-            if let Err(v) = self.tunnel_out(now, buf, len, p, addr, kind, false) {
-                return v;
+            match self.tunnel_out(now, buf, len, p, addr, kind, false) {
+                Ok(n) => outer = n,
+                Err(v) => return v,
             }
         } else if !d.route && nat::rewrite_fragment(&mut buf[..len], p, addr, d.to_client).is_err()
         {
@@ -172,7 +175,7 @@ impl Balancer<'_> {
             Verdict::ToServer(Transmit {
                 start: 0,
                 dst: addr,
-                len: p.total_len as usize,
+                len: p.total_len as usize + outer,
             })
         }
     }

@@ -53,17 +53,15 @@ impl Balancer<'_> {
                 if !method::is_nat(flags) {
                     // The connection's transmitter carries the error (`ip_vs_icmp_xmit`):
                     // unchanged to the real server, by direct routing or in its tunnel.
-                    if let Err(v) =
-                        self.send_to_server(now, buf, len, p, dest, flags, server, false)
-                    {
-                        return v;
-                    }
-                    let t = Transmit::of(&buf[..len]);
-                    return Verdict::ToServer(Transmit {
-                        dst: dest.ip(),
-                        start: 0,
-                        len: t.len,
-                    });
+                    let inner = Transmit::of(&buf[..len]).len;
+                    return match self.send_to_server(now, buf, len, p, dest, flags, server, false) {
+                        Ok(outer) => Verdict::ToServer(Transmit {
+                            dst: dest.ip(),
+                            start: 0,
+                            len: inner + outer,
+                        }),
+                        Err(v) => v,
+                    };
                 }
                 return match nat::rewrite_icmp_to_server(&mut buf[..len], p, dest) {
                     Ok(()) => Verdict::ToServer(Transmit::of(&buf[..len])),

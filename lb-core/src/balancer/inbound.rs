@@ -152,14 +152,15 @@ impl Balancer<'_> {
             }
         };
         self.transition(now, h, Direction::Input, p.tcp_flags);
-        if let Err(v) = self.send_to_server(now, buf, len, p, dest, flags, server_id, syn) {
-            return v;
-        }
+        let outer = match self.send_to_server(now, buf, len, p, dest, flags, server_id, syn) {
+            Ok(outer) => outer,
+            Err(v) => return v,
+        };
         self.director.count_conn(server_id, svc_id, len, false);
         Verdict::ToServer(Transmit {
             start: 0,
             dst: dest.ip(),
-            len: p.total_len as usize,
+            len: p.total_len as usize + outer,
         })
     }
 
@@ -185,12 +186,12 @@ impl Balancer<'_> {
         let dest = server_endpoint(addr, p.dst.port());
         let flags = method::flags(method);
         let verdict = match self.send_to_server(now, buf, len, p, dest, flags, server, false) {
-            Ok(()) => {
+            Ok(outer) => {
                 self.director.count_in(server, len);
                 Verdict::ToServer(Transmit {
                     start: 0,
                     dst: dest.ip(),
-                    len: p.total_len as usize,
+                    len: p.total_len as usize + outer,
                 })
             }
             Err(v) => v,

@@ -4,12 +4,15 @@
 //! in front of the packet once the verdict is known. DR and tunnels check the path MTU first,
 //! as the kernel's `ensure_mtu_is_adequate` does.
 //!
-//! Why the headers wait: the datapath works on the packet's own slice of the buffer, which
-//! starts at the packet; only the caller of [`Balancer::process_at`] knows the headroom in
-//! front of it. So the forward step builds the headers into [`Balancer`]'s `outer` (they
-//! depend on the inner packet alone: its length, TTL, DS field, DF and flow) and the entry
-//! point places them: into the headroom when there is enough, else by moving the packet back
-//! (the buffer then needs that much room after the packet).
+//! Where the headers go: the datapath works on the packet's own slice of the buffer, which
+//! starts at the packet. Without enough headroom (always with [`Balancer::process`]) the
+//! forward step moves the packet back by the headers' length and writes them in front of it
+//! (the buffer needs that much room after the packet). With enough headroom
+//! ([`Balancer::process_at`], `process_burst` with [`Packet::start`](super::Packet::start))
+//! it leaves the headers in [`Balancer`]'s `outer` (they depend on the inner packet alone: its
+//! length, TTL, DS field, DF and flow) and the entry point writes them into the headroom
+//! ([`Balancer::encapsulate`]): nothing moves. Either way the verdict's length counts them.
+//! `process` itself then needs no step after the verdict: the common path pays nothing.
 
 use core::net::{IpAddr, SocketAddr};
 
@@ -34,9 +37,11 @@ impl Balancer<'_> {
     /// buffer) one for real server `server` at `dest`, by the method of an entry with `flags`:
     /// NAT rewrites the destination; direct routing leaves the packet as it is (the verdict
     /// names the real server as next hop); a tunnel leaves it as it is too and builds the outer
-    /// headers to go in front of it. `Err` holds the verdict instead: a counted drop, or the
-    /// ICMP "too big" answer of a packet over the path MTU.
+    /// headers to go in front of it. `Ok` holds the length of those headers (0 for NAT and
+    /// DR), `Err` the verdict instead: a counted drop, or the ICMP "too big" answer of a
+    /// packet over the path MTU.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(super) fn send_to_server(
         &mut self,
         now: Instant,
@@ -47,13 +52,32 @@ impl Balancer<'_> {
         flags: ConnFlags,
         server: ServerId,
         syn: bool,
-    ) -> Result<(), Verdict> {
+    ) -> Result<usize, Verdict> {
         if method::is_nat(flags) {
-            return nat::rewrite_dst(&mut buf[..len], p, dest)
-                .map_err(|_| self.drop(DropReason::Malformed, syn));
+            return match nat::rewrite_dst(&mut buf[..len], p, dest) {
+                Ok(()) => Ok(0),
+                Err(_) => Err(self.drop(DropReason::Malformed, syn)),
+            };
         }
+        self.not_nat(now, buf, len, p, dest, flags, server, syn)
+    }
+
+    /// [`send_to_server`](Self::send_to_server) by direct routing or a tunnel.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn not_nat(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        dest: SocketAddr,
+        flags: ConnFlags,
+        server: ServerId,
+        syn: bool,
+    ) -> Result<usize, Verdict> {
         if flags.contains(method::ROUTE) {
-            return self.fits_path(now, buf, len, p, 0, syn);
+            return self.fits_path(now, buf, len, p, 0, syn).map(|()| 0);
         }
         let kind = match self.director.server(server).map(|s| s.config.method) {
             Some(ForwardMethod::Tunnel(kind)) => kind,
@@ -65,8 +89,10 @@ impl Balancer<'_> {
         self.tunnel_out(now, buf, len, p, dest.ip(), kind, syn)
     }
 
-    /// Builds the outer headers that carry `p` by `kind` to `rip`, after the path-MTU and
-    /// room checks (see [`send_to_server`](Self::send_to_server)).
+    /// Puts `p` in a tunnel of `kind` to `rip`, after the path-MTU and room checks: the outer
+    /// headers written in front of the moved packet, or, when the headroom holds them, left
+    /// for [`encapsulate`](Self::encapsulate). Their length, or the verdict instead (see
+    /// [`send_to_server`](Self::send_to_server)).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn tunnel_out(
         &mut self,
@@ -77,7 +103,7 @@ impl Balancer<'_> {
         rip: IpAddr,
         kind: TunnelKind,
         syn: bool,
-    ) -> Result<(), Verdict> {
+    ) -> Result<usize, Verdict> {
         let src = match rip {
             IpAddr::V4(_) => self.settings.tunnel_source_v4.map(IpAddr::V4),
             IpAddr::V6(_) => self.settings.tunnel_source_v6.map(IpAddr::V6),
@@ -94,14 +120,17 @@ impl Balancer<'_> {
         }
         // Without DF the outer IPv4 header takes a fresh identification (with DF it is 0).
         self.ip_id = self.ip_id.wrapping_add(1);
-        match tunnel::build(&buf[..inner_len], kind, src, rip, self.ip_id) {
-            Ok(outer) => {
-                self.outer = outer;
-                self.counters.tunnelled += 1;
-                Ok(())
-            }
-            Err(_) => Err(self.drop(DropReason::Malformed, syn)),
+        let Ok(outer) = tunnel::build(&buf[..inner_len], kind, src, rip, self.ip_id) else {
+            return Err(self.drop(DropReason::Malformed, syn));
+        };
+        self.counters.tunnelled += 1;
+        if self.headroom >= hl {
+            self.outer = outer;
+        } else {
+            buf.copy_within(..inner_len, hl);
+            buf[..hl].copy_from_slice(outer.as_bytes());
         }
+        Ok(hl)
     }
 
     /// Checks that `p` with `hl` bytes of tunnel headers fits
@@ -152,28 +181,21 @@ impl Balancer<'_> {
         )
     }
 
-    /// Puts the outer headers the forward step built (in `self.outer`) in front of the packet
-    /// of verdict `v`, which starts at `buf[start]`: into the headroom when it is large enough,
-    /// else by moving the packet back by their length (the forward step checked the room).
-    #[cold]
-    #[inline(never)]
+    /// Writes the outer headers the forward step left in `self.outer` into the headroom in
+    /// front of the packet of verdict `v`, which starts at `buf[start]` (the forward step saw
+    /// that `start` bytes hold them, and counted them in the verdict's length).
     pub(super) fn encapsulate(&mut self, buf: &mut [u8], start: usize, v: Verdict) -> Verdict {
         let outer = core::mem::replace(&mut self.outer, Outer::NONE);
+        let hl = outer.len();
         let Verdict::ToServer(t) = v else {
             return v;
         };
-        let hl = outer.len();
-        let at = if start >= hl {
-            start - hl
-        } else {
-            buf.copy_within(start..start + t.len, start + hl);
-            start
-        };
-        buf[at..at + hl].copy_from_slice(outer.as_bytes());
+        let at = start - hl;
+        buf[at..start].copy_from_slice(outer.as_bytes());
         Verdict::ToServer(Transmit {
             dst: t.dst,
             start: at,
-            len: t.len + hl,
+            len: t.len,
         })
     }
 }

@@ -12,6 +12,8 @@
 //!   checksum), the inner EtherType (`08 00` or `86 dd`), then, with a checksum, the Internet
 //!   checksum of the GRE header and payload and 2 reserved bytes. Outer protocol 47.
 
+pub mod decap;
+
 /// IP protocol number of IPv4 in IP (IPIP).
 pub const PROTO_IPIP: u8 = 4;
 /// IP protocol number of IPv6 in IP.

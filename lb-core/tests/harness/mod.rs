@@ -8,10 +8,12 @@
 //! * [`grammar::run_lines`]: ipvsadm lines, `Display` and `-S` round trips;
 //! * [`keepalived::run`]: keepalived.conf text with includes, the parsed commands applied;
 //! * [`control::run`] (with lb-tun's decoder passed in): the lbadm wire format;
-//! * [`sync::run`]: sync messages and snapshots applied to a backup.
+//! * [`sync::run`]: sync messages and snapshots applied to a backup;
+//! * [`decap::run`]: tunnelled packets through the real server's decoder.
 #![allow(dead_code)]
 
 pub mod control;
+pub mod decap;
 pub mod grammar;
 pub mod inv;
 pub mod keepalived;

@@ -32,7 +32,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use crate::neighbour::{Due, Hold, Neighbours};
 use crate::phy::TxOnly;
 use crate::route::{Route, Routes};
-use crate::{GatewayResources, FRAME_BUFFER, LINK_HEADER, MAX_FRAME};
+use crate::{GatewayResources, FRAME_BUFFER, HEADROOM, LINK_HEADER, MAX_FRAME};
 
 mod nd;
 #[cfg(feature = "health")]
@@ -52,6 +52,14 @@ mod testkit;
 
 /// Frames read from the device per [`Gateway::poll`], at most.
 pub const RX_BURST: usize = 32;
+
+/// Where a received frame starts in the frame buffer (its link header; an IP-medium frame
+/// starts `LINK_HEADER` later, where an Ethernet frame's IP packet does): behind the
+/// [`HEADROOM`] a tunnel's outer headers take.
+const RX_AT: usize = HEADROOM;
+
+/// Where a received IP packet starts in the frame buffer, on every medium.
+const IP_AT: usize = RX_AT + LINK_HEADER;
 
 /// How a gateway starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +192,9 @@ pub struct GatewayCounters {
     pub loop_drops: u64,
     /// Forwarded (balanced or passed) packets whose TTL / hop limit ran out.
     pub ttl_expired: u64,
-    /// Packets longer than the device's MTU, [`MAX_FRAME`](crate::MAX_FRAME) or the frame buffer.
+    /// Packets longer than the device's MTU, [`MAX_FRAME`] or the frame buffer
+    /// (among them IPv4 packets without DF that a tunnel's headers made too long: the gateway
+    /// does not fragment).
     pub oversize: u64,
     /// Frames dropped because the device had no transmit buffer.
     pub tx_full: u64,
@@ -488,7 +498,7 @@ impl<'a> Gateway<'a> {
             drop(tx);
             let frame = &mut *self.frame;
             let len = smoltcp::phy::RxToken::consume(rx, |b| {
-                let room = &mut frame[off..];
+                let room = &mut frame[RX_AT + off..];
                 let n = b.len();
                 room.get_mut(..n).map(|dst| {
                     dst.copy_from_slice(b);
@@ -569,6 +579,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The first own address of each family is the outer source of tunnels to real servers
+    /// of that family; without one, `-i` to such a server is refused; a source the settings
+    /// name is kept.
+    #[test]
+    fn the_first_address_of_a_family_is_its_tunnel_source() {
+        use core::net::{Ipv4Addr, Ipv6Addr};
+        let limits = Limits {
+            services: 1,
+            servers_per_service: 2,
+            table_slots_per_service: 0,
+            lblc_entries_per_service: 0,
+        };
+        let bare = |dev: &mut FakeDevice, config: GatewayConfig| {
+            let res = std::boxed::Box::leak(std::boxed::Box::new(Res::new()));
+            let mut gw =
+                super::Gateway::new(res, DirectorStorage::alloc(limits), dev, config, T0).unwrap();
+            gw.apply_line(T0, "-A -t 10.0.0.100:80 -s rr").unwrap();
+            gw
+        };
+        let tunnel = "-a -t 10.0.0.100:80 -r 10.0.0.2 -i --tun-type gre";
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = bare(&mut dev, GatewayConfig::from_seed(GW_MAC, 1));
+        gw.add_address(IpCidr::new(IpAddress::Ipv6(GW_IP6), 64))
+            .unwrap();
+        let s = *gw.balancer().settings();
+        assert_eq!(
+            (s.tunnel_source_v4, s.tunnel_source_v6),
+            (None, Some(GW_IP6))
+        );
+        match gw.apply_line(T0, tunnel) {
+            Err(LineError::Config(ConfigError::Unsupported(m))) => {
+                assert!(m.contains("no IPv4 outer source address"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        gw.add_address(IpCidr::new(IpAddress::Ipv4(GW_IP), 24))
+            .unwrap();
+        assert_eq!(gw.balancer().settings().tunnel_source_v4, Some(GW_IP));
+        gw.apply_line(T0, tunnel).unwrap();
+
+        let mut config = GatewayConfig::from_seed(GW_MAC, 1);
+        let named = Ipv4Addr::new(10, 0, 0, 9);
+        config.settings.tunnel_source_v4 = Some(named);
+        let mut gw = bare(&mut dev, config);
+        gw.add_address(IpCidr::new(IpAddress::Ipv4(GW_IP), 24))
+            .unwrap();
+        let s = *gw.balancer().settings();
+        assert_eq!(
+            (s.tunnel_source_v4, s.tunnel_source_v6),
+            (Some(named), None::<Ipv6Addr>)
+        );
     }
 
     #[test]

@@ -7,47 +7,21 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_core::Instant;
-use smoltcp::phy::{ChecksumCapabilities, Device, Medium};
+use smoltcp::phy::Device;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv6Packet,
-    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv6Repr, IpAddress, NdiscNeighborFlags,
+    NdiscRepr,
 };
 
 use super::tx::transmit;
-use super::Gateway;
-use crate::LINK_HEADER;
-
-/// The solicited-node multicast address of `a` (RFC 4291 §2.7.1).
-fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
-    let o = a.octets();
-    Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(o[13]),
-        u16::from_be_bytes([o[14], o[15]]),
-    )
-}
-
-/// The Ethernet address an IPv6 multicast address maps to (RFC 2464 §7).
-fn multicast_mac(a: Ipv6Addr) -> EthernetAddress {
-    let o = a.octets();
-    EthernetAddress([0x33, 0x33, o[12], o[13], o[14], o[15]])
-}
-
-fn raw_mac(raw: RawHardwareAddress) -> Option<EthernetAddress> {
-    match raw.parse(Medium::Ethernet) {
-        Ok(HardwareAddress::Ethernet(m)) => Some(m),
-        _ => None,
-    }
-}
+use super::{Gateway, IP_AT, RX_AT};
+use crate::link::{
+    arp_reply, arp_request, icmpv6_frame, multicast_mac, parse_ndisc, raw_mac, solicited_node,
+    NDISC_FRAME,
+};
 
 impl<'a> Gateway<'a> {
-    /// An ARP packet in the Ethernet frame `frame[..len]`: learns the sender, answers a
+    /// An ARP packet in the Ethernet frame `frame[RX_AT..RX_AT + len]`: learns the sender, answers a
     /// request for a virtual address, hands one for an own address to the interface.
     pub(super) fn handle_arp<D: Device + ?Sized>(
         &mut self,
@@ -55,8 +29,8 @@ impl<'a> Gateway<'a> {
         device: &mut D,
         len: usize,
     ) {
-        let parsed =
-            ArpPacket::new_checked(&self.frame[LINK_HEADER..len]).and_then(|p| ArpRepr::parse(&p));
+        let parsed = ArpPacket::new_checked(&self.frame[IP_AT..RX_AT + len])
+            .and_then(|p| ArpRepr::parse(&p));
         let Ok(ArpRepr::EthernetIpv4 {
             operation,
             source_hardware_addr: smac,
@@ -78,21 +52,7 @@ impl<'a> Gateway<'a> {
             self.send_held(now, device, IpAddr::V4(sip), smac);
         }
         if vip && operation == ArpOperation::Request {
-            let mut buf = [0u8; LINK_HEADER + 28];
-            EthernetRepr {
-                src_addr: self.mac,
-                dst_addr: smac,
-                ethertype: EthernetProtocol::Arp,
-            }
-            .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-            ArpRepr::EthernetIpv4 {
-                operation: ArpOperation::Reply,
-                source_hardware_addr: self.mac,
-                source_protocol_addr: tip,
-                target_hardware_addr: smac,
-                target_protocol_addr: sip,
-            }
-            .emit(&mut ArpPacket::new_unchecked(&mut buf[LINK_HEADER..]));
+            let buf = arp_reply(self.mac, tip, smac, sip);
             if transmit(device, now, &buf) {
                 self.counters.arp_answers += 1;
             } else {
@@ -116,18 +76,7 @@ impl<'a> Gateway<'a> {
         len: usize,
         link_src: Option<EthernetAddress>,
     ) -> bool {
-        let Ok(ip) = Ipv6Packet::new_checked(&self.frame[LINK_HEADER..LINK_HEADER + len]) else {
-            return false;
-        };
-        if ip.hop_limit() != 255 {
-            return false;
-        }
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
-            return false;
-        };
-        let caps = ChecksumCapabilities::default();
-        let Ok(Icmpv6Repr::Ndisc(nd)) = Icmpv6Repr::parse(&src, &dst, &icmp, &caps) else {
+        let Some((src, _, nd)) = parse_ndisc(&self.frame[IP_AT..IP_AT + len]) else {
             return false;
         };
         match nd {
@@ -203,21 +152,7 @@ impl<'a> Gateway<'a> {
                 let Some(src) = self.source_v4(target) else {
                     return;
                 };
-                let mut buf = [0u8; LINK_HEADER + 28];
-                EthernetRepr {
-                    src_addr: self.mac,
-                    dst_addr: EthernetAddress::BROADCAST,
-                    ethertype: EthernetProtocol::Arp,
-                }
-                .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-                ArpRepr::EthernetIpv4 {
-                    operation: ArpOperation::Request,
-                    source_hardware_addr: self.mac,
-                    source_protocol_addr: src,
-                    target_hardware_addr: EthernetAddress([0; 6]),
-                    target_protocol_addr: target,
-                }
-                .emit(&mut ArpPacket::new_unchecked(&mut buf[LINK_HEADER..]));
+                let buf = arp_request(self.mac, src, target);
                 transmit(device, now, &buf)
             }
             IpAddr::V6(target) => {
@@ -277,32 +212,11 @@ impl<'a> Gateway<'a> {
         dst_mac: EthernetAddress,
         msg: &Icmpv6Repr<'_>,
     ) -> bool {
-        let ip = Ipv6Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: msg.buffer_len(),
-            hop_limit: 255,
-        };
-        let mut buf = [0u8; LINK_HEADER + 40 + 40];
-        let total = LINK_HEADER + ip.buffer_len() + msg.buffer_len();
-        let Some(buf) = buf.get_mut(..total) else {
-            return false;
-        };
-        EthernetRepr {
-            src_addr: self.mac,
-            dst_addr: dst_mac,
-            ethertype: EthernetProtocol::Ipv6,
+        let mut buf = [0u8; NDISC_FRAME];
+        match icmpv6_frame(&mut buf, self.mac, src, dst_mac, dst, msg) {
+            Some(n) => transmit(device, now, &buf[..n]),
+            None => false,
         }
-        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-        ip.emit(&mut Ipv6Packet::new_unchecked(&mut buf[LINK_HEADER..]));
-        msg.emit(
-            &src,
-            &dst,
-            &mut Icmpv6Packet::new_unchecked(&mut buf[LINK_HEADER + 40..]),
-            &ChecksumCapabilities::default(),
-        );
-        transmit(device, now, buf)
     }
 }
 
@@ -316,7 +230,7 @@ mod tests {
     };
 
     use super::super::testkit::*;
-    use super::{multicast_mac, solicited_node};
+    use crate::link::{multicast_mac, solicited_node};
     use crate::neighbour::{MAX_REQUESTS, RETRY};
     use lb_core::Instant;
 

@@ -11,9 +11,9 @@ use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet,
 };
 
-use super::{smol, Gateway};
+use super::{smol, Gateway, IP_AT, RX_AT};
 use crate::phy::OneFrame;
-use crate::LINK_HEADER;
+use crate::{HEADROOM, LINK_HEADER};
 
 /// What the gateway reads from an IP header.
 pub(super) struct IpInfo {
@@ -61,14 +61,14 @@ fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
 }
 
 impl<'a> Gateway<'a> {
-    /// A whole Ethernet frame in `frame[..len]`.
+    /// A whole Ethernet frame in `frame[RX_AT..RX_AT + len]`.
     pub(super) fn handle_ethernet<D: Device + ?Sized>(
         &mut self,
         now: Instant,
         device: &mut D,
         len: usize,
     ) {
-        let Ok(eth) = EthernetFrame::new_checked(&self.frame[..len]) else {
+        let Ok(eth) = EthernetFrame::new_checked(&self.frame[RX_AT..RX_AT + len]) else {
             self.counters.rx_ignored += 1;
             return;
         };
@@ -87,8 +87,8 @@ impl<'a> Gateway<'a> {
         }
     }
 
-    /// Hands `frame[off..off + len]` (`off` = 0 on Ethernet, [`LINK_HEADER`] on IP) to the
-    /// interface; a TCP segment (`tcp`) to the health probes' sockets when they are attached.
+    /// Hands the received frame, `len` bytes at `RX_AT` on Ethernet or at `IP_AT` on IP, to
+    /// the interface; a TCP segment (`tcp`) to the health probes' sockets when they are attached.
     pub(super) fn give_interface<D: Device + ?Sized>(
         &mut self,
         now: Instant,
@@ -96,9 +96,9 @@ impl<'a> Gateway<'a> {
         len: usize,
         tcp: bool,
     ) {
-        let off = if self.ethernet { 0 } else { LINK_HEADER };
+        let at = if self.ethernet { RX_AT } else { IP_AT };
         let mut one = OneFrame {
-            frame: Some(&self.frame[off..off + len]),
+            frame: Some(&self.frame[at..at + len]),
             inner: device,
         };
         #[cfg(feature = "health")]
@@ -121,8 +121,8 @@ impl<'a> Gateway<'a> {
         }
     }
 
-    /// An IP packet in `frame[LINK_HEADER..LINK_HEADER + len]`; `link_src` is the Ethernet
-    /// source on Ethernet.
+    /// An IP packet in `frame[IP_AT..IP_AT + len]`; `link_src` is the Ethernet source on
+    /// Ethernet.
     pub(super) fn handle_ip<D: Device + ?Sized>(
         &mut self,
         now: Instant,
@@ -131,7 +131,7 @@ impl<'a> Gateway<'a> {
         link_src: Option<EthernetAddress>,
     ) {
         let mut len = len;
-        if let Some(info) = ip_info(&self.frame[LINK_HEADER..LINK_HEADER + len]) {
+        if let Some(info) = ip_info(&self.frame[IP_AT..IP_AT + len]) {
             len = len.min(info.len);
             if info.ndp && self.ethernet && self.handle_ndp(now, device, len, link_src) {
                 return;
@@ -147,12 +147,20 @@ impl<'a> Gateway<'a> {
                 return;
             }
         }
-        let verdict = self.lb.process(now, &mut self.frame[LINK_HEADER..], len);
+        // The balancer sees the buffer from `LINK_HEADER` on, the packet `HEADROOM` bytes in:
+        // a tunnelled packet's outer headers go into that headroom, in front of the packet,
+        // which stays where it is; the verdict's `start` says where the packet to send begins
+        // (`HEADROOM`, or less by the outer headers), and the link header goes in the
+        // `LINK_HEADER` bytes before that (tx.rs).
+        let verdict = self
+            .lb
+            .process_at(now, &mut self.frame[LINK_HEADER..], HEADROOM, len);
         match verdict {
             // Forwarded as IPVS forwards NAT traffic: with the TTL / hop limit decremented
-            // (the kernel's decrement_ttl in ip_vs_xmit.c), and dropped when it runs out.
+            // (the kernel's decrement_ttl in ip_vs_xmit.c; a tunnelled packet's outer one),
+            // and dropped when it runs out.
             Verdict::ToServer(t) | Verdict::ToClient(t) => {
-                if self.decrement_ttl(t.len) {
+                if self.decrement_ttl(&t) {
                     self.counters.forwarded += 1;
                     self.send_ip(now, device, t);
                 } else {
@@ -166,7 +174,7 @@ impl<'a> Gateway<'a> {
             Verdict::Pass(t) => {
                 if !self.forward_other {
                     self.counters.not_forwarded += 1;
-                } else if !self.decrement_ttl(t.len) {
+                } else if !self.decrement_ttl(&t) {
                     self.counters.ttl_expired += 1;
                 } else {
                     self.counters.passed += 1;
@@ -229,14 +237,22 @@ mod tests {
         assert_eq!(gw.balancer().counters().conns_created, 0);
     }
 
+    /// A frame fills the buffer behind the headroom: a link header and `IP_BUFFER` bytes are
+    /// read (this one is then ignored: its ethertype is unknown); one byte more is oversize.
     #[test]
     fn a_frame_longer_than_the_frame_buffer_is_dropped_as_oversize() {
         let mut dev = FakeDevice::new(Medium::Ethernet);
         let mut gw = gateway(&mut dev);
-        let f = vec![0xff; FRAME_BUFFER + 1];
+        let room = FRAME_BUFFER - crate::HEADROOM;
+        assert_eq!(room, crate::LINK_HEADER + crate::IP_BUFFER);
+        let f = vec![0xff; room];
+        assert!(exchange(&mut gw, &mut dev, T0, &[f]).is_empty());
+        assert_eq!(gw.counters().oversize, 0);
+        assert_eq!(gw.counters().rx_ignored, 1);
+        let f = vec![0xff; room + 1];
         assert!(exchange(&mut gw, &mut dev, T0, &[f]).is_empty());
         assert_eq!(gw.counters().oversize, 1);
-        assert_eq!(gw.counters().rx_ignored, 0);
+        assert_eq!(gw.counters().rx_ignored, 1);
     }
 
     #[test]

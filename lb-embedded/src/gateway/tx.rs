@@ -7,7 +7,7 @@ use core::net::IpAddr;
 
 use lb_core::Instant;
 use smoltcp::phy::{Device, TxToken};
-use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, Ipv6Packet};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol};
 
 use super::{smol, Gateway};
 use crate::neighbour::Lookup;
@@ -26,40 +26,23 @@ pub(super) fn transmit<D: Device + ?Sized>(device: &mut D, now: Instant, bytes: 
 }
 
 impl<'a> Gateway<'a> {
-    /// Decrements the TTL / hop limit of the packet in the frame buffer; `false` if it ran out.
-    pub(super) fn decrement_ttl(&mut self, len: usize) -> bool {
-        let buf = &mut self.frame[LINK_HEADER..LINK_HEADER + len];
-        match buf.first().map(|b| b >> 4) {
-            Some(4) => match Ipv4Packet::new_checked(buf) {
-                Ok(mut p) if p.hop_limit() > 1 => {
-                    let h = p.hop_limit();
-                    p.set_hop_limit(h - 1);
-                    p.fill_checksum();
-                    true
-                }
-                _ => false,
-            },
-            Some(6) => match Ipv6Packet::new_checked(buf) {
-                Ok(mut p) if p.hop_limit() > 1 => {
-                    let h = p.hop_limit();
-                    p.set_hop_limit(h - 1);
-                    true
-                }
-                _ => false,
-            },
-            _ => false,
-        }
+    /// Decrements the TTL / hop limit of `t`'s packet in the frame buffer (the outer header of
+    /// a tunnelled one); `false` if it ran out.
+    pub(super) fn decrement_ttl(&mut self, t: &Transmit) -> bool {
+        let at = LINK_HEADER + t.start;
+        crate::link::decrement_ttl(&mut self.frame[at..at + t.len])
     }
 
-    /// Routes the IP packet in `frame[LINK_HEADER..LINK_HEADER + len]` and sends it (or holds
-    /// it until its next hop resolves).
+    /// Routes the IP packet `t` (in `frame[LINK_HEADER..]` at `t.range()`, a tunnelled one
+    /// with its outer headers) to `t.dst` and sends it (or holds it until its next hop
+    /// resolves); on Ethernet the link header goes in the `LINK_HEADER` bytes in front of it.
     pub(super) fn send_ip<D: Device + ?Sized>(
         &mut self,
         now: Instant,
         device: &mut D,
         t: Transmit,
     ) {
-        let len = t.len;
+        let (at, len) = (t.start, t.len);
         let Some(hop) = self.routes.next_hop(t.dst, self.iface.ip_addrs()) else {
             self.counters.no_route += 1;
             return;
@@ -71,7 +54,7 @@ impl<'a> Gateway<'a> {
         if !self.ethernet {
             if len > self.mtu {
                 self.counters.oversize += 1;
-            } else if !transmit(device, now, &self.frame[LINK_HEADER..LINK_HEADER + len]) {
+            } else if !transmit(device, now, &self.frame[LINK_HEADER + at..][..len]) {
                 self.counters.tx_full += 1;
             }
             return;
@@ -85,13 +68,14 @@ impl<'a> Gateway<'a> {
             IpAddr::V4(_) => EthernetProtocol::Ipv4,
             IpAddr::V6(_) => EthernetProtocol::Ipv6,
         };
-        let mut header = EthernetFrame::new_unchecked(&mut self.frame[..LINK_HEADER]);
+        let frame = &mut self.frame[at..at + total];
+        let mut header = EthernetFrame::new_unchecked(&mut frame[..LINK_HEADER]);
         header.set_src_addr(self.mac);
         header.set_ethertype(ethertype);
         match self.neighbours.lookup(hop, now) {
             Lookup::Found { mac, refresh } => {
-                self.frame[..6].copy_from_slice(&mac.0);
-                if !transmit(device, now, &self.frame[..total]) {
+                frame[..6].copy_from_slice(&mac.0);
+                if !transmit(device, now, frame) {
                     self.counters.tx_full += 1;
                 }
                 if refresh {
@@ -99,7 +83,7 @@ impl<'a> Gateway<'a> {
                 }
             }
             Lookup::Resolving { request } => {
-                if self.hold.push(hop, &self.frame[..total]) {
+                if self.hold.push(hop, frame) {
                     self.counters.held += 1;
                 } else {
                     self.counters.hold_full_drops += 1;
@@ -136,7 +120,7 @@ mod tests {
     use core::net::{IpAddr, Ipv4Addr};
 
     use smoltcp::phy::Medium;
-    use smoltcp::wire::{EthernetProtocol, IpAddress, IpCidr, Ipv4Packet};
+    use smoltcp::wire::{EthernetProtocol, IpAddress, IpCidr, IpProtocol, Ipv4Packet};
 
     use super::super::testkit::*;
     use crate::Route;
@@ -200,6 +184,207 @@ mod tests {
             std::format!("{err}").contains("direct routing (-g)"),
             "{err}"
         );
+    }
+
+    /// A segment of `payload` bytes from the client to the VIP, with DF (`df`) or without.
+    fn data_to_vip(payload: usize, df: bool) -> std::vec::Vec<u8> {
+        use lb_testkit::pkt;
+        let (c, v) = (
+            core::net::SocketAddr::from((CLIENT, 40000)),
+            core::net::SocketAddr::from((VIP, 80)),
+        );
+        let mut p = pkt::segment(c, v, pkt::SYN, 1, 0, &std::vec![7; payload]);
+        if !df {
+            p[6] &= !0x40;
+            pkt::refresh_ipv4_checksum(&mut p);
+        }
+        p
+    }
+
+    /// A gateway whose service VIP:80 has one tunnel server, SERVER, added by `server`, with
+    /// SERVER's MAC known.
+    fn tunnel_gateway(dev: &mut FakeDevice, server: &str) -> super::super::Gateway<'static> {
+        let mut gw = gateway(dev);
+        gw.apply_line(T0, "-d -t 10.0.0.100:80 -r 10.0.0.2:80")
+            .unwrap();
+        gw.apply_line(T0, server).unwrap();
+        teach(&mut gw, dev, SERVER, SERVER_MAC);
+        gw
+    }
+
+    /// A tunnelled packet (`-i`) leaves in one frame: the link header, the outer headers from
+    /// the gateway's own address (the tunnel source) to the real server with the TTL
+    /// decremented, and the client's packet as it came, TTL included.
+    #[test]
+    fn a_tunnelled_packet_leaves_behind_outer_headers_from_the_gateways_address() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = tunnel_gateway(
+            &mut dev,
+            "-a -t 10.0.0.100:80 -r 10.0.0.2 -i --tun-type gue --tun-port 6080 --tun-csum",
+        );
+        let sent = syn(CLIENT, VIP, 64);
+        let out = exchange(&mut gw, &mut dev, T0, &[eth4(&sent)]);
+        assert_eq!(out.len(), 1);
+        // Ethernet, IPv4 (20), UDP (8), GUE (4), then the client's SYN.
+        assert_eq!(out[0].len(), crate::LINK_HEADER + 32 + sent.len());
+        assert_eq!(
+            eth_header(&out[0]),
+            (SERVER_MAC, GW_MAC, EthernetProtocol::Ipv4)
+        );
+        let ip = ipv4_of(&out[0], true).unwrap();
+        assert_eq!(
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.hop_limit(),
+                ip.next_header()
+            ),
+            (GW_IP, SERVER, 63, IpProtocol::Udp)
+        );
+        assert!(ip.verify_checksum());
+        assert_eq!(usize::from(ip.total_len()), 32 + sent.len());
+        let udp = &ip.payload()[..8];
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 6080);
+        assert_eq!(&out[0][crate::LINK_HEADER + 32..], &sent[..]);
+        assert_eq!(gw.counters().forwarded, 1);
+        assert_eq!(gw.balancer().counters().tunnelled, 1);
+        // Sent from where it was received: the packet was not moved, its outer headers and
+        // link header went into the headroom in front of it.
+        let at = super::super::IP_AT;
+        assert_eq!(&gw.frame[at..at + sent.len()], &sent[..]);
+        assert_eq!(
+            &gw.frame[at - 32 - crate::LINK_HEADER..at + sent.len()],
+            &out[0][..]
+        );
+    }
+
+    /// GUE over IPv6 takes the whole headroom (40 + 8 + 4 bytes): the frame starts at the
+    /// buffer's first byte. It waits in the hold queue while the real server is solicited and
+    /// leaves whole when it answers, from the gateway's IPv6 address.
+    #[test]
+    fn an_ipv6_gue_packet_fills_the_headroom_and_waits_for_its_next_hop_whole() {
+        use lb_testkit::pkt;
+        use smoltcp::wire::{Ipv6Packet, NdiscNeighborFlags, NdiscRepr};
+        let server6 = core::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = gateway(&mut dev);
+        gw.apply_line(T0, "-A -t [fd00::100]:80 -s rr").unwrap();
+        gw.apply_line(
+            T0,
+            "-a -t [fd00::100]:80 -r [fd00::2] -i --tun-type gue --tun-port 6080",
+        )
+        .unwrap();
+        let (c, v) = (
+            core::net::SocketAddr::from((CLIENT6, 40000)),
+            core::net::SocketAddr::from((VIP6, 80)),
+        );
+        let sent = pkt::segment(c, v, pkt::SYN, 1, 0, &[]);
+        let frame = eth(CLIENT_MAC, GW_MAC, EthernetProtocol::Ipv6, &sent);
+        let out = exchange(&mut gw, &mut dev, T0, &[frame]);
+        assert_eq!(out.len(), 1, "a neighbour solicitation for the real server");
+        assert!(matches!(
+            ndisc_of(&out[0]),
+            Some((_, _, 255, NdiscRepr::NeighborSolicit { target_addr, .. })) if target_addr == server6
+        ));
+        assert_eq!(gw.held(), 1);
+
+        let na = NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+            target_addr: server6,
+            lladdr: Some(SERVER_MAC.into()),
+        };
+        let answer = ndisc(server6, GW_IP6, GW_MAC, 255, na);
+        let out = exchange(&mut gw, &mut dev, T0, &[answer]);
+        assert_eq!(gw.held(), 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].len(),
+            crate::LINK_HEADER + crate::HEADROOM + sent.len()
+        );
+        assert_eq!(
+            eth_header(&out[0]),
+            (SERVER_MAC, GW_MAC, EthernetProtocol::Ipv6)
+        );
+        let ip = Ipv6Packet::new_checked(&out[0][crate::LINK_HEADER..]).unwrap();
+        assert_eq!(
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.hop_limit(),
+                ip.next_header()
+            ),
+            (GW_IP6, server6, 63, IpProtocol::Udp)
+        );
+        assert_eq!(usize::from(ip.payload_len()), 8 + 4 + sent.len());
+        let udp = ip.payload();
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 6080);
+        assert_eq!(&udp[8..12], &[0, 41, 0, 0], "GUE: IPv6 inside");
+        assert_eq!(&udp[12..], &sent[..]);
+        assert_eq!((gw.counters().forwarded, gw.counters().held), (1, 1));
+    }
+
+    /// On an IP-medium device a tunnelled packet leaves as the outer packet alone.
+    #[test]
+    fn on_medium_ip_a_tunnelled_packet_leaves_without_a_link_header() {
+        let mut dev = FakeDevice::new(Medium::Ip);
+        let mut gw = gateway(&mut dev);
+        gw.apply_line(T0, "-d -t 10.0.0.100:80 -r 10.0.0.2:80")
+            .unwrap();
+        gw.apply_line(T0, "-a -t 10.0.0.100:80 -r 10.0.0.2 -i")
+            .unwrap();
+        let sent = syn(CLIENT, VIP, 64);
+        let out = exchange(&mut gw, &mut dev, T0, core::slice::from_ref(&sent));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 20 + sent.len());
+        let ip = ipv4_of(&out[0], false).unwrap();
+        assert_eq!(
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.hop_limit(),
+                ip.next_header()
+            ),
+            (GW_IP, SERVER, 63, IpProtocol::Unknown(4))
+        );
+        assert!(ip.verify_checksum());
+        assert_eq!(&out[0][20..], &sent[..]);
+    }
+
+    /// The largest packet a tunnel carries fills the largest frame: 1,500 bytes less the
+    /// tunnel's headers inside, 1,514 out. One byte more with DF is answered with ICMP
+    /// "fragmentation needed" naming that size; without DF it would need the outer packet
+    /// fragmented, which the gateway does not do: dropped, counted as oversize.
+    #[test]
+    fn a_tunnelled_packet_fills_the_largest_frame_and_one_byte_more_is_refused() {
+        let mut dev = FakeDevice::new(Medium::Ethernet);
+        let mut gw = tunnel_gateway(&mut dev, "-a -t 10.0.0.100:80 -r 10.0.0.2 -i");
+        teach(&mut gw, &mut dev, CLIENT, CLIENT_MAC);
+        // IPIP: 20 bytes of outer header.
+        let headers = data_to_vip(0, true).len();
+        let fits = data_to_vip(1480 - headers, true);
+        assert_eq!(fits.len(), 1480);
+        let out = exchange(&mut gw, &mut dev, T0, &[eth4(&fits)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), crate::MAX_FRAME);
+        assert_eq!(&out[0][crate::LINK_HEADER + 20..], &fits[..]);
+
+        let big = data_to_vip(1481 - headers, true);
+        let out = exchange(&mut gw, &mut dev, T0, &[eth4(&big)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(eth_header(&out[0]).0, CLIENT_MAC);
+        let ip = ipv4_of(&out[0], true).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (VIP, CLIENT));
+        let icmp = ip.payload();
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1480);
+        assert_eq!(gw.counters().replies, 1);
+        assert_eq!(gw.balancer().counters().too_big_replies, 1);
+
+        let no_df = data_to_vip(1500 - headers, false);
+        let out = exchange(&mut gw, &mut dev, T0, &[eth4(&no_df)]);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(gw.counters().oversize, 1);
+        assert_eq!(gw.counters().tx_full, 0);
     }
 
     #[test]

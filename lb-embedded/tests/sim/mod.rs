@@ -5,7 +5,8 @@
 //! in-memory devices joined by a hub (`Medium::Ip`: routed by address; `Medium::Ethernet`: a
 //! switch by MAC, broadcasts flooded). Every link hop takes `link_delay_ms` of virtual time;
 //! nothing sleeps. Shared by `lb-embedded/tests/userspace_tcp.rs` and the `embedded-sim` demo
-//! in `examples/` (included there with `#[path]`).
+//! in `examples/` (included there with `#[path]`); `forwarding_sim.rs` takes its device, hosts
+//! and `mac` and builds its own switch.
 //!
 //! Each connection: the client connects from a port of its pool, sends `conn=<id>\n`; the
 //! server answers `srv=<name> conn=<id>\n` after a think time and **closes first**; the client
@@ -309,11 +310,11 @@ impl Device for SimDevice {
     }
 }
 
-fn smol(ms: u64) -> SmolInstant {
+pub fn smol(ms: u64) -> SmolInstant {
     SmolInstant::from_millis(ms as i64)
 }
 
-fn mac(n: u8) -> EthernetAddress {
+pub fn mac(n: u8) -> EthernetAddress {
     EthernetAddress([0x02, 0, 0, 0, 0, n])
 }
 
@@ -401,14 +402,16 @@ impl Hub {
 
 // ---------------------------------------------------------------------- hosts
 
-struct Host {
-    dev: SimDevice,
-    iface: Interface,
-    sockets: SocketSet<'static>,
+/// A smoltcp host on a [`SimDevice`]: the client, or a real server.
+pub struct Host {
+    pub dev: SimDevice,
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
 }
 
 impl Host {
-    fn new(medium: Medium, n: u8, addr: Ipv4Addr, gw: Ipv4Addr, seed: u64) -> Host {
+    /// A host at `addr`/24 with hardware address [`mac`]`(n)` on Ethernet, routed by `gw`.
+    pub fn new(medium: Medium, n: u8, addr: Ipv4Addr, gw: Ipv4Addr, seed: u64) -> Host {
         let mut dev = SimDevice::new(medium);
         let hw = match medium {
             Medium::Ethernet => HardwareAddress::Ethernet(mac(n)),
@@ -428,19 +431,25 @@ impl Host {
         }
     }
 
-    fn add_tcp(&mut self) -> SocketHandle {
+    /// A TCP socket with 512-byte buffers.
+    pub fn add_tcp(&mut self) -> SocketHandle {
+        self.add_tcp_with(512)
+    }
+
+    /// A TCP socket with `bytes`-byte receive and send buffers.
+    pub fn add_tcp_with(&mut self, bytes: usize) -> SocketHandle {
         let s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 512]),
-            tcp::SocketBuffer::new(vec![0; 512]),
+            tcp::SocketBuffer::new(vec![0; bytes]),
+            tcp::SocketBuffer::new(vec![0; bytes]),
         );
         self.sockets.add(s)
     }
 
-    fn poll(&mut self, now: u64) {
+    pub fn poll(&mut self, now: u64) {
         self.iface.poll(smol(now), &mut self.dev, &mut self.sockets);
     }
 
-    fn poll_at(&mut self, now: u64) -> Option<u64> {
+    pub fn poll_at(&mut self, now: u64) -> Option<u64> {
         self.iface
             .poll_at(smol(now), &self.sockets)
             .map(|t| t.total_millis().max(0) as u64)
@@ -448,16 +457,16 @@ impl Host {
 }
 
 /// A tiny deterministic generator (xorshift64*).
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn range(&mut self, (lo, hi): (u64, u64)) -> u64 {
+    pub fn range(&mut self, (lo, hi): (u64, u64)) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
 }

@@ -477,3 +477,130 @@ fn save_state_writes_a_snapshot_a_new_gateway_restores() {
     assert_eq!(c.balancer().connection_count(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// On a TUN device `-g` is refused, by a command or a batch, with a message that says to run
+/// with --tap; once the device can send to a next hop (TAP), it is accepted beside NAT servers.
+#[test]
+fn direct_routing_is_refused_on_tun_with_the_way_to_get_it_and_accepted_on_tap() {
+    let mut g = gw();
+    ok(&mut g, "-A -t 10.30.0.10:80 -s wrr");
+    let r = ctl(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.2 -g");
+    assert_eq!(r.status, 1);
+    assert!(r.text.contains("direct routing (-g)"), "{}", r.text);
+    assert!(r.text.contains("(lb-tun: run it with --tap)"), "{}", r.text);
+    let e = g
+        .apply_batch(T0, "lb.conf", "-a -t 10.30.0.10:80 -r 10.20.1.3 -g -w 1\n")
+        .unwrap_err();
+    assert!(
+        e.0.starts_with("lb.conf:1: ") && e.0.contains("(lb-tun: run it with --tap)"),
+        "{e}"
+    );
+    // Other refusals do not mention --tap.
+    let r = ctl(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.3 -i");
+    assert!(r.status != 0 && !r.text.contains("--tap"), "{}", r.text);
+
+    g.enable_direct_routing();
+    ok(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.2 -g -w 3");
+    ok(&mut g, "-a -t 10.30.0.10:80 -r 10.20.1.3:8080 -m -w 1");
+    let l = ok(&mut g, "-L -n");
+    assert!(
+        l.contains("-> 10.20.1.2:80                 Route   3"),
+        "{l}"
+    );
+    assert!(
+        l.contains("-> 10.20.1.3:8080               Masq    1"),
+        "{l}"
+    );
+    // A setting changed afterwards keeps direct routing on (it is not one of ipvsadm's).
+    ok(&mut g, "--conn-reuse-mode 2");
+    ok(&mut g, "-e -t 10.30.0.10:80 -r 10.20.1.2 -g -w 2");
+}
+
+/// A burst on a TAP device: the DR packet leaves unchanged (still to the VIP) with its real
+/// server as next hop; the NAT one rewritten, its next hop its new destination.
+#[test]
+fn a_burst_gives_each_forwarded_packet_its_next_hop() {
+    let mut g = gw();
+    g.enable_direct_routing();
+    g.apply_batch(
+        T0,
+        "c",
+        "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2 -g\n\
+         -A -t 10.30.0.11:80 -s rr\n-a -t 10.30.0.11:80 -r 10.20.1.3 -m\n",
+    )
+    .unwrap();
+    let client: SocketAddrV4 = "10.40.0.2:40000".parse().unwrap();
+    let dr = syn(client, "10.30.0.10:80".parse().unwrap());
+    let nat = syn(client, "10.30.0.11:80".parse().unwrap());
+    let io = FakeIo::with(&[dr.clone(), nat]);
+    let mut ring = PacketRing::new(4, 2048);
+    ring.fill(&io).unwrap();
+    g.process_ring(T0, &mut ring);
+    assert_eq!(ring.flush(&io), 2);
+    let out = io.outbox.borrow();
+    let hops = io.hops.borrow();
+    assert_eq!(out[0], dr, "DR: the packet as it came");
+    assert_eq!(
+        Ipv4Packet::new_checked(&out[1][..]).unwrap().dst_addr(),
+        Ipv4Address::new(10, 20, 1, 3)
+    );
+    let want: Vec<IpAddr> = vec!["10.20.1.2".parse().unwrap(), "10.20.1.3".parse().unwrap()];
+    assert_eq!(*hops, want);
+}
+
+/// A tunnel (`-i`) server on a TAP gateway: the packet leaves encapsulated, from the tunnel
+/// source to the real server, which is also its next hop (as for DR), beside a DR server.
+#[test]
+fn a_tunnelled_packet_goes_to_its_server_as_next_hop_beside_direct_routing() {
+    let mut g = gw();
+    g.set_tunnel(&["10.20.9.9".parse().unwrap()], 1500).unwrap();
+    g.enable_direct_routing();
+    g.apply_batch(
+        T0,
+        "c",
+        "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2 -i\n\
+         -a -t 10.30.0.10:80 -r 10.20.1.3 -g\n",
+    )
+    .unwrap();
+    let vip: SocketAddrV4 = "10.30.0.10:80".parse().unwrap();
+    let pkts: Vec<Vec<u8>> = (0..2u16)
+        .map(|i| {
+            syn(
+                SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), 40000 + i),
+                vip,
+            )
+        })
+        .collect();
+    let io = FakeIo::with(&pkts);
+    let mut ring = PacketRing::new(4, 2048);
+    ring.fill(&io).unwrap();
+    g.process_ring(T0, &mut ring);
+    assert_eq!(ring.flush(&io), 2);
+    let out = io.outbox.borrow();
+    let hops = io.hops.borrow();
+    let mut seen = Vec::new();
+    for (p, hop) in out.iter().zip(hops.iter()) {
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        match u8::from(ip.next_header()) {
+            4 => {
+                assert_eq!(ip.src_addr(), Ipv4Address::new(10, 20, 9, 9));
+                assert_eq!(ip.dst_addr(), Ipv4Address::new(10, 20, 1, 2));
+                assert_eq!(*hop, "10.20.1.2".parse::<IpAddr>().unwrap());
+                assert_eq!(
+                    &p[20..],
+                    &pkts[seen.len()][..],
+                    "the inner packet as it came"
+                );
+                seen.push("tunnel");
+            }
+            6 => {
+                assert_eq!(ip.dst_addr(), Ipv4Address::new(10, 30, 0, 10));
+                assert_eq!(*hop, "10.20.1.3".parse::<IpAddr>().unwrap());
+                seen.push("dr");
+            }
+            other => panic!("protocol {other}"),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["dr", "tunnel"]);
+}
