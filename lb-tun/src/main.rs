@@ -733,4 +733,32 @@ mod tests {
             assert!(e.contains(says), "{args}: {e}");
         }
     }
+
+    /// `--announce` owns routes on a TUN device: not with `--tap`; `--announce-proto` only
+    /// with it.
+    #[test]
+    fn announce_goes_with_tun() {
+        let a = parse("--tun lb0 --announce").unwrap();
+        assert_eq!(
+            (a.announce, a.announce_proto),
+            (true, announce::DEFAULT_PROTO)
+        );
+        assert_eq!(
+            parse("--tun lb0 --announce --announce-proto 90")
+                .unwrap()
+                .announce_proto,
+            90
+        );
+        for (args, says) in [
+            (
+                "--tap lt0 --address 10.0.0.2/24 --announce",
+                "cannot be used with",
+            ),
+            ("--tun lb0 --announce-proto 90", "--announce"),
+            ("--tun lb0 --announce --announce-proto 300", "invalid value"),
+        ] {
+            let e = parse(args).map(|_| ()).unwrap_err();
+            assert!(e.contains(says), "{args}: {e}");
+        }
+    }
 }
