@@ -103,7 +103,9 @@ impl Balancer<'_> {
                 // global or the service's (`pickup.rs`).
                 let may_create = match proto {
                     Protocol::Udp => true,
-                    Protocol::Tcp => (syn || self.picks_up(svc)) && !rst,
+                    Protocol::Tcp => {
+                        (syn || self.settings.sloppy_tcp || self.service_picks_up(svc)) && !rst
+                    }
                 };
                 if !may_create {
                     return if rst {
