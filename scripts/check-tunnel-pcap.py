@@ -22,6 +22,14 @@ flags, the inner protocol); for GRE flags 00 00 or 80 00 with a checksum that ve
 zero reserved bytes, the inner EtherType; and an inner packet from the client to a VIP whose
 IP and TCP checksums verify. Replies: every packet from a VIP to the client is plain TCP.
 Prints "outer N (IPv4 A, IPv6 B) replies R"; exits 1 on the first wrong field.
+
+check-tunnel-pcap.py too-big PCAP SPEC... — check the path MTU answers a client received (a
+capture of its link): every ICMP "fragmentation needed" (type 3 code 4) / ICMPv6 "packet too
+big" (type 2) comes from a VIP to the client, carries the MTU left inside the tunnel (mtu4,
+mtu6) and quotes the client's own TCP segment to the VIP's port (port) that was too big for it;
+no other ICMP error reaches the client (neighbour discovery and echo are ignored). SPEC: vip4,
+vip6, client4, client6, mtu4, mtu6, port. Prints "ipv4 N mtu M quoted Q ipv6 N mtu M quoted Q"
+(N answers, M their MTU, Q the largest quoted packet's length).
 """
 import ipaddress
 import struct
@@ -99,7 +107,65 @@ def check_inner(p, spec):
     return v, ttl, tos, df, flow
 
 
+def too_big(path, spec):
+    for k in ("vip4", "vip6", "client4", "client6"):
+        spec[k] = ipaddress.ip_address(spec[k]).packed
+    mtu = {4: int(spec["mtu4"]), 6: int(spec["mtu6"])}
+    port = int(spec["port"])
+    seen = {4: 0, 6: 0}
+    quoted_max = {4: 0, 6: 0}
+    mtu_seen = {4: 0, 6: 0}
+    for f in frames(path):
+        ethertype = struct.unpack("!H", f[12:14])[0]
+        if ethertype not in (0x0800, 0x86DD):
+            continue
+        p = f[14:]
+        v, hl, proto, src, dst, _, _, _, total = ip_fields(p)
+        if proto != (1 if v == 4 else 58):
+            continue
+        icmp = p[hl:total]
+        ty, code = icmp[0], icmp[1]
+        if v == 4:
+            if ty in (0, 8):
+                continue
+            if not verifies(icmp):
+                fail("ICMP checksum")
+            if (ty, code) != (3, 4):
+                fail("ICMP type %d code %d from %s" % (ty, code, ipaddress.ip_address(src)))
+            got = struct.unpack("!H", icmp[6:8])[0]
+        else:
+            if ty in (128, 129, 133, 134, 135, 136, 137):
+                continue
+            if not verifies(icmp, pseudo(src, dst, 58, len(icmp))):
+                fail("ICMPv6 checksum")
+            if (ty, code) != (2, 0):
+                fail("ICMPv6 type %d code %d from %s" % (ty, code, ipaddress.ip_address(src)))
+            got = struct.unpack("!I", icmp[4:8])[0]
+        if (src, dst) != (spec["vip%d" % v], spec["client%d" % v]):
+            fail("a path MTU answer %s -> %s" % (ipaddress.ip_address(src), ipaddress.ip_address(dst)))
+        if got != mtu[v]:
+            fail("IPv%d path MTU answer with MTU %d, want %d" % (v, got, mtu[v]))
+        q = icmp[8:]
+        qv, qhl, qproto, qsrc, qdst, _, _, _, qtotal = ip_fields(q)
+        if qv != v or qproto != 6 or (qsrc, qdst) != (spec["client%d" % v], spec["vip%d" % v]):
+            fail("the answer quotes no TCP segment from the client to the VIP")
+        if struct.unpack("!H", q[qhl + 2 : qhl + 4])[0] != port:
+            fail("the answer quotes a segment to port %d" % struct.unpack("!H", q[qhl + 2 : qhl + 4])[0])
+        if qtotal <= mtu[v]:
+            fail("the answer quotes a %d-byte packet, within the MTU %d" % (qtotal, mtu[v]))
+        seen[v] += 1
+        mtu_seen[v] = got
+        quoted_max[v] = max(quoted_max[v], qtotal)
+    print(
+        "ipv4 %d mtu %d quoted %d ipv6 %d mtu %d quoted %d"
+        % (seen[4], mtu_seen[4], quoted_max[4], seen[6], mtu_seen[6], quoted_max[6])
+    )
+
+
 def main():
+    if sys.argv[1] == "too-big":
+        too_big(sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:]))
+        return
     path, kind = sys.argv[1], sys.argv[2]
     spec = dict(a.split("=", 1) for a in sys.argv[3:])
     for k in ("src4", "src6", "server4", "server6", "vip4", "vip6", "client4", "client6"):

@@ -58,9 +58,14 @@
 #   tunnel   lb-tun forwarding by tunnel (-i) to two real servers running lb-decap and nginx,
 #            for each of ipip, gue and gre (checksum on over one family, off over the other):
 #            hey with no failure and the wrr 3:1 split within 2 % (IPv4), IPv6 requests, a
-#            1 MB socat echo compared byte for byte (the path MTU answers resize the client's
-#            segments), replies straight from the servers to the client, and the outer headers
-#            captured on s1's link checked field by field (scripts/check-tunnel-pcap.py)
+#            1 MB socat echo over each family compared byte for byte, replies straight from the
+#            servers to the client, and the outer headers captured on s1's link checked field by
+#            field (scripts/check-tunnel-pcap.py); PMTU discovery: on 1,500-byte links the
+#            client's first segments get lb-tun's ICMP fragmentation needed / packet too big
+#            from the VIPs with the MTU left in the tunnel (captured on the client's link,
+#            learnt by its routes, counted in too_big_replies and the metrics). Then the same
+#            checks with the kernel's decapsulation (ipip/ip6tnl, fou, gre/ip6gre) for each kind
+#            the kernel can set up; "skip: kernel decapsulation of KIND: WHY" for the others
 #   announce --announce without BGP: lb-tun creates its TUN device, and its VIP host routes
 #            (proto 76) appear once the TCP_CHECKs pass; both IPv4 servers failing their checks
 #            withdraw the IPv4 VIP only, their return brings it back; NAT is warned about;
@@ -1281,48 +1286,170 @@ PY
 	ok "lb-decap: $decoded packets decoded and written to the TUN device, the 2 damaged ones counted by reason"
 }
 
-# decap_server I — real server I for tunnels: the VIPs on lo, no reverse-path filter, ARP for
-# its own addresses only, lb-decap on dc0 (every tunnel), nginx on the VIPs, a socat echo on
-# VIP4:9000.
-decap_server() {
-	local i="$1" role="s$1"
+# tunnel_server I — real server I for tunnels, whatever takes the outer headers off: the VIPs
+# on lo, no reverse-path filter, ARP for its own addresses only, nginx on the VIPs, a TCP echo
+# on VIP4:9000 and [VIP6]:9000 (python3: socat's PIPE echo can deadlock on its own pipe when
+# the echo falls behind, a blocking write of 8 KiB into a pipe with less room that only it reads).
+tunnel_server() {
+	local role="s$1"
+	cat >"$tmp/tcp_echo.py" <<'PY'
+import socket, sys, threading
+def echo(c):
+    with c:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+        c.shutdown(socket.SHUT_WR)
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 9000))
+    s.listen(16)
+    while True:
+        threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+threading.Thread(target=serve, args=(socket.AF_INET6, sys.argv[2]), daemon=True).start()
+serve(socket.AF_INET, sys.argv[1])
+PY
 	nsx "$role" ip addr add "$LBT_VIP4/32" dev lo
 	nsx "$role" ip -6 addr add "$LBT_VIP6/128" dev lo
 	nsx "$role" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
 		net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
-	LBT_DECAP_PIDS="${LBT_DECAP_PIDS:-} $(start_in_ns "$role" "lb-decap-$role" "$(lbt_bin lb-decap)" \
-		--tun dc0 --gue-port 6080 --ipip --gre)"
 	start_nginx "$role" "$LBT_VIP4" "$role" "$LBT_VIP6"
-	start_in_ns "$role" "socat-$role" socat -T 10 "TCP4-LISTEN:9000,bind=$LBT_VIP4,reuseaddr,fork" PIPE >/dev/null
-	wait_http "$role" "http://$LBT_VIP4/" || return 1
+	start_in_ns "$role" "tcp-echo-$role" python3 "$tmp/tcp_echo.py" "$LBT_VIP4" "$LBT_VIP6" >/dev/null
+	wait_http "$role" "http://$LBT_VIP4/"
 }
 
-scenario_tunnel() {
-	LBT_NSERVERS=2
-	topo_up || fail topo_up
-	command -v socat >/dev/null || fail "socat not found"
-	command -v tcpdump >/dev/null || fail "tcpdump not found"
-	# The tunnel sources are routed into the TUN: lb-tun writes the tunnelled packets there and
-	# the kernel forwards them to the servers; anything sent back to them returns to lb-tun.
-	ip -n "${LBT}-gw" route add 10.20.9.1/32 dev "$LBT_TUN"
-	ip -n "${LBT}-gw" -6 route add fd00:99::1/128 dev "$LBT_TUN"
-	decap_server 1 || fail "s1 did not start"
-	decap_server 2 || fail "s2 did not start"
-	local a1 a2 b1 b2
+# tunnel_opts KIND — sets opts4/opts6 (the -a options of the IPv4 and the IPv6 service),
+# csum4/csum6 (GUE: UDP checksum, GRE: GRE checksum, over an IPv4/IPv6 outer header) and
+# mtu4/mtu6 (the MTU left inside the tunnel on a 1,500-byte path: what lb-tun's
+# "fragmentation needed" / "packet too big" must carry).
+tunnel_opts() {
+	case $1 in
+	ipip) opts4="--tun-type ipip" opts6="--tun-type ipip" csum4=0 csum6=0 mtu4=1480 mtu6=1460 ;;
+	# IPv6 GUE needs a UDP checksum (a socket takes no zero checksum over IPv6).
+	gue)
+		opts4="--tun-type gue --tun-port 6080 --tun-nocsum" opts6="--tun-type gue --tun-port 6080 --tun-csum"
+		csum4=0 csum6=1 mtu4=1468 mtu6=1448
+		;;
+	gre) opts4="--tun-type gre --tun-csum" opts6="--tun-type gre --tun-nocsum" csum4=1 csum6=0 mtu4=1472 mtu6=1456 ;;
+	*) fail "tunnel kind $1" ;;
+	esac
+}
+
+# decap_lbdecap I KIND... — server I takes the outer headers off with lb-decap on dc0 (every
+# kind at once).
+decap_lbdecap() {
+	local role="s$1"
+	LBT_DECAP_PIDS="${LBT_DECAP_PIDS:-} $(start_in_ns "$role" "lb-decap-$role" "$(lbt_bin lb-decap)" \
+		--tun dc0 --gue-port 6080 --ipip --gre)"
+	for _ in $(seq 1 50); do
+		nsx "$role" ip link show dc0 2>/dev/null | grep -q ',UP' && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# kip NS ARGS... — ip -n NS ARGS; on failure one line "ip ARGS: ERROR" on stderr.
+kip() {
+	local ns="$1" out
+	shift
+	out=$(ip -n "$ns" "$@" 2>&1) && return 0
+	echo "ip $*: $(echo "$out" | head -n 1)" >&2
+	return 1
+}
+
+# kernel_devices NS LOCAL4 LOCAL6 KIND... — the kernel's decapsulation of KINDs in namespace NS
+# (full name) whose addresses are LOCAL4 and LOCAL6, as a real server of kernel IPVS has it:
+# IPIP an ipip device (IPv4 in IPv4) and an ip6tnl ip6ip6 one (IPv6 in IPv6); GUE fou on the
+# port for both families, into those same devices; GRE a gre and an ip6gre device, icsum
+# (checksum required) where the director sends one. Every device up, rp_filter 0.
+kernel_devices() {
+	local ns="$1" a4="$2" a6="$3" k ipip=0 fou=0 gre=0 dev
+	shift 3
+	for k in "$@"; do
+		case $k in
+		ipip) ipip=1 ;;
+		gue) ipip=1 fou=1 ;;
+		gre) gre=1 ;;
+		*) echo "kernel decapsulation: unknown kind $k" >&2 && return 1 ;;
+		esac
+	done
+	if [ "$fou" = 1 ]; then
+		kip "$ns" fou add port 6080 gue || return 1
+		kip "$ns" fou add port 6080 gue -6 || return 1
+	fi
+	if [ "$ipip" = 1 ]; then
+		kip "$ns" link add name kip4 type ipip local "$a4" || return 1
+		kip "$ns" link add name kip6 type ip6tnl mode ip6ip6 local "$a6" || return 1
+	fi
+	if [ "$gre" = 1 ]; then
+		local csum4 csum6 opts4 opts6 mtu4 mtu6 ic4=() ic6=()
+		tunnel_opts gre
+		[ "$csum4" = 1 ] && ic4=(icsum)
+		[ "$csum6" = 1 ] && ic6=(icsum)
+		kip "$ns" link add name kgre4 type gre local "$a4" "${ic4[@]}" || return 1
+		kip "$ns" link add name kgre6 type ip6gre local "$a6" "${ic6[@]}" || return 1
+	fi
+	for dev in kip4 kip6 kgre4 kgre6; do
+		ip -n "$ns" link show "$dev" >/dev/null 2>&1 || continue
+		kip "$ns" link set "$dev" up || return 1
+		case $dev in
+		*4) ip netns exec "$ns" sysctl -qw "net.ipv4.conf.$dev.rp_filter=0" || return 1 ;;
+		esac
+	done
+}
+
+# decap_kernel I KIND... — server I takes the outer headers of KINDs off in its kernel.
+decap_kernel() {
+	local i="$1"
+	shift
+	kernel_devices "${LBT}-s$i" "$(server_addr4 "$i")" "$(server_addr6 "$i")" "$@"
+}
+
+# kernel_kinds — sets KERNEL_KINDS to the kinds this kernel can decapsulate, trying
+# kernel_devices for each in a scratch namespace; prints one skip line for each other kind.
+kernel_kinds() {
+	local kind ns="${LBT}-kprobe" why
+	KERNEL_KINDS=""
+	for kind in ipip gue gre; do
+		ip netns add "$ns" || fail "scratch namespace $ns"
+		if why=$(kernel_devices "$ns" 10.0.0.1 fd00::1 "$kind" 2>&1); then
+			KERNEL_KINDS="$KERNEL_KINDS $kind"
+		else
+			echo "skip: kernel decapsulation of $kind: $(echo "$why" | head -n 1)"
+		fi
+		ip netns del "$ns"
+	done
+}
+
+# tunnel_suite DECAP KIND... — both servers take the outer headers off the DECAP way
+# (decap_DECAP I KIND...), then tunnel_checks DECAP KIND for each KIND.
+tunnel_suite() {
+	local decap="$1" i kind
+	shift
+	for i in 1 2; do
+		"decap_$decap" "$i" "$@" || fail "s$i: $decap decapsulation not set up"
+	done
+	for kind in "$@"; do
+		tunnel_checks "$decap" "$kind"
+	done
+}
+
+# tunnel_checks DECAP KIND — lb-tun tunnelling KIND to the two real servers (decapsulating the
+# DECAP way): hey (wrr 3:1 split) over IPv4, IPv6 requests, a 1 MB socat echo over each family
+# with the client's path MTU answers checked (client's link), the counters, and the outer
+# headers on s1's link.
+tunnel_checks() {
+	local decap="$1" kind="$2" what="$1 $2" n=2000
+	local a1 a2 b1 b2 opts4 opts6 csum4 csum6 mtu4 mtu6 c1 c2 d1 d2 cap ccap got
 	a1=$(server_addr4 1)
 	a2=$(server_addr4 2)
 	b1=$(server_addr6 1)
 	b2=$(server_addr6 2)
-	head -c 1000000 /dev/urandom >"$tmp/payload"
-	local kind opts4 opts6 csum4 csum6 n=2000 c1 c2 d1 d2 cap got
-	for kind in ipip gue gre; do
-		case $kind in
-		ipip) opts4="--tun-type ipip" opts6="--tun-type ipip" csum4=0 csum6=0 ;;
-		# IPv6 GUE needs a UDP checksum (a socket takes no zero checksum over IPv6).
-		gue) opts4="--tun-type gue --tun-port 6080 --tun-nocsum" opts6="--tun-type gue --tun-port 6080 --tun-csum" csum4=0 csum6=1 ;;
-		gre) opts4="--tun-type gre --tun-csum" opts6="--tun-type gre --tun-nocsum" csum4=1 csum6=0 ;;
-		esac
-		cat >"$tmp/lb-$kind.conf" <<CONF
+	tunnel_opts "$kind"
+	cat >"$tmp/lb-$kind.conf" <<CONF
 -A -t $LBT_VIP4:80 -s wrr
 -a -t $LBT_VIP4:80 -r $a1:80 -i -w 3 $opts4
 -a -t $LBT_VIP4:80 -r $a2:80 -i -w 1 $opts4
@@ -1331,42 +1458,109 @@ scenario_tunnel() {
 -a -t [$LBT_VIP6]:80 -r [$b2]:80 -i -w 1 $opts6
 -A -t $LBT_VIP4:9000 -s rr
 -a -t $LBT_VIP4:9000 -r $a1:9000 -i -w 1 $opts4
+-A -t [$LBT_VIP6]:9000 -s rr
+-a -t [$LBT_VIP6]:9000 -r [$b1]:9000 -i -w 1 $opts6
 CONF
-		cap=$(start_in_ns s1 "tcpdump-$kind" tcpdump --immediate-mode -Uni eth0 -w "$tmp/s1-$kind.pcap" \
-			"src host 10.20.9.1 or src host fd00:99::1 or src host $LBT_VIP4 or src host $LBT_VIP6")
-		start_gateway "$tmp/lb-$kind.conf" --tunnel-source 10.20.9.1 --tunnel-source fd00:99::1 ||
-			fail "$kind: gateway did not start"
-		sleep 0.5 # tcpdump attaches
-		c1=$(wc -l <"$tmp/s1.access.log")
-		c2=$(wc -l <"$tmp/s2.access.log")
-		load_run "http://$LBT_VIP4/" "$n" 20 "$tmp/$kind-v4.csv" || fail "$kind: load v4"
-		all_ok "$tmp/$kind-v4.csv" "$n"
-		d1=$(($(wc -l <"$tmp/s1.access.log") - c1))
-		d2=$(($(wc -l <"$tmp/s2.access.log") - c2))
-		awk -v a="$d1" -v b="$d2" 'BEGIN { if (a + b == 0) exit 1; f = a / (a + b); d = f - 0.75; if (d < 0) d = -d; exit !(d <= 0.02 * 0.75) }' ||
-			fail "$kind: split s1 $d1 s2 $d2 is not 3:1 within 2 %"
-		ok "$kind: $n/$n requests to $LBT_VIP4 got 200, split s1 $d1 s2 $d2 (wrr 3:1)"
-		load_run "http://[$LBT_VIP6]/" 200 10 "$tmp/$kind-v6.csv" || fail "$kind: load v6"
-		all_ok "$tmp/$kind-v6.csv" 200
-		ok "$kind: 200/200 requests to [$LBT_VIP6] got 200"
-		nsx client timeout 30 socat -T 10 -t 10 - "TCP4:$LBT_VIP4:9000" <"$tmp/payload" >"$tmp/echoed" ||
-			fail "$kind: socat transfer failed"
-		cmp -s "$tmp/payload" "$tmp/echoed" || fail "$kind: the echoed 1 MB differs ($(wc -c <"$tmp/echoed") bytes back)"
-		ok "$kind: 1,000,000 bytes echoed through $LBT_VIP4:9000, identical"
-		kill "$LBT_GW_PID" "$cap" 2>/dev/null
-		for _ in $(seq 1 50); do
-			kill -0 "$LBT_GW_PID" 2>/dev/null || kill -0 "$cap" 2>/dev/null || break
-			sleep 0.1
-		done
-		got=$(python3 "$LBT_REPO/scripts/check-tunnel-pcap.py" "$tmp/s1-$kind.pcap" "$kind" \
-			src4=10.20.9.1 src6=fd00:99::1 server4="$a1" server6="$b1" vip4="$LBT_VIP4" \
-			vip6="$LBT_VIP6" client4="$LBT_CLIENT4" client6="$LBT_CLIENT6" \
-			csum4=$csum4 csum6=$csum6 port=6080) || fail "$kind: outer headers on s1's link"
-		read -r _ outer _ v4 _ v6 _ replies <<<"${got//[(),]/ }"
-		[ "$v4" -gt 1000 ] && [ "$v6" -gt 100 ] && [ "$replies" -gt 1000 ] ||
-			fail "$kind: too few packets on s1's link to judge: $got"
-		ok "$kind: s1's link: $got, every field as IPVS writes it; replies plain, from the VIPs"
+	cap=$(start_in_ns s1 "tcpdump-$decap-$kind" tcpdump --immediate-mode -Uni eth0 -w "$tmp/s1-$decap-$kind.pcap" \
+		"src host 10.20.9.1 or src host fd00:99::1 or src host $LBT_VIP4 or src host $LBT_VIP6")
+	start_gateway "$tmp/lb-$kind.conf" --tunnel-source 10.20.9.1 --tunnel-source fd00:99::1 ||
+		fail "$what: gateway did not start"
+	sleep 0.5 # tcpdump attaches
+	c1=$(wc -l <"$tmp/s1.access.log")
+	c2=$(wc -l <"$tmp/s2.access.log")
+	load_run "http://$LBT_VIP4/" "$n" 20 "$tmp/$kind-v4.csv" || fail "$what: load v4"
+	all_ok "$tmp/$kind-v4.csv" "$n"
+	d1=$(($(wc -l <"$tmp/s1.access.log") - c1))
+	d2=$(($(wc -l <"$tmp/s2.access.log") - c2))
+	awk -v a="$d1" -v b="$d2" 'BEGIN { if (a + b == 0) exit 1; f = a / (a + b); d = f - 0.75; if (d < 0) d = -d; exit !(d <= 0.02 * 0.75) }' ||
+		fail "$what: split s1 $d1 s2 $d2 is not 3:1 within 2 %"
+	ok "$what: $n/$n requests to $LBT_VIP4 got 200, split s1 $d1 s2 $d2 (wrr 3:1)"
+	load_run "http://[$LBT_VIP6]/" 200 10 "$tmp/$kind-v6.csv" || fail "$what: load v6"
+	all_ok "$tmp/$kind-v6.csv" 200
+	ok "$what: 200/200 requests to [$LBT_VIP6] got 200"
+
+	# PMTU discovery: the client forgets what an earlier run taught it, sends 1,500-byte
+	# segments, gets lb-tun's answers with the MTU left inside the tunnel and goes on smaller.
+	local big0 big1 limited icmp v4 v6 m4 m6 q4 q6 mbig mtun
+	nsx client ip route flush cache
+	nsx client ip -6 route flush cache
+	nsx client ip -6 route show cache | grep -q . && fail "$what: the client's IPv6 route cache survived the flush: $(nsx client ip -6 route show cache)"
+	big0=$(gwstat too_big_replies)
+	ccap=$(start_in_ns client "tcpdump-client-$decap-$kind" tcpdump --immediate-mode -Uni c0 \
+		-w "$tmp/client-$decap-$kind.pcap" "icmp or icmp6")
+	sleep 0.5 # tcpdump attaches
+	nsx client timeout 30 socat -T 10 -t 10 - "TCP4:$LBT_VIP4:9000" <"$tmp/payload" >"$tmp/echoed" ||
+		fail "$what: socat transfer over IPv4 failed"
+	cmp -s "$tmp/payload" "$tmp/echoed" || fail "$what: the echoed 1 MB differs over IPv4 ($(wc -c <"$tmp/echoed") bytes back)"
+	nsx client timeout 30 socat -T 10 -t 10 - "TCP6:[$LBT_VIP6]:9000" <"$tmp/payload" >"$tmp/echoed" ||
+		fail "$what: socat transfer over IPv6 failed"
+	cmp -s "$tmp/payload" "$tmp/echoed" || fail "$what: the echoed 1 MB differs over IPv6 ($(wc -c <"$tmp/echoed") bytes back)"
+	ok "$what: 1,000,000 bytes echoed through $LBT_VIP4:9000 and [$LBT_VIP6]:9000, identical"
+	sleep 0.3
+	kill "$ccap" 2>/dev/null
+	wait "$ccap" 2>/dev/null
+	icmp=$(python3 "$LBT_REPO/scripts/check-tunnel-pcap.py" too-big "$tmp/client-$decap-$kind.pcap" \
+		vip4="$LBT_VIP4" vip6="$LBT_VIP6" client4="$LBT_CLIENT4" client6="$LBT_CLIENT6" \
+		mtu4="$mtu4" mtu6="$mtu6" port=9000) || fail "$what: path MTU answers on the client's link"
+	read -r _ v4 _ m4 _ q4 _ v6 _ m6 _ q6 <<<"$icmp"
+	[ "$v4" -ge 1 ] && [ "$v6" -ge 1 ] || fail "$what: path MTU answers on the client's link: $icmp"
+	[ "$m4" = "$mtu4" ] && [ "$m6" = "$mtu6" ] && [ "$q4" = 1500 ] && [ "$q6" = 1500 ] ||
+		fail "$what: path MTU answers on the client's link: $icmp, want mtu $mtu4 / $mtu6 about 1,500-byte packets"
+	nsx client ip route get "$LBT_VIP4" | grep -Eq " mtu $mtu4( |\$)" ||
+		fail "$what: the client's route to $LBT_VIP4 learnt no MTU $mtu4: $(nsx client ip route get "$LBT_VIP4")"
+	nsx client ip -6 route get "$LBT_VIP6" | grep -Eq " mtu $mtu6( |\$)" ||
+		fail "$what: the client's route to $LBT_VIP6 learnt no MTU $mtu6: $(nsx client ip -6 route get "$LBT_VIP6")"
+	# Every answer counted and not held back by the reply rate limit reached the client.
+	big1=$(gwstat too_big_replies)
+	limited=$(gwstat drops.reply_rate_limited)
+	[ "$((big1 - big0 - limited))" = "$((v4 + v6))" ] ||
+		fail "$what: too_big_replies went from $big0 to $big1 ($limited rate-limited), the client got $((v4 + v6)) answers"
+	sleep 1.2 # the metrics are published once a second
+	metrics >"$tmp/metrics-$kind.txt"
+	mbig=$(awk '$1 == "lbtun_too_big_replies_total" { print $2 }' "$tmp/metrics-$kind.txt")
+	mtun=$(awk '$1 == "lbtun_tunnelled_total" { print $2 }' "$tmp/metrics-$kind.txt")
+	[ "${mbig:-x}" = "$(gwstat too_big_replies)" ] || fail "$what: lbtun_too_big_replies_total ${mbig:-missing}, --stats-gateway $(gwstat too_big_replies)"
+	[ "${mtun:-0}" -gt $((2 * n)) ] && [ "$mtun" = "$(gwstat tunnelled)" ] ||
+		fail "$what: lbtun_tunnelled_total ${mtun:-missing}, --stats-gateway $(gwstat tunnelled)"
+	ok "$what: PMTU: the client got $v4 ICMP fragmentation needed (mtu $m4) and $v6 ICMPv6 packet too big (mtu $m6) from the VIPs about its 1,500-byte segments, its routes learnt them; too_big_replies $big1 ($limited held back by the reply rate limit), lbtun_tunnelled_total $mtun"
+
+	kill "$LBT_GW_PID" "$cap" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$LBT_GW_PID" 2>/dev/null || kill -0 "$cap" 2>/dev/null || break
+		sleep 0.1
 	done
+	got=$(python3 "$LBT_REPO/scripts/check-tunnel-pcap.py" "$tmp/s1-$decap-$kind.pcap" "$kind" \
+		src4=10.20.9.1 src6=fd00:99::1 server4="$a1" server6="$b1" vip4="$LBT_VIP4" \
+		vip6="$LBT_VIP6" client4="$LBT_CLIENT4" client6="$LBT_CLIENT6" \
+		csum4="$csum4" csum6="$csum6" port=6080) || fail "$what: outer headers on s1's link"
+	read -r _ outer _ v4 _ v6 _ replies <<<"${got//[(),]/ }"
+	[ "$v4" -gt 1000 ] && [ "$v6" -gt 300 ] && [ "$replies" -gt 1000 ] ||
+		fail "$what: too few packets on s1's link to judge: $got"
+	ok "$what: s1's link: $got, every field as IPVS writes it; replies plain, from the VIPs"
+}
+
+scenario_tunnel() {
+	LBT_NSERVERS=2
+	topo_up || fail topo_up
+	command -v socat >/dev/null || fail "socat not found"
+	command -v tcpdump >/dev/null || fail "tcpdump not found"
+	command -v python3 >/dev/null || fail "python3 not found"
+	# 1,500-byte links from the client to the servers: the client's first segments are 1,500
+	# bytes, too big for any tunnel on a 1,500-byte path (lb-tun's --path-mtu, default 1500).
+	local l
+	for l in "client c0" "gw gc" "gw br0" "gw $LBT_TUN" "s1 eth0" "s2 eth0"; do
+		# shellcheck disable=SC2086
+		nsx ${l% *} ip link show "${l#* }" | grep -q ' mtu 1500 ' || fail "MTU of ${l#* } in ${l% *}: $(nsx ${l% *} ip link show "${l#* }")"
+	done
+	# The tunnel sources are routed into the TUN: lb-tun writes the tunnelled packets there and
+	# the kernel forwards them to the servers; anything sent back to them returns to lb-tun.
+	ip -n "${LBT}-gw" route add 10.20.9.1/32 dev "$LBT_TUN"
+	ip -n "${LBT}-gw" -6 route add fd00:99::1/128 dev "$LBT_TUN"
+	tunnel_server 1 || fail "s1 did not start"
+	tunnel_server 2 || fail "s2 did not start"
+	head -c 1000000 /dev/urandom >"$tmp/payload"
+
+	tunnel_suite lbdecap ipip gue gre
 	local i pid k
 	# shellcheck disable=SC2086
 	kill $LBT_DECAP_PIDS 2>/dev/null
@@ -1386,6 +1580,23 @@ CONF
 			fail "lb-decap on s$i refused packets"
 	done
 	ok "lb-decap on both servers decoded every tunnel and refused nothing"
+
+	# The same checks with the kernel taking the outer headers off, where it can.
+	kernel_kinds
+	if [ -n "$KERNEL_KINDS" ]; then
+		# shellcheck disable=SC2086
+		tunnel_suite kernel $KERNEL_KINDS
+		local dev rx
+		for i in 1 2; do
+			for dev in kip4 kip6 kgre4 kgre6; do
+				nsx "s$i" test -e "/sys/class/net/$dev" || continue
+				rx=$(nsx "s$i" cat "/sys/class/net/$dev/statistics/rx_packets")
+				[ "$rx" -gt 0 ] || fail "kernel decapsulation: $dev on s$i received nothing"
+				echo "  kernel s$i: $dev rx_packets $rx"
+			done
+		done
+		ok "kernel decapsulation of$KERNEL_KINDS: the same checks passed, every tunnel device received"
+	fi
 }
 
 # gw_routes PROTO — destinations of the gw's routes with that protocol number (IPv4, then

@@ -18,8 +18,18 @@
 /// Four bytes at a time: a 32-bit word is its two 16-bit words, the high one times 2¹⁶, and
 /// 2¹⁶ ≡ 1 modulo 2¹⁶ − 1, so summing 32-bit words and folding gives the same ones-complement
 /// sum (RFC 1071 §2(B)); the 64-bit accumulator cannot overflow below 2³² words.
-#[inline]
+#[inline(always)]
 pub fn add(acc: u64, data: &[u8]) -> u64 {
+    if data.len() < WIDE_FROM {
+        add_words(acc, data)
+    } else {
+        add_wide(acc, data)
+    }
+}
+
+/// [`add`] of a long slice (a payload).
+#[inline(never)]
+fn add_wide(acc: u64, data: &[u8]) -> u64 {
     // 32-bit words in the machine's own byte order into a 64-bit sum, a loop the compiler
     // vectorizes; folded and byte-swapped it is the big-endian sum (byte order independence,
     // RFC 1071 §2(B)): on a little-endian machine the swap undoes the load's.
@@ -29,13 +39,23 @@ pub fn add(acc: u64, data: &[u8]) -> u64 {
         native += u64::from(u32::from_ne_bytes([q[0], q[1], q[2], q[3]]));
     }
     let folded = fold(native);
-    let mut sum = acc
-        + u64::from(if cfg!(target_endian = "little") {
-            folded.swap_bytes()
-        } else {
-            folded
-        });
-    let mut words = quads.remainder().chunks_exact(2);
+    let folded = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    add_words(acc + u64::from(folded), quads.remainder())
+}
+
+/// Below this many bytes (addresses, headers) [`add`] sums 16-bit words one by one: the wide
+/// loop's fold and swap would cost more than they save.
+const WIDE_FROM: usize = 64;
+
+/// RFC 1071's loop: big-endian 16-bit words, an odd final byte padded with zero.
+#[inline(always)]
+fn add_words(acc: u64, data: &[u8]) -> u64 {
+    let mut sum = acc;
+    let mut words = data.chunks_exact(2);
     for w in &mut words {
         sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }

@@ -87,8 +87,9 @@ pub enum Verdict {
     /// untouched, as a router would (or drop it, if the frontend does not route).
     Pass(Transmit),
     /// The buffer now holds a packet lb-core generated (a TCP RST, an ICMP error or an ICMP
-    /// echo reply), addressed to the original packet's sender: send it; the original is
-    /// consumed. `len` is at most the buffer's capacity (and [`REPLY_MAX`](crate::balancer::REPLY_MAX)).
+    /// echo reply), addressed to the original packet's sender — or, for an ICMP error from a
+    /// tunnel's path about a tunnelled packet, relayed to that packet's client: send it; the
+    /// original is consumed. `len` is at most the buffer's capacity (and [`REPLY_MAX`](crate::balancer::REPLY_MAX)).
     Reply(Transmit),
     /// Drop the packet. Already counted under its reason.
     Drop(DropReason),

@@ -605,6 +605,8 @@ impl Gateway {
         kv("defence_drops", c.defence_drops);
         kv("fragments_forwarded", c.fragments_forwarded);
         kv("fragment_evictions", c.fragment_evictions);
+        kv("tunnelled", c.tunnelled);
+        kv("too_big_replies", c.too_big_replies);
         kv("loop_drops", self.stats.loop_drops);
         for r in DropReason::ALL {
             kv(&format!("drops.{}", r.name()), c.drops(r));

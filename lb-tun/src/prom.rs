@@ -13,7 +13,8 @@
 //!   `remote_port` (client_golang prints labels sorted by name).
 //!
 //! Our own metrics are prefixed `lbtun_`: drops by reason, the port-reuse and removed-server
-//! reschedules, SYN drops, table occupancy, and the TUN ring's I/O counters.
+//! reschedules, SYN drops, tunnelled packets and path MTU answers, table occupancy, and the
+//! TUN ring's I/O counters.
 
 use std::fmt::Write;
 
@@ -149,7 +150,7 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             c.drops(r)
         );
     }
-    let ours: [(&str, &str, u64); 17] = [
+    let ours: [(&str, &str, u64); 19] = [
         (
             "lbtun_syn_drops_total",
             "Dropped packets that carried a SYN (included in lbtun_drops_total).",
@@ -219,6 +220,16 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             "lbtun_fragment_evictions_total",
             "First-fragment decisions replaced early in a full fragment table.",
             c.fragment_evictions,
+        ),
+        (
+            "lbtun_tunnelled_total",
+            "Packets put in a tunnel (-i) to their real server.",
+            c.tunnelled,
+        ),
+        (
+            "lbtun_too_big_replies_total",
+            "ICMP fragmentation needed / packet too big answers to DR and tunnel packets over --path-mtu (in lbtun_replies_total when sent).",
+            c.too_big_replies,
         ),
         (
             "lbtun_loop_drops_total",

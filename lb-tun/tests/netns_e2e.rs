@@ -141,8 +141,11 @@ fn e2e_decap_userspace_tunnel_endpoint() {
 
 /// Tunnel forwarding (-i) end to end: lb-tun to two real servers running lb-decap and nginx,
 /// by ipip, gue and gre: hey with no failure and the wrr split, IPv6, a 1 MB socat echo byte
-/// for byte, replies straight to the client, the outer headers on s1's link checked field by
-/// field.
+/// for byte over each family, replies straight to the client, the outer headers on s1's link
+/// checked field by field; path MTU discovery shown (lb-tun's "fragmentation needed" / "packet
+/// too big" with the MTU left in the tunnel, on the client's link, learnt by its routes,
+/// counted); then the same with the kernel decapsulating, for each kind it can (skipped with a
+/// `skip: kernel decapsulation of KIND: WHY` line where not).
 #[test]
 fn e2e_tunnel_ipip_gue_gre_to_lb_decap_servers() {
     run("tunnel");

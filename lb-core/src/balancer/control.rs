@@ -140,6 +140,13 @@ impl<'a> Balancer<'a> {
                 Ok(())
             }
             Command::StartDaemon(d) => {
+                if self.director.has_mixed_family_server() {
+                    // As IPVS's netlink start command (EINVAL).
+                    return Err(ConfigError::Unsupported(
+                        "a sync daemon while a tunnel real server is of the other address \
+                         family than its service: a sync record has one family",
+                    ));
+                }
                 self.start_daemon(*d);
                 Ok(())
             }

@@ -258,8 +258,17 @@ impl Balancer<'_> {
                     Unmatched::Other => self.pass(&buf[..len]),
                 }
             }
-            Kind::IcmpError(ie) => self.icmp_error(now, buf, len, p, &ie),
+            // ICMP errors to a tunnel source are about tunnelled packets (`tunnel.rs`); the
+            // quoted outer packet is UDP for GUE (an `IcmpError`), IPIP or GRE otherwise.
+            Kind::IcmpError(ie) => match self.tunnel_icmp(now, buf, len, p) {
+                Some(v) => v,
+                None => self.icmp_error(now, buf, len, p, &ie),
+            },
             Kind::EchoRequest => self.echo_request(now, buf, len, p),
+            Kind::Other if matches!(p.proto, 1 | 58) => match self.tunnel_icmp(now, buf, len, p) {
+                Some(v) => v,
+                None => self.not_ours(now, buf, len, p),
+            },
             // Later fragments never come here (`fragmented` takes them): not ours.
             Kind::Other | Kind::Fragment => self.not_ours(now, buf, len, p),
         }

@@ -61,7 +61,7 @@ impl Balancer<'_> {
                         } else {
                             Via::Route
                         };
-                        self.file(now, p, &key, false, how, addr_bytes(t.dst));
+                        self.file(now, p, &key, false, how, addr_bytes(t.dst), t.dst.is_ipv6());
                     }
                     Verdict::ToClient(_) => {
                         // The source the reply now comes from: the virtual address.
@@ -71,7 +71,7 @@ impl Balancer<'_> {
                         if let Some(b) = buf.get(at..at + n) {
                             vip[..n].copy_from_slice(b);
                         }
-                        self.file(now, p, &key, true, Via::Nat, vip);
+                        self.file(now, p, &key, true, Via::Nat, vip, p.v6);
                     }
                     _ => {}
                 }
@@ -89,7 +89,9 @@ impl Balancer<'_> {
     }
 
     /// Files where a first fragment went (`to_client`: its source became `addr`; else `how`
-    /// it went to `addr`), with the connection its bytes count on.
+    /// it went to `addr`, of the family `addr_is_v6` says), with the connection its bytes
+    /// count on.
+    #[allow(clippy::too_many_arguments)]
     fn file(
         &mut self,
         now: Instant,
@@ -98,6 +100,7 @@ impl Balancer<'_> {
         to_client: bool,
         how: Via,
         addr: [u8; 16],
+        addr_is_v6: bool,
     ) {
         let conn = p.transport().and_then(|proto| {
             let h = if to_client {
@@ -114,6 +117,7 @@ impl Balancer<'_> {
             conn,
             route: how == Via::Route,
             tunnel: how == Via::Tunnel,
+            addr_v6: addr_is_v6,
         };
         match self.conns.fragments.insert(key, &d, now) {
             Filed::Free => {}
@@ -139,7 +143,7 @@ impl Balancer<'_> {
             }
             return self.pass(&buf[..len]);
         };
-        let addr = ip_of(p.v6, &d.addr);
+        let addr = ip_of(d.addr_v6, &d.addr);
         let mut outer = 0;
         if d.tunnel {
             // Its server's tunnel, as the first fragment's; a datagram of no connection (one-packet
@@ -151,7 +155,6 @@ impl Balancer<'_> {
                 },
                 None => TunnelKind::Ipip,
             };
-            // (A real server is of its service's family: the packet's.)
             match self.tunnel_out(now, buf, len, p, addr, kind, false) {
                 Ok(n) => outer = n,
                 Err(v) => return v,

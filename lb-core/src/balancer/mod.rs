@@ -201,6 +201,9 @@ pub struct Counters {
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" answers to DR and tunnel packets
     /// over [`Settings::path_mtu`] (included in `replies` when sent).
     pub too_big_replies: u64,
+    /// ICMP errors from a tunnel's path about a tunnelled packet, relayed to its client
+    /// (included in `replies`).
+    pub tunnel_icmp_relayed: u64,
 }
 
 impl Counters {

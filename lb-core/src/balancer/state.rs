@@ -136,6 +136,12 @@ impl Balancer<'_> {
     pub(super) fn entry_record(&self, e: &Entry, left: Duration) -> Option<Record> {
         let server = self.director.server(e.server)?;
         let svc = self.director.service(e.service)?;
+        if server.addr().is_ipv6() != svc.config.key.is_ipv6() {
+            // A tunnel to a real server of the other family: a sync record has one family
+            // for all its addresses (IPVS refuses to start a sync daemon while such a server
+            // exists); it is neither synced nor saved.
+            return None;
+        }
         let (vip, fwmark) = match svc.config.key {
             ServiceKey::Addr { vip, .. } => (vip.ip(), 0),
             ServiceKey::Fwmark { mark, v6 } => (unspecified(v6), mark),

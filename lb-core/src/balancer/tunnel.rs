@@ -204,3 +204,182 @@ impl Balancer<'_> {
 fn ipv4_df(pkt: &[u8]) -> bool {
     pkt.get(6).is_some_and(|b| b & 0x40 != 0)
 }
+
+/// What an ICMP error from a tunnel's path says about the packet it quotes: the real server
+/// the outer packet went to, the headers lb-core put in front, and the client's packet inside.
+struct QuotedTunnel<'q> {
+    /// The outer destination: the real server.
+    rip: IpAddr,
+    /// Bytes of outer headers before the inner packet.
+    overhead: usize,
+    /// The quoted inner packet (the client's), as much as the quote holds.
+    inner: &'q [u8],
+}
+
+/// Reads `q`, the packet an ICMP error quotes, as one lb-core tunnelled from `source`: an outer
+/// IPv4 (no options) or IPv6 header from `source`, then IPIP, GUE or GRE as lb-core writes them.
+fn quoted_tunnel(q: &[u8], source: IpAddr) -> Option<QuotedTunnel<'_>> {
+    let (ip_len, proto, src, rip) = match q.first()? >> 4 {
+        4 if q.len() >= 20 && q[0] == 0x45 => {
+            let a = |i: usize| IpAddr::from([q[i], q[i + 1], q[i + 2], q[i + 3]]);
+            (20, q[9], a(12), a(16))
+        }
+        6 if q.len() >= 40 => {
+            let a = |i: usize| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&q[i..i + 16]);
+                IpAddr::from(b)
+            };
+            (40, q[6], a(8), a(24))
+        }
+        _ => return None,
+    };
+    if src != source {
+        return None;
+    }
+    let after = q.get(ip_len..)?;
+    let overhead = ip_len
+        + match proto {
+            tunnel::PROTO_IPIP | tunnel::PROTO_IPV6 => 0,
+            // GUE version 0, data, no options (what lb-core sends).
+            tunnel::PROTO_UDP if after.len() >= 12 && after[8] == 0 => 8 + tunnel::GUE_HEADER_LEN,
+            tunnel::PROTO_GRE if after.len() >= 4 => match u16::from_be_bytes([after[0], after[1]])
+            {
+                0 => tunnel::GRE_HEADER_LEN,
+                tunnel::GRE_FLAG_CSUM => tunnel::GRE_CSUM_HEADER_LEN,
+                _ => return None,
+            },
+            _ => return None,
+        };
+    Some(QuotedTunnel {
+        rip,
+        overhead,
+        inner: q.get(overhead..)?,
+    })
+}
+
+/// The client's flow in a quoted inner packet: (protocol, client, VIP, IPv6, DF), if it is
+/// TCP or UDP with its ports in the quote.
+fn quoted_flow(inner: &[u8]) -> Option<(crate::Protocol, SocketAddr, SocketAddr, bool, bool)> {
+    let (v6, l4, proto, src, dst, df) = match inner.first()? >> 4 {
+        4 if inner.len() >= 20 => {
+            let ihl = usize::from(inner[0] & 0xf) * 4;
+            let a = |i: usize| IpAddr::from([inner[i], inner[i + 1], inner[i + 2], inner[i + 3]]);
+            (false, ihl, inner[9], a(12), a(16), inner[6] & 0x40 != 0)
+        }
+        6 if inner.len() >= 40 => {
+            let a = |i: usize| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&inner[i..i + 16]);
+                IpAddr::from(b)
+            };
+            (true, 40, inner[6], a(8), a(24), false)
+        }
+        _ => return None,
+    };
+    let proto = crate::Protocol::from_number(proto)?;
+    let ports = inner.get(l4..l4 + 4)?;
+    let sport = u16::from_be_bytes([ports[0], ports[1]]);
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    Some((
+        proto,
+        SocketAddr::new(src, sport),
+        SocketAddr::new(dst, dport),
+        v6,
+        df,
+    ))
+}
+
+impl Balancer<'_> {
+    /// An ICMP error addressed to a tunnel source (`p`, in `buf[..len]`): `None` when `p` is not
+    /// addressed to one. The path toward a real server telling lb-core that a tunnelled packet
+    /// did not get through: relayed to the client as the kernel's `ip_vs_in_icmp` does, from
+    /// the VIP, quoting the client's packet, "fragmentation needed" / "packet too big" with the
+    /// MTU left once the tunnel headers are taken off (and not at all for an IPv4 packet
+    /// without DF, nor below IPv4's 68 or IPv6's 1,280 bytes), any other error with its own
+    /// type and code when the client's family is the path's. Anything else sent there is a
+    /// counted drop (`icmp_mismatch`): it would loop, and nothing of lb's own listens there.
+    pub(super) fn tunnel_icmp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+    ) -> Option<Verdict> {
+        let to = p.dst.ip();
+        let ours = match to {
+            IpAddr::V4(a) => self.settings.tunnel_source_v4 == Some(a),
+            IpAddr::V6(a) => self.settings.tunnel_source_v6 == Some(a),
+        };
+        if !ours {
+            return None;
+        }
+        let icmp_at = usize::from(p.l4_offset);
+        let relay = buf.get(icmp_at..len).and_then(|icmp| {
+            let (ty, code) = (*icmp.first()?, *icmp.get(1)?);
+            let error = if p.v6 {
+                (1..=127).contains(&ty)
+            } else {
+                matches!(ty, 3 | 4 | 11)
+            };
+            let too_big = if p.v6 { ty == 2 } else { ty == 3 && code == 4 };
+            if p.proto != if p.v6 { 58 } else { 1 } || !error {
+                return None;
+            }
+            let q = quoted_tunnel(icmp.get(8..)?, to)?;
+            let (proto, client, vip, inner_v6, df) = quoted_flow(q.inner)?;
+            // The connection it is about, tunnelled to the real server the outer packet went to.
+            let svc = self.director.lookup(proto, vip, None)?;
+            let h = self.find_addrs(proto, client, vip, Some(svc)).1?;
+            let e = self.conns.get(h)?;
+            let rip = self.director.server(e.server)?.addr().ip();
+            if !e.flags.contains(method::TUNNEL) || rip != q.rip {
+                return None;
+            }
+            let head = if too_big {
+                let reported = if p.v6 {
+                    u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]])
+                } else {
+                    u32::from(u16::from_be_bytes([icmp[6], icmp[7]]))
+                };
+                let left = (reported as usize).checked_sub(q.overhead)?;
+                if inner_v6 {
+                    let m = (left.max(IPV6_MIN_MTU) as u32).to_be_bytes();
+                    [2, 0, 0, 0, m[0], m[1], m[2], m[3]]
+                } else {
+                    if !df || left < IPV4_MIN_MTU {
+                        return None;
+                    }
+                    let m = (left.min(usize::from(u16::MAX)) as u16).to_be_bytes();
+                    [3, 4, 0, 0, 0, 0, m[0], m[1]]
+                }
+            } else if inner_v6 == p.v6 {
+                [ty, code, 0, 0, icmp[4], icmp[5], icmp[6], icmp[7]]
+            } else {
+                return None;
+            };
+            Some((
+                client.ip(),
+                vip.ip(),
+                head,
+                q.inner.len(),
+                icmp_at + 8 + q.overhead,
+            ))
+        });
+        let Some((client, vip, head, inner_len, inner_at)) = relay else {
+            return Some(self.drop(DropReason::IcmpMismatch, false));
+        };
+        if !self.limiter.allow(&self.settings, now, client) {
+            return Some(self.drop(DropReason::ReplyRateLimited, false));
+        }
+        let cap = buf.len().min(super::REPLY_MAX);
+        let quote = &buf[inner_at..inner_at + inner_len];
+        let Some(n) = nat::write_icmp_to(&mut self.scratch[..cap], vip, client, head, quote) else {
+            return Some(self.drop(DropReason::NoRoomForReply, false));
+        };
+        buf[..n].copy_from_slice(&self.scratch[..n]);
+        self.counters.replies += 1;
+        self.counters.tunnel_icmp_relayed += 1;
+        Some(Verdict::Reply(Transmit::of(&buf[..n])))
+    }
+}

@@ -541,3 +541,233 @@ fn one_service_mixes_nat_and_tunnel_servers() {
         sa("10.1.0.2:80").ip(),
     );
 }
+
+/// A tunnel may reach a real server of the other family (IPv4 inside IPv6 and back), as IPVS
+/// allows; the other methods may not, nor may such a server be edited into one of them.
+#[test]
+fn a_tunnel_carries_a_packet_to_a_real_server_of_the_other_family() {
+    let rip6 = "[2001:db8:1::9]:80";
+    for kind in KINDS {
+        let mut b = balancer_with(VIP, false, &[(rip6, tunnel(kind))]);
+        let p = pkt::segment(sa(CLIENT), sa(VIP), SYN, 1, 0, b"");
+        let (v, out) = run(&mut b, Instant::ZERO, &p);
+        assert!(
+            matches!(v, Verdict::ToServer(t) if t.dst == sa(rip6).ip()),
+            "{v:?}"
+        );
+        check_outer(&out, &p, kind, IpAddr::V6(SRC6), sa(rip6).ip());
+        let states: Vec<_> = b
+            .connections(Instant::ZERO)
+            .map(|c| (c.server, c.state))
+            .collect();
+        assert_eq!(states, [(sa(rip6), "SYN_RECV")]);
+    }
+    let rip4 = "10.1.0.9:80";
+    let mut b = balancer_with(
+        VIP6,
+        false,
+        &[(rip4, tunnel(TunnelKind::Gre { csum: true }))],
+    );
+    let p = pkt::segment(sa(CLIENT6), sa(VIP6), SYN, 1, 0, b"");
+    let (v, out) = run(&mut b, Instant::ZERO, &p);
+    assert!(
+        matches!(v, Verdict::ToServer(t) if t.dst == sa(rip4).ip()),
+        "{v:?}"
+    );
+    check_outer(
+        &out,
+        &p,
+        TunnelKind::Gre { csum: true },
+        IpAddr::V4(SRC4),
+        sa(rip4).ip(),
+    );
+
+    let line = |l: &str| parse_line(l).unwrap().unwrap();
+    let mut b = empty_balancer(
+        64,
+        Settings {
+            direct_routing: true,
+            ..settings()
+        },
+    );
+    b.apply(Instant::ZERO, &line("-A -t 10.0.0.100:80 -s rr"))
+        .unwrap();
+    // The grammar refuses the other methods (as ipvsadm), and so does the director.
+    let key = ServiceKey::tcp(sa(VIP));
+    for m in [ForwardMethod::Masq, ForwardMethod::Route] {
+        let flag = if m == ForwardMethod::Masq { "-m" } else { "-g" };
+        assert!(parse_line(&format!("-a -t 10.0.0.100:80 -r [2001:db8:1::9]:80 {flag}")).is_err());
+        let cmd = Command::AddServer(key, ServerConfig::new(sa("[2001:db8:1::9]:80"), m));
+        assert_eq!(
+            b.apply(Instant::ZERO, &cmd),
+            Err(crate::config::ConfigError::FamilyMismatch),
+            "{m:?}"
+        );
+    }
+    b.apply(
+        Instant::ZERO,
+        &line("-a -t 10.0.0.100:80 -r [2001:db8:1::9]:80 -i"),
+    )
+    .unwrap();
+    let edit = ServerConfig::new(sa("[2001:db8:1::9]:80"), ForwardMethod::Masq);
+    let err = b
+        .apply(Instant::ZERO, &Command::EditServer(key, edit))
+        .unwrap_err();
+    assert!(format!("{err}").contains("families differ"), "{err}");
+}
+
+/// The later fragments of a datagram tunnelled to a real server of the other family go to
+/// that server, in the same tunnel.
+#[test]
+fn later_fragments_follow_their_first_into_a_tunnel_of_the_other_family() {
+    let rip6 = "[2001:db8:1::9]:53";
+    let mut b = balancer_with("10.0.0.100:53", true, &[(rip6, tunnel(TunnelKind::Ipip))]);
+    let d = pkt::udp(sa("192.0.2.1:5353"), sa("10.0.0.100:53"), &[7u8; 100]);
+    for (i, f) in pkt::fragments(&d, 0, &[24, 64], 0x4243).iter().enumerate() {
+        let (verdict, out) = run(&mut b, Instant::ZERO, f);
+        assert!(
+            matches!(verdict, Verdict::ToServer(t) if t.dst == sa(rip6).ip()),
+            "fragment {i}: {verdict:?}"
+        );
+        check_outer(&out, f, TunnelKind::Ipip, IpAddr::V6(SRC6), sa(rip6).ip());
+    }
+}
+
+/// A sync record has one family for all its addresses: as IPVS, no sync daemon starts while
+/// a real server is of the other family than its service, and such connections are neither
+/// synced nor saved in a snapshot (the others are).
+#[test]
+fn connections_to_a_real_server_of_the_other_family_are_not_synced() {
+    use crate::sync::daemon::{DaemonConfig, IfName, SyncRole};
+    let mut b = balancer_with(
+        VIP,
+        false,
+        &[
+            ("[2001:db8:1::9]:80", tunnel(TunnelKind::Ipip)),
+            ("10.1.0.1:80", tunnel(TunnelKind::Ipip)),
+        ],
+    );
+    let d = DaemonConfig::new(SyncRole::Master, IfName::new("sync0").unwrap());
+    let err = b
+        .apply(Instant::ZERO, &Command::StartDaemon(d))
+        .unwrap_err();
+    assert!(format!("{err}").contains("sync daemon"), "{err}");
+    for i in 0..2u16 {
+        let c = sa(&format!("192.0.2.{}:{}", 1 + i, 1000 + i));
+        run(
+            &mut b,
+            Instant::ZERO,
+            &pkt::segment(c, sa(VIP), SYN, 1, 0, b""),
+        );
+    }
+    assert_eq!(b.connection_count(), 2);
+    let ex = b.export_state(Instant::ZERO);
+    let rec = b.export_record(&ex, 0);
+    let (r, next) = rec.expect("the same-family connection is exported");
+    assert_eq!(r.daddr, sa("10.1.0.1:80"));
+    assert!(b.export_record(&ex, next).is_none(), "the other is not");
+}
+
+/// A router on a tunnel's path answers "fragmentation needed" about a tunnelled packet, to the
+/// tunnel source: relayed to the client from the VIP, with the MTU left once the tunnel
+/// headers are off, quoting the client's packet (the kernel's `ip_vs_in_icmp`), for every
+/// kind and both families; about a packet without DF nothing is relayed; an error that quotes
+/// no tunnelled connection is a counted drop.
+#[test]
+fn the_paths_too_big_about_a_tunnelled_packet_reaches_the_client() {
+    let router4 = IpAddr::V4(Ipv4Addr::new(10, 1, 9, 1));
+    for kind in KINDS {
+        let mut b = balancer_with(VIP, false, &[("10.1.0.1:80", tunnel(kind))]);
+        let (c, v) = (sa(CLIENT), sa(VIP));
+        run(&mut b, Instant::ZERO, &pkt::segment(c, v, SYN, 1, 0, b""));
+        let data = pkt::segment(c, v, ACK, 2, 1, &[5; 1000]);
+        let (_, outer) = run(&mut b, Instant::ZERO, &data);
+        let hl = tunnel::overhead(kind, false);
+        // The router's MTU is 1,200: it quotes the outer packet (576 bytes at most).
+        let err = pkt::icmp_rest(
+            router4,
+            IpAddr::V4(SRC4),
+            3,
+            4,
+            [0, 0, 0x04, 0xb0],
+            &outer[..548],
+        );
+        let (verdict, out) = run(&mut b, Instant::ZERO, &err);
+        assert!(
+            matches!(verdict, Verdict::Reply(t) if t.dst == c.ip()),
+            "{kind:?}: {verdict:?}"
+        );
+        assert_eq!(&out[12..16], &[10, 0, 0, 100], "{kind:?}: from the VIP");
+        assert_eq!(&out[16..20], &[192, 0, 2, 1], "{kind:?}: to the client");
+        assert_eq!((out[20], out[21]), (3, 4));
+        assert_eq!(
+            usize::from(u16::from_be_bytes([out[26], out[27]])),
+            1200 - hl,
+            "{kind:?}"
+        );
+        assert_eq!(
+            &out[28..28 + 40],
+            &data[..40],
+            "{kind:?}: the client's packet quoted"
+        );
+        assert!(pkt::checksums_ok(&out), "{kind:?}");
+        assert_eq!(b.counters().tunnel_icmp_relayed, 1);
+
+        // The client's packet without DF: nothing to say to it.
+        let mut no_df = data.clone();
+        no_df[6] = 0;
+        pkt::refresh_ipv4_checksum(&mut no_df);
+        let (_, outer) = run(&mut b, Instant::ZERO, &no_df);
+        let err = pkt::icmp_rest(
+            router4,
+            IpAddr::V4(SRC4),
+            3,
+            4,
+            [0, 0, 0x04, 0xb0],
+            &outer[..548],
+        );
+        let (verdict, _) = run(&mut b, Instant::ZERO, &err);
+        assert_eq!(verdict, Verdict::Drop(DropReason::IcmpMismatch), "{kind:?}");
+    }
+
+    // IPv6 (packet too big), and an unreachable relayed with its type and code.
+    let mut b = balancer_with(
+        VIP6,
+        false,
+        &[("[2001:db8:1::1]:80", tunnel(TunnelKind::Ipip))],
+    );
+    let (c, v) = (sa(CLIENT6), sa(VIP6));
+    run(&mut b, Instant::ZERO, &pkt::segment(c, v, SYN, 1, 0, b""));
+    let data = pkt::segment(c, v, ACK, 2, 1, &[5; 1300]);
+    let (_, outer) = run(&mut b, Instant::ZERO, &data);
+    let router6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 9, 1));
+    let m = 1400u32.to_be_bytes();
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 2, 0, m, &outer[..1232]);
+    let (verdict, out) = run(&mut b, Instant::ZERO, &err);
+    assert!(
+        matches!(verdict, Verdict::Reply(t) if t.dst == c.ip()),
+        "{verdict:?}"
+    );
+    assert_eq!((out[6], out[40], out[41]), (58, 2, 0));
+    assert_eq!(
+        u32::from_be_bytes([out[44], out[45], out[46], out[47]]),
+        1400 - 40
+    );
+    assert!(pkt::checksums_ok(&out));
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 1, 3, [0; 4], &outer[..200]);
+    let (verdict, out) = run(&mut b, Instant::ZERO, &err);
+    assert!(matches!(verdict, Verdict::Reply(_)), "{verdict:?}");
+    assert_eq!(
+        (out[40], out[41]),
+        (1, 3),
+        "address unreachable, relayed as is"
+    );
+
+    // Quoting no tunnelled connection (another client): dropped, counted.
+    let mut other = outer.clone();
+    other[40 + 8 + 15] ^= 1; // the inner source address
+    let err = pkt::icmp_rest(router6, IpAddr::V6(SRC6), 2, 0, m, &other[..1232]);
+    let (verdict, _) = run(&mut b, Instant::ZERO, &err);
+    assert_eq!(verdict, Verdict::Drop(DropReason::IcmpMismatch));
+    assert_eq!(b.counters().tunnel_icmp_relayed, 2);
+}

@@ -61,6 +61,8 @@ pub(crate) struct FragDecision {
     /// The first fragment went in a tunnel to `addr` (the real server): the later ones are
     /// put in the same tunnel.
     pub(crate) tunnel: bool,
+    /// `addr` is IPv6 (a tunnel's real server may be of the other family than the packet).
+    pub(crate) addr_v6: bool,
 }
 
 /// One slot of the fragment table: a key and its decision, 64 bytes. All zero is free.
@@ -85,6 +87,7 @@ const TO_CLIENT: u8 = 4;
 const CONN: u8 = 8;
 const ROUTE: u8 = 16;
 const TUNNEL: u8 = 32;
+const ADDR_V6: u8 = 64;
 
 impl FragSlot {
     /// A free slot.
@@ -187,6 +190,7 @@ impl<'a> FragTable<'a> {
                 conn: (s.flags & CONN != 0).then_some((s.server, s.service)),
                 route: s.flags & ROUTE != 0,
                 tunnel: s.flags & TUNNEL != 0,
+                addr_v6: s.flags & ADDR_V6 != 0,
             })
     }
 
@@ -228,6 +232,7 @@ impl<'a> FragTable<'a> {
                 | if d.to_client { TO_CLIENT } else { 0 }
                 | if d.route { ROUTE } else { 0 }
                 | if d.tunnel { TUNNEL } else { 0 }
+                | if d.addr_v6 { ADDR_V6 } else { 0 }
                 | if d.conn.is_some() { CONN } else { 0 },
         };
         filed
@@ -256,6 +261,7 @@ mod tests {
             conn: Some((u16::from(a), 0)),
             route: a % 2 == 0,
             tunnel: a % 3 == 0,
+            addr_v6: a % 5 == 0,
         }
     }
 

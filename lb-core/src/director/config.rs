@@ -82,7 +82,10 @@ impl Director<'_> {
                 upper: cfg.u_threshold,
             });
         }
-        if cfg.addr.is_ipv6() != key.is_ipv6() {
+        // Tunnelling alone carries a packet to a real server of the other family (IPv4 inside
+        // IPv6 and back), as IPVS allows.
+        let tunnel = matches!(cfg.method, crate::config::ForwardMethod::Tunnel(_));
+        if cfg.addr.is_ipv6() != key.is_ipv6() && !tunnel {
             return Err(ConfigError::FamilyMismatch);
         }
         Ok(())

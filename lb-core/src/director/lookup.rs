@@ -196,6 +196,17 @@ impl Director<'_> {
         }
     }
 
+    /// Whether a listed real server is of the other address family than its service (a
+    /// tunnel: IPv4 inside IPv6 or back).
+    pub fn has_mixed_family_server(&self) -> bool {
+        self.services().any(|(id, svc)| {
+            let d = self.servers(id);
+            d.order
+                .iter()
+                .any(|&s| d.servers[usize::from(s)].addr().is_ipv6() != svc.config.key.is_ipv6())
+        })
+    }
+
     /// The listed server of service `svc` at `addr`.
     pub fn find_server(&self, svc: ServiceId, addr: SocketAddr) -> Option<ServerId> {
         let s = usize::from(svc);

@@ -27,8 +27,7 @@
 //! * host and port **names are refused** (no resolver in a `no_std` core): numeric addresses
 //!   only, which is what `ipvsadm-save -n` prints;
 //! * `-M` without `-p` is refused (ipvsadm silently keeps a mask that has no effect);
-//! * `--sctp-service`, `--pe`, the sync daemon options and GUE/GRE tunnels are refused as
-//!   unsupported; `--tun-type ipip` is accepted with `-i` (ipvsadm v1.31 saves it);
+//! * `--sctp-service` and `--pe` are refused as unsupported;
 //! * `-S` also prints the thresholds (`-x N -y N`, when non-zero) and `--table-size M`, which
 //!   ipvsadm-save omits.
 //!

@@ -151,9 +151,9 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
             });
         }
         self.inherit(n);
-        // ipvsadm gives a direct-routing real server of an address service the service's
-        // port (it cannot change the port of a packet it does not rewrite): refuse another
-        // rather than apply what was not written.
+        // ipvsadm gives a direct-routing or tunnel real server of an address service the
+        // service's port (it cannot change the port of a packet it does not rewrite): refuse
+        // another rather than apply what was not written.
         if let ServiceKey::Addr { vip, .. } = self.cfg.vs[n].service.key {
             let reals = self.cfg.vs[n].reals.range();
             for rs in &self.cfg.rs[reals] {
@@ -162,7 +162,8 @@ impl<F: Files + ?Sized> Parser<'_, '_, '_, '_, F> {
                         line,
                         text: "virtual_server",
                         kind: K::Invalid(
-                            "with lb_kind DR every real server's port must be the virtual server's",
+                            "with lb_kind DR or TUN every real server's port must be the \
+                             virtual server's",
                         ),
                     });
                 }

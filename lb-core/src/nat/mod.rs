@@ -43,6 +43,7 @@ use core::net::IpAddr;
 mod reply;
 mod rewrite;
 
+pub(crate) use reply::write_icmp_to;
 pub use reply::{
     write_echo_reply, write_icmp_port_unreachable, write_icmp_too_big, write_tcp_rst, ICMPV4_ERROR_MAX,
     ICMPV6_ERROR_MAX,

@@ -159,6 +159,50 @@ pub fn write_icmp_too_big(
     write_icmp_error(out, buf, p, src, head)
 }
 
+/// Writes into `out` an ICMP (IPv4 `src`/`dst`) or ICMPv6 message from `src` to `dst` whose
+/// first 8 bytes are `head` (type, code, checksum left 0, and the type's 4 bytes), quoting
+/// `quote` cut to fit 576 (IPv4) or 1,280 (IPv6) bytes and `out`. Returns its length, or `None`
+/// if the families differ, `dst` is not unicast, or `out` cannot hold the headers and 8 bytes
+/// of quote. For errors relayed rather than answered (a tunnel's path telling its client).
+pub(crate) fn write_icmp_to(
+    out: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    head: [u8; 8],
+    quote: &[u8],
+) -> Option<usize> {
+    let unicast = match dst {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    };
+    if !unicast || src.is_ipv6() != dst.is_ipv6() {
+        return None;
+    }
+    let (hdr_len, max, proto) = if dst.is_ipv6() {
+        (40, ICMPV6_ERROR_MAX, PROTO_ICMPV6)
+    } else {
+        (20, ICMPV4_ERROR_MAX, PROTO_ICMP)
+    };
+    let room = max.min(out.len()).checked_sub(hdr_len + 8)?;
+    let n = quote.len().min(room);
+    if n < quote.len().min(8) {
+        return None;
+    }
+    let icmp_len = 8 + n;
+    let hdr = write_ip_header(out, src, dst, proto, icmp_len)?;
+    let icmp = out.get_mut(hdr..hdr + icmp_len)?;
+    icmp[..8].copy_from_slice(&head);
+    icmp[8..].copy_from_slice(&quote[..n]);
+    let start = if dst.is_ipv6() {
+        pseudo(src, dst, proto, icmp_len)
+    } else {
+        0
+    };
+    let sum = checksum::finish(checksum::add(start, icmp));
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    Some(hdr + icmp_len)
+}
+
 /// An ICMP error whose first 8 bytes are `head` (type, code, checksum left 0, and the
 /// type's 4 bytes), quoting `p`: see [`write_icmp_port_unreachable`].
 fn write_icmp_error(

@@ -510,7 +510,12 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
             } else {
                 ForwardMethod::Masq
             };
-            let mut s = ServerConfig::new(server_addr(key.is_ipv6(), addr, port), method);
+            // A tunnel may reach a real server of the other family (IPv4 inside IPv6 and back).
+            let v6 = match method {
+                ForwardMethod::Tunnel(_) if threshold & 0x08 != 0 => !key.is_ipv6(),
+                _ => key.is_ipv6(),
+            };
+            let mut s = ServerConfig::new(server_addr(v6, addr, port), method);
             s.weight = u32::from(weight % 4);
             s.u_threshold = u32::from(threshold % 4);
             s.l_threshold = u32::from(threshold / 4 % 4).min(s.u_threshold);

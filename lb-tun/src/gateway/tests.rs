@@ -604,3 +604,45 @@ fn a_tunnelled_packet_goes_to_its_server_as_next_hop_beside_direct_routing() {
     seen.sort();
     assert_eq!(seen, ["dr", "tunnel"]);
 }
+
+/// Tunnelled packets and the path MTU answers are counted where an operator looks: in
+/// `--stats-gateway` and in the metrics.
+#[test]
+fn tunnelled_packets_and_too_big_answers_are_in_stats_and_metrics() {
+    use lb_testkit::pkt;
+    let mut g = gw();
+    g.set_tunnel(&["10.20.9.9".parse().unwrap()], 1500).unwrap();
+    g.apply_batch(
+        T0,
+        "c",
+        "-A -t 10.30.0.10:80 -s rr\n-a -t 10.30.0.10:80 -r 10.20.1.2 -i\n",
+    )
+    .unwrap();
+    let (client, vip) = (
+        "10.40.0.2:40000".parse().unwrap(),
+        "10.30.0.10:80".parse().unwrap(),
+    );
+    let mut buf = pkt::segment(client, vip, pkt::SYN, 1000, 0, &[]);
+    let len = buf.len();
+    buf.resize(2048, 0);
+    assert!(matches!(
+        g.lb.process(T0, &mut buf, len),
+        Verdict::ToServer(_)
+    ));
+    // 1,500 bytes with DF: 1,520 once in IPIP, over the path MTU of 1,500.
+    let mut buf = pkt::segment(client, vip, pkt::ACK, 1001, 1, &[7; 1460]);
+    let len = buf.len();
+    buf.resize(2048, 0);
+    assert!(matches!(g.lb.process(T0, &mut buf, len), Verdict::Reply(_)));
+    let stats = ok(&mut g, "--stats-gateway");
+    for want in ["\ntunnelled 1\n", "\ntoo_big_replies 1\n", "\nreplies 1\n"] {
+        assert!(stats.contains(want), "missing {want:?} in\n{stats}");
+    }
+    let text = crate::prom::format(g.balancer(), &RingStats::default(), g.stats(), 5);
+    for want in [
+        "# TYPE lbtun_tunnelled_total counter\nlbtun_tunnelled_total 1\n",
+        "# TYPE lbtun_too_big_replies_total counter\nlbtun_too_big_replies_total 1\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}

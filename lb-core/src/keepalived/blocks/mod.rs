@@ -10,7 +10,7 @@ use super::lex::Stmt;
 use super::parse::{Next, Parser};
 use super::values::{self, count, flag, timer};
 use super::{Fault, Files};
-use crate::config::{ForwardMethod, ServiceKey};
+use crate::config::{ForwardMethod, GueCsum, ServiceKey, TunnelKind};
 
 mod checker;
 mod real_server;
@@ -19,14 +19,14 @@ mod virtual_server;
 pub use virtual_server::DEFAULT_PERSISTENCE_SECS;
 
 pub(super) const SCRIPTS: &str = "lb runs no scripts (notify_*, quorum_up, quorum_down)";
-pub(super) const TUNNELS: &str =
-    "tunnelling (lb_kind TUN) is not supported: lb-core does not encapsulate; use NAT or DR";
 pub(super) const SORRY_NAT: &str =
     "the sorry server forwards by NAT only (sorry_server_lvs_method NAT)";
 pub(super) const OTHER_CHECKS: &str = "only TCP_CHECK and HTTP_GET are supported";
 
-/// `lb_kind`/`lvs_method`: NAT or DR (direct routing, which the frontend must carry:
-/// `Balancer::apply` says when it cannot), or a refusal of TUN.
+/// `lb_kind`/`lvs_method`: `NAT`, `DR` (direct routing, which the frontend must carry:
+/// `Balancer::apply` says when it cannot) or `TUN [type {ipip|gue port NUM|gre}
+/// [nocsum|csum|remcsum]]`, keepalived's tunnel syntax (default IPIP; the checksum options as
+/// ipvsadm takes them: none for IPIP, `remcsum` for GUE only).
 pub(super) fn method<'a>(s: &Stmt<'a>) -> Result<ForwardMethod, Fault<'a>> {
     let Some(&m) = s.args().first() else {
         return Err(s.fault(s.keyword(), K::MissingValue("NAT")));
@@ -34,11 +34,70 @@ pub(super) fn method<'a>(s: &Stmt<'a>) -> Result<ForwardMethod, Fault<'a>> {
     let method = match m {
         "NAT" => ForwardMethod::Masq,
         "DR" => ForwardMethod::Route,
-        "TUN" => return Err(s.fault(m, K::Unsupported(TUNNELS))),
+        "TUN" => return tunnel(s),
         _ => return Err(s.fault(m, K::BadValue("NAT, DR or TUN"))),
     };
     none_after(s, 1)?;
     Ok(method)
+}
+
+/// The arguments after `TUN`.
+fn tunnel<'a>(s: &Stmt<'a>) -> Result<ForwardMethod, Fault<'a>> {
+    let args = s.args();
+    let mut at = 1;
+    let mut kind = TunnelKind::Ipip;
+    if args.get(at) == Some(&"type") {
+        let Some(&t) = args.get(at + 1) else {
+            return Err(s.fault(args[at], K::MissingValue("ipip, gue port NUM or gre")));
+        };
+        at += 2;
+        kind = match t {
+            "ipip" => TunnelKind::Ipip,
+            "gre" => TunnelKind::Gre { csum: false },
+            "gue" => {
+                if args.get(at) != Some(&"port") {
+                    return Err(s.fault(t, K::MissingValue("port NUM after gue")));
+                }
+                let Some(&p) = args.get(at + 1) else {
+                    return Err(s.fault(args[at], K::MissingValue("a port")));
+                };
+                at += 2;
+                let port = values::port(s, p)?;
+                if port == 0 {
+                    return Err(s.fault(p, K::BadValue("a GUE port from 1 to 65535")));
+                }
+                TunnelKind::Gue {
+                    port,
+                    csum: GueCsum::None,
+                }
+            }
+            _ => return Err(s.fault(t, K::BadValue("ipip, gue or gre"))),
+        };
+    }
+    if let Some(&c) = args.get(at) {
+        kind = match (kind, c) {
+            (_, "nocsum") => kind,
+            (TunnelKind::Gue { port, .. }, "csum") => TunnelKind::Gue {
+                port,
+                csum: GueCsum::Csum,
+            },
+            (TunnelKind::Gue { port, .. }, "remcsum") => TunnelKind::Gue {
+                port,
+                csum: GueCsum::RemCsum,
+            },
+            (TunnelKind::Gre { .. }, "csum") => TunnelKind::Gre { csum: true },
+            (TunnelKind::Ipip, "csum" | "remcsum") | (TunnelKind::Gre { .. }, "remcsum") => {
+                return Err(s.fault(
+                    c,
+                    K::Invalid("checksum options are for gue (csum, remcsum) and gre (csum)"),
+                ))
+            }
+            _ => return Err(s.fault(c, K::BadValue("nocsum, csum or remcsum"))),
+        };
+        at += 1;
+    }
+    none_after(s, at)?;
+    Ok(ForwardMethod::Tunnel(kind))
 }
 
 /// Nothing after the first `n` arguments.

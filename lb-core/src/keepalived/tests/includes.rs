@@ -24,7 +24,7 @@ fn tree() -> MemFiles {
         ("close.conf", "}\n"),
         (
             "bad.conf",
-            "\n\nvirtual_server 192.0.2.4 80 {\n lb_kind TUN\n}\n",
+            "\n\nvirtual_server 192.0.2.4 80 {\n lb_kind FOO\n}\n",
         ),
         ("deep.conf", "include deep2.conf\n"),
         ("deep2.conf", "include deep.conf\n"),
@@ -63,7 +63,7 @@ fn include_errors_name_the_included_file() {
     let e = |text: &str| parse_files(&files, text, |_| ()).unwrap_err();
     assert_eq!(
         e("include bad.conf\n"),
-        "bad.conf:4: \"TUN\" is not supported: tunnelling (lb_kind TUN) is not supported: lb-core does not encapsulate; use NAT or DR"
+        "bad.conf:4: \"FOO\": expected NAT, DR or TUN"
     );
     assert_eq!(
         e("include loop.conf\n"),

@@ -57,6 +57,20 @@ virtual_server 192.0.2.30 80 {
         lvs_method NAT
     }
 }
+virtual_server 192.0.2.40 80 {
+    lb_kind TUN type gue port 6080 csum
+    real_server 10.0.1.51 80 {
+    }
+    real_server 10.0.1.52 80 {
+        lvs_method TUN type gre csum
+    }
+    real_server 10.0.1.53 80 {
+        lvs_method TUN
+    }
+    real_server 10.0.1.54 80 {
+        lvs_method TUN type gue port 7000 remcsum
+    }
+}
 "#;
     let ipvsadm_save = "\
 -A -t 192.0.2.10:80 -s wrr
@@ -71,6 +85,11 @@ virtual_server 192.0.2.30 80 {
 -A -t 192.0.2.30:80 -s wlc
 -a -t 192.0.2.30:80 -r 10.0.1.41:80 -g -w 1
 -a -t 192.0.2.30:80 -r 10.0.1.42:8080 -m -w 1
+-A -t 192.0.2.40:80 -s wlc
+-a -t 192.0.2.40:80 -r 10.0.1.51:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum
+-a -t 192.0.2.40:80 -r 10.0.1.52:80 -i -w 1 --tun-type gre --tun-csum
+-a -t 192.0.2.40:80 -r 10.0.1.53:80 -i -w 1
+-a -t 192.0.2.40:80 -r 10.0.1.54:80 -i -w 1 --tun-type gue --tun-port 7000 --tun-remcsum
 ";
     let want: Vec<_> = ipvsadm_save
         .lines()
