@@ -66,6 +66,15 @@
 #            learnt by its routes, counted in too_big_replies and the metrics). Then the same
 #            checks with the kernel's decapsulation (ipip/ip6tnl, fou, gre/ip6gre) for each kind
 #            the kernel can set up; "skip: kernel decapsulation of KIND: WHY" for the others
+#   announce --announce without BGP: lb-tun creates its TUN device, and its VIP host routes
+#            (proto 76) appear once the TCP_CHECKs pass; both IPv4 servers failing their checks
+#            withdraw the IPv4 VIP only, their return brings it back; NAT is warned about;
+#            lbadm --drain-gateway withdraws the routes at once while a held keep-alive
+#            connection keeps being served (through the held routes, proto 77), and the gateway
+#            exits when it has ended (or at --timeout with a flow left); SIGKILL takes the
+#            routes away with the TUN device. When BIRD 2 is installed, it runs in the gateway's
+#            namespace with lb-tun/README.md's bird.conf and must hold exactly the announced
+#            routes at each step (no BGP session: what it learns from the kernel)
 #
 # Env: LBT (namespace prefix, unique per run), LBT_BIN_DIR (lb-tun, lbadm, lb-demo-load,
 # lb-demo-http, lb-demo-synflood), LBT_SEED_N (seed scenario connections, default 6000),
@@ -1643,8 +1652,202 @@ scenario_tunnel() {
 	fi
 }
 
+# gw_routes PROTO — destinations of the gw's routes with that protocol number (IPv4, then
+# IPv6), on one line.
+gw_routes() {
+	{
+		ip -n "${LBT}-gw" route show proto "$1"
+		ip -n "${LBT}-gw" -6 route show proto "$1"
+	} | awk '{ print $1 }' | xargs
+}
+
+# wait_routes PROTO "WANT" MS — wait until gw_routes PROTO is WANT; echoes the milliseconds
+# it took (or what it is after MS, failing).
+wait_routes() {
+	local t0 now
+	t0=$(date +%s%N)
+	while :; do
+		now=$(date +%s%N)
+		if [ "$(gw_routes "$1")" = "$2" ]; then
+			echo $(((now - t0) / 1000000))
+			return 0
+		fi
+		[ $(((now - t0) / 1000000)) -ge "$3" ] && break
+		sleep 0.05
+	done
+	echo "'$(gw_routes "$1")' after $3 ms"
+	return 1
+}
+
+# bird_start — when BIRD 2 is installed, run it in gw with the bird.conf of lb-tun/README.md
+# (its BGP neighbour does not exist: only what BIRD learns from the kernel is checked). Sets
+# BIRD to its control socket ("" without BIRD).
+BIRD=""
+bird_start() {
+	command -v bird >/dev/null 2>&1 && command -v birdc >/dev/null 2>&1 || {
+		echo "skipped: BIRD 2 is not installed (apt-get install bird2), its part is not run"
+		return 0
+	}
+	awk '/^# \/etc\/bird\/bird.conf/,/^```$/' "$LBT_REPO/lb-tun/README.md" | grep -v '^```' >"$tmp/bird.conf"
+	grep -q "krt_source = 76" "$tmp/bird.conf" || fail "no bird.conf in lb-tun/README.md"
+	BIRD="$tmp/bird.ctl"
+	start_in_ns gw bird bird -f -c "$tmp/bird.conf" -s "$BIRD" >/dev/null
+	for _ in $(seq 50); do [ -S "$BIRD" ] && return 0; sleep 0.1; done
+	fail "bird did not start: $(cat "$tmp/bird.log")"
+}
+
+# bird_routes_now — the prefixes BIRD's lbtun4 and lbtun6 protocols hold, addresses only.
+bird_routes_now() {
+	local p
+	for p in lbtun4 lbtun6; do
+		birdc -s "$BIRD" show route protocol "$p" | awk '$1 ~ /\/(32|128)$/ { sub(/\/.*/, "", $1); print $1 }'
+	done | xargs
+}
+
+# bird_routes "WANT" — wait (2 s at most) until BIRD holds WANT; true without BIRD.
+bird_routes() {
+	[ -z "$BIRD" ] && return 0
+	for _ in $(seq 40); do
+		[ "$(bird_routes_now)" = "$1" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# announce_gateway — start lb-tun with --announce (it creates the TUN device), then steer the
+# servers' replies into that device (table 100 of topo_up's rules).
+announce_gateway() {
+	start_gateway "$tmp/lb.conf" --keepalived "$tmp/keepalived.conf" \
+		--probe-source 10.20.9.1 --probe-source fd00:99::1 --announce || return 1
+	ip -n "${LBT}-gw" -d link show "$LBT_TUN" | grep -q "persist off" ||
+		{ lbt_log "$LBT_TUN is not lb-tun's own: $(ip -n "${LBT}-gw" -d link show "$LBT_TUN")"; return 1; }
+	ip -n "${LBT}-gw" route add default dev "$LBT_TUN" table 100
+	ip -n "${LBT}-gw" -6 route add default dev "$LBT_TUN" table 100
+}
+
+scenario_announce() {
+	LBT_NSERVERS=2
+	topo_up || fail topo_up
+	# With --announce lb-tun creates its own device: drop topo_up's persistent one (its VIP
+	# and table-100 routes go with it).
+	ip -n "${LBT}-gw" link del "$LBT_TUN" || fail "cannot delete the persistent $LBT_TUN"
+	start_servers || fail "servers did not start"
+	local knobs="connect_timeout 1
+            retry 1
+            delay_before_retry 1"
+	cat >"$tmp/keepalived.conf" <<CONF
+virtual_server $LBT_VIP4 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    alpha
+    real_server $(server_addr4 1) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+    real_server $(server_addr4 2) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+}
+virtual_server $LBT_VIP6 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server $(server_addr6 1) 80 {
+        TCP_CHECK {
+            $knobs
+        }
+    }
+}
+CONF
+	: >"$tmp/lb.conf"
+	local both="$LBT_VIP4 $LBT_VIP6" ms i h1 load
+	announce_gateway || fail "gateway did not start"
+	# alpha: the servers start DOWN, so the IPv4 VIP is announced only after a check passed.
+	ms=$(wait_routes 76 "$both" 6000) || fail "announced routes: $ms"
+	awk -v vip="$LBT_VIP4" '
+		index($0, "-t " vip ":80: real server") && /is UP: check passed/ { up = 1 }
+		index($0, "announce: " vip " announced") { exit !up }' "$tmp/lb-tun.log" ||
+		fail "$LBT_VIP4 announced before a check passed: $(cat "$tmp/lb-tun.log")"
+	ok "announced once the checks passed, $ms ms after the control socket: $(ip -n "${LBT}-gw" route show proto 76) / $(ip -n "${LBT}-gw" -6 route show proto 76)"
+	[ "$(gw_routes 77)" = "$both" ] || fail "held routes: '$(gw_routes 77)'"
+	bird_start
+	bird_routes "$both" || fail "BIRD learned '$(bird_routes_now)', want '$both'"
+	[ -n "$BIRD" ] && ok "BIRD 2 (lb-tun/README.md's bird.conf) learned exactly the announced routes: $(bird_routes_now)"
+	grep -q "announce: 3 real servers use NAT" "$tmp/lb-tun.log" || fail "no NAT warning: $(cat "$tmp/lb-tun.log")"
+	ok "NAT with --announce is warned about: $(grep -o 'announce: [0-9]* real servers use NAT[^(]*' "$tmp/lb-tun.log")"
+	load_run "http://$LBT_VIP4/" 20 2 "$tmp/a.csv" || fail "load"
+	all_ok "$tmp/a.csv" 20
+	ok "20/20 requests through the announced VIP"
+
+	# Both IPv4 servers fail their checks: the IPv4 VIP is withdrawn, the IPv6 one stays.
+	for i in 1 2; do nsx "s$i" iptables -I INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset; done
+	ms=$(wait_routes 76 "$LBT_VIP6" 8000) || fail "after both IPv4 servers failed: $ms"
+	ok "both IPv4 servers DOWN: $LBT_VIP4 withdrawn within $ms ms, $LBT_VIP6 still announced"
+	bird_routes "$LBT_VIP6" || fail "BIRD still has '$(bird_routes_now)' after the withdrawal"
+	[ "$(gw_routes 77)" = "$both" ] || fail "held routes changed: '$(gw_routes 77)'"
+	for i in 1 2; do nsx "s$i" iptables -D INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset; done
+	ms=$(wait_routes 76 "$both" 5000) || fail "after the servers came back: $ms"
+	ok "servers UP again: $LBT_VIP4 announced again within $ms ms"
+	bird_routes "$both" || fail "BIRD has '$(bird_routes_now)' after the servers came back"
+
+	# Graceful leave: routes withdrawn at once, the held connection still served, then exit.
+	load="$(lbt_bin lb-demo-load)"
+	nsx client "$load" --hold --interval 0.2 --count 25 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h1.out" &
+	h1=$!
+	sleep 1
+	lbadm --drain-gateway --timeout 30 >"$tmp/drain.out" || fail "--drain-gateway: $(cat "$tmp/drain.out")"
+	[ "$(gw_routes 76)" = "" ] || fail "announced routes left after --drain-gateway: '$(gw_routes 76)'"
+	grep -q "draining: 1 flows" "$tmp/drain.out" || fail "drain reply: $(cat "$tmp/drain.out")"
+	ok "--drain-gateway: $(head -1 "$tmp/drain.out"); held routes kept: $(gw_routes 77)"
+	bird_routes "" || fail "BIRD still has '$(bird_routes_now)' after the drain"
+	[ -n "$BIRD" ] && ok "BIRD dropped them too"
+	wait "$h1" || fail "the held connection failed during the drain: $(cat "$tmp/h1.out")"
+	[ "$(awk '$3 == 200' "$tmp/h1.out" | wc -l)" -eq 25 ] || fail "held connection: $(cat "$tmp/h1.out")"
+	ok "the held keep-alive connection got 25/25 answers while draining"
+	for _ in $(seq 100); do [ -S "$sock" ] || break; sleep 0.05; done
+	[ -S "$sock" ] && fail "the gateway did not exit after its last flow: $(tail -3 "$tmp/lb-tun.log")"
+	grep -q "drain: no flow left, exiting" "$tmp/lb-tun.log" || fail "no drain exit logged: $(tail -5 "$tmp/lb-tun.log")"
+	[ "$(gw_routes 76) $(gw_routes 77)" = " " ] || fail "routes left after the exit: $(gw_routes 76) / $(gw_routes 77)"
+	ok "the gateway exited once its last flow ended, its routes removed"
+
+	# A drain that times out: a connection held longer than the timeout; the gateway exits.
+	cp "$tmp/lb-tun.log" "$tmp/lb-tun-a.log"
+	announce_gateway || fail "gateway did not start again"
+	ms=$(wait_routes 76 "$both" 6000) || fail "announced routes after the restart: $ms"
+	nsx client "$load" --hold --interval 0.5 --count 20 --timeout 5 "http://$LBT_VIP4/" >"$tmp/h2.out" &
+	h1=$!
+	sleep 1
+	t0=$(date +%s%N)
+	lbadm --drain-gateway --timeout 2 >"$tmp/drain.out" || fail "--drain-gateway: $(cat "$tmp/drain.out")"
+	for _ in $(seq 100); do [ -S "$sock" ] || break; sleep 0.05; done
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ -S "$sock" ] && fail "the gateway did not exit at the drain's timeout: $(tail -3 "$tmp/lb-tun.log")"
+	grep -q "drain: timeout with 1 flows left, exiting" "$tmp/lb-tun.log" || fail "no timeout logged: $(tail -5 "$tmp/lb-tun.log")"
+	[ "$ms" -ge 2000 ] && [ "$ms" -lt 3500 ] || fail "exited $ms ms after a 2 s drain"
+	ok "a drain with --timeout 2 and a flow left: exited after $ms ms"
+	kill "$h1" 2>/dev/null
+	wait "$h1" 2>/dev/null
+
+	# A gateway killed outright: its routes go with its TUN device.
+	cp "$tmp/lb-tun.log" "$tmp/lb-tun-b.log"
+	announce_gateway || fail "gateway did not start a third time"
+	ms=$(wait_routes 76 "$both" 6000) || fail "announced routes after the restart: $ms"
+	kill -9 "$LBT_GW_PID"
+	for _ in $(seq 100); do ip -n "${LBT}-gw" link show "$LBT_TUN" >/dev/null 2>&1 || break; sleep 0.05; done
+	ip -n "${LBT}-gw" link show "$LBT_TUN" >/dev/null 2>&1 && fail "$LBT_TUN still there after SIGKILL"
+	[ "$(gw_routes 76) $(gw_routes 77)" = " " ] || fail "routes left after SIGKILL: $(gw_routes 76) / $(gw_routes 77)"
+	bird_routes "" || fail "BIRD still has '$(bird_routes_now)' after SIGKILL"
+	ok "SIGKILL: the TUN device and every route through it are gone${BIRD:+, from BIRD too}"
+}
+
 case "$SCENARIO" in
-split | seed | drain | restore | restart | failover | frag | synflood | health | dr | decap | tunnel) "scenario_$SCENARIO" ;;
-*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|dr|decap|tunnel" >&2; exit 2 ;;
+split | seed | drain | restore | restart | failover | frag | synflood | health | dr | decap | tunnel | announce) "scenario_$SCENARIO" ;;
+*) echo "usage: $0 split|seed|drain|restore|restart|failover|frag|synflood|health|dr|decap|tunnel|announce" >&2; exit 2 ;;
 esac
 echo PASS

@@ -218,6 +218,12 @@ pub struct ServiceConfig {
     /// Size of the sh/dh/mh table; `None` picks IPVS's default (sh 256, dh 256, mh 4093).
     /// mh takes one of the kernel's primes, sh a power of two (16..=2^20).
     pub table_size: Option<u32>,
+    /// Mid-flow pickup (`--sloppy`, our extension): any TCP segment without RST may create an
+    /// entry for this service, not only a SYN; IPVS's global `sloppy_tcp`
+    /// ([`Settings::sloppy_tcp`](crate::Settings::sloppy_tcp)) for one service. Safe with a
+    /// consistent-hash scheduler (`mh`, `sh`) or connection sync: see docs/ipvs-semantics.md
+    /// §4.10, "Mid-flow pickup".
+    pub sloppy_tcp: bool,
 }
 
 impl ServiceConfig {
@@ -233,6 +239,7 @@ impl ServiceConfig {
             persistence: None,
             one_packet: false,
             table_size: None,
+            sloppy_tcp: false,
         }
     }
 }

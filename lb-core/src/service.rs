@@ -54,6 +54,7 @@ impl Service {
             persistence: None,
             one_packet: false,
             table_size: None,
+            sloppy_tcp: false,
         },
         stats: Stats::new(),
         rates: RateEstimator::NEW,

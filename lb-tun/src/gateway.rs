@@ -848,6 +848,10 @@ lbadm: administer a running lb-tun gateway with ipvsadm's syntax (numeric addres
   lbadm --sync-threshold N | --sync-period N | --sync-version 0|1
   lbadm --save-state       write the connection table to the gateway's --state file now
                                                                       (lb-tun extension)
+  lbadm --drain-gateway [--timeout SECONDS]
+                           withdraw the --announce routes, keep forwarding the flows that
+                           still arrive, exit when they end or after SECONDS (default 300)
+                                                                      (lb-tun extension)
   --control PATH           the gateway's socket (default /run/lb-tun.sock)
 
 NAT (-m) works on either device; direct routing (-g) only when lb-tun runs on a TAP device

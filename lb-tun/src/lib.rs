@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod control;
 pub mod decap;
+pub mod drain;
 pub mod gateway;
 pub mod health;
 pub mod keepalived;

@@ -265,6 +265,10 @@ fn print_service(
             if cfg.one_packet {
                 out.push_str(" ops");
             }
+            // Our extension (`--sloppy`): mid-flow pickup, after what ipvsadm prints.
+            if cfg.sloppy_tcp {
+                out.push_str(" sloppy");
+            }
         }
     }
     out.push('\n');

@@ -13,7 +13,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lb_tun::control::{ControlServer, Pending, DEFAULT_CONTROL_PATH};
+use lb_tun::announce::{self, Announcer};
+use lb_tun::control::{ControlServer, Pending, Reply, DEFAULT_CONTROL_PATH};
 use lb_tun::gateway::{os_random, parse_batch, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
 use lb_tun::tap::{Device, TapConfig, TapDevice};
@@ -24,6 +25,11 @@ use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// How often the loop republishes the metrics snapshot.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// How often `--announce` compares the routes with what the gateway can serve, when no
+/// control request changed the configuration (health checks change it between).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
+/// How often a drain counts the flows left.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// The userspace IPVS gateway on a TUN device (NAT) or a TAP device (NAT and direct routing),
 /// configured in ipvsadm's language.
@@ -98,6 +104,16 @@ struct Args {
     /// it on SIGTERM/SIGINT and on `lbadm --save-state` (to FILE.tmp, then renamed).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Own a host route for each VIP on the TUN device, present while the gateway can serve
+    /// it (a real server with weight above 0, after its health checks if any): a routing
+    /// daemon (BIRD) exports those routes by their protocol number (README "Several
+    /// gateways"). Brings the device up. Let lb-tun create the device, so the routes go with
+    /// it if the process dies. With --tun only.
+    #[arg(long, conflicts_with = "tap")]
+    announce: bool,
+    /// Protocol number of the announced routes (--announce); 77 is the held routes'.
+    #[arg(long, value_name = "N", default_value_t = announce::DEFAULT_PROTO, requires = "announce")]
+    announce_proto: u8,
     /// Check the --config and --keepalived files, print the result as -S would, and exit (no
     /// TUN device needed).
     #[arg(long)]
@@ -127,12 +143,21 @@ struct Loop {
     control: mpsc::Receiver<Pending>,
     snapshot: MetricsSnapshot,
     last_publish: Instant,
+    /// `--announce`'s routes.
+    announcer: Option<Announcer>,
+    last_announce: Instant,
+    /// The last error changing the routes, logged once (they are retried every 100 ms).
+    announce_error: Option<String>,
+    /// Set by `lbadm --drain-gateway`: when the drain gives up waiting for the flows.
+    drain_until: Option<Instant>,
+    last_drain_check: Instant,
 }
 
 impl Loop {
-    /// Runs until `stop` is set (SIGINT/SIGTERM) or the device fails.
+    /// Runs until `stop` is set (SIGINT/SIGTERM), a drain ends or the device fails.
     fn run(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
         self.publish();
+        self.announce();
         while !stop.load(Ordering::Relaxed) {
             let n = self.ring.fill(&self.dev)?;
             if n == 0 {
@@ -152,6 +177,16 @@ impl Loop {
             }
             let mut changed = false;
             while let Ok(pending) = self.control.try_recv() {
+                if let Some(req) = lb_tun::drain::parse(&pending.request.args) {
+                    let reply = self.start_drain(req);
+                    log::debug!(
+                        "control {:?}: status {}",
+                        pending.request.args,
+                        reply.status
+                    );
+                    pending.respond(reply);
+                    continue;
+                }
                 let mut reply = self.gw.control(now, &pending.request, self.ring.stats());
                 if reply.status == 0 && pending.request.args == ["--stats-gateway"] {
                     reply.text.push_str(&self.dev.stats_text());
@@ -167,11 +202,99 @@ impl Loop {
             if changed {
                 self.dev.set_answered(answered(&self.gw));
             }
+            if changed || self.last_announce.elapsed() >= ANNOUNCE_EVERY {
+                self.announce();
+            }
+            if self.drain_over(now) {
+                break;
+            }
             if self.last_publish.elapsed() >= METRICS_EVERY {
                 self.publish();
             }
         }
         Ok(())
+    }
+
+    /// `--announce`: routes for what the gateway can serve now (none while draining), held
+    /// routes for every VIP configured.
+    fn announce(&mut self) {
+        self.last_announce = Instant::now();
+        let Some(a) = &mut self.announcer else {
+            return;
+        };
+        let lb = self.gw.balancer();
+        let want = if self.drain_until.is_some() {
+            Default::default()
+        } else {
+            announce::served_vips(lb)
+        };
+        match a.sync(&want, &announce::configured_vips(lb)) {
+            Ok(c) => {
+                for vip in c.added {
+                    log::info!("announce: {vip} announced");
+                }
+                for vip in c.removed {
+                    log::info!("announce: {vip} withdrawn");
+                }
+                if self.announce_error.take().is_some() {
+                    log::info!("announce: routes as wanted again");
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.announce_error.as_ref() != Some(&e) {
+                    log::error!("announce: routes not all changed (retried every 100 ms): {e}");
+                    self.announce_error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// `lbadm --drain-gateway`: withdraw the routes, keep forwarding, exit once the flows end.
+    fn start_drain(&mut self, req: Result<lb_tun::drain::DrainRequest, String>) -> Reply {
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => return Reply::error(2, e),
+        };
+        let mut text = String::new();
+        if let Some(a) = &mut self.announcer {
+            let was: Vec<_> = a.announced().iter().copied().collect();
+            match a.withdraw() {
+                Ok(_) => text.push_str(&format!("routes withdrawn: {}\n", join(&was))),
+                Err(e) => return Reply::error(1, format!("lbadm: routes not withdrawn: {e}\n")),
+            }
+        } else {
+            text.push_str("no routes to withdraw (the gateway runs without --announce)\n");
+        }
+        self.drain_until = Some(Instant::now() + req.timeout);
+        let flows = lb_tun::drain::live_flows(self.gw.balancer(), self.clock.now());
+        text.push_str(&format!(
+            "draining: {flows} flows; the gateway exits when they end or in {} s\n",
+            req.timeout.as_secs()
+        ));
+        log::info!("{}", text.trim_end().replace('\n', "; "));
+        Reply::ok(text)
+    }
+
+    /// Whether a drain is over: no flow left, or its timeout passed.
+    fn drain_over(&mut self, now: lb_core::Instant) -> bool {
+        let Some(until) = self.drain_until else {
+            return false;
+        };
+        if self.last_drain_check.elapsed() < DRAIN_CHECK_EVERY {
+            return false;
+        }
+        self.last_drain_check = Instant::now();
+        let flows = lb_tun::drain::live_flows(self.gw.balancer(), now);
+        if flows == 0 {
+            log::info!("drain: no flow left, exiting");
+            return true;
+        }
+        if Instant::now() >= until {
+            log::info!("drain: timeout with {flows} flows left, exiting");
+            return true;
+        }
+        false
     }
 
     fn publish(&mut self) {
@@ -225,10 +348,21 @@ fn tap_config(args: &Args) -> Result<Option<TapConfig>, String> {
     TapConfig::new(mac, &args.address, &args.gateway).map(Some)
 }
 
+/// Addresses, comma-separated ("none" for none).
+fn join(vips: &[std::net::IpAddr]) -> String {
+    if vips.is_empty() {
+        return "none".into();
+    }
+    vips.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Applies `--config` and `--keepalived`, all or nothing: both are read and parsed, then
 /// applied together through one dry run. Notices are logged at info, what is parsed but not
-/// acted upon at warn.
-fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(), String> {
+/// acted upon at warn. Returns how many real servers use NAT (for `--announce`'s warning).
+fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<usize, String> {
     let mut items = Vec::new();
     let mut sources = Vec::new();
     let mut health = lb_tun::keepalived::HealthPlan::default();
@@ -265,7 +399,7 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
         gw.enable_probes(now, &args.probe_source)?;
     }
     if sources.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let source = sources.join(" and ");
     let n = gw.apply_items(now, &source, &items).map_err(|e| e.0)?;
@@ -282,7 +416,7 @@ fn load_config(gw: &mut Gateway, now: lb_core::Instant, args: &Args) -> Result<(
                 .join(" and ")
         );
     }
-    Ok(())
+    Ok(announce::nat_servers(items.iter().map(|i| &i.cmd)))
 }
 
 /// Loads the `--state` snapshot, if the file exists. A damaged or foreign file is kept aside
@@ -366,10 +500,13 @@ fn main() -> ExitCode {
     if tap.is_some() {
         gw.enable_direct_routing();
     }
-    if let Err(e) = load_config(&mut gw, clock.now(), &args) {
-        log::error!("config not applied: {e}");
-        return ExitCode::FAILURE;
-    }
+    let nat = match load_config(&mut gw, clock.now(), &args) {
+        Ok(nat) => nat,
+        Err(e) => {
+            log::error!("config not applied: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if args.check {
         print!("{}", gw.save());
         return ExitCode::SUCCESS;
@@ -378,6 +515,10 @@ fn main() -> ExitCode {
         load_state(&mut gw, clock.now(), path);
         gw.set_state_path(path.clone());
     }
+    let existed = args
+        .tun
+        .as_ref()
+        .is_some_and(|t| std::path::Path::new("/sys/class/net").join(t).exists());
     let opened = match (&args.tap, &tap, &args.tun) {
         (Some(name), Some(cfg), _) => TapDevice::open(name, cfg)
             .map(|d| Device::Tap(Box::new(d)))
@@ -395,6 +536,38 @@ fn main() -> ExitCode {
         }
     };
     dev.set_answered(answered(&gw));
+    let announcer = if args.announce {
+        if args.announce_proto == announce::HELD_PROTO {
+            log::error!(
+                "--announce-proto {} is the held routes' protocol number",
+                announce::HELD_PROTO
+            );
+            return ExitCode::FAILURE;
+        }
+        if existed {
+            log::warn!(
+                "announce: {} existed before lb-tun (a persistent device?): if lb-tun dies, the \
+                 device and its routes stay; let lb-tun create it",
+                dev.name()
+            );
+        }
+        if nat > 0 {
+            log::warn!(
+                "announce: {nat} real servers use NAT (-m): their replies must come back \
+                 through the gateway that holds the connection, which ECMP over several \
+                 gateways does not ensure (README \"NAT in a cluster\")"
+            );
+        }
+        match Announcer::open(dev.name(), args.announce_proto) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log::error!("announce: cannot manage routes on {}: {e}", dev.name());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     if let Some(cfg) = &tap {
         log::info!(
             "TAP link: hardware address {}, addresses {}{}; direct routing (-g) on",
@@ -445,8 +618,18 @@ fn main() -> ExitCode {
         control: control_rx,
         snapshot,
         last_publish: Instant::now(),
+        announcer,
+        last_announce: Instant::now(),
+        announce_error: None,
+        drain_until: None,
+        last_drain_check: Instant::now(),
     };
     let result = lp.run(&stop);
+    // The routes go first: the routers stop sending here before anything else stops.
+    if let Some(a) = lp.announcer.take() {
+        drop(a);
+        log::info!("announce: routes removed");
+    }
     let s = lp.ring.stats();
     let c = lp.gw.balancer().counters();
     log::info!(
@@ -547,6 +730,34 @@ mod tests {
             ),
         ] {
             let e = tap_config(&parse(args).unwrap()).unwrap_err();
+            assert!(e.contains(says), "{args}: {e}");
+        }
+    }
+
+    /// `--announce` owns routes on a TUN device: not with `--tap`; `--announce-proto` only
+    /// with it.
+    #[test]
+    fn announce_goes_with_tun() {
+        let a = parse("--tun lb0 --announce").unwrap();
+        assert_eq!(
+            (a.announce, a.announce_proto),
+            (true, announce::DEFAULT_PROTO)
+        );
+        assert_eq!(
+            parse("--tun lb0 --announce --announce-proto 90")
+                .unwrap()
+                .announce_proto,
+            90
+        );
+        for (args, says) in [
+            (
+                "--tap lt0 --address 10.0.0.2/24 --announce",
+                "cannot be used with",
+            ),
+            ("--tun lb0 --announce-proto 90", "--announce"),
+            ("--tun lb0 --announce --announce-proto 300", "invalid value"),
+        ] {
+            let e = parse(args).map(|_| ()).unwrap_err();
             assert!(e.contains(says), "{args}: {e}");
         }
     }

@@ -150,3 +150,11 @@ fn e2e_decap_userspace_tunnel_endpoint() {
 fn e2e_tunnel_ipip_gue_gre_to_lb_decap_servers() {
     run("tunnel");
 }
+
+/// `--announce` without BGP: the VIP routes appear once the checks pass, go when a VIP's
+/// servers fail and come back, `--drain-gateway` withdraws them while a held connection is
+/// still served and the gateway exits after it, SIGKILL takes them with the TUN device.
+#[test]
+fn e2e_announce_routes_follow_readiness_drain_and_kill() {
+    run("announce");
+}

@@ -205,6 +205,34 @@ fn dr_servers_syns_are_no_passive_signal() {
     assert!(b.poll_event().is_none());
 }
 
+/// Segments picked up mid-flow (`--sloppy`, `pickup.rs`) get no SYN-ACK, as their handshake
+/// went through another gateway: they are no passive signal either.
+#[test]
+fn picked_up_segments_are_no_passive_signal() {
+    let reals = [("10.1.0.1:80", 1), ("10.1.0.2:80", 1)];
+    let mut b = passive_balancer(PassiveAction::MarkDown, &reals);
+    b.apply(
+        Instant::ZERO,
+        &Command::Set(crate::ipvsadm::Setting::SloppyTcp(true)),
+    )
+    .unwrap();
+    pass_probes(&mut b, ms(0));
+    for i in 0..8u16 {
+        let c = SocketAddr::new(sa("192.0.2.1:0").ip(), 4000 + i);
+        let (v, _) = send(
+            &mut b,
+            ms(1_000 + u64::from(i)),
+            pkt::segment(c, sa(VIP), ACK, 1000, 1, b""),
+        );
+        assert!(matches!(v, Verdict::ToServer(_)), "{v:?}");
+    }
+    b.handle_timeout(ms(10_000));
+    for (r, _) in reals {
+        assert_eq!(b.health_state(&key(), sa(r)), Some(HealthState::Up), "{r}");
+    }
+    assert!(b.poll_event().is_none());
+}
+
 #[test]
 fn retransmitted_syn_to_a_down_server_is_rescheduled() {
     for inhibit in [true, false] {

@@ -99,10 +99,13 @@ impl Balancer<'_> {
             None => {
                 // Step 3: schedule a new connection.
                 // A RST never creates an entry, not even with SYN set (docs/ipvs-semantics.md §4.10;
-                // `tcp_conn_schedule`: `(th->syn || sloppy_tcp) && !th->rst`).
+                // `tcp_conn_schedule`: `(th->syn || sloppy_tcp) && !th->rst`); sloppy_tcp is
+                // global or the service's (`pickup.rs`).
                 let may_create = match proto {
                     Protocol::Udp => true,
-                    Protocol::Tcp => (syn || self.settings.sloppy_tcp) && !rst,
+                    Protocol::Tcp => {
+                        (syn || self.settings.sloppy_tcp || self.service_picks_up(svc)) && !rst
+                    }
                 };
                 if !may_create {
                     return if rst {
@@ -309,8 +312,13 @@ impl Balancer<'_> {
         }
         self.director.bind_conn(server);
         self.counters.conns_created += 1;
-        // Passive signals wait for the server's answer, which only a NAT connection sees.
-        if self.health.passive_on && proto == Protocol::Tcp && method == ForwardMethod::Masq {
+        // Passive signals wait for the server's answer to a SYN, which only a NAT connection
+        // sees (a segment picked up mid-flow gets no SYN-ACK).
+        if self.health.passive_on
+            && proto == Protocol::Tcp
+            && p.tcp_flags & tcp::flags::SYN != 0
+            && method == ForwardMethod::Masq
+        {
             self.passive_syn(now, server);
         }
         Ok(NewConn::Entry(h))

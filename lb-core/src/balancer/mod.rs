@@ -67,6 +67,7 @@
 //! | `matching.rs` | finding a packet's entry (both paths), an entry's addresses |
 //! | `inbound.rs` | client → virtual service: reuse and removed-server rules, scheduling |
 //! | `persist.rs` | persistence templates |
+//! | `pickup.rs` | mid-flow pickup: which TCP segments without SYN may create an entry |
 //! | `outbound.rs` | real server → client |
 //! | `fragments.rs` | fragments: the first scheduled, its decision filed, the later ones after it |
 //! | `icmp.rs` | ICMP errors about tracked flows, echo requests |
@@ -98,6 +99,9 @@ mod matching;
 mod method;
 mod outbound;
 mod persist;
+mod pickup;
+#[cfg(test)]
+mod pickup_tests;
 mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;

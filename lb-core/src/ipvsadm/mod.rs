@@ -35,6 +35,8 @@
 //! * `--table-size M` on `-A`/`-E`: the sh/dh/mh lookup table size (IPVS fixes it at build
 //!   time); only with `-s sh|dh|mh`. Whether the size suits the scheduler is the director's
 //!   check (`ConfigError::BadTableSize`).
+//! * `--sloppy` on `-A`/`-E` (TCP and fwmark services): mid-flow pickup, IPVS's global
+//!   `sloppy_tcp` for one service ([`ServiceConfig::sloppy_tcp`]); `-S` prints it back.
 //! * Settings, each a command of its own that sets what IPVS keeps in sysctls (docs/ipvs-semantics.md
 //!   §3, §4): `--conn-reuse-mode 0..3`, `--expire-nodest-conn 0|1`,
 //!   `--expire-quiescent-template 0|1`, `--secure-tcp 0..3`, `--drop-entry 0..3`,
@@ -343,6 +345,8 @@ pub enum ParseErrorKind {
     PortZeroNeedsPersistence,
     /// `-o` is for UDP and fwmark services only.
     OpsNeedsUdp,
+    /// `--sloppy` is for TCP and fwmark services only (every UDP datagram may create an entry).
+    SloppyNeedsTcp,
     /// `-y` above `-x`.
     ThresholdOrder,
     /// The real server's address family differs from the service's, without `-i`.
@@ -404,6 +408,9 @@ impl fmt::Display for ParseErrorKind {
             K::TableSizeNeedsHashScheduler => "--table-size needs scheduler sh, dh or mh",
             K::PortZeroNeedsPersistence => "a port-0 service must be persistent (-p)",
             K::OpsNeedsUdp => "one-packet scheduling (-o) is for UDP and fwmark services only",
+            K::SloppyNeedsTcp => {
+                "mid-flow pickup (--sloppy) is for TCP and fwmark services only"
+            }
             K::ThresholdOrder => "lower threshold (-y) above upper threshold (-x)",
             K::FamilyMismatch => {
                 "real server and service address families differ (allowed with -i only)"

@@ -83,6 +83,9 @@ fn write_service_as<W: Write>(w: &mut W, cmd: &str, svc: &ServiceConfig) -> fmt:
     if let Some(n) = svc.table_size {
         write!(w, " --table-size {n}")?;
     }
+    if svc.sloppy_tcp {
+        w.write_str(" --sloppy")?;
+    }
     Ok(())
 }
 
@@ -378,6 +381,10 @@ mod tests {
         out.clear();
         write_service(&mut out, &svc).unwrap();
         assert_eq!(out, "-A -t 10.0.0.1:80 -s mh --table-size 4093");
+        svc.sloppy_tcp = true;
+        out.clear();
+        write_service(&mut out, &svc).unwrap();
+        assert_eq!(out, "-A -t 10.0.0.1:80 -s mh --table-size 4093 --sloppy");
     }
 
     #[test]
@@ -477,12 +484,12 @@ mod tests {
         (
             arb_key(),
             proptest::sample::select(&SchedulerKind::ALL[..]),
-            any::<(bool, bool, bool, bool)>(),
+            any::<(bool, bool, bool, bool, bool)>(),
             (1..=crate::ipvsadm::MAX_TIMEOUT_SECS, 0u8..=128),
             1..=u32::MAX,
         )
             .prop_map(
-                |(key, scheduler, (fallback, port, persist, ops), (t, prefix), size)| {
+                |(key, scheduler, (fallback, port, persist, ops, sloppy), (t, prefix), size)| {
                     let mut c = ServiceConfig::new(key);
                     c.scheduler = scheduler;
                     c.flags = SchedFlags { fallback, port };
@@ -506,6 +513,14 @@ mod tests {
                         }
                     );
                     c.one_packet = ops && !tcp;
+                    let udp = matches!(
+                        key,
+                        ServiceKey::Addr {
+                            proto: Protocol::Udp,
+                            ..
+                        }
+                    );
+                    c.sloppy_tcp = sloppy && !udp;
                     if scheduler.has_table() && size % 2 == 0 {
                         c.table_size = Some(size);
                     }

@@ -566,6 +566,8 @@ pub fn commands(b: &Balancer<'_>, c: Ctl) -> Vec<Command> {
             };
             let mut cfg: ServiceConfig = svc.config;
             cfg.scheduler = SchedulerKind::ALL[usize::from(scheduler) % SchedulerKind::ALL.len()];
+            // The high bit: mid-flow pickup for this service (`--sloppy`).
+            cfg.sloppy_tcp = scheduler & 0x80 != 0;
             cfg.table_size = None;
             cfg.flags = Default::default();
             cfg.persistence = persistence.map(|(t, m)| Persistence {

@@ -106,6 +106,26 @@ TCP  10.30.0.10:80                       0        0        0        0        0
     assert_eq!((r.status, r.text.as_str()), (1, "No such service\n"));
 }
 
+/// `--sloppy` (mid-flow pickup, our extension): -L shows it after ipvsadm's flags, -S prints
+/// it back, and -E without it switches it off.
+#[test]
+fn sloppy_services_list_and_save_back() {
+    let mut g = gw();
+    ok(&mut g, "-A -t 10.30.0.10:80 -s mh -p 60 --sloppy");
+    let l = ok(&mut g, "-L -n");
+    assert!(
+        l.contains("\nTCP  10.30.0.10:80 mh persistent 60 sloppy\n"),
+        "{l}"
+    );
+    let s = ok(&mut g, "-S -n");
+    assert!(
+        s.contains("-A -t 10.30.0.10:80 -s mh -p 60 --sloppy\n"),
+        "{s}"
+    );
+    ok(&mut g, "-E -t 10.30.0.10:80 -s mh");
+    assert!(!ok(&mut g, "-S -n").contains("--sloppy"));
+}
+
 #[test]
 fn a_bad_line_names_file_and_line_and_nothing_is_applied() {
     let mut g = gw();

@@ -287,6 +287,16 @@ fn service_config(hits: &Hits<'_>, key: ServiceKey) -> Result<ServiceConfig, Par
         }
         cfg.table_size = Some(n);
     }
+    if let Some(s) = hits.get(Slot::Sloppy) {
+        if let ServiceKey::Addr {
+            proto: Protocol::Udp,
+            ..
+        } = key
+        {
+            return Err(s.opt.err(K::SloppyNeedsTcp));
+        }
+        cfg.sloppy_tcp = true;
+    }
     if let (ServiceKey::Addr { vip, .. }, None) = (key, cfg.persistence) {
         if vip.port() == 0 {
             if let Some(v) = hits.value(Slot::Service) {

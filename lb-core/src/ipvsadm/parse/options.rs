@@ -48,6 +48,7 @@ pub(super) enum Flag {
     Netmask,
     Ops,
     TableSize,
+    Sloppy,
     RealServer,
     Masq,
     Route,
@@ -83,6 +84,7 @@ pub(super) enum Slot {
     Netmask,
     Ops,
     TableSize,
+    Sloppy,
     RealServer,
     Method,
     Weight,
@@ -121,6 +123,7 @@ pub(super) const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::Netmask,
     Slot::Ops,
     Slot::TableSize,
+    Slot::Sloppy,
     Slot::RealServer,
     Slot::Method,
     Slot::Weight,
@@ -193,6 +196,7 @@ impl Flag {
             F::Netmask => Slot::Netmask,
             F::Ops => Slot::Ops,
             F::TableSize => Slot::TableSize,
+            F::Sloppy => Slot::Sloppy,
             F::RealServer => Slot::RealServer,
             F::Masq | F::Route | F::Tunnel => Slot::Method,
             F::Weight => Slot::Weight,
@@ -264,6 +268,7 @@ impl Flag {
                     | S::Netmask
                     | S::Ops
                     | S::TableSize
+                    | S::Sloppy
             ),
             F::DelService | F::Zero => matches!(slot, S::Service | S::Ipv6),
             F::AddServer | F::EditServer => matches!(
@@ -400,6 +405,7 @@ pub(super) const SPECS: &[Spec] = &[
     spec(b'M', "netmask", Flag::Netmask, Arg::Required),
     spec(b'o', "ops", Flag::Ops, Arg::No),
     spec(0, "table-size", Flag::TableSize, Arg::Required),
+    spec(0, "sloppy", Flag::Sloppy, Arg::No),
     spec(b'r', "real-server", Flag::RealServer, Arg::Required),
     spec(b'm', "masquerading", Flag::Masq, Arg::No),
     spec(b'g', "gatewaying", Flag::Route, Arg::No),

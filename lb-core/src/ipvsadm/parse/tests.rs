@@ -154,6 +154,27 @@ fn sched_flags_and_table_size() {
     assert_eq!(c("-A -f 1 -s dh --table-size=1024").table_size, Some(1024));
 }
 
+/// `--sloppy` (our extension): per-service `sloppy_tcp` on TCP and fwmark services; a UDP
+/// service, whose datagrams all schedule, refuses it; `-E` without it switches it off.
+#[test]
+fn sloppy_is_a_tcp_or_fwmark_service_option() {
+    let mut want = ServiceConfig::new(tcp("10.0.0.1:80"));
+    want.scheduler = SchedulerKind::Mh;
+    want.sloppy_tcp = true;
+    assert_eq!(
+        cmd("-A -t 10.0.0.1:80 -s mh --sloppy"),
+        Command::AddService(want)
+    );
+    match cmd("-E -f 3 -s sh --sloppy") {
+        Command::EditService(c) => assert!(c.sloppy_tcp),
+        c => panic!("{c:?}"),
+    }
+    match cmd("-E -t 10.0.0.1:80 -s mh") {
+        Command::EditService(c) => assert!(!c.sloppy_tcp),
+        c => panic!("{c:?}"),
+    }
+}
+
 #[test]
 fn add_and_edit_server() {
     let key = tcp("10.0.0.1:80");
@@ -448,6 +469,13 @@ fn every_error_kind_at_its_token() {
         ("-a -t 10.0.0.1:80 -r 10.0.0.2 -w", 5, K::MissingValue),
         ("-A -t", 1, K::MissingValue),
         ("-A -t 10.0.0.1:80 --ops=1", 3, K::UnexpectedValue),
+        ("-A -u 10.0.0.1:53 -s mh --sloppy", 5, K::SloppyNeedsTcp),
+        ("-A -t 10.0.0.1:80 --sloppy 1", 4, K::UnexpectedArgument),
+        (
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 --sloppy",
+            5,
+            K::NotValidFor("-a"),
+        ),
         ("-C extra", 1, K::UnexpectedArgument),
         ("--start-daemon primary", 1, K::BadSyncRole),
         ("--stop-daemon", 0, K::MissingValue),
@@ -761,6 +789,7 @@ const VOCAB: &[&str] = &[
     "ipip",
     "--conn-reuse-mode",
     "--sloppy-tcp",
+    "--sloppy",
     "10.0.0.1:80",
     "10.0.0.1",
     "[::1]:53",
