@@ -96,13 +96,17 @@ fn check_prints_the_same_save_as_the_equivalent_config_and_needs_a_probe_source(
 fn a_wrong_keepalived_conf_stops_the_gateway_naming_file_and_line() {
     let d = dir("wrong");
     let ka = d.join("keepalived.conf");
-    std::fs::write(&ka, KEEPALIVED.replace("lb_kind NAT", "lb_kind TUN")).unwrap();
+    std::fs::write(
+        &ka,
+        KEEPALIVED.replace("lb_kind NAT", "lb_kind TUN type gre remcsum"),
+    )
+    .unwrap();
     let out = lb_tun(&["--keepalived", ka.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         log.contains(&format!(
-            "config not applied: {}:6: \"TUN\" is not supported: tunnelling",
+            "config not applied: {}:6: \"remcsum\": checksum options are for gue (csum, remcsum) and gre (csum)",
             ka.display()
         )),
         "{log}"
