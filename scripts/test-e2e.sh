@@ -1475,6 +1475,16 @@ CONF
 	awk -v a="$d1" -v b="$d2" 'BEGIN { if (a + b == 0) exit 1; f = a / (a + b); d = f - 0.75; if (d < 0) d = -d; exit !(d <= 0.02 * 0.75) }' ||
 		fail "$what: split s1 $d1 s2 $d2 is not 3:1 within 2 %"
 	ok "$what: $n/$n requests to $LBT_VIP4 got 200, split s1 $d1 s2 $d2 (wrr 3:1)"
+	# The replies went from the servers straight to the client: the director counted none.
+	local st passed
+	st=$(dr_stats "$a1:80")
+	passed=$(gwstat passed)
+	# shellcheck disable=SC2086
+	set -- $st
+	[ "${1:-0}" -eq "$d1" ] && [ "${2:-0}" -gt "$d1" ] && [ "${3:-x}" = 0 ] ||
+		fail "$what: s1 Conns InPkts OutPkts: ${st:-missing}, want $d1 connections and no OutPkts"
+	[ "${passed:-x}" -lt 100 ] || fail "$what: $passed packets passed the director (replies crossing it?)"
+	ok "$what: only the client's half crossed the director: s1 Conns InPkts OutPkts $st, $passed packets passed"
 	load_run "http://[$LBT_VIP6]/" 200 10 "$tmp/$kind-v6.csv" || fail "$what: load v6"
 	all_ok "$tmp/$kind-v6.csv" 200
 	ok "$what: 200/200 requests to [$LBT_VIP6] got 200"
