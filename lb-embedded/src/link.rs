@@ -12,7 +12,7 @@ use smoltcp::phy::{ChecksumCapabilities, Medium};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet, Ipv6Packet,
-    Ipv6Repr, NdiscRepr, RawHardwareAddress,
+    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
 };
 
 use crate::LINK_HEADER;
@@ -133,6 +133,35 @@ pub fn icmpv6_frame(
         &ChecksumCapabilities::default(),
     );
     Some(total)
+}
+
+/// The neighbour advertisement answering a solicitation for `target` from `src` (whose
+/// link-layer address is `sender_mac`, from its option or, failing that, its frame), made by
+/// the owner of `mac`: where it goes (address and hardware address) and the message
+/// (RFC 4861 §7.2.4: to a solicitation from the unspecified address, all-nodes multicast
+/// without the Solicited flag). `None` when the sender has no known hardware address.
+pub fn neighbour_advert(
+    src: Ipv6Addr,
+    sender_mac: Option<EthernetAddress>,
+    target: Ipv6Addr,
+    mac: EthernetAddress,
+) -> Option<(Ipv6Addr, EthernetAddress, Icmpv6Repr<'static>)> {
+    let (to, to_mac, flags) = if src.is_unspecified() {
+        let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        (all, multicast_mac(all), NdiscNeighborFlags::OVERRIDE)
+    } else {
+        (
+            src,
+            sender_mac?,
+            NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+        )
+    };
+    let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags,
+        target_addr: target,
+        lladdr: Some(mac.into()),
+    });
+    Some((to, to_mac, na))
 }
 
 /// The neighbour-discovery message in the IPv6 packet `ip`, with its source and destination:

@@ -28,14 +28,14 @@ use std::time::Duration;
 
 use lb_core::Instant;
 use lb_embedded::link::{
-    arp_reply, arp_request, decrement_ttl, icmpv6_frame, multicast_mac, parse_ndisc, raw_mac,
-    solicited_node, NDISC_FRAME,
+    arp_reply, arp_request, decrement_ttl, icmpv6_frame, multicast_mac, neighbour_advert,
+    parse_ndisc, raw_mac, solicited_node, NDISC_FRAME,
 };
 use lb_embedded::neighbour::{Due, Hold, HoldSlot, Lookup, NeighbourSlot, Neighbours};
 use lb_embedded::route::{Route, RouteSlot, Routes};
 use lb_embedded::smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv6Repr,
-    IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv6Packet, NdiscNeighborFlags, NdiscRepr,
+    IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv6Packet, NdiscRepr,
 };
 use lb_embedded::{LINK_HEADER, MAX_FRAME};
 use mio::unix::SourceFd;
@@ -374,22 +374,10 @@ impl Link {
                 if !ours {
                     return;
                 }
-                let (to, to_mac, flags) = if src.is_unspecified() {
-                    let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-                    (all, multicast_mac(all), NdiscNeighborFlags::OVERRIDE)
-                } else {
-                    let m = mac.unwrap_or(link_src);
-                    (
-                        src,
-                        m,
-                        NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
-                    )
+                let answer = neighbour_advert(src, mac.or(Some(link_src)), target_addr, self.mac);
+                let Some((to, to_mac, na)) = answer else {
+                    return;
                 };
-                let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-                    flags,
-                    target_addr,
-                    lladdr: Some(self.mac.into()),
-                });
                 if self.put_icmpv6(target_addr, to, to_mac, &na, out) {
                     self.counters.ndp_answers += 1;
                 }

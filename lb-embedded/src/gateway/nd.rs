@@ -9,15 +9,14 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use lb_core::Instant;
 use smoltcp::phy::Device;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv6Repr, IpAddress, NdiscNeighborFlags,
-    NdiscRepr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv6Repr, IpAddress, NdiscRepr,
 };
 
 use super::tx::transmit;
 use super::{Gateway, IP_AT, RX_AT};
 use crate::link::{
-    arp_reply, arp_request, icmpv6_frame, multicast_mac, parse_ndisc, raw_mac, solicited_node,
-    NDISC_FRAME,
+    arp_reply, arp_request, icmpv6_frame, multicast_mac, neighbour_advert, parse_ndisc, raw_mac,
+    solicited_node, NDISC_FRAME,
 };
 
 impl<'a> Gateway<'a> {
@@ -96,24 +95,11 @@ impl<'a> Gateway<'a> {
                 if !vip {
                     return false;
                 }
-                let (to, to_mac, flags) = if src.is_unspecified() {
-                    let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-                    (all, multicast_mac(all), NdiscNeighborFlags::OVERRIDE)
-                } else {
-                    let Some(m) = mac.or(link_src) else {
-                        return true;
-                    };
-                    (
-                        src,
-                        m,
-                        NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
-                    )
+                let Some((to, to_mac, na)) =
+                    neighbour_advert(src, mac.or(link_src), target_addr, self.mac)
+                else {
+                    return true;
                 };
-                let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-                    flags,
-                    target_addr,
-                    lladdr: Some(self.mac.into()),
-                });
                 if self.send_icmpv6(now, device, target_addr, to, to_mac, &na) {
                     self.counters.ndp_answers += 1;
                 } else {

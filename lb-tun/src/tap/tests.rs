@@ -3,6 +3,7 @@
 use super::*;
 use lb_embedded::neighbour::{MAX_REQUESTS, RETRY};
 use lb_testkit::pkt;
+use smoltcp::wire::NdiscNeighborFlags;
 use std::net::{Ipv4Addr, SocketAddr};
 
 const OUR_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x01]);
