@@ -332,6 +332,9 @@ pub struct ConnTable<'a> {
     clock_ms: u64,
     /// The entry last handed out by `poll_expired` (raw handle), 0 = none.
     detached: u32,
+    /// Due entries `poll_expired` took off the wheel in one staged pass and hands out one by
+    /// one, with where their index slots are (see [`wheel`], "Staged expiry").
+    pending: wheel::Pending,
     /// The decisions of first fragments, for the later ones (the balancer's; see
     /// [`fragments`]).
     pub(crate) fragments: FragTable<'a>,
@@ -390,6 +393,7 @@ impl<'a> ConnTable<'a> {
             earliest: cursor,
             clock_ms: now.millis(),
             detached: 0,
+            pending: wheel::Pending::EMPTY,
             fragments: FragTable::new(fragments, secret),
         }
     }
@@ -509,8 +513,15 @@ impl<'a> ConnTable<'a> {
     pub fn remove(&mut self, h: Handle) -> Option<Entry> {
         let entry = self.live(h)?.entry;
         let raw = h.raw();
-        let tag = index::tag_of(self.hash_of(&entry));
-        index::remove(&mut self.index, tag, raw);
+        match self.pending.take_hint(raw) {
+            // The entry `poll_expired` just handed out: its tag and index slot were found
+            // while its batch was staged (no second hash, the index line already read).
+            Some((tag, pos)) => index::remove_hinted(&mut self.index, tag, raw, pos),
+            None => {
+                let tag = index::tag_of(self.hash_of(&entry));
+                index::remove(&mut self.index, tag, raw)
+            }
+        };
         self.unlink(raw);
         self.free_slot(raw);
         self.len -= 1;
@@ -705,6 +716,7 @@ impl<'a> ConnTable<'a> {
         self.high = 0;
         self.free = 0;
         self.detached = 0;
+        self.pending = wheel::Pending::EMPTY;
         self.earliest = self.cursor;
         self.fragments.clear();
     }
