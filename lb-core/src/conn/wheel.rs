@@ -56,6 +56,8 @@ const FAR_SCAN_ENTRIES: u32 = 32;
 pub(super) const FREE: u32 = u32::MAX;
 /// `prev` marker of an entry handed out by `poll_expired` and not yet resolved.
 pub(super) const DETACHED: u32 = u32::MAX - 1;
+/// `prev` marker of the entry inserted last, not yet filed (`ConnTable::fresh`).
+pub(super) const FRESH: u32 = u32::MAX - 2;
 /// `prev` bit marking "first in bucket `prev & !BUCKET`".
 pub(super) const BUCKET: u32 = 1 << 31;
 /// Largest wheel the table uses (2^24 buckets, 12 days of ticks).
@@ -298,6 +300,10 @@ impl<'a> ConnTable<'a> {
             if self.detached == raw {
                 self.detached = 0;
             }
+        } else if prev == FRESH {
+            if self.fresh == raw {
+                self.fresh = 0;
+            }
         } else if prev & BUCKET != 0 {
             self.set_head(prev & !BUCKET, next);
             if next != 0 {
@@ -314,6 +320,15 @@ impl<'a> ConnTable<'a> {
         if let Some(n) = self.slot_mut(raw) {
             n.prev = DETACHED;
             n.next = 0;
+        }
+    }
+
+    /// Files the entry inserted last, if it is not yet, by its deadline now.
+    #[inline]
+    pub(super) fn file_fresh(&mut self) {
+        let raw = core::mem::take(&mut self.fresh);
+        if raw != 0 && self.slot(raw).is_some_and(|n| n.prev == FRESH) {
+            self.place(raw, self.cursor);
         }
     }
 
@@ -369,6 +384,7 @@ impl<'a> ConnTable<'a> {
     /// (`EXPIRE_BATCH`) at a time, their index slots found in one pass, then handed out one by
     /// one; [`remove`](Self::remove) of the entry just handed out uses the slot found.
     pub fn poll_expired(&mut self, now: Instant) -> Option<Handle> {
+        self.file_fresh();
         self.observe(now);
         let now_tick = ms_to_tick_floor(self.clock_ms);
         if now_tick >= self.cursor + self.buckets() {
@@ -546,6 +562,7 @@ impl<'a> ConnTable<'a> {
         if self.len == 0 {
             return None;
         }
+        self.file_fresh();
         if self.detached != 0 {
             // An entry `poll_expired` handed out and the caller left alone: filed again, as the
             // next `poll_expired` would.
@@ -669,6 +686,12 @@ impl<'a> ConnTable<'a> {
             if let Some(n) = self.slot(self.detached) {
                 budget -= 1;
                 consider(self.detached, n, &mut best);
+            }
+        }
+        if self.fresh != 0 {
+            if let Some(n) = self.slot(self.fresh).filter(|n| n.prev == FRESH) {
+                budget = budget.saturating_sub(1);
+                consider(self.fresh, n, &mut best);
             }
         }
         // Staged by `poll_expired`, not yet handed out: off the wheel, and due.
