@@ -16,6 +16,29 @@
 //!   buckets only, until it finds an entry really due: it answers the earliest real deadline,
 //!   not the start of a bucket whose entries all moved on.
 //!
+//! * A new entry is filed only at the next insert or wheel walk (`ConnTable::fresh`), by the
+//!   deadline it has then: a new connection's first packet moves it from the 3 s initial
+//!   timeout to its state's (SYN_RECV) at once, and without this every new connection was
+//!   filed twice, the second time by `next_deadline` or the expiry walk seconds later, when
+//!   its slab line had left the cache.
+//!
+//! # Staged expiry
+//!
+//! Expiring an entry touches its slab slot (the chain walk), its index slot (found from its
+//! flow hash, a random line of a large array) and its server's counters. Taken one at a
+//! time, each expiry waited for its own index miss. [`ConnTable::poll_expired`] therefore
+//! stages the due entries of a bucket, up to 32 at a time: it takes them off the chain (each
+//! left `DETACHED`), computes every tag and home slot, reads every home slot (independent
+//! loads: the misses overlap, as in `find_burst`), finds each entry's index slot, and then
+//! hands the entries out one by one; [`ConnTable::remove`] of the entry just handed out uses
+//! the slot found (checked: a removal since may have shifted it back) and hashes nothing.
+//! What the caller does between two calls is honoured as before: a staged entry it removed
+//! is skipped, one it re-armed is filed by its new deadline. A stage never spans buckets, so
+//! while its entries are handed out the cursor is where it was when they were taken one by
+//! one, and a bucket's entries come out in the same order (an entry the caller files into
+//! the bucket being walked meanwhile comes after the stage rather than next: the order
+//! within a tick, which was never a promise).
+//!
 //! Time: a tick is 1/16 s (62.5 ms). Deadlines are stored as 32-bit tick counts since the caller's
 //! epoch, truncated, and compared against the cursor with wrapping (serial-number) arithmetic, so
 //! any epoch works and the count may wrap (every 8.5 years); deadlines are clamped to within
@@ -702,7 +725,10 @@ impl<'a> ConnTable<'a> {
             }
         }
         let span = self.buckets().min(EVICT_MAX_BUCKETS);
-        'walk: for pos in self.cursor..self.cursor + span {
+        // The buckets before `earliest` are empty: a table full of new connections has its
+        // first entries a whole SYN_RECV timeout ahead, now that each is filed by that deadline.
+        let start = self.earliest.clamp(self.cursor, self.cursor + span);
+        'walk: for pos in start..self.cursor + span {
             match best {
                 Some((last, d, _)) if d <= now_tick || last.saturating_add(horizon) < pos => {
                     break
