@@ -150,7 +150,7 @@ impl Pending {
         if self.hint.0 != raw || raw == 0 {
             return None;
         }
-        let (_, tag, pos) = core::mem::replace(&mut self.hint, (0, 0, 0));
+        let (_, tag, pos) = core::mem::take(&mut self.hint);
         Some((tag, pos))
     }
 }
