@@ -221,3 +221,37 @@ fn expiry_in_several_stages_with_shared_probe_runs() {
     assert_eq!(found.len(), again.len());
     assert_eq!(t.len(), 101);
 }
+
+/// The entry inserted last is filed on the wheel only at the next insert or walk, by the
+/// deadline it has then; until then every path still sees it.
+#[test]
+fn the_entry_inserted_last_is_filed_by_its_deadline_then() {
+    let mut t = table(64);
+    // Removed before it was filed.
+    let a = t.insert(flow(1), ms(1000)).unwrap();
+    t.remove(a);
+    assert_eq!(t.next_deadline(), None);
+    assert_eq!(t.poll_expired(ms(2000)), None);
+    // Moved earlier, then later, before it was filed: the last deadline counts.
+    let b = t.insert(flow(2), ms(60_000)).unwrap();
+    t.touch(b, ms(3000));
+    t.touch(b, ms(4000));
+    assert_eq!(t.next_deadline(), Some(ms(4000)));
+    assert_eq!(t.poll_expired(ms(3999)), None);
+    assert_eq!(t.poll_expired(ms(4000)), Some(b));
+    t.remove(b);
+    // Re-armed later right after its insert (a SYN: 3 s, then SYN_RECV's timeout), and seen
+    // by eviction, expiry and `next_deadline` before any other insert files it.
+    let c = t.insert(flow(3), ms(7000)).unwrap();
+    t.touch(c, ms(64_000));
+    assert_eq!(
+        t.evict_candidate(ms(4000), Duration::from_secs(60), |_| true),
+        Some(c)
+    );
+    assert_eq!(t.next_deadline(), Some(ms(64_000)));
+    assert_eq!(t.poll_expired(ms(7000)), None);
+    let d = t.insert(flow(4), ms(8000)).unwrap();
+    assert_eq!(t.poll_expired(ms(8000)), Some(d));
+    t.remove(d);
+    assert_eq!(t.poll_expired(ms(64_000)), Some(c));
+}
