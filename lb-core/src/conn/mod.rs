@@ -332,6 +332,13 @@ pub struct ConnTable<'a> {
     clock_ms: u64,
     /// The entry last handed out by `poll_expired` (raw handle), 0 = none.
     detached: u32,
+    /// The entry inserted last (raw handle, 0 = none), not yet filed on the wheel: it is filed
+    /// by its deadline at the next insert or wheel walk, so the state transition that follows
+    /// a new connection's insert (3 s → SYN_RECV's timeout) costs no second filing.
+    fresh: u32,
+    /// Due entries `poll_expired` took off the wheel in one staged pass and hands out one by
+    /// one, with where their index slots are (see [`wheel`], "Staged expiry").
+    pending: wheel::Pending,
     /// The decisions of first fragments, for the later ones (the balancer's; see
     /// [`fragments`]).
     pub(crate) fragments: FragTable<'a>,
@@ -390,6 +397,8 @@ impl<'a> ConnTable<'a> {
             earliest: cursor,
             clock_ms: now.millis(),
             detached: 0,
+            fresh: 0,
+            pending: wheel::Pending::EMPTY,
             fragments: FragTable::new(fragments, secret),
         }
     }
@@ -466,12 +475,16 @@ impl<'a> ConnTable<'a> {
         };
         node.entry = entry;
         node.entry.deadline = d;
+        node.prev = wheel::FRESH;
         if index::insert(&mut self.index, tag, raw).is_none() {
             // Cannot happen: the index keeps more slots than entries. Give the slot back.
             self.free_slot(raw);
             return Err(Full);
         }
-        self.place(raw, self.cursor);
+        // The previous new entry is filed now, by the deadline its first packet gave it; this
+        // one waits for its own.
+        self.file_fresh();
+        self.fresh = raw;
         self.len += 1;
         Handle::from_raw(raw).ok_or(Full)
     }
@@ -509,8 +522,15 @@ impl<'a> ConnTable<'a> {
     pub fn remove(&mut self, h: Handle) -> Option<Entry> {
         let entry = self.live(h)?.entry;
         let raw = h.raw();
-        let tag = index::tag_of(self.hash_of(&entry));
-        index::remove(&mut self.index, tag, raw);
+        match self.pending.take_hint(raw) {
+            // The entry `poll_expired` just handed out: its tag and index slot were found
+            // while its batch was staged (no second hash, the index line already read).
+            Some((tag, pos)) => index::remove_hinted(&mut self.index, tag, raw, pos),
+            None => {
+                let tag = index::tag_of(self.hash_of(&entry));
+                index::remove(&mut self.index, tag, raw)
+            }
+        };
         self.unlink(raw);
         self.free_slot(raw);
         self.len -= 1;
@@ -705,6 +725,8 @@ impl<'a> ConnTable<'a> {
         self.high = 0;
         self.free = 0;
         self.detached = 0;
+        self.fresh = 0;
+        self.pending = wheel::Pending::EMPTY;
         self.earliest = self.cursor;
         self.fragments.clear();
     }

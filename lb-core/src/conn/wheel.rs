@@ -16,6 +16,29 @@
 //!   buckets only, until it finds an entry really due: it answers the earliest real deadline,
 //!   not the start of a bucket whose entries all moved on.
 //!
+//! * A new entry is filed only at the next insert or wheel walk (`ConnTable::fresh`), by the
+//!   deadline it has then: a new connection's first packet moves it from the 3 s initial
+//!   timeout to its state's (SYN_RECV) at once, and without this every new connection was
+//!   filed twice, the second time by `next_deadline` or the expiry walk seconds later, when
+//!   its slab line had left the cache.
+//!
+//! # Staged expiry
+//!
+//! Expiring an entry touches its slab slot (the chain walk), its index slot (found from its
+//! flow hash, a random line of a large array) and its server's counters. Taken one at a
+//! time, each expiry waited for its own index miss. [`ConnTable::poll_expired`] therefore
+//! stages the due entries of a bucket, up to 32 at a time: it takes them off the chain (each
+//! left `DETACHED`), computes every tag and home slot, reads every home slot (independent
+//! loads: the misses overlap, as in `find_burst`), finds each entry's index slot, and then
+//! hands the entries out one by one; [`ConnTable::remove`] of the entry just handed out uses
+//! the slot found (checked: a removal since may have shifted it back) and hashes nothing.
+//! What the caller does between two calls is honoured as before: a staged entry it removed
+//! is skipped, one it re-armed is filed by its new deadline. A stage never spans buckets, so
+//! while its entries are handed out the cursor is where it was when they were taken one by
+//! one, and a bucket's entries come out in the same order (an entry the caller files into
+//! the bucket being walked meanwhile comes after the stage rather than next: the order
+//! within a tick, which was never a promise).
+//!
 //! Time: a tick is 1/16 s (62.5 ms). Deadlines are stored as 32-bit tick counts since the caller's
 //! epoch, truncated, and compared against the cursor with wrapping (serial-number) arithmetic, so
 //! any epoch works and the count may wrap (every 8.5 years); deadlines are clamped to within
@@ -26,6 +49,7 @@
 use crate::time::{Duration, Instant};
 
 use super::entry::{ConnSlot, Entry, Handle};
+use super::index;
 use super::ConnTable;
 
 /// Deadline resolution: ticks per second. One tick is 62.5 ms; whole seconds are whole ticks.
@@ -55,10 +79,81 @@ const FAR_SCAN_ENTRIES: u32 = 32;
 pub(super) const FREE: u32 = u32::MAX;
 /// `prev` marker of an entry handed out by `poll_expired` and not yet resolved.
 pub(super) const DETACHED: u32 = u32::MAX - 1;
+/// `prev` marker of the entry inserted last, not yet filed (`ConnTable::fresh`).
+pub(super) const FRESH: u32 = u32::MAX - 2;
 /// `prev` bit marking "first in bucket `prev & !BUCKET`".
 pub(super) const BUCKET: u32 = 1 << 31;
 /// Largest wheel the table uses (2^24 buckets, 12 days of ticks).
 pub(super) const MAX_BUCKETS: usize = 1 << 24;
+
+/// How many due entries [`ConnTable::poll_expired`] stages at a time.
+pub(super) const EXPIRE_BATCH: usize = 32;
+
+/// The staged expiry's batch: due entries taken off the wheel (each `DETACHED`) and not yet
+/// handed out, each with its index tag and the index slot it was seen in; and the hint for the
+/// entry last handed out, which [`ConnTable::remove`] takes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pending {
+    raw: [u32; EXPIRE_BATCH],
+    tag: [u32; EXPIRE_BATCH],
+    pos: [usize; EXPIRE_BATCH],
+    /// Entries `[next, len)` are still to hand out.
+    next: u8,
+    len: u8,
+    /// (raw handle, tag, index slot) of the entry last handed out; raw 0 = none.
+    hint: (u32, u32, usize),
+}
+
+impl Pending {
+    pub(super) const EMPTY: Pending = Pending {
+        raw: [0; EXPIRE_BATCH],
+        tag: [0; EXPIRE_BATCH],
+        pos: [0; EXPIRE_BATCH],
+        next: 0,
+        len: 0,
+        hint: (0, 0, 0),
+    };
+
+    fn clear(&mut self) {
+        self.next = 0;
+        self.len = 0;
+    }
+
+    fn push(&mut self, raw: u32, tag: u32, pos: usize) {
+        let k = usize::from(self.len);
+        if k < EXPIRE_BATCH {
+            self.raw[k] = raw;
+            self.tag[k] = tag;
+            self.pos[k] = pos;
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<(u32, u32, usize)> {
+        let k = usize::from(self.next);
+        if k >= usize::from(self.len) {
+            return None;
+        }
+        self.next += 1;
+        Some((self.raw[k], self.tag[k], self.pos[k]))
+    }
+
+    /// The staged entries not yet handed out (raw handles).
+    pub(super) fn waiting(&self) -> &[u32] {
+        self.raw
+            .get(usize::from(self.next)..usize::from(self.len))
+            .unwrap_or(&[])
+    }
+
+    /// The tag and index slot of `raw` if it is the entry last handed out; the hint is used up.
+    pub(super) fn take_hint(&mut self, raw: u32) -> Option<(u32, usize)> {
+        if self.hint.0 != raw || raw == 0 {
+            return None;
+        }
+        let (_, tag, pos) = core::mem::take(&mut self.hint);
+        Some((tag, pos))
+    }
+}
 
 /// One timer-wheel bucket: the head of a chain of entries (4 bytes; all-zero is empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -228,6 +323,10 @@ impl<'a> ConnTable<'a> {
             if self.detached == raw {
                 self.detached = 0;
             }
+        } else if prev == FRESH {
+            if self.fresh == raw {
+                self.fresh = 0;
+            }
         } else if prev & BUCKET != 0 {
             self.set_head(prev & !BUCKET, next);
             if next != 0 {
@@ -244,6 +343,15 @@ impl<'a> ConnTable<'a> {
         if let Some(n) = self.slot_mut(raw) {
             n.prev = DETACHED;
             n.next = 0;
+        }
+    }
+
+    /// Files the entry inserted last, if it is not yet, by its deadline now.
+    #[inline]
+    pub(super) fn file_fresh(&mut self) {
+        let raw = core::mem::take(&mut self.fresh);
+        if raw != 0 && self.slot(raw).is_some_and(|n| n.prev == FRESH) {
+            self.place(raw, self.cursor);
         }
     }
 
@@ -294,7 +402,12 @@ impl<'a> ConnTable<'a> {
     /// [`touch`](Self::touch); otherwise the next call files it again and it is reported again
     /// on the next tick. Entries are reported in order of wheel bucket (1/16 s), not exactly in
     /// deadline order within a bucket.
+    ///
+    /// Staged (see the module docs): the due entries are taken off the wheel up to 32
+    /// (`EXPIRE_BATCH`) at a time, their index slots found in one pass, then handed out one by
+    /// one; [`remove`](Self::remove) of the entry just handed out uses the slot found.
     pub fn poll_expired(&mut self, now: Instant) -> Option<Handle> {
+        self.file_fresh();
         self.observe(now);
         let now_tick = ms_to_tick_floor(self.clock_ms);
         if now_tick >= self.cursor + self.buckets() {
@@ -303,12 +416,49 @@ impl<'a> ConnTable<'a> {
             self.earliest = self.cursor;
         }
         self.settle(now_tick);
+        if let Some(h) = self.next_pending(now_tick) {
+            return Some(h);
+        }
         if self.len == 0 {
             self.cursor = self.cursor.max(now_tick + 1);
             self.earliest = self.cursor;
             return None;
         }
-        while self.cursor <= now_tick {
+        if self.stage(now_tick) == 0 {
+            self.refresh_earliest();
+            return None;
+        }
+        self.next_pending(now_tick)
+    }
+
+    /// The next staged entry still to hand out, detached as `poll_expired` leaves it. One the
+    /// caller removed meanwhile is skipped; one it gave a later deadline is filed by it.
+    fn next_pending(&mut self, now_tick: u64) -> Option<Handle> {
+        while let Some((raw, tag, pos)) = self.pending.pop() {
+            let Some(n) = self.slot(raw) else { continue };
+            if n.prev != DETACHED {
+                // Removed (and perhaps the slot reused) since it was staged.
+                continue;
+            }
+            if self.deadline_abs(n.entry.deadline) > now_tick {
+                self.place(raw, self.cursor);
+                continue;
+            }
+            self.detached = raw;
+            self.pending.hint = (raw, tag, pos);
+            return Handle::from_raw(raw);
+        }
+        None
+    }
+
+    /// Takes up to `EXPIRE_BATCH` due entries off the wheel (walking it from the cursor as
+    /// far as `now_tick`, filing again the ones whose deadline moved on), then finds their
+    /// index slots: every tag, then every home slot read (independent loads, so the cache
+    /// misses overlap, as in `find_burst`), then the probes. Returns how many it staged.
+    fn stage(&mut self, now_tick: u64) -> usize {
+        let mut raws = [0u32; EXPIRE_BATCH];
+        let mut n = 0;
+        'walk: while self.cursor <= now_tick {
             let pos = self.cursor;
             if self.earliest > pos {
                 // Known empty up to `earliest`.
@@ -316,25 +466,62 @@ impl<'a> ConnTable<'a> {
                 continue;
             }
             loop {
+                if n == EXPIRE_BATCH {
+                    break 'walk;
+                }
                 let raw = self.pop(pos);
                 if raw == 0 {
+                    if n > 0 {
+                        // A stage never spans buckets: while its entries are handed out the
+                        // cursor stays at their bucket, as when they were taken one by one
+                        // (where `settle` and `place` file an entry depends on it).
+                        break 'walk;
+                    }
                     break;
                 }
                 let d = self.deadline_abs(self.slot(raw).map_or(0, |n| n.entry.deadline));
                 if d <= now_tick {
-                    self.detached = raw;
-                    return Handle::from_raw(raw);
+                    raws[n] = raw;
+                    n += 1;
+                } else {
+                    // The deadline moved on (lazy re-arm) or lies beyond the span: file it again.
+                    self.place(raw, pos + 1);
                 }
-                // The deadline moved on (lazy re-arm) or lies beyond the span: file it again.
-                self.place(raw, pos + 1);
             }
             self.cursor = pos + 1;
             if self.earliest < self.cursor {
                 self.earliest = self.cursor;
             }
         }
-        self.refresh_earliest();
-        None
+        let raws = &raws[..n];
+        let len = self.index.len();
+        // Tags and home slots (the entries' lines were just read by the walk).
+        let mut tags = [0u32; EXPIRE_BATCH];
+        let mut homes = [0usize; EXPIRE_BATCH];
+        for ((t, h), &raw) in tags.iter_mut().zip(homes.iter_mut()).zip(raws) {
+            if let Some(s) = self.slot(raw) {
+                let e = &s.entry;
+                let hash =
+                    self.hash_bytes(e.proto(), e.is_ipv6(), e.client_addr_bytes(), e.client_port());
+                debug_assert_eq!(hash, self.hash_of(e));
+                *t = index::tag_of(hash);
+                *h = index::home(*t, len);
+            }
+        }
+        // Every home slot read at once; the probes below then find them in cache.
+        let mut sink = 0u32;
+        for &h in &homes[..n] {
+            if let Some(s) = self.index.get(h) {
+                sink ^= s.handle;
+            }
+        }
+        core::hint::black_box(sink);
+        self.pending.clear();
+        for k in 0..n {
+            let pos = index::position(&self.index, raws[k], homes[k]).unwrap_or(usize::MAX);
+            self.pending.push(raws[k], tags[k], pos);
+        }
+        n
     }
 
     /// Makes `earliest` exact: the first non-empty bucket at or after the cursor.
@@ -398,11 +585,35 @@ impl<'a> ConnTable<'a> {
         if self.len == 0 {
             return None;
         }
+        self.file_fresh();
         if self.detached != 0 {
             // An entry `poll_expired` handed out and the caller left alone: filed again, as the
             // next `poll_expired` would.
             self.settle(ms_to_tick_floor(self.clock_ms));
         }
+        // Entries staged by `poll_expired` and not yet handed out (a caller that stopped
+        // polling early) are off the wheel: the earliest of their deadlines.
+        let waiting = self.waiting_deadline();
+        if let Some(w) = waiting {
+            let at = Instant::from_millis(tick_to_ms_ceil(w));
+            let limit = Some(limit.map_or(at, |l| l.min(at)));
+            return self.wheel_deadline_before(limit).or(Some(at));
+        }
+        self.wheel_deadline_before(limit)
+    }
+
+    /// The earliest deadline (absolute tick) of the staged entries still to hand out.
+    fn waiting_deadline(&self) -> Option<u64> {
+        self.pending
+            .waiting()
+            .iter()
+            .filter_map(|&raw| self.slot(raw).filter(|n| n.prev == DETACHED))
+            .map(|n| self.deadline_abs(n.entry.deadline))
+            .min()
+    }
+
+    /// [`next_deadline_before`](Self::next_deadline_before) among the entries on the wheel.
+    fn wheel_deadline_before(&mut self, limit: Option<Instant>) -> Option<Instant> {
         // Positions from `end` on start at or after `limit`.
         let end = limit.map_or(u64::MAX, |l| ms_to_tick_ceil(l.millis()));
         let far = self.cursor + self.mask;
@@ -500,8 +711,24 @@ impl<'a> ConnTable<'a> {
                 consider(self.detached, n, &mut best);
             }
         }
+        if self.fresh != 0 {
+            if let Some(n) = self.slot(self.fresh).filter(|n| n.prev == FRESH) {
+                budget = budget.saturating_sub(1);
+                consider(self.fresh, n, &mut best);
+            }
+        }
+        // Staged by `poll_expired`, not yet handed out: off the wheel, and due.
+        for &raw in self.pending.waiting() {
+            if let Some(n) = self.slot(raw).filter(|n| n.prev == DETACHED) {
+                budget = budget.saturating_sub(1);
+                consider(raw, n, &mut best);
+            }
+        }
         let span = self.buckets().min(EVICT_MAX_BUCKETS);
-        'walk: for pos in self.cursor..self.cursor + span {
+        // The buckets before `earliest` are empty: a table full of new connections has its
+        // first entries a whole SYN_RECV timeout ahead, now that each is filed by that deadline.
+        let start = self.earliest.clamp(self.cursor, self.cursor + span);
+        'walk: for pos in start..self.cursor + span {
             match best {
                 Some((last, d, _)) if d <= now_tick || last.saturating_add(horizon) < pos => {
                     break

@@ -139,3 +139,119 @@ fn an_entry_left_detached_is_filed_again_first() {
     // Left alone: reported again on the next tick.
     assert_eq!(t.next_deadline(), Some(ms(5063)));
 }
+
+/// `poll_expired` takes due entries off the wheel in batches; what the caller does between two
+/// calls to an entry staged but not yet handed out is seen when its turn comes.
+#[test]
+fn a_staged_entry_removed_or_rearmed_before_its_turn_is_not_handed_out() {
+    let mut t = table(64);
+    let hs: Vec<Handle> = (0..4).map(|i| t.insert(flow(i), ms(1000)).unwrap()).collect();
+    let first = t.poll_expired(ms(1000)).unwrap();
+    let rest: Vec<Handle> = hs.iter().copied().filter(|&h| h != first).collect();
+    // One removed, one re-armed, one whose slot is reused by a new entry due later.
+    t.remove(rest[0]);
+    t.touch(rest[1], ms(5000));
+    t.remove(rest[2]);
+    let reused = t.insert(flow(9), ms(9000)).unwrap();
+    assert_eq!(reused, rest[2]);
+    t.remove(first);
+    assert_eq!(t.poll_expired(ms(1000)), None);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.next_deadline(), Some(ms(5000)));
+    assert_eq!(t.poll_expired(ms(5000)), Some(rest[1]));
+    t.remove(rest[1]);
+    assert_eq!(t.poll_expired(ms(8999)), None);
+    assert_eq!(t.poll_expired(ms(9000)), Some(reused));
+}
+
+/// A caller that stops polling with staged entries left: they are still due, for
+/// `next_deadline`, and handed out by the next `poll_expired`.
+#[test]
+fn staged_entries_left_by_a_caller_that_stops_are_still_due() {
+    let mut t = table(64);
+    for i in 0..3 {
+        t.insert(flow(i), ms(1000 + 100 * u64::from(i))).unwrap();
+    }
+    let h = t.poll_expired(ms(2000)).unwrap();
+    t.remove(h);
+    let at = t.next_deadline().unwrap();
+    assert!(at <= ms(2000), "{at:?}");
+    let mut n = 0;
+    while let Some(h) = t.poll_expired(ms(2000)) {
+        t.remove(h);
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    assert!(t.is_empty());
+    assert_eq!(t.next_deadline(), None);
+}
+
+/// More due entries than one stage holds, many under the same key (one probe run, so each
+/// removal shifts the index slots found for the others): every one is handed out once and
+/// removed, and the index stays consistent.
+#[test]
+fn expiry_in_several_stages_with_shared_probe_runs() {
+    let mut t = table(256);
+    let same = flow(1);
+    let mut hs = Vec::new();
+    for i in 0..200u32 {
+        let e = if i % 2 == 0 { same } else { flow(i) };
+        hs.push(t.insert(e, ms(1000 + u64::from(i % 7))).unwrap());
+    }
+    let keep = t.insert(flow(5000), ms(60_000)).unwrap();
+    let mut seen = Vec::new();
+    while let Some(h) = t.poll_expired(ms(1100)) {
+        seen.push(h);
+        assert!(t.remove(h).is_some());
+    }
+    seen.sort();
+    hs.sort();
+    assert_eq!(seen, hs);
+    assert_eq!(t.len(), 1);
+    let hash = t.hash_of(&flow(5000));
+    assert_eq!(t.find(hash, |_| true), Some(keep));
+    assert_eq!(t.find(t.hash_of(&same), |_| true), None);
+    // The freed slots and index slots work again.
+    let again: Vec<Handle> = (0..100).map(|_| t.insert(same, ms(2000)).unwrap()).collect();
+    let mut found = Vec::new();
+    t.find(t.hash_of(&same), |e| {
+        found.push(*e);
+        false
+    });
+    assert_eq!(found.len(), again.len());
+    assert_eq!(t.len(), 101);
+}
+
+/// The entry inserted last is filed on the wheel only at the next insert or walk, by the
+/// deadline it has then; until then every path still sees it.
+#[test]
+fn the_entry_inserted_last_is_filed_by_its_deadline_then() {
+    let mut t = table(64);
+    // Removed before it was filed.
+    let a = t.insert(flow(1), ms(1000)).unwrap();
+    t.remove(a);
+    assert_eq!(t.next_deadline(), None);
+    assert_eq!(t.poll_expired(ms(2000)), None);
+    // Moved earlier, then later, before it was filed: the last deadline counts.
+    let b = t.insert(flow(2), ms(60_000)).unwrap();
+    t.touch(b, ms(3000));
+    t.touch(b, ms(4000));
+    assert_eq!(t.next_deadline(), Some(ms(4000)));
+    assert_eq!(t.poll_expired(ms(3999)), None);
+    assert_eq!(t.poll_expired(ms(4000)), Some(b));
+    t.remove(b);
+    // Re-armed later right after its insert (a SYN: 3 s, then SYN_RECV's timeout), and seen
+    // by eviction, expiry and `next_deadline` before any other insert files it.
+    let c = t.insert(flow(3), ms(7000)).unwrap();
+    t.touch(c, ms(64_000));
+    assert_eq!(
+        t.evict_candidate(ms(4000), Duration::from_secs(60), |_| true),
+        Some(c)
+    );
+    assert_eq!(t.next_deadline(), Some(ms(64_000)));
+    assert_eq!(t.poll_expired(ms(7000)), None);
+    let d = t.insert(flow(4), ms(8000)).unwrap();
+    assert_eq!(t.poll_expired(ms(8000)), Some(d));
+    t.remove(d);
+    assert_eq!(t.poll_expired(ms(64_000)), Some(c));
+}
