@@ -18,7 +18,7 @@
 #
 # Functions: topo_up, topo_route_servers_via_tun, topo_down, nsx ROLE CMD..., start_gateway CONF,
 #   start_nginx ROLE ADDR [NAME [ADDR...]], start_servers, wait_http NS URL, load_run URL N C CSV,
-#   client_narrow_ports LO HI, csv_summary CSV, server_split, lbt_bin NAME.
+#   client_narrow_ports LO HI, csv_summary CSV, server_split, decap_lbdecap I KIND..., lbt_bin NAME.
 
 LBT="${LBT:-lbt$$}"
 LBT_TMP="${LBT_TMP:-}"
@@ -127,11 +127,12 @@ topo_route_servers_via_tun() {
 	ip -n "${LBT}-gw" -6 rule add iif gc to fd00:20::/64 lookup 100 pref 101
 }
 
-# topo_down — stop what runs in our namespaces (by PID: SIGTERM, then SIGKILL after 2 s) and
-# delete the namespaces (by name). Processes go first, so none loses an address mid-shutdown.
+# topo_down — stop what runs in our namespaces (the roles above, scripts/test-e2e.sh's and those
+# in LBT_MORE_ROLES) by PID: SIGTERM, then SIGKILL after 2 s; then delete the namespaces (by
+# name). Processes go first, so none loses an address mid-shutdown.
 topo_down() {
 	local ns pids all=""
-	for ns in client gw gwa gwb lan s1 s2 s3 s4; do
+	for ns in client gw gwa gwb lan s1 s2 s3 s4 ${LBT_MORE_ROLES:-}; do
 		ip netns list 2>/dev/null | grep -qw "^${LBT}-$ns" || continue
 		all="$all ${LBT}-$ns"
 		pids="$(ip netns pids "${LBT}-$ns" 2>/dev/null)"
@@ -320,4 +321,17 @@ server_split() {
 		printf "s%d %s  " "$i" "$( [ -f "$f" ] && wc -l <"$f" || echo 0)"
 	done
 	echo
+}
+
+# decap_lbdecap I KIND... — server I takes the outer headers off with lb-decap on dc0 (every
+# kind at once).
+decap_lbdecap() {
+	local role="s$1"
+	LBT_DECAP_PIDS="${LBT_DECAP_PIDS:-} $(start_in_ns "$role" "lb-decap-$role" "$(lbt_bin lb-decap)" \
+		--tun dc0 --gue-port 6080 --ipip --gre)"
+	for _ in $(seq 1 50); do
+		nsx "$role" ip link show dc0 2>/dev/null | grep -q ',UP' && return 0
+		sleep 0.1
+	done
+	return 1
 }

@@ -1338,19 +1338,6 @@ tunnel_opts() {
 	esac
 }
 
-# decap_lbdecap I KIND... — server I takes the outer headers off with lb-decap on dc0 (every
-# kind at once).
-decap_lbdecap() {
-	local role="s$1"
-	LBT_DECAP_PIDS="${LBT_DECAP_PIDS:-} $(start_in_ns "$role" "lb-decap-$role" "$(lbt_bin lb-decap)" \
-		--tun dc0 --gue-port 6080 --ipip --gre)"
-	for _ in $(seq 1 50); do
-		nsx "$role" ip link show dc0 2>/dev/null | grep -q ',UP' && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 # kip NS ARGS... — ip -n NS ARGS; on failure one line "ip ARGS: ERROR" on stderr.
 kip() {
 	local ns="$1" out
