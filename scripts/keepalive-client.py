@@ -6,8 +6,9 @@
       SECONDS; a connection that fails (timeout, reset, closed) is counted and opened again.
       One line per request into LOG: conn, generation, local port, sent, done, ok, server/error.
   keepalive-client.py report LOG EVENTS
-      EVENTS: lines "NAME UNIX_TIME" (kill, drain) and "on GATEWAY PORT..." (the client ports
-      each gateway held just before the kill). Prints the summary; JSON of the figures last.
+      EVENTS: lines "NAME UNIX_TIME" (kill, drain), "on GATEWAY PORT..." (the client ports
+      each gateway held just before the kill) and "later GATEWAY PORT..." (just before the
+      drain). A connection of gw1 must be held by gw2 or gw3 later. Prints the summary; JSON of the figures last.
 """
 import json
 import socket
@@ -86,12 +87,15 @@ def run(host, seconds, conns, period, log):
 
 
 def report(log, events):
-    ev, on = {}, {}
+    ev, on, later = {}, {}, {}
     for line in open(events):
         f = line.split()
         if f[0] == "on":
             for p in f[2:]:
                 on[int(p)] = f[1]
+        elif f[0] == "later":
+            for p in f[2:]:
+                later.setdefault(int(p), []).append(f[1])
         elif f:
             ev[f[0]] = float(f[1])
     reqs = []
@@ -106,11 +110,15 @@ def report(log, events):
     in_flight = [r for r in reqs if r[3] <= kill < r[4]]
     failed_kill = [r for r in failed if r[3] <= kill < r[4]]
     failed_after_drain = [r for r in failed if r[4] >= drain]
+    slow = [r for r in reqs if r[5] and r[4] - r[3] >= 0.1]
     print(f"requests {len(reqs)}  failed {len(failed)}  in flight at the SIGKILL {len(in_flight)} "
-          f"(failed of those {len(failed_kill)})  failed after the drain {len(failed_after_drain)}")
-    print(f"{'conn':>4} {'port':>6} {'gateway':>8} {'first':>6} {'last':>6} {'servers':>8} {'failed':>6} "
+          f"(failed of those {len(failed_kill)})  failed after the drain {len(failed_after_drain)}  "
+          f"answered after >= 100 ms {len(slow)}"
+          + (" (sent at the kill " + ",".join(f"{(r[3] - kill) * 1000:+.0f}" for r in slow) + " ms)"
+             if slow else ""))
+    print(f"{'conn':>4} {'port':>6} {'gateway':>8} {'then':>8} {'first':>6} {'last':>6} {'servers':>8} {'failed':>6} "
           f"{'reopened':>8}  recovered after the kill")
-    spread, moved, recovered, same = {}, 0, [], True
+    spread, moved, recovered, same, slowest = {}, 0, [], True, 0.0
     for c in sorted(conns):
         rs = conns[c]
         first_port = rs[0][2]
@@ -129,13 +137,17 @@ def report(log, events):
             if ok_after:
                 rec = f"{(ok_after[0][4] - kill) * 1000:.0f} ms"
                 recovered.append(ok_after[0][4] - kill)
+                slowest = max(slowest, ok_after[0][4] - ok_after[0][3])
                 if after[0] is not ok_after[0] or ok_after[0][1] != 1 or ok_after[0][6] != servers[0]:
                     same = False
                     rec += f" (after {sum(1 for r in after if r[4] <= ok_after[0][4] and not r[5])}" \
                         f" failures, connection {ok_after[0][1]}, from {ok_after[0][6]})"
             else:
                 rec, same = "never", False
-        print(f"{c:>4} {first_port:>6} {gw:>8} {servers[0] if servers else '-':>6} "
+        then = "+".join(later.get(rs[-1][2], ["-"]))
+        if gw == "gw1" and not set(later.get(first_port, [])) & {"gw2", "gw3"}:
+            same = False
+        print(f"{c:>4} {first_port:>6} {gw:>8} {then:>8} {servers[0] if servers else '-':>6} "
               f"{servers[-1] if servers else '-':>6} {len(distinct):>8} {nfail:>6} {reopened:>8}  {rec}")
     per_server = {}
     for c in conns:
@@ -148,14 +160,16 @@ def report(log, events):
     print(f"connections per gateway before the kill: "
           + "  ".join(f"{g} {n}" for g, n in sorted(spread.items())))
     print(f"connections on the killed gateway: {on_killed}, recovered {len(recovered)}"
-          + (f", the last {last:.0f} ms after the SIGKILL" if recovered else "")
+          + (f", the last {last:.0f} ms after the SIGKILL (the slowest of those requests took"
+             f" {slowest * 1000:.1f} ms)" if recovered else "")
           + (", each on its next request from the same server" if same and recovered else ""))
     print(f"connections that changed server or were reopened: {moved}")
     print("FIGURES " + json.dumps({
         "requests": len(reqs), "failed": len(failed), "in_flight_at_kill": len(in_flight),
-        "failed_at_kill": len(failed_kill), "failed_after_drain": len(failed_after_drain),
+        "failed_at_kill": len(failed_kill), "slow": len(slow), "failed_after_drain": len(failed_after_drain),
         "spread": spread, "on_killed": on_killed, "recovered": len(recovered),
-        "last_recovered_ms": round(last), "same_server_next_request": same and bool(recovered),
+        "last_recovered_ms": round(last),
+        "slowest_recovery_request_ms": round(slowest * 1000, 1), "same_server_next_request": same and bool(recovered),
         "moved": moved}))
 
 
