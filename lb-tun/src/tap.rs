@@ -23,7 +23,6 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv6Addr};
-use std::os::unix::io::AsRawFd;
 use std::time::Duration;
 
 use lb_core::Instant;
@@ -38,8 +37,7 @@ use lb_embedded::smoltcp::wire::{
     IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv6Packet, NdiscRepr,
 };
 use lb_embedded::{LINK_HEADER, MAX_FRAME};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 use tun_tap::{Iface, Mode};
 
 use crate::tun::{PacketIo, TunDevice};
@@ -591,14 +589,7 @@ impl TapDevice {
     /// (`ip tuntap add dev NAME mode tap`), non-blocking. Needs `CAP_NET_ADMIN`; bringing it up
     /// and attaching it to a bridge are the host's job.
     pub fn open(name: &str, cfg: &TapConfig) -> io::Result<Self> {
-        let iface = Iface::without_packet_info(name, Mode::Tap)?;
-        iface.set_non_blocking()?;
-        let poll = Poll::new()?;
-        poll.registry().register(
-            &mut SourceFd(&iface.as_raw_fd()),
-            Token(0),
-            Interest::READABLE,
-        )?;
+        let (iface, poll) = crate::tun::open_polled(name, Mode::Tap)?;
         Ok(TapDevice {
             iface,
             poll,

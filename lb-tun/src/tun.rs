@@ -37,6 +37,22 @@ pub trait PacketIo {
     }
 }
 
+/// Creates or attaches to the TUN or TAP device `name` (no packet-info header), non-blocking,
+/// with an epoll instance watching it for reads.
+pub(crate) fn open_polled(name: &str, mode: Mode) -> io::Result<(Iface, Poll)> {
+    let iface = Iface::without_packet_info(name, mode)?;
+    iface.set_non_blocking()?;
+    let poll = Poll::new()?;
+    // `tun_tap::Iface` only exposes its raw descriptor; mio registers one without `unsafe`
+    // (it does not take ownership: the device outlives `poll`, both dropped together).
+    poll.registry().register(
+        &mut SourceFd(&iface.as_raw_fd()),
+        Token(0),
+        Interest::READABLE,
+    )?;
+    Ok((iface, poll))
+}
+
 /// A TUN device (IP packets, no packet-info header) in non-blocking mode, with the epoll
 /// instance [`wait_readable`](Self::wait_readable) sleeps in.
 #[derive(Debug)]
@@ -53,16 +69,7 @@ impl TunDevice {
     /// Needs `CAP_NET_ADMIN`. The device's addresses, link state and routes are the host's job
     /// (see `lb-tun/README-routing.md`).
     pub fn open(name: &str) -> io::Result<Self> {
-        let iface = Iface::without_packet_info(name, Mode::Tun)?;
-        iface.set_non_blocking()?;
-        let poll = Poll::new()?;
-        // `tun_tap::Iface` only exposes its raw descriptor; mio registers one without `unsafe`
-        // (it does not take ownership: `iface` outlives `poll`, both dropped with `self`).
-        poll.registry().register(
-            &mut SourceFd(&iface.as_raw_fd()),
-            Token(0),
-            Interest::READABLE,
-        )?;
+        let (iface, poll) = open_polled(name, Mode::Tun)?;
         Ok(TunDevice {
             iface,
             poll,
