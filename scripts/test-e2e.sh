@@ -1292,7 +1292,9 @@ PY
 # the echo falls behind, a blocking write of 8 KiB into a pipe with less room that only it reads).
 tunnel_server() {
 	local role="s$1"
-	cat >"$tmp/tcp_echo.py" <<'PY'
+	# One copy per server: rewriting a shared file while the other server's python3 still
+	# reads it left that server without an echo (a truncated script).
+	cat >"$tmp/tcp_echo-$role.py" <<'PY'
 import socket, sys, threading
 def echo(c):
     with c:
@@ -1317,8 +1319,16 @@ PY
 	nsx "$role" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
 		net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
 	start_nginx "$role" "$LBT_VIP4" "$role" "$LBT_VIP6"
-	start_in_ns "$role" "tcp-echo-$role" python3 "$tmp/tcp_echo.py" "$LBT_VIP4" "$LBT_VIP6" >/dev/null
-	wait_http "$role" "http://$LBT_VIP4/"
+	start_in_ns "$role" "tcp-echo-$role" python3 "$tmp/tcp_echo-$role.py" "$LBT_VIP4" "$LBT_VIP6" >/dev/null
+	wait_http "$role" "http://$LBT_VIP4/" || return 1
+	# The echo listens on both VIPs before anything connects to it.
+	local _i
+	for _i in $(seq 1 100); do
+		nsx "$role" ss -Htln "sport = :9000" | grep -q . && [ "$(nsx "$role" ss -Htln "sport = :9000" | wc -l)" -ge 2 ] && return 0
+		sleep 0.05
+	done
+	cat "$(lbt_tmpdir)/tcp-echo-$role.log" >&2
+	return 1
 }
 
 # tunnel_opts KIND — sets opts4/opts6 (the -a options of the IPv4 and the IPv6 service),
