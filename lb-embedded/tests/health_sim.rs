@@ -6,6 +6,8 @@
 //! prober's and the checker's timers, the hosts' `poll_at`, frames in flight), so a missing
 //! deadline shows up as a wrong time.
 
+mod sim;
+
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -15,10 +17,10 @@ use lb_embedded::lb_core::{
 };
 use lb_embedded::smoltcp;
 use lb_embedded::{Gateway, GatewayConfig, ProbeResources};
+use sim::{smol, SimDevice};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::Medium;
 use smoltcp::socket::tcp;
-use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket,
 };
@@ -32,54 +34,6 @@ const GW_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const S1: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 11);
 const S2: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 12);
-
-struct SimDevice {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct SimRx(Vec<u8>);
-struct SimTx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl phy::RxToken for SimRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for SimTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut v = vec![0; len];
-        let r = f(&mut v);
-        self.0.push(v);
-        r
-    }
-}
-
-impl Device for SimDevice {
-    type RxToken<'a> = SimRx;
-    type TxToken<'a> = SimTx<'a>;
-
-    fn receive(&mut self, _t: SmolInstant) -> Option<(SimRx, SimTx<'_>)> {
-        let f = self.rx.pop_front()?;
-        Some((SimRx(f), SimTx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _t: SmolInstant) -> Option<SimTx<'_>> {
-        Some(SimTx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = 1500;
-        c
-    }
-}
-
-fn smol(ms: u64) -> SmolInstant {
-    SmolInstant::from_millis(ms as i64)
-}
 
 /// A smoltcp host: the client, or a real server with listening sockets.
 struct Host {
@@ -96,10 +50,7 @@ struct Host {
 
 impl Host {
     fn new(addr: Ipv4Addr, gw: Ipv4Addr, sockets: usize) -> Host {
-        let mut dev = SimDevice {
-            rx: VecDeque::new(),
-            tx: Vec::new(),
-        };
+        let mut dev = SimDevice::new(Medium::Ip);
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = u64::from(u32::from(addr));
         let mut iface = Interface::new(cfg, &mut dev, smol(0));
@@ -206,10 +157,7 @@ enum Death {
 /// both servers are checked with `check`; the client connects every 100 ms at 50 ms past the
 /// mark.
 fn run(check: &HealthCheck, death: Death, dies_ms: u64, returns_ms: u64, end_ms: u64) -> Run {
-    let mut gw_dev = SimDevice {
-        rx: VecDeque::new(),
-        tx: Vec::new(),
-    };
+    let mut gw_dev = SimDevice::new(Medium::Ip);
     let limits = Limits {
         services: 1,
         servers_per_service: 4,
