@@ -265,10 +265,12 @@ impl Balancer<'_> {
                 None => self.icmp_error(now, buf, len, p, &ie),
             },
             Kind::EchoRequest => self.echo_request(now, buf, len, p),
-            Kind::Other if matches!(p.proto, 1 | 58) => match self.tunnel_icmp(now, buf, len, p) {
-                Some(v) => v,
-                None => self.not_ours(now, buf, len, p),
-            },
+            Kind::Other if matches!(p.proto, packet::PROTO_ICMP | packet::PROTO_ICMPV6) => {
+                match self.tunnel_icmp(now, buf, len, p) {
+                    Some(v) => v,
+                    None => self.not_ours(now, buf, len, p),
+                }
+            }
             // Later fragments never come here (`fragmented` takes them): not ours.
             Kind::Other | Kind::Fragment => self.not_ours(now, buf, len, p),
         }

@@ -19,7 +19,7 @@ use core::net::{IpAddr, SocketAddr};
 use crate::config::{ForwardMethod, TunnelKind};
 use crate::conn::ConnFlags;
 use crate::nat;
-use crate::packet::{Kind, Parsed};
+use crate::packet::{Kind, Parsed, PROTO_ICMP, PROTO_ICMPV6};
 use crate::server::ServerId;
 use crate::time::Instant;
 use crate::tunnel::{self, Outer};
@@ -336,7 +336,8 @@ impl Balancer<'_> {
                     matches!(ty, 3 | 4 | 11)
                 };
             let too_big = if p.v6 { ty == 2 } else { ty == 3 && code == 4 };
-            if p.proto != if p.v6 { 58 } else { 1 } || !error {
+            let icmp_proto = if p.v6 { PROTO_ICMPV6 } else { PROTO_ICMP };
+            if p.proto != icmp_proto || !error {
                 return None;
             }
             let q = quoted_tunnel(icmp.get(8..)?, to)?;
