@@ -1478,8 +1478,9 @@ CONF
 	passed=$(gwstat passed)
 	# shellcheck disable=SC2086
 	set -- $st
-	[ "${1:-0}" -eq "$d1" ] && [ "${2:-0}" -gt "$d1" ] && [ "${3:-x}" = 0 ] ||
-		fail "$what: s1 Conns InPkts OutPkts: ${st:-missing}, want $d1 connections and no OutPkts"
+	# (Conns may be fewer than requests: hey reuses a connection now and then.)
+	[ "${1:-0}" -gt 0 ] && [ "${1:-0}" -le "$d1" ] && [ "${2:-0}" -gt "$d1" ] && [ "${3:-x}" = 0 ] ||
+		fail "$what: s1 Conns InPkts OutPkts: ${st:-missing}, want at most $d1 connections, more packets and no OutPkts"
 	[ "${passed:-x}" -lt 100 ] || fail "$what: $passed packets passed the director (replies crossing it?)"
 	ok "$what: only the client's half crossed the director: s1 Conns InPkts OutPkts $st, $passed packets passed"
 	load_run "http://[$LBT_VIP6]/" 200 10 "$tmp/$kind-v6.csv" || fail "$what: load v6"
