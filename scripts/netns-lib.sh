@@ -107,7 +107,7 @@ topo_up() {
 	nsx gw sysctl -qw net.ipv4.conf.all.rp_filter=0
 	nsx gw sysctl -qw net.ipv4.conf.default.rp_filter=0
 	nsx gw sysctl -qw net.ipv4.conf.all.send_redirects=0
-	ip -n "${LBT}-gw" tuntap add dev "$LBT_TUN" mode tun || return 1
+	ip -n "${LBT}-gw" tuntap add dev "$LBT_TUN" mode tun multi_queue || return 1
 	nsx gw sysctl -qw "net.ipv4.conf.$LBT_TUN.rp_filter=0"
 	ip -n "${LBT}-gw" link set "$LBT_TUN" up
 	# The VIPs go into the TUN.
@@ -159,13 +159,15 @@ topo_down() {
 }
 
 # start_gateway CONF [ARGS...] — lb-tun in gw on the TUN with config CONF, control socket
-# $LBT_TMP/lb-tun.sock and metrics on 10.40.0.1:9100; waits for its socket. Sets LBT_GW_PID.
+# $LBT_TMP/lb-tun.sock and metrics on 10.40.0.1:9100, with $LBT_QUEUES queues (default 2: the
+# suites run the multi-queue path whatever the machine's CPU count); waits for its socket.
+# Sets LBT_GW_PID.
 start_gateway() {
 	local conf="$1" sock
 	shift
 	sock="$(lbt_tmpdir)/lb-tun.sock"
 	LBT_GW_PID=$(start_in_ns gw lb-tun "$(lbt_bin lb-tun)" --tun "$LBT_TUN" --config "$conf" \
-		--control "$sock" --metrics 10.40.0.1:9100 "$@")
+		--control "$sock" --metrics 10.40.0.1:9100 --queues "${LBT_QUEUES:-2}" "$@")
 	for _ in $(seq 1 250); do
 		[ -S "$sock" ] && return 0
 		kill -0 "$LBT_GW_PID" 2>/dev/null || break

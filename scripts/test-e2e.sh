@@ -144,6 +144,13 @@ CONF
 	load_run "http://$LBT_VIP4/" "$n" 20 "$tmp/v4.csv" || fail "load v4"
 	all_ok "$tmp/v4.csv" "$n"
 	ok "$n/$n requests to $LBT_VIP4 got 200"
+	local q queues
+	queues=$(gwstat tun.queues)
+	[ "$queues" = "${LBT_QUEUES:-2}" ] || fail "tun.queues $queues, want ${LBT_QUEUES:-2}"
+	for q in $(seq 0 $((queues - 1))); do
+		[ "$(gwstat "tun.queue.$q.rx_packets")" -gt 0 ] || fail "queue $q read no packet: $(lbadm --stats-gateway | grep '^tun\.')"
+	done
+	ok "$queues queues, each read packets: $(lbadm --stats-gateway | awk '$1 ~ /^tun\.queue\..*rx/ { printf "%s %s  ", $1, $2 }')"
 	s1=$(wc -l <"$tmp/s1.access.log")
 	s2=$(wc -l <"$tmp/s2.access.log")
 	awk -v a="$s1" -v b="$s2" 'BEGIN { if (a + b == 0) exit 1; f = a / (a + b); d = f - 0.75; if (d < 0) d = -d; exit !(d <= 0.02 * 0.75) }' ||
@@ -461,7 +468,7 @@ topo_pair_up() {
 		nsx "$g" sysctl -qw net.ipv4.conf.all.rp_filter=0
 		nsx "$g" sysctl -qw net.ipv4.conf.default.rp_filter=0
 		nsx "$g" sysctl -qw net.ipv4.conf.all.send_redirects=0
-		ip -n "${LBT}-$g" tuntap add dev "$LBT_TUN" mode tun || return 1
+		ip -n "${LBT}-$g" tuntap add dev "$LBT_TUN" mode tun multi_queue || return 1
 		nsx "$g" sysctl -qw "net.ipv4.conf.$LBT_TUN.rp_filter=0"
 		ip -n "${LBT}-$g" link set "$LBT_TUN" up
 		ip -n "${LBT}-$g" route add "$LBT_VIP4/32" dev "$LBT_TUN"

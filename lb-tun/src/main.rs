@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -18,7 +18,9 @@ use lb_tun::control::{ControlServer, Pending, Reply, DEFAULT_CONTROL_PATH};
 use lb_tun::gateway::{os_random, parse_batch, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
 use lb_tun::tap::{Device, TapConfig, TapDevice};
-use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
+use lb_tun::tun::{
+    PacketRing, RingStats, SharedRingStats, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST,
+};
 
 /// How long the loop waits for the TUN device at most when no packet waits: bounds the latency of
 /// control requests.
@@ -100,6 +102,12 @@ struct Args {
     /// Packets per burst (buffers in the ring).
     #[arg(long, default_value_t = DEFAULT_BURST)]
     burst: usize,
+    /// Queues of the TUN device (`IFF_MULTI_QUEUE`), one packet thread each, all sharing the
+    /// one balancer (README "Queues"). Default: the number of online CPUs; 1 on a TAP
+    /// device, which has one queue. An existing device must have been created with
+    /// `multi_queue` for more than one (without --queues, lb-tun then falls back to one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    queues: Option<u16>,
     /// Keep the connection table across restarts: load FILE at start (if it exists) and write
     /// it on SIGTERM/SIGINT and on `lbadm --save-state` (to FILE.tmp, then renamed).
     #[arg(long, value_name = "FILE")]
@@ -134,11 +142,26 @@ impl Clock {
     }
 }
 
-/// Everything the packet loop owns.
+/// The gateway, shared by the packet threads: each takes the lock for lb-core's work on one
+/// burst (tens of nanoseconds a packet) and does its device I/O (microseconds a packet)
+/// without it.
+type SharedGateway = Arc<Mutex<Gateway>>;
+
+/// Takes the gateway's lock. A packet thread that panicked while holding it left the
+/// balancer half-updated: the gateway stops rather than go on with it.
+fn lock(gw: &SharedGateway) -> MutexGuard<'_, Gateway> {
+    gw.lock()
+        .expect("a packet thread panicked while holding the gateway")
+}
+
+/// Everything the main packet loop owns: queue 0 of the device, the control requests, the
+/// timers, the metrics and the routes.
 struct Loop {
     dev: Device,
     ring: PacketRing,
-    gw: Gateway,
+    gw: SharedGateway,
+    /// The other queues' counters, as their threads publish them.
+    queues: Vec<Arc<SharedRingStats>>,
     clock: Clock,
     control: mpsc::Receiver<Pending>,
     snapshot: MetricsSnapshot,
@@ -161,16 +184,22 @@ impl Loop {
         while !stop.load(Ordering::Relaxed) {
             let n = self.ring.fill(&self.dev)?;
             if n == 0 {
-                let wait = self.gw.timer_budget(self.clock.now()).min(POLL_TIMEOUT);
+                let wait = lock(&self.gw)
+                    .timer_budget(self.clock.now())
+                    .min(POLL_TIMEOUT);
                 self.dev.wait_readable(wait)?;
             } else {
-                self.gw.process_ring(self.clock.now(), &mut self.ring);
+                lock(&self.gw).process_ring(self.clock.now(), &mut self.ring);
                 self.ring.flush(&self.dev);
             }
             let now = self.clock.now();
-            self.gw.run_timers(now);
+            let probes = {
+                let mut gw = lock(&self.gw);
+                gw.run_timers(now);
+                gw.take_probe_packets()
+            };
             self.dev.run_timers();
-            for p in self.gw.take_probe_packets() {
+            for p in probes {
                 if let Err(e) = lb_tun::tun::PacketIo::send(&self.dev, &p) {
                     log::debug!("probe packet not written: {e}");
                 }
@@ -187,8 +216,10 @@ impl Loop {
                     pending.respond(reply);
                     continue;
                 }
-                let mut reply = self.gw.control(now, &pending.request, self.ring.stats());
+                let ring = self.ring_stats();
+                let mut reply = lock(&self.gw).control(now, &pending.request, &ring);
                 if reply.status == 0 && pending.request.args == ["--stats-gateway"] {
+                    reply.text.push_str(&self.queue_text());
                     reply.text.push_str(&self.dev.stats_text());
                 }
                 changed = true;
@@ -200,7 +231,7 @@ impl Loop {
                 pending.respond(reply);
             }
             if changed {
-                self.dev.set_answered(answered(&self.gw));
+                self.dev.set_answered(answered(&lock(&self.gw)));
             }
             if changed || self.last_announce.elapsed() >= ANNOUNCE_EVERY {
                 self.announce();
@@ -222,7 +253,8 @@ impl Loop {
         let Some(a) = &mut self.announcer else {
             return;
         };
-        let lb = self.gw.balancer();
+        let gw = lock(&self.gw);
+        let lb = gw.balancer();
         let want = if self.drain_until.is_some() {
             Default::default()
         } else {
@@ -267,7 +299,7 @@ impl Loop {
             text.push_str("no routes to withdraw (the gateway runs without --announce)\n");
         }
         self.drain_until = Some(Instant::now() + req.timeout);
-        let flows = lb_tun::drain::live_flows(self.gw.balancer(), self.clock.now());
+        let flows = lb_tun::drain::live_flows(lock(&self.gw).balancer(), self.clock.now());
         text.push_str(&format!(
             "draining: {flows} flows; the gateway exits when they end or in {} s\n",
             req.timeout.as_secs()
@@ -285,7 +317,7 @@ impl Loop {
             return false;
         }
         self.last_drain_check = Instant::now();
-        let flows = lb_tun::drain::live_flows(self.gw.balancer(), now);
+        let flows = lb_tun::drain::live_flows(lock(&self.gw).balancer(), now);
         if flows == 0 {
             log::info!("drain: no flow left, exiting");
             return true;
@@ -298,18 +330,72 @@ impl Loop {
     }
 
     fn publish(&mut self) {
+        let ring = self.ring_stats();
+        let gw = lock(&self.gw);
         let mut text = lb_tun::prom::format(
-            self.gw.balancer(),
-            self.ring.stats(),
-            self.gw.stats(),
+            gw.balancer(),
+            &ring,
+            gw.stats(),
             self.clock.0.elapsed().as_secs(),
         );
-        if let Some(p) = self.gw.probes() {
-            text.push_str(&lb_tun::prom::format_health(self.gw.balancer(), p));
+        if let Some(p) = gw.probes() {
+            text.push_str(&lb_tun::prom::format_health(gw.balancer(), p));
         }
+        drop(gw);
         self.snapshot.publish(text);
         self.last_publish = Instant::now();
     }
+
+    /// Every queue's ring counters together.
+    fn ring_stats(&self) -> RingStats {
+        self.queues
+            .iter()
+            .fold(*self.ring.stats(), |sum, q| sum.plus(&q.load()))
+    }
+
+    /// `tun.queues` and each queue's packets, for `--stats-gateway`.
+    fn queue_text(&self) -> String {
+        let mut out = format!("tun.queues {}\n", 1 + self.queues.len());
+        let per = std::iter::once(*self.ring.stats()).chain(self.queues.iter().map(|q| q.load()));
+        for (i, s) in per.enumerate() {
+            out.push_str(&format!(
+                "tun.queue.{i}.rx_packets {}\ntun.queue.{i}.tx_packets {}\n",
+                s.rx_packets, s.tx_packets
+            ));
+        }
+        out
+    }
+}
+
+/// A packet thread of queue 1, 2, ...: reads a burst from its queue, runs it through the shared
+/// gateway under its lock, writes it back, until `quit` is set or its queue fails (which stops
+/// the whole gateway through `stop`).
+fn queue_thread(
+    mut dev: TunDevice,
+    mut ring: PacketRing,
+    gw: SharedGateway,
+    clock: Clock,
+    published: Arc<SharedRingStats>,
+    quit: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut run = || -> std::io::Result<()> {
+        while !quit.load(Ordering::Relaxed) {
+            if ring.fill(&dev)? == 0 {
+                dev.wait_readable(POLL_TIMEOUT)?;
+                continue;
+            }
+            lock(&gw).process_ring(clock.now(), &mut ring);
+            ring.flush(&dev);
+            published.store(ring.stats());
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        log::error!("a queue of {} failed: {e}; stopping", dev.name());
+        stop.store(true, Ordering::Relaxed);
+    }
+    published.store(ring.stats());
 }
 
 /// The addresses a TAP link answers besides lb-tun's own: the VIPs, the probe sources and the
@@ -323,6 +409,36 @@ fn answered(gw: &Gateway) -> Vec<std::net::IpAddr> {
     v.extend(st.tunnel_source_v4.map(std::net::IpAddr::V4));
     v.extend(st.tunnel_source_v6.map(std::net::IpAddr::V6));
     v
+}
+
+/// Opens the TUN device's queues: `asked` (`--queues`), else one per online CPU, falling back
+/// to one queue when the device exists as a single-queue device and `--queues` was not given.
+fn open_tun_queues(name: &str, asked: Option<u16>) -> Result<Vec<TunDevice>, String> {
+    let want = asked.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    match TunDevice::open_queues(name, want) {
+        Ok(q) => Ok(q),
+        Err(e) if asked.is_none() && want > 1 => {
+            log::warn!(
+                "cannot open {want} queues of {name} ({e}): one queue (a persistent device \
+                 created without multi_queue?)"
+            );
+            TunDevice::open_queues(name, 1)
+                .map_err(|e| format!("cannot open TUN device {name}: {e}"))
+        }
+        Err(e) => Err(format!(
+            "cannot open {want} queue{} of TUN device {name}: {e}{}",
+            if want == 1 { "" } else { "s" },
+            if want > 1 {
+                " (an existing device needs multi_queue: ip tuntap add dev NAME mode tun multi_queue)"
+            } else {
+                ""
+            }
+        )),
+    }
 }
 
 /// The TAP link's configuration from `--mac`, `--address` and `--gateway`; `None` on a TUN
@@ -520,15 +636,19 @@ fn main() -> ExitCode {
         .as_ref()
         .is_some_and(|t| std::path::Path::new("/sys/class/net").join(t).exists());
     let opened = match (&args.tap, &tap, &args.tun) {
+        (Some(_), _, _) if args.queues.is_some_and(|q| q > 1) => {
+            Err("--queues: a TAP device has one queue; more are for --tun".to_string())
+        }
         (Some(name), Some(cfg), _) => TapDevice::open(name, cfg)
-            .map(|d| Device::Tap(Box::new(d)))
+            .map(|d| (Device::Tap(Box::new(d)), Vec::new()))
             .map_err(|e| format!("cannot open TAP device {name}: {e}")),
-        (_, _, Some(name)) => TunDevice::open(name)
-            .map(Device::Tun)
-            .map_err(|e| format!("cannot open TUN device {name}: {e}")),
+        (_, _, Some(name)) => open_tun_queues(name, args.queues).map(|mut q| {
+            let first = q.remove(0);
+            (Device::Tun(first), q)
+        }),
         _ => Err("give --tun NAME or --tap NAME".to_string()),
     };
-    let dev = match opened {
+    let (dev, more_queues) = match opened {
         Ok(d) => d,
         Err(e) => {
             log::error!("{e}");
@@ -605,15 +725,38 @@ fn main() -> ExitCode {
         None => None,
     };
     log::info!(
-        "lb-tun on {} (control {}, connection table {} entries)",
+        "lb-tun on {} ({} queue{}, control {}, connection table {} entries)",
         dev.name(),
+        1 + more_queues.len(),
+        if more_queues.is_empty() { "" } else { "s" },
         control.path().display(),
         gw.balancer().capacity()
     );
+    let gw: SharedGateway = Arc::new(Mutex::new(gw));
+    let quit = Arc::new(AtomicBool::new(false));
+    let mut published = Vec::new();
+    let mut threads = Vec::new();
+    for (i, q) in more_queues.into_iter().enumerate() {
+        let shared = Arc::new(SharedRingStats::default());
+        published.push(Arc::clone(&shared));
+        let ring = PacketRing::new(args.burst, DEFAULT_BUF_SIZE);
+        let (gw, quit, stop) = (Arc::clone(&gw), Arc::clone(&quit), Arc::clone(&stop));
+        let spawned = std::thread::Builder::new()
+            .name(format!("queue{}", i + 1))
+            .spawn(move || queue_thread(q, ring, gw, clock, shared, quit, stop));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                log::error!("cannot start the thread of queue {}: {e}", i + 1);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let mut lp = Loop {
         dev,
         ring: PacketRing::new(args.burst, DEFAULT_BUF_SIZE),
         gw,
+        queues: published,
         clock,
         control: control_rx,
         snapshot,
@@ -625,13 +768,20 @@ fn main() -> ExitCode {
         last_drain_check: Instant::now(),
     };
     let result = lp.run(&stop);
+    quit.store(true, Ordering::Relaxed);
+    for t in threads {
+        if t.join().is_err() {
+            log::error!("a queue's packet thread panicked");
+        }
+    }
     // The routes go first: the routers stop sending here before anything else stops.
     if let Some(a) = lp.announcer.take() {
         drop(a);
         log::info!("announce: routes removed");
     }
-    let s = lp.ring.stats();
-    let c = lp.gw.balancer().counters();
+    let s = lp.ring_stats();
+    let gw = lock(&lp.gw);
+    let c = gw.balancer().counters();
     log::info!(
         "exit: rx {} tx {} tx_errors {}; conns created {} reuse reschedules {} syn drops {}",
         s.rx_packets,
@@ -641,7 +791,7 @@ fn main() -> ExitCode {
         c.reuse_reschedules,
         c.syn_drops
     );
-    match lp.gw.save_state(lp.clock.now()) {
+    match gw.save_state(lp.clock.now()) {
         Ok(Some(done)) => log::info!("{done}"),
         Ok(None) => {}
         Err(e) => log::error!("cannot write the state file: {e}"),

@@ -9,6 +9,7 @@
 use std::io::{self, ErrorKind};
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -53,25 +54,94 @@ pub(crate) fn open_polled(name: &str, mode: Mode) -> io::Result<(Iface, Poll)> {
     Ok((iface, poll))
 }
 
+/// `IFF_MULTI_QUEUE` of `<linux/if_tun.h>`.
+const IFF_MULTI_QUEUE: u32 = 0x0100;
+
+/// The flags of an existing TUN/TAP device `name` (`/sys/class/net/NAME/tun_flags`), `None` if
+/// there is no such device.
+fn existing_tun_flags(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).ok()?;
+    u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+}
+
 /// A TUN device (IP packets, no packet-info header) in non-blocking mode, with the epoll
-/// instance [`wait_readable`](Self::wait_readable) sleeps in.
-#[derive(Debug)]
+/// instance [`wait_readable`](Self::wait_readable) sleeps in: one queue of the device.
+///
+/// Opened through `tun-rs`, which can open a multi-queue device (`IFF_MULTI_QUEUE`), one
+/// descriptor per queue; `tun-tap` cannot.
 pub struct TunDevice {
-    iface: Iface,
+    dev: tun_rs::SyncDevice,
+    name: String,
     poll: Poll,
     events: Events,
 }
 
+impl std::fmt::Debug for TunDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunDevice")
+            .field("name", &self.name)
+            .field("fd", &self.dev.as_raw_fd())
+            .finish()
+    }
+}
+
 impl TunDevice {
     /// Creates the TUN device `name`, or attaches to it if it already exists as a persistent
-    /// device (`ip tuntap add dev NAME mode tun`), and sets it non-blocking.
+    /// device (`ip tuntap add dev NAME mode tun`), and sets it non-blocking: one queue.
     ///
     /// Needs `CAP_NET_ADMIN`. The device's addresses, link state and routes are the host's job
     /// (see `lb-tun/README-routing.md`).
     pub fn open(name: &str) -> io::Result<Self> {
-        let (iface, poll) = open_polled(name, Mode::Tun)?;
+        let mut q = Self::open_queues(name, 1)?;
+        Ok(q.remove(0))
+    }
+
+    /// Opens `queues` queues of the TUN device `name` (at least 1), each its own descriptor:
+    /// with more than one, the device is a multi-queue one (`IFF_MULTI_QUEUE`), and the kernel
+    /// spreads the packets it routes into it over the queues by a hash of their flow. An
+    /// existing device must have been created the same way (`ip tuntap add ... multi_queue`
+    /// for more than one queue), else the kernel refuses (`EINVAL`).
+    pub fn open_queues(name: &str, queues: usize) -> io::Result<Vec<Self>> {
+        // The kernel attaches to an existing device only with its own multi-queue flag, even
+        // for one queue: read it (sysfs, the device's namespace's view).
+        let multi = match existing_tun_flags(name) {
+            Some(flags) => flags & IFF_MULTI_QUEUE != 0,
+            None => queues > 1,
+        };
+        if queues > 1 && !multi {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("{name} exists as a single-queue device (created without multi_queue)"),
+            ));
+        }
+        let first = tun_rs::DeviceBuilder::new()
+            .name(name)
+            .multi_queue(multi)
+            .inherit_enable_state()
+            .build_sync()?;
+        let name = first.name()?;
+        let mut devs = Vec::with_capacity(queues.max(1));
+        for _ in 1..queues {
+            let more = first.try_clone()?;
+            devs.push(Self::polled(more, name.clone())?);
+        }
+        devs.insert(0, Self::polled(first, name)?);
+        Ok(devs)
+    }
+
+    fn polled(dev: tun_rs::SyncDevice, name: String) -> io::Result<Self> {
+        dev.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        // mio registers the raw descriptor without taking ownership: the device outlives
+        // `poll`, both dropped together.
+        poll.registry().register(
+            &mut SourceFd(&dev.as_raw_fd()),
+            Token(0),
+            Interest::READABLE,
+        )?;
         Ok(TunDevice {
-            iface,
+            dev,
+            name,
             poll,
             events: Events::with_capacity(1),
         })
@@ -79,7 +149,7 @@ impl TunDevice {
 
     /// The device's name as the kernel gave it.
     pub fn name(&self) -> &str {
-        self.iface.name()
+        &self.name
     }
 
     /// Waits until a packet arrives or `timeout` passes; `Ok(true)` when one arrived.
@@ -101,7 +171,7 @@ impl TunDevice {
 impl PacketIo for TunDevice {
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
-            match self.iface.recv(buf) {
+            match self.dev.recv(buf) {
                 Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -112,7 +182,7 @@ impl PacketIo for TunDevice {
 
     fn send(&self, pkt: &[u8]) -> io::Result<bool> {
         loop {
-            match self.iface.send(pkt) {
+            match self.dev.send(pkt) {
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -153,6 +223,52 @@ pub struct RingStats {
     pub tx_packets: u64,
     /// Packets the device refused (would block or returned an error); dropped.
     pub tx_errors: u64,
+}
+
+/// A ring's counters as the thread that owns the ring last published them, for another
+/// thread to read (the gateway's other queues: `--stats-gateway` and the metrics see them all).
+#[derive(Debug, Default)]
+pub struct SharedRingStats {
+    bursts: AtomicU64,
+    rx_packets: AtomicU64,
+    rx_truncated: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_errors: AtomicU64,
+}
+
+impl SharedRingStats {
+    /// Publishes `s` (the owner's counters, whole).
+    pub fn store(&self, s: &RingStats) {
+        self.bursts.store(s.bursts, Ordering::Relaxed);
+        self.rx_packets.store(s.rx_packets, Ordering::Relaxed);
+        self.rx_truncated.store(s.rx_truncated, Ordering::Relaxed);
+        self.tx_packets.store(s.tx_packets, Ordering::Relaxed);
+        self.tx_errors.store(s.tx_errors, Ordering::Relaxed);
+    }
+
+    /// The counters last published.
+    pub fn load(&self) -> RingStats {
+        RingStats {
+            bursts: self.bursts.load(Ordering::Relaxed),
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_truncated: self.rx_truncated.load(Ordering::Relaxed),
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_errors: self.tx_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RingStats {
+    /// The sum of two rings' counters (a gateway's queues together).
+    pub fn plus(&self, o: &RingStats) -> RingStats {
+        RingStats {
+            bursts: self.bursts + o.bursts,
+            rx_packets: self.rx_packets + o.rx_packets,
+            rx_truncated: self.rx_truncated + o.rx_truncated,
+            tx_packets: self.tx_packets + o.tx_packets,
+            tx_errors: self.tx_errors + o.tx_errors,
+        }
+    }
 }
 
 /// One received packet as the packet loop sees it: the whole buffer (so the balancer may grow

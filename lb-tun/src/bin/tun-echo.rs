@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use lb_tun::tun::{PacketRing, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
+use lb_tun::tun::{PacketRing, RingStats, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
 
 /// Echo every packet read from a TUN device back into it, unchanged.
 #[derive(Parser, Debug)]
@@ -23,6 +23,9 @@ struct Args {
     /// Packets per burst (buffers in the ring).
     #[arg(long, default_value_t = DEFAULT_BURST)]
     burst: usize,
+    /// Queues of the device (`IFF_MULTI_QUEUE` with more than one), one thread each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    queues: u16,
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,36 +37,65 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     }
-    let mut dev = match TunDevice::open(&args.tun) {
-        Ok(d) => d,
+    let queues = match TunDevice::open_queues(&args.tun, usize::from(args.queues)) {
+        Ok(q) => q,
         Err(e) => {
             eprintln!("tun-echo: cannot open TUN device {}: {e}", args.tun);
             return std::process::ExitCode::FAILURE;
         }
     };
-    eprintln!("tun-echo: echoing on {}", dev.name());
-    let mut ring = PacketRing::new(args.burst, DEFAULT_BUF_SIZE);
+    eprintln!(
+        "tun-echo: echoing on {} ({} queues)",
+        queues[0].name(),
+        queues.len()
+    );
+    let threads: Vec<_> = queues
+        .into_iter()
+        .map(|dev| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || echo(dev, args.burst, &stop))
+        })
+        .collect();
+    let mut failed = false;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(s)) => eprintln!(
+                "tun-echo: exit: bursts {} rx {} tx {} tx_errors {} truncated {}",
+                s.bursts, s.rx_packets, s.tx_packets, s.tx_errors, s.rx_truncated
+            ),
+            Ok(Err(e)) => {
+                eprintln!("tun-echo: {e}");
+                failed = true;
+            }
+            Err(_) => failed = true,
+        }
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
+/// Echoes one queue until `stop` is set (a signal, or another queue failing).
+fn echo(mut dev: TunDevice, burst: usize, stop: &AtomicBool) -> Result<RingStats, String> {
+    let mut ring = PacketRing::new(burst, DEFAULT_BUF_SIZE);
     while !stop.load(Ordering::Relaxed) {
         match ring.fill(&dev) {
             Ok(0) => {
                 if let Err(e) = dev.wait_readable(Duration::from_millis(100)) {
-                    eprintln!("tun-echo: poll failed: {e}");
-                    return std::process::ExitCode::FAILURE;
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(format!("poll failed: {e}"));
                 }
             }
             Ok(_) => {
                 ring.flush(&dev);
             }
             Err(e) => {
-                eprintln!("tun-echo: read failed: {e}");
-                return std::process::ExitCode::FAILURE;
+                stop.store(true, Ordering::Relaxed);
+                return Err(format!("read failed: {e}"));
             }
         }
     }
-    let s = ring.stats();
-    eprintln!(
-        "tun-echo: exit: bursts {} rx {} tx {} tx_errors {} truncated {}",
-        s.bursts, s.rx_packets, s.tx_packets, s.tx_errors, s.rx_truncated
-    );
-    std::process::ExitCode::SUCCESS
+    Ok(*ring.stats())
 }

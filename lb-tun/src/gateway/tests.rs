@@ -646,3 +646,97 @@ fn tunnelled_packets_and_too_big_answers_are_in_stats_and_metrics() {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
 }
+
+/// Two packet threads share the gateway as lb-tun's queues do (`--queues 2`): a connection
+/// whose SYN and ACK arrive on one queue and whose SYN-ACK arrives on the other is rewritten
+/// both ways, and wrr's split over connections spread across both queues is IPVS's exact one
+/// (one scheduler, not one per queue).
+#[test]
+fn queues_share_one_balancer_replies_on_the_other_queue_and_wrr_stays_exact() {
+    use lb_testkit::pkt::{dst_of, src_of, tcp, ACK, SYN};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Barrier, Mutex};
+
+    let mut g = gw();
+    g.apply_batch(T0, "c", CONF).unwrap();
+    let g = Arc::new(Mutex::new(g));
+    let vip: SocketAddr = "10.30.0.10:80".parse().unwrap();
+    let client = |i: u16| SocketAddr::from(([10, 40, 0, 2], 20000 + i));
+    /// Runs `pkts` through the shared gateway as one queue's burst; what it writes back.
+    fn burst(g: &Mutex<Gateway>, pkts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let io = FakeIo::with(pkts);
+        let mut ring = PacketRing::new(64, 2048);
+        ring.fill(&io).unwrap();
+        g.lock().unwrap().process_ring(T0, &mut ring);
+        ring.flush(&io);
+        io.outbox.take()
+    }
+    // The SYNs, half on each queue, from two threads at once.
+    let start = Arc::new(Barrier::new(2));
+    let syn_out: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2u16)
+            .map(|q| {
+                let (g, start) = (Arc::clone(&g), Arc::clone(&start));
+                s.spawn(move || {
+                    start.wait();
+                    let mut out = Vec::new();
+                    for b in 0..10u16 {
+                        let pkts: Vec<Vec<u8>> = (0..20u16)
+                            .map(|k| {
+                                let i = q * 200 + b * 20 + k;
+                                tcp(client(i), vip, SYN, 1000, &[], 0)
+                            })
+                            .collect();
+                        out.extend(burst(&g, &pkts));
+                    }
+                    out
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let servers: Vec<SocketAddr> = syn_out.iter().flatten().filter_map(|p| dst_of(p)).collect();
+    assert_eq!(servers.len(), 400, "every SYN forwarded");
+    let to_s1 = servers
+        .iter()
+        .filter(|s| s.ip() == std::net::IpAddr::from([10, 20, 1, 2]))
+        .count();
+    assert_eq!(
+        (to_s1, 400 - to_s1),
+        (300, 100),
+        "wrr 3:1 exact over both queues"
+    );
+
+    // Each server's SYN-ACK comes back on the *other* queue's ring than its SYN went out of;
+    // the client's ACK on the first again.
+    for (q, out) in syn_out.iter().enumerate() {
+        for fwd in out {
+            let (c, s) = (src_of(fwd).unwrap(), dst_of(fwd).unwrap());
+            let reply = burst(&g, &[tcp(s, c, SYN | ACK, 5000, &[], 0)]);
+            assert_eq!(
+                reply.len(),
+                1,
+                "SYN-ACK of {c} (its SYN on queue {q}) forwarded"
+            );
+            assert_eq!(
+                (src_of(&reply[0]), dst_of(&reply[0])),
+                (Some(vip), Some(c)),
+                "the reply leaves from the VIP"
+            );
+            assert!(lb_testkit::pkt::checksums_ok(&reply[0]));
+            let ack = burst(&g, &[tcp(c, vip, ACK, 1001, &[], 0)]);
+            assert_eq!(dst_of(&ack[0]), Some(s), "the ACK follows its connection");
+        }
+    }
+    let listing = g
+        .lock()
+        .unwrap()
+        .control(T0, &req("-L -n"), &RingStats::default());
+    assert!(
+        listing
+            .text
+            .contains("10.20.1.2:80                 Masq    3      300"),
+        "{}",
+        listing.text
+    );
+}
