@@ -58,6 +58,20 @@ impl Balancer<'_> {
         }
     }
 
+    /// [`process_at`](Balancer::process_at) of `pkt`, honouring and updating its
+    /// [`csum_partial`](Packet::csum_partial): call it instead for packets whose device may
+    /// hand over a partial TCP/UDP checksum (checksum offload). On return `pkt.csum_partial`
+    /// says whether the packet to send, `pkt.buf[t.range()]`, still has one.
+    pub fn process_packet(&mut self, now: Instant, pkt: &mut Packet<'_>) -> Verdict {
+        self.csum_partial = pkt.csum_partial;
+        let v = self.process_at(now, pkt.buf, pkt.start, pkt.len);
+        if pkt.csum_partial {
+            pkt.csum_partial = self.csum_partial && still_partial(&v);
+            self.csum_partial = false;
+        }
+        v
+    }
+
     /// `process` of the packet in `buf[..len]`; tunnel headers that fit the headroom
     /// (`self.headroom`) are left in `self.outer` for the caller to place.
     #[inline(always)]
@@ -93,8 +107,9 @@ impl Balancer<'_> {
     }
 
     /// Processes a burst of packets; `verdicts[i]` is the verdict for `pkts[i]`. Equivalent to
-    /// calling [`process_at`](Balancer::process_at) on each in order, but the table lookups of the
-    /// whole burst are issued together first, so their cache misses overlap.
+    /// calling [`process_packet`](Balancer::process_packet) on each in order (so each packet's
+    /// [`csum_partial`](Packet::csum_partial) is honoured and updated), but the table lookups
+    /// of the whole burst are issued together first, so their cache misses overlap.
     pub fn process_burst(
         &mut self,
         now: Instant,
@@ -173,6 +188,7 @@ impl Balancer<'_> {
                 if HEADROOM {
                     self.headroom = at;
                 }
+                self.csum_partial = pkt.csum_partial;
                 let v = match staged[i] {
                     // Not of the common shape (parse_flow refused it in stage 1).
                     Staged::No => self.general(now, buf, len),
@@ -186,7 +202,7 @@ impl Balancer<'_> {
                         self.process_flow(now, buf, len, f, svc, hashes[i], h)
                     }
                 };
-                verdicts[start + i] = if !HEADROOM || at == 0 {
+                let v = if !HEADROOM || at == 0 {
                     v
                 } else {
                     self.headroom = 0;
@@ -196,6 +212,11 @@ impl Balancer<'_> {
                         self.encapsulate(pkt.buf, at, v)
                     }
                 };
+                if pkt.csum_partial {
+                    pkt.csum_partial = self.csum_partial && still_partial(&v);
+                    self.csum_partial = false;
+                }
+                verdicts[start + i] = v;
             }
             start = end;
         }
@@ -328,6 +349,16 @@ fn malformed_reason(m: Malformed) -> DropReason {
         Malformed::Ipv6ExtensionHeaders => DropReason::Ipv6ExtensionHeaders,
         _ => DropReason::Malformed,
     }
+}
+
+/// Whether the packet of verdict `v`, which came in with a partial checksum that lb-core did
+/// not complete, still has it: the packet itself goes on (not a generated reply, not a drop).
+#[inline(always)]
+fn still_partial(v: &Verdict) -> bool {
+    matches!(
+        v,
+        Verdict::ToServer(_) | Verdict::ToClient(_) | Verdict::Pass(_)
+    )
 }
 
 /// Verdict `v` of a packet processed at `buf[start..]`, its transmit range made absolute.

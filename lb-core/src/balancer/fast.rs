@@ -142,12 +142,13 @@ impl<'a> Balancer<'a> {
             // The state did not change (`steady_timeout`): the entry's own is the old one.
             self.sync_after_steady(now, h);
         }
-        if nat::rewrite_flow(
+        if nat::rewrite_flow_sum(
             &mut buf[..len],
             f,
             &addr_bytes(dest.ip()),
             dest.port(),
             false,
+            self.csum_partial,
         )
         .is_err()
         {
@@ -192,7 +193,9 @@ impl<'a> Balancer<'a> {
             e.set_timeout(timeout);
             (now + timeout, ())
         })?;
-        if nat::rewrite_flow(&mut buf[..len], f, &addr_bytes(vip.ip()), vport, true).is_err() {
+        let vip = addr_bytes(vip.ip());
+        if nat::rewrite_flow_sum(&mut buf[..len], f, &vip, vport, true, self.csum_partial).is_err()
+        {
             return Some(self.drop(DropReason::Malformed, false));
         }
         self.director.count_conn(server, svc, len, true);
