@@ -63,12 +63,22 @@ impl Balancer<'_> {
     /// hand over a partial TCP/UDP checksum (checksum offload). On return `pkt.csum_partial`
     /// says whether the packet to send, `pkt.buf[t.range()]`, still has one.
     pub fn process_packet(&mut self, now: Instant, pkt: &mut Packet<'_>) -> Verdict {
-        self.csum_partial = pkt.csum_partial;
-        let v = self.process_at(now, pkt.buf, pkt.start, pkt.len);
-        if pkt.csum_partial {
-            pkt.csum_partial = self.csum_partial && still_partial(&v);
-            self.csum_partial = false;
+        if !pkt.csum_partial {
+            return self.process_at(now, pkt.buf, pkt.start, pkt.len);
         }
+        // The general path alone: the fast path's rewrite assumes a complete checksum.
+        let start = pkt.start.min(pkt.buf.len());
+        self.headroom = start;
+        self.csum_partial = true;
+        let v = self.general(now, &mut pkt.buf[start..], pkt.len);
+        self.headroom = 0;
+        let v = if self.outer.is_empty() {
+            shifted(v, start)
+        } else {
+            self.encapsulate(pkt.buf, start, v)
+        };
+        pkt.csum_partial = self.csum_partial && still_partial(&v);
+        self.csum_partial = false;
         v
     }
 
@@ -116,16 +126,17 @@ impl Balancer<'_> {
         pkts: &mut [Packet<'_>],
         verdicts: &mut [Verdict],
     ) {
-        // Two copies of the loop: the one for bursts without headroom is the loop as it was
-        // before there was any, instruction for instruction.
-        if pkts.iter().any(|p| p.start != 0) {
+        // Two copies of the loop: the one for bursts without headroom and without partial
+        // checksums is the loop as it was before there were any, instruction for instruction.
+        if pkts.iter().any(|p| p.start != 0 || p.csum_partial) {
             self.burst::<true>(now, pkts, verdicts);
         } else {
             self.burst::<false>(now, pkts, verdicts);
         }
     }
 
-    /// `process_burst`; `HEADROOM`: some packet has headroom (else every `start` is 0).
+    /// `process_burst`; `HEADROOM`: some packet has headroom or a partial checksum (else
+    /// every `start` is 0 and every `csum_partial` false).
     #[inline(always)]
     fn burst<const HEADROOM: bool>(
         &mut self,
@@ -187,11 +198,13 @@ impl Balancer<'_> {
                 // Tunnel headers go into the headroom when it holds them (`tunnel.rs`).
                 if HEADROOM {
                     self.headroom = at;
+                    self.csum_partial = pkt.csum_partial;
                 }
-                self.csum_partial = pkt.csum_partial;
                 let v = match staged[i] {
-                    // Not of the common shape (parse_flow refused it in stage 1).
+                    // Not of the common shape (parse_flow refused it in stage 1), or with a
+                    // partial checksum, which the fast path's rewrite does not follow.
                     Staged::No => self.general(now, buf, len),
+                    Staged::Flow(_) if HEADROOM && pkt.csum_partial => self.general(now, buf, len),
                     Staged::Flow(svc) => {
                         let f = &flows[i];
                         let h = if self.generation == gen {
@@ -202,7 +215,7 @@ impl Balancer<'_> {
                         self.process_flow(now, buf, len, f, svc, hashes[i], h)
                     }
                 };
-                let v = if !HEADROOM || at == 0 {
+                verdicts[start + i] = if !HEADROOM || at == 0 {
                     v
                 } else {
                     self.headroom = 0;
@@ -212,11 +225,10 @@ impl Balancer<'_> {
                         self.encapsulate(pkt.buf, at, v)
                     }
                 };
-                if pkt.csum_partial {
-                    pkt.csum_partial = self.csum_partial && still_partial(&v);
+                if HEADROOM && pkt.csum_partial {
+                    pkt.csum_partial = self.csum_partial && still_partial(&verdicts[start + i]);
                     self.csum_partial = false;
                 }
-                verdicts[start + i] = v;
             }
             start = end;
         }

@@ -9,7 +9,11 @@
 //! a SYN (port reuse, §3.2 step 1), a state change (counters, templates), a removed server
 //! (expire_nodest_conn), a reply that is the first of its flow (NOOUTPUT), any packet of a DR or
 //! tunnel connection (NAT's path pays one test of the entry's flags for it), a UDP reply that
-//! assures a template. The general path ([`Balancer::process_parsed`]) then takes the packet
+//! assures a template. A packet with a partial checksum ([`Packet::csum_partial`]) never comes
+//! here: `process_packet` and the burst send it down the general path, whose rewrites follow it,
+//! so this path's rewrite assumes a complete checksum and pays nothing for the other kind.
+//!
+//! [`Packet::csum_partial`]: super::Packet::csum_partial The general path ([`Balancer::process_parsed`]) then takes the packet
 //! with the look-ups already made. The two paths give the same verdicts, packets and counters:
 //! the tests and the fuzz target run every packet through both orders of the same balancer
 //! (single calls and bursts) and compare.
@@ -142,13 +146,12 @@ impl<'a> Balancer<'a> {
             // The state did not change (`steady_timeout`): the entry's own is the old one.
             self.sync_after_steady(now, h);
         }
-        if nat::rewrite_flow_sum(
+        if nat::rewrite_flow(
             &mut buf[..len],
             f,
             &addr_bytes(dest.ip()),
             dest.port(),
             false,
-            self.csum_partial,
         )
         .is_err()
         {
@@ -193,9 +196,7 @@ impl<'a> Balancer<'a> {
             e.set_timeout(timeout);
             (now + timeout, ())
         })?;
-        let vip = addr_bytes(vip.ip());
-        if nat::rewrite_flow_sum(&mut buf[..len], f, &vip, vport, true, self.csum_partial).is_err()
-        {
+        if nat::rewrite_flow(&mut buf[..len], f, &addr_bytes(vip.ip()), vport, true).is_err() {
             return Some(self.drop(DropReason::Malformed, false));
         }
         self.director.count_conn(server, svc, len, true);

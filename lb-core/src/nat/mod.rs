@@ -48,7 +48,7 @@ pub use reply::{
     write_echo_reply, write_icmp_port_unreachable, write_icmp_too_big, write_tcp_rst, ICMPV4_ERROR_MAX,
     ICMPV6_ERROR_MAX,
 };
-pub(crate) use rewrite::{rewrite_flow_sum, rewrite_transport};
+pub(crate) use rewrite::rewrite_transport;
 pub use rewrite::{
     rewrite_dst, rewrite_flow, rewrite_fragment, rewrite_icmp_to_client, rewrite_icmp_to_server,
     rewrite_src,

@@ -122,20 +122,6 @@ pub fn rewrite_flow(
     port: u16,
     src: bool,
 ) -> Result<(), NatError> {
-    rewrite_flow_sum(buf, f, addr, port, src, false)
-}
-
-/// [`rewrite_flow`]; with `partial`, the L4 checksum field holds a partial sum
-/// ([`Delta::apply_partial`]).
-#[inline(always)]
-pub(crate) fn rewrite_flow_sum(
-    buf: &mut [u8],
-    f: &Flow,
-    addr: &[u8; 16],
-    port: u16,
-    src: bool,
-    partial: bool,
-) -> Result<(), NatError> {
     rewrite_l4(
         buf,
         f.v6,
@@ -144,7 +130,7 @@ pub(crate) fn rewrite_flow_sum(
         addr,
         port,
         src,
-        partial,
+        false,
     )
 }
 
