@@ -50,7 +50,8 @@ pub mod offload {
             csum_offset: u(8) % 32,
         };
         let mut out = [0u8; 8192];
-        let out_len = 64 + usize::from(u(2)) % (out.len() - 64);
+        // The segment buffer: all of it, less `hdr_len` bytes (modulo).
+        let out_len = out.len() - usize::from(u(2)) % (out.len() - 64);
         let mut joined = Vec::new();
         let mut count = 0;
         let r = segment(pkt, &hdr, &mut out[..out_len], |s| {
