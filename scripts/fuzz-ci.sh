@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
-TARGETS="${FUZZ_TARGETS:-packets tcp_state ipvsadm control keepalived sync decap}"
+TARGETS="${FUZZ_TARGETS:-packets tcp_state ipvsadm control keepalived sync decap offload}"
 SANITIZER="${FUZZ_SANITIZER:-none}"
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then

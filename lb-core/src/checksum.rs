@@ -141,6 +141,35 @@ impl Delta {
     pub const fn apply(self, hc: u16) -> u16 {
         !fold(!hc as u64 + self.0)
     }
+
+    /// The updated field of a *partial* checksum (Linux's CHECKSUM_PARTIAL, virtio's
+    /// NEEDS_CSUM): a field holding the folded sum of the pseudo-header alone, not
+    /// complemented, to which a device later adds the L4 header and payload. Record only
+    /// pseudo-header words (addresses): the words the device sums are its business.
+    /// `fold(field + Σ(~m + m'))`, what the kernel's `inet_proto_csum_replace4(.., pseudohdr)`
+    /// stores for such a packet.
+    #[inline]
+    pub const fn apply_partial(self, field: u16) -> u16 {
+        fold(field as u64 + self.0)
+    }
+}
+
+/// Completes a partial TCP/UDP checksum in software, as a device does for a NEEDS_CSUM packet:
+/// `l4` is the L4 header and payload (to the end of the IP packet), its checksum field at
+/// `field` holding the folded pseudo-header sum ([`Delta::apply_partial`]). Sums `l4` with the
+/// field in place and stores the complement there; a result of 0 is stored as 0xffff, as the
+/// kernel's `skb_checksum_help` does (for UDP, 0 would mean "no checksum"; for TCP both verify).
+/// False, with nothing changed, when the field lies outside `l4`.
+pub fn complete_partial(l4: &mut [u8], field: usize) -> bool {
+    if field.checked_add(2).is_none_or(|end| end > l4.len()) {
+        return false;
+    }
+    let sum = match finish(add(0, l4)) {
+        0 => 0xffff,
+        s => s,
+    };
+    l4[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+    true
 }
 
 /// RFC 1624 eqn. 3 for a single word: the checksum `hc` after the covered word `old` became

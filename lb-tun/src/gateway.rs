@@ -330,6 +330,7 @@ impl Gateway {
                 buf: slot.buf,
                 start: 0,
                 len: *slot.len,
+                csum_partial: false,
             });
             metas.push((slot.len, slot.action, slot.next_hop));
         }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod keepalived;
 pub mod listing;
 pub mod metrics;
+pub mod offload;
 pub mod prom;
 pub mod syncd;
 pub mod tap;

@@ -434,6 +434,7 @@ impl BurstBufs {
                     buf: &mut buf[..],
                     start: 0,
                     len,
+                    csum_partial: false,
                 }
             })
         };

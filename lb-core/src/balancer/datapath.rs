@@ -58,6 +58,30 @@ impl Balancer<'_> {
         }
     }
 
+    /// [`process_at`](Balancer::process_at) of `pkt`, honouring and updating its
+    /// [`csum_partial`](Packet::csum_partial): call it instead for packets whose device may
+    /// hand over a partial TCP/UDP checksum (checksum offload). On return `pkt.csum_partial`
+    /// says whether the packet to send, `pkt.buf[t.range()]`, still has one.
+    pub fn process_packet(&mut self, now: Instant, pkt: &mut Packet<'_>) -> Verdict {
+        if !pkt.csum_partial {
+            return self.process_at(now, pkt.buf, pkt.start, pkt.len);
+        }
+        // The general path alone: the fast path's rewrite assumes a complete checksum.
+        let start = pkt.start.min(pkt.buf.len());
+        self.headroom = start;
+        self.csum_partial = true;
+        let v = self.general(now, &mut pkt.buf[start..], pkt.len);
+        self.headroom = 0;
+        let v = if self.outer.is_empty() {
+            shifted(v, start)
+        } else {
+            self.encapsulate(pkt.buf, start, v)
+        };
+        pkt.csum_partial = self.csum_partial && still_partial(&v);
+        self.csum_partial = false;
+        v
+    }
+
     /// `process` of the packet in `buf[..len]`; tunnel headers that fit the headroom
     /// (`self.headroom`) are left in `self.outer` for the caller to place.
     #[inline(always)]
@@ -93,24 +117,26 @@ impl Balancer<'_> {
     }
 
     /// Processes a burst of packets; `verdicts[i]` is the verdict for `pkts[i]`. Equivalent to
-    /// calling [`process_at`](Balancer::process_at) on each in order, but the table lookups of the
-    /// whole burst are issued together first, so their cache misses overlap.
+    /// calling [`process_packet`](Balancer::process_packet) on each in order (so each packet's
+    /// [`csum_partial`](Packet::csum_partial) is honoured and updated), but the table lookups
+    /// of the whole burst are issued together first, so their cache misses overlap.
     pub fn process_burst(
         &mut self,
         now: Instant,
         pkts: &mut [Packet<'_>],
         verdicts: &mut [Verdict],
     ) {
-        // Two copies of the loop: the one for bursts without headroom is the loop as it was
-        // before there was any, instruction for instruction.
-        if pkts.iter().any(|p| p.start != 0) {
+        // Two copies of the loop: the one for bursts without headroom and without partial
+        // checksums is the loop as it was before there were any, instruction for instruction.
+        if pkts.iter().any(|p| p.start != 0 || p.csum_partial) {
             self.burst::<true>(now, pkts, verdicts);
         } else {
             self.burst::<false>(now, pkts, verdicts);
         }
     }
 
-    /// `process_burst`; `HEADROOM`: some packet has headroom (else every `start` is 0).
+    /// `process_burst`; `HEADROOM`: some packet has headroom or a partial checksum (else
+    /// every `start` is 0 and every `csum_partial` false).
     #[inline(always)]
     fn burst<const HEADROOM: bool>(
         &mut self,
@@ -172,10 +198,13 @@ impl Balancer<'_> {
                 // Tunnel headers go into the headroom when it holds them (`tunnel.rs`).
                 if HEADROOM {
                     self.headroom = at;
+                    self.csum_partial = pkt.csum_partial;
                 }
                 let v = match staged[i] {
-                    // Not of the common shape (parse_flow refused it in stage 1).
+                    // Not of the common shape (parse_flow refused it in stage 1), or with a
+                    // partial checksum, which the fast path's rewrite does not follow.
                     Staged::No => self.general(now, buf, len),
+                    Staged::Flow(_) if HEADROOM && pkt.csum_partial => self.general(now, buf, len),
                     Staged::Flow(svc) => {
                         let f = &flows[i];
                         let h = if self.generation == gen {
@@ -196,6 +225,10 @@ impl Balancer<'_> {
                         self.encapsulate(pkt.buf, at, v)
                     }
                 };
+                if HEADROOM && pkt.csum_partial {
+                    pkt.csum_partial = self.csum_partial && still_partial(&verdicts[start + i]);
+                    self.csum_partial = false;
+                }
             }
             start = end;
         }
@@ -328,6 +361,16 @@ fn malformed_reason(m: Malformed) -> DropReason {
         Malformed::Ipv6ExtensionHeaders => DropReason::Ipv6ExtensionHeaders,
         _ => DropReason::Malformed,
     }
+}
+
+/// Whether the packet of verdict `v`, which came in with a partial checksum that lb-core did
+/// not complete, still has it: the packet itself goes on (not a generated reply, not a drop).
+#[inline(always)]
+fn still_partial(v: &Verdict) -> bool {
+    matches!(
+        v,
+        Verdict::ToServer(_) | Verdict::ToClient(_) | Verdict::Pass(_)
+    )
 }
 
 /// Verdict `v` of a packet processed at `buf[start..]`, its transmit range made absolute.

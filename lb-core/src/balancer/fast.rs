@@ -9,7 +9,11 @@
 //! a SYN (port reuse, §3.2 step 1), a state change (counters, templates), a removed server
 //! (expire_nodest_conn), a reply that is the first of its flow (NOOUTPUT), any packet of a DR or
 //! tunnel connection (NAT's path pays one test of the entry's flags for it), a UDP reply that
-//! assures a template. The general path ([`Balancer::process_parsed`]) then takes the packet
+//! assures a template. A packet with a partial checksum ([`Packet::csum_partial`]) never comes
+//! here: `process_packet` and the burst send it down the general path, whose rewrites follow it,
+//! so this path's rewrite assumes a complete checksum and pays nothing for the other kind.
+//!
+//! [`Packet::csum_partial`]: super::Packet::csum_partial The general path ([`Balancer::process_parsed`]) then takes the packet
 //! with the look-ups already made. The two paths give the same verdicts, packets and counters:
 //! the tests and the fuzz target run every packet through both orders of the same balancer
 //! (single calls and bursts) and compare.

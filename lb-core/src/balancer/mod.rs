@@ -97,6 +97,8 @@ mod icmp_tests;
 mod inbound;
 mod matching;
 mod method;
+#[cfg(test)]
+mod offload_tests;
 mod outbound;
 mod persist;
 mod pickup;
@@ -213,9 +215,26 @@ impl Counters {
     }
 }
 
-/// One packet of a burst: a buffer (its capacity bounds generated replies) holding an IP
-/// packet in `buf[start..start + len]`, with `start` bytes of headroom in front of it for
+/// One packet of a burst ([`Balancer::process_burst`]) or of
+/// [`Balancer::process_packet`]: a buffer (its capacity bounds generated replies) holding an
+/// IP packet in `buf[start..start + len]`, with `start` bytes of headroom in front of it for
 /// tunnel headers (see [`Balancer::process_at`]).
+///
+/// **Checksum offload.** A frontend whose device hands over packets with their TCP/UDP
+/// checksum still to compute (Linux's CHECKSUM_PARTIAL; a TUN device opened with
+/// `IFF_VNET_HDR` and `TUN_F_CSUM` marks them `VIRTIO_NET_HDR_F_NEEDS_CSUM`) sets
+/// `csum_partial`: the checksum field of the TCP or UDP header then holds the folded sum of
+/// the pseudo-header alone, not complemented, and the device sums the rest later. lb-core
+/// keeps such a packet consistent (docs/offloads.md): a NAT rewrite adds the address change
+/// to the field and leaves the port change to the device, as the kernel does; a packet it
+/// puts in a tunnel gets its checksum completed first (the outer packet is complete). On
+/// return `csum_partial` says whether the packet to send, `buf[t.range()]` of the verdict's
+/// [`Transmit`](crate::Transmit), is still partial: true only after a
+/// [`Verdict::ToServer`](crate::Verdict::ToServer), [`Verdict::ToClient`](crate::Verdict::ToClient)
+/// or [`Verdict::Pass`](crate::Verdict::Pass) of a packet that came in partial and was not put
+/// in a tunnel, and then the packet has not moved (`t.start` is `start`) and its L4 header is
+/// where it was, so the device's checksum start and offset are unchanged. Set it only for an
+/// unfragmented TCP or UDP packet whose own header's checksum field is the partial one.
 pub struct Packet<'p> {
     /// The buffer.
     pub buf: &'p mut [u8],
@@ -223,6 +242,9 @@ pub struct Packet<'p> {
     pub start: usize,
     /// The packet's length.
     pub len: usize,
+    /// In: the packet's TCP/UDP checksum field holds the pseudo-header sum (Linux's
+    /// CHECKSUM_PARTIAL, virtio's NEEDS_CSUM). Out: the packet to send still does (see above).
+    pub csum_partial: bool,
 }
 
 /// Something a controller may want to act on.
@@ -322,6 +344,9 @@ pub struct Balancer<'a> {
     outer: crate::tunnel::Outer,
     /// The headroom in front of the current packet (`process_at`); 0 between packets.
     headroom: usize,
+    /// The current packet's TCP/UDP checksum field holds a partial sum ([`Packet::csum_partial`]);
+    /// cleared when it is completed, false between packets.
+    csum_partial: bool,
     /// The outer IPv4 identification of the last tunnelled packet without DF.
     ip_id: u16,
 }
@@ -438,6 +463,7 @@ impl<'a> Balancer<'a> {
             sync: sync::SyncEngine::new(),
             outer: crate::tunnel::Outer::NONE,
             headroom: 0,
+            csum_partial: false,
             ip_id: 0,
         };
         b.update_defence();

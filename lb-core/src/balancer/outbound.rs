@@ -42,7 +42,7 @@ impl Balancer<'_> {
         if answering {
             self.passive_reply(now, server, p.tcp_flags);
         }
-        if nat::rewrite_src(&mut buf[..len], p, vip).is_err() {
+        if nat::rewrite_transport(&mut buf[..len], p, vip, true, self.csum_partial).is_err() {
             return self.drop(DropReason::Malformed, false);
         }
         self.director.count_conn(server, svc, len, true);

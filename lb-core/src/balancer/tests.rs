@@ -651,6 +651,7 @@ fn burst_equals_one_at_a_time() {
             buf: b,
             start: 0,
             len,
+            csum_partial: false,
         })
         .collect();
     let mut verdicts = std::vec![Verdict::default(); batch.len()];

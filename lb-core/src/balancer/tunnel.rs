@@ -16,10 +16,11 @@
 
 use core::net::{IpAddr, SocketAddr};
 
+use crate::checksum;
 use crate::config::{ForwardMethod, TunnelKind};
 use crate::conn::ConnFlags;
 use crate::nat;
-use crate::packet::{Kind, Parsed, PROTO_ICMP, PROTO_ICMPV6};
+use crate::packet::{Kind, Parsed, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::server::ServerId;
 use crate::time::Instant;
 use crate::tunnel::{self, Outer};
@@ -54,7 +55,8 @@ impl Balancer<'_> {
         syn: bool,
     ) -> Result<usize, Verdict> {
         if method::is_nat(flags) {
-            return match nat::rewrite_dst(&mut buf[..len], p, dest) {
+            return match nat::rewrite_transport(&mut buf[..len], p, dest, false, self.csum_partial)
+            {
                 Ok(()) => Ok(0),
                 Err(_) => Err(self.drop(DropReason::Malformed, syn)),
             };
@@ -117,6 +119,14 @@ impl Balancer<'_> {
         let inner_len = (p.total_len as usize).min(len);
         if self.headroom < hl && buf.len() < inner_len + hl {
             return Err(self.drop(DropReason::NoHeadroom, syn));
+        }
+        if self.csum_partial {
+            // The outer packet is complete: so is the inner one (and a GUE or GRE checksum
+            // over it is then right).
+            if !complete_inner(&mut buf[..inner_len], p) {
+                return Err(self.drop(DropReason::Malformed, syn));
+            }
+            self.csum_partial = false;
         }
         // Without DF the outer IPv4 header takes a fresh identification (with DF it is 0).
         self.ip_id = self.ip_id.wrapping_add(1);
@@ -396,4 +406,18 @@ impl Balancer<'_> {
         self.counters.tunnel_icmp_relayed += 1;
         Some(Verdict::Reply(Transmit::of(&buf[..n])))
     }
+}
+
+/// Completes the partial TCP/UDP checksum of `p` (in `pkt`, the IP packet to its end) in
+/// software, as the device would have: the sum from the L4 header to the end, with the field
+/// in place, complemented. False when `p` is not a TCP or UDP packet whose checksum field
+/// lies in `pkt` (the frontend marked something else partial).
+fn complete_inner(pkt: &mut [u8], p: &Parsed) -> bool {
+    let field = match (p.kind, p.proto) {
+        (Kind::Transport, PROTO_TCP) => 16,
+        (Kind::Transport, PROTO_UDP) => 6,
+        _ => return false,
+    };
+    pkt.get_mut(usize::from(p.l4_offset)..)
+        .is_some_and(|l4| checksum::complete_partial(l4, field))
 }

@@ -329,6 +329,7 @@ fn a_burst_places_the_headers_as_process_at_does() {
             buf: b,
             start: 64,
             len: p.len(),
+            csum_partial: false,
         })
         .collect();
     let mut verdicts = std::vec![Verdict::default(); batch.len()];

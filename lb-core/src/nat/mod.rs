@@ -18,6 +18,12 @@
 //! TCP/UDP checksum (pseudo-header address and port), so the cost does not depend on the
 //! packet's length and options are kept as they are.
 //!
+//! A packet whose TCP/UDP checksum is *partial* (Linux's CHECKSUM_PARTIAL, a device's checksum
+//! offload: the field holds the pseudo-header's folded sum) gets the kernel's update for it from
+//! the balancer's rewrites: the address change added to the field uncomplemented
+//! ([`Delta::apply_partial`](crate::checksum::Delta::apply_partial)), the port left to the
+//! device (docs/offloads.md). The public rewrites here take complete checksums.
+//!
 //! Deliberate differences from the kernel:
 //! * **UDP checksum 0** ("no checksum") stays 0. The kernel computes a full checksum in that case
 //!   (an O(length) pass); an IPv4 datagram without a checksum is valid as it is, and an IPv6 one
@@ -48,6 +54,7 @@ pub use reply::{
     write_echo_reply, write_icmp_port_unreachable, write_icmp_too_big, write_tcp_rst, ICMPV4_ERROR_MAX,
     ICMPV6_ERROR_MAX,
 };
+pub(crate) use rewrite::rewrite_transport;
 pub use rewrite::{
     rewrite_dst, rewrite_flow, rewrite_fragment, rewrite_icmp_to_client, rewrite_icmp_to_server,
     rewrite_src,

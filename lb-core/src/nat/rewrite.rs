@@ -63,22 +63,25 @@ fn fix(buf: &mut [u8], at: usize, d: Delta) -> Result<(u16, u16), NatError> {
 /// NAT connection travelling toward its real server.
 #[inline]
 pub fn rewrite_dst(buf: &mut [u8], p: &Parsed, server: SocketAddr) -> Result<(), NatError> {
-    rewrite_transport(buf, p, server, false)
+    rewrite_transport(buf, p, server, false, false)
 }
 
 /// Real server → client: sets the source address and port of a TCP/UDP packet to `vip`
 /// (VIP:vport), updating the IPv4 header and L4 checksums. Call it on a NAT reply.
 #[inline]
 pub fn rewrite_src(buf: &mut [u8], p: &Parsed, vip: SocketAddr) -> Result<(), NatError> {
-    rewrite_transport(buf, p, vip, true)
+    rewrite_transport(buf, p, vip, true, false)
 }
 
+/// [`rewrite_src`] (`src`) or [`rewrite_dst`]; with `partial`, the L4 checksum field holds a
+/// partial sum ([`Delta::apply_partial`]).
 #[inline]
-fn rewrite_transport(
+pub(crate) fn rewrite_transport(
     buf: &mut [u8],
     p: &Parsed,
     new: SocketAddr,
     src: bool,
+    partial: bool,
 ) -> Result<(), NatError> {
     if p.kind != Kind::Transport {
         return Err(NatError::WrongKind);
@@ -102,6 +105,7 @@ fn rewrite_transport(
         &addr,
         new.port(),
         src,
+        partial,
     )
 }
 
@@ -126,11 +130,18 @@ pub fn rewrite_flow(
         addr,
         port,
         src,
+        false,
     )
 }
 
 /// The rewrite of [`rewrite_flow`] and [`rewrite_dst`]/[`rewrite_src`]: the TCP (or, with
 /// `udp`, UDP) header at `l4` of an IPv6 (`v6`) or IPv4 packet.
+///
+/// With `partial` the L4 checksum field holds the pseudo-header's folded sum (Linux's
+/// CHECKSUM_PARTIAL, virtio's NEEDS_CSUM): the address change goes into it uncomplemented
+/// ([`Delta::apply_partial`], the kernel's `inet_proto_csum_replace4` with `pseudohdr`), the
+/// port change not at all (the device sums the header it is in).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn rewrite_l4(
     buf: &mut [u8],
@@ -140,6 +151,7 @@ fn rewrite_l4(
     addr: &[u8; 16],
     port: u16,
     src: bool,
+    partial: bool,
 ) -> Result<(), NatError> {
     let csum_at = l4 + if udp { 6 } else { 16 };
     let ip_header = if v6 { 40 } else { 20 };
@@ -173,9 +185,14 @@ fn rewrite_l4(
     }
     let port_at = if src { l4 } else { l4 + 2 };
     let old_port = u16::from_be_bytes([pkt[port_at], pkt[port_at + 1]]);
-    d.replace16(old_port, port);
     pkt[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
     let old = u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]);
+    if partial {
+        // The pseudo-header's sum: the addresses alone (`d` has not seen the port).
+        pkt[csum_at..csum_at + 2].copy_from_slice(&d.apply_partial(old).to_be_bytes());
+        return Ok(());
+    }
+    d.replace16(old_port, port);
     if udp && old == 0 {
         return Ok(());
     }

@@ -857,6 +857,7 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                         buf: buf.as_mut_slice(),
                         start: 0,
                         len: p.len(),
+                        csum_partial: false,
                     })
                     .collect();
                 let mut verdicts = vec![Verdict::default(); pkts.len()];
