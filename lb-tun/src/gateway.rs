@@ -21,7 +21,7 @@ use lb_core::{
 
 use crate::control::{Reply, Request};
 use crate::prom::FrontendStats;
-use crate::tun::{Action, PacketRing, RingStats};
+use crate::tun::{Action, PacketRing, RingStats, Slot, VNET_HDR_LEN};
 use lb_core::sync::daemon::SyncRole;
 
 /// How many recent drained-server events `--stats-gateway` remembers.
@@ -48,6 +48,17 @@ pub struct Gateway {
     sync_io: crate::syncd::SyncIo,
     /// The health probes (`--probe-source`), if any.
     probes: Option<crate::health::Probes>,
+    /// A real server is reached by tunnel (`-i`): a 64 KB TCP segment from an offloading
+    /// device is cut into packets here before the balancer sees it (an outer header cannot
+    /// carry the device's segmentation).
+    tunnels: bool,
+    /// Software segments of this burst (an arena), and each one's range in it.
+    seg_arena: Vec<u8>,
+    seg_ranges: Vec<std::ops::Range<usize>>,
+    /// One segment as [`crate::offload::segment`] builds it.
+    seg_scratch: Vec<u8>,
+    /// Each packet's `csum_partial` after the balancer, for the burst being mapped.
+    partial_out: Vec<bool>,
 }
 
 /// A batch of commands refused: the message names the source, the line and what is wrong.
@@ -170,6 +181,11 @@ impl Gateway {
             state_path: None,
             sync_io: crate::syncd::SyncIo::default(),
             probes: None,
+            tunnels: false,
+            seg_arena: Vec::new(),
+            seg_ranges: Vec::new(),
+            seg_scratch: Vec::new(),
+            partial_out: Vec::new(),
         }
     }
 
@@ -307,14 +323,29 @@ impl Gateway {
     /// and generated ones with the verdict's next hop), dropped ones are not, and a passed
     /// packet to a current or former virtual address is dropped (it would loop through the
     /// device).
+    ///
+    /// Packets from a device with offloads (a non-zero virtio-net header) keep their partial
+    /// checksum through the balancer where lb-core can follow it, and their header with it; a
+    /// 64 KB TCP segment lb-core cannot forward as one (to a tunnel) is cut into packets here,
+    /// which the ring writes after the burst (docs/offloads.md).
     pub fn process_ring(&mut self, now: Instant, ring: &mut PacketRing) {
-        let n = ring.len();
-        if self.verdicts.len() < n {
-            self.verdicts.resize(n, Verdict::default());
+        self.seg_arena.clear();
+        self.seg_ranges.clear();
+        self.run_slots(now, ring.slots_mut());
+        if !self.seg_ranges.is_empty() {
+            for r in self.seg_ranges.drain(..) {
+                ring.push_extra(&self.seg_arena[r]);
+            }
+            self.run_slots(now, ring.extras_mut());
         }
-        let mut pkts = Vec::with_capacity(n);
-        let mut metas = Vec::with_capacity(n);
-        for slot in ring.slots_mut() {
+        self.drain_events();
+    }
+
+    /// The balancer over `slots`, one burst: see [`process_ring`](Self::process_ring).
+    fn run_slots<'r>(&mut self, now: Instant, slots: impl Iterator<Item = Slot<'r>>) {
+        let mut pkts = Vec::new();
+        let mut metas = Vec::new();
+        for slot in slots {
             if let Some(p) = self.probes.as_mut() {
                 // Replies to the probes never reach the balancer.
                 let pkt = &slot.buf[..*slot.len];
@@ -324,21 +355,47 @@ impl Gateway {
                     continue;
                 }
             }
+            let mut csum_partial = false;
+            if *slot.vnet != [0; VNET_HDR_LEN] {
+                match self.offloaded(slot.buf, *slot.len, slot.vnet) {
+                    Ok(Some(partial)) => csum_partial = partial,
+                    Ok(None) => {
+                        // Cut into packets, processed after this burst.
+                        *slot.action = Action::Drop;
+                        continue;
+                    }
+                    Err(e) => {
+                        log::debug!("offloaded packet of {} bytes dropped: {e}", *slot.len);
+                        self.stats.offload_drops += 1;
+                        *slot.action = Action::Drop;
+                        continue;
+                    }
+                }
+            }
             // No headroom: a tunnelled packet is moved back in its (large) buffer by the
             // balancer, a copy that costs far less than the write(2) that follows.
             pkts.push(Packet {
                 buf: slot.buf,
                 start: 0,
                 len: *slot.len,
-                csum_partial: false,
+                csum_partial,
             });
-            metas.push((slot.len, slot.action, slot.next_hop));
+            metas.push((slot.len, slot.action, slot.next_hop, slot.vnet));
         }
         let n = pkts.len();
+        if self.verdicts.len() < n {
+            self.verdicts.resize(n, Verdict::default());
+        }
         self.lb
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
+        self.partial_out.clear();
+        self.partial_out.extend(pkts.iter().map(|p| p.csum_partial));
         drop(pkts);
-        for ((len, action, next_hop), v) in metas.into_iter().zip(&self.verdicts[..n]) {
+        for (((len, action, next_hop, vnet), v), partial) in metas
+            .into_iter()
+            .zip(&self.verdicts[..n])
+            .zip(&self.partial_out)
+        {
             *action = match *v {
                 Verdict::ToServer(t) | Verdict::ToClient(t) | Verdict::Reply(t) => {
                     *len = t.len;
@@ -357,8 +414,62 @@ impl Gateway {
                     Action::Send
                 }
             };
+            // The device's header goes back with a packet still partial (NAT kept its
+            // checksum partial, and the segment, where they were); anything else leaves whole.
+            if !*partial {
+                *vnet = [0; VNET_HDR_LEN];
+            }
         }
-        self.drain_events();
+    }
+
+    /// Readies a packet read with virtio-net header `vnet` for the balancer: `Ok(Some(p))`
+    /// when it goes to the balancer as it is, `p` whether its checksum is still partial (lb-core
+    /// follows it; else it was completed here and `vnet` cleared); `Ok(None)` when it was cut
+    /// into packets (to [`Self::seg_arena`]) instead: a TCP segment for the device to cut that
+    /// lb-core cannot keep whole (tunnels configured, or a checksum lb-core cannot follow).
+    fn offloaded(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        vnet: &mut [u8; VNET_HDR_LEN],
+    ) -> Result<Option<bool>, crate::offload::OffloadError> {
+        use crate::offload::{prepare_for_balancer, VnetHdr};
+        let hdr = VnetHdr::parse(vnet)?;
+        hdr.check(len)?;
+        let pkt = &mut buf[..len];
+        if hdr.is_gso() && self.tunnels {
+            return self.cut(pkt, &hdr).map(|_| None);
+        }
+        let partial = prepare_for_balancer(pkt, &hdr)?;
+        if partial {
+            return Ok(Some(true));
+        }
+        if hdr.is_gso() {
+            // The checksum is whole now; the device would cut it as one it must finish.
+            return self.cut(pkt, &VnetHdr { flags: 0, ..hdr }).map(|_| None);
+        }
+        *vnet = [0; VNET_HDR_LEN];
+        Ok(Some(false))
+    }
+
+    /// Cuts the GSO packet `pkt` into segments in [`Self::seg_arena`].
+    fn cut(
+        &mut self,
+        pkt: &[u8],
+        hdr: &crate::offload::VnetHdr,
+    ) -> Result<usize, crate::offload::OffloadError> {
+        let need = usize::from(hdr.gso_size) + 256;
+        if self.seg_scratch.len() < need {
+            self.seg_scratch.resize(need, 0);
+        }
+        let (arena, ranges) = (&mut self.seg_arena, &mut self.seg_ranges);
+        let n = crate::offload::segment(pkt, hdr, &mut self.seg_scratch, |seg| {
+            ranges.push(arena.len()..arena.len() + seg.len());
+            arena.extend_from_slice(seg);
+        })?;
+        self.stats.segmented += 1;
+        self.stats.segments += n as u64;
+        Ok(n)
     }
 
     /// How long the loop may sleep before [`Gateway::run_timers`] is due.
@@ -428,11 +539,19 @@ impl Gateway {
         }
     }
 
+    /// Notes the configuration's VIPs (passed packets to them are dropped) and whether a real
+    /// server is reached by tunnel (offloaded segments to it are cut here).
     fn note_vips(&mut self) {
-        for (_, s) in self.lb.director().services() {
+        let d = self.lb.director();
+        self.tunnels = false;
+        for (id, s) in d.services() {
             if let ServiceKey::Addr { vip, .. } = s.config.key {
                 self.ever_vips.insert(vip.ip());
             }
+            self.tunnels |= d
+                .servers(id)
+                .iter()
+                .any(|(_, r)| matches!(r.config.method, lb_core::ForwardMethod::Tunnel(_)));
         }
     }
 
@@ -610,6 +729,9 @@ impl Gateway {
         kv("too_big_replies", c.too_big_replies);
         kv("tunnel_icmp_relayed", c.tunnel_icmp_relayed);
         kv("loop_drops", self.stats.loop_drops);
+        kv("offload_drops", self.stats.offload_drops);
+        kv("segmented", self.stats.segmented);
+        kv("segments", self.stats.segments);
         for r in DropReason::ALL {
             kv(&format!("drops.{}", r.name()), c.drops(r));
         }

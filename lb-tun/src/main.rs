@@ -20,6 +20,7 @@ use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
 use lb_tun::tap::{Device, TapConfig, TapDevice};
 use lb_tun::tun::{
     PacketRing, RingStats, SharedRingStats, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST,
+    OFFLOAD_BUF_SIZE,
 };
 
 /// How long the loop waits for the TUN device at most when no packet waits: bounds the latency of
@@ -108,6 +109,12 @@ struct Args {
     /// `multi_queue` for more than one (without --queues, lb-tun then falls back to one).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     queues: Option<u16>,
+    /// Take no offloads from the TUN device: every packet is read and written whole, one
+    /// MTU-sized packet with its checksums done at a time. By default the device hands over
+    /// TCP segments of up to 64 KB with their checksums left to the device (TSO, checksum
+    /// offload; README "Offloads"), which lb-tun rewrites once per segment.
+    #[arg(long = "no-offload")]
+    no_offload: bool,
     /// Keep the connection table across restarts: load FILE at start (if it exists) and write
     /// it on SIGTERM/SIGINT and on `lbadm --save-state` (to FILE.tmp, then renamed).
     #[arg(long, value_name = "FILE")]
@@ -413,20 +420,24 @@ fn answered(gw: &Gateway) -> Vec<std::net::IpAddr> {
 
 /// Opens the TUN device's queues: `asked` (`--queues`), else one per online CPU, falling back
 /// to one queue when the device exists as a single-queue device and `--queues` was not given.
-fn open_tun_queues(name: &str, asked: Option<u16>) -> Result<Vec<TunDevice>, String> {
+fn open_tun_queues(
+    name: &str,
+    asked: Option<u16>,
+    offload: bool,
+) -> Result<Vec<TunDevice>, String> {
     let want = asked.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    match TunDevice::open_queues(name, want) {
+    match TunDevice::open_queues(name, want, offload) {
         Ok(q) => Ok(q),
         Err(e) if asked.is_none() && want > 1 => {
             log::warn!(
                 "cannot open {want} queues of {name} ({e}): one queue (a persistent device \
                  created without multi_queue?)"
             );
-            TunDevice::open_queues(name, 1)
+            TunDevice::open_queues(name, 1, offload)
                 .map_err(|e| format!("cannot open TUN device {name}: {e}"))
         }
         Err(e) => Err(format!(
@@ -642,7 +653,7 @@ fn main() -> ExitCode {
         (Some(name), Some(cfg), _) => TapDevice::open(name, cfg)
             .map(|d| (Device::Tap(Box::new(d)), Vec::new()))
             .map_err(|e| format!("cannot open TAP device {name}: {e}")),
-        (_, _, Some(name)) => open_tun_queues(name, args.queues).map(|mut q| {
+        (_, _, Some(name)) => open_tun_queues(name, args.queues, !args.no_offload).map(|mut q| {
             let first = q.remove(0);
             (Device::Tun(first), q)
         }),
@@ -654,6 +665,11 @@ fn main() -> ExitCode {
             log::error!("{e}");
             return ExitCode::FAILURE;
         }
+    };
+    // Offloaded packets are up to 64 KB.
+    let buf_size = match &dev {
+        Device::Tun(t) if t.offload() => OFFLOAD_BUF_SIZE,
+        _ => DEFAULT_BUF_SIZE,
     };
     dev.set_answered(answered(&gw));
     let announcer = if args.announce {
@@ -725,10 +741,15 @@ fn main() -> ExitCode {
         None => None,
     };
     log::info!(
-        "lb-tun on {} ({} queue{}, control {}, connection table {} entries)",
+        "lb-tun on {} ({} queue{}{}, control {}, connection table {} entries)",
         dev.name(),
         1 + more_queues.len(),
         if more_queues.is_empty() { "" } else { "s" },
+        if buf_size == OFFLOAD_BUF_SIZE {
+            ", offloads on"
+        } else {
+            ""
+        },
         control.path().display(),
         gw.balancer().capacity()
     );
@@ -739,7 +760,7 @@ fn main() -> ExitCode {
     for (i, q) in more_queues.into_iter().enumerate() {
         let shared = Arc::new(SharedRingStats::default());
         published.push(Arc::clone(&shared));
-        let ring = PacketRing::new(args.burst, DEFAULT_BUF_SIZE);
+        let ring = PacketRing::new(args.burst, buf_size);
         let (gw, quit, stop) = (Arc::clone(&gw), Arc::clone(&quit), Arc::clone(&stop));
         let spawned = std::thread::Builder::new()
             .name(format!("queue{}", i + 1))
@@ -754,7 +775,7 @@ fn main() -> ExitCode {
     }
     let mut lp = Loop {
         dev,
-        ring: PacketRing::new(args.burst, DEFAULT_BUF_SIZE),
+        ring: PacketRing::new(args.burst, buf_size),
         gw,
         queues: published,
         clock,

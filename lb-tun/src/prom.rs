@@ -36,6 +36,14 @@ pub struct FrontendStats {
     pub control_requests: u64,
     /// Control requests that failed.
     pub control_errors: u64,
+    /// Packets from an offloading device whose virtio-net header or partial checksum could not
+    /// be used (malformed): dropped.
+    pub offload_drops: u64,
+    /// 64 KB TCP segments from an offloading device cut into packets in software (to a
+    /// tunnel), and the packets cut.
+    pub segmented: u64,
+    /// Packets those segments were cut into.
+    pub segments: u64,
 }
 
 /// Writes one metric family's HELP and TYPE lines.
@@ -150,7 +158,7 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             c.drops(r)
         );
     }
-    let ours: [(&str, &str, u64); 20] = [
+    let ours: [(&str, &str, u64); 23] = [
         (
             "lbtun_syn_drops_total",
             "Dropped packets that carried a SYN (included in lbtun_drops_total).",
@@ -240,6 +248,21 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
             "lbtun_loop_drops_total",
             "Passed packets to a former virtual address, dropped so they do not loop.",
             fe.loop_drops,
+        ),
+        (
+            "lbtun_offload_drops_total",
+            "Packets from the offloading TUN device whose virtio-net header or partial checksum was malformed, dropped.",
+            fe.offload_drops,
+        ),
+        (
+            "lbtun_segmented_total",
+            "TCP segments of up to 64 KB from the offloading TUN device cut into packets in software (to a tunnel).",
+            fe.segmented,
+        ),
+        (
+            "lbtun_segments_total",
+            "Packets cut from those segments.",
+            fe.segments,
         ),
         (
             "lbtun_drained_events_total",

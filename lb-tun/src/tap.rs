@@ -748,6 +748,24 @@ impl Device {
 }
 
 impl PacketIo for Device {
+    fn recv_vnet(
+        &self,
+        hdr: &mut [u8; crate::tun::VNET_HDR_LEN],
+        buf: &mut [u8],
+    ) -> io::Result<Option<usize>> {
+        match self {
+            Device::Tun(d) => d.recv_vnet(hdr, buf),
+            Device::Tap(d) => d.recv_vnet(hdr, buf),
+        }
+    }
+
+    fn send_vnet(&self, hdr: &[u8; crate::tun::VNET_HDR_LEN], pkt: &[u8]) -> io::Result<bool> {
+        match self {
+            Device::Tun(d) => d.send_vnet(hdr, pkt),
+            Device::Tap(d) => d.send_vnet(hdr, pkt),
+        }
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self {
             Device::Tun(d) => d.recv(buf),

@@ -6,7 +6,7 @@ use std::io;
 
 use smoltcp::wire::Ipv4Address;
 
-use crate::tun::PacketIo;
+use crate::tun::{PacketIo, VNET_HDR_LEN};
 
 /// In-memory device for a [`PacketRing`](crate::tun::PacketRing): `recv` pops `inbox` (a packet
 /// longer than the buffer is cut to it, as a TUN read is), `send` appends to `outbox`.
@@ -16,6 +16,11 @@ pub struct FakeIo {
     pub outbox: RefCell<Vec<Vec<u8>>>,
     /// The next hop of each packet in `outbox` that was sent with one (`send_to`).
     pub hops: RefCell<Vec<std::net::IpAddr>>,
+    /// The virtio-net header of each packet in `inbox` (zeros when shorter), as a device with
+    /// offloads hands them over.
+    pub inbox_vnet: RefCell<VecDeque<[u8; VNET_HDR_LEN]>>,
+    /// The header each packet of `outbox` was written with (zeros for `send`).
+    pub outbox_vnet: RefCell<Vec<[u8; VNET_HDR_LEN]>>,
 }
 
 impl FakeIo {
@@ -28,6 +33,17 @@ impl FakeIo {
 }
 
 impl PacketIo for FakeIo {
+    fn recv_vnet(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<Option<usize>> {
+        *hdr = self.inbox_vnet.borrow_mut().pop_front().unwrap_or_default();
+        self.recv(buf)
+    }
+
+    fn send_vnet(&self, hdr: &[u8; VNET_HDR_LEN], pkt: &[u8]) -> io::Result<bool> {
+        self.outbox.borrow_mut().push(pkt.to_vec());
+        self.outbox_vnet.borrow_mut().push(*hdr);
+        Ok(true)
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let Some(p) = self.inbox.borrow_mut().pop_front() else {
             return Ok(None);
@@ -39,6 +55,7 @@ impl PacketIo for FakeIo {
 
     fn send(&self, pkt: &[u8]) -> io::Result<bool> {
         self.outbox.borrow_mut().push(pkt.to_vec());
+        self.outbox_vnet.borrow_mut().push([0; VNET_HDR_LEN]);
         Ok(true)
     }
 

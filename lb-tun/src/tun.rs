@@ -6,7 +6,7 @@
 //! [`PacketRing::flush`]. TUN has no `recvmmsg`, so one `read(2)` per packet is the floor; what
 //! the ring saves is allocation and a wait per packet.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, IoSlice, IoSliceMut};
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,11 +20,30 @@ use tun_tap::{Iface, Mode};
 pub const DEFAULT_BURST: usize = 64;
 /// Bytes per buffer by default: an MTU of 1500 plus room for lb-core to grow a packet.
 pub const DEFAULT_BUF_SIZE: usize = 2048;
+/// Bytes per buffer with offloads: the largest segment a TUN device hands over (an IPv6
+/// header and a 65,535-byte payload) plus room for lb-core to grow a packet.
+pub const OFFLOAD_BUF_SIZE: usize = 66 * 1024;
+
+/// Bytes of the virtio-net header (`struct virtio_net_hdr`) a TUN device opened with offloads
+/// puts in front of every packet it hands over and expects in front of every packet written.
+pub const VNET_HDR_LEN: usize = 10;
 
 /// Something packets can be read from and written to one at a time without blocking.
 ///
 /// Implemented by [`TunDevice`]; tests implement it over in-memory queues.
 pub trait PacketIo {
+    /// Reads one packet into `buf` and its virtio-net header into `hdr` (all zero — a whole
+    /// packet with its checksums done — on a device without offloads, the default).
+    fn recv_vnet(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<Option<usize>> {
+        *hdr = [0; VNET_HDR_LEN];
+        self.recv(buf)
+    }
+    /// Writes one packet with its virtio-net header (ignored by a device without offloads,
+    /// the default: only a header of zeros may go to one).
+    fn send_vnet(&self, hdr: &[u8; VNET_HDR_LEN], pkt: &[u8]) -> io::Result<bool> {
+        let _ = hdr;
+        self.send(pkt)
+    }
     /// Reads one packet into `buf`; `Ok(None)` when none is waiting (the read would block).
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
     /// Writes one packet; `Ok(false)` when the device would block and the packet was not sent.
@@ -71,6 +90,8 @@ fn existing_tun_flags(name: &str) -> Option<u32> {
 /// descriptor per queue; `tun-tap` cannot.
 pub struct TunDevice {
     dev: tun_rs::SyncDevice,
+    /// Opened with offloads: every read and write carries a virtio-net header.
+    vnet: bool,
     name: String,
     poll: Poll,
     events: Events,
@@ -92,7 +113,7 @@ impl TunDevice {
     /// Needs `CAP_NET_ADMIN`. The device's addresses, link state and routes are the host's job
     /// (see `lb-tun/README-routing.md`).
     pub fn open(name: &str) -> io::Result<Self> {
-        let mut q = Self::open_queues(name, 1)?;
+        let mut q = Self::open_queues(name, 1, false)?;
         Ok(q.remove(0))
     }
 
@@ -101,7 +122,14 @@ impl TunDevice {
     /// spreads the packets it routes into it over the queues by a hash of their flow. An
     /// existing device must have been created the same way (`ip tuntap add ... multi_queue`
     /// for more than one queue), else the kernel refuses (`EINVAL`).
-    pub fn open_queues(name: &str, queues: usize) -> io::Result<Vec<Self>> {
+    ///
+    /// With `offload`, the queues are opened with `IFF_VNET_HDR` and the device takes TCP
+    /// segmentation and checksum offloads (`TUNSETOFFLOAD`: checksum, TSO4, TSO6, and USO4/6
+    /// where the kernel has them): the kernel hands over TCP segments of up to 64 KB whose
+    /// checksum may be partial, each behind a virtio-net header ([`PacketIo::recv_vnet`]),
+    /// and takes them back the same way. Without it, any offloads a persistent device kept from
+    /// an earlier user are cleared.
+    pub fn open_queues(name: &str, queues: usize, offload: bool) -> io::Result<Vec<Self>> {
         // The kernel attaches to an existing device only with its own multi-queue flag, even
         // for one queue: read it (sysfs, the device's namespace's view).
         let multi = match existing_tun_flags(name) {
@@ -117,19 +145,25 @@ impl TunDevice {
         let first = tun_rs::DeviceBuilder::new()
             .name(name)
             .multi_queue(multi)
+            .offload(offload)
             .inherit_enable_state()
             .build_sync()?;
         let name = first.name()?;
         let mut devs = Vec::with_capacity(queues.max(1));
         for _ in 1..queues {
             let more = first.try_clone()?;
-            devs.push(Self::polled(more, name.clone())?);
+            devs.push(Self::polled(more, name.clone(), offload)?);
         }
-        devs.insert(0, Self::polled(first, name)?);
+        devs.insert(0, Self::polled(first, name, offload)?);
         Ok(devs)
     }
 
-    fn polled(dev: tun_rs::SyncDevice, name: String) -> io::Result<Self> {
+    /// Whether the device was opened with offloads (a virtio-net header on every packet).
+    pub fn offload(&self) -> bool {
+        self.vnet
+    }
+
+    fn polled(dev: tun_rs::SyncDevice, name: String, vnet: bool) -> io::Result<Self> {
         dev.set_nonblocking(true)?;
         let poll = Poll::new()?;
         // mio registers the raw descriptor without taking ownership: the device outlives
@@ -141,6 +175,7 @@ impl TunDevice {
         )?;
         Ok(TunDevice {
             dev,
+            vnet,
             name,
             poll,
             events: Events::with_capacity(1),
@@ -168,27 +203,59 @@ impl TunDevice {
     }
 }
 
-impl PacketIo for TunDevice {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        loop {
-            match self.dev.recv(buf) {
-                Ok(n) => return Ok(Some(n)),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+/// A read's outcome: `Ok(None)` when it would block; interrupted reads and writes are retried.
+fn retried<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<Option<T>> {
+    loop {
+        match op() {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
+    }
+}
+
+impl PacketIo for TunDevice {
+    /// Reads one packet; on a device with offloads its virtio-net header is read and dropped:
+    /// use [`recv_vnet`](PacketIo::recv_vnet) there, or a partial checksum goes unnoticed.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if self.vnet {
+            return self.recv_vnet(&mut [0; VNET_HDR_LEN], buf);
+        }
+        retried(|| self.dev.recv(buf))
     }
 
     fn send(&self, pkt: &[u8]) -> io::Result<bool> {
-        loop {
-            match self.dev.send(pkt) {
-                Ok(_) => return Ok(true),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        if self.vnet {
+            return self.send_vnet(&[0; VNET_HDR_LEN], pkt);
         }
+        Ok(retried(|| self.dev.send(pkt))?.is_some())
+    }
+
+    fn recv_vnet(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if !self.vnet {
+            *hdr = [0; VNET_HDR_LEN];
+            return retried(|| self.dev.recv(buf));
+        }
+        let n = retried(|| {
+            let mut parts = [IoSliceMut::new(hdr), IoSliceMut::new(buf)];
+            self.dev.recv_vectored(&mut parts)
+        })?;
+        match n {
+            Some(n) if n < VNET_HDR_LEN => Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("a read of {n} bytes is shorter than the virtio-net header"),
+            )),
+            other => Ok(other.map(|n| n - VNET_HDR_LEN)),
+        }
+    }
+
+    fn send_vnet(&self, hdr: &[u8; VNET_HDR_LEN], pkt: &[u8]) -> io::Result<bool> {
+        if !self.vnet {
+            return self.send(pkt);
+        }
+        let parts = [IoSlice::new(hdr), IoSlice::new(pkt)];
+        Ok(retried(|| self.dev.send_vectored(&parts))?.is_some())
     }
 }
 
@@ -208,6 +275,8 @@ struct SlotMeta {
     len: usize,
     action: Action,
     next_hop: Option<IpAddr>,
+    /// The packet's virtio-net header as read (zeros without offloads), written back with it.
+    vnet: [u8; VNET_HDR_LEN],
 }
 
 /// Counters of the ring's I/O since it was created.
@@ -284,6 +353,9 @@ pub struct Slot<'a> {
     /// Where [`PacketRing::flush`] sends it ([`PacketIo::send_to`]); `None` (the default after
     /// a fill): to its own destination ([`PacketIo::send`]).
     pub next_hop: &'a mut Option<IpAddr>,
+    /// The virtio-net header read with the packet (zeros without offloads), written back with
+    /// it: set it to zeros when the packet leaves with its checksums done and unsegmented.
+    pub vnet: &'a mut [u8; VNET_HDR_LEN],
 }
 
 /// A ring of `slots` preallocated packet buffers of `buf_size` bytes each, allocated once in
@@ -298,7 +370,17 @@ pub struct PacketRing {
     meta: Box<[SlotMeta]>,
     filled: usize,
     stats: RingStats,
+    /// Packets made while the burst was processed (software segments of an offloaded one),
+    /// each in `extra[i * EXTRA_SIZE..]`, written after the burst's own.
+    extra: Vec<u8>,
+    extra_meta: Vec<SlotMeta>,
+    /// The extras' stride (0 until the first).
+    extra_stride: usize,
 }
+
+/// Bytes per extra packet at least: a 1,500-byte segment and room for the balancer to grow
+/// it, as [`DEFAULT_BUF_SIZE`]; a longer one (a device MTU above 1,500) widens the stride.
+const EXTRA_MIN: usize = DEFAULT_BUF_SIZE;
 
 impl PacketRing {
     /// Allocates a ring of `slots` buffers of `buf_size` bytes. Both are raised to at least 1.
@@ -313,13 +395,64 @@ impl PacketRing {
                     len: 0,
                     action: Action::Send,
                     next_hop: None,
+                    vnet: [0; VNET_HDR_LEN],
                 };
                 slots
             ]
             .into_boxed_slice(),
             filled: 0,
             stats: RingStats::default(),
+            extra: Vec::new(),
+            extra_meta: Vec::new(),
+            extra_stride: 0,
         }
+    }
+
+    /// Adds a packet made while the burst is processed (a software segment), to be written
+    /// after the burst's own packets by [`flush`](Self::flush); [`extras_mut`](Self::extras_mut)
+    /// hands it to the balancer first. Its buffer has room for the balancer to grow it.
+    pub fn push_extra(&mut self, pkt: &[u8]) {
+        let size = self.extra_size().max(pkt.len() + (EXTRA_MIN - 1500));
+        if size > self.extra_size() && !self.extra_meta.is_empty() {
+            // A larger packet than the ones before: re-lay the arena at the new stride.
+            let old = self.extra_size();
+            let mut arena = vec![0; size * self.extra_meta.len()];
+            for (i, m) in self.extra_meta.iter().enumerate() {
+                arena[i * size..i * size + m.len]
+                    .copy_from_slice(&self.extra[i * old..i * old + m.len]);
+            }
+            self.extra = arena;
+        }
+        self.extra_stride = size;
+        let i = self.extra_meta.len();
+        self.extra.resize((i + 1) * size, 0);
+        self.extra[i * size..i * size + pkt.len()].copy_from_slice(pkt);
+        self.extra_meta.push(SlotMeta {
+            len: pkt.len(),
+            action: Action::Send,
+            next_hop: None,
+            vnet: [0; VNET_HDR_LEN],
+        });
+    }
+
+    fn extra_size(&self) -> usize {
+        self.extra_stride.max(EXTRA_MIN)
+    }
+
+    /// The packets added by [`push_extra`](Self::push_extra), as [`slots_mut`](Self::slots_mut)
+    /// hands the burst's own.
+    pub fn extras_mut(&mut self) -> impl Iterator<Item = Slot<'_>> + '_ {
+        let size = self.extra_size();
+        self.extra
+            .chunks_mut(size)
+            .zip(self.extra_meta.iter_mut())
+            .map(|(buf, m)| Slot {
+                buf,
+                len: &mut m.len,
+                action: &mut m.action,
+                next_hop: &mut m.next_hop,
+                vnet: &mut m.vnet,
+            })
     }
 
     /// The most packets one burst holds.
@@ -357,7 +490,10 @@ impl PacketRing {
         while self.filled < self.meta.len() {
             let i = self.filled;
             let buf = &mut self.rx[i * self.buf_size..(i + 1) * self.buf_size];
-            let Some(n) = dev.recv(buf)? else { break };
+            let mut vnet = [0; VNET_HDR_LEN];
+            let Some(n) = dev.recv_vnet(&mut vnet, buf)? else {
+                break;
+            };
             self.stats.rx_packets += 1;
             if n >= self.buf_size {
                 self.stats.rx_truncated += 1;
@@ -367,6 +503,7 @@ impl PacketRing {
                 len: n,
                 action: Action::Send,
                 next_hop: None,
+                vnet,
             };
             self.filled += 1;
         }
@@ -402,6 +539,7 @@ impl PacketRing {
                 len: &mut m.len,
                 action: &mut m.action,
                 next_hop: &mut m.next_hop,
+                vnet: &mut m.vnet,
             })
     }
 
@@ -419,11 +557,21 @@ impl PacketRing {
             }
             let len = m.len.min(self.buf_size);
             let pkt = &self.rx[i * self.buf_size..i * self.buf_size + len];
-            if Self::send_one(dev, pkt, m.next_hop, &mut self.stats) {
+            if Self::send_one(dev, pkt, m.next_hop, &m.vnet, &mut self.stats) {
                 sent += 1;
             }
         }
         self.filled = 0;
+        let size = self.extra_size();
+        for (i, m) in self.extra_meta.iter().enumerate() {
+            if m.action == Action::Send {
+                let pkt = &self.extra[i * size..i * size + m.len.min(size)];
+                if Self::send_one(dev, pkt, m.next_hop, &m.vnet, &mut self.stats) {
+                    sent += 1;
+                }
+            }
+        }
+        self.extra_meta.clear();
         sent
     }
 
@@ -431,9 +579,13 @@ impl PacketRing {
         dev: &D,
         pkt: &[u8],
         next_hop: Option<IpAddr>,
+        vnet: &[u8; VNET_HDR_LEN],
         stats: &mut RingStats,
     ) -> bool {
+        // A header that asks for something (a partial checksum, segmentation) goes to a TUN
+        // device, which routes on the packet's destination: no next hop to honour.
         let sent = match next_hop {
+            _ if *vnet != [0; VNET_HDR_LEN] => dev.send_vnet(vnet, pkt),
             Some(hop) => dev.send_to(pkt, hop),
             None => dev.send(pkt),
         };

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use lb_tun::tun::{PacketRing, RingStats, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST};
+use lb_tun::tun::{
+    PacketRing, RingStats, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST, OFFLOAD_BUF_SIZE,
+};
 
 /// Echo every packet read from a TUN device back into it, unchanged.
 #[derive(Parser, Debug)]
@@ -26,6 +28,10 @@ struct Args {
     /// Queues of the device (`IFF_MULTI_QUEUE` with more than one), one thread each.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     queues: u16,
+    /// Take the device's offloads (TSO, checksum): segments of up to 64 KB are echoed with
+    /// their virtio-net headers, as they came.
+    #[arg(long)]
+    offload: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,7 +43,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     }
-    let queues = match TunDevice::open_queues(&args.tun, usize::from(args.queues)) {
+    let queues = match TunDevice::open_queues(&args.tun, usize::from(args.queues), args.offload) {
         Ok(q) => q,
         Err(e) => {
             eprintln!("tun-echo: cannot open TUN device {}: {e}", args.tun);
@@ -53,7 +59,12 @@ fn main() -> std::process::ExitCode {
         .into_iter()
         .map(|dev| {
             let stop = Arc::clone(&stop);
-            std::thread::spawn(move || echo(dev, args.burst, &stop))
+            let size = if args.offload {
+                OFFLOAD_BUF_SIZE
+            } else {
+                DEFAULT_BUF_SIZE
+            };
+            std::thread::spawn(move || echo(dev, PacketRing::new(args.burst, size), &stop))
         })
         .collect();
     let mut failed = false;
@@ -78,8 +89,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Echoes one queue until `stop` is set (a signal, or another queue failing).
-fn echo(mut dev: TunDevice, burst: usize, stop: &AtomicBool) -> Result<RingStats, String> {
-    let mut ring = PacketRing::new(burst, DEFAULT_BUF_SIZE);
+fn echo(mut dev: TunDevice, mut ring: PacketRing, stop: &AtomicBool) -> Result<RingStats, String> {
     while !stop.load(Ordering::Relaxed) {
         match ring.fill(&dev) {
             Ok(0) => {
