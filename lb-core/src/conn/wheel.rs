@@ -87,7 +87,7 @@ pub(super) const BUCKET: u32 = 1 << 31;
 pub(super) const MAX_BUCKETS: usize = 1 << 24;
 
 /// How many due entries [`ConnTable::poll_expired`] stages at a time.
-pub(super) const EXPIRE_BATCH: usize = 32;
+pub(crate) const EXPIRE_BATCH: usize = 32;
 
 /// The staged expiry's batch: due entries taken off the wheel (each `DETACHED`) and not yet
 /// handed out, each with its index tag and the index slot it was seen in; and the hint for the
@@ -429,6 +429,86 @@ impl<'a> ConnTable<'a> {
             return None;
         }
         self.next_pending(now_tick)
+    }
+
+    /// The balancer's expiry, a stage at a time: takes the next stage of due entries off the
+    /// wheel (as [`poll_expired`](Self::poll_expired) does) and resolves each in order, with
+    /// no call per entry in between. `keep` sees each due entry and answers a new deadline to
+    /// keep it (a template that still controls connections, which `keep` may also change),
+    /// or `None` to remove it. A removed entry is copied into `gone` (the caller releases its
+    /// counters from the copy, in any order), its index slot is the one found while staging
+    /// (no second hash), and a removed connection's template, its [`control`](Entry::control),
+    /// has one connection fewer ([`set_n_control`](Entry::set_n_control)) before the next
+    /// entry is seen, as when the caller removed them one by one.
+    ///
+    /// Returns how many entries went into `gone` (0 when every entry of the stage was kept),
+    /// or `None` when nothing more is due by `now`. Entries that `poll_expired` staged and did
+    /// not hand out yet come first; an entry it handed out and the caller left alone is filed
+    /// again first, as the next `poll_expired` would.
+    pub(crate) fn expire_batch(
+        &mut self,
+        now: Instant,
+        gone: &mut [Entry; EXPIRE_BATCH],
+        mut keep: impl FnMut(&mut Entry) -> Option<Instant>,
+    ) -> Option<usize> {
+        self.file_fresh();
+        self.observe(now);
+        let now_tick = ms_to_tick_floor(self.clock_ms);
+        if now_tick >= self.cursor + self.buckets() {
+            self.cursor = now_tick + 1 - self.buckets();
+            self.earliest = self.cursor;
+        }
+        self.settle(now_tick);
+        if self.pending.waiting().is_empty() {
+            if self.len == 0 {
+                self.cursor = self.cursor.max(now_tick + 1);
+                self.earliest = self.cursor;
+                return None;
+            }
+            if self.stage(now_tick) == 0 {
+                self.refresh_earliest();
+                return None;
+            }
+        }
+        self.pending.hint = (0, 0, 0);
+        let mut n = 0;
+        while let Some((raw, tag, pos)) = self.pending.pop() {
+            let (cursor, free) = (self.cursor, self.free);
+            let Some(slot) = self.slots.get_mut((raw as usize).wrapping_sub(1)) else {
+                continue;
+            };
+            if slot.prev != DETACHED {
+                // Removed (and perhaps the slot reused) since it was staged.
+                continue;
+            }
+            if deadline_abs_at(cursor, slot.entry.deadline) > now_tick {
+                self.place(raw, cursor);
+                continue;
+            }
+            if let Some(deadline) = keep(&mut slot.entry) {
+                slot.entry.deadline = encode_deadline_at(cursor, deadline);
+                // Filed by its new deadline, as `settle` files an entry the caller re-armed.
+                self.detached = raw;
+                self.settle(now_tick);
+                continue;
+            }
+            let entry = slot.entry;
+            slot.prev = FREE;
+            slot.next = free;
+            self.free = raw;
+            self.len -= 1;
+            index::remove_hinted(&mut self.index, tag, raw, pos);
+            if let Some(t) = entry.control() {
+                if let Some(tpl) = self.get_mut(t) {
+                    tpl.set_n_control(tpl.n_control().saturating_sub(1));
+                }
+            }
+            if let Some(g) = gone.get_mut(n) {
+                *g = entry;
+                n += 1;
+            }
+        }
+        Some(n)
     }
 
     /// The next staged entry still to hand out, detached as `poll_expired` leaves it. One the
