@@ -355,11 +355,22 @@ impl<'a> ConnTable<'a> {
         }
     }
 
-    /// Takes the first entry out of the bucket at `pos`; 0 if the bucket is empty.
+    /// Takes the first entry out of the bucket at `pos` (it is left `DETACHED`); 0 if the
+    /// bucket is empty. A bucket's first entry has `prev` = `BUCKET | slot`, so this is
+    /// [`unlink`](Self::unlink) without its cases.
     fn pop(&mut self, pos: u64) -> u32 {
+        let slot = (pos & self.mask) as u32;
         let raw = self.head(pos);
-        if raw != 0 {
-            self.unlink(raw);
+        let Some(n) = self.slot_mut(raw) else {
+            return 0;
+        };
+        debug_assert_eq!(n.prev, BUCKET | slot);
+        let next = n.next;
+        n.prev = DETACHED;
+        n.next = 0;
+        self.set_head(slot, next);
+        if next != 0 {
+            self.set_prev(next, BUCKET | slot);
         }
         raw
     }
