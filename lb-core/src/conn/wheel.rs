@@ -39,6 +39,14 @@
 //! the bucket being walked meanwhile comes after the stage rather than next: the order
 //! within a tick, which was never a promise).
 //!
+//! The balancer does not take the entries one by one: `ConnTable::expire_batch` resolves a
+//! whole stage in one call, asking the caller only whether to keep each entry, removing the
+//! others at the index slots found while staging and handing back copies of them, whose
+//! counters the balancer then releases together. That leaves per expired entry the walk, one
+//! flow hash, the index removal and the balancer's counters (with the per-prefix half-open
+//! count's own hash), without a `poll_expired` and a `remove` call, their checks and the
+//! entry's move between them.
+//!
 //! Time: a tick is 1/16 s (62.5 ms). Deadlines are stored as 32-bit tick counts since the caller's
 //! epoch, truncated, and compared against the cursor with wrapping (serial-number) arithmetic, so
 //! any epoch works and the count may wrap (every 8.5 years); deadlines are clamped to within
