@@ -163,19 +163,31 @@ impl Balancer<'_> {
         let Some(e) = self.conns.remove(h) else {
             return;
         };
+        self.released(&e);
+        if let Some(t) = e.control() {
+            self.release_control(t);
+        }
+    }
+
+    /// Releases the counters of `e`, an entry just removed from the table (its template's
+    /// `n_control` apart): the per-prefix half-open count, the server's active or inactive
+    /// connections (or persistent ones, for a template), the generation.
+    ///
+    /// Always inlined: `remove_entry` then compiles as it did before it shared this (the
+    /// general path's inlining, held by the instruction gate, is unchanged) and the expiry
+    /// loop makes no call per entry.
+    #[inline(always)]
+    pub(super) fn released(&mut self, e: &Entry) {
         self.generation += 1;
         if e.flags.contains(COUNTED) {
-            let s = self.embryonic.slots_of(&e);
+            let s = self.embryonic.slots_of(e);
             self.embryonic.sub(s);
         }
         if e.is_template() {
             self.director.unbind_template(e.server);
-            return;
-        }
-        self.director
-            .unbind_conn(e.server, e.flags.contains(ConnFlags::ACTIVE));
-        if let Some(t) = e.control() {
-            self.release_control(t);
+        } else {
+            self.director
+                .unbind_conn(e.server, e.flags.contains(ConnFlags::ACTIVE));
         }
     }
 

@@ -2,6 +2,7 @@
 //! expires idle entries (a template that still controls connections is deferred), runs the
 //! director's timers and re-evaluates the defences.
 
+use crate::conn::{Entry, EXPIRE_BATCH};
 use crate::time::{Duration, Instant};
 
 use super::{Balancer, DEFENCE_PERIOD};
@@ -72,18 +73,24 @@ impl Balancer<'_> {
         }
     }
 
+    /// Expires the entries due by `now` a stage at a time (`ConnTable::expire_batch`): the
+    /// table takes each stage's removed entries out at the index slots it found while staging,
+    /// then their counters are released together.
     fn expire(&mut self, now: Instant) {
-        while let Some(h) = self.conns.poll_expired(now) {
-            let Some(e) = self.conns.get_mut(h) else {
-                continue;
-            };
+        let mut gone = [Entry::ZERO; EXPIRE_BATCH];
+        let keep = |e: &mut Entry| {
             if e.is_template() && e.n_control() > 0 {
                 // Still controls connections: deferred in 60 s steps (docs/ipvs-semantics.md §2.7).
                 e.set_timeout(TEMPLATE_DEFER);
-                self.conns.touch(h, now + TEMPLATE_DEFER);
-                continue;
+                Some(now + TEMPLATE_DEFER)
+            } else {
+                None
             }
-            self.remove_entry(h);
+        };
+        while let Some(n) = self.conns.expire_batch(now, &mut gone, keep) {
+            for e in gone.iter().take(n) {
+                self.released(e);
+            }
         }
     }
 }

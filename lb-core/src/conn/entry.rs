@@ -146,7 +146,7 @@ pub struct Entry {
 
 impl Entry {
     /// All zero: the contents of a never-used slab slot.
-    pub(super) const ZERO: Entry = Entry {
+    pub(crate) const ZERO: Entry = Entry {
         client_addr: [0; 16],
         client_port: 0,
         vport: 0,

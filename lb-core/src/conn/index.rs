@@ -160,11 +160,14 @@ fn remove_at(index: &mut [IndexSlot], mut hole: usize) {
             break;
         }
         let h = home(s.tag, len);
-        // Cyclic distances back from `j`; all positions are below `len`, so one conditional
-        // subtraction instead of a division (two per slot shifted, on every removal).
-        let dist_home = wrap(j + len - h, len);
-        let dist_hole = wrap(j + len - hole, len);
-        if dist_home >= dist_hole {
+        // It stays when its home lies cyclically within (hole, j]: then the hole does not
+        // break its run. (Comparisons only: two per slot shifted, on every removal.)
+        let stays = if hole < j {
+            hole < h && h <= j
+        } else {
+            hole < h || h <= j
+        };
+        if !stays {
             if let Some(slot) = index.get_mut(hole) {
                 *slot = s;
             }
@@ -173,16 +176,6 @@ fn remove_at(index: &mut [IndexSlot], mut hole: usize) {
     }
     if let Some(slot) = index.get_mut(hole) {
         *slot = IndexSlot::EMPTY;
-    }
-}
-
-/// `x mod len` for `x < 2 * len`.
-#[inline(always)]
-fn wrap(x: usize, len: usize) -> usize {
-    if x >= len {
-        x - len
-    } else {
-        x
     }
 }
 

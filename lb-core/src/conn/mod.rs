@@ -95,6 +95,7 @@ pub use wheel::{
     Expire, WheelBucket, EVICT_MAX_BUCKETS, EVICT_MAX_ENTRIES, EVICT_SCAN_SLOTS, MAX_TIMEOUT, TICKS_PER_SEC,
 };
 
+pub(crate) use wheel::EXPIRE_BATCH;
 use wheel::{ms_to_tick_floor, BUCKET, FREE, MAX_BUCKETS};
 
 /// The most entries a table holds, whatever its storage (handles keep the top bit free).

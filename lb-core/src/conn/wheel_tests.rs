@@ -255,3 +255,140 @@ fn the_entry_inserted_last_is_filed_by_its_deadline_then() {
     t.remove(d);
     assert_eq!(t.poll_expired(ms(64_000)), Some(c));
 }
+
+/// The balancer's expiry rule, one entry at a time through `poll_expired`: a template that
+/// still controls connections is kept 60 s more, anything else is removed (and its template
+/// controls one fewer).
+fn expire_one_by_one(t: &mut ConnTable<'_>, now: Instant, gone: &mut Vec<Entry>) {
+    while let Some(h) = t.poll_expired(now) {
+        let e = t.get_mut(h).unwrap();
+        if e.is_template() && e.n_control() > 0 {
+            e.set_timeout(Duration::from_secs(60));
+            t.touch(h, now + Duration::from_secs(60));
+            continue;
+        }
+        let e = t.remove(h).unwrap();
+        if let Some(c) = e.control() {
+            let tpl = t.get_mut(c).unwrap();
+            tpl.set_n_control(tpl.n_control() - 1);
+        }
+        gone.push(e);
+    }
+}
+
+/// The same rule through `expire_batch`.
+fn expire_batched(t: &mut ConnTable<'_>, now: Instant, gone: &mut Vec<Entry>) {
+    let mut out = [Entry::ZERO; EXPIRE_BATCH];
+    let keep = |e: &mut Entry| {
+        (e.is_template() && e.n_control() > 0).then(|| {
+            e.set_timeout(Duration::from_secs(60));
+            now + Duration::from_secs(60)
+        })
+    };
+    while let Some(n) = t.expire_batch(now, &mut out, keep) {
+        gone.extend_from_slice(&out[..n]);
+    }
+}
+
+/// Every live entry, by handle, and the index finds each under its key.
+fn live(t: &ConnTable<'_>) -> Vec<(Handle, Entry, Instant)> {
+    let mut v = Vec::new();
+    for i in 0..t.capacity() {
+        let h = Handle::from_index(i).unwrap();
+        if let Some(e) = t.get(h) {
+            let mut found = false;
+            t.find(t.hash_of(e), |x| {
+                found |= x == e;
+                false
+            });
+            assert!(found, "entry {i} not in the index");
+            v.push((h, *e, t.deadline(h).unwrap()));
+        }
+    }
+    v
+}
+
+/// `expire_batch` removes, keeps and re-files exactly what `poll_expired` one entry at a time
+/// does, in the same order, with templates whose connections expire in the same stage
+/// (before and after them), more due entries than a stage, shared probe runs, and new
+/// entries between the runs.
+#[test]
+fn batched_expiry_matches_one_entry_at_a_time() {
+    let mut a = table(512);
+    let mut b = table(512);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut gone_a, mut gone_b) = (Vec::new(), Vec::new());
+    let mut now = 1000;
+    for round in 0..40u32 {
+        for k in 0..12u32 {
+            let r = next();
+            let deadline = ms(now + r % 3000);
+            if r % 5 == 0 {
+                // A template and two connections it controls, due around the same time.
+                let client = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + round * 16 + k));
+                let tpl = Entry::template(Protocol::Tcp, client, 0);
+                let ha = a.insert(tpl, deadline).unwrap();
+                let hb = b.insert(tpl, deadline).unwrap();
+                assert_eq!(ha, hb);
+                for c in 0..2u64 {
+                    let mut e = flow(((r >> 8) % 64) as u32);
+                    e.set_control(Some(ha));
+                    let at = ms(now + (r >> (16 + c)) % 3000);
+                    assert_eq!(a.insert(e, at).unwrap(), b.insert(e, at).unwrap());
+                    for t in [&mut a, &mut b] {
+                        let tp = t.get_mut(ha).unwrap();
+                        tp.set_n_control(tp.n_control() + 1);
+                    }
+                }
+            } else {
+                // Shared keys: long probe runs, whose removals shift the staged slots.
+                let e = flow(((r >> 8) % 64) as u32);
+                if a.len() + 3 < a.capacity() {
+                    assert_eq!(a.insert(e, deadline).unwrap(), b.insert(e, deadline).unwrap());
+                }
+            }
+        }
+        now += next() % 700;
+        expire_one_by_one(&mut a, ms(now), &mut gone_a);
+        expire_batched(&mut b, ms(now), &mut gone_b);
+        assert_eq!(gone_a, gone_b, "round {round}");
+        assert_eq!(a.len(), b.len());
+        assert_eq!(live(&a), live(&b));
+        assert_eq!(a.next_deadline(), b.next_deadline());
+    }
+    assert!(gone_a.len() > 200, "{} removed", gone_a.len());
+    assert!(gone_a.iter().any(Entry::is_template));
+    // Everything goes in the end (templates once their connections are gone).
+    now += 1_000_000;
+    expire_one_by_one(&mut a, ms(now), &mut gone_a);
+    expire_batched(&mut b, ms(now), &mut gone_b);
+    expire_one_by_one(&mut a, ms(now + 61_000), &mut gone_a);
+    expire_batched(&mut b, ms(now + 61_000), &mut gone_b);
+    assert_eq!(gone_a, gone_b);
+    assert!(a.is_empty() && b.is_empty());
+}
+
+/// `expire_batch` after a caller of `poll_expired` stopped midway: the entry handed out and
+/// left alone, and the staged ones not yet handed out, are all expired.
+#[test]
+fn batched_expiry_takes_over_from_poll_expired() {
+    let mut t = table(64);
+    let hs: Vec<Handle> = (0..5).map(|i| t.insert(flow(i), ms(1000)).unwrap()).collect();
+    let first = t.poll_expired(ms(1000)).unwrap();
+    assert!(hs.contains(&first));
+    let mut gone = Vec::new();
+    expire_batched(&mut t, ms(1000), &mut gone);
+    // The one left alone is filed for the next tick, then goes too.
+    assert_eq!(gone.len(), 4);
+    expire_batched(&mut t, ms(1063), &mut gone);
+    assert_eq!(gone.len(), 5);
+    assert!(t.is_empty());
+    let mut out = [Entry::ZERO; EXPIRE_BATCH];
+    assert_eq!(t.expire_batch(ms(5000), &mut out, |_| None), None);
+}
