@@ -351,3 +351,43 @@ fn the_partial_field_changes_by_the_address_alone() {
     assert_eq!(field(&out), u64::from(pkt::fold(want)));
     assert_ne!(&out[22..24], &p[22..24], "the port was rewritten");
 }
+
+/// IPv4 options (the general path reads them; the L4 header moves back) and headroom in front
+/// of the packet: the partial output, completed, is still the complete one's, and has not moved.
+#[test]
+fn ip_options_and_headroom() {
+    let (udp, client, vip, server) = CASES[0];
+    let (mut full, mut part) = (
+        balancer(vip, udp, server, ForwardMethod::Masq),
+        balancer(vip, udp, server, ForwardMethod::Masq),
+    );
+    let data = [7u8; 99];
+    let (c, v, s) = (sa(client), sa(vip), sa(server));
+    let pkts = [
+        pkt::Tcp::new(c, v, SYN).seq(1).ip_options(2).build(),
+        pkt::Tcp::new(s, c, SYN | ACK)
+            .seq(9)
+            .ack(2)
+            .ip_options(1)
+            .build(),
+        pkt::Tcp::new(c, v, ACK)
+            .seq(2)
+            .ack(10)
+            .payload(&data)
+            .ip_options(3)
+            .build(),
+    ];
+    for (i, p) in pkts.iter().enumerate() {
+        let (v, out, _) = run(&mut full, p, false, 0);
+        assert!(pkt::checksums_ok(&out), "packet {i}");
+        let (pv, pout, pflag) = run(&mut part, &partial_copy(p), true, 48);
+        assert!(pflag, "packet {i}");
+        assert_eq!(
+            pv.transmit().map(|t| t.start),
+            Some(48),
+            "packet {i}: not moved"
+        );
+        assert_eq!(pv.transmit().map(|t| t.dst), v.transmit().map(|t| t.dst));
+        assert_eq!(device_complete(&pout), out, "packet {i}");
+    }
+}

@@ -6,7 +6,10 @@
 //! `process`, `b` gets each group through `process_burst`, `c` gets every packet through
 //! `process_general` (no established-flow fast path); their verdicts, output bytes and counters
 //! must be identical, and all three must hold the same entries and statistics (and `a` and `c`
-//! the same events). After every step `a`'s table and counters are checked
+//! the same events). `b` gets every TCP/UDP packet whose checksum verifies with a *partial*
+//! checksum instead ([`Packet::csum_partial`], as a device's checksum offload hands it over):
+//! its output, completed as a device would when the flag says it is still partial, must be
+//! `a`'s (a checksum of 0 and one of 0xffff being the same), except a generated reply's quote. After every step `a`'s table and counters are checked
 //! ([`super::inv`]), and every time step checks the deadlines.
 
 use std::net::{IpAddr, SocketAddr};
@@ -842,10 +845,13 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                     check_table(&a, now);
                 }
                 check_same_state(&a, &c, now);
+                let partial: Vec<Option<(Vec<u8>, usize, usize)>> =
+                    built.iter().map(|p| partial_copy(p)).collect();
                 let mut bufs: Vec<Vec<u8>> = built
                     .iter()
-                    .map(|p| {
-                        let mut buf = p.clone();
+                    .zip(&partial)
+                    .map(|(p, q)| {
+                        let mut buf = q.as_ref().map_or(p, |(q, _, _)| q).clone();
                         buf.resize(BUF, 0);
                         buf
                     })
@@ -853,15 +859,17 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                 let mut pkts: Vec<Packet<'_>> = bufs
                     .iter_mut()
                     .zip(&built)
-                    .map(|(buf, p)| Packet {
+                    .zip(&partial)
+                    .map(|((buf, p), q)| Packet {
                         buf: buf.as_mut_slice(),
                         start: 0,
                         len: p.len(),
-                        csum_partial: false,
+                        csum_partial: q.is_some(),
                     })
                     .collect();
                 let mut verdicts = vec![Verdict::default(); pkts.len()];
                 b.process_burst(now, &mut pkts, &mut verdicts);
+                let still: Vec<bool> = pkts.iter().map(|p| p.csum_partial).collect();
                 drop(pkts);
                 for (i, ((va, bufa), vb)) in outs_a.iter().zip(&verdicts).enumerate() {
                     assert_eq!(va, vb, "packet {i}: process and process_burst disagree");
@@ -870,11 +878,33 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
                         | Verdict::ToServer(Transmit { len, .. }) => *len,
                         _ => built[i].len(),
                     };
-                    assert_eq!(
-                        &bufa[..n],
-                        &bufs[i][..n],
-                        "packet {i}: process and process_burst wrote different bytes"
+                    let Some((_, l4, field)) = partial[i] else {
+                        assert!(!still[i], "packet {i}: a complete packet came out partial");
+                        assert_eq!(
+                            &bufa[..n],
+                            &bufs[i][..n],
+                            "packet {i}: process and process_burst wrote different bytes"
+                        );
+                        continue;
+                    };
+                    let goes_on = matches!(
+                        va,
+                        Verdict::ToServer(_) | Verdict::ToClient(_) | Verdict::Pass(_)
                     );
+                    if still[i] {
+                        assert!(goes_on, "packet {i}: {va:?} with a partial checksum");
+                        assert_eq!(va.transmit().map(|t| t.start), Some(0), "packet {i}");
+                        device_complete(&mut bufs[i][..n], l4, field);
+                    }
+                    if goes_on {
+                        assert!(
+                            same_but_zero_sum(&bufa[..n], &bufs[i][..n]),
+                            "packet {i}: the partial packet's output, completed, is not the \
+                             complete one's:\n{:02x?}\n{:02x?}",
+                            &bufa[..n],
+                            &bufs[i][..n]
+                        );
+                    }
                 }
                 assert_eq!(a.counters(), b.counters(), "burst counters differ");
                 assert_eq!(a.conns().len(), b.conns().len(), "burst tables differ");
@@ -946,4 +976,72 @@ pub fn run_input(input: &Input) -> lb_core::Counters {
         }
     }
     counters
+}
+
+/// The partial copy of a TCP/UDP packet of `built` whose checksum verifies and is not 0 (an
+/// IPv4 UDP datagram without one has nothing to offload), unfragmented, without IPv6 extension
+/// headers and without bytes after its IP length: its checksum field holds the folded sum of the
+/// pseudo-header alone, as a device's checksum offload hands it over. With the offsets of the
+/// L4 header and of the field.
+fn partial_copy(p: &[u8]) -> Option<(Vec<u8>, usize, usize)> {
+    let (proto, l4, src, dst) = pkt::split(p)?;
+    let at = if src.is_ipv4() {
+        usize::from(p[0] & 0x0f) * 4
+    } else {
+        40
+    };
+    if at + l4.len() != p.len() || !pkt::checksums_ok(p) {
+        return None;
+    }
+    let field = at
+        + match proto {
+            pkt::TCP => 16,
+            pkt::UDP => 6,
+            _ => return None,
+        };
+    if p.get(field..field + 2)? == [0, 0] {
+        return None;
+    }
+    let bytes = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let len = l4.len() as u64;
+    let sum = pkt::sum(pkt::sum(0, &bytes(src)), &bytes(dst))
+        + u64::from(proto)
+        + (len >> 16)
+        + (len & 0xffff);
+    let mut q = p.to_vec();
+    q[field..field + 2].copy_from_slice(&pkt::fold(sum).to_be_bytes());
+    Some((q, at, field))
+}
+
+/// What a device does with a partial packet: sums from the L4 header at `l4` to the end, the
+/// field at `field` in place, and stores the complement there (0 as 0xffff).
+fn device_complete(p: &mut [u8], l4: usize, field: usize) {
+    let c = match !pkt::fold(pkt::sum(0, &p[l4..])) {
+        0 => 0xffff,
+        c => c,
+    };
+    p[field..field + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Whether `x` and `y` are the same bytes but for one checksum that is 0x0000 in one and
+/// 0xffff in the other (the same value in ones' complement).
+fn same_but_zero_sum(x: &[u8], y: &[u8]) -> bool {
+    if x.len() != y.len() {
+        return false;
+    }
+    let diff: Vec<usize> = (0..x.len()).filter(|&i| x[i] != y[i]).collect();
+    match diff[..] {
+        [] => true,
+        [i, j] if j == i + 1 => {
+            let pair = |b: &[u8]| [b[i], b[j]];
+            matches!(
+                (pair(x), pair(y)),
+                ([0, 0], [0xff, 0xff]) | ([0xff, 0xff], [0, 0])
+            )
+        }
+        _ => false,
+    }
 }
