@@ -19,7 +19,7 @@ import struct
 import sys
 
 TUNSETIFF = 0x400454CA
-IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
+IFF_TUN, IFF_NO_PI, IFF_MULTI_QUEUE = 0x0001, 0x1000, 0x0100
 SO_NO_CHECK = 11
 UDP_NO_CHECK6_TX = 101
 GUE_PORT = 6080
@@ -71,7 +71,14 @@ def main():
     vips = {ipaddress.ip_address(v) for v in sys.argv[4:]}
     fam = socket.AF_INET6 if ":" in server else socket.AF_INET
     fd = os.open("/dev/net/tun", os.O_RDWR)
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", tun.encode(), IFF_TUN | IFF_NO_PI))
+    # An existing device is attached to with its own multi-queue flag (the kernel refuses
+    # another); one queue is enough here.
+    try:
+        with open(f"/sys/class/net/{tun}/tun_flags") as f:
+            multi = int(f.read(), 16) & IFF_MULTI_QUEUE
+    except OSError:
+        multi = 0
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", tun.encode(), IFF_TUN | IFF_NO_PI | multi))
     raw = {}
     udp = socket.socket(fam, socket.SOCK_DGRAM)
     if kind == "gue":

@@ -348,9 +348,14 @@ impl Gateway {
         for slot in slots {
             if let Some(p) = self.probes.as_mut() {
                 // Replies to the probes never reach the balancer.
-                let pkt = &slot.buf[..*slot.len];
+                let pkt = &mut slot.buf[..*slot.len];
                 if p.is_for_us(pkt) {
-                    p.divert(pkt);
+                    if *slot.vnet == [0; VNET_HDR_LEN] {
+                        p.divert(pkt);
+                    } else if let Err(e) = divert_offloaded(p, pkt, slot.vnet, &mut self.seg_scratch) {
+                        log::debug!("offloaded probe reply of {} bytes dropped: {e}", pkt.len());
+                        self.stats.offload_drops += 1;
+                    }
                     *slot.action = Action::Drop;
                     continue;
                 }
@@ -885,6 +890,29 @@ impl Gateway {
             },
         }
     }
+}
+
+/// Hands the probes' smoltcp interface, which verifies checksums, a packet read with
+/// virtio-net header `vnet`: its checksum finished, or cut into whole segments.
+fn divert_offloaded(
+    probes: &mut crate::health::Probes,
+    pkt: &mut [u8],
+    vnet: &[u8; VNET_HDR_LEN],
+    scratch: &mut Vec<u8>,
+) -> Result<(), crate::offload::OffloadError> {
+    use crate::offload::{complete_checksum, segment, VnetHdr};
+    let hdr = VnetHdr::parse(vnet)?;
+    if hdr.is_gso() {
+        let need = usize::from(hdr.gso_size) + 256;
+        if scratch.len() < need {
+            scratch.resize(need, 0);
+        }
+        segment(pkt, &hdr, scratch, |s| probes.divert(s))?;
+    } else {
+        complete_checksum(pkt, &hdr)?;
+        probes.divert(pkt);
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through `path.tmp`: write, fsync, rename.

@@ -8,17 +8,20 @@
 //!   `csum_start + csum_offset` holds the folded sum of the pseudo-header alone, and whoever
 //!   sends the packet sums from `csum_start` to the end and stores the complement there;
 //! * TCP packets of up to 64 KB to be **segmented** ([`VnetHdr::GSO_TCPV4`],
-//!   [`VnetHdr::GSO_TCPV6`]) into segments of at most `gso_size` payload bytes.
+//!   [`VnetHdr::GSO_TCPV6`]) into segments of at most `gso_size` payload bytes, and, on kernels
+//!   with USO (6.2 and later, where lb-tun's device asks for it), UDP packets to be cut into
+//!   datagrams of `gso_size` bytes ([`VnetHdr::GSO_UDP_L4`]).
 //!
 //! lb-core follows a partial checksum through NAT ([`lb_core::Packet::csum_partial`]);
 //! [`prepare_for_balancer`] says whether it may be told, completing the checksum here when not.
 //! [`complete_checksum`] does what the device would do; [`segment`] does the kernel's TSO
-//! (`tcp_gso_segment`) into a caller buffer, one segment at a time, allocating nothing.
+//! (`tcp_gso_segment`) and USO (`__udp_gso_segment`) into a caller buffer, one segment at a
+//! time, allocating nothing.
 //!
-//! Not supported: UDP fragmentation offload (`GSO_UDP`) and UDP segmentation (`GSO_UDP_L4`),
-//! which [`segment`] refuses (the device is never offered them: `TUN_F_UFO`, `TUN_F_USO4/6`
-//! stay off); IPv6 extension headers and IPv6 jumbograms in a GSO packet (refused); the
-//! urgent pointer of a segmented packet is copied, not adjusted per segment.
+//! Not supported: UDP fragmentation offload (`GSO_UDP`), which [`segment`] refuses (the device
+//! is never offered it: `TUN_F_UFO` stays off); IPv6 extension headers and IPv6 jumbograms in
+//! a GSO packet (refused); the urgent pointer of a segmented packet is copied, not adjusted
+//! per segment.
 
 use core::fmt;
 
@@ -343,7 +346,10 @@ impl IpHeader {
 }
 
 /// Segments the TCP packet `pkt` (IPv4 or IPv6, its L4 checksum partial or not) whose virtio
-/// header `hdr` says [`VnetHdr::GSO_TCPV4`] or [`VnetHdr::GSO_TCPV6`], as the kernel's TSO does:
+/// header `hdr` says [`VnetHdr::GSO_TCPV4`] or [`VnetHdr::GSO_TCPV6`], as the kernel's TSO does
+/// (or the UDP packet whose header says [`VnetHdr::GSO_UDP_L4`], as USO does: datagrams of
+/// `gso_size` bytes, each with its own UDP length and a complete checksum, IPv4 identifications
+/// counted up as for TCP):
 /// segments of at most `gso_size` payload bytes, each a complete packet built in `out` and
 /// handed to `emit` before the next overwrites it. Each has the IP and TCP headers copied
 /// (options included), the IPv4 total length, an identification one more than the previous
@@ -354,18 +360,20 @@ impl IpHeader {
 ///
 /// `out` must hold the headers and `gso_size` payload bytes (or the whole payload, if less).
 /// Everything is checked before the first segment is emitted: on an error nothing was. Not a
-/// GSO packet, UDP fragmentation or segmentation ([`VnetHdr::GSO_UDP`],
-/// [`VnetHdr::GSO_UDP_L4`]), an IPv4 fragment, IPv6 extension headers or a jumbogram: errors.
+/// GSO packet, UDP fragmentation ([`VnetHdr::GSO_UDP`]), an IPv4 fragment, IPv6 extension
+/// headers or a jumbogram: errors.
 pub fn segment(
     pkt: &[u8],
     hdr: &VnetHdr,
     out: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, OffloadError> {
-    let want_v6 = match hdr.gso_type & !VnetHdr::GSO_ECN {
-        VnetHdr::GSO_TCPV4 => false,
-        VnetHdr::GSO_TCPV6 => true,
-        VnetHdr::GSO_NONE | VnetHdr::GSO_UDP | VnetHdr::GSO_UDP_L4 => {
+    // The family the type names (UDP_L4 names none) and the transport.
+    let (want_v6, want_proto) = match hdr.gso_type & !VnetHdr::GSO_ECN {
+        VnetHdr::GSO_TCPV4 => (Some(false), PROTO_TCP),
+        VnetHdr::GSO_TCPV6 => (Some(true), PROTO_TCP),
+        VnetHdr::GSO_UDP_L4 => (None, PROTO_UDP),
+        VnetHdr::GSO_NONE | VnetHdr::GSO_UDP => {
             return Err(OffloadError::UnsupportedGso(hdr.gso_type))
         }
         _ => return Err(OffloadError::UnknownGsoType(hdr.gso_type)),
@@ -376,27 +384,27 @@ pub fn segment(
     }
     hdr.check(pkt.len())?;
     let ip = IpHeader::read(pkt).ok_or(OffloadError::Malformed)?;
-    if ip.v6 != want_v6 {
+    if want_v6.is_some_and(|v6| ip.v6 != v6) {
         return Err(OffloadError::GsoMismatch);
     }
-    if ip.v6 && (ip.end == 40 || ip.proto != PROTO_TCP) {
-        // A zero payload length is a jumbogram's; another next header, an extension header
-        // (or not TCP).
-        return Err(if ip.proto == PROTO_UDP {
-            OffloadError::GsoMismatch
-        } else {
-            OffloadError::Ipv6ExtensionHeaders
-        });
+    if ip.v6 && (ip.end == 40 || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP)) {
+        // A zero payload length is a jumbogram's; another next header, an extension header.
+        return Err(OffloadError::Ipv6ExtensionHeaders);
     }
-    if ip.proto != PROTO_TCP {
+    if ip.proto != want_proto {
         return Err(OffloadError::GsoMismatch);
     }
     if ip.fragment {
         return Err(OffloadError::Malformed);
     }
-    let doff = usize::from(*pkt.get(ip.l4 + 12).ok_or(OffloadError::Malformed)? >> 4) * 4;
+    let udp = want_proto == PROTO_UDP;
+    let doff = if udp {
+        8
+    } else {
+        usize::from(*pkt.get(ip.l4 + 12).ok_or(OffloadError::Malformed)? >> 4) * 4
+    };
     let hl = ip.l4 + doff;
-    if doff < 20 || hl > ip.end {
+    if doff < 8 || hl > ip.end {
         return Err(OffloadError::Malformed);
     }
     let payload = &pkt[hl..ip.end];
@@ -413,7 +421,7 @@ pub fn segment(
     } else {
         (&pkt[12..16], &pkt[16..20])
     };
-    let pseudo_addrs = sum(sum(0, src), dst) + u64::from(PROTO_TCP);
+    let pseudo_addrs = sum(sum(0, src), dst) + u64::from(want_proto);
     let seq = u32::from_be_bytes([
         pkt[ip.l4 + 4],
         pkt[ip.l4 + 5],
@@ -421,7 +429,7 @@ pub fn segment(
         pkt[ip.l4 + 7],
     ]);
     let id = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let flags = pkt[ip.l4 + 13];
+    let flags = if udp { 0 } else { pkt[ip.l4 + 13] };
     let count = payload.len().div_ceil(mss).max(1);
     out[..hl].copy_from_slice(&pkt[..hl]);
     for (i, at) in (0..count).map(|i| (i, i * mss)) {
@@ -438,20 +446,31 @@ pub fn segment(
             let c = !fold(sum(0, &seg[..ip.l4]));
             seg[10..12].copy_from_slice(&c.to_be_bytes());
         }
-        let tcp = ip.l4;
-        seg[tcp + 4..tcp + 8].copy_from_slice(&seq.wrapping_add(at as u32).to_be_bytes());
-        let mut f = flags;
-        if i + 1 < count {
-            f &= !(TCP_FIN | TCP_PSH);
-        }
-        if i > 0 {
-            f &= !TCP_CWR;
-        }
-        seg[tcp + 13] = f;
-        seg[tcp + 16..tcp + 18].fill(0);
-        let l4_len = (len - tcp) as u64;
-        let c = !fold(sum(pseudo_addrs + l4_len, &seg[tcp..]));
-        seg[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+        let l4 = ip.l4;
+        let l4_len = (len - l4) as u64;
+        let field = if udp {
+            // USO: each datagram its own length; no sequence, no flags.
+            seg[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            l4 + 6
+        } else {
+            seg[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add(at as u32).to_be_bytes());
+            let mut f = flags;
+            if i + 1 < count {
+                f &= !(TCP_FIN | TCP_PSH);
+            }
+            if i > 0 {
+                f &= !TCP_CWR;
+            }
+            seg[l4 + 13] = f;
+            l4 + 16
+        };
+        seg[field..field + 2].fill(0);
+        let c = match !fold(sum(pseudo_addrs + l4_len, &seg[l4..])) {
+            // UDP: a computed 0 is sent as 0xffff (0 means "no checksum").
+            0 if udp => 0xffff,
+            c => c,
+        };
+        seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
         emit(seg);
     }
     Ok(count)

@@ -190,6 +190,14 @@ fn e2e_tunnel_ipip_gue_gre_to_lb_decap_servers() {
     run("tunnel");
 }
 
+/// Offloads: 64 KB segments NAT-rewritten with their partial checksums, verified in software
+/// by the far ends, every byte echoed both ways over both families (scripts/test-e2e.sh
+/// header, `offload`).
+#[test]
+fn e2e_offload_segments_checksums_verified_by_the_far_ends() {
+    run("offload");
+}
+
 /// `--announce` without BGP: the VIP routes appear once the checks pass, go when a VIP's
 /// servers fail and come back, `--drain-gateway` withdraws them while a held connection is
 /// still served and the gateway exits after it, SIGKILL takes them with the TUN device.

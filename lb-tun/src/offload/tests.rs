@@ -344,8 +344,8 @@ fn what_cannot_be_segmented_is_an_error() {
     let udp = pkt::udp(sa("192.0.2.1:1"), sa("10.0.0.1:53"), &data);
     let e = |p: &[u8], h: VnetHdr| segments(p, &h).unwrap_err();
     assert_eq!(
-        e(&udp, gso(VnetHdr::GSO_UDP_L4, 1000)),
-        OffloadError::UnsupportedGso(5)
+        e(&v4, gso(VnetHdr::GSO_UDP_L4, 1000)),
+        OffloadError::GsoMismatch
     );
     assert_eq!(
         e(&udp, gso(VnetHdr::GSO_UDP, 1000)),
@@ -474,5 +474,48 @@ proptest! {
             .build();
         let segs = segments(&p, &gso(kind, mss)).unwrap();
         check_segments(&p, &segs, usize::from(mss), seq, flags);
+    }
+}
+
+/// USO: a UDP packet of `GSO_UDP_L4` is cut into datagrams of `gso_size` bytes, each with its
+/// own length and a checksum smoltcp verifies, over IPv4 (identifications counted up) and IPv6,
+/// partial or not.
+#[test]
+fn segments_udp_over_ipv4_and_ipv6() {
+    use smoltcp::wire::UdpPacket;
+    let data = payload(4000);
+    for (src, dst) in [
+        ("192.0.2.1:4000", "10.0.0.1:53"),
+        ("[2001:db8::1]:4000", "[2001:db8::2]:53"),
+    ] {
+        let p = pkt::udp(sa(src), sa(dst), &data);
+        for mss in [1, 1000, 1472, 3999, 4000, 9000] {
+            let segs = segments(&p, &gso(VnetHdr::GSO_UDP_L4, mss)).unwrap();
+            let mss = usize::from(mss);
+            assert_eq!(segs.len(), data.len().div_ceil(mss));
+            let mut joined = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                let (l4, sa_, da) = if s[0] >> 4 == 4 {
+                    let ip = Ipv4Packet::new_checked(&s[..]).unwrap();
+                    assert!(ip.verify_checksum());
+                    assert_eq!(ip.ident(), u16::from_be_bytes([p[4], p[5]]).wrapping_add(i as u16));
+                    (&s[20..], IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()))
+                } else {
+                    let ip = Ipv6Packet::new_checked(&s[..]).unwrap();
+                    assert_eq!(usize::from(ip.payload_len()), s.len() - 40);
+                    (&s[40..], IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()))
+                };
+                let u = UdpPacket::new_checked(l4).unwrap();
+                assert_eq!(usize::from(u.len()), l4.len());
+                assert!(u.verify_checksum(&sa_, &da), "segment {i} of mss {mss}");
+                assert!(u.payload().len() <= mss);
+                joined.extend_from_slice(u.payload());
+            }
+            assert_eq!(joined, data);
+            let (q, mut hdr) = partial(&p);
+            hdr.gso_type = VnetHdr::GSO_UDP_L4;
+            hdr.gso_size = mss as u16;
+            assert_eq!(segments(&q, &hdr).unwrap(), segs, "partial, mss {mss}");
+        }
     }
 }
