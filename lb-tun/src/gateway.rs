@@ -40,6 +40,8 @@ pub struct Gateway {
     /// to one of them is dropped (the kernel routes it back into the TUN, where it would loop).
     ever_vips: HashSet<IpAddr>,
     verdicts: Vec<Verdict>,
+    /// The allocation of a burst's packet list, empty between bursts (see [`recycle`]).
+    burst: Vec<Packet<'static>>,
     stats: FrontendStats,
     recent_drained: Vec<(ServiceKey, std::net::SocketAddr)>,
     /// Where `--save-state` and the exit write the table (`--state FILE`).
@@ -128,6 +130,15 @@ fn command_key(cmd: &Command) -> Option<&ServiceKey> {
     }
 }
 
+/// `v` emptied, as a list of packets of another lifetime, in the same allocation: the standard
+/// library collects a `Vec`'s own iterator in place when the element layouts match, as they
+/// do here, so a burst's packet list is allocated once and not once per burst (were that
+/// ever not so, this would only allocate again).
+fn recycle<'b>(mut v: Vec<Packet<'_>>) -> Vec<Packet<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
 /// A balancer with its own storage. `conns` entries; director storage of `limits`.
 fn new_balancer(
     limits: Limits,
@@ -165,6 +176,7 @@ impl Gateway {
             seed,
             ever_vips: HashSet::new(),
             verdicts: Vec::new(),
+            burst: Vec::new(),
             stats: FrontendStats::default(),
             recent_drained: Vec::new(),
             state_path: None,
@@ -306,15 +318,18 @@ impl Gateway {
     /// forwarded, passed and generated packets are written back to the device (the forwarded
     /// and generated ones with the verdict's next hop), dropped ones are not, and a passed
     /// packet to a current or former virtual address is dropped (it would loop through the
-    /// device).
+    /// device). A slot already marked [`Action::Drop`] is left alone. Allocates nothing once
+    /// the ring's size of burst was seen (the per-burst lists are kept between bursts).
     pub fn process_ring(&mut self, now: Instant, ring: &mut PacketRing) {
         let n = ring.len();
         if self.verdicts.len() < n {
             self.verdicts.resize(n, Verdict::default());
         }
-        let mut pkts = Vec::with_capacity(n);
-        let mut metas = Vec::with_capacity(n);
+        let mut pkts = recycle(std::mem::take(&mut self.burst));
         for slot in ring.slots_mut() {
+            if *slot.action != Action::Send {
+                continue;
+            }
             if let Some(p) = self.probes.as_mut() {
                 // Replies to the probes never reach the balancer.
                 let pkt = &slot.buf[..*slot.len];
@@ -331,19 +346,20 @@ impl Gateway {
                 start: 0,
                 len: *slot.len,
             });
-            metas.push((slot.len, slot.action, slot.next_hop));
         }
         let n = pkts.len();
         self.lb
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
-        drop(pkts);
-        for ((len, action, next_hop), v) in metas.into_iter().zip(&self.verdicts[..n]) {
-            *action = match *v {
+        self.burst = recycle(pkts);
+        // The same slots as above, in the same order: those still to be sent.
+        let slots = ring.slots_mut().filter(|s| *s.action == Action::Send);
+        for (slot, v) in slots.zip(&self.verdicts[..n]) {
+            *slot.action = match *v {
                 Verdict::ToServer(t) | Verdict::ToClient(t) | Verdict::Reply(t) => {
-                    *len = t.len;
+                    *slot.len = t.len;
                     // A direct-routing packet's next hop is its real server, not its own
                     // destination (the VIP); only a TAP device can honour it.
-                    *next_hop = Some(t.dst);
+                    *slot.next_hop = Some(t.dst);
                     Action::Send
                 }
                 Verdict::Drop(_) => Action::Drop,
@@ -352,7 +368,7 @@ impl Gateway {
                     Action::Drop
                 }
                 Verdict::Pass(t) => {
-                    *len = t.len;
+                    *slot.len = t.len;
                     Action::Send
                 }
             };
