@@ -153,19 +153,25 @@ udp_run() {
 		'BEGIN { if (n > 0) printf "%.2f µs", c / hz * 1e6 / n; else print "n/a" }')
 }
 
-# perf_start ROW / perf_stop — with PERF_DATA set, profile the gateway GW_PID meanwhile.
+# perf_start ROW / perf_stop — with PERF_DATA set, profile the gateway GW_PID meanwhile, and
+# count its system calls (PREFIX.ROW.stat).
 perf_start() {
-	PERF_PID=""
+	PERF_PIDS=""
 	[ -n "${PERF_DATA:-}" ] && [ -n "${GW_PID:-}" ] || return 0
 	perf record -q -F 999 -g -p "$GW_PID" -o "$PERF_DATA.$1" >"$TMP/perf-$1.log" 2>&1 &
-	PERF_PID=$!
+	PERF_PIDS=$!
+	perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write \
+		-e syscalls:sys_enter_epoll_wait -p "$GW_PID" -o "$PERF_DATA.$1.stat" >/dev/null 2>&1 &
+	PERF_PIDS="$PERF_PIDS $!"
 	sleep 0.3
 }
 perf_stop() {
-	[ -n "${PERF_PID:-}" ] || return 0
-	kill -INT "$PERF_PID" 2>/dev/null
-	wait "$PERF_PID" 2>/dev/null
-	PERF_PID=""
+	local p
+	for p in ${PERF_PIDS:-}; do
+		kill -INT "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	PERF_PIDS=""
 }
 
 # conn_run ROW URL — hey at RATE connections/s for DURATION; fills conn/s, p99, CPU per conn.
