@@ -134,6 +134,8 @@ fn command_key(cmd: &Command) -> Option<&ServiceKey> {
 /// library collects a `Vec`'s own iterator in place when the element layouts match, as they
 /// do here, so a burst's packet list is allocated once and not once per burst (were that
 /// ever not so, this would only allocate again).
+// `filter` would keep the lifetime, and the lifetime is what changes.
+#[allow(clippy::unnecessary_filter_map)]
 fn recycle<'b>(mut v: Vec<Packet<'_>>) -> Vec<Packet<'b>> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
