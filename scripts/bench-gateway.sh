@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench-gateway.sh — the gateway comparison of issue 7, one table from one run in one topology
+# bench-gateway.sh — the gateway comparison of issues 7 and 16, one table from one run in one topology
 # (scripts/netns-lib.sh: client ns — gw ns (TUN lb0) — servers s1, s2), processes pinned:
 #
 #   packets/s (UDP, 64-byte payloads, iperf3 at full speed, client → server through the gateway):
