@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench-gateway.sh — the gateway comparison of issue 7, one table from one run in one topology
+# bench-gateway.sh — the gateway comparison of issues 7 and 16, one table from one run in one topology
 # (scripts/netns-lib.sh: client ns — gw ns (TUN lb0) — servers s1, s2), processes pinned:
 #
 #   packets/s (UDP, 64-byte payloads, iperf3 at full speed, client → server through the gateway):
@@ -7,6 +7,9 @@
 #     → forwarded packets/s (lb0 counters), gateway CPU per packet (the process's utime+stime)
 #   new connections/s (HTTP/1.0, one connection per request, hey at a fixed offered load):
 #     straight to a server (baseline)  vs  kernel nftables DNAT  vs  lb-tun (rr over s1, s2)
+#     vs  the bare TUN echo forwarder carrying the same connections to s1 (no NAT: the client
+#     talks to s1's address and both directions are routed through lb0, as `scripts/demo.sh
+#     --echo` does) — what the packets of a connection cost a TUN gateway with no balancer
 #     → completed connections/s, p50/p99 latency, CPU per connection: of all our processes
 #       (hey, nginx, the gateway: utime+stime, so other tenants of a shared machine do not count;
 #       kernel work done in their syscalls' softirq context is included where the kernel charges
@@ -19,9 +22,11 @@
 #   scripts/bench-gateway.sh                 # tun-echo, kernel DNAT, direct (lb-tun rows: "not run")
 #   scripts/bench-gateway.sh --with-lb-tun   # also lb-tun (needs the gateway wired to the balancer)
 #
-# Env: DURATION (s per measurement, 10), RATE (offered connections/s, 2000), CONC (hey workers,
-# 20), GW_CPU (1), LOAD_CPU (0), UDP_LEN (64), LBT_BIN_DIR (where tun-echo and lb-tun are;
-# default: cargo build --release -p lb-tun).
+# Env: DURATION (s per measurement, 10), UDP (0: skip the packets/s rows, 1), RATE (offered connections/s, 2000; 0 = as fast as the
+# CONC workers go, i.e. saturation), CONC (hey workers, 20), GW_CPU (1), LOAD_CPU (0), UDP_LEN (64), LBT_BIN_DIR (where tun-echo and lb-tun are;
+# default: cargo build --release -p lb-tun), LBTUN_ARGS (more lb-tun arguments), PERF_DATA (a path prefix: record the gateway's
+# profile during each connections row with `perf record -F 999 -g` into PREFIX.ROW; perf costs
+# CPU of its own, so leave it unset for the figures).
 set -u
 cd "$(dirname "$0")/.."
 LBT_NSERVERS=2
@@ -33,6 +38,7 @@ CONC="${CONC:-20}"
 GW_CPU="${GW_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 UDP_LEN="${UDP_LEN:-64}"
+UDP="${UDP:-1}"
 WITH_LBTUN=0
 [ "${1:-}" = "--with-lb-tun" ] && WITH_LBTUN=1
 
@@ -56,6 +62,11 @@ S2="$(server_addr4 2)"
 VIP="$LBT_VIP4"
 nsx client sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
 nsx client sysctl -qw net.ipv4.tcp_tw_reuse=1
+# No TIME_WAIT on the servers: a row's connections would otherwise meet the previous rows'
+# TIME_WAIT sockets (same client ports, 60 s) and, the tun-echo row reaching s1 by its own
+# address and the next rows by the VIP (other TCP timestamp offsets), be refused (PAWS), reset
+# and retried: ~0.3 packets more per connection and a slower p99 in whichever row comes later.
+for i in 1 2; do nsx "s$i" sysctl -qw net.ipv4.tcp_max_tw_buckets=0; done
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -132,6 +143,7 @@ declare -A R # results: R[row.field]
 # udp_run ROW TARGET — iperf3 UDP at full speed through the running gateway GW_PID.
 udp_run() {
 	local row="$1" target="$2" rx0 rx1 c0 c1 sent
+	[ "$UDP" = 1 ] || return 0
 	rx0=$(tun_rx)
 	c0=$(proc_cpu "$GW_PID")
 	nsx client taskset -c "$LOAD_CPU" iperf3 -c "$target" -u -b 0 -l "$UDP_LEN" -t "$DURATION" -J \
@@ -146,17 +158,40 @@ udp_run() {
 		'BEGIN { if (n > 0) printf "%.2f µs", c / hz * 1e6 / n; else print "n/a" }')
 }
 
+# perf_start ROW / perf_stop — with PERF_DATA set, profile the gateway GW_PID meanwhile, and
+# count its system calls (PREFIX.ROW.stat).
+perf_start() {
+	PERF_PIDS=""
+	[ -n "${PERF_DATA:-}" ] && [ -n "${GW_PID:-}" ] || return 0
+	perf record -q -F 999 -g -p "$GW_PID" -o "$PERF_DATA.$1" >"$TMP/perf-$1.log" 2>&1 &
+	PERF_PIDS=$!
+	perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write \
+		-e syscalls:sys_enter_epoll_wait -p "$GW_PID" -o "$PERF_DATA.$1.stat" >/dev/null 2>&1 &
+	PERF_PIDS="$PERF_PIDS $!"
+	sleep 0.3
+}
+perf_stop() {
+	local p
+	for p in ${PERF_PIDS:-}; do
+		kill -INT "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	PERF_PIDS=""
+}
+
 # conn_run ROW URL — hey at RATE connections/s for DURATION; fills conn/s, p99, CPU per conn.
 conn_run() {
-	local row="$1" url="$2" b0 b1 c0=0 c1=0 n ok q heycpu
+	local row="$1" url="$2" b0 b1 c0=0 c1=0 rx0=0 rx1=0 n ok q heycpu
 	q=$(( (RATE + CONC - 1) / CONC ))
 	b0=$(ns_cpu)
-	[ -n "${GW_PID:-}" ] && c0=$(proc_cpu "$GW_PID")
+	[ -n "${GW_PID:-}" ] && c0=$(proc_cpu "$GW_PID") && rx0=$(tun_rx)
 	# hey's own CPU: its parent shell's cutime+cstime once it has been waited for.
+	perf_start "$row"
 	heycpu=$(nsx client taskset -c "$LOAD_CPU" sh -c 'hey "$@" >"$0" 2>"$0.err"; awk "{ print \$16 + \$17 }" /proc/$$/stat' \
 		"$TMP/$row.csv" -z "${DURATION}s" -c "$CONC" -q "$q" -disable-keepalive -t 10 -o csv "$url")
 	b1=$(( $(ns_cpu) + heycpu ))
-	[ -n "${GW_PID:-}" ] && c1=$(proc_cpu "$GW_PID")
+	[ -n "${GW_PID:-}" ] && c1=$(proc_cpu "$GW_PID") && rx1=$(tun_rx)
+	perf_stop
 	n=$(($(wc -l <"$TMP/$row.csv") - 1))
 	ok=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next } $col["status-code"] == 200' \
 		"$TMP/$row.csv" | wc -l)
@@ -169,6 +204,8 @@ conn_run() {
 	if [ -n "${GW_PID:-}" ]; then
 		R[$row.gwcpu_conn]=$(awk -v c="$((c1 - c0))" -v hz="$HZ" -v n="$ok" \
 			'BEGIN { if (n > 0) printf "%.1f µs", c / hz * 1e6 / n; else print "n/a" }')
+		R[$row.pkts_conn]=$(awk -v p="$((rx1 - rx0))" -v n="$ok" \
+			'BEGIN { if (n > 0) printf "%.1f", p / n; else print "n/a" }')
 	fi
 }
 
@@ -182,13 +219,15 @@ sleep 0.3
 route_mode tun-both
 start_gw tun-echo "$TUN_ECHO" --tun "$LBT_TUN"
 udp_run echo "$S1"
+conn_run echo "http://$S1/"
 stop_gw
 
 # --- packets/s and connections/s: lb-tun --------------------------------------------------------
 if [ "$WITH_LBTUN" = 1 ]; then
 	route_mode tun
 	lbtun_config "$TMP/lb-tun.conf"
-	start_gw lb-tun "$LB_TUN" --tun "$LBT_TUN" --config "$TMP/lb-tun.conf" --control "$TMP/lbadm.sock"
+	# shellcheck disable=SC2086
+	start_gw lb-tun "$LB_TUN" --tun "$LBT_TUN" --config "$TMP/lb-tun.conf" --control "$TMP/lbadm.sock" ${LBTUN_ARGS:-}
 	udp_run lbtun "$VIP"
 	conn_run lbtun "http://$VIP/"
 	stop_gw
@@ -214,17 +253,19 @@ R[dnat.gwcpu]=$(awk -v a="${R[dnat.cpu_us]}" -v b="${R[direct.cpu_us]}" 'BEGIN {
 
 # --- the table ------------------------------------------------------------------------------------
 nr() { echo "${R[$1]:-not run}"; }
-ratio() { awk -v a="${R[$1]:-}" -v b="${R[$2]:-}" 'BEGIN { if (a != "" && b > 0) printf "%.2f×", a / b; else print "—" }'; }
+ratio() { awk -v a="${R[$1]:-}" -v b="${R[$2]:-}" 'BEGIN { if (a != "" && b + 0 > 0) printf "%.2f×", a / b; else print "—" }'; }
 echo
 echo "Gateway comparison — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p')),"
 echo "gateway pinned to CPU $GW_CPU, load and servers to CPU $LOAD_CPU; ${DURATION} s per row; offered $RATE conn/s ($CONC workers)"
 echo
-echo "| path | packets/s (UDP $UDP_LEN B) | gateway CPU / packet | conn/s (offered $RATE) | errors | p50 | p99 | CPU / conn (our processes) | gateway CPU / conn |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-echo "| straight to a server (baseline) | — | — | $(nr direct.cps) | $(nr direct.errors) | $(nr direct.p50) | $(nr direct.p99) | $(nr direct.cpu_us) µs | — |"
-echo "| kernel nftables DNAT | — | — | $(nr dnat.cps) | $(nr dnat.errors) | $(nr dnat.p50) | $(nr dnat.p99) | $(nr dnat.cpu_us) µs | $(nr dnat.gwcpu) |"
-echo "| bare TUN echo forwarder (tun-echo) | $(nr echo.pps) (offered $(nr echo.offered)) | $(nr echo.gwcpu) | — | — | — | — | — | — |"
-echo "| lb-tun | $(nr lbtun.pps) (offered $(nr lbtun.offered)) | $(nr lbtun.gwcpu) | $(nr lbtun.cps) | $(nr lbtun.errors) | $(nr lbtun.p50) | $(nr lbtun.p99) | $(nr lbtun.cpu_us) µs | $(nr lbtun.gwcpu_conn) |"
+echo "| path | packets/s (UDP $UDP_LEN B) | gateway CPU / packet | conn/s (offered $RATE) | errors | p50 | p99 | CPU / conn (our processes) | gateway CPU / conn | packets / conn (TUN) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| straight to a server (baseline) | — | — | $(nr direct.cps) | $(nr direct.errors) | $(nr direct.p50) | $(nr direct.p99) | $(nr direct.cpu_us) µs | — | — |"
+echo "| kernel nftables DNAT | — | — | $(nr dnat.cps) | $(nr dnat.errors) | $(nr dnat.p50) | $(nr dnat.p99) | $(nr dnat.cpu_us) µs | $(nr dnat.gwcpu) | — |"
+echo "| bare TUN echo forwarder (tun-echo) | $(nr echo.pps) (offered $(nr echo.offered)) | $(nr echo.gwcpu) | $(nr echo.cps) | $(nr echo.errors) | $(nr echo.p50) | $(nr echo.p99) | $(nr echo.cpu_us) µs | $(nr echo.gwcpu_conn) | $(nr echo.pkts_conn) |"
+echo "| lb-tun | $(nr lbtun.pps) (offered $(nr lbtun.offered)) | $(nr lbtun.gwcpu) | $(nr lbtun.cps) | $(nr lbtun.errors) | $(nr lbtun.p50) | $(nr lbtun.p99) | $(nr lbtun.cpu_us) µs | $(nr lbtun.gwcpu_conn) | $(nr lbtun.pkts_conn) |"
 echo
 echo "lb-tun / tun-echo packets/s: $(ratio lbtun.pps echo.pps) (goal ≥ 0.9×)"
-echo "lb-tun / kernel DNAT conn/s: $(ratio lbtun.cps dnat.cps) (goal ≥ 0.7×)"
+echo "lb-tun / kernel DNAT conn/s: $(ratio lbtun.cps dnat.cps) (goal ≥ 1.0× at saturation, RATE=0)"
+echo "lb-tun / tun-echo gateway CPU per connection: $(ratio lbtun.gwcpu_conn echo.gwcpu_conn) (goal ≤ 1.2×)"
+echo "lb-tun / kernel DNAT gateway CPU per connection: $(ratio lbtun.gwcpu_conn dnat.gwcpu)"

@@ -40,6 +40,10 @@ pub struct Gateway {
     /// to one of them is dropped (the kernel routes it back into the TUN, where it would loop).
     ever_vips: HashSet<IpAddr>,
     verdicts: Vec<Verdict>,
+    /// The allocations of a burst's packet list and of its slots' references, empty between
+    /// bursts (see [`recycle`]).
+    burst: Vec<Packet<'static>>,
+    metas: Vec<SlotRefs<'static>>,
     stats: FrontendStats,
     recent_drained: Vec<(ServiceKey, std::net::SocketAddr)>,
     /// Where `--save-state` and the exit write the table (`--state FILE`).
@@ -139,6 +143,26 @@ fn command_key(cmd: &Command) -> Option<&ServiceKey> {
     }
 }
 
+/// What a burst keeps of each slot it hands the balancer: where the verdict goes.
+type SlotRefs<'r> = (
+    &'r mut usize,
+    &'r mut Action,
+    &'r mut Option<IpAddr>,
+    &'r mut [u8; VNET_HDR_LEN],
+);
+
+/// `v` emptied, as a list of another lifetime's elements (packets, slot references), in the
+/// same allocation: the standard library collects a `Vec`'s own iterator in place when the
+/// element layouts match, as they do here (only a lifetime differs), so a burst's lists are
+/// allocated once and not once per burst (were that ever not so, this would only allocate
+/// again).
+// `filter` would keep the element type, and its lifetime is what changes.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
 /// A balancer with its own storage. `conns` entries; director storage of `limits`.
 fn new_balancer(
     limits: Limits,
@@ -176,6 +200,8 @@ impl Gateway {
             seed,
             ever_vips: HashSet::new(),
             verdicts: Vec::new(),
+            burst: Vec::new(),
+            metas: Vec::new(),
             stats: FrontendStats::default(),
             recent_drained: Vec::new(),
             state_path: None,
@@ -322,7 +348,8 @@ impl Gateway {
     /// forwarded, passed and generated packets are written back to the device (the forwarded
     /// and generated ones with the verdict's next hop), dropped ones are not, and a passed
     /// packet to a current or former virtual address is dropped (it would loop through the
-    /// device).
+    /// device). A slot already marked [`Action::Drop`] is left alone. Allocates nothing once
+    /// the ring's size of burst was seen (the per-burst lists are kept between bursts).
     ///
     /// Packets from a device with offloads (a non-zero virtio-net header) keep their partial
     /// checksum through the balancer where lb-core can follow it, and their header with it; a
@@ -343,16 +370,21 @@ impl Gateway {
 
     /// The balancer over `slots`, one burst: see [`process_ring`](Self::process_ring).
     fn run_slots<'r>(&mut self, now: Instant, slots: impl Iterator<Item = Slot<'r>>) {
-        let mut pkts = Vec::new();
-        let mut metas = Vec::new();
+        let mut pkts = recycle(std::mem::take(&mut self.burst));
+        let mut metas: Vec<SlotRefs<'r>> = recycle(std::mem::take(&mut self.metas));
         for slot in slots {
+            if *slot.action != Action::Send {
+                continue;
+            }
             if let Some(p) = self.probes.as_mut() {
                 // Replies to the probes never reach the balancer.
                 let pkt = &mut slot.buf[..*slot.len];
                 if p.is_for_us(pkt) {
                     if *slot.vnet == [0; VNET_HDR_LEN] {
                         p.divert(pkt);
-                    } else if let Err(e) = divert_offloaded(p, pkt, slot.vnet, &mut self.seg_scratch) {
+                    } else if let Err(e) =
+                        divert_offloaded(p, pkt, slot.vnet, &mut self.seg_scratch)
+                    {
                         log::debug!("offloaded probe reply of {} bytes dropped: {e}", pkt.len());
                         self.stats.offload_drops += 1;
                     }
@@ -395,9 +427,9 @@ impl Gateway {
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
         self.partial_out.clear();
         self.partial_out.extend(pkts.iter().map(|p| p.csum_partial));
-        drop(pkts);
+        self.burst = recycle(pkts);
         for (((len, action, next_hop, vnet), v), partial) in metas
-            .into_iter()
+            .drain(..)
             .zip(&self.verdicts[..n])
             .zip(&self.partial_out)
         {
@@ -425,6 +457,7 @@ impl Gateway {
                 *vnet = [0; VNET_HDR_LEN];
             }
         }
+        self.metas = recycle(metas);
     }
 
     /// Readies a packet read with virtio-net header `vnet` for the balancer: `Ok(Some(p))`

@@ -144,7 +144,12 @@ struct Clock(Instant);
 
 impl Clock {
     fn now(&self) -> lb_core::Instant {
-        let ms = u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at(Instant::now())
+    }
+
+    /// The balancer's time at `t` (the start, if `t` is before it).
+    fn at(&self, t: Instant) -> lb_core::Instant {
+        let ms = u64::try_from(t.saturating_duration_since(self.0).as_millis()).unwrap_or(u64::MAX);
         lb_core::Instant::from_millis(ms)
     }
 }
@@ -190,16 +195,19 @@ impl Loop {
         self.announce();
         while !stop.load(Ordering::Relaxed) {
             let n = self.ring.fill(&self.dev)?;
+            // One clock read per turn, two when it slept: the checks below all use `wall`.
+            let mut wall = Instant::now();
             if n == 0 {
                 let wait = lock(&self.gw)
-                    .timer_budget(self.clock.now())
+                    .timer_budget(self.clock.at(wall))
                     .min(POLL_TIMEOUT);
                 self.dev.wait_readable(wait)?;
+                wall = Instant::now();
             } else {
-                lock(&self.gw).process_ring(self.clock.now(), &mut self.ring);
+                lock(&self.gw).process_ring(self.clock.at(wall), &mut self.ring);
                 self.ring.flush(&self.dev);
             }
-            let now = self.clock.now();
+            let now = self.clock.at(wall);
             let probes = {
                 let mut gw = lock(&self.gw);
                 gw.run_timers(now);
@@ -240,13 +248,13 @@ impl Loop {
             if changed {
                 self.dev.set_answered(answered(&lock(&self.gw)));
             }
-            if changed || self.last_announce.elapsed() >= ANNOUNCE_EVERY {
+            if changed || wall.saturating_duration_since(self.last_announce) >= ANNOUNCE_EVERY {
                 self.announce();
             }
             if self.drain_over(now) {
                 break;
             }
-            if self.last_publish.elapsed() >= METRICS_EVERY {
+            if wall.saturating_duration_since(self.last_publish) >= METRICS_EVERY {
                 self.publish();
             }
         }
@@ -838,6 +846,21 @@ mod tests {
     fn parse(args: &str) -> Result<Args, String> {
         Args::try_parse_from(std::iter::once("lb-tun").chain(args.split_whitespace()))
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_clock_counts_milliseconds_from_the_start() {
+        let t0 = Instant::now();
+        let clock = Clock(t0);
+        assert_eq!(clock.at(t0), lb_core::Instant::from_millis(0));
+        let later = t0 + Duration::from_micros(1_500_900);
+        assert_eq!(clock.at(later), lb_core::Instant::from_millis(1500));
+        let before = Clock(later).at(t0);
+        assert_eq!(
+            before,
+            lb_core::Instant::from_millis(0),
+            "before the start: the start"
+        );
     }
 
     #[test]

@@ -139,3 +139,32 @@ fn skipped_runs_keep_the_grid_and_a_periodic_caller_sees_the_old_behaviour() {
     // Rates at rest, nothing counted since: nothing is due.
     assert_eq!(d.poll_timeout(), None);
 }
+
+/// The estimator walks only the server blocks of the service slots ever filled: a server of
+/// the highest one is still estimated.
+#[test]
+fn the_estimator_reaches_the_highest_service_slot_filled() {
+    let mut d = director();
+    let mut last = None;
+    for (i, vip) in ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+        .iter()
+        .enumerate()
+    {
+        let key = ServiceKey::tcp(sa(vip));
+        let svc = d.add_service(&ServiceConfig::new(key)).unwrap();
+        let rs = sa(&std::format!("10.1.0.{}:80", i + 1));
+        let cfg = ServerConfig::new(rs, ForwardMethod::Masq);
+        last = Some((svc, d.add_server(&key, &cfg).unwrap()));
+    }
+    let (svc, a) = last.unwrap();
+    assert_eq!(svc, 2, "the third slot");
+    d.bind_conn(a);
+    d.count_in(a, 1000);
+    let mut want = RateEstimator::NEW;
+    for g in 1..4u64 {
+        d.handle_timeout(ms(g * 2000));
+        want.estimate(&d.servers[usize::from(a)].stats);
+        assert_eq!(d.server_rates[usize::from(a)], want, "at {} s", g * 2);
+    }
+    assert_ne!(want, RateEstimator::NEW, "the traffic was estimated");
+}

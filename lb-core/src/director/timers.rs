@@ -129,7 +129,14 @@ impl Director<'_> {
     /// service may have filled a cache entry: garbage collection is due again.
     fn estimate(&mut self) -> bool {
         let mut steady = true;
-        for svc in self.services.iter_mut().filter_map(ServiceSlot::get_mut) {
+        // Only the slots up to the highest service ever filled (and their server blocks) can
+        // hold anything: the default limits have 65,472 server slots, ~8 MB to walk.
+        let high = self.svc_high.min(self.services.len());
+        let servers = (high * self.limits.servers_per_service).min(self.servers.len());
+        for svc in self.services[..high]
+            .iter_mut()
+            .filter_map(ServiceSlot::get_mut)
+        {
             let stats = svc.stats;
             if is_cached(svc.config.scheduler) && svc.rates.new_conns(&stats) {
                 self.idle.gc = false;
@@ -137,7 +144,10 @@ impl Director<'_> {
             svc.rates.estimate(&stats);
             steady &= svc.rates.is_steady();
         }
-        for (d, e) in self.servers.iter().zip(self.server_rates.iter_mut()) {
+        for (d, e) in self.servers[..servers]
+            .iter()
+            .zip(self.server_rates.iter_mut())
+        {
             if !d.is_free() {
                 e.estimate(&d.stats);
                 steady &= e.is_steady();

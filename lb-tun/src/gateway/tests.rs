@@ -359,6 +359,68 @@ fn a_burst_maps_verdicts_to_actions_and_never_loops_a_former_vip() {
     assert_eq!(g.stats().loop_drops, 1);
 }
 
+/// The verdicts of a burst land on the right slots when some of its packets never reach the
+/// balancer (a probe reply diverted, a slot already marked to drop), and the burst's packet
+/// list keeps its allocation from one burst to the next.
+#[test]
+fn a_burst_with_diverted_packets_lines_verdicts_up_and_reuses_its_list() {
+    let mut g = gw();
+    g.apply_batch(T0, "c", CONF).unwrap();
+    g.enable_probes(T0, &["10.99.0.1".parse().unwrap()])
+        .unwrap();
+    let vip: SocketAddrV4 = "10.30.0.10:80".parse().unwrap();
+    let client = Ipv4Address::new(10, 40, 0, 2);
+    let syn_from = |port| syn(SocketAddrV4::new(Ipv4Addr::new(10, 40, 0, 2), port), vip);
+    let probe_reply = echo_request(
+        Ipv4Address::new(10, 20, 1, 2),
+        Ipv4Address::new(10, 99, 0, 1),
+    );
+    let other = echo_request(client, Ipv4Address::new(10, 20, 1, 3));
+    let io = FakeIo::with(&[
+        syn_from(40000),
+        probe_reply,
+        syn_from(40001),
+        syn_from(40002),
+        other.clone(),
+    ]);
+    let mut ring = PacketRing::new(8, 2048);
+    assert_eq!(ring.fill(&io).unwrap(), 5);
+    ring.set_action(3, Action::Drop);
+    g.process_ring(T0, &mut ring);
+    assert_eq!(
+        ring.flush(&io),
+        3,
+        "the probe reply and the slot marked to drop are not sent"
+    );
+    let out = io.outbox.borrow().clone();
+    for (p, port) in out[..2].iter().zip([40000, 40001]) {
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert_ne!(
+            ip.dst_addr(),
+            Ipv4Address::new(10, 30, 0, 10),
+            "forwarded to a server"
+        );
+        assert_eq!(u16::from_be_bytes([p[20], p[21]]), port);
+    }
+    assert_eq!(out[2], other, "passed, unchanged");
+    assert_eq!(
+        g.balancer().counters().conns_created,
+        2,
+        "the dropped slot's SYN never ran"
+    );
+    let list = (g.burst.as_ptr(), g.burst.capacity());
+    assert!(g.burst.is_empty() && list.1 >= 3, "{list:?}");
+    io.inbox.borrow_mut().push_back(syn_from(40003));
+    ring.fill(&io).unwrap();
+    g.process_ring(T0, &mut ring);
+    assert_eq!(ring.flush(&io), 1);
+    assert_eq!(
+        (g.burst.as_ptr(), g.burst.capacity()),
+        list,
+        "the same allocation"
+    );
+}
+
 #[test]
 fn metrics_use_node_exporter_names_and_pass_promtool() {
     let mut g = gw();

@@ -498,12 +498,23 @@ fn segments_udp_over_ipv4_and_ipv6() {
                 let (l4, sa_, da) = if s[0] >> 4 == 4 {
                     let ip = Ipv4Packet::new_checked(&s[..]).unwrap();
                     assert!(ip.verify_checksum());
-                    assert_eq!(ip.ident(), u16::from_be_bytes([p[4], p[5]]).wrapping_add(i as u16));
-                    (&s[20..], IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()))
+                    assert_eq!(
+                        ip.ident(),
+                        u16::from_be_bytes([p[4], p[5]]).wrapping_add(i as u16)
+                    );
+                    (
+                        &s[20..],
+                        IpAddress::from(ip.src_addr()),
+                        IpAddress::from(ip.dst_addr()),
+                    )
                 } else {
                     let ip = Ipv6Packet::new_checked(&s[..]).unwrap();
                     assert_eq!(usize::from(ip.payload_len()), s.len() - 40);
-                    (&s[40..], IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()))
+                    (
+                        &s[40..],
+                        IpAddress::from(ip.src_addr()),
+                        IpAddress::from(ip.dst_addr()),
+                    )
                 };
                 let u = UdpPacket::new_checked(l4).unwrap();
                 assert_eq!(usize::from(u.len()), l4.len());
