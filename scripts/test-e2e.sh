@@ -1516,6 +1516,9 @@ CONF
 	ccap=$(start_in_ns client "tcpdump-client-$decap-$kind" tcpdump --immediate-mode -Uni c0 \
 		-w "$tmp/client-$decap-$kind.pcap" "icmp or icmp6")
 	sleep 0.5 # tcpdump attaches
+	local cut0 pieces0
+	cut0=$(gwstat segmented)
+	pieces0=$(gwstat segments)
 	nsx client timeout 30 socat -T 10 -t 10 - "TCP4:$LBT_VIP4:9000" <"$tmp/payload" >"$tmp/echoed" ||
 		fail "$what: socat transfer over IPv4 failed"
 	cmp -s "$tmp/payload" "$tmp/echoed" || fail "$what: the echoed 1 MB differs over IPv4 ($(wc -c <"$tmp/echoed") bytes back)"
@@ -1523,6 +1526,10 @@ CONF
 		fail "$what: socat transfer over IPv6 failed"
 	cmp -s "$tmp/payload" "$tmp/echoed" || fail "$what: the echoed 1 MB differs over IPv6 ($(wc -c <"$tmp/echoed") bytes back)"
 	ok "$what: 1,000,000 bytes echoed through $LBT_VIP4:9000 and [$LBT_VIP6]:9000, identical"
+	# The client's stack sends 64 KB segments (TSO on its veth); lb-tun, with offloads, must
+	# have cut those bound for the tunnel into packets.
+	[ "$(gwstat segmented)" -gt "$cut0" ] || fail "$what: no offloaded segment was cut for the tunnel (segmented $(gwstat segmented))"
+	ok "$what: $(($(gwstat segmented) - cut0)) offloaded TCP segments cut into $(($(gwstat segments) - pieces0)) packets for the tunnel"
 	sleep 0.3
 	kill "$ccap" "$gcap" 2>/dev/null
 	wait "$ccap" "$gcap" 2>/dev/null
