@@ -8,7 +8,8 @@
 #     vs  kernel nftables DNAT
 #     → delivered packets/s, the gateway process's CPU per packet (utime+stime)
 #   bulk TCP (iperf3, STREAMS streams, BULK_DURATION s, to s1 through the VIP):
-#     lb-tun --no-offload  vs  lb-tun (offloads on)  vs  kernel nftables DNAT
+#     lb-tun --no-offload  vs  lb-tun (offloads on)  vs  kernel nftables DNAT, and the bare
+#     forwarder with offloads (tun-echo --offload, to s1's own address) as the ceiling
 #     → Gbit/s received, retransmissions, the gateway's CPU per GB
 #
 # Nothing is pinned: the gateway's queues take what CPUs the kernel gives them, next to the
@@ -40,6 +41,7 @@ if [ -z "${LBT_BIN_DIR:-}" ]; then
 fi
 TUN_ECHO="$(lbt_bin tun-echo)" || fail "tun-echo binary"
 LB_TUN="$(lbt_bin lb-tun)" || fail "lb-tun binary"
+LBADM="$(lbt_bin lbadm)" || fail "lbadm binary"
 
 trap topo_down EXIT
 trap 'exit 130' INT TERM
@@ -140,7 +142,7 @@ udp_run() {
 bulk_run() {
 	local row="$1" c0=0 c1=0
 	[ -n "$GW_PID" ] && c0=$(proc_cpu "$GW_PID")
-	nsx client iperf3 -c "$VIP" -P "$STREAMS" -t "$BULK_DURATION" -J >"$TMP/$row.json" 2>&1
+	nsx client iperf3 -c "${BULK_TARGET:-$VIP}" -P "$STREAMS" -t "$BULK_DURATION" -J >"$TMP/$row.json" 2>&1
 	[ -n "$GW_PID" ] && c1=$(proc_cpu "$GW_PID")
 	read -r R[$row.gbps] R[$row.retr] R[$row.gb] < <(python3 -c '
 import json, sys
@@ -169,6 +171,10 @@ route_mode tun
 for q in 1 2; do
 	lbtun "lb-tun-q$q" --queues "$q"
 	udp_run "lbtun$q" "$VIP"
+	# How often a packet thread found the gateway's lock held by another.
+	"$LBADM" --control "$TMP/lb-tun-q$q.sock" --stats-gateway >"$TMP/lbtun$q.stats"
+	R[lbtun$q.waits]=$(awk '$1 == "tun.lock_waits" { w = $2 } $1 == "tun.rx_packets" { p = $2 }
+		END { if (p > 0) printf "%d (%.2f per 1,000 packets)", w, w * 1000 / p; else print "n/a" }' "$TMP/lbtun$q.stats")
 	stop_gw
 done
 route_mode kernel
@@ -185,6 +191,10 @@ if [ "${SKIP_BULK:-0}" != 1 ]; then
 	stop_gw
 	lbtun lb-tun-off
 	bulk_run off
+	stop_gw
+	route_mode tun-both
+	start_gw tun-echo-off "$TUN_ECHO" --tun "$LBT_TUN" --queues 2 --offload
+	BULK_TARGET="$S1" bulk_run echo_bulk
 	stop_gw
 else
 	dnat_off
@@ -211,6 +221,7 @@ echo
 echo "lb-tun / tun-echo packets/s: 1 queue $(ratio lbtun1.pps echo1.pps), 2 queues $(ratio lbtun2.pps echo2.pps) (goal ≥ 0.9× each)"
 echo "scaling 1 → 2 queues: tun-echo $(ratio echo2.pps echo1.pps), lb-tun $(ratio lbtun2.pps lbtun1.pps)"
 echo "lb-tun (2 queues) / kernel DNAT packets/s: $(ratio lbtun2.pps dnat.pps)"
+echo "lb-tun's lock found held by another thread: 1 queue $(nr lbtun1.waits), 2 queues $(nr lbtun2.waits)"
 if [ "${SKIP_BULK:-0}" != 1 ]; then
 	echo
 	echo "Bulk TCP, iperf3 $STREAMS streams, ${BULK_DURATION} s per row:"
@@ -220,6 +231,7 @@ if [ "${SKIP_BULK:-0}" != 1 ]; then
 	echo "| kernel nftables DNAT | $(nr dnat_bulk.gbps) | $(nr dnat_bulk.retr) | — |"
 	echo "| lb-tun --no-offload | $(nr nooff.gbps) | $(nr nooff.retr) | $(nr nooff.cpu) |"
 	echo "| lb-tun (offloads on) | $(nr off.gbps) | $(nr off.retr) | $(nr off.cpu) |"
+	echo "| bare TUN echo forwarder with offloads (tun-echo --offload, to s1) | $(nr echo_bulk.gbps) | $(nr echo_bulk.retr) | $(nr echo_bulk.cpu) |"
 	echo
 	echo "lb-tun with offloads / kernel DNAT Gbit/s: $(ratio off.gbps dnat_bulk.gbps) (goal ≥ 0.8×); with / without offloads: $(ratio off.gbps nooff.gbps)"
 fi

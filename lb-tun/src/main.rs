@@ -8,8 +8,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -157,13 +158,28 @@ impl Clock {
 /// The gateway, shared by the packet threads: each takes the lock for lb-core's work on one
 /// burst (tens of nanoseconds a packet) and does its device I/O (microseconds a packet)
 /// without it.
-type SharedGateway = Arc<Mutex<Gateway>>;
+type SharedGateway = Arc<Shared>;
 
-/// Takes the gateway's lock. A packet thread that panicked while holding it left the
-/// balancer half-updated: the gateway stops rather than go on with it.
-fn lock(gw: &SharedGateway) -> MutexGuard<'_, Gateway> {
-    gw.lock()
-        .expect("a packet thread panicked while holding the gateway")
+/// The gateway and how often a thread found its lock taken.
+struct Shared {
+    gw: Mutex<Gateway>,
+    /// Times a thread had to wait for the lock (`tun.lock_waits` in `--stats-gateway`).
+    waits: AtomicU64,
+}
+
+/// Takes the gateway's lock, counting a wait when another thread holds it. A packet thread
+/// that panicked while holding it left the balancer half-updated: the gateway stops rather
+/// than go on with it.
+fn lock(shared: &SharedGateway) -> MutexGuard<'_, Gateway> {
+    let held = "a packet thread panicked while holding the gateway";
+    match shared.gw.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::WouldBlock) => {
+            shared.waits.fetch_add(1, Ordering::Relaxed);
+            shared.gw.lock().expect(held)
+        }
+        Err(TryLockError::Poisoned(_)) => panic!("{held}"),
+    }
 }
 
 /// Everything the main packet loop owns: queue 0 of the device, the control requests, the
@@ -370,7 +386,11 @@ impl Loop {
 
     /// `tun.queues` and each queue's packets, for `--stats-gateway`.
     fn queue_text(&self) -> String {
-        let mut out = format!("tun.queues {}\n", 1 + self.queues.len());
+        let mut out = format!(
+            "tun.queues {}\ntun.lock_waits {}\n",
+            1 + self.queues.len(),
+            self.gw.waits.load(Ordering::Relaxed)
+        );
         let per = std::iter::once(*self.ring.stats()).chain(self.queues.iter().map(|q| q.load()));
         for (i, s) in per.enumerate() {
             out.push_str(&format!(
@@ -761,7 +781,10 @@ fn main() -> ExitCode {
         control.path().display(),
         gw.balancer().capacity()
     );
-    let gw: SharedGateway = Arc::new(Mutex::new(gw));
+    let gw: SharedGateway = Arc::new(Shared {
+        gw: Mutex::new(gw),
+        waits: AtomicU64::new(0),
+    });
     let quit = Arc::new(AtomicBool::new(false));
     let mut published = Vec::new();
     let mut threads = Vec::new();
