@@ -35,6 +35,15 @@ pub mod offload {
     use lb_testkit::pkt;
     use lb_tun::offload::{complete_checksum, prepare_for_balancer, segment, VnetHdr};
 
+    /// The TCP (data offset) or UDP (8 bytes) header's length: `segment` cuts both (TSO, USO).
+    fn l4_header_len(proto: u8, l4: &[u8]) -> usize {
+        if proto == pkt::UDP {
+            8
+        } else {
+            usize::from(l4[12] >> 4) * 4
+        }
+    }
+
     pub fn run(data: &[u8]) {
         let Some((h, pkt)) = data.split_first_chunk::<10>() else {
             return;
@@ -57,16 +66,18 @@ pub mod offload {
         let r = segment(pkt, &hdr, &mut out[..out_len], |s| {
             assert!(s.len() <= out_len);
             assert!(pkt::checksums_ok(s), "a segment's checksums: {s:02x?}");
-            let (_, l4, _, _) = pkt::split(s).expect("a segment is an IP packet");
-            let doff = usize::from(l4[12] >> 4) * 4;
-            joined.extend_from_slice(&l4[doff..]);
+            let (proto, l4, _, _) = pkt::split(s).expect("a segment is an IP packet");
+            joined.extend_from_slice(&l4[l4_header_len(proto, l4)..]);
             count += 1;
         });
         if let Ok(n) = r {
             assert_eq!(n, count);
-            let (_, l4, _, _) = pkt::split(pkt).expect("segmented an IP packet");
-            let doff = usize::from(l4[12] >> 4) * 4;
-            assert_eq!(joined, &l4[doff..], "the payloads concatenate to the packet's");
+            let (proto, l4, _, _) = pkt::split(pkt).expect("segmented an IP packet");
+            assert_eq!(
+                joined,
+                &l4[l4_header_len(proto, l4)..],
+                "the payloads concatenate to the packet's"
+            );
         }
         let _ = complete_checksum(&mut pkt.to_vec(), &hdr);
         let mut p = pkt.to_vec();

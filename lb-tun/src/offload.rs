@@ -404,7 +404,7 @@ pub fn segment(
         usize::from(*pkt.get(ip.l4 + 12).ok_or(OffloadError::Malformed)? >> 4) * 4
     };
     let hl = ip.l4 + doff;
-    if doff < 8 || hl > ip.end {
+    if doff < if udp { 8 } else { 20 } || hl > ip.end {
         return Err(OffloadError::Malformed);
     }
     let payload = &pkt[hl..ip.end];

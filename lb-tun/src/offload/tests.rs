@@ -530,3 +530,30 @@ fn segments_udp_over_ipv4_and_ipv6() {
         }
     }
 }
+
+/// A TCP packet whose data offset is under 20 bytes is malformed, whatever the UDP header's
+/// smaller minimum (found by the `offload` fuzz target once USO was added).
+#[test]
+fn a_tcp_data_offset_under_20_is_malformed() {
+    let data = payload(3000);
+    for src_dst in [
+        ("192.0.2.1:1", "10.0.0.1:80"),
+        ("[2001:db8::1]:1", "[2001:db8::2]:80"),
+    ] {
+        let mut p = pkt::segment(sa(src_dst.0), sa(src_dst.1), pkt::ACK, 1, 1, &data);
+        let l4 = if p[0] >> 4 == 4 { 20 } else { 40 };
+        let kind = if p[0] >> 4 == 4 {
+            VnetHdr::GSO_TCPV4
+        } else {
+            VnetHdr::GSO_TCPV6
+        };
+        for doff in 0..5u8 {
+            p[l4 + 12] = doff << 4;
+            assert_eq!(
+                segments(&p, &gso(kind, 1000)),
+                Err(OffloadError::Malformed),
+                "data offset {doff}"
+            );
+        }
+    }
+}
