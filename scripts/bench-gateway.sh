@@ -87,43 +87,13 @@ HZ="$(getconf CLK_TCK)"
 # tun_rx — packets the gateway process wrote into lb0 (the device's RX counter).
 tun_rx() { nsx gw cat "/sys/class/net/$LBT_TUN/statistics/rx_packets"; }
 
-# Routing modes: "tun" — the VIP and the servers' replies go through lb0 (topo_up's rules);
-# "tun-both" — client→server traffic too (for tun-echo); "kernel" — no policy rules.
-route_mode() {
-	nsx gw ip rule del pref 100 2>/dev/null
-	nsx gw ip rule del pref 101 2>/dev/null
-	case "$1" in
-	tun) nsx gw ip rule add iif br0 from 10.20.1.0/24 lookup 100 pref 100 ;;
-	tun-both)
-		nsx gw ip rule add iif br0 from 10.20.1.0/24 lookup 100 pref 100
-		nsx gw ip rule add iif gc to 10.20.1.0/24 lookup 100 pref 101
-		;;
-	kernel) ;;
-	esac
-	nsx gw ip route flush cache 2>/dev/null
-}
-
+# route_mode and stop_gw: scripts/netns-lib.sh.
 start_gw() { # NAME CMD... — start a gateway process pinned to GW_CPU; sets GW_PID
 	local name="$1"
 	shift
 	GW_PID=$(start_in_ns gw "$name" taskset -c "$GW_CPU" "$@")
 	sleep 0.5
 	kill -0 "$GW_PID" 2>/dev/null || fail "$name did not start: $(cat "$TMP/$name.log")"
-}
-# stop_gw — stops the gateway and waits until it is gone: it was started in a command
-# substitution, so it is not this shell's child and `wait` alone returns at once; a gateway
-# still exiting would be counted by the next row's ns_cpu and then vanish from it (a negative
-# CPU figure).
-stop_gw() {
-	kill "$GW_PID" 2>/dev/null
-	wait "$GW_PID" 2>/dev/null
-	local i
-	for i in $(seq 100); do
-		[ -e "/proc/$GW_PID" ] || break
-		sleep 0.05
-	done
-	[ -e "/proc/$GW_PID" ] && kill -9 "$GW_PID" 2>/dev/null
-	GW_PID=""
 }
 
 lbtun_config() { # FILE — the services lb-tun balances (ipvsadm -S format)

@@ -57,22 +57,7 @@ proc_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # s1_rx — packets s1 received (its end of the wire).
 s1_rx() { nsx s1 cat /sys/class/net/eth0/statistics/rx_packets; }
 
-# Routing: "tun" — the VIP and the servers' replies go through lb0 (topo_up's rules);
-# "tun-both" — client→server traffic too (tun-echo forwards it unchanged); "kernel" — none.
-route_mode() {
-	nsx gw ip rule del pref 100 2>/dev/null
-	nsx gw ip rule del pref 101 2>/dev/null
-	case "$1" in
-	tun) nsx gw ip rule add iif br0 from 10.20.1.0/24 lookup 100 pref 100 ;;
-	tun-both)
-		nsx gw ip rule add iif br0 from 10.20.1.0/24 lookup 100 pref 100
-		nsx gw ip rule add iif gc to 10.20.1.0/24 lookup 100 pref 101
-		;;
-	kernel) ;;
-	esac
-	nsx gw ip route flush cache 2>/dev/null
-}
-
+# route_mode and stop_gw: scripts/netns-lib.sh.
 GW_PID=""
 start_gw() { # NAME CMD... — start a gateway process; sets GW_PID
 	local name="$1"
@@ -80,17 +65,6 @@ start_gw() { # NAME CMD... — start a gateway process; sets GW_PID
 	GW_PID=$(start_in_ns gw "$name" "$@")
 	sleep 0.5
 	kill -0 "$GW_PID" 2>/dev/null || fail "$name did not start: $(cat "$TMP/$name.log")"
-}
-stop_gw() { # waits until the gateway is gone, so the next row counts none of its CPU
-	[ -n "$GW_PID" ] || return 0
-	kill "$GW_PID" 2>/dev/null
-	local i
-	for i in $(seq 100); do
-		[ -e "/proc/$GW_PID" ] || break
-		sleep 0.05
-	done
-	[ -e "/proc/$GW_PID" ] && kill -9 "$GW_PID" 2>/dev/null
-	GW_PID=""
 }
 
 cat >"$TMP/lb.conf" <<EOF

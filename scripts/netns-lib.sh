@@ -337,3 +337,39 @@ decap_lbdecap() {
 	done
 	return 1
 }
+
+# --- benchmarks (scripts/bench-gateway.sh, scripts/bench-queues.sh) ----------------------------
+
+# route_mode MODE — how gw routes through lb0: "tun" — the VIP and the servers' replies
+# (topo_up's rules); "tun-both" — client→server traffic too (tun-echo forwards it unchanged);
+# "kernel" — none (kernel DNAT, or straight to a server).
+route_mode() {
+	nsx gw ip rule del pref 100 2>/dev/null
+	nsx gw ip rule del pref 101 2>/dev/null
+	case "$1" in
+	tun) nsx gw ip rule add iif br0 from 10.20.1.0/24 lookup 100 pref 100 ;;
+	tun-both)
+		nsx gw ip rule add iif br0 from 10.20.1.0/24 lookup 100 pref 100
+		nsx gw ip rule add iif gc to 10.20.1.0/24 lookup 100 pref 101
+		;;
+	kernel) ;;
+	esac
+	nsx gw ip route flush cache 2>/dev/null
+}
+
+# stop_gw — stops the gateway GW_PID and waits until it is gone: it was started in a command
+# substitution, so it is not this shell's child and `wait` alone returns at once; a gateway
+# still exiting would be counted by the next row's CPU sums and then vanish from them (a
+# negative CPU figure).
+stop_gw() {
+	[ -n "${GW_PID:-}" ] || return 0
+	kill "$GW_PID" 2>/dev/null
+	wait "$GW_PID" 2>/dev/null
+	local i
+	for i in $(seq 100); do
+		[ -e "/proc/$GW_PID" ] || break
+		sleep 0.05
+	done
+	[ -e "/proc/$GW_PID" ] && kill -9 "$GW_PID" 2>/dev/null
+	GW_PID=""
+}

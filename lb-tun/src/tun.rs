@@ -62,15 +62,18 @@ pub trait PacketIo {
 pub(crate) fn open_polled(name: &str, mode: Mode) -> io::Result<(Iface, Poll)> {
     let iface = Iface::without_packet_info(name, mode)?;
     iface.set_non_blocking()?;
-    let poll = Poll::new()?;
-    // `tun_tap::Iface` only exposes its raw descriptor; mio registers one without `unsafe`
-    // (it does not take ownership: the device outlives `poll`, both dropped together).
-    poll.registry().register(
-        &mut SourceFd(&iface.as_raw_fd()),
-        Token(0),
-        Interest::READABLE,
-    )?;
+    let poll = poll_readable(iface.as_raw_fd())?;
     Ok((iface, poll))
+}
+
+/// An epoll instance watching descriptor `fd` for reads. mio registers a raw descriptor
+/// without `unsafe` and without taking ownership: the device it belongs to must outlive the
+/// instance (both are dropped together).
+fn poll_readable(fd: std::os::unix::io::RawFd) -> io::Result<Poll> {
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
+    Ok(poll)
 }
 
 /// `IFF_MULTI_QUEUE` of `<linux/if_tun.h>`.
@@ -165,14 +168,7 @@ impl TunDevice {
 
     fn polled(dev: tun_rs::SyncDevice, name: String, vnet: bool) -> io::Result<Self> {
         dev.set_nonblocking(true)?;
-        let poll = Poll::new()?;
-        // mio registers the raw descriptor without taking ownership: the device outlives
-        // `poll`, both dropped together.
-        poll.registry().register(
-            &mut SourceFd(&dev.as_raw_fd()),
-            Token(0),
-            Interest::READABLE,
-        )?;
+        let poll = poll_readable(dev.as_raw_fd())?;
         Ok(TunDevice {
             dev,
             vnet,
