@@ -54,6 +54,12 @@ fi
 # Packets really cross the TUN: without tun-echo nothing gets through.
 kill "$echo_pid"
 wait "$echo_pid" 2>/dev/null
+# Not this shell's child, so `wait` returns at once: wait for its exit line (each queue's thread
+# notices the signal within its 100 ms poll).
+for _ in $(seq 100); do
+	[ -e "/proc/$echo_pid" ] || break
+	sleep 0.05
+done
 grep -q "rx [1-9]" "$tmp/tun-echo.log" || fail "tun-echo saw no packets: $(cat "$tmp/tun-echo.log")"
 nsx client "$(lbt_bin lb-demo-load)" -n 2 -c 2 --timeout 1 "http://$(server_addr4 1)/" >"$tmp/dead.csv"
 [ "$(wc -l <"$tmp/dead.csv")" -eq 3 ] || fail "the load generator did not record 2 requests"

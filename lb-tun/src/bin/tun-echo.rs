@@ -51,9 +51,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     eprintln!(
-        "tun-echo: echoing on {} ({} queues)",
+        "tun-echo: echoing on {} ({} queue{})",
         queues[0].name(),
-        queues.len()
+        queues.len(),
+        if queues.len() == 1 { "" } else { "s" }
     );
     let threads: Vec<_> = queues
         .into_iter()
