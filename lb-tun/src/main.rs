@@ -373,6 +373,13 @@ impl Loop {
             text.push_str(&lb_tun::prom::format_health(gw.balancer(), p));
         }
         drop(gw);
+        let queues: Vec<RingStats> = std::iter::once(*self.ring.stats())
+            .chain(self.queues.iter().map(|q| q.load()))
+            .collect();
+        text.push_str(&lb_tun::prom::format_queues(
+            &queues,
+            self.gw.waits.load(Ordering::Relaxed),
+        ));
         self.snapshot.publish(text);
         self.last_publish = Instant::now();
     }

@@ -344,6 +344,38 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
     out
 }
 
+/// The TUN device's queues (`--queues`): each one's packets read and written, labelled
+/// `queue="K"`, and `lbtun_lock_waits_total`, how often a queue's thread found the shared
+/// gateway's lock held by another.
+pub fn format_queues(queues: &[RingStats], lock_waits: u64) -> String {
+    let mut out = String::new();
+    for (name, help, pick) in [
+        (
+            "lbtun_queue_rx_packets_total",
+            "Packets read from each queue of the TUN device.",
+            (|s: &RingStats| s.rx_packets) as fn(&RingStats) -> u64,
+        ),
+        (
+            "lbtun_queue_tx_packets_total",
+            "Packets written to each queue of the TUN device.",
+            |s: &RingStats| s.tx_packets,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for (i, q) in queues.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{queue=\"{i}\"}} {}", pick(q));
+        }
+    }
+    single(
+        &mut out,
+        "lbtun_lock_waits_total",
+        "counter",
+        "Times a queue's packet thread found the shared gateway's lock held by another.",
+        lock_waits,
+    );
+    out
+}
+
 /// The service's values of node_exporter's `local_address`, `local_port`, `proto` and
 /// `local_mark` labels.
 fn service_label_values(key: &ServiceKey) -> (String, u16, &'static str, String) {
