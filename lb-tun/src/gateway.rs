@@ -61,8 +61,6 @@ pub struct Gateway {
     seg_ranges: Vec<std::ops::Range<usize>>,
     /// One segment as [`crate::offload::segment`] builds it.
     seg_scratch: Vec<u8>,
-    /// Each packet's `csum_partial` after the balancer, for the burst being mapped.
-    partial_out: Vec<bool>,
 }
 
 /// A batch of commands refused: the message names the source, the line and what is wrong.
@@ -211,7 +209,6 @@ impl Gateway {
             seg_arena: Vec::new(),
             seg_ranges: Vec::new(),
             seg_scratch: Vec::new(),
-            partial_out: Vec::new(),
         }
     }
 
@@ -425,13 +422,8 @@ impl Gateway {
         }
         self.lb
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
-        self.partial_out.clear();
-        self.partial_out.extend(pkts.iter().map(|p| p.csum_partial));
-        self.burst = recycle(pkts);
-        for (((len, action, next_hop, vnet), v), partial) in metas
-            .drain(..)
-            .zip(&self.verdicts[..n])
-            .zip(&self.partial_out)
+        for (((len, action, next_hop, vnet), v), pkt) in
+            metas.drain(..).zip(&self.verdicts[..n]).zip(&pkts)
         {
             *action = match *v {
                 Verdict::ToServer(t) | Verdict::ToClient(t) | Verdict::Reply(t) => {
@@ -453,10 +445,11 @@ impl Gateway {
             };
             // The device's header goes back with a packet still partial (NAT kept its
             // checksum partial, and the segment, where they were); anything else leaves whole.
-            if !*partial {
+            if !pkt.csum_partial {
                 *vnet = [0; VNET_HDR_LEN];
             }
         }
+        self.burst = recycle(pkts);
         self.metas = recycle(metas);
     }
 
@@ -496,12 +489,8 @@ impl Gateway {
         pkt: &[u8],
         hdr: &crate::offload::VnetHdr,
     ) -> Result<usize, crate::offload::OffloadError> {
-        let need = usize::from(hdr.gso_size) + 256;
-        if self.seg_scratch.len() < need {
-            self.seg_scratch.resize(need, 0);
-        }
         let (arena, ranges) = (&mut self.seg_arena, &mut self.seg_ranges);
-        let n = crate::offload::segment(pkt, hdr, &mut self.seg_scratch, |seg| {
+        let n = segment_in(&mut self.seg_scratch, pkt, hdr, |seg| {
             ranges.push(arena.len()..arena.len() + seg.len());
             arena.extend_from_slice(seg);
         })?;
@@ -925,6 +914,21 @@ impl Gateway {
     }
 }
 
+/// [`crate::offload::segment`] with `scratch` as its segment buffer, grown to hold a segment
+/// (`gso_size` bytes of payload and headers of up to 256 bytes: IP and TCP with options).
+fn segment_in(
+    scratch: &mut Vec<u8>,
+    pkt: &[u8],
+    hdr: &crate::offload::VnetHdr,
+    emit: impl FnMut(&[u8]),
+) -> Result<usize, crate::offload::OffloadError> {
+    let need = usize::from(hdr.gso_size) + 256;
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    crate::offload::segment(pkt, hdr, scratch, emit)
+}
+
 /// Hands the probes' smoltcp interface, which verifies checksums, a packet read with
 /// virtio-net header `vnet`: its checksum finished, or cut into whole segments.
 fn divert_offloaded(
@@ -933,14 +937,10 @@ fn divert_offloaded(
     vnet: &[u8; VNET_HDR_LEN],
     scratch: &mut Vec<u8>,
 ) -> Result<(), crate::offload::OffloadError> {
-    use crate::offload::{complete_checksum, segment, VnetHdr};
+    use crate::offload::{complete_checksum, VnetHdr};
     let hdr = VnetHdr::parse(vnet)?;
     if hdr.is_gso() {
-        let need = usize::from(hdr.gso_size) + 256;
-        if scratch.len() < need {
-            scratch.resize(need, 0);
-        }
-        segment(pkt, &hdr, scratch, |s| probes.divert(s))?;
+        segment_in(scratch, pkt, &hdr, |s| probes.divert(s))?;
     } else {
         complete_checksum(pkt, &hdr)?;
         probes.divert(pkt);

@@ -367,16 +367,15 @@ pub struct PacketRing {
     filled: usize,
     stats: RingStats,
     /// Packets made while the burst was processed (software segments of an offloaded one),
-    /// each in `extra[i * EXTRA_SIZE..]`, written after the burst's own.
+    /// one after another in `extra`, each with [`EXTRA_ROOM`] bytes behind it; `extra_meta`
+    /// holds each one's buffer length. Written after the burst's own.
     extra: Vec<u8>,
-    extra_meta: Vec<SlotMeta>,
-    /// The extras' stride (0 until the first).
-    extra_stride: usize,
+    extra_meta: Vec<(usize, SlotMeta)>,
 }
 
-/// Bytes per extra packet at least: a 1,500-byte segment and room for the balancer to grow
-/// it, as [`DEFAULT_BUF_SIZE`]; a longer one (a device MTU above 1,500) widens the stride.
-const EXTRA_MIN: usize = DEFAULT_BUF_SIZE;
+/// Bytes behind an extra packet for the balancer to grow it (tunnel headers), as a
+/// [`DEFAULT_BUF_SIZE`] buffer has behind a 1,500-byte packet.
+const EXTRA_ROOM: usize = DEFAULT_BUF_SIZE - 1500;
 
 impl PacketRing {
     /// Allocates a ring of `slots` buffers of `buf_size` bytes. Both are raised to at least 1.
@@ -400,7 +399,6 @@ impl PacketRing {
             stats: RingStats::default(),
             extra: Vec::new(),
             extra_meta: Vec::new(),
-            extra_stride: 0,
         }
     }
 
@@ -408,47 +406,33 @@ impl PacketRing {
     /// after the burst's own packets by [`flush`](Self::flush); [`extras_mut`](Self::extras_mut)
     /// hands it to the balancer first. Its buffer has room for the balancer to grow it.
     pub fn push_extra(&mut self, pkt: &[u8]) {
-        let size = self.extra_size().max(pkt.len() + (EXTRA_MIN - 1500));
-        if size > self.extra_size() && !self.extra_meta.is_empty() {
-            // A larger packet than the ones before: re-lay the arena at the new stride.
-            let old = self.extra_size();
-            let mut arena = vec![0; size * self.extra_meta.len()];
-            for (i, m) in self.extra_meta.iter().enumerate() {
-                arena[i * size..i * size + m.len]
-                    .copy_from_slice(&self.extra[i * old..i * old + m.len]);
-            }
-            self.extra = arena;
-        }
-        self.extra_stride = size;
-        let i = self.extra_meta.len();
-        self.extra.resize((i + 1) * size, 0);
-        self.extra[i * size..i * size + pkt.len()].copy_from_slice(pkt);
-        self.extra_meta.push(SlotMeta {
+        let at = self.extra.len();
+        self.extra.resize(at + pkt.len() + EXTRA_ROOM, 0);
+        self.extra[at..at + pkt.len()].copy_from_slice(pkt);
+        let meta = SlotMeta {
             len: pkt.len(),
             action: Action::Send,
             next_hop: None,
             vnet: [0; VNET_HDR_LEN],
-        });
-    }
-
-    fn extra_size(&self) -> usize {
-        self.extra_stride.max(EXTRA_MIN)
+        };
+        self.extra_meta.push((pkt.len() + EXTRA_ROOM, meta));
     }
 
     /// The packets added by [`push_extra`](Self::push_extra), as [`slots_mut`](Self::slots_mut)
     /// hands the burst's own.
     pub fn extras_mut(&mut self) -> impl Iterator<Item = Slot<'_>> + '_ {
-        let size = self.extra_size();
-        self.extra
-            .chunks_mut(size)
-            .zip(self.extra_meta.iter_mut())
-            .map(|(buf, m)| Slot {
+        let mut rest = &mut self.extra[..];
+        self.extra_meta.iter_mut().map(move |(size, m)| {
+            let (buf, tail) = std::mem::take(&mut rest).split_at_mut(*size);
+            rest = tail;
+            Slot {
                 buf,
                 len: &mut m.len,
                 action: &mut m.action,
                 next_hop: &mut m.next_hop,
                 vnet: &mut m.vnet,
-            })
+            }
+        })
     }
 
     /// The most packets one burst holds.
@@ -558,16 +542,18 @@ impl PacketRing {
             }
         }
         self.filled = 0;
-        let size = self.extra_size();
-        for (i, m) in self.extra_meta.iter().enumerate() {
+        let mut at = 0;
+        for (size, m) in &self.extra_meta {
             if m.action == Action::Send {
-                let pkt = &self.extra[i * size..i * size + m.len.min(size)];
+                let pkt = &self.extra[at..at + m.len.min(*size)];
                 if Self::send_one(dev, pkt, m.next_hop, &m.vnet, &mut self.stats) {
                     sent += 1;
                 }
             }
+            at += size;
         }
         self.extra_meta.clear();
+        self.extra.clear();
         sent
     }
 
@@ -660,6 +646,34 @@ mod tests {
         let mut want = vec![1u8; 8];
         want.extend_from_slice(&[9; 4]);
         assert_eq!(*io.outbox.borrow(), vec![want]);
+    }
+
+    /// Extras (software segments) of different lengths, each with room to grow, are handed
+    /// out and written after the burst's own packets, in order, as rewritten; then gone.
+    #[test]
+    fn extras_follow_the_burst_in_order_and_may_grow() {
+        let io = FakeIo::with(&[vec![1; 8]]);
+        let mut ring = PacketRing::new(4, 64);
+        ring.fill(&io).unwrap();
+        ring.push_extra(&[2; 100]);
+        ring.push_extra(&[3; 3000]);
+        ring.push_extra(&[4; 10]);
+        for (i, s) in ring.extras_mut().enumerate() {
+            assert!(s.buf.len() >= *s.len + 52, "room to grow");
+            match i {
+                0 => *s.action = Action::Drop,
+                1 => {
+                    s.buf[3000..3052].fill(5);
+                    *s.len = 3052;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(ring.flush(&io), 3);
+        let mut grown = vec![3u8; 3000];
+        grown.extend_from_slice(&[5; 52]);
+        assert_eq!(*io.outbox.borrow(), vec![vec![1; 8], grown, vec![4; 10]]);
+        assert_eq!(ring.extras_mut().count(), 0, "flushed with the burst");
     }
 
     #[test]
