@@ -4,8 +4,9 @@
 //! calls [`next_state`] with the packet's flags, the [`Direction`] it travelled in and whether
 //! `secure_tcp` is active, then re-arms the entry's idle timer with
 //! [`TcpTimeouts::timeout`] of the new state (§2.7: every packet re-arms, even when the state
-//! does not change). A new entry starts in [`TcpState::None`] with [`INITIAL_TIMEOUT`] and the
-//! creating packet is then run through the machine in the `Input` direction.
+//! does not change). A new entry starts in [`TcpState::None`] and the creating packet is run
+//! through the machine in the `Input` direction before the entry goes into the table (IPVS
+//! inserts it with [`INITIAL_TIMEOUT`] first; within one call the two are the same).
 //!
 //! UDP has a single state with one timeout ([`TcpTimeouts::udp`], §2.8) and no transitions.
 

@@ -4,8 +4,9 @@
 
 use crate::addr::Protocol;
 use crate::conn::{ConnFlags, Entry, Handle};
-use crate::tcp::{self, Direction, TcpState};
-use crate::time::Instant;
+use crate::server::ServerId;
+use crate::tcp::{self, Direction, TcpState, TcpTimeouts};
+use crate::time::{Duration, Instant};
 
 use super::embryonic::{half_open_state, is_half_open, COUNTED};
 use super::inbound::NewConnError;
@@ -77,65 +78,31 @@ impl Balancer<'_> {
     /// its idle timer and, for a forward packet (`Direction::Input`), counts it in the entry's `in_pkts`
     /// (docs/ipvs-semantics.md §2.3–2.8). One pass over the entry.
     pub(super) fn transition(&mut self, now: Instant, h: Handle, dir: Direction, tcp_flags: u8) {
-        let dos = self.dos;
+        let (dos, counting) = (self.dos, self.embryonic_limit.is_some());
         let timeouts = &self.settings.timeouts;
-        let counting = self.embryonic_limit.is_some();
         let r = self.conns.update(h, |e| {
-            let old_state = e.state;
-            let mut assure = false;
-            let mut active_change = None;
-            let mut half_open_change = None;
-            let timeout = match e.proto() {
-                Protocol::Udp => {
-                    assure = dir == Direction::Output;
-                    timeouts.udp()
-                }
-                Protocol::Tcp => {
-                    if dir == Direction::Output {
-                        e.flags.set(ConnFlags::NOOUTPUT, false);
-                    }
-                    let table_dir = table_direction(dir, e.flags);
-                    let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
-                    let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
-                    if new != cur {
-                        let was = e.flags.contains(ConnFlags::ACTIVE);
-                        let now_active = new.is_active();
-                        if was != now_active {
-                            e.flags.set(ConnFlags::ACTIVE, now_active);
-                            active_change = Some(now_active);
-                        }
-                        e.state = new as u8;
-                        assure = new == TcpState::Established;
-                        let counted = e.flags.contains(COUNTED);
-                        let half_open = half_open_state(e.state) && !e.is_template();
-                        if counted != (counting && half_open) {
-                            e.flags.set(COUNTED, !counted);
-                            half_open_change = Some(!counted);
-                        }
-                    }
-                    timeouts.timeout(new)
-                }
-            };
-            e.set_timeout(timeout);
-            if dir != Direction::Output {
-                e.count_in_pkt();
-            }
-            let control = if assure { e.control() } else { None };
-            (
-                now + timeout,
-                (
-                    e.server,
-                    active_change,
-                    control,
-                    half_open_change,
-                    old_state,
-                ),
-            )
+            let (timeout, changes) = step(e, dir, tcp_flags, dos, timeouts, counting);
+            (now + timeout, changes)
         });
-        let Some((server, active_change, control, half_open_change, old_state)) = r else {
-            return;
-        };
-        if let Some(counted) = half_open_change {
+        if let Some(changes) = r {
+            self.stepped(now, h, dir, changes);
+        }
+    }
+
+    /// Applies the state machine to `e`, a new entry not yet inserted, for its first packet
+    /// (from the client): what [`transition`](Self::transition) would do to it once
+    /// inserted, so it goes into the table with the timeout it keeps and is filed once.
+    /// [`stepped`](Self::stepped) then takes the returned changes once it is in the table.
+    pub(super) fn first_step(&self, e: &mut Entry, tcp_flags: u8) -> Step {
+        let counting = self.embryonic_limit.is_some();
+        let timeouts = &self.settings.timeouts;
+        step(e, Direction::Input, tcp_flags, self.dos, timeouts, counting).1
+    }
+
+    /// What follows a [`step`] of entry `h` outside the entry: the per-prefix half-open
+    /// count, a sync message, the server's active/inactive counts, the template assured.
+    pub(super) fn stepped(&mut self, now: Instant, h: Handle, dir: Direction, changes: Step) {
+        if let Some(counted) = changes.half_open_change {
             if let Some(e) = self.conns.get(h) {
                 let s = self.embryonic.slots_of(e);
                 if counted {
@@ -146,12 +113,12 @@ impl Balancer<'_> {
             }
         }
         if dir != Direction::Output && self.sync.master_on() {
-            self.sync_after_input(now, h, old_state);
+            self.sync_after_input(now, h, changes.old_state);
         }
-        if let Some(a) = active_change {
-            self.director.set_active(server, a);
+        if let Some(a) = changes.active_change {
+            self.director.set_active(changes.server, a);
         }
-        if let Some(t) = control {
+        if let Some(t) = changes.control {
             if let Some(tpl) = self.conns.get_mut(t) {
                 tpl.flags.set(ConnFlags::ASSURED, true);
             }
@@ -215,6 +182,82 @@ fn evictable(e: &Entry) -> bool {
     half_open_state(e.state)
         || e.state == TcpState::TimeWait as u8
         || e.state == TcpState::Close as u8
+}
+
+/// What a [`step`] changed that lies outside the entry (for [`Balancer::stepped`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Step {
+    server: ServerId,
+    /// The entry became active (`Some(true)`) or inactive.
+    active_change: Option<bool>,
+    /// The template to assure (the connection reached ESTABLISHED, or a UDP reply came).
+    control: Option<Handle>,
+    /// The entry is now counted as half-open for its prefix (`Some(true)`) or no longer.
+    half_open_change: Option<bool>,
+    /// The state before the step.
+    old_state: u8,
+}
+
+/// The protocol state machine on entry `e` for a packet in direction `dir` (docs/ipvs-semantics.md
+/// §2.3–2.8): its new state, flags and timeout (returned, and set), `in_pkts` counted for a
+/// forward packet. `counting`: the per-prefix half-open limit is on.
+#[inline(always)]
+fn step(
+    e: &mut Entry,
+    dir: Direction,
+    tcp_flags: u8,
+    dos: bool,
+    timeouts: &TcpTimeouts,
+    counting: bool,
+) -> (Duration, Step) {
+    let old_state = e.state;
+    let mut assure = false;
+    let mut active_change = None;
+    let mut half_open_change = None;
+    let timeout = match e.proto() {
+        Protocol::Udp => {
+            assure = dir == Direction::Output;
+            timeouts.udp()
+        }
+        Protocol::Tcp => {
+            if dir == Direction::Output {
+                e.flags.set(ConnFlags::NOOUTPUT, false);
+            }
+            let table_dir = table_direction(dir, e.flags);
+            let cur = TcpState::from_u8(e.state).unwrap_or(TcpState::None);
+            let new = tcp::next_state(dos, table_dir, tcp_flags, cur);
+            if new != cur {
+                let was = e.flags.contains(ConnFlags::ACTIVE);
+                let now_active = new.is_active();
+                if was != now_active {
+                    e.flags.set(ConnFlags::ACTIVE, now_active);
+                    active_change = Some(now_active);
+                }
+                e.state = new as u8;
+                assure = new == TcpState::Established;
+                let counted = e.flags.contains(COUNTED);
+                let half_open = half_open_state(e.state) && !e.is_template();
+                if counted != (counting && half_open) {
+                    e.flags.set(COUNTED, !counted);
+                    half_open_change = Some(!counted);
+                }
+            }
+            timeouts.timeout(new)
+        }
+    };
+    e.set_timeout(timeout);
+    if dir != Direction::Output {
+        e.count_in_pkt();
+    }
+    let control = if assure { e.control() } else { None };
+    let changes = Step {
+        server: e.server,
+        active_change,
+        control,
+        half_open_change,
+        old_state,
+    };
+    (timeout, changes)
 }
 
 /// The transition sub-table for a packet travelling in `dir` (`Input` from the client, `Output`

@@ -30,6 +30,7 @@ use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::datapath::Hint;
 use super::entries::table_direction;
+use super::inbound::NewConn;
 use super::matching::{server_endpoint, FlowKey};
 use super::method;
 use super::Balancer;
@@ -104,6 +105,15 @@ impl<'a> Balancer<'a> {
                 return v;
             }
         }
+        if let (None, Some(svc)) = (found, svc) {
+            if f.proto == Protocol::Tcp
+                && f.tcp_flags & (tcp::flags::SYN | tcp::flags::RST) == tcp::flags::SYN
+            {
+                if let Some(v) = self.fast_new(now, buf, len, f, svc, hash) {
+                    return v;
+                }
+            }
+        }
         let hint = match svc {
             Some(svc) => Hint::Forward(svc, hash, found),
             None => Hint::Reply(found),
@@ -162,6 +172,60 @@ impl<'a> Balancer<'a> {
             start: 0,
             dst: dest.ip(),
             len: f.total_len as usize,
+        }))
+    }
+
+    /// Client → service, a SYN without RST that no entry holds: `inbound`'s steps 3 and 4
+    /// for it — a new connection scheduled (`new_conn`, shared), its first step, the
+    /// rewrite — from the [`Flow`], without the general path's look-ups and dispatch. `None`
+    /// (nothing changed) for a persistent service: templates take the general path.
+    #[inline(always)]
+    fn fast_new(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        f: &Flow,
+        svc: ServiceId,
+        hash: u64,
+    ) -> Option<Verdict> {
+        if self.director.service(svc)?.config.persistence.is_some() {
+            return None;
+        }
+        let p = f.to_parsed();
+        let (h, first) = match self.new_conn(now, &p, Protocol::Tcp, svc, hash) {
+            Ok(NewConn::Entry(h, first)) => (h, first),
+            // One-packet scheduling is UDP's: not here.
+            Ok(NewConn::OnePacket(server)) => {
+                return Some(self.forward_ops(now, buf, len, &p, server))
+            }
+            Err(err) => return Some(self.not_created(now, buf, len, &p, Protocol::Tcp, err)),
+        };
+        let Some(e) = self.conns.get(h) else {
+            return Some(self.drop(DropReason::NoConnection, true));
+        };
+        let (server, svc, flags) = (e.server, e.service, e.flags);
+        let Some(dest) = self.endpoint_of(e) else {
+            return Some(self.drop(DropReason::NoDest, true));
+        };
+        self.stepped(now, h, Direction::Input, first);
+        let outer = if method::is_nat(flags) {
+            let to = addr_bytes(dest.ip());
+            if nat::rewrite_flow(&mut buf[..len], f, &to, dest.port(), false).is_err() {
+                return Some(self.drop(DropReason::Malformed, true));
+            }
+            0
+        } else {
+            match self.send_to_server(now, buf, len, &p, dest, flags, server, true) {
+                Ok(outer) => outer,
+                Err(v) => return Some(v),
+            }
+        };
+        self.director.count_conn(server, svc, len, false);
+        Some(Verdict::ToServer(Transmit {
+            start: 0,
+            dst: dest.ip(),
+            len: f.total_len as usize + outer,
         }))
     }
 

@@ -14,6 +14,7 @@ use crate::time::Instant;
 use crate::verdict::{DropReason, Transmit, Verdict};
 
 use super::embryonic::COUNTED;
+use super::entries::Step;
 use super::matching::server_endpoint;
 use super::method;
 use super::Balancer;
@@ -94,8 +95,8 @@ impl Balancer<'_> {
             }
         }
 
-        let h = match found {
-            Some(h) => h,
+        let (h, first) = match found {
+            Some(h) => (h, None),
             None => {
                 // Step 3: schedule a new connection.
                 // A RST never creates an entry, not even with SYN set (docs/ipvs-semantics.md §4.10;
@@ -115,26 +116,12 @@ impl Balancer<'_> {
                     };
                 }
                 match self.new_conn(now, p, proto, svc, hash) {
-                    Ok(NewConn::Entry(h)) => h,
+                    Ok(NewConn::Entry(h, first)) => (h, Some(first)),
                     Ok(NewConn::OnePacket(server)) => {
                         // One-packet scheduling: nothing to keep.
                         return self.forward_ops(now, buf, len, p, server);
                     }
-                    Err(NewConnError::NoServer) => {
-                        self.counters.no_server += 1;
-                        return match proto {
-                            Protocol::Tcp => {
-                                self.answer_tcp(now, buf, len, p, DropReason::NoService)
-                            }
-                            Protocol::Udp => {
-                                self.answer_udp(now, buf, len, p, DropReason::NoService)
-                            }
-                        };
-                    }
-                    Err(NewConnError::TableFull) => return self.drop(DropReason::TableFull, syn),
-                    Err(NewConnError::PrefixLimit) => {
-                        return self.drop(DropReason::EmbryonicPrefixLimit, syn)
-                    }
+                    Err(err) => return self.not_created(now, buf, len, p, proto, err),
                 }
             }
         };
@@ -153,7 +140,11 @@ impl Balancer<'_> {
                 (server_id, svc_id, dest, flags)
             }
         };
-        self.transition(now, h, Direction::Input, p.tcp_flags);
+        match first {
+            // A new entry: its first step was made before it went in.
+            Some(changes) => self.stepped(now, h, Direction::Input, changes),
+            None => self.transition(now, h, Direction::Input, p.tcp_flags),
+        }
         let outer = match self.send_to_server(now, buf, len, p, dest, flags, server_id, syn) {
             Ok(outer) => outer,
             Err(v) => return v,
@@ -166,9 +157,35 @@ impl Balancer<'_> {
         })
     }
 
+    /// The verdict on a packet whose new connection [`new_conn`](Self::new_conn) refused:
+    /// no server (answered as IPVS does), a full table, a prefix at its half-open limit.
+    #[cold]
+    pub(super) fn not_created(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        proto: Protocol,
+        err: NewConnError,
+    ) -> Verdict {
+        let syn = proto == Protocol::Tcp && p.tcp_flags & tcp::flags::SYN != 0;
+        match err {
+            NewConnError::NoServer => {
+                self.counters.no_server += 1;
+                match proto {
+                    Protocol::Tcp => self.answer_tcp(now, buf, len, p, DropReason::NoService),
+                    Protocol::Udp => self.answer_udp(now, buf, len, p, DropReason::NoService),
+                }
+            }
+            NewConnError::TableFull => self.drop(DropReason::TableFull, syn),
+            NewConnError::PrefixLimit => self.drop(DropReason::EmbryonicPrefixLimit, syn),
+        }
+    }
+
     /// One-packet scheduling (UDP, `-o`): forward to `server`, keeping no entry (IPVS creates
     /// one and frees it at once: counters go up and down).
-    fn forward_ops(
+    pub(super) fn forward_ops(
         &mut self,
         now: Instant,
         buf: &mut [u8],
@@ -221,7 +238,7 @@ impl Balancer<'_> {
     /// else the scheduler. A one-packet UDP service keeps no entry: only the server is chosen.
     /// A SYN makes a half-open entry: refused, before anything is scheduled, when its client's
     /// prefix holds its share already, else counted there (`embryonic.rs`).
-    fn new_conn(
+    pub(super) fn new_conn(
         &mut self,
         now: Instant,
         p: &Parsed,
@@ -280,10 +297,12 @@ impl Balancer<'_> {
         e.state = TcpState::None as u8;
         method::bind(&mut e, method);
         e.set_control(template);
-        e.set_timeout(tcp::INITIAL_TIMEOUT);
-        // Counted now (one hash of the prefix per SYN); `transition` takes the count off if
+        // Counted now (one hash of the prefix per SYN); the first step takes the count off if
         // the SYN does not leave the entry half-open.
         e.flags.set(COUNTED, half_open.is_some());
+        // The first packet's transition, made before the insert: the entry goes in with the
+        // timeout it keeps (filed once) and its state; the rest follows in `stepped`.
+        let first = self.first_step(&mut e, p.tcp_flags);
         // The template controls the connection before it is inserted, so the eviction a full
         // table makes for it cannot take the template (one that controls nothing may go).
         if let Some(t) = template {
@@ -321,7 +340,7 @@ impl Balancer<'_> {
         {
             self.passive_syn(now, server);
         }
-        Ok(NewConn::Entry(h))
+        Ok(NewConn::Entry(h, first))
     }
 
     /// Runs the service's scheduler for the packet's client.
@@ -341,8 +360,9 @@ impl Balancer<'_> {
     }
 }
 
-enum NewConn {
-    Entry(Handle),
+pub(super) enum NewConn {
+    /// The entry, and what its first step changed outside it (for `stepped`).
+    Entry(Handle, Step),
     OnePacket(ServerId),
 }
 
