@@ -179,7 +179,9 @@ impl<'a> Balancer<'a> {
     /// for it — a new connection scheduled (`new_conn`, shared), its first step, the
     /// rewrite — from the [`Flow`], without the general path's look-ups and dispatch. `None`
     /// (nothing changed) for a persistent service: templates take the general path.
-    #[inline(always)]
+    /// Out of line and cold: the established-flow loop stays as it was (instruction gate).
+    #[cold]
+    #[inline(never)]
     fn fast_new(
         &mut self,
         now: Instant,
