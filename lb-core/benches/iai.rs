@@ -36,24 +36,24 @@ mod measured {
     pub const HOT_V4_UDP: u64 = 21_852;
     pub const HOT_V6_TCP: u64 = 23_452;
     pub const HOT_V6_UDP: u64 = 22_204;
-    pub const HOT_V4_TCP_BURST: u64 = 25_052;
+    pub const HOT_V4_TCP_BURST: u64 = 24_927;
     pub const REPLY_HOT_V4_TCP: u64 = 22_812;
     pub const RANDOM_1M_V4_TCP: u64 = 23_172;
-    pub const RANDOM_1M_V4_TCP_BURST: u64 = 25_116;
+    pub const RANDOM_1M_V4_TCP_BURST: u64 = 24_991;
     pub const RANDOM_1M_DLMR: u64 = 65;
     pub const RANDOM_1M_BURST_DLMR: u64 = 66;
-    pub const NEW_CONN_WRR: u64 = 54_475;
-    pub const NEW_CONN_MH: u64 = 56_032;
-    pub const FIRST_FRAGMENT_V4_UDP: u64 = 70_429;
+    pub const NEW_CONN_WRR: u64 = 46_187;
+    pub const NEW_CONN_MH: u64 = 47_744;
+    pub const FIRST_FRAGMENT_V4_UDP: u64 = 70_461;
     pub const LATER_FRAGMENT_V4_UDP: u64 = 30_898;
     pub const LATER_FRAGMENT_V6_UDP: u64 = 35_202;
-    pub const HOT_DR_V4_TCP: u64 = 31_004;
-    pub const HOT_DR_V6_TCP: u64 = 31_452;
-    pub const HOT_IPIP_V4_TCP: u64 = 42_524;
-    pub const HOT_IPIP_V6_TCP: u64 = 41_884;
-    pub const HOT_GUE_V4_TCP: u64 = 46_908;
-    pub const HOT_GUE_CSUM_V4_TCP: u64 = 53_244;
-    pub const HOT_GRE_CSUM_V4_TCP: u64 = 47_772;
+    pub const HOT_DR_V4_TCP: u64 = 31_132;
+    pub const HOT_DR_V6_TCP: u64 = 31_612;
+    pub const HOT_IPIP_V4_TCP: u64 = 42_652;
+    pub const HOT_IPIP_V6_TCP: u64 = 42_044;
+    pub const HOT_GUE_V4_TCP: u64 = 47_036;
+    pub const HOT_GUE_CSUM_V4_TCP: u64 = 53_372;
+    pub const HOT_GRE_CSUM_V4_TCP: u64 = 47_900;
 }
 
 const fn limit(measured: u64) -> u64 {
