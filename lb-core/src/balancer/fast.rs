@@ -13,10 +13,17 @@
 //! here: `process_packet` and the burst send it down the general path, whose rewrites follow it,
 //! so this path's rewrite assumes a complete checksum and pays nothing for the other kind.
 //!
-//! [`Packet::csum_partial`]: super::Packet::csum_partial The general path ([`Balancer::process_parsed`]) then takes the packet
-//! with the look-ups already made. The two paths give the same verdicts, packets and counters:
-//! the tests and the fuzz target run every packet through both orders of the same balancer
-//! (single calls and bursts) and compare.
+//! The general path ([`Balancer::process_parsed`]) then takes the packet with the look-ups
+//! already made.
+//!
+//! A SYN that no entry holds, to a service without persistence, takes
+//! [`fast_new`](Balancer::fast_new): `inbound`'s steps 3 and 4 for it (the same `new_conn`, the
+//! first step made before the insert) without the full parse and the general path's dispatch.
+//!
+//! The paths give the same verdicts, packets and counters: the tests and the fuzz target run
+//! every packet through both orders of the same balancer (single calls and bursts) and compare.
+//!
+//! [`Packet::csum_partial`]: super::Packet::csum_partial
 
 use crate::addr::{addr_bytes, ip_of, Protocol};
 use crate::config::ServiceKey;
