@@ -19,7 +19,8 @@
 #   scripts/bench-queues.sh
 #
 # Env: DURATION (s per UDP row, 10), BULK_DURATION (s per TCP row, 60), STREAMS (4), UDP_LEN
-# (64), SKIP_BULK=1 (UDP rows only), LBT_BIN_DIR (where tun-echo and lb-tun are; default:
+# (64), SKIP_BULK=1 (UDP rows only), SKIP_UDP=1 (bulk rows only), BULK_ROUNDS (1: the
+# bulk comparison's DNAT, bare-forwarder and lb-tun rows run that many times), LBT_BIN_DIR (where tun-echo and lb-tun are; default:
 # cargo build --release -p lb-tun).
 set -u
 cd "$(dirname "$0")/.."
@@ -135,6 +136,7 @@ start_in_ns s1 iperf3-s1 iperf3 -s -B "$S1" >/dev/null
 sleep 0.3
 
 # --- packets/s -------------------------------------------------------------------------------
+if [ "${SKIP_UDP:-0}" != 1 ]; then
 route_mode tun-both
 for q in 1 2; do
 	start_gw "tun-echo-q$q" "$TUN_ECHO" --tun "$LBT_TUN" --queues "$q"
@@ -154,6 +156,10 @@ done
 route_mode kernel
 dnat_on
 udp_run dnat "$VIP"
+else
+	route_mode kernel
+	dnat_on
+fi
 
 # --- bulk TCP --------------------------------------------------------------------------------
 if [ "${SKIP_BULK:-0}" != 1 ]; then
@@ -170,6 +176,23 @@ if [ "${SKIP_BULK:-0}" != 1 ]; then
 	start_gw tun-echo-off "$TUN_ECHO" --tun "$LBT_TUN" --queues 2 --offload
 	BULK_TARGET="$S1" bulk_run echo_bulk
 	stop_gw
+	# More rounds (BULK_ROUNDS): kernel DNAT, the bare forwarder and lb-tun again, one after
+	# the other — bulk TCP through a TUN device moves by a quarter from run to run (which
+	# queue each stream lands on, what the machine's other tenants do), so compare in rounds.
+	for r in $(seq 2 "${BULK_ROUNDS:-1}"); do
+		route_mode kernel
+		dnat_on
+		bulk_run "dnat_bulk$r"
+		dnat_off
+		route_mode tun-both
+		start_gw "tun-echo-off$r" "$TUN_ECHO" --tun "$LBT_TUN" --queues 2 --offload
+		BULK_TARGET="$S1" bulk_run "echo_bulk$r"
+		stop_gw
+		route_mode tun
+		lbtun "lb-tun-off$r"
+		bulk_run "off$r"
+		stop_gw
+	done
 else
 	dnat_off
 fi
@@ -208,4 +231,16 @@ if [ "${SKIP_BULK:-0}" != 1 ]; then
 	echo "| bare TUN echo forwarder with offloads (tun-echo --offload, to s1) | $(nr echo_bulk.gbps) | $(nr echo_bulk.retr) | $(nr echo_bulk.cpu) |"
 	echo
 	echo "lb-tun with offloads / kernel DNAT Gbit/s: $(ratio off.gbps dnat_bulk.gbps) (goal ≥ 0.8×); with / without offloads: $(ratio off.gbps nooff.gbps)"
+	if [ "${BULK_ROUNDS:-1}" -gt 1 ]; then
+		echo
+		echo "Rounds (Gbit/s; round 1 is the table above):"
+		echo
+		echo "| round | kernel DNAT | bare forwarder (offloads) | lb-tun (offloads) | lb-tun / DNAT | bare forwarder / DNAT | lb-tun / bare forwarder |"
+		echo "|---:|---:|---:|---:|---:|---:|---:|"
+		for r in $(seq 1 "$BULK_ROUNDS"); do
+			sfx=$r
+			[ "$r" = 1 ] && sfx=""
+			echo "| $r | $(nr dnat_bulk$sfx.gbps) | $(nr echo_bulk$sfx.gbps) | $(nr off$sfx.gbps) | $(ratio off$sfx.gbps dnat_bulk$sfx.gbps) | $(ratio echo_bulk$sfx.gbps dnat_bulk$sfx.gbps) | $(ratio off$sfx.gbps echo_bulk$sfx.gbps) |"
+		done
+	fi
 fi
