@@ -7,11 +7,10 @@
 
 use std::vec::Vec;
 
-use super::test_support::{empty_balancer, sa};
+use super::test_support::{empty_balancer, rr_service, sa, service_key};
 use super::*;
-use crate::config::{ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
+use crate::config::{ForwardMethod, ServiceConfig};
 use crate::config::{GueCsum, TunnelKind};
-use crate::ipvsadm::Command;
 use crate::tcp::flags::{ACK, PSH, SYN};
 use crate::verdict::Verdict;
 use lb_testkit::pkt;
@@ -70,18 +69,8 @@ fn balancer(vip: &str, udp: bool, server: &str, method: ForwardMethod) -> Balanc
         direct_routing: true,
         ..Settings::default()
     };
-    let mut b = empty_balancer(64, settings);
-    let key = if udp {
-        ServiceKey::udp(sa(vip))
-    } else {
-        ServiceKey::tcp(sa(vip))
-    };
-    let mut cfg = ServiceConfig::new(key);
-    cfg.scheduler = SchedulerKind::Rr;
-    b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
-    let s = ServerConfig::new(sa(server), method);
-    b.apply(Instant::ZERO, &Command::AddServer(key, s)).unwrap();
-    b
+    let cfg = ServiceConfig::new(service_key(vip, udp));
+    rr_service(empty_balancer(64, settings), cfg, &[(server, method)])
 }
 
 /// `pkt` through `b` by `process_packet` (with `headroom` bytes in front, `partial` as its

@@ -7,10 +7,10 @@
 use std::format;
 use std::vec::Vec;
 
-use super::test_support::{empty_balancer, sa};
+use super::test_support::{empty_balancer, rr_service, sa, service_key};
 use super::*;
 use crate::config::{
-    ConfigError, ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey, TunnelKind,
+    ConfigError, ForwardMethod, ServerConfig, ServiceConfig, ServiceKey, TunnelKind,
 };
 use crate::ipvsadm::{parse_line, Command};
 use crate::tcp::flags::{ACK, FIN, SYN};
@@ -31,21 +31,9 @@ fn dr_settings() -> Settings {
 /// rr over `servers` (address, method) at `VIP` (`udp`: a UDP service at `UDP_VIP`, `-o` if
 /// `ops`).
 fn balancer_with(servers: &[(&str, ForwardMethod)], udp: bool, ops: bool) -> Balancer<'static> {
-    let mut b = empty_balancer(1024, dr_settings());
-    let key = if udp {
-        ServiceKey::udp(sa(UDP_VIP))
-    } else {
-        ServiceKey::tcp(sa(VIP))
-    };
-    let mut cfg = ServiceConfig::new(key);
-    cfg.scheduler = SchedulerKind::Rr;
+    let mut cfg = ServiceConfig::new(service_key(if udp { UDP_VIP } else { VIP }, udp));
     cfg.one_packet = ops;
-    b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
-    for &(addr, method) in servers {
-        let s = ServerConfig::new(sa(addr), method);
-        b.apply(Instant::ZERO, &Command::AddServer(key, s)).unwrap();
-    }
-    b
+    rr_service(empty_balancer(1024, dr_settings()), cfg, servers)
 }
 
 /// Runs `pkt` through `b`: the verdict and the buffer's first `len` bytes after it.

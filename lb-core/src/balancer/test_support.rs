@@ -4,9 +4,11 @@
 use core::net::SocketAddr;
 
 use super::{Balancer, Settings};
+use crate::config::{ForwardMethod, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey};
 use crate::conn::{ConnStorage, ConnTable};
 use crate::director::{Director, DirectorStorage, Limits};
 use crate::hash::SipKey;
+use crate::ipvsadm::Command;
 use crate::time::Instant;
 
 /// `"10.0.0.1:80"`, `"[2001:db8::1]:53"` as an address.
@@ -40,4 +42,29 @@ pub(super) fn empty_balancer(capacity: usize, settings: Settings) -> Balancer<'s
         Instant::ZERO,
     );
     Balancer::new(director, conns, settings)
+}
+
+/// The key of a TCP (or, with `udp`, UDP) service at `vip`.
+pub(super) fn service_key(vip: &str, udp: bool) -> ServiceKey {
+    if udp {
+        ServiceKey::udp(sa(vip))
+    } else {
+        ServiceKey::tcp(sa(vip))
+    }
+}
+
+/// `b` with service `cfg`, its scheduler set to rr, over `servers` (address, method).
+pub(super) fn rr_service(
+    mut b: Balancer<'static>,
+    mut cfg: ServiceConfig,
+    servers: &[(&str, ForwardMethod)],
+) -> Balancer<'static> {
+    let key = cfg.key;
+    cfg.scheduler = SchedulerKind::Rr;
+    b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
+    for &(addr, method) in servers {
+        let s = ServerConfig::new(sa(addr), method);
+        b.apply(Instant::ZERO, &Command::AddServer(key, s)).unwrap();
+    }
+    b
 }

@@ -8,11 +8,9 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::format;
 use std::vec::Vec;
 
-use super::test_support::{empty_balancer, sa};
+use super::test_support::{empty_balancer, rr_service, sa, service_key};
 use super::*;
-use crate::config::{
-    ForwardMethod, GueCsum, SchedulerKind, ServerConfig, ServiceConfig, ServiceKey, TunnelKind,
-};
+use crate::config::{ForwardMethod, GueCsum, ServerConfig, ServiceConfig, ServiceKey, TunnelKind};
 use crate::ipvsadm::{parse_line, Command};
 use crate::tcp::flags::{ACK, FIN, SYN};
 use crate::tunnel;
@@ -36,20 +34,8 @@ fn settings() -> Settings {
 
 /// rr over `servers` (address, method) at `vip` (TCP, or UDP if `udp`).
 fn balancer_with(vip: &str, udp: bool, servers: &[(&str, ForwardMethod)]) -> Balancer<'static> {
-    let mut b = empty_balancer(1024, settings());
-    let key = if udp {
-        ServiceKey::udp(sa(vip))
-    } else {
-        ServiceKey::tcp(sa(vip))
-    };
-    let mut cfg = ServiceConfig::new(key);
-    cfg.scheduler = SchedulerKind::Rr;
-    b.apply(Instant::ZERO, &Command::AddService(cfg)).unwrap();
-    for &(addr, method) in servers {
-        let s = ServerConfig::new(sa(addr), method);
-        b.apply(Instant::ZERO, &Command::AddServer(key, s)).unwrap();
-    }
-    b
+    let cfg = ServiceConfig::new(service_key(vip, udp));
+    rr_service(empty_balancer(1024, settings()), cfg, servers)
 }
 
 fn tunnel(kind: TunnelKind) -> ForwardMethod {
