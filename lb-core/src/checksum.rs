@@ -207,7 +207,7 @@ pub(crate) fn ipv4_header_verifies(hdr: &[u8]) -> bool {
 /// in an ICMPv4 error, the quoted IPv4 header's checksum. An IPv4 UDP checksum of 0 means "none"
 /// and passes; in IPv6 it fails (RFC 8200 requires one). Other protocols get only the IP
 /// header check. Returns false for anything too short or malformed to check, for fragments and
-/// for IPv6 extension headers. Independent of [`crate::packet::parse`] on purpose.
+/// for IPv6 extension headers. Independent of the datapath's own parser on purpose.
 pub fn verify_checksums(buf: &[u8]) -> bool {
     match buf.first().map(|b| b >> 4) {
         Some(4) => verify_v4(buf),

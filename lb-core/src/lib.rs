@@ -26,6 +26,7 @@ macro_rules! internal {
 }
 
 pub mod balancer;
+pub mod checksum;
 pub mod config;
 pub mod director;
 pub mod health;
@@ -39,7 +40,6 @@ pub mod tunnel;
 
 internal! {
     mod addr;
-    mod checksum;
     mod conn;
     mod hash;
     mod nat;

@@ -25,6 +25,8 @@
 
 use core::fmt;
 
+use lb_core::checksum;
+
 /// Why a virtio header or the packet behind it cannot be used. The packet is left as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -223,27 +225,6 @@ impl VnetHdr {
     }
 }
 
-/// Adds `data` to a ones'-complement running sum as big-endian 16-bit words (an odd last byte
-/// padded with zero).
-fn sum(mut acc: u64, data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [b] = words.remainder() {
-        acc += u64::from(*b) << 8;
-    }
-    acc
-}
-
-/// The running sum folded to 16 bits with end-around carry.
-fn fold(mut s: u64) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 /// Finishes the partial checksum of `pkt` as the device would (Linux's `skb_checksum_help`):
 /// sums `pkt[csum_start..]` with the field in place and stores the complement at
 /// `csum_start + csum_offset`, 0 as 0xffff. Nothing to do without
@@ -254,11 +235,8 @@ pub fn complete_checksum(pkt: &mut [u8], hdr: &VnetHdr) -> Result<(), OffloadErr
         return Ok(());
     }
     let (start, field) = hdr.csum_field(pkt.len())?;
-    let c = match !fold(sum(0, &pkt[start..])) {
-        0 => 0xffff,
-        c => c,
-    };
-    pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    // `csum_field` checked that the field lies inside the packet.
+    checksum::complete_partial(&mut pkt[start..], field - start);
     Ok(())
 }
 
@@ -421,7 +399,7 @@ pub fn segment(
     } else {
         (&pkt[12..16], &pkt[16..20])
     };
-    let pseudo_addrs = sum(sum(0, src), dst) + u64::from(want_proto);
+    let pseudo_addrs = checksum::add(checksum::add(0, src), dst) + u64::from(want_proto);
     let seq = u32::from_be_bytes([
         pkt[ip.l4 + 4],
         pkt[ip.l4 + 5],
@@ -443,7 +421,7 @@ pub fn segment(
             seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
             seg[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
             seg[10..12].fill(0);
-            let c = !fold(sum(0, &seg[..ip.l4]));
+            let c = checksum::finish(checksum::add(0, &seg[..ip.l4]));
             seg[10..12].copy_from_slice(&c.to_be_bytes());
         }
         let l4 = ip.l4;
@@ -465,7 +443,7 @@ pub fn segment(
             l4 + 16
         };
         seg[field..field + 2].fill(0);
-        let c = match !fold(sum(pseudo_addrs + l4_len, &seg[l4..])) {
+        let c = match checksum::finish(checksum::add(pseudo_addrs + l4_len, &seg[l4..])) {
             // UDP: a computed 0 is sent as 0xffff (0 means "no checksum").
             0 if udp => 0xffff,
             c => c,
