@@ -58,7 +58,8 @@
 #   offload  lb-tun with the TUN device's offloads (the default), the gateway's ports finishing
 #            checksums in software so the far ends verify what lb-tun wrote: iperf3 (4
 #            streams) moves its bytes in 64 KB segments (bytes per packet read), without a
-#            retransmission storm; 8 MB echoed through each VIP (IPv4, IPv6) to each server
+#            retransmission storm, and steering leaves each of the 2 queues at least 30 % of
+#            the bytes; 8 MB echoed through each VIP (IPv4, IPv6) to each server
 #            comes back with the same sha256; no offloaded packet dropped
 #   tunnel   lb-tun forwarding by tunnel (-i) to two real servers running lb-decap and nginx,
 #            for each of ipip, gue and gre (checksum on over one family, off over the other):
@@ -1942,16 +1943,24 @@ PY
 -A -t $LBT_VIP4:5201 -s rr
 -a -t $LBT_VIP4:5201 -r $(server_addr4 1):5201 -m
 CONF
-	start_gateway "$tmp/lb.conf" || fail "gateway did not start"
+	# Every flow starts on queue 0 (lb-tun's hidden --steer-start-queue): the steering must
+	# move half of the streams to queue 1.
+	local start=()
+	[ "${LBT_QUEUES:-2}" = 2 ] && start=(--steer-start-queue 0)
+	start_gateway "$tmp/lb.conf" "${start[@]}" || fail "gateway did not start"
 	grep -q "offloads on" "$tmp/lb-tun.log" || fail "lb-tun did not take the offloads: $(head -3 "$tmp/lb-tun.log")"
 	sleep 0.5
 
 	# Bulk: 4 streams for 4 s. The packets lb-tun reads must be 64 KB segments, not MTU-sized
 	# ones, and TCP must not be retransmitting (a bad checksum stalls it).
-	local rx0 rx1 line bytes retr gbps per
+	local rx0 rx1 line bytes retr gbps per q0a q0b q1a q1b
 	rx0=$(gwstat tun.rx_packets)
+	q0a=$(gwstat tun.queue.0.rx_bytes)
+	q1a=$(gwstat tun.queue.1.rx_bytes)
 	nsx client iperf3 -c "$LBT_VIP4" -P 4 -t 4 -J >"$tmp/iperf.json" 2>&1 || fail "iperf3: $(tail -5 "$tmp/iperf.json")"
 	rx1=$(gwstat tun.rx_packets)
+	q0b=$(gwstat tun.queue.0.rx_bytes)
+	q1b=$(gwstat tun.queue.1.rx_bytes)
 	line=$(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))["end"]
@@ -1963,6 +1972,14 @@ print(d["sum_received"]["bytes"], d["sum_sent"].get("retransmits", 0), "%.2f" % 
 	[ "$per" -gt 4000 ] || fail "lb-tun read $((rx1 - rx0)) packets for $bytes bytes ($per per packet): no 64 KB segments"
 	[ "$retr" -le $((bytes / 1448 / 100)) ] || fail "$retr retransmissions for $bytes bytes (over 1 % of the segments)"
 	ok "iperf3, 4 streams: $gbps Gbit/s, $retr retransmissions; lb-tun read $((rx1 - rx0)) packets, $per bytes each on average (with the client's ACKs)"
+	# Steering (lb-tun/src/steer.rs): the 4 streams, all started on queue 0, end on both
+	# queues (left on queue 0, queue 1 reads next to nothing).
+	if [ "${LBT_QUEUES:-2}" = 2 ]; then
+		local a=$((q0b - q0a)) b=$((q1b - q1a))
+		[ $((a * 10)) -ge $(((a + b) * 3)) ] && [ $((b * 10)) -ge $(((a + b) * 3)) ] ||
+			fail "queues read $a and $b bytes: steering left one under 30 % (moves $(gwstat tun.steer_moves))"
+		ok "queues read $a and $b bytes of the streams (steering moved $(gwstat tun.steer_moves) buckets)"
+	fi
 
 	# Every byte, both ways, both families, both servers (verified by the far end's checksums).
 	local host i out

@@ -763,6 +763,7 @@ impl Gateway {
             kv(&format!("drops.{}", r.name()), c.drops(r));
         }
         kv("tun.rx_packets", ring.rx_packets);
+        kv("tun.rx_bytes", ring.rx_bytes);
         kv("tun.tx_packets", ring.tx_packets);
         kv("tun.tx_errors", ring.tx_errors);
         kv("tun.rx_truncated", ring.rx_truncated);

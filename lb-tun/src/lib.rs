@@ -12,6 +12,7 @@ pub mod listing;
 pub mod metrics;
 pub mod offload;
 pub mod prom;
+pub mod steer;
 pub mod syncd;
 pub mod tap;
 pub mod tun;

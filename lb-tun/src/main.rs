@@ -18,9 +18,10 @@ use lb_tun::announce::{self, Announcer};
 use lb_tun::control::{ControlServer, Pending, Reply, DEFAULT_CONTROL_PATH};
 use lb_tun::gateway::{os_random, parse_batch, Gateway};
 use lb_tun::metrics::{MetricsServer, MetricsSnapshot};
+use lb_tun::steer::{Rebalancer, Steering, REBALANCE_EVERY};
 use lb_tun::tap::{Device, TapConfig, TapDevice};
 use lb_tun::tun::{
-    PacketRing, RingStats, SharedRingStats, TunDevice, DEFAULT_BUF_SIZE, DEFAULT_BURST,
+    PacketRing, RingStats, SharedRingStats, TunDevice, TunQueue, DEFAULT_BUF_SIZE, DEFAULT_BURST,
     OFFLOAD_BUF_SIZE,
 };
 
@@ -116,6 +117,15 @@ struct Args {
     /// offload; README "Offloads"), which lb-tun rewrites once per segment.
     #[arg(long = "no-offload")]
     no_offload: bool,
+    /// With more than one queue, leave each flow on the queue the kernel's hash gives it. By
+    /// default lb-tun writes every packet on the queue its flow should come back on and
+    /// moves flows off a queue that carries clearly more than its share (README "Queues").
+    #[arg(long = "no-steer")]
+    no_steer: bool,
+    /// Test aid: every flow's bucket starts on queue N (scripts/test-e2e.sh offload), so the
+    /// rebalancing must spread them.
+    #[arg(long, value_name = "N", hide = true, conflicts_with = "no_steer")]
+    steer_start_queue: Option<usize>,
     /// Keep the connection table across restarts: load FILE at start (if it exists) and write
     /// it on SIGTERM/SIGINT and on `lbadm --save-state` (to FILE.tmp, then renamed).
     #[arg(long, value_name = "FILE")]
@@ -190,6 +200,9 @@ struct Loop {
     gw: SharedGateway,
     /// The other queues' counters, as their threads publish them.
     queues: Vec<Arc<SharedRingStats>>,
+    /// `--queues` above 1 without `--no-steer`: the placement of flows on the queues, and
+    /// every queue's write handle.
+    steer: Option<Steer>,
     clock: Clock,
     control: mpsc::Receiver<Pending>,
     snapshot: MetricsSnapshot,
@@ -220,10 +233,21 @@ impl Loop {
                 self.dev.wait_readable(wait)?;
                 wall = Instant::now();
             } else {
+                if let Some(st) = &self.steer {
+                    st.steering.account(0, &self.ring);
+                }
                 lock(&self.gw).process_ring(self.clock.at(wall), &mut self.ring);
-                self.ring.flush(&self.dev);
+                match &self.steer {
+                    Some(st) => st.flush(&mut self.ring, 0),
+                    None => {
+                        self.ring.flush(&self.dev);
+                    }
+                }
             }
             let now = self.clock.at(wall);
+            if let Some(st) = &mut self.steer {
+                st.rebalance(wall);
+            }
             let probes = {
                 let mut gw = lock(&self.gw);
                 gw.run_timers(now);
@@ -379,6 +403,7 @@ impl Loop {
         text.push_str(&lb_tun::prom::format_queues(
             &queues,
             self.gw.waits.load(Ordering::Relaxed),
+            self.steer.as_ref().map(|st| st.steering.moves()),
         ));
         self.snapshot.publish(text);
         self.last_publish = Instant::now();
@@ -398,11 +423,14 @@ impl Loop {
             1 + self.queues.len(),
             self.gw.waits.load(Ordering::Relaxed)
         );
+        if let Some(st) = &self.steer {
+            out.push_str(&format!("tun.steer_moves {}\n", st.steering.moves()));
+        }
         let per = std::iter::once(*self.ring.stats()).chain(self.queues.iter().map(|q| q.load()));
         for (i, s) in per.enumerate() {
             out.push_str(&format!(
-                "tun.queue.{i}.rx_packets {}\ntun.queue.{i}.tx_packets {}\n",
-                s.rx_packets, s.tx_packets
+                "tun.queue.{i}.rx_packets {}\ntun.queue.{i}.rx_bytes {}\ntun.queue.{i}.tx_packets {}\n",
+                s.rx_packets, s.rx_bytes, s.tx_packets
             ));
         }
         out
@@ -410,34 +438,80 @@ impl Loop {
 }
 
 /// A packet thread of queue 1, 2, ...: reads a burst from its queue, runs it through the shared
-/// gateway under its lock, writes it back, until `quit` is set or its queue fails (which stops
-/// the whole gateway through `stop`).
-fn queue_thread(
-    mut dev: TunDevice,
-    mut ring: PacketRing,
+/// gateway under its lock, writes it back (each packet on the queue steering names, if on),
+/// until `quit` is set or its queue fails (which stops the whole gateway through `stop`).
+struct QueueThread {
+    /// The queue's index (1, 2, ...; the main loop has 0).
+    me: usize,
+    dev: TunDevice,
+    ring: PacketRing,
     gw: SharedGateway,
+    steer: Option<Steer>,
     clock: Clock,
     published: Arc<SharedRingStats>,
     quit: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-) {
-    let mut run = || -> std::io::Result<()> {
-        while !quit.load(Ordering::Relaxed) {
-            if ring.fill(&dev)? == 0 {
-                dev.wait_readable(POLL_TIMEOUT)?;
+}
+
+impl QueueThread {
+    fn run(mut self) {
+        if let Err(e) = self.turns() {
+            log::error!("a queue of {} failed: {e}; stopping", self.dev.name());
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        self.published.store(self.ring.stats());
+    }
+
+    fn turns(&mut self) -> std::io::Result<()> {
+        while !self.quit.load(Ordering::Relaxed) {
+            if self.ring.fill(&self.dev)? == 0 {
+                self.dev.wait_readable(POLL_TIMEOUT)?;
                 continue;
             }
-            lock(&gw).process_ring(clock.now(), &mut ring);
-            ring.flush(&dev);
-            published.store(ring.stats());
+            if let Some(st) = &self.steer {
+                st.steering.account(self.me, &self.ring);
+            }
+            lock(&self.gw).process_ring(self.clock.now(), &mut self.ring);
+            match &self.steer {
+                Some(st) => st.flush(&mut self.ring, self.me),
+                None => {
+                    self.ring.flush(&self.dev);
+                }
+            }
+            self.published.store(self.ring.stats());
         }
         Ok(())
-    };
-    if let Err(e) = run() {
-        log::error!("a queue of {} failed: {e}; stopping", dev.name());
-        stop.store(true, Ordering::Relaxed);
     }
-    published.store(ring.stats());
+}
+
+/// Steering over the TUN device's queues (`lb_tun::steer`): the shared placement, every
+/// queue's write handle, and (the main loop's copy) the rebalancing rounds.
+#[derive(Clone)]
+struct Steer {
+    steering: Arc<Steering>,
+    writers: Arc<[TunQueue]>,
+    rebalancer: Rebalancer,
+    last_round: Instant,
+}
+
+impl Steer {
+    /// Writes the ring's packets, each on the queue its flow should come back on; `me`, the
+    /// writing thread's queue, for packets without a flow.
+    fn flush(&self, ring: &mut PacketRing, me: usize) {
+        ring.flush_to(|pkt| &self.writers[self.steering.queue_for(pkt, me)]);
+    }
+
+    /// A rebalancing round when one is due.
+    fn rebalance(&mut self, wall: Instant) {
+        if wall.saturating_duration_since(self.last_round) < REBALANCE_EVERY {
+            return;
+        }
+        self.last_round = wall;
+        let moved = self.steering.rebalance(&mut self.rebalancer);
+        if moved > 0 {
+            log::debug!("steering: {moved} bucket(s) moved to even the queues' load");
+        }
+    }
 }
 
 /// The addresses a TAP link answers besides lb-tun's own: the VIPs, the probe sources and the
@@ -793,16 +867,52 @@ fn main() -> ExitCode {
         waits: AtomicU64::new(0),
     });
     let quit = Arc::new(AtomicBool::new(false));
+    let steer = match &dev {
+        Device::Tun(first) if !more_queues.is_empty() && !args.no_steer => {
+            let writers: Arc<[TunQueue]> = std::iter::once(first.queue())
+                .chain(more_queues.iter().map(TunDevice::queue))
+                .collect();
+            // Its own key: the buckets say nothing about the connection table's.
+            let key = match os_random() {
+                Ok((k, _)) => k,
+                Err(e) => {
+                    log::error!("cannot get random bytes from the OS: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut steering = Steering::new(writers.len(), key);
+            if let Some(q) = args.steer_start_queue {
+                steering = steering.all_on(q);
+            }
+            Some(Steer {
+                steering: Arc::new(steering),
+                writers,
+                rebalancer: Rebalancer::default(),
+                last_round: Instant::now(),
+            })
+        }
+        _ => None,
+    };
     let mut published = Vec::new();
     let mut threads = Vec::new();
     for (i, q) in more_queues.into_iter().enumerate() {
         let shared = Arc::new(SharedRingStats::default());
         published.push(Arc::clone(&shared));
         let ring = PacketRing::new(args.burst, buf_size);
-        let (gw, quit, stop) = (Arc::clone(&gw), Arc::clone(&quit), Arc::clone(&stop));
+        let worker = QueueThread {
+            me: i + 1,
+            dev: q,
+            ring,
+            gw: Arc::clone(&gw),
+            steer: steer.clone(),
+            clock,
+            published: shared,
+            quit: Arc::clone(&quit),
+            stop: Arc::clone(&stop),
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("queue{}", i + 1))
-            .spawn(move || queue_thread(q, ring, gw, clock, shared, quit, stop));
+            .spawn(move || worker.run());
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -816,6 +926,7 @@ fn main() -> ExitCode {
         ring: PacketRing::new(args.burst, buf_size),
         gw,
         queues: published,
+        steer,
         clock,
         control: control_rx,
         snapshot,

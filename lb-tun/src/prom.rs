@@ -344,16 +344,23 @@ pub fn format(lb: &Balancer<'_>, ring: &RingStats, fe: &FrontendStats, uptime_se
     out
 }
 
-/// The TUN device's queues (`--queues`): each one's packets read and written, labelled
-/// `queue="K"`, and `lbtun_lock_waits_total`, how often a queue's thread found the shared
-/// gateway's lock held by another.
-pub fn format_queues(queues: &[RingStats], lock_waits: u64) -> String {
+/// The TUN device's queues (`--queues`): each one's packets read (and their bytes) and
+/// written, labelled
+/// `queue="K"`, `lbtun_lock_waits_total`, how often a queue's thread found the shared
+/// gateway's lock held by another, and with steering (`crate::steer`) `lbtun_steer_moves_total`,
+/// the buckets of flows moved between queues.
+pub fn format_queues(queues: &[RingStats], lock_waits: u64, steer_moves: Option<u64>) -> String {
     let mut out = String::new();
     for (name, help, pick) in [
         (
             "lbtun_queue_rx_packets_total",
             "Packets read from each queue of the TUN device.",
             (|s: &RingStats| s.rx_packets) as fn(&RingStats) -> u64,
+        ),
+        (
+            "lbtun_queue_rx_bytes_total",
+            "Bytes of the packets read from each queue of the TUN device.",
+            |s: &RingStats| s.rx_bytes,
         ),
         (
             "lbtun_queue_tx_packets_total",
@@ -373,6 +380,15 @@ pub fn format_queues(queues: &[RingStats], lock_waits: u64) -> String {
         "Times a queue's packet thread found the shared gateway's lock held by another.",
         lock_waits,
     );
+    if let Some(moves) = steer_moves {
+        single(
+            &mut out,
+            "lbtun_steer_moves_total",
+            "counter",
+            "Buckets of flows moved from the busiest queue to the idlest (steering).",
+            moves,
+        );
+    }
     out
 }
 

@@ -10,6 +10,7 @@ use std::io::{self, ErrorKind, IoSlice, IoSliceMut};
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -92,9 +93,7 @@ fn existing_tun_flags(name: &str) -> Option<u32> {
 /// Opened through `tun-rs`, which can open a multi-queue device (`IFF_MULTI_QUEUE`), one
 /// descriptor per queue; `tun-tap` cannot.
 pub struct TunDevice {
-    dev: tun_rs::SyncDevice,
-    /// Opened with offloads: every read and write carries a virtio-net header.
-    vnet: bool,
+    io: TunQueue,
     name: String,
     poll: Poll,
     events: Events,
@@ -104,7 +103,7 @@ impl std::fmt::Debug for TunDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TunDevice")
             .field("name", &self.name)
-            .field("fd", &self.dev.as_raw_fd())
+            .field("fd", &self.io.dev.as_raw_fd())
             .finish()
     }
 }
@@ -163,15 +162,24 @@ impl TunDevice {
 
     /// Whether the device was opened with offloads (a virtio-net header on every packet).
     pub fn offload(&self) -> bool {
-        self.vnet
+        self.io.vnet
+    }
+
+    /// A handle on this queue that other threads can write to (and read from) while this
+    /// device's owner waits on it: how one queue's thread writes a packet on another queue
+    /// (lb-tun's steering, `crate::steer`).
+    pub fn queue(&self) -> TunQueue {
+        self.io.clone()
     }
 
     fn polled(dev: tun_rs::SyncDevice, name: String, vnet: bool) -> io::Result<Self> {
         dev.set_nonblocking(true)?;
         let poll = poll_readable(dev.as_raw_fd())?;
         Ok(TunDevice {
-            dev,
-            vnet,
+            io: TunQueue {
+                dev: Arc::new(dev),
+                vnet,
+            },
             name,
             poll,
             events: Events::with_capacity(1),
@@ -211,7 +219,25 @@ fn retried<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-impl PacketIo for TunDevice {
+impl std::fmt::Debug for TunQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunQueue")
+            .field("fd", &self.dev.as_raw_fd())
+            .field("vnet", &self.vnet)
+            .finish()
+    }
+}
+
+/// One queue of a TUN device, shared: reads and writes without the device's epoll instance.
+/// Cloning it gives another handle on the same queue (the same descriptor).
+#[derive(Clone)]
+pub struct TunQueue {
+    dev: Arc<tun_rs::SyncDevice>,
+    /// Opened with offloads: every read and write carries a virtio-net header.
+    vnet: bool,
+}
+
+impl PacketIo for TunQueue {
     /// Reads one packet; on a device with offloads its virtio-net header is read and dropped:
     /// use [`recv_vnet`](PacketIo::recv_vnet) there, or a partial checksum goes unnoticed.
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
@@ -255,6 +281,24 @@ impl PacketIo for TunDevice {
     }
 }
 
+impl PacketIo for TunDevice {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.io.recv(buf)
+    }
+
+    fn send(&self, pkt: &[u8]) -> io::Result<bool> {
+        self.io.send(pkt)
+    }
+
+    fn recv_vnet(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.io.recv_vnet(hdr, buf)
+    }
+
+    fn send_vnet(&self, hdr: &[u8; VNET_HDR_LEN], pkt: &[u8]) -> io::Result<bool> {
+        self.io.send_vnet(hdr, pkt)
+    }
+}
+
 /// What [`PacketRing::flush`] does with a received packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -282,6 +326,8 @@ pub struct RingStats {
     pub bursts: u64,
     /// Packets read from the device.
     pub rx_packets: u64,
+    /// Bytes of the packets read (without virtio-net headers).
+    pub rx_bytes: u64,
     /// Packets read that filled the whole buffer and may have been cut short; dropped.
     pub rx_truncated: u64,
     /// Packets written to the device.
@@ -296,6 +342,7 @@ pub struct RingStats {
 pub struct SharedRingStats {
     bursts: AtomicU64,
     rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
     rx_truncated: AtomicU64,
     tx_packets: AtomicU64,
     tx_errors: AtomicU64,
@@ -306,6 +353,7 @@ impl SharedRingStats {
     pub fn store(&self, s: &RingStats) {
         self.bursts.store(s.bursts, Ordering::Relaxed);
         self.rx_packets.store(s.rx_packets, Ordering::Relaxed);
+        self.rx_bytes.store(s.rx_bytes, Ordering::Relaxed);
         self.rx_truncated.store(s.rx_truncated, Ordering::Relaxed);
         self.tx_packets.store(s.tx_packets, Ordering::Relaxed);
         self.tx_errors.store(s.tx_errors, Ordering::Relaxed);
@@ -316,6 +364,7 @@ impl SharedRingStats {
         RingStats {
             bursts: self.bursts.load(Ordering::Relaxed),
             rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
             rx_truncated: self.rx_truncated.load(Ordering::Relaxed),
             tx_packets: self.tx_packets.load(Ordering::Relaxed),
             tx_errors: self.tx_errors.load(Ordering::Relaxed),
@@ -329,6 +378,7 @@ impl RingStats {
         RingStats {
             bursts: self.bursts + o.bursts,
             rx_packets: self.rx_packets + o.rx_packets,
+            rx_bytes: self.rx_bytes + o.rx_bytes,
             rx_truncated: self.rx_truncated + o.rx_truncated,
             tx_packets: self.tx_packets + o.tx_packets,
             tx_errors: self.tx_errors + o.tx_errors,
@@ -475,6 +525,7 @@ impl PacketRing {
                 break;
             };
             self.stats.rx_packets += 1;
+            self.stats.rx_bytes += n as u64;
             if n >= self.buf_size {
                 self.stats.rx_truncated += 1;
                 continue;
@@ -524,12 +575,21 @@ impl PacketRing {
     }
 
     /// Writes every [`Action::Send`] packet to `dev`, in order (to its next hop if it has one),
-    /// and empties the ring; returns
-    /// how many were written.
+    /// and empties the ring; returns how many were written.
     ///
     /// A packet the device refuses is counted in [`RingStats::tx_errors`] and dropped: a
     /// gateway drops rather than stalls.
     pub fn flush<D: PacketIo + ?Sized>(&mut self, dev: &D) -> usize {
+        self.flush_to(|_| dev)
+    }
+
+    /// [`flush`](Self::flush), each packet to the device `pick` names for it (given the packet
+    /// as it leaves): lb-tun's steering writes a packet on the queue its flow should arrive on
+    /// ([`crate::steer`]).
+    pub fn flush_to<'d, D: PacketIo + ?Sized + 'd>(
+        &mut self,
+        mut pick: impl FnMut(&[u8]) -> &'d D,
+    ) -> usize {
         let mut sent = 0;
         for (i, m) in self.meta[..self.filled].iter().enumerate() {
             if m.action != Action::Send {
@@ -537,7 +597,7 @@ impl PacketRing {
             }
             let len = m.len.min(self.buf_size);
             let pkt = &self.rx[i * self.buf_size..i * self.buf_size + len];
-            if Self::send_one(dev, pkt, m.next_hop, &m.vnet, &mut self.stats) {
+            if Self::send_one(pick(pkt), pkt, m.next_hop, &m.vnet, &mut self.stats) {
                 sent += 1;
             }
         }
@@ -546,7 +606,7 @@ impl PacketRing {
         for (size, m) in &self.extra_meta {
             if m.action == Action::Send {
                 let pkt = &self.extra[at..at + m.len.min(*size)];
-                if Self::send_one(dev, pkt, m.next_hop, &m.vnet, &mut self.stats) {
+                if Self::send_one(pick(pkt), pkt, m.next_hop, &m.vnet, &mut self.stats) {
                     sent += 1;
                 }
             }
@@ -607,6 +667,7 @@ mod tests {
         assert!(ring.is_empty());
         assert_eq!(*io.outbox.borrow(), pkts);
         assert_eq!(ring.stats().bursts, 1);
+        assert_eq!(ring.stats().rx_bytes, 20);
         assert_eq!(ring.stats().tx_packets, 5);
     }
 

@@ -452,10 +452,15 @@ fn metrics_use_node_exporter_names_and_pass_promtool() {
     ));
     let q = |rx, tx| RingStats {
         rx_packets: rx,
+        rx_bytes: rx * 100,
         tx_packets: tx,
         ..RingStats::default()
     };
-    text.push_str(&crate::prom::format_queues(&[q(10, 9), q(7, 7)], 3));
+    text.push_str(&crate::prom::format_queues(
+        &[q(10, 9), q(7, 7)],
+        3,
+        Some(2),
+    ));
     for want in [
         "lbtun_real_server_up{local_address=\"10.30.0.10\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"10.20.1.2\",remote_port=\"80\"} 1\n",
         "lbtun_health_checks_total{local_address=\"10.30.0.10\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"10.20.1.2\",remote_port=\"80\",result=\"refused\"} 0\n",
@@ -470,8 +475,10 @@ fn metrics_use_node_exporter_names_and_pass_promtool() {
         "lbtun_syn_drops_total 0\n",
         "lbtun_connections 4\n",
         "lbtun_queue_rx_packets_total{queue=\"0\"} 10\nlbtun_queue_rx_packets_total{queue=\"1\"} 7\n",
+        "lbtun_queue_rx_bytes_total{queue=\"0\"} 1000\nlbtun_queue_rx_bytes_total{queue=\"1\"} 700\n",
         "# TYPE lbtun_queue_tx_packets_total counter\nlbtun_queue_tx_packets_total{queue=\"0\"} 9\n",
         "lbtun_lock_waits_total 3\n",
+        "# TYPE lbtun_steer_moves_total counter\nlbtun_steer_moves_total 2\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
