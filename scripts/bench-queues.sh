@@ -4,13 +4,15 @@
 #
 #   packets/s (UDP, UDP_LEN-byte payloads, iperf3 at full speed with STREAMS flows, so the
 #   kernel spreads them over the queues), counted where they arrive (s1's eth0):
-#     bare TUN echo forwarder (tun-echo --queues 1, 2)  vs  lb-tun (--queues 1, 2)
-#     vs  kernel nftables DNAT
+#     bare TUN echo forwarder (tun-echo --queues 1, 2)  vs  lb-tun (--queues 1, 2; and 2 with
+#     --no-steer)  vs  kernel nftables DNAT
 #     → delivered packets/s, the gateway process's CPU per packet (utime+stime)
 #   bulk TCP (iperf3, STREAMS streams, BULK_DURATION s, to s1 through the VIP):
-#     lb-tun --no-offload  vs  lb-tun (offloads on)  vs  kernel nftables DNAT, and the bare
-#     forwarder with offloads (tun-echo --offload, to s1's own address) as the ceiling
-#     → Gbit/s received, retransmissions, the gateway's CPU per GB
+#     lb-tun --no-offload  vs  lb-tun (offloads on; with and without steering)  vs  kernel
+#     nftables DNAT, and the bare forwarder with offloads (tun-echo --offload, to s1's own
+#     address) as the ceiling
+#     → Gbit/s received, retransmissions, the gateway's CPU per GB, each queue's share of the
+#       bytes lb-tun read (and the buckets steering moved)
 #
 # Nothing is pinned: the gateway's queues take what CPUs the kernel gives them, next to the
 # load generator and the servers (on a 2-CPU machine the load competes with the second queue:
@@ -20,7 +22,7 @@
 #
 # Env: DURATION (s per UDP row, 10), BULK_DURATION (s per TCP row, 60), STREAMS (4), UDP_LEN
 # (64), SKIP_BULK=1 (UDP rows only), SKIP_UDP=1 (bulk rows only), BULK_ROUNDS (1: the
-# bulk comparison's DNAT, bare-forwarder and lb-tun rows run that many times), LBT_BIN_DIR (where tun-echo and lb-tun are; default:
+# bulk comparison's DNAT, bare-forwarder and two lb-tun rows run that many times), LBT_BIN_DIR (where tun-echo and lb-tun are; default:
 # cargo build --release -p lb-tun).
 set -u
 cd "$(dirname "$0")/.."
@@ -130,6 +132,16 @@ print("%.2f %d %.3f" % (d["sum_received"]["bits_per_second"] / 1e9,
 	fi
 }
 
+# split ROW NAME — after an lb-tun bulk row: each queue's share of the bytes read, and the
+# buckets steering moved (lb-tun's --stats-gateway through control socket NAME.sock).
+split() {
+	"$LBADM" --control "$TMP/$2.sock" --stats-gateway >"$TMP/$1.stats" 2>/dev/null
+	R[$1.split]=$(awk '$1 ~ /^tun\.queue\.[0-9]+\.rx_bytes$/ { b[n++] = $2; t += $2 }
+		$1 == "tun.steer_moves" { m = $2 }
+		END { for (i = 0; i < n; i++) printf "%s%.0f %%", (i ? " / " : ""), t ? 100 * b[i] / t : 0
+			if (m != "") printf ", %d moved", m }' "$TMP/$1.stats")
+}
+
 # --- servers ---------------------------------------------------------------------------------
 start_servers || fail "servers did not start"
 start_in_ns s1 iperf3-s1 iperf3 -s -B "$S1" >/dev/null
@@ -153,6 +165,10 @@ for q in 1 2; do
 		END { if (p > 0) printf "%d (%.2f per 1,000 packets)", w, w * 1000 / p; else print "n/a" }' "$TMP/lbtun$q.stats")
 	stop_gw
 done
+# Two queues with the kernel's placement (--no-steer): what steering costs a small packet.
+lbtun lb-tun-q2-nosteer --queues 2 --no-steer
+udp_run lbtun2ns "$VIP"
+stop_gw
 route_mode kernel
 dnat_on
 udp_run dnat "$VIP"
@@ -171,6 +187,11 @@ if [ "${SKIP_BULK:-0}" != 1 ]; then
 	stop_gw
 	lbtun lb-tun-off
 	bulk_run off
+	split off lb-tun-off
+	stop_gw
+	lbtun lb-tun-offns --no-steer
+	bulk_run offns
+	split offns lb-tun-offns
 	stop_gw
 	route_mode tun-both
 	start_gw tun-echo-off "$TUN_ECHO" --tun "$LBT_TUN" --queues 2 --offload
@@ -191,6 +212,11 @@ if [ "${SKIP_BULK:-0}" != 1 ]; then
 		route_mode tun
 		lbtun "lb-tun-off$r"
 		bulk_run "off$r"
+		split "off$r" "lb-tun-off$r"
+		stop_gw
+		lbtun "lb-tun-offns$r" --no-steer
+		bulk_run "offns$r"
+		split "offns$r" "lb-tun-offns$r"
 		stop_gw
 	done
 else
@@ -213,34 +239,37 @@ done
 for q in 1 2; do
 	echo "| lb-tun | $q | $(nr lbtun$q.pps) | $(nr lbtun$q.offered) | $(nr lbtun$q.cpu) | $(nr lbtun$q.cores) |"
 done
+echo "| lb-tun --no-steer | 2 | $(nr lbtun2ns.pps) | $(nr lbtun2ns.offered) | $(nr lbtun2ns.cpu) | $(nr lbtun2ns.cores) |"
 echo "| kernel nftables DNAT | — | $(nr dnat.pps) | $(nr dnat.offered) | — | — |"
 echo
 echo "lb-tun / tun-echo packets/s: 1 queue $(ratio lbtun1.pps echo1.pps), 2 queues $(ratio lbtun2.pps echo2.pps) (goal ≥ 0.9× each)"
 echo "scaling 1 → 2 queues: tun-echo $(ratio echo2.pps echo1.pps), lb-tun $(ratio lbtun2.pps lbtun1.pps)"
 echo "lb-tun (2 queues) / kernel DNAT packets/s: $(ratio lbtun2.pps dnat.pps)"
 echo "lb-tun's lock found held by another thread: 1 queue $(nr lbtun1.waits), 2 queues $(nr lbtun2.waits)"
+echo "lb-tun 2 queues, steering / --no-steer packets/s: $(ratio lbtun2.pps lbtun2ns.pps)"
 if [ "${SKIP_BULK:-0}" != 1 ]; then
 	echo
 	echo "Bulk TCP, iperf3 $STREAMS streams, ${BULK_DURATION} s per row:"
 	echo
-	echo "| path | Gbit/s | retransmissions | gateway CPU per GB |"
-	echo "|---|---:|---:|---:|"
-	echo "| kernel nftables DNAT | $(nr dnat_bulk.gbps) | $(nr dnat_bulk.retr) | — |"
-	echo "| lb-tun --no-offload | $(nr nooff.gbps) | $(nr nooff.retr) | $(nr nooff.cpu) |"
-	echo "| lb-tun (offloads on) | $(nr off.gbps) | $(nr off.retr) | $(nr off.cpu) |"
-	echo "| bare TUN echo forwarder with offloads (tun-echo --offload, to s1) | $(nr echo_bulk.gbps) | $(nr echo_bulk.retr) | $(nr echo_bulk.cpu) |"
+	echo "| path | Gbit/s | retransmissions | gateway CPU per GB | queues' bytes |"
+	echo "|---|---:|---:|---:|---|"
+	echo "| kernel nftables DNAT | $(nr dnat_bulk.gbps) | $(nr dnat_bulk.retr) | — | — |"
+	echo "| lb-tun --no-offload | $(nr nooff.gbps) | $(nr nooff.retr) | $(nr nooff.cpu) | |"
+	echo "| lb-tun (offloads on) | $(nr off.gbps) | $(nr off.retr) | $(nr off.cpu) | $(nr off.split) |"
+	echo "| lb-tun --no-steer (offloads on) | $(nr offns.gbps) | $(nr offns.retr) | $(nr offns.cpu) | $(nr offns.split) |"
+	echo "| bare TUN echo forwarder with offloads (tun-echo --offload, to s1) | $(nr echo_bulk.gbps) | $(nr echo_bulk.retr) | $(nr echo_bulk.cpu) | |"
 	echo
 	echo "lb-tun with offloads / kernel DNAT Gbit/s: $(ratio off.gbps dnat_bulk.gbps) (goal ≥ 0.8×); with / without offloads: $(ratio off.gbps nooff.gbps)"
 	if [ "${BULK_ROUNDS:-1}" -gt 1 ]; then
 		echo
 		echo "Rounds (Gbit/s; round 1 is the table above):"
 		echo
-		echo "| round | kernel DNAT | bare forwarder (offloads) | lb-tun (offloads) | lb-tun / DNAT | bare forwarder / DNAT | lb-tun / bare forwarder |"
-		echo "|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| round | kernel DNAT | bare forwarder (offloads) | lb-tun (offloads) | lb-tun --no-steer | lb-tun / DNAT | --no-steer / DNAT | bare forwarder / DNAT | lb-tun / bare forwarder | lb-tun's queues | --no-steer's queues |"
+		echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
 		for r in $(seq 1 "$BULK_ROUNDS"); do
 			sfx=$r
 			[ "$r" = 1 ] && sfx=""
-			echo "| $r | $(nr dnat_bulk$sfx.gbps) | $(nr echo_bulk$sfx.gbps) | $(nr off$sfx.gbps) | $(ratio off$sfx.gbps dnat_bulk$sfx.gbps) | $(ratio echo_bulk$sfx.gbps dnat_bulk$sfx.gbps) | $(ratio off$sfx.gbps echo_bulk$sfx.gbps) |"
+			echo "| $r | $(nr dnat_bulk$sfx.gbps) | $(nr echo_bulk$sfx.gbps) | $(nr off$sfx.gbps) | $(nr offns$sfx.gbps) | $(ratio off$sfx.gbps dnat_bulk$sfx.gbps) | $(ratio offns$sfx.gbps dnat_bulk$sfx.gbps) | $(ratio echo_bulk$sfx.gbps dnat_bulk$sfx.gbps) | $(ratio off$sfx.gbps echo_bulk$sfx.gbps) | $(nr off$sfx.split) | $(nr offns$sfx.split) |"
 		done
 	fi
 fi

@@ -21,7 +21,7 @@ use lb_core::{
 
 use crate::control::{Reply, Request};
 use crate::prom::FrontendStats;
-use crate::tun::{Action, PacketRing, RingStats, Slot, VNET_HDR_LEN};
+use crate::tun::{Action, PacketRing, RingStats, Slot, SteerTag, VNET_HDR_LEN};
 use lb_core::sync::daemon::SyncRole;
 
 /// How many recent drained-server events `--stats-gateway` remembers.
@@ -61,6 +61,9 @@ pub struct Gateway {
     seg_ranges: Vec<std::ops::Range<usize>>,
     /// One segment as [`crate::offload::segment`] builds it.
     seg_scratch: Vec<u8>,
+    /// Steering's hash key (`--queues` above 1): forwarded packets are tagged with their
+    /// client's bucket ([`crate::steer`]).
+    steer_key: Option<u64>,
 }
 
 /// A batch of commands refused: the message names the source, the line and what is wrong.
@@ -147,6 +150,9 @@ type SlotRefs<'r> = (
     &'r mut Action,
     &'r mut Option<IpAddr>,
     &'r mut [u8; VNET_HDR_LEN],
+    &'r mut Option<SteerTag>,
+    // The packet's ends' steering buckets as read (source, destination).
+    Option<(u8, u8)>,
 );
 
 /// `v` emptied, as a list of another lifetime's elements (packets, slot references), in the
@@ -209,7 +215,15 @@ impl Gateway {
             seg_arena: Vec::new(),
             seg_ranges: Vec::new(),
             seg_scratch: Vec::new(),
+            steer_key: None,
         }
+    }
+
+    /// Tags every packet the balancer forwards from now on with its client's steering bucket
+    /// under `key` (the source's for a packet to a real server, the destination's for a reply;
+    /// [`Slot::steer`], [`crate::steer`]).
+    pub fn set_steer_key(&mut self, key: u64) {
+        self.steer_key = Some(key);
     }
 
     /// Gives the gateway its probe source addresses (`--probe-source`, one IPv4 and/or one
@@ -406,6 +420,9 @@ impl Gateway {
                     }
                 }
             }
+            let ends = self
+                .steer_key
+                .and_then(|k| crate::steer::client_buckets(k, &slot.buf[..*slot.len]));
             // No headroom: a tunnelled packet is moved back in its (large) buffer by the
             // balancer, a copy that costs far less than the write(2) that follows.
             pkts.push(Packet {
@@ -414,7 +431,14 @@ impl Gateway {
                 len: *slot.len,
                 csum_partial,
             });
-            metas.push((slot.len, slot.action, slot.next_hop, slot.vnet));
+            metas.push((
+                slot.len,
+                slot.action,
+                slot.next_hop,
+                slot.vnet,
+                slot.steer,
+                ends,
+            ));
         }
         let n = pkts.len();
         if self.verdicts.len() < n {
@@ -422,9 +446,22 @@ impl Gateway {
         }
         self.lb
             .process_burst(now, &mut pkts, &mut self.verdicts[..n]);
-        for (((len, action, next_hop, vnet), v), pkt) in
+        for (((len, action, next_hop, vnet, steer, ends), v), pkt) in
             metas.drain(..).zip(&self.verdicts[..n]).zip(&pkts)
         {
+            // The client is the source of a packet to a real server and the destination of a
+            // reply; what lb-core answers or passes is nobody's connection.
+            *steer = match (*v, ends) {
+                (Verdict::ToServer(_), Some((src, _))) => Some(SteerTag {
+                    bucket: src,
+                    reply: false,
+                }),
+                (Verdict::ToClient(_), Some((_, dst))) => Some(SteerTag {
+                    bucket: dst,
+                    reply: true,
+                }),
+                _ => None,
+            };
             *action = match *v {
                 Verdict::ToServer(t) | Verdict::ToClient(t) | Verdict::Reply(t) => {
                     *len = t.len;

@@ -233,9 +233,6 @@ impl Loop {
                 self.dev.wait_readable(wait)?;
                 wall = Instant::now();
             } else {
-                if let Some(st) = &self.steer {
-                    st.steering.account(0, &self.ring);
-                }
                 lock(&self.gw).process_ring(self.clock.at(wall), &mut self.ring);
                 match &self.steer {
                     Some(st) => st.flush(&mut self.ring, 0),
@@ -468,9 +465,6 @@ impl QueueThread {
                 self.dev.wait_readable(POLL_TIMEOUT)?;
                 continue;
             }
-            if let Some(st) = &self.steer {
-                st.steering.account(self.me, &self.ring);
-            }
             lock(&self.gw).process_ring(self.clock.now(), &mut self.ring);
             match &self.steer {
                 Some(st) => st.flush(&mut self.ring, self.me),
@@ -495,10 +489,13 @@ struct Steer {
 }
 
 impl Steer {
-    /// Writes the ring's packets, each on the queue its flow should come back on; `me`, the
-    /// writing thread's queue, for packets without a flow.
+    /// Writes the ring's packets, each forwarded one on its connection's queue (counted as
+    /// queue `me`'s load), the rest on `me`, the writing thread's queue.
     fn flush(&self, ring: &mut PacketRing, me: usize) {
-        ring.flush_to(|pkt| &self.writers[self.steering.queue_for(pkt, me)]);
+        ring.flush_to(|tag, len| {
+            let q = tag.map_or(me, |t| self.steering.count(me, t, len));
+            &self.writers[q]
+        });
     }
 
     /// A rebalancing round when one is due.
@@ -884,6 +881,7 @@ fn main() -> ExitCode {
             if let Some(q) = args.steer_start_queue {
                 steering = steering.all_on(q);
             }
+            lock(&gw).set_steer_key(steering.key());
             Some(Steer {
                 steering: Arc::new(steering),
                 writers,

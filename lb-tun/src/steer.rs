@@ -1,43 +1,43 @@
-//! Steering: which queue of a multi-queue TUN device a flow's packets arrive on, balanced by
-//! load (`--queues` above 1; `--no-rebalance` turns it off).
+//! Steering: which queue of a multi-queue TUN device a connection's packets arrive on, balanced
+//! by load (`--queues` above 1; `--no-steer` turns it off).
 //!
 //! The kernel picks the queue a packet routed into the device is read from (`tun.c`,
 //! automatic queue selection): the queue that last *wrote* a packet of the same flow (its
 //! flow table, keyed by the symmetric hash of the addresses and ports, entries dropped after
 //! ~3 s idle), else a hash of the flow. Left alone, a few large flows land on the queues by
-//! that hash: four iperf3 streams over two queues all meet on one in one run out of eight
-//! (and three to one in half of them), and that run moves about what one queue moves
-//! (BENCHMARKS.md, "Steering").
+//! that hash: four iperf3 streams over two queues all meet on one in one run out of eight,
+//! and that run moves about what one queue moves (BENCHMARKS.md, "Steering").
 //!
-//! lb-tun uses the kernel's own rule to place flows. Flows fall into [`BUCKETS`] buckets by a
-//! keyed hash of their unordered addresses and ports ([`flow_bucket`]), and each bucket has an
-//! owner queue. Every packet lb-tun writes goes out on the owner of *its* bucket: the packets
-//! that come back the other way on that flow are the ones the kernel then hands to that queue.
-//! For a NAT connection the two directions are two flows (client ↔ VIP comes in, client ↔
-//! server goes out): the client's data arrives on the queue that wrote the un-NATed replies
-//! (client ↔ VIP), the replies on the queue that wrote the data. A direct-routing packet leaves
-//! with the tuple it came with, so it steers its own flow. Tunnelled packets leave inside an
-//! outer header, so their flows stay where the kernel's hash put them.
+//! lb-tun places connections by the kernel's own rule. A connection's client side (address
+//! and port) falls into one of [`BUCKETS`] buckets by a keyed hash ([`client_buckets`]), and
+//! each bucket has an owner queue. The gateway tags each packet the balancer forwards with its
+//! client's bucket (the source of a packet to a real server, the destination of a reply:
+//! `SteerTag`, from the verdict), and the packet is written on the bucket's owner. For a NAT
+//! connection that places both directions on the owner: the client's packets (client ↔ VIP)
+//! come in where the un-NATed replies, of that tuple, were written; the server's replies
+//! (client ↔ server) where the client's NATed packets were. So each connection is read by one
+//! thread, both ways, as the kernel's flow table alone would have it after the first exchange.
 //!
-//! A flow only ever read, never written back the other way (a one-way UDP stream: its
-//! packets leave NATed, a different flow), cannot be moved: the kernel never sees lb-tun write
-//! its tuple (or only once, its first reply, an entry the kernel forgets after 3 s). So only
-//! the buckets at least [`MIN_WRITES`] packets were written in during the round may move.
+//! A connection whose replies do not come back through lb-tun (a one-way UDP stream, a tunnel
+//! or direct-routing server answering the client itself) cannot be moved: the kernel never sees
+//! lb-tun write the tuple its packets arrive with. So only the buckets that had at least
+//! [`MIN_REPLIES`] replies written in the round may move.
 //!
-//! The reading thread counts what each bucket cost it ([`Steering::account`]: a packet's bytes
+//! The reading thread counts what each bucket cost it ([`Steering::count`]: a packet's bytes
 //! plus [`PACKET_WEIGHT`] for its two system calls), and the main loop moves buckets from the
-//! busiest queue to the idlest every [`REBALANCE_EVERY`] ([`plan`]), when the busiest carries
-//! clearly more than its share and a move makes the pair more even. A moved bucket stays put
-//! for [`COOL_ROUNDS`] rounds. A flow that moves may have a few packets still waiting on its old
-//! queue, read by the old thread while the new one reads the newer ones: a one-time reordering
-//! of at most a burst, which TCP absorbs (counted moves: `tun.steer_moves`).
+//! busiest queue to the idlest every [`REBALANCE_EVERY`] ([`plan`], over loads smoothed across
+//! rounds), when the busiest carries a quarter more than its share and a move makes the pair
+//! more even. A moved bucket stays put for [`COOL_ROUNDS`] rounds. A connection that moves may
+//! have a few packets still waiting on its old queue, read by the old thread while the new one
+//! reads the newer ones: a one-time reordering of at most a burst, which TCP absorbs (counted
+//! moves: `tun.steer_moves`).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
-use crate::tun::PacketRing;
+use crate::tun::SteerTag;
 
-/// Buckets flows fall into; each has an owner queue.
+/// Buckets connections fall into; each has an owner queue.
 pub const BUCKETS: usize = 256;
 
 /// What a packet costs beyond its bytes, in bytes: its read and its write (~3.7 µs of system
@@ -62,14 +62,14 @@ pub const SMOOTHING: u64 = 4;
 /// Moves at most per round.
 pub const MAX_MOVES: usize = 4;
 
-/// Packets written in a bucket in a round for it to be movable (a TCP flow's replies: hundreds).
-pub const MIN_WRITES: u64 = 16;
+/// Replies written in a bucket in a round for it to be movable (a TCP connection's: hundreds).
+pub const MIN_REPLIES: u64 = 16;
 
-/// The bucket of the flow of IP packet `pkt` under `key`: the same for both directions of a
-/// flow (the addresses and ports unordered, as the kernel's symmetric flow hash); `None` for
-/// anything that is not an IPv4 or IPv6 packet (it leaves on the queue that read it). Ports
-/// count for TCP and UDP, not in fragments or behind IPv6 extension headers.
-pub fn flow_bucket(key: u64, pkt: &[u8]) -> Option<usize> {
+/// The buckets of the two ends of IP packet `pkt` under `key`: `(source's, destination's)`,
+/// each a keyed hash of the end's address and port; `None` for anything that is not an IPv4 or
+/// IPv6 packet. Ports count for TCP and UDP, not in fragments or behind IPv6 extension headers
+/// (port 0 there).
+pub fn client_buckets(key: u64, pkt: &[u8]) -> Option<(u8, u8)> {
     let (proto, a, b, ports) = match pkt.first()? >> 4 {
         4 if pkt.len() >= 20 => {
             let ihl = usize::from(pkt[0] & 0x0f) * 4;
@@ -104,9 +104,8 @@ pub fn flow_bucket(key: u64, pkt: &[u8]) -> Option<usize> {
         ),
         _ => (0, 0),
     };
-    let end = |addr: u64, port: u64| mix(addr.rotate_left(16) ^ port ^ key);
-    let sym = end(a, pa).wrapping_add(end(b, pb));
-    Some((mix(sym ^ u64::from(proto)) >> 56) as usize)
+    let end = |addr: u64, port: u64| (mix(addr.rotate_left(16) ^ port ^ key) >> 56) as u8;
+    Some((end(a, pa), end(b, pb)))
 }
 
 /// Murmur3's 64-bit finaliser: every input bit moves every output bit.
@@ -124,34 +123,36 @@ fn mix(mut x: u64) -> u64 {
 pub struct Steering {
     key: u64,
     owner: [AtomicU8; BUCKETS],
-    /// Per queue: load read per bucket since the start (bytes + [`PACKET_WEIGHT`] each).
+    /// Per queue: load per bucket since the start (bytes + [`PACKET_WEIGHT`] a packet).
     load: Box<[[AtomicU64; BUCKETS]]>,
-    /// Per queue: packets written per bucket since the start. The kernel's flow table follows
-    /// the buckets written in, so only they can move.
-    written: Box<[[AtomicU64; BUCKETS]]>,
+    /// Per queue: replies written per bucket since the start (movable buckets).
+    replies: Box<[[AtomicU64; BUCKETS]]>,
     moves: AtomicU64,
 }
 
+fn rows(queues: usize) -> Box<[[AtomicU64; BUCKETS]]> {
+    (0..queues)
+        .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+        .collect()
+}
+
 impl Steering {
-    /// Steering over `queues` queues (at most 256) with hash key `key` (random: flows nobody
+    /// Steering over `queues` queues (at most 256) with hash key `key` (random: clients nobody
     /// can aim at one bucket); bucket `b` starts on queue `b % queues`.
     pub fn new(queues: usize, key: u64) -> Self {
         let queues = queues.clamp(1, 256);
         Steering {
             key,
             owner: std::array::from_fn(|b| AtomicU8::new((b % queues) as u8)),
-            load: (0..queues)
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
-            written: (0..queues)
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
+            load: rows(queues),
+            replies: rows(queues),
             moves: AtomicU64::new(0),
         }
     }
 
     /// Every bucket starts on queue `q` instead (a test aid, lb-tun's hidden
-    /// `--steer-start-queue`: all flows meet on one queue and the rebalancing must spread them).
+    /// `--steer-start-queue`: all connections meet on one queue and the rebalancing must
+    /// spread them).
     pub fn all_on(self, q: usize) -> Self {
         let q = q.min(self.queues() - 1) as u8;
         for o in &self.owner {
@@ -160,43 +161,38 @@ impl Steering {
         self
     }
 
+    /// The hash key (for the gateway's tags: [`client_buckets`]).
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// The queues steered.
     pub fn queues(&self) -> usize {
         self.load.len()
     }
 
-    /// The queue packet `pkt`, about to be written by queue `me`'s thread, should leave on:
-    /// its bucket's owner, or `me` for a packet without a bucket. Only queue `me`'s thread may
-    /// call it (it counts the write: one writer per counter).
-    pub fn queue_for(&self, pkt: &[u8], me: usize) -> usize {
-        match flow_bucket(self.key, pkt) {
-            Some(b) => {
-                if let Some(row) = self.written.get(me) {
-                    let c = &row[b];
-                    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                }
-                usize::from(self.owner[b].load(Ordering::Relaxed))
-            }
-            None => me,
-        }
+    /// The queue that owns bucket `b` now.
+    pub fn owner(&self, b: u8) -> usize {
+        usize::from(self.owner[usize::from(b)].load(Ordering::Relaxed))
     }
 
-    /// Counts the packets `ring` holds (just read, not yet rewritten) as queue `me`'s load.
-    /// Only queue `me`'s thread may call it (one writer per counter).
-    pub fn account(&self, me: usize, ring: &PacketRing) {
-        let Some(row) = self.load.get(me) else {
-            return;
-        };
-        for i in 0..ring.len() {
-            let pkt = ring.packet(i);
-            if let Some(b) = flow_bucket(self.key, pkt) {
-                let c = &row[b];
-                c.store(
-                    c.load(Ordering::Relaxed) + pkt.len() as u64 + PACKET_WEIGHT,
-                    Ordering::Relaxed,
-                );
+    /// Counts a packet of `len` bytes tagged `tag` as read by queue `me` and written now, and
+    /// returns the queue to write it on: its bucket's owner. Only queue `me`'s thread may call
+    /// it (one writer per counter).
+    pub fn count(&self, me: usize, tag: SteerTag, len: usize) -> usize {
+        let b = usize::from(tag.bucket);
+        if let (Some(load), Some(replies)) = (self.load.get(me), self.replies.get(me)) {
+            let c = &load[b];
+            c.store(
+                c.load(Ordering::Relaxed) + len as u64 + PACKET_WEIGHT,
+                Ordering::Relaxed,
+            );
+            if tag.reply {
+                let r = &replies[b];
+                r.store(r.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
         }
+        usize::from(self.owner[b].load(Ordering::Relaxed))
     }
 
     /// Buckets moved so far.
@@ -204,38 +200,26 @@ impl Steering {
         self.moves.load(Ordering::Relaxed)
     }
 
-    /// The queue that owns bucket `b` now.
-    pub fn owner(&self, b: usize) -> usize {
-        usize::from(self.owner[b % BUCKETS].load(Ordering::Relaxed))
-    }
-
     /// One round of rebalancing (the main loop, every [`REBALANCE_EVERY`]): the load each
     /// bucket took since the last round, smoothed ([`SMOOTHING`]), and the moves [`plan`]
-    /// makes of it.
+    /// makes of it among the buckets with replies.
     pub fn rebalance(&self, state: &mut Rebalancer) -> usize {
-        for b in 0..BUCKETS {
-            let total: u64 = self
-                .load
-                .iter()
-                .map(|row| row[b].load(Ordering::Relaxed))
-                .sum();
+        let sum = |rows: &[[AtomicU64; BUCKETS]], b: usize| -> u64 {
+            rows.iter().map(|row| row[b].load(Ordering::Relaxed)).sum()
+        };
+        let mut movable = [false; BUCKETS];
+        for (b, m) in movable.iter_mut().enumerate() {
+            let total = sum(&self.load, b);
             let round = total.wrapping_sub(state.seen[b]);
             state.seen[b] = total;
             let s = &mut state.smooth[b];
             *s = *s - *s / SMOOTHING + round / SMOOTHING;
+            let replies = sum(&self.replies, b);
+            *m = replies.wrapping_sub(state.seen_replies[b]) >= MIN_REPLIES;
+            state.seen_replies[b] = replies;
         }
         let mut owner: [u8; BUCKETS] =
             std::array::from_fn(|b| self.owner[b].load(Ordering::Relaxed));
-        let movable: [bool; BUCKETS] = std::array::from_fn(|b| {
-            let total: u64 = self
-                .written
-                .iter()
-                .map(|row| row[b].load(Ordering::Relaxed))
-                .sum();
-            let round = total.wrapping_sub(state.seen_written[b]);
-            state.seen_written[b] = total;
-            round >= MIN_WRITES
-        });
         let moved = plan(
             &mut owner,
             &state.smooth,
@@ -259,12 +243,12 @@ impl Steering {
     }
 }
 
-/// The main loop's side of [`Steering::rebalance`]: the totals (load, writes) seen at the last
+/// The main loop's side of [`Steering::rebalance`]: the totals (load, replies) seen at the last
 /// round, each bucket's smoothed load, and the buckets still cooling after a move.
 #[derive(Debug, Clone)]
 pub struct Rebalancer {
     seen: [u64; BUCKETS],
-    seen_written: [u64; BUCKETS],
+    seen_replies: [u64; BUCKETS],
     smooth: [u64; BUCKETS],
     cooling: [u8; BUCKETS],
 }
@@ -273,7 +257,7 @@ impl Default for Rebalancer {
     fn default() -> Self {
         Rebalancer {
             seen: [0; BUCKETS],
-            seen_written: [0; BUCKETS],
+            seen_replies: [0; BUCKETS],
             smooth: [0; BUCKETS],
             cooling: [0; BUCKETS],
         }
@@ -352,6 +336,7 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::test_support::FakeIo;
+    use crate::tun::PacketRing;
 
     const ALL: [bool; BUCKETS] = [true; BUCKETS];
 
@@ -379,40 +364,50 @@ mod tests {
     }
 
     #[test]
-    fn both_directions_of_a_flow_share_a_bucket() {
+    fn the_client_has_one_bucket_as_source_and_as_destination() {
         let key = 0x1234_5678_9abc_def0;
         for proto in [6, 17] {
-            let a = v4(proto, [10, 0, 0, 1], 40000, [10, 0, 0, 2], 80);
-            let b = v4(proto, [10, 0, 0, 2], 80, [10, 0, 0, 1], 40000);
-            assert_eq!(flow_bucket(key, &a), flow_bucket(key, &b));
-            let a = v6(proto, 1, 40000, 2 << 64 | 7, 443);
-            let b = v6(proto, 2 << 64 | 7, 443, 1, 40000);
-            assert_eq!(flow_bucket(key, &a), flow_bucket(key, &b));
+            // Client → VIP, and the real server's reply to the client.
+            let fwd = v4(proto, [10, 0, 0, 1], 40000, [10, 30, 0, 10], 80);
+            let rep = v4(proto, [10, 20, 1, 2], 8080, [10, 0, 0, 1], 40000);
+            assert_eq!(
+                client_buckets(key, &fwd).unwrap().0,
+                client_buckets(key, &rep).unwrap().1
+            );
+            let fwd = v6(proto, 1, 40000, 2 << 64 | 7, 443);
+            let rep = v6(proto, 3 << 64 | 9, 8443, 1, 40000);
+            assert_eq!(
+                client_buckets(key, &fwd).unwrap().0,
+                client_buckets(key, &rep).unwrap().1
+            );
         }
     }
 
     #[test]
-    fn buckets_depend_on_ports_key_and_protocol() {
+    fn buckets_depend_on_port_address_and_key() {
         let key = 99;
-        let flows: Vec<usize> = (0..64u16)
-            .map(|i| flow_bucket(key, &v4(6, [10, 0, 0, 1], 40000 + i, [10, 0, 0, 2], 80)).unwrap())
+        let of = |p: &[u8]| client_buckets(key, p).unwrap().0;
+        let ports: std::collections::HashSet<_> = (0..64u16)
+            .map(|i| of(&v4(6, [10, 0, 0, 1], 40000 + i, [10, 0, 0, 2], 80)))
             .collect();
-        let distinct: std::collections::HashSet<_> = flows.iter().collect();
         assert!(
-            distinct.len() > 40,
+            ports.len() > 40,
             "64 client ports fell into {} buckets",
-            distinct.len()
+            ports.len()
+        );
+        let addrs: std::collections::HashSet<_> = (0..64u8)
+            .map(|i| of(&v4(6, [10, 0, 1, i], 40000, [10, 0, 0, 2], 80)))
+            .collect();
+        assert!(
+            addrs.len() > 40,
+            "64 clients fell into {} buckets",
+            addrs.len()
         );
         let p = v4(6, [10, 0, 0, 1], 40000, [10, 0, 0, 2], 80);
-        let other_keys: std::collections::HashSet<_> =
-            (0..32u64).map(|k| flow_bucket(k, &p).unwrap()).collect();
-        assert!(other_keys.len() > 16, "the key changes the bucket");
-        let buckets_of = |proto| {
-            (0..32u16)
-                .map(|i| flow_bucket(key, &v4(proto, [10, 0, 0, 1], i, [10, 0, 0, 2], 80)))
-                .collect::<Vec<_>>()
-        };
-        assert_ne!(buckets_of(6), buckets_of(17));
+        let keys: std::collections::HashSet<_> = (0..32u64)
+            .map(|k| client_buckets(k, &p).unwrap().0)
+            .collect();
+        assert!(keys.len() > 16, "the key changes the bucket");
     }
 
     #[test]
@@ -422,16 +417,135 @@ mod tests {
         first[6] = 0x20; // more fragments
         let mut later = v4(17, [10, 0, 0, 1], 0, [10, 0, 0, 2], 0);
         later[7] = 0x10; // offset 16 × 8
-        assert_eq!(flow_bucket(key, &first), flow_bucket(key, &later));
-        assert_eq!(flow_bucket(key, &[]), None);
-        assert_eq!(flow_bucket(key, &[0x45; 19]), None);
-        assert_eq!(flow_bucket(key, &[0x60; 39]), None);
-        assert_eq!(flow_bucket(key, &[0x00; 60]), None);
-        // A header claiming more than the packet holds: no ports, still a bucket.
+        assert_eq!(client_buckets(key, &first), client_buckets(key, &later));
+        assert_eq!(client_buckets(key, &[]), None);
+        assert_eq!(client_buckets(key, &[0x45; 19]), None);
+        assert_eq!(client_buckets(key, &[0x60; 39]), None);
+        assert_eq!(client_buckets(key, &[0x00; 60]), None);
+        // A header claiming more than the packet holds: no ports, still buckets.
         let mut short = v4(6, [10, 0, 0, 1], 1, [10, 0, 0, 2], 2);
         short[0] = 0x4f;
         short.truncate(24);
-        assert!(flow_bucket(key, &short).is_some());
+        assert!(client_buckets(key, &short).is_some());
+    }
+
+    /// Rounds of `per` packets of `len` bytes for each of `tags`, each counted by the queue
+    /// that owns its bucket (where the kernel hands them once lb-tun has written there); the
+    /// rounds at which buckets moved.
+    fn rounds(s: &Steering, tags: &[SteerTag], per: usize, len: usize, n: usize) -> Vec<usize> {
+        let mut state = Rebalancer::default();
+        let mut moved_at = Vec::new();
+        for round in 0..n {
+            for t in tags {
+                for _ in 0..per {
+                    let q = s.owner(t.bucket);
+                    assert_eq!(s.count(q, *t, len), q);
+                }
+            }
+            if s.rebalance(&mut state) > 0 {
+                moved_at.push(round);
+            }
+        }
+        moved_at
+    }
+
+    #[test]
+    fn a_connection_without_replies_does_not_move() {
+        // Four one-way streams (UDP to the VIP), all on queue 0; a reply now and then (iperf3's
+        // first datagram back) does not make them movable.
+        let s = Steering::new(2, 7).all_on(0);
+        let one_way: Vec<SteerTag> = (0..4)
+            .map(|b| SteerTag {
+                bucket: b * 40,
+                reply: false,
+            })
+            .collect();
+        let mut state = Rebalancer::default();
+        for _ in 0..20 {
+            for t in &one_way {
+                for _ in 0..100 {
+                    s.count(0, *t, 1400);
+                }
+            }
+            s.count(
+                0,
+                SteerTag {
+                    bucket: 0,
+                    reply: true,
+                },
+                60,
+            );
+            assert_eq!(s.rebalance(&mut state), 0);
+        }
+        assert_eq!(s.moves(), 0);
+        // The same load with replies moves two of them.
+        let both: Vec<SteerTag> = one_way
+            .iter()
+            .flat_map(|t| [*t, SteerTag { reply: true, ..*t }])
+            .collect();
+        assert_eq!(rounds(&s, &both, 50, 1400, 20).len(), 1);
+        assert_eq!(s.moves(), 2);
+        assert_eq!(one_way.iter().filter(|t| s.owner(t.bucket) == 1).count(), 2);
+    }
+
+    #[test]
+    fn connections_on_one_queue_spread_and_writes_follow_the_owner() {
+        let s = Steering::new(2, 42);
+        assert!((0..=255).any(|b| s.owner(b) == 1));
+        let all = Steering::new(3, 42).all_on(7);
+        assert!((0..=255).all(|b| all.owner(b) == 2));
+        // Four connections, all started on queue 0: data to the server, acks back.
+        let s = Steering::new(2, 42).all_on(0);
+        let tags: Vec<SteerTag> = [3, 50, 77, 200]
+            .iter()
+            .flat_map(|&b| {
+                [
+                    SteerTag {
+                        bucket: b,
+                        reply: false,
+                    },
+                    SteerTag {
+                        bucket: b,
+                        reply: true,
+                    },
+                ]
+            })
+            .collect();
+        // Smoothed, the load passes the floor in the second round; two moves even the queues
+        // and nothing moves again.
+        assert_eq!(rounds(&s, &tags, 20, 60000, 30), [1]);
+        assert_eq!(s.moves(), 2);
+        let on1 = [3, 50, 77, 200]
+            .iter()
+            .filter(|&&b| s.owner(b) == 1)
+            .count();
+        assert_eq!(on1, 2);
+    }
+
+    #[test]
+    fn flush_writes_each_tagged_packet_on_its_owner_and_the_rest_on_its_own_queue() {
+        let s = Steering::new(2, 1).all_on(1);
+        let io = FakeIo::with(&[vec![0x45; 40], vec![0x46; 40], vec![0x47; 40]]);
+        let mut ring = PacketRing::new(8, 64);
+        ring.fill(&io).unwrap();
+        for (i, slot) in ring.slots_mut().enumerate() {
+            if i != 1 {
+                *slot.steer = Some(SteerTag {
+                    bucket: 9,
+                    reply: i == 2,
+                });
+            }
+        }
+        let queues = [FakeIo::with(&[]), FakeIo::with(&[])];
+        ring.flush_to(|tag, len| match tag {
+            Some(t) => &queues[s.count(0, t, len)],
+            None => &queues[0],
+        });
+        assert_eq!(queues[1].outbox.borrow().len(), 2);
+        assert_eq!(queues[0].outbox.borrow()[0][0], 0x46);
+        // A fill clears the tags.
+        ring.fill(&FakeIo::with(&[vec![0x45; 40]])).unwrap();
+        assert!(ring.slots_mut().all(|slot| slot.steer.is_none()));
     }
 
     #[test]
@@ -521,119 +635,5 @@ mod tests {
         // One queue: nothing to balance.
         let mut owner = [0u8; BUCKETS];
         assert_eq!(plan(&mut owner, &load, &ALL, 1, &mut cooling), 0);
-    }
-
-    #[test]
-    fn a_flow_never_written_does_not_move() {
-        // Four one-way flows (UDP to the VIP, leaving NATed: other tuples) all read on queue 0.
-        let s = Steering::new(2, 7);
-        let mut ring = PacketRing::new(256, 2048);
-        let mut state = Rebalancer::default();
-        let out = FakeIo::with(&[]);
-        for _ in 0..20 {
-            let pkts: Vec<Vec<u8>> = (0..256u16)
-                .map(|i| v4(17, [10, 0, 0, 1], 5000 + i % 4, [10, 0, 0, 9], 53))
-                .map(|mut p| {
-                    p.resize(1400, 0);
-                    p
-                })
-                .collect();
-            // Two bursts a round: 4.9 MB of load, above the floor.
-            for _ in 0..2 {
-                ring.fill(&FakeIo::with(&pkts)).unwrap();
-                s.account(0, &ring);
-                for slot in ring.slots_mut() {
-                    slot.buf[16..20].copy_from_slice(&[10, 0, 1, 2]); // the NAT's new destination
-                }
-                ring.flush_to(|pkt| {
-                    let _ = s.queue_for(pkt, 0);
-                    &out
-                });
-            }
-            // A reply now and then (iperf3's first datagram back) does not make a flow movable.
-            let _ = s.queue_for(&v4(17, [10, 0, 0, 9], 53, [10, 0, 0, 1], 5000), 0);
-            assert_eq!(s.rebalance(&mut state), 0);
-        }
-        assert_eq!(s.moves(), 0);
-        // The same load with the buckets movable moves two of them.
-        let mut owner = [0u8; BUCKETS];
-        let mut cooling = [0; BUCKETS];
-        let mut movable = [false; BUCKETS];
-        assert_eq!(
-            plan(&mut owner, &state.smooth, &movable, 2, &mut cooling),
-            0
-        );
-        for (m, &l) in movable.iter_mut().zip(&state.smooth) {
-            *m = l > 0;
-        }
-        assert_eq!(
-            plan(&mut owner, &state.smooth, &movable, 2, &mut cooling),
-            2
-        );
-    }
-
-    #[test]
-    fn accounting_and_rebalancing_move_the_owner_and_writes_follow_it() {
-        let s = Steering::new(2, 42);
-        assert!((0..BUCKETS).any(|b| s.owner(b) == 1));
-        let all = Steering::new(3, 42).all_on(7);
-        assert!((0..BUCKETS).all(|b| all.owner(b) == 2));
-        // Four flows whose buckets start on queue 0, read by queue 0's thread.
-        let mut flows = Vec::new();
-        let mut port = 30000u16;
-        while flows.len() < 4 {
-            let p = v4(6, [10, 0, 0, 1], port, [10, 0, 0, 9], 80);
-            let b = flow_bucket(42, &p).unwrap();
-            if s.owner(b) == 0 && !flows.iter().any(|(fb, _)| *fb == b) {
-                flows.push((b, p));
-            }
-            port += 1;
-        }
-        let mut big: Vec<Vec<u8>> = Vec::new();
-        for (_, p) in &flows {
-            let mut p = p.clone();
-            p.resize(60000, 0);
-            big.push(p);
-        }
-        // Rounds of 40 segments per flow, each read by the queue its bucket's owner is (what
-        // the kernel does once lb-tun has written on that queue).
-        let mut state = Rebalancer::default();
-        let mut ring = PacketRing::new(200, 64 * 1024);
-        let queues = [FakeIo::with(&[]), FakeIo::with(&[])];
-        let mut moved_at = Vec::new();
-        let mut mark = [0usize; 2];
-        for round in 0..30 {
-            for q in 0..2 {
-                let mine: Vec<Vec<u8>> = (0..40)
-                    .flat_map(|_| flows.iter().zip(&big))
-                    .filter(|((b, _), _)| s.owner(*b) == q)
-                    .map(|(_, p)| p.clone())
-                    .collect();
-                ring.fill(&FakeIo::with(&mine)).unwrap();
-                s.account(q, &ring);
-                // The ring writes each packet on its bucket's owner.
-                ring.flush_to(|pkt| &queues[s.queue_for(pkt, q)]);
-            }
-            if s.rebalance(&mut state) > 0 {
-                moved_at.push(round);
-                // What was written before the move went to the old owners.
-                for (m, io) in mark.iter_mut().zip(&queues) {
-                    *m = io.outbox.borrow().len();
-                }
-            }
-        }
-        // Smoothed, the load passes the floor in the second round; then two moves even the
-        // queues and nothing moves again.
-        assert_eq!(moved_at, [1]);
-        assert_eq!(s.moves(), 2);
-        let on1 = flows.iter().filter(|(b, _)| s.owner(*b) == 1).count();
-        assert_eq!(on1, 2);
-        for (q, io) in queues.iter().enumerate() {
-            let out = &io.outbox.borrow()[mark[q]..];
-            assert!(out.iter().all(|p| s.queue_for(p, 9) == q));
-            assert_eq!(out.len(), 28 * 80, "queue {q}");
-        }
-        // A packet without a bucket stays on the writer's queue.
-        assert_eq!(s.queue_for(&[0x00; 20], 1), 1);
     }
 }

@@ -317,6 +317,18 @@ struct SlotMeta {
     next_hop: Option<IpAddr>,
     /// The packet's virtio-net header as read (zeros without offloads), written back with it.
     vnet: [u8; VNET_HDR_LEN],
+    /// Its client's steering bucket, when the balancer forwarded it (`crate::steer`).
+    steer: Option<SteerTag>,
+}
+
+/// What steering (`crate::steer`) needs of a packet the balancer forwarded: the bucket of its
+/// connection's client side, and whether it goes to the client (a reply) or to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteerTag {
+    /// The client's bucket.
+    pub bucket: u8,
+    /// A reply (real server → client), not a packet to a real server.
+    pub reply: bool,
 }
 
 /// Counters of the ring's I/O since it was created.
@@ -402,6 +414,9 @@ pub struct Slot<'a> {
     /// The virtio-net header read with the packet (zeros without offloads), written back with
     /// it: set it to zeros when the packet leaves with its checksums done and unsegmented.
     pub vnet: &'a mut [u8; VNET_HDR_LEN],
+    /// Steering's tag (`None` after a fill): set by the gateway for a forwarded packet, read by
+    /// [`PacketRing::flush_to`]'s caller.
+    pub steer: &'a mut Option<SteerTag>,
 }
 
 /// A ring of `slots` preallocated packet buffers of `buf_size` bytes each, allocated once in
@@ -441,6 +456,7 @@ impl PacketRing {
                     action: Action::Send,
                     next_hop: None,
                     vnet: [0; VNET_HDR_LEN],
+                    steer: None,
                 };
                 slots
             ]
@@ -464,6 +480,7 @@ impl PacketRing {
             action: Action::Send,
             next_hop: None,
             vnet: [0; VNET_HDR_LEN],
+            steer: None,
         };
         self.extra_meta.push((pkt.len() + EXTRA_ROOM, meta));
     }
@@ -481,6 +498,7 @@ impl PacketRing {
                 action: &mut m.action,
                 next_hop: &mut m.next_hop,
                 vnet: &mut m.vnet,
+                steer: &mut m.steer,
             }
         })
     }
@@ -535,6 +553,7 @@ impl PacketRing {
                 action: Action::Send,
                 next_hop: None,
                 vnet,
+                steer: None,
             };
             self.filled += 1;
         }
@@ -571,6 +590,7 @@ impl PacketRing {
                 action: &mut m.action,
                 next_hop: &mut m.next_hop,
                 vnet: &mut m.vnet,
+                steer: &mut m.steer,
             })
     }
 
@@ -580,15 +600,15 @@ impl PacketRing {
     /// A packet the device refuses is counted in [`RingStats::tx_errors`] and dropped: a
     /// gateway drops rather than stalls.
     pub fn flush<D: PacketIo + ?Sized>(&mut self, dev: &D) -> usize {
-        self.flush_to(|_| dev)
+        self.flush_to(|_, _| dev)
     }
 
-    /// [`flush`](Self::flush), each packet to the device `pick` names for it (given the packet
-    /// as it leaves): lb-tun's steering writes a packet on the queue its flow should arrive on
-    /// ([`crate::steer`]).
+    /// [`flush`](Self::flush), each packet to the device `pick` names for it, given its
+    /// steering tag and length as it leaves: lb-tun's steering writes a packet on the queue its
+    /// connection belongs to ([`crate::steer`]).
     pub fn flush_to<'d, D: PacketIo + ?Sized + 'd>(
         &mut self,
-        mut pick: impl FnMut(&[u8]) -> &'d D,
+        mut pick: impl FnMut(Option<SteerTag>, usize) -> &'d D,
     ) -> usize {
         let mut sent = 0;
         for (i, m) in self.meta[..self.filled].iter().enumerate() {
@@ -597,7 +617,13 @@ impl PacketRing {
             }
             let len = m.len.min(self.buf_size);
             let pkt = &self.rx[i * self.buf_size..i * self.buf_size + len];
-            if Self::send_one(pick(pkt), pkt, m.next_hop, &m.vnet, &mut self.stats) {
+            if Self::send_one(
+                pick(m.steer, len),
+                pkt,
+                m.next_hop,
+                &m.vnet,
+                &mut self.stats,
+            ) {
                 sent += 1;
             }
         }
@@ -606,7 +632,13 @@ impl PacketRing {
         for (size, m) in &self.extra_meta {
             if m.action == Action::Send {
                 let pkt = &self.extra[at..at + m.len.min(*size)];
-                if Self::send_one(pick(pkt), pkt, m.next_hop, &m.vnet, &mut self.stats) {
+                if Self::send_one(
+                    pick(m.steer, pkt.len()),
+                    pkt,
+                    m.next_hop,
+                    &m.vnet,
+                    &mut self.stats,
+                ) {
                     sent += 1;
                 }
             }

@@ -971,3 +971,56 @@ fn offloaded_segments_keep_their_partial_checksum_or_are_cut_for_a_tunnel() {
     }
     assert_eq!(payload, data, "every byte, in order");
 }
+
+/// Steering's tags: a connection's packet to its real server and the server's reply carry the
+/// client's bucket (the forward packet's source, the reply's destination), the reply marked
+/// as one; a packet the balancer only passes carries none, and without a key nothing is tagged.
+#[test]
+fn forwarded_packets_carry_their_clients_steering_bucket() {
+    use lb_testkit::pkt::{dst_of, src_of, tcp, udp, ACK, SYN};
+    use std::net::SocketAddr;
+
+    let key = 0xfeed;
+    let vip: SocketAddr = "10.30.0.10:80".parse().unwrap();
+    let client: SocketAddr = "10.40.0.2:41234".parse().unwrap();
+    let tags = |g: &mut Gateway, pkts: &[Vec<u8>]| {
+        let io = FakeIo::with(pkts);
+        let mut ring = PacketRing::new(8, 2048);
+        ring.fill(&io).unwrap();
+        g.process_ring(T0, &mut ring);
+        let tags: Vec<Option<SteerTag>> = ring.slots_mut().map(|s| *s.steer).collect();
+        ring.flush(&io);
+        (tags, io.outbox.take())
+    };
+    let mut g = gw();
+    g.apply_batch(T0, "c", CONF).unwrap();
+    let (none, _) = tags(&mut g, &[tcp(client, vip, SYN, 1, &[], 0)]);
+    assert_eq!(none, [None], "no key, no tags");
+
+    g.set_steer_key(key);
+    let (t, out) = tags(&mut g, &[tcp(client, vip, SYN, 1, &[], 0)]);
+    let bucket = crate::steer::client_buckets(key, &tcp(client, vip, SYN, 1, &[], 0))
+        .unwrap()
+        .0;
+    assert_eq!(
+        t,
+        [Some(SteerTag {
+            bucket,
+            reply: false
+        })]
+    );
+    let server = dst_of(&out[0]).unwrap();
+    assert_eq!(src_of(&out[0]), Some(client));
+    let (t, _) = tags(&mut g, &[tcp(server, client, SYN | ACK, 9, &[], 2)]);
+    assert_eq!(
+        t,
+        [Some(SteerTag {
+            bucket,
+            reply: true
+        })]
+    );
+    // Not to a service, not from a server: passed, untagged.
+    let other: SocketAddr = "10.50.0.1:53".parse().unwrap();
+    let (t, out) = tags(&mut g, &[udp(client, other, b"x")]);
+    assert_eq!((t, out.len()), (vec![None], 1));
+}
