@@ -1943,8 +1943,8 @@ PY
 -A -t $LBT_VIP4:5201 -s rr
 -a -t $LBT_VIP4:5201 -r $(server_addr4 1):5201 -m
 CONF
-	# Every flow starts on queue 0 (lb-tun's hidden --steer-start-queue): the steering must
-	# move half of the streams to queue 1.
+	# Every connection starts pinned to queue 0 (lb-tun's hidden --steer-start-queue): the
+	# steering must move half of the streams to queue 1.
 	local start=()
 	[ "${LBT_QUEUES:-2}" = 2 ] && start=(--steer-start-queue 0)
 	start_gateway "$tmp/lb.conf" "${start[@]}" || fail "gateway did not start"

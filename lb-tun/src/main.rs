@@ -117,13 +117,13 @@ struct Args {
     /// offload; README "Offloads"), which lb-tun rewrites once per segment.
     #[arg(long = "no-offload")]
     no_offload: bool,
-    /// With more than one queue, leave each flow on the queue the kernel's hash gives it. By
-    /// default lb-tun writes every packet on the queue its flow should come back on and
-    /// moves flows off a queue that carries clearly more than its share (README "Queues").
+    /// With more than one queue, leave every connection on the queue the kernel's hash gives
+    /// it. By default lb-tun moves connections off a queue that carries over a quarter more
+    /// than its share, by writing their packets on another queue (lb-tun README, "Steering").
     #[arg(long = "no-steer")]
     no_steer: bool,
-    /// Test aid: every flow's bucket starts on queue N (scripts/test-e2e.sh offload), so the
-    /// rebalancing must spread them.
+    /// Test aid: every connection's bucket starts pinned to queue N (scripts/test-e2e.sh
+    /// offload), so the rebalancing must spread them.
     #[arg(long, value_name = "N", hide = true, conflicts_with = "no_steer")]
     steer_start_queue: Option<usize>,
     /// Keep the connection table across restarts: load FILE at start (if it exists) and write
@@ -489,8 +489,8 @@ struct Steer {
 }
 
 impl Steer {
-    /// Writes the ring's packets, each forwarded one on its connection's queue (counted as
-    /// queue `me`'s load), the rest on `me`, the writing thread's queue.
+    /// Writes the ring's packets, each forwarded one on the queue its bucket is pinned to, if
+    /// it is (counted as queue `me`'s load), the rest on `me`, the writing thread's queue.
     fn flush(&self, ring: &mut PacketRing, me: usize) {
         ring.flush_to(|tag, len| {
             let q = tag.map_or(me, |t| self.steering.count(me, t, len));

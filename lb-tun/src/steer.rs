@@ -8,15 +8,17 @@
 //! that hash: four iperf3 streams over two queues all meet on one in one run out of eight,
 //! and that run moves about what one queue moves (BENCHMARKS.md, "Steering").
 //!
-//! lb-tun places connections by the kernel's own rule. A connection's client side (address
-//! and port) falls into one of [`BUCKETS`] buckets by a keyed hash ([`client_buckets`]), and
-//! each bucket has an owner queue. The gateway tags each packet the balancer forwards with its
-//! client's bucket (the source of a packet to a real server, the destination of a reply:
-//! `SteerTag`, from the verdict), and the packet is written on the bucket's owner. For a NAT
-//! connection that places both directions on the owner: the client's packets (client ↔ VIP)
-//! come in where the un-NATed replies, of that tuple, were written; the server's replies
-//! (client ↔ server) where the client's NATed packets were. So each connection is read by one
-//! thread, both ways, as the kernel's flow table alone would have it after the first exchange.
+//! lb-tun moves connections by the kernel's own rule. A connection's client side (address and
+//! port) falls into one of [`BUCKETS`] buckets by a keyed hash ([`client_buckets`]). The
+//! gateway tags each packet the balancer forwards with its client's bucket (the source of a
+//! packet to a real server, the destination of a reply: `SteerTag`, from the verdict). A
+//! bucket is either left where the kernel puts it, and its packets are written on the queue
+//! that read them (the thread's own: a connection then stays on the queue its first packet
+//! came in on, both ways, with no hand-over), or *pinned* to a queue, and its packets are
+//! written there: for a NAT connection that moves both directions, since the client's packets
+//! (client ↔ VIP) come in where the un-NATed replies, of that tuple, were written, and the
+//! server's replies (client ↔ server) where the client's NATed packets were. Only the
+//! rebalancing pins buckets, and it unpins one that fell idle.
 //!
 //! A connection whose replies do not come back through lb-tun (a one-way UDP stream, a tunnel
 //! or direct-routing server answering the client itself) cannot be moved: the kernel never sees
@@ -24,15 +26,17 @@
 //! [`MIN_REPLIES`] replies written in the round may move.
 //!
 //! The reading thread counts what each bucket cost it ([`Steering::count`]: a packet's bytes
-//! plus [`PACKET_WEIGHT`] for its two system calls), and the main loop moves buckets from the
-//! busiest queue to the idlest every [`REBALANCE_EVERY`] ([`plan`], over loads smoothed across
-//! rounds), when the busiest carries a quarter more than its share and a move makes the pair
-//! more even. A moved bucket stays put for [`COOL_ROUNDS`] rounds. A connection that moves may
+//! plus [`PACKET_WEIGHT`] for its two system calls). Every [`REBALANCE_EVERY`] the main loop
+//! takes each bucket to be on its pinned queue, else on the queue that read most of it, and
+//! pins buckets from the busiest queue to the idlest ([`plan`], over loads smoothed across
+//! rounds) when the busiest carries a quarter more than its share and a move makes the pair
+//! more even. A moved bucket stays put for [`COOL_ROUNDS`] rounds, and is unpinned once its
+//! load falls under [`IDLE_LOAD`]. A connection that moves may
 //! have a few packets still waiting on its old queue, read by the old thread while the new one
 //! reads the newer ones: a one-time reordering of at most a burst, which TCP absorbs (counted
 //! moves: `tun.steer_moves`).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::tun::SteerTag;
@@ -64,6 +68,13 @@ pub const MAX_MOVES: usize = 4;
 
 /// Replies written in a bucket in a round for it to be movable (a TCP connection's: hundreds).
 pub const MIN_REPLIES: u64 = 16;
+
+/// A pinned bucket whose smoothed load falls under this (bytes and packet weights a round:
+/// ~5 Mbit/s) is unpinned: its connections go back to where the kernel puts them.
+pub const IDLE_LOAD: u64 = 64 << 10;
+
+/// An unpinned bucket's owner.
+const NATURAL: u16 = u16::MAX;
 
 /// The buckets of the two ends of IP packet `pkt` under `key`: `(source's, destination's)`,
 /// each a keyed hash of the end's address and port; `None` for anything that is not an IPv4 or
@@ -122,7 +133,8 @@ fn mix(mut x: u64) -> u64 {
 #[derive(Debug)]
 pub struct Steering {
     key: u64,
-    owner: [AtomicU8; BUCKETS],
+    /// Each bucket's pinned queue, or [`NATURAL`].
+    pinned: [AtomicU16; BUCKETS],
     /// Per queue: load per bucket since the start (bytes + [`PACKET_WEIGHT`] a packet).
     load: Box<[[AtomicU64; BUCKETS]]>,
     /// Per queue: replies written per bucket since the start (movable buckets).
@@ -138,24 +150,24 @@ fn rows(queues: usize) -> Box<[[AtomicU64; BUCKETS]]> {
 
 impl Steering {
     /// Steering over `queues` queues (at most 256) with hash key `key` (random: clients nobody
-    /// can aim at one bucket); bucket `b` starts on queue `b % queues`.
+    /// can aim at one bucket); no bucket pinned.
     pub fn new(queues: usize, key: u64) -> Self {
         let queues = queues.clamp(1, 256);
         Steering {
             key,
-            owner: std::array::from_fn(|b| AtomicU8::new((b % queues) as u8)),
+            pinned: std::array::from_fn(|_| AtomicU16::new(NATURAL)),
             load: rows(queues),
             replies: rows(queues),
             moves: AtomicU64::new(0),
         }
     }
 
-    /// Every bucket starts on queue `q` instead (a test aid, lb-tun's hidden
-    /// `--steer-start-queue`: all connections meet on one queue and the rebalancing must
-    /// spread them).
+    /// Every bucket pinned to queue `q` (a test aid, lb-tun's hidden `--steer-start-queue`:
+    /// all connections meet on one queue and the rebalancing must spread them; these pins are
+    /// never dropped for idleness, only moved).
     pub fn all_on(self, q: usize) -> Self {
-        let q = q.min(self.queues() - 1) as u8;
-        for o in &self.owner {
+        let q = q.min(self.queues() - 1) as u16;
+        for o in &self.pinned {
             o.store(q, Ordering::Relaxed);
         }
         self
@@ -171,14 +183,17 @@ impl Steering {
         self.load.len()
     }
 
-    /// The queue that owns bucket `b` now.
-    pub fn owner(&self, b: u8) -> usize {
-        usize::from(self.owner[usize::from(b)].load(Ordering::Relaxed))
+    /// The queue bucket `b` is pinned to, if it is.
+    pub fn pinned(&self, b: u8) -> Option<usize> {
+        match self.pinned[usize::from(b)].load(Ordering::Relaxed) {
+            NATURAL => None,
+            q => Some(usize::from(q)),
+        }
     }
 
     /// Counts a packet of `len` bytes tagged `tag` as read by queue `me` and written now, and
-    /// returns the queue to write it on: its bucket's owner. Only queue `me`'s thread may call
-    /// it (one writer per counter).
+    /// returns the queue to write it on: its bucket's pinned queue, else `me`. Only queue
+    /// `me`'s thread may call it (one writer per counter).
     pub fn count(&self, me: usize, tag: SteerTag, len: usize) -> usize {
         let b = usize::from(tag.bucket);
         if let (Some(load), Some(replies)) = (self.load.get(me), self.replies.get(me)) {
@@ -192,7 +207,7 @@ impl Steering {
                 r.store(r.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
         }
-        usize::from(self.owner[b].load(Ordering::Relaxed))
+        self.pinned(tag.bucket).unwrap_or(me)
     }
 
     /// Buckets moved so far.
@@ -201,65 +216,95 @@ impl Steering {
     }
 
     /// One round of rebalancing (the main loop, every [`REBALANCE_EVERY`]): the load each
-    /// bucket took since the last round, smoothed ([`SMOOTHING`]), and the moves [`plan`]
-    /// makes of it among the buckets with replies.
+    /// bucket took since the last round, smoothed ([`SMOOTHING`]), each bucket on its pinned
+    /// queue or the one that read most of it, the pins [`plan`] makes of it among the buckets
+    /// with replies, and the pins of idle buckets it moved dropped. Returns the buckets moved.
     pub fn rebalance(&self, state: &mut Rebalancer) -> usize {
-        let sum = |rows: &[[AtomicU64; BUCKETS]], b: usize| -> u64 {
-            rows.iter().map(|row| row[b].load(Ordering::Relaxed)).sum()
-        };
-        let mut movable = [false; BUCKETS];
-        for (b, m) in movable.iter_mut().enumerate() {
-            let total = sum(&self.load, b);
-            let round = total.wrapping_sub(state.seen[b]);
-            state.seen[b] = total;
-            let s = &mut state.smooth[b];
-            *s = *s - *s / SMOOTHING + round / SMOOTHING;
-            let replies = sum(&self.replies, b);
-            *m = replies.wrapping_sub(state.seen_replies[b]) >= MIN_REPLIES;
-            state.seen_replies[b] = replies;
+        let queues = self.queues();
+        if state.seen.len() < queues {
+            state.seen.resize(queues, [0; BUCKETS]);
         }
-        let mut owner: [u8; BUCKETS] =
-            std::array::from_fn(|b| self.owner[b].load(Ordering::Relaxed));
+        let mut movable = [false; BUCKETS];
+        let mut owner = [0u8; BUCKETS];
+        for b in 0..BUCKETS {
+            let mut total = 0u64;
+            let mut most = (0u64, state.natural[b]);
+            for (q, row) in self.load.iter().enumerate() {
+                let now = row[b].load(Ordering::Relaxed);
+                let round = now.wrapping_sub(state.seen[q][b]);
+                state.seen[q][b] = now;
+                total += round;
+                if round > most.0 {
+                    most = (round, q as u8);
+                }
+            }
+            state.natural[b] = most.1;
+            let s = &mut state.smooth[b];
+            *s = *s - *s / SMOOTHING + total / SMOOTHING;
+            let replies: u64 = self
+                .replies
+                .iter()
+                .map(|row| row[b].load(Ordering::Relaxed))
+                .sum();
+            movable[b] = replies.wrapping_sub(state.seen_replies[b]) >= MIN_REPLIES;
+            state.seen_replies[b] = replies;
+            owner[b] = match self.pinned(b as u8) {
+                Some(q) => q as u8,
+                None => state.natural[b],
+            };
+        }
+        let before = owner;
         let moved = plan(
             &mut owner,
             &state.smooth,
             &movable,
-            self.queues(),
+            queues,
             &mut state.cooling,
         );
-        if moved > 0 {
-            for (b, (o, new)) in self.owner.iter().zip(owner).enumerate() {
-                let old = o.swap(new, Ordering::Relaxed);
-                if old != new {
-                    log::debug!(
-                        "steering: bucket {b} ({} KB a round) moved from queue {old} to {new}",
-                        state.smooth[b] >> 10
-                    );
-                }
+        for b in 0..BUCKETS {
+            if owner[b] != before[b] {
+                self.pinned[b].store(u16::from(owner[b]), Ordering::Relaxed);
+                state.moved[b] = true;
+                log::debug!(
+                    "steering: bucket {b} ({} KB a round) pinned to queue {} (was on {})",
+                    state.smooth[b] >> 10,
+                    owner[b],
+                    before[b]
+                );
+            } else if state.moved[b] && state.cooling[b] == 0 && state.smooth[b] < IDLE_LOAD {
+                self.pinned[b].store(NATURAL, Ordering::Relaxed);
+                state.moved[b] = false;
             }
+        }
+        if moved > 0 {
             self.moves.fetch_add(moved as u64, Ordering::Relaxed);
         }
         moved
     }
 }
 
-/// The main loop's side of [`Steering::rebalance`]: the totals (load, replies) seen at the last
-/// round, each bucket's smoothed load, and the buckets still cooling after a move.
+/// The main loop's side of [`Steering::rebalance`]: the totals (load per queue, replies) seen
+/// at the last round, each bucket's smoothed load and the queue that last read most of it, the
+/// buckets still cooling after a move and those whose pin a move made.
 #[derive(Debug, Clone)]
 pub struct Rebalancer {
-    seen: [u64; BUCKETS],
+    seen: Vec<[u64; BUCKETS]>,
     seen_replies: [u64; BUCKETS],
     smooth: [u64; BUCKETS],
+    natural: [u8; BUCKETS],
     cooling: [u8; BUCKETS],
+    moved: [bool; BUCKETS],
 }
 
 impl Default for Rebalancer {
     fn default() -> Self {
         Rebalancer {
-            seen: [0; BUCKETS],
+            seen: Vec::new(),
             seen_replies: [0; BUCKETS],
             smooth: [0; BUCKETS],
+            natural: [0; BUCKETS],
             cooling: [0; BUCKETS],
+            moved: [false; BUCKETS],
         }
     }
 }
@@ -429,31 +474,55 @@ mod tests {
         assert!(client_buckets(key, &short).is_some());
     }
 
-    /// Rounds of `per` packets of `len` bytes for each of `tags`, each counted by the queue
-    /// that owns its bucket (where the kernel hands them once lb-tun has written there); the
-    /// rounds at which buckets moved.
-    fn rounds(s: &Steering, tags: &[SteerTag], per: usize, len: usize, n: usize) -> Vec<usize> {
-        let mut state = Rebalancer::default();
+    /// Rounds of `per` packets of `len` bytes for each of `tags`, each read by its bucket's
+    /// pinned queue, else by queue `kernel(bucket)` (the kernel's own placement), and written
+    /// on the queue steering names (checked: the pinned one, else the reader's); the rounds
+    /// at which buckets moved.
+    fn rounds(
+        s: &Steering,
+        state: &mut Rebalancer,
+        tags: &[SteerTag],
+        kernel: impl Fn(u8) -> usize,
+        (per, len, n): (usize, usize, usize),
+    ) -> Vec<usize> {
         let mut moved_at = Vec::new();
         for round in 0..n {
             for t in tags {
                 for _ in 0..per {
-                    let q = s.owner(t.bucket);
+                    let q = s.pinned(t.bucket).unwrap_or_else(|| kernel(t.bucket));
                     assert_eq!(s.count(q, *t, len), q);
                 }
             }
-            if s.rebalance(&mut state) > 0 {
+            if s.rebalance(state) > 0 {
                 moved_at.push(round);
             }
         }
         moved_at
     }
 
+    fn both_ways(buckets: &[u8]) -> Vec<SteerTag> {
+        buckets
+            .iter()
+            .flat_map(|&bucket| {
+                [
+                    SteerTag {
+                        bucket,
+                        reply: false,
+                    },
+                    SteerTag {
+                        bucket,
+                        reply: true,
+                    },
+                ]
+            })
+            .collect()
+    }
+
     #[test]
     fn a_connection_without_replies_does_not_move() {
-        // Four one-way streams (UDP to the VIP), all on queue 0; a reply now and then (iperf3's
-        // first datagram back) does not make them movable.
-        let s = Steering::new(2, 7).all_on(0);
+        // Four one-way streams (UDP to the VIP) the kernel put on queue 0; a reply now and
+        // then (iperf3's first datagram back) does not make them movable.
+        let s = Steering::new(2, 7);
         let one_way: Vec<SteerTag> = (0..4)
             .map(|b| SteerTag {
                 bucket: b * 40,
@@ -464,85 +533,90 @@ mod tests {
         for _ in 0..20 {
             for t in &one_way {
                 for _ in 0..100 {
-                    s.count(0, *t, 1400);
+                    assert_eq!(s.count(0, *t, 1400), 0);
                 }
             }
-            s.count(
-                0,
-                SteerTag {
-                    bucket: 0,
-                    reply: true,
-                },
-                60,
-            );
+            let reply = SteerTag {
+                bucket: 0,
+                reply: true,
+            };
+            s.count(0, reply, 60);
             assert_eq!(s.rebalance(&mut state), 0);
         }
         assert_eq!(s.moves(), 0);
-        // The same load with replies moves two of them.
-        let both: Vec<SteerTag> = one_way
-            .iter()
-            .flat_map(|t| [*t, SteerTag { reply: true, ..*t }])
-            .collect();
-        assert_eq!(rounds(&s, &both, 50, 1400, 20).len(), 1);
+        // The same streams with replies: two of them are pinned to queue 1.
+        let both = both_ways(&[0, 40, 80, 120]);
+        assert_eq!(
+            rounds(&s, &mut state, &both, |_| 0, (50, 4000, 20)).len(),
+            1
+        );
         assert_eq!(s.moves(), 2);
-        assert_eq!(one_way.iter().filter(|t| s.owner(t.bucket) == 1).count(), 2);
+        let pins: Vec<_> = (0..4).filter_map(|b| s.pinned(b * 40)).collect();
+        assert_eq!(pins, [1, 1]);
     }
 
     #[test]
-    fn connections_on_one_queue_spread_and_writes_follow_the_owner() {
-        let s = Steering::new(2, 42);
-        assert!((0..=255).any(|b| s.owner(b) == 1));
+    fn connections_the_kernel_put_on_one_queue_spread_and_idle_pins_go() {
+        assert!((0..=255).all(|b| Steering::new(2, 42).pinned(b).is_none()));
         let all = Steering::new(3, 42).all_on(7);
-        assert!((0..=255).all(|b| all.owner(b) == 2));
-        // Four connections, all started on queue 0: data to the server, acks back.
-        let s = Steering::new(2, 42).all_on(0);
-        let tags: Vec<SteerTag> = [3, 50, 77, 200]
-            .iter()
-            .flat_map(|&b| {
-                [
-                    SteerTag {
-                        bucket: b,
-                        reply: false,
-                    },
-                    SteerTag {
-                        bucket: b,
-                        reply: true,
-                    },
-                ]
-            })
-            .collect();
-        // Smoothed, the load passes the floor in the second round; two moves even the queues
+        assert!((0..=255).all(|b| all.pinned(b) == Some(2)));
+        // Four connections the kernel put on queue 0: data to the server, acks back.
+        let s = Steering::new(2, 42);
+        let mut state = Rebalancer::default();
+        let tags = both_ways(&[3, 50, 77, 200]);
+        // Smoothed, the load passes the floor in the second round; two pins even the queues
         // and nothing moves again.
-        assert_eq!(rounds(&s, &tags, 20, 60000, 30), [1]);
+        assert_eq!(rounds(&s, &mut state, &tags, |_| 0, (20, 60000, 30)), [1]);
         assert_eq!(s.moves(), 2);
-        let on1 = [3, 50, 77, 200]
-            .iter()
-            .filter(|&&b| s.owner(b) == 1)
-            .count();
-        assert_eq!(on1, 2);
+        let pinned: Vec<u8> = [3, 50, 77, 200]
+            .into_iter()
+            .filter(|&b| s.pinned(b).is_some())
+            .collect();
+        assert_eq!(pinned.len(), 2);
+        assert!(pinned.iter().all(|&b| s.pinned(b) == Some(1)));
+        // Balanced by the kernel already (two on each queue): nothing is pinned.
+        let s2 = Steering::new(2, 42);
+        let mut state2 = Rebalancer::default();
+        let kernel = |b: u8| usize::from(b == 50 || b == 200);
+        assert_eq!(rounds(&s2, &mut state2, &tags, kernel, (20, 60000, 30)), []);
+        // The connections end: once idle, the pins are dropped.
+        assert_eq!(rounds(&s, &mut state, &[], |_| 0, (0, 0, 30)), []);
+        assert!(pinned.iter().all(|&b| s.pinned(b).is_none()));
+        // The test aid's pins stay, idle or not.
+        let all = Steering::new(2, 42).all_on(0);
+        assert_eq!(
+            rounds(&all, &mut Rebalancer::default(), &[], |_| 1, (0, 0, 40)),
+            []
+        );
+        assert!((0..=255).all(|b| all.pinned(b) == Some(0)));
     }
 
     #[test]
-    fn flush_writes_each_tagged_packet_on_its_owner_and_the_rest_on_its_own_queue() {
-        let s = Steering::new(2, 1).all_on(1);
-        let io = FakeIo::with(&[vec![0x45; 40], vec![0x46; 40], vec![0x47; 40]]);
-        let mut ring = PacketRing::new(8, 64);
-        ring.fill(&io).unwrap();
-        for (i, slot) in ring.slots_mut().enumerate() {
-            if i != 1 {
-                *slot.steer = Some(SteerTag {
-                    bucket: 9,
-                    reply: i == 2,
-                });
-            }
-        }
+    fn flush_writes_each_tagged_packet_on_its_pinned_queue_and_the_rest_on_its_own() {
+        let s = Steering::new(2, 1);
+        let pinned = Steering::new(2, 1).all_on(1);
         let queues = [FakeIo::with(&[]), FakeIo::with(&[])];
-        ring.flush_to(|tag, len| match tag {
-            Some(t) => &queues[s.count(0, t, len)],
-            None => &queues[0],
-        });
+        let mut ring = PacketRing::new(8, 64);
+        for st in [&s, &pinned] {
+            let io = FakeIo::with(&[vec![0x45; 40], vec![0x46; 40], vec![0x47; 40]]);
+            ring.fill(&io).unwrap();
+            for (i, slot) in ring.slots_mut().enumerate() {
+                if i != 1 {
+                    *slot.steer = Some(SteerTag {
+                        bucket: 9,
+                        reply: i == 2,
+                    });
+                }
+            }
+            ring.flush_to(|tag, len| match tag {
+                Some(t) => &queues[st.count(0, t, len)],
+                None => &queues[0],
+            });
+        }
+        // Unpinned: all three on the reader's queue (0); pinned to 1: the two tagged there.
+        assert_eq!(queues[0].outbox.borrow().len(), 4);
         assert_eq!(queues[1].outbox.borrow().len(), 2);
-        assert_eq!(queues[0].outbox.borrow()[0][0], 0x46);
+        assert_eq!(queues[0].outbox.borrow()[3][0], 0x46);
         // A fill clears the tags.
         ring.fill(&FakeIo::with(&[vec![0x45; 40]])).unwrap();
         assert!(ring.slots_mut().all(|slot| slot.steer.is_none()));
