@@ -107,6 +107,7 @@ if [ -z "$ECHO" ]; then
 	lbadm --stats-gateway >"$tmp/gw.stats"
 	g() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/gw.stats"; }
 	echo "gateway: connections $(g conns_created), client ports reused and rescheduled $(g reuse_reschedules), SYN drops $(g syn_drops)"
+	echo "gateway queues: $(g tun.queues), steering moves $(g tun.steer_moves)"
 	echo "gateway drops by reason: $(awk '$1 ~ /^drops\./ && $2 > 0 { sub(/^drops\./, "", $1); printf "%s %s  ", $1, $2; n++ } END { if (!n) printf "none" }' "$tmp/gw.stats")"
 	echo "--- lbadm -L -n --stats"
 	lbadm -L -n --stats
