@@ -31,17 +31,17 @@
 //! pins buckets from the busiest queue to the idlest ([`plan`], over loads smoothed across
 //! rounds) when the busiest carries a quarter more than its share and a move makes the pair
 //! more even. A moved bucket stays put for [`COOL_ROUNDS`] rounds, and is unpinned once its
-//! load falls under [`IDLE_LOAD`]. A connection that moves may
-//! have a few packets still waiting on its old queue, read by the old thread while the new one
-//! reads the newer ones: a one-time reordering of at most a burst, which TCP absorbs (counted
-//! moves: `tun.steer_moves`).
+//! load falls under [`IDLE_LOAD`]. A connection that moves may have a few packets still
+//! waiting on its old queue, read by the old thread while the new one reads the newer ones: a
+//! one-time reordering of at most a burst, which TCP absorbs (counted moves:
+//! `tun.steer_moves`).
 
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::tun::SteerTag;
 
-/// Buckets connections fall into; each has an owner queue.
+/// Buckets connections fall into by their client's address and port.
 pub const BUCKETS: usize = 256;
 
 /// What a packet costs beyond its bytes, in bytes: its read and its write (~3.7 µs of system
@@ -309,12 +309,11 @@ impl Default for Rebalancer {
     }
 }
 
-/// Moves buckets between `queues` queues given each bucket's `load` in the last round,
-/// rewriting `owner`; returns how many moved. Only `movable` buckets move (their load counts
-/// all the same). Each move takes a bucket of the busiest queue
-/// to the idlest, the one that leaves the two closest to even, and only while the busiest
-/// carries more than 1/4 above its fair share and the move lowers it (a bucket lighter than
-/// the gap between the two). Nothing moves in a round lighter than [`MIN_ROUND_LOAD`]; a
+/// Moves buckets between `queues` queues given each bucket's queue (`owner`) and `load` in the
+/// last round, rewriting `owner`; returns how many moved. Only `movable` buckets move (their
+/// load counts all the same). Each move takes a bucket of the busiest queue to the idlest, the
+/// one that leaves the two closest to even, and only while the busiest carries more than 1/4
+/// above its fair share and the move lowers it (a bucket lighter than the gap between the two). Nothing moves in a round lighter than [`MIN_ROUND_LOAD`]; a
 /// bucket moved waits [`COOL_ROUNDS`] rounds (`cooling`) before it moves again.
 pub fn plan(
     owner: &mut [u8; BUCKETS],
