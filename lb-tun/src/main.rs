@@ -200,9 +200,12 @@ struct Loop {
     gw: SharedGateway,
     /// The other queues' counters, as their threads publish them.
     queues: Vec<Arc<SharedRingStats>>,
-    /// `--queues` above 1 without `--no-steer`: the placement of flows on the queues, and
-    /// every queue's write handle.
+    /// `--queues` above 1 without `--no-steer`: the placement of connections on the queues,
+    /// and every queue's write handle.
     steer: Option<Steer>,
+    /// The rebalancing rounds' state (with `steer`), and when the last one ran.
+    rebalancer: Rebalancer,
+    last_round: Instant,
     clock: Clock,
     control: mpsc::Receiver<Pending>,
     snapshot: MetricsSnapshot,
@@ -242,8 +245,12 @@ impl Loop {
                 }
             }
             let now = self.clock.at(wall);
-            if let Some(st) = &mut self.steer {
-                st.rebalance(wall);
+            if let Some(st) = &self.steer {
+                // A rebalancing round when one is due (steer.rs logs each move).
+                if wall.saturating_duration_since(self.last_round) >= REBALANCE_EVERY {
+                    self.last_round = wall;
+                    st.steering.rebalance(&mut self.rebalancer);
+                }
             }
             let probes = {
                 let mut gw = lock(&self.gw);
@@ -484,8 +491,6 @@ impl QueueThread {
 struct Steer {
     steering: Arc<Steering>,
     writers: Arc<[TunQueue]>,
-    rebalancer: Rebalancer,
-    last_round: Instant,
 }
 
 impl Steer {
@@ -496,18 +501,6 @@ impl Steer {
             let q = tag.map_or(me, |t| self.steering.count(me, t, len));
             &self.writers[q]
         });
-    }
-
-    /// A rebalancing round when one is due.
-    fn rebalance(&mut self, wall: Instant) {
-        if wall.saturating_duration_since(self.last_round) < REBALANCE_EVERY {
-            return;
-        }
-        self.last_round = wall;
-        let moved = self.steering.rebalance(&mut self.rebalancer);
-        if moved > 0 {
-            log::debug!("steering: {moved} bucket(s) moved to even the queues' load");
-        }
     }
 }
 
@@ -885,8 +878,6 @@ fn main() -> ExitCode {
             Some(Steer {
                 steering: Arc::new(steering),
                 writers,
-                rebalancer: Rebalancer::default(),
-                last_round: Instant::now(),
             })
         }
         _ => None,
@@ -925,6 +916,8 @@ fn main() -> ExitCode {
         gw,
         queues: published,
         steer,
+        rebalancer: Rebalancer::default(),
+        last_round: Instant::now(),
         clock,
         control: control_rx,
         snapshot,

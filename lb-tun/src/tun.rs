@@ -321,6 +321,20 @@ struct SlotMeta {
     steer: Option<SteerTag>,
 }
 
+impl SlotMeta {
+    /// A packet of `len` bytes just read (with virtio-net header `vnet`) or made: to be sent
+    /// to its own destination, untagged.
+    const fn fresh(len: usize, vnet: [u8; VNET_HDR_LEN]) -> Self {
+        SlotMeta {
+            len,
+            action: Action::Send,
+            next_hop: None,
+            vnet,
+            steer: None,
+        }
+    }
+}
+
 /// What steering (`crate::steer`) needs of a packet the balancer forwarded: the bucket of its
 /// connection's client side, and whether it goes to the client (a reply) or to a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,17 +464,7 @@ impl PacketRing {
         PacketRing {
             buf_size,
             rx: vec![0; slots * buf_size].into_boxed_slice(),
-            meta: vec![
-                SlotMeta {
-                    len: 0,
-                    action: Action::Send,
-                    next_hop: None,
-                    vnet: [0; VNET_HDR_LEN],
-                    steer: None,
-                };
-                slots
-            ]
-            .into_boxed_slice(),
+            meta: vec![SlotMeta::fresh(0, [0; VNET_HDR_LEN]); slots].into_boxed_slice(),
             filled: 0,
             stats: RingStats::default(),
             extra: Vec::new(),
@@ -475,13 +479,7 @@ impl PacketRing {
         let at = self.extra.len();
         self.extra.resize(at + pkt.len() + EXTRA_ROOM, 0);
         self.extra[at..at + pkt.len()].copy_from_slice(pkt);
-        let meta = SlotMeta {
-            len: pkt.len(),
-            action: Action::Send,
-            next_hop: None,
-            vnet: [0; VNET_HDR_LEN],
-            steer: None,
-        };
+        let meta = SlotMeta::fresh(pkt.len(), [0; VNET_HDR_LEN]);
         self.extra_meta.push((pkt.len() + EXTRA_ROOM, meta));
     }
 
@@ -548,13 +546,7 @@ impl PacketRing {
                 self.stats.rx_truncated += 1;
                 continue;
             }
-            self.meta[i] = SlotMeta {
-                len: n,
-                action: Action::Send,
-                next_hop: None,
-                vnet,
-                steer: None,
-            };
+            self.meta[i] = SlotMeta::fresh(n, vnet);
             self.filled += 1;
         }
         let got = self.filled - start;
